@@ -1,0 +1,1 @@
+"""The `bangfu` command: the embedded default, migrations, tokens and event tailing."""

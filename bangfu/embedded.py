@@ -1,0 +1,191 @@
+"""The embedded default: one machine, no servers to install.
+
+Starts a real nats-server from the wheel, migrates a SQLite database per service, runs the four
+services and the department sandbox as child processes, and stops them all on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from services.benefits.settings import BenefitsSettings
+from services.notifications.settings import NotificationsSettings
+from services.registry.settings import RegistrySettings
+from services.verification.settings import VerificationSettings
+from shared.migrations import SERVICES, upgrade
+from shared.natsserver import NatsServer, port_open
+from shared.settings import DEFAULT_PORTS, EMBEDDED_NATS_PORT, ServiceSettings, SuiteSettings
+
+Say = Callable[[str], None]
+
+
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "registry": RegistrySettings,
+    "verification": VerificationSettings,
+    "benefits": BenefitsSettings,
+    "notifications": NotificationsSettings,
+}
+
+
+def service_settings(service: str) -> ServiceSettings:
+    """The settings a service will read from the environment (to migrate before it starts)."""
+    return SETTINGS[service]()
+
+
+def migrate(services: tuple[str, ...] = SERVICES, *, say: Say = print) -> None:
+    """Bring each service's database to head."""
+    for service in services:
+        url, schema = service_settings(service).database
+        upgrade(service, url=url, schema=schema)
+        say(f"migrated {service} ({url.split('://')[0]}{', schema ' + schema if schema else ''})")
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: a child gets SIGTERM if `bangfu up` is killed outright (no orphans).
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    ready_url: str
+
+
+class AlreadyRunning(Exception):
+    """Another `bangfu up` holds the ports or the lock."""
+
+
+class Supervisor:
+    """Owns every child process of `bangfu up` and stops them all, whatever happens."""
+
+    def __init__(self, suite: SuiteSettings, *, say: Say = print):
+        self.suite = suite
+        self.home = suite.home.resolve()
+        self.say = say
+        self.children: list[Child] = []
+        self.nats: NatsServer | None = None
+        self.lock = self.home / "up.pid"
+
+    def check_not_running(self) -> None:
+        if self.lock.exists():
+            pid = int(self.lock.read_text().strip() or 0)
+            if pid and _alive(pid):
+                raise AlreadyRunning(f"Bangfu is already running (pid {pid}); "
+                                     f"stop it with Ctrl-C in its terminal or `kill {pid}`")
+        ports = dict(DEFAULT_PORTS)
+        if "BANGFU_NATS_URL" not in os.environ:
+            ports["nats"] = EMBEDDED_NATS_PORT
+        taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
+        if taken:
+            raise AlreadyRunning(f"ports already in use: {', '.join(taken)}; is another "
+                                 "Bangfu running? Set BANGFU_<SERVICE>_PORT to move one.")
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        self.lock.write_text(str(os.getpid()))
+        env = {**os.environ, "BANGFU_HOME": str(self.home)}
+        if "BANGFU_NATS_URL" not in os.environ:
+            self.nats = NatsServer(port=EMBEDDED_NATS_PORT, store_dir=self.home / "nats",
+                                   log_file=self.home / "logs" / "nats.log")
+            self.nats.start()
+            env["BANGFU_NATS_URL"] = self.nats.url
+            self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
+        os.environ.update(env)
+        migrate(say=self.say)
+        for name in (*SERVICES, "sandbox"):
+            module = "sandbox" if name == "sandbox" else f"services.{name}"
+            port = DEFAULT_PORTS[name]
+            ready = "/healthz" if name == "sandbox" else "/readyz"
+            self._spawn(name, [sys.executable, "-m", module], env,
+                        f"http://127.0.0.1:{port}{ready}")
+        self._wait_ready()
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> None:
+        log = self.home / "logs" / f"{name}.log"
+        with open(log, "ab") as output:
+            process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent)
+        self.children.append(Child(name, process, log, ready_url))
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        while pending:
+            for child in list(pending):
+                self.check_children()
+                try:
+                    if httpx.get(child.ready_url, timeout=1).status_code == 200:
+                        pending.remove(child)
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                names = ", ".join(c.name for c in pending)
+                raise RuntimeError(f"not ready after {timeout:.0f}s: {names}; see {self.home}/logs")
+            time.sleep(0.2)
+
+    def check_children(self) -> None:
+        """Raise if a child has died: the suite is not half-running."""
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                tail = child.log.read_text(errors="replace").splitlines()[-15:]
+                raise RuntimeError(f"{child.name} exited with code {code}; last lines of "
+                                   f"{child.log}:\n" + "\n".join(tail))
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.terminate()
+        for child in self.children:
+            try:
+                child.process.wait(10)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.nats:
+            self.nats.stop()
+        if self.lock.exists() and self.lock.read_text().strip() == str(os.getpid()):
+            self.lock.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_until_signalled(supervisor: Supervisor, *, on_ready: Callable[[], None]) -> None:
+    """Start everything, call `on_ready`, then wait for Ctrl-C or SIGTERM and stop everything."""
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        supervisor.start()
+        on_ready()
+        while True:
+            supervisor.check_children()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        supervisor.say("\nstopping Bangfu…")
+    finally:
+        supervisor.stop()

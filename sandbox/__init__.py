@@ -1,0 +1,1 @@
+"""The department sandbox: a separate process that answers as every department does."""

@@ -1,0 +1,1 @@
+"""The four Bangfu services; none imports another."""

@@ -1,0 +1,1 @@
+"""Benefits: rules as code, entitlements, 脱困 evaluation, what-if."""

@@ -1,0 +1,1 @@
+"""Notifications: the follow-up engine."""

@@ -1,0 +1,1 @@
+"""The notifications domain: plain Python, no framework imports."""

@@ -1,0 +1,5 @@
+from shared.migrations import run_env
+
+from services.notifications.store import metadata
+
+run_env(metadata)

@@ -1,0 +1,1 @@
+"""Registry: one file per household (一户一档) and its review workflow."""

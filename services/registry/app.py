@@ -1,0 +1,22 @@
+"""The registry's app factory: `uvicorn services.registry.app:create_app --factory`."""
+
+from fastapi import FastAPI
+
+from shared.service import create_service_app
+
+from services.registry import api, consumers
+from services.registry.settings import RegistrySettings
+
+
+def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+    settings = settings or RegistrySettings()
+    app = create_service_app(
+        settings=settings,
+        title="Bangfu registry",
+        description="一户一档: households, members, the review workflow, helpers and visits.",
+        routers=[api.router],
+        errors=api.ERRORS,
+        subscriptions=consumers.subscriptions(settings),
+    )
+    app.state.keyring = settings.keyring()
+    return app

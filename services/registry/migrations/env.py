@@ -1,0 +1,5 @@
+from shared.migrations import run_env
+
+from services.registry.store import metadata
+
+run_env(metadata)

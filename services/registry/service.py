@@ -1,0 +1,94 @@
+"""The registry's use cases: they take a unit of work, never commit it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date
+from typing import Any
+
+from shared.auth import Principal
+from shared.crypto import Keyring, blind_index, decrypt, encrypt
+from shared.db import UnitOfWork
+from shared.events.envelope import CloudEvent, new_event, new_event_id
+from shared.identity import mask_identity_number, parse_identity_number
+from shared.regions import parse_region
+
+from services.registry import store
+from services.registry.domain.events import HouseholdEvent
+from services.registry.domain.household import Household
+
+IDENTITY_CONTEXT = "household.head_identity"
+
+
+class HouseholdNotFound(Exception):
+    """No such household, or not one the caller may see."""
+
+
+class RegionNotAllowed(Exception):
+    """The caller may not file households in this region."""
+
+
+class PersonAlreadyFiled(Exception):
+    """The person already heads a household (one person, one active household)."""
+
+    def __init__(self, household_id: str, masked_identity: str):
+        super().__init__(f"{masked_identity} already heads household {household_id}")
+        self.household_id = household_id
+
+
+def to_cloudevent(event: HouseholdEvent, *, region: str, sequence: int) -> CloudEvent:
+    """Wrap a domain event in the integrators' envelope."""
+    return new_event(
+        service="registry", aggregate="household", name=event.name, subject=event.household_id,
+        region=region, sequence=sequence, data=asdict(event),
+    )
+
+
+async def apply(
+    uow: UnitOfWork, *, keyring: Keyring, principal: Principal, region: str, head_name: str,
+    head_identity_number: str, today: date,
+) -> Household:
+    """File a new household at the applied step; emits household.applied."""
+    parse_region(region)
+    if not principal.covers(region):
+        raise RegionNotAllowed(region)
+    identity = parse_identity_number(head_identity_number, today=today)
+    index = blind_index(keyring, identity.number, purpose="identity_number")
+    existing = await store.find_by_identity_index(uow.session, index)
+    if existing:
+        raise PersonAlreadyFiled(existing, mask_identity_number(identity.number))
+    household = Household.apply(
+        household_id=new_event_id(), region=region, head_name=head_name,
+        head_identity=identity, today=today,
+    )
+    await store.insert_household(uow.session, {
+        "id": household.id,
+        "region": household.region,
+        "status": household.status.value,
+        "version": household.version,
+        "head_name": household.head_name,
+        "head_identity_cipher": encrypt(keyring, identity.number, context=IDENTITY_CONTEXT),
+        "head_identity_index": index,
+        "head_identity_masked": mask_identity_number(identity.number),
+    })
+    uow.publish(*(to_cloudevent(e, region=region, sequence=household.version)
+                  for e in household.events))
+    return household
+
+
+async def get(
+    uow: UnitOfWork, *, keyring: Keyring, principal: Principal, household_id: str,
+) -> dict[str, Any]:
+    """A household as the caller may see it; PII in clear only with pii:read."""
+    row = await store.get_household(uow.session, household_id)
+    if row is None or not principal.covers(str(row["region"])):
+        raise HouseholdNotFound(household_id)
+    identity = (
+        decrypt(keyring, str(row["head_identity_cipher"]), context=IDENTITY_CONTEXT)
+        if "pii:read" in principal.scopes else str(row["head_identity_masked"])
+    )
+    return {
+        "id": row["id"], "region": row["region"], "status": row["status"],
+        "version": row["version"],
+        "head": {"name": row["head_name"], "identity_number": identity},
+    }

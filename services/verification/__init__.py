@@ -1,0 +1,1 @@
+"""Verification broker (核对): consent, department adapters, reports."""

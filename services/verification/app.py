@@ -1,0 +1,20 @@
+"""The verification app factory: `uvicorn services.verification.app:create_app --factory`."""
+
+from fastapi import FastAPI
+
+from shared.service import create_service_app
+
+from services.verification import api, consumers
+from services.verification.settings import VerificationSettings
+
+
+def create_app(settings: VerificationSettings | None = None) -> FastAPI:
+    settings = settings or VerificationSettings()
+    return create_service_app(
+        settings=settings,
+        title="Bangfu verification",
+        description="核对: consents, department adapters, reports (核对报告).",
+        routers=[api.router],
+        subscriptions=consumers.subscriptions(settings),
+        errors=api.ERRORS,
+    )

@@ -1,0 +1,1 @@
+"""The verification domain: plain Python, no framework imports."""

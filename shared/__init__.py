@@ -1,0 +1,1 @@
+"""The small common library of the Bangfu services: nothing service-specific lives here."""

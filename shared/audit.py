@@ -1,0 +1,367 @@
+"""The append-only, hash-chained audit log: who did what, to what, why and when."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    Row,
+    String,
+    Table,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import common_metadata
+
+Profile = Literal["intl", "gm"]
+Outcome = Literal["success", "failure"]
+BreakKind = Literal["edited", "deleted"]
+
+GENESIS_HASH = "0" * 64
+PURGED_ACTION = "audit.purged"
+# Any fixed key will do; every appender in a database must use the same one ("bangfu.a").
+_ADVISORY_LOCK_KEY = 0x62616E6766752E61
+_OUTCOMES = ("success", "failure")
+
+audit_log = Table(
+    "audit_log",
+    common_metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("client_id", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("purpose", String(500), nullable=True),
+    Column("trace_id", String(64), nullable=True),
+    Column("detail", JSON, nullable=False, default=lambda: {}),
+    Column("prev_hash", String(128), nullable=False),
+    Column("hash", String(128), nullable=False),
+)
+
+audit_anchor = Table(
+    "audit_anchor",
+    common_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(128), nullable=False),
+    Column("purged_at", DateTime(timezone=True), nullable=False),
+)
+
+_HASHED_FIELDS = (
+    "seq",
+    "at",
+    "client_id",
+    "action",
+    "target",
+    "outcome",
+    "purpose",
+    "trace_id",
+    "detail",
+    "prev_hash",
+)
+_MAX_LENGTHS = {"client_id": 200, "action": 100, "target": 200, "purpose": 500, "trace_id": 64}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the audit log."""
+
+    seq: int
+    at: datetime.datetime
+    client_id: str
+    action: str
+    target: str
+    outcome: Outcome
+    purpose: str | None
+    trace_id: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """A place where the chain shows a record was edited or deleted."""
+
+    seq: int
+    kind: BreakKind
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Link:
+    seq: int
+    hash: str
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    client_id: str,
+    action: str,
+    target: str,
+    outcome: Outcome,
+    purpose: str | None = None,
+    trace_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    profile: Profile = "intl",
+    now: datetime.datetime,
+) -> AuditRecord:
+    """Append a record chained to the last one; the caller's unit of work commits it."""
+    fields: dict[str, Any] = {
+        "client_id": client_id,
+        "action": action,
+        "target": target,
+        "purpose": purpose,
+        "trace_id": trace_id,
+    }
+    _check_fields(fields, outcome=outcome)
+    await _lock_chain(session)
+    last = await _last_link(session)
+    unsigned = {
+        **fields,
+        "seq": last.seq + 1,
+        "at": _utc(now),
+        "outcome": outcome,
+        "detail": _plain_json(detail or {}),
+        "prev_hash": last.hash,
+    }
+    record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
+    await session.execute(audit_log.insert().values(**record.__dict__))
+    return record
+
+
+async def verify(
+    session: AsyncSession, *, profile: Profile = "intl", chunk_size: int = 1000
+) -> list[ChainBreak]:
+    """Walk the chain from the anchor and report every edited or deleted record."""
+    anchor = await _anchor(session)
+    previous = anchor or _Link(seq=0, hash=GENESIS_HASH)
+    breaks: list[ChainBreak] = []
+    anchor_vouched = anchor is None
+    async for record in _records_after(session, previous.seq, chunk_size=chunk_size):
+        breaks.extend(_check_link(record, previous=previous, profile=profile))
+        anchor_vouched = anchor_vouched or _vouches_for(record, anchor)
+        previous = _Link(seq=record.seq, hash=record.hash)
+    if anchor is not None and not anchor_vouched:
+        breaks.insert(
+            0,
+            ChainBreak(
+                seq=anchor.seq,
+                kind="deleted",
+                detail=f"the anchor at seq {anchor.seq} is not vouched for by any "
+                f"{PURGED_ACTION} record, so records up to it may have been removed",
+            ),
+        )
+    return breaks
+
+
+async def purge(
+    session: AsyncSession,
+    *,
+    retention_days: int,
+    now: datetime.datetime,
+    profile: Profile = "intl",
+    client_id: str,
+) -> int:
+    """Delete records older than the retention, move the anchor, and record the purge."""
+    if retention_days < 1:
+        raise ValueError(f"retention_days must be at least 1, got {retention_days}")
+    cutoff = _utc(now) - datetime.timedelta(days=retention_days)
+    await _lock_chain(session)
+    up_to = await _purgeable_prefix_end(session, cutoff=cutoff)
+    removed = 0
+    detail: dict[str, Any] = {"retention_days": retention_days, "cutoff": cutoff, "removed": 0}
+    if up_to is not None:
+        removed = await _delete_up_to(session, up_to, now=now)
+        detail |= {"removed": removed, "up_to_seq": up_to.seq, "anchor_hash": up_to.hash}
+    await append(
+        session,
+        client_id=client_id,
+        action=PURGED_ACTION,
+        target="audit_log",
+        outcome="success",
+        detail=detail,
+        profile=profile,
+        now=now,
+    )
+    return removed
+
+
+def record_hash(fields: Mapping[str, Any], *, profile: Profile) -> str:
+    """The hex digest of a record's canonical JSON (every field but `hash`)."""
+    digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+    digest.update(canonical_json({key: fields[key] for key in _HASHED_FIELDS}))
+    return digest.finalize().hex()
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8 unescaped, datetimes as ISO 8601 UTC."""
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    ).encode()
+
+
+def _check_fields(fields: Mapping[str, str | None], *, outcome: str) -> None:
+    if outcome not in _OUTCOMES:
+        raise ValueError(f"outcome must be one of {_OUTCOMES}, got {outcome!r}")
+    for name, value in fields.items():
+        if value is not None and len(value) > _MAX_LENGTHS[name]:
+            raise ValueError(f"{name} is longer than {_MAX_LENGTHS[name]} characters")
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime.datetime):
+        return _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable in an audit record")
+
+
+def _plain_json(detail: Mapping[str, Any]) -> dict[str, Any]:
+    # Store exactly what a later read gives back, so the hash verifies after a round trip.
+    return cast(dict[str, Any], json.loads(canonical_json(dict(detail))))
+
+
+def _utc(moment: datetime.datetime) -> datetime.datetime:
+    if moment.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    return moment.astimezone(datetime.UTC)
+
+
+async def _lock_chain(session: AsyncSession) -> None:
+    # SQLite needs no lock: the engine opens every transaction with BEGIN IMMEDIATE.
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+        )
+
+
+async def _last_link(session: AsyncSession) -> _Link:
+    row = (
+        await session.execute(
+            select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        )
+    ).first()
+    if row is not None:
+        return _Link(seq=row.seq, hash=row.hash)
+    return await _anchor(session) or _Link(seq=0, hash=GENESIS_HASH)
+
+
+async def _anchor(session: AsyncSession) -> _Link | None:
+    row = (
+        await session.execute(
+            select(audit_anchor.c.seq, audit_anchor.c.hash).where(audit_anchor.c.id == 1)
+        )
+    ).first()
+    return None if row is None else _Link(seq=row.seq, hash=row.hash)
+
+
+async def _records_after(
+    session: AsyncSession, seq: int, *, chunk_size: int
+) -> AsyncIterator[AuditRecord]:
+    while True:
+        rows = (
+            await session.execute(
+                select(audit_log)
+                .where(audit_log.c.seq > seq)
+                .order_by(audit_log.c.seq)
+                .limit(chunk_size)
+            )
+        ).all()
+        for row in rows:
+            yield _record(row)
+        if len(rows) < chunk_size:
+            return
+        seq = rows[-1].seq
+
+
+def _record(row: Row[Any]) -> AuditRecord:
+    values = dict(row._mapping)
+    at = values["at"]
+    # SQLite hands back naive datetimes; the log only ever stores UTC.
+    values["at"] = at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else _utc(at)
+    return AuditRecord(**values)
+
+
+def _check_link(record: AuditRecord, *, previous: _Link, profile: Profile) -> list[ChainBreak]:
+    breaks: list[ChainBreak] = []
+    if record.seq != previous.seq + 1:
+        missing = (
+            f"{previous.seq + 1}"
+            if record.seq == previous.seq + 2
+            else (f"{previous.seq + 1} to {record.seq - 1}")
+        )
+        breaks.append(ChainBreak(previous.seq + 1, "deleted", f"records {missing} are missing"))
+    elif record.prev_hash != previous.hash:
+        breaks.append(
+            ChainBreak(
+                record.seq,
+                "deleted",
+                f"prev_hash does not match the hash of record {previous.seq}: "
+                "a record was removed or replaced",
+            )
+        )
+    if record_hash(record.__dict__, profile=profile) != record.hash:
+        breaks.append(ChainBreak(record.seq, "edited", "hash does not match the record's content"))
+    return breaks
+
+
+def _vouches_for(record: AuditRecord, anchor: _Link | None) -> bool:
+    return (
+        anchor is not None
+        and record.action == PURGED_ACTION
+        and record.detail.get("up_to_seq") == anchor.seq
+        and record.detail.get("anchor_hash") == anchor.hash
+    )
+
+
+async def _purgeable_prefix_end(
+    session: AsyncSession, *, cutoff: datetime.datetime
+) -> _Link | None:
+    # Only a prefix of the chain may go, or the anchor could not bridge the gap; a record
+    # written with a late clock before older ones therefore keeps those older ones too.
+    first_kept = select(func.min(audit_log.c.seq)).where(audit_log.c.at >= cutoff)
+    last_purged = select(func.max(audit_log.c.seq))
+    first_kept_seq = (await session.execute(first_kept)).scalar()
+    if first_kept_seq is not None:
+        last_purged = last_purged.where(audit_log.c.seq < first_kept_seq)
+    seq = (await session.execute(last_purged)).scalar()
+    if seq is None:
+        return None
+    row_hash = (
+        await session.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq))
+    ).scalar_one()
+    return _Link(seq=seq, hash=row_hash)
+
+
+async def _delete_up_to(session: AsyncSession, up_to: _Link, *, now: datetime.datetime) -> int:
+    condition = audit_log.c.seq <= up_to.seq
+    count = (await session.execute(select(func.count()).where(condition))).scalar_one()
+    await session.execute(audit_log.delete().where(condition))
+    values = {"seq": up_to.seq, "hash": up_to.hash, "purged_at": _utc(now)}
+    if await _anchor(session) is None:
+        await session.execute(audit_anchor.insert().values(id=1, **values))
+    else:
+        await session.execute(audit_anchor.update().where(audit_anchor.c.id == 1).values(**values))
+    return int(count)

@@ -1,0 +1,191 @@
+"""JWT bearer authentication: `scope` and `regions` claims, enforced by a FastAPI dependency.
+
+Production validates tokens against the identity provider's JWKS; the embedded default signs
+them with a local key under `.bangfu/` (`bangfu token`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import jwt
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.problems import Problem
+from shared.regions import normalize_prefix, region_in
+from shared.settings import SuiteSettings
+
+ALGORITHMS = ["ES256", "RS256", "EdDSA"]
+_bearer = HTTPBearer(auto_error=False, description="OAuth2 client-credentials access token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The calling department client: who it is, what it may do, which regions it may touch."""
+
+    client_id: str
+    scopes: frozenset[str]
+    regions: tuple[str, ...]
+
+    def covers(self, region_code: str) -> bool:
+        """Whether a household in `region_code` is inside this client's regions."""
+        return region_in(region_code, self.regions)
+
+
+class TokenVerifier:
+    """Checks signature, expiry, issuer and audience, and reads the claims into a Principal."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        public_key: Any | None = None,
+        jwks_url: str | None = None,
+    ):
+        if (public_key is None) == (jwks_url is None):
+            raise ValueError("give exactly one of public_key or jwks_url")
+        self._issuer = issuer
+        self._audience = audience
+        self._public_key = public_key
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+
+    @classmethod
+    def from_settings(cls, suite: SuiteSettings) -> TokenVerifier:
+        if suite.auth_jwks_url:
+            return cls(issuer=suite.auth_issuer, audience=suite.auth_audience,
+                       jwks_url=suite.auth_jwks_url)
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+        key = serialization.load_pem_public_key(suite.public_key_file.read_bytes())
+        return cls(issuer=suite.auth_issuer, audience=suite.auth_audience, public_key=key)
+
+    async def verify(self, token: str) -> Principal:
+        """Raise jwt.InvalidTokenError (or a subclass) when the token is not acceptable."""
+        if self._jwks is not None:
+            # PyJWKClient fetches over blocking urllib; its cache makes this rare.
+            key = (await anyio.to_thread.run_sync(self._jwks.get_signing_key_from_jwt, token)).key
+        else:
+            key = self._public_key
+        claims = jwt.decode(
+            token, key, algorithms=ALGORITHMS, audience=self._audience, issuer=self._issuer,
+            options={"require": ["exp", "sub", "iss", "aud"]},
+        )
+        regions = claims.get("regions", [])
+        if isinstance(regions, str):
+            regions = regions.split()
+        try:
+            prefixes = tuple(normalize_prefix(str(r)) for r in regions)
+        except ValueError as exc:
+            raise jwt.InvalidTokenError(f"bad regions claim: {exc}") from exc
+        return Principal(
+            client_id=str(claims["sub"]),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            regions=prefixes,
+        )
+
+
+def ensure_signing_key(private_file: Path, public_file: Path) -> None:
+    """Create the embedded default's P-256 signing key pair once."""
+    if private_file.exists() and public_file.exists():
+        return
+    private_file.parent.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    private_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    private_file.chmod(0o600)
+    public_file.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+    ))
+
+
+def issue_token(
+    private_key_pem: bytes,
+    *,
+    client_id: str,
+    scopes: Iterable[str],
+    regions: Iterable[str],
+    issuer: str,
+    audience: str,
+    ttl: timedelta = timedelta(hours=12),
+    now: datetime | None = None,
+) -> str:
+    """Sign a development token (the embedded default's stand-in for an identity provider)."""
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": client_id,
+        "iss": issuer,
+        "aud": audience,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "scope": " ".join(scopes),
+        "regions": [normalize_prefix(r) for r in regions],
+    }
+    return jwt.encode(claims, serialization.load_pem_private_key(private_key_pem, None), "ES256")
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per client in this process: `rate` requests a second, bursts of 2 × rate."""
+
+    rate: float
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def retry_after(self, client_id: str) -> float:
+        """0 when the request may pass, else the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        capacity = 2 * self.rate
+        tokens, last = self._buckets.get(client_id, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[client_id] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[client_id] = (tokens - 1, now)
+        return 0.0
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller and demands every scope named."""
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise _unauthorized("a bearer token is required")
+        verifier: TokenVerifier = request.app.state.token_verifier
+        try:
+            principal = await verifier.verify(credentials.credentials)
+        except jwt.ExpiredSignatureError as exc:
+            raise _unauthorized("the token has expired") from exc
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise _unauthorized(f"the token is not valid: {exc}") from exc
+        missing = sorted(set(scopes) - principal.scopes)
+        if missing:
+            raise Problem(403, "forbidden", f"the token lacks the scope {' '.join(missing)}",
+                          missing_scopes=missing)
+        wait = request.app.state.rate_limiter.retry_after(principal.client_id)
+        if wait:
+            raise Problem(429, "too-many-requests", "request rate limit exceeded",
+                          headers={"Retry-After": str(max(1, round(wait)))})
+        structlog.contextvars.bind_contextvars(client_id=principal.client_id)
+        return principal
+
+    return dependency

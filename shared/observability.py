@@ -1,0 +1,134 @@
+"""JSON logs with request and trace ids, Prometheus metrics, and W3C trace context."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sys
+import time
+from contextvars import ContextVar
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    """A W3C traceparent with a new span id (and a new trace id unless one is given)."""
+    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    match = _TRACEPARENT.match(traceparent or "")
+    return match.group(1) if match else None
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the request or message being handled, for events it causes."""
+    return _current_traceparent.get()
+
+
+def set_current_traceparent(traceparent: str | None) -> None:
+    _current_traceparent.set(traceparent)
+    structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
+
+
+def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
+    """structlog to stdout, one JSON object a line, carrying the bound request context."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer(ensure_ascii=False) if json
+        else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+class Metrics:
+    """A service's Prometheus metrics, in a registry of its own (several apps share a test)."""
+
+    def __init__(self, service: str):
+        self.registry = CollectorRegistry()
+        labels = {"service": service}
+        self.requests = Counter(
+            "bangfu_http_requests", "HTTP requests handled", ["method", "route", "status"],
+            registry=self.registry,
+        ).labels
+        self.latency = Histogram(
+            "bangfu_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        ).labels
+        self.outbox_backlog = Gauge(
+            "bangfu_outbox_backlog", "Events written but not yet published", ["service"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.outbox_oldest_age = Gauge(
+            "bangfu_outbox_oldest_age_seconds", "Age of the oldest unpublished event",
+            ["service"], registry=self.registry,
+        ).labels(**labels)
+        self.consumer_lag = Gauge(
+            "bangfu_consumer_lag", "Messages pending or awaiting ack on a durable consumer",
+            ["consumer"], registry=self.registry,
+        ).labels
+
+
+class RequestContextMiddleware:
+    """Binds request id and trace context, echoes them, logs the request, records metrics."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+        self.log = structlog.get_logger("bangfu.request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or secrets.token_hex(8)
+        incoming = headers.get("traceparent")
+        trace_id = trace_id_of(incoming)
+        traceparent = new_traceparent(trace_id)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        set_current_traceparent(traceparent)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    (b"traceparent", traceparent.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests(method=method, route=route, status=str(status)).inc()
+            self.metrics.latency(method=method, route=route).observe(elapsed)
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                self.log.info("request", method=method, path=scope["path"], status=status,
+                              ms=round(elapsed * 1000, 2))

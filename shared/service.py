@@ -1,0 +1,187 @@
+"""What every service has: the runtime its lifespan owns, the app factory, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.auth import RateLimiter, TokenVerifier
+from shared.db import Database, UnitOfWork
+from shared.events.consumer import ConsumerRunner, Subscription
+from shared.events.outbox import Backlog, OutboxRelay
+from shared.events.streams import (
+    connect,
+    ensure_dead_letter_stream,
+    ensure_stream,
+    service_stream,
+)
+from shared.migrations import schema_at_head
+from shared.observability import Metrics, RequestContextMiddleware, configure_logging
+from shared.problems import (
+    BodyGuardMiddleware,
+    ErrorTable,
+    install_problem_handlers,
+    problem_response,
+)
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+class ServiceRuntime:
+    """Every resource a service holds while it runs: database, NATS, relay and consumers."""
+
+    def __init__(
+        self, settings: ServiceSettings, subscriptions: Sequence[Subscription], metrics: Metrics
+    ):
+        self.settings = settings
+        self.subscriptions = subscriptions
+        self.metrics = metrics
+        self.consumers: list[ConsumerRunner] = []
+        self._schema_ready = False
+
+    async def start(self) -> None:
+        settings, suite = self.settings, self.settings.suite
+        url, schema = settings.database
+        self.db = Database(url, schema=schema)
+        self.nc: NATS = await connect(suite.nats_url, name=f"bangfu-{settings.service}")
+        self.js: JetStreamContext = self.nc.jetstream()
+        stream_options = {
+            "max_age_days": suite.stream_max_age_days,
+            "duplicate_window_seconds": suite.stream_duplicate_window_seconds,
+            "replicas": suite.stream_replicas,
+        }
+        name, subjects = service_stream(settings.service)
+        await ensure_stream(self.js, name=name, subjects=subjects, **stream_options)
+        await ensure_dead_letter_stream(self.js, replicas=suite.stream_replicas)
+        self.relay = OutboxRelay(
+            self.db, self.js, batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds, on_backlog=self._record_backlog,
+        )
+        self.db.after_commit = self.relay.wake
+        self.relay.start()
+        for subscription in self.subscriptions:
+            # The producer may not have started yet: provision its stream the same way.
+            producer = subscription.stream.lower()
+            await ensure_stream(self.js, name=subscription.stream,
+                                subjects=service_stream(producer)[1], **stream_options)
+            runner = ConsumerRunner(
+                self.db, self.js, subscription,
+                batch_size=settings.consumer_batch_size,
+                max_deliver=settings.consumer_max_deliver,
+                ack_wait_seconds=settings.consumer_ack_wait_seconds,
+                on_lag=lambda name, lag: self.metrics.consumer_lag(consumer=name).set(lag),
+            )
+            await runner.start()
+            self.consumers.append(runner)
+        log.info("service.started", service=settings.service, database=self.db.dialect)
+
+    async def stop(self) -> None:
+        for runner in self.consumers:
+            await runner.stop()
+        await self.relay.stop()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.db.dispose()
+        log.info("service.stopped", service=self.settings.service)
+
+    def _record_backlog(self, backlog: Backlog) -> None:
+        self.metrics.outbox_backlog.set(backlog.count)
+        self.metrics.outbox_oldest_age.set(backlog.oldest_age_seconds)
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency and whether it is usable: database, schema at head, NATS."""
+        checks: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            checks["database"] = "ok"
+            if not self._schema_ready:
+                self._schema_ready = await schema_at_head(self.db, self.settings.service)
+            checks["schema"] = "ok" if self._schema_ready else "not at head: run `bangfu migrate`"
+        except Exception as exc:  # noqa: BLE001 - report, do not raise
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["nats"] = "ok" if self.nc.is_connected else "disconnected"
+        return checks
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+async def get_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """One unit of work per request; the route commits it, anything else is rolled back."""
+    async with get_runtime(request).db.unit_of_work() as uow:
+        yield uow
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+_operations = APIRouter(tags=["operations"])
+
+
+@_operations.get("/healthz", summary="Alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@_operations.get("/readyz", summary="Ready: database reachable, schema at head, NATS connected")
+async def readyz(request: Request) -> Response:
+    checks = await get_runtime(request).readiness()
+    if all(value == "ok" for value in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem_response(503, "not-ready", "a dependency is not ready", checks=checks)
+
+
+@_operations.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(get_runtime(request).metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    subscriptions: Sequence[Subscription] = (),
+    errors: ErrorTable | None = None,
+    extra_media_types: tuple[str, ...] = (),
+    **fastapi_options: Any,
+) -> FastAPI:
+    """Build a service's app; its resources open in the lifespan, not here."""
+    suite = settings.suite
+    configure_logging(level=suite.log_level, json=suite.log_json)
+    runtime = ServiceRuntime(settings, subscriptions, Metrics(settings.service))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
+                  **fastapi_options)
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.token_verifier = TokenVerifier.from_settings(suite)
+    app.state.rate_limiter = RateLimiter(rate=suite.rate_limit_per_second)
+    install_problem_handlers(app, errors)
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=suite.max_body_bytes,
+                       extra_media_types=extra_media_types)
+    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
+    app.include_router(_operations)
+    for router in routers:
+        app.include_router(router)
+    return app

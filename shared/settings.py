@@ -1,0 +1,133 @@
+"""Settings base: suite-wide `BANGFU_*` variables and one prefix per service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import json
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from shared.crypto import Keyring
+
+DEFAULT_PORTS = {
+    "registry": 8101,
+    "verification": 8102,
+    "benefits": 8103,
+    "notifications": 8104,
+    "sandbox": 8190,
+}
+EMBEDDED_NATS_PORT = 4333
+
+
+class SuiteSettings(BaseSettings):
+    """Values every process of the suite shares, read from `BANGFU_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BANGFU_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Path(".bangfu")
+    nats_url: str = f"nats://127.0.0.1:{EMBEDDED_NATS_PORT}"
+    # One PostgreSQL for every service, each in its own schema; unset means SQLite under `home`.
+    database_url: str | None = None
+
+    auth_issuer: str = "bangfu-dev"
+    auth_audience: str = "bangfu"
+    auth_jwks_url: str | None = None
+    auth_public_key_file: Path | None = None
+
+    crypto_profile: Literal["intl", "gm"] = "intl"
+    stream_max_age_days: float = 365
+    stream_duplicate_window_seconds: float = 120
+    stream_replicas: int = 1
+    audit_retention_days: int = 184
+    max_body_bytes: int = 1024 * 1024
+    # Requests per second per client and process; 0 switches the limit off.
+    rate_limit_per_second: float = 200
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_development_auth_in_production(self) -> SuiteSettings:
+        if self.env == "production" and not self.auth_jwks_url:
+            raise ValueError(
+                "BANGFU_AUTH_JWKS_URL is required when BANGFU_ENV=production: "
+                "production tokens are validated against the identity provider's JWKS"
+            )
+        return self
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The embedded default's private signing key (development only)."""
+        return self.home / "jwt-signing-key.pem"
+
+    @property
+    def public_key_file(self) -> Path:
+        return self.auth_public_key_file or self.home / "jwt-signing-key.pub.pem"
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings; subclasses set `service` and `env_prefix`."""
+
+    service: ClassVar[str]
+    model_config = SettingsConfigDict(extra="ignore")
+
+    suite: SuiteSettings = Field(default_factory=SuiteSettings)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    outbox_batch_size: int = 200
+    outbox_poll_seconds: float = 0.5
+    consumer_batch_size: int = 50
+    consumer_max_deliver: int = 5
+    consumer_ack_wait_seconds: float = 30
+    # `k2:BASE64,k1:BASE64`, the first is current; unset in development means generated keys.
+    encryption_keys: SecretStr | None = None
+    blind_index_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> ServiceSettings:
+        if not self.port:
+            self.port = DEFAULT_PORTS[self.service]
+        if self.suite.env == "production" and not (self.encryption_keys and self.blind_index_key):
+            prefix = f"BANGFU_{self.service.upper()}_"
+            raise ValueError(
+                f"{prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY are required in production"
+            )
+        return self
+
+    def keyring(self) -> Keyring:
+        """The keys for PII at rest; in development generated once under `home`."""
+        from shared.crypto import Keyring, generate_keys
+
+        profile = self.suite.crypto_profile
+        if self.encryption_keys and self.blind_index_key:
+            keys, index_key = (self.encryption_keys.get_secret_value(),
+                               self.blind_index_key.get_secret_value())
+        else:
+            path = self.suite.home / f"{self.service}-keys.{profile}.json"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                keys, index_key = generate_keys(profile)
+                path.write_text(json.dumps({"keys": keys, "index_key": index_key}))
+                path.chmod(0o600)
+            stored = json.loads(path.read_text())
+            keys, index_key = stored["keys"], stored["index_key"]
+        return Keyring.from_strings(profile, keys, index_key)
+
+    @property
+    def database(self) -> tuple[str, str | None]:
+        """The database URL and, when one PostgreSQL serves all services, this service's schema."""
+        if self.database_url:
+            return self.database_url, None
+        if self.suite.database_url:
+            return self.suite.database_url, self.service
+        return f"sqlite+aiosqlite:///{self.suite.home / (self.service + '.db')}", None
+
+    @property
+    def stream(self) -> str:
+        """The JetStream stream this service publishes to."""
+        return self.service.upper()

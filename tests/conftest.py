@@ -1,0 +1,116 @@
+"""Session-wide real servers: a nats-server from the wheel, SQLite or PostgreSQL.
+
+PostgreSQL is used when BANGFU_TEST_DATABASE_URL is set (CI sets it); each test then gets a
+schema of its own, migrated by the service's real Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from shared.auth import issue_token
+from shared.db import create_engine, is_sqlite
+from shared.migrations import upgrade
+from shared.natsserver import NatsServer, free_port
+from shared.settings import SuiteSettings
+
+POSTGRES_URL = os.environ.get("BANGFU_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    store = tmp_path_factory.mktemp("nats")
+    server = NatsServer(port=free_port(), store_dir=store, log_file=store / "nats.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
+    """The session's NATS, emptied of streams so that each test starts clean."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for stream in await js.streams_info():
+        await js.delete_stream(stream.config.name)
+    await nc.close()
+    yield nats_server.url
+
+
+@pytest.fixture
+def suite(tmp_path: Path, nats_url: str) -> SuiteSettings:
+    """Suite settings for one test: its own home (keys) and the session's NATS."""
+    return SuiteSettings(home=tmp_path / "home", nats_url=nats_url, log_json=True,
+                         rate_limit_per_second=0)
+
+
+@contextlib.asynccontextmanager
+async def _database(name: str, tmp_path: Path) -> AsyncIterator[tuple[str, str | None]]:
+    if not POSTGRES_URL:
+        yield f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}", None
+        return
+    schema = f"test_{name}_{uuid.uuid4().hex[:10]}"
+    yield POSTGRES_URL, schema
+    engine = create_engine(POSTGRES_URL)
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def migrated_database(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[[str], Awaitable[tuple[str, str | None]]]]:
+    """`await migrated_database("registry")` -> (url, schema) at the service's head revision."""
+    stack = contextlib.AsyncExitStack()
+
+    async def make(service: str) -> tuple[str, str | None]:
+        url, schema = await stack.enter_async_context(_database(service, tmp_path))
+        await asyncio.to_thread(upgrade, service, url=url, schema=schema)
+        return url, schema
+
+    async with stack:
+        yield make
+
+
+@pytest.fixture
+def uses_sqlite() -> bool:
+    return POSTGRES_URL is None or is_sqlite(POSTGRES_URL)
+
+
+@contextlib.asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it in-process over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+def token(suite: SuiteSettings) -> Callable[..., str]:
+    """`token("registry:write", regions=["4113"])` -> a bearer token the suite accepts."""
+    from shared.auth import ensure_signing_key
+
+    def make(*scopes: str, regions: list[str] | None = None, client_id: str = "test-client",
+             **kwargs: Any) -> str:
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+        return issue_token(
+            suite.signing_key_file.read_bytes(), client_id=client_id, scopes=scopes,
+            regions=regions if regions is not None else ["41"], issuer=suite.auth_issuer,
+            audience=suite.auth_audience, **kwargs,
+        )
+
+    return make

@@ -1,0 +1,199 @@
+"""Outbox -> relay -> JetStream -> durable consumer with inbox, against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
+from nats.js.client import JetStreamContext
+
+from shared.db import Database, UnitOfWork
+from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_subject
+from shared.events.envelope import CloudEvent
+from shared.events.outbox import OutboxRelay, backlog
+from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
+from shared.natsserver import NatsServer, free_port
+from tests.shared.events.conftest import effect_count, effects, record_effect, sample_event
+
+STREAM = "REGISTRY"
+SUBJECTS = ["bangfu.registry.>"]
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    jetstream = nc.jetstream()
+    await ensure_stream(jetstream, name=STREAM, subjects=SUBJECTS)
+    await ensure_dead_letter_stream(jetstream)
+    yield jetstream
+    await nc.close()
+
+
+async def write_events(db: Database, events: list[CloudEvent]) -> None:
+    async with db.unit_of_work() as uow:
+        uow.publish(*events)
+        await uow.commit()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def consumer(db: Database, js: JetStreamContext, handler: Callable[..., Awaitable[None]] = record_effect,
+             **options: object) -> ConsumerRunner:
+    return ConsumerRunner(db, js, Subscription("test-effects", STREAM, SUBJECTS, handler),
+                          **options)  # type: ignore[arg-type]
+
+
+class TestOutboxAndRelay:
+    async def test_every_event_arrives_exactly_once_in_order_per_aggregate(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        aggregates = [f"household-{i}" for i in range(10)]
+        for sequence in range(1, 31):
+            await write_events(database, [sample_event(a, sequence) for a in aggregates])
+        relay = OutboxRelay(database, js, batch_size=50, poll_seconds=0.05)
+        runner = consumer(database, js)
+        relay.start()
+        await runner.start()
+        try:
+            await wait_for(lambda: _count_is(database, 300))
+            await asyncio.sleep(0.3)  # would-be duplicates get time to show up
+        finally:
+            await runner.stop()
+            await relay.stop()
+        handled = await effects(database)
+        assert len(handled) == 300
+        assert len({event_id for event_id, _, _ in handled}) == 300
+        per_aggregate = collections.defaultdict(list)
+        for _, aggregate, sequence in handled:
+            per_aggregate[aggregate].append(sequence)
+        assert all(seqs == list(range(1, 31)) for seqs in per_aggregate.values())
+        async with database.sessionmaker() as session:
+            assert (await backlog(session)).count == 0
+
+    async def test_an_event_is_not_published_until_its_transaction_commits(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        relay = OutboxRelay(database, js)
+        async with database.unit_of_work() as uow:
+            uow.publish(sample_event("h-rolled-back", 1))
+            # no commit: the unit of work rolls back
+        assert await relay.relay_once() == 0
+        await write_events(database, [sample_event("h-committed", 1)])
+        assert await relay.relay_once() == 1
+        info = await js.stream_info(STREAM)
+        assert info.state.messages == 1
+
+    async def test_a_republished_event_is_dropped_by_the_duplicate_window(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        event = sample_event("h-dup", 1)
+        await write_events(database, [event])
+        relay = OutboxRelay(database, js)
+        assert await relay.relay_once() == 1
+        # As if the relay crashed after publishing and before marking the row sent.
+        async with database.sessionmaker() as session, session.begin():
+            from sqlalchemy import update
+
+            from shared.events.outbox import outbox
+            await session.execute(update(outbox).values(sent_at=None))
+        assert await relay.relay_once() == 1
+        info = await js.stream_info(STREAM)
+        assert info.state.messages == 1
+
+
+async def _count_is(db: Database, n: int) -> bool:
+    return await effect_count(db) >= n
+
+
+class TestConsumer:
+    async def test_a_consumer_that_dies_before_ack_gets_the_message_again_and_the_inbox_makes_it_harmless(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        await write_events(database, [sample_event("h-crash", 1)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(database, js, ack_wait_seconds=1)
+        # The first incarnation handles the event and commits, then dies before it can ack.
+        await js.add_consumer(STREAM, ConsumerConfig(
+            durable_name="test-effects", ack_wait=1, max_deliver=5, filter_subjects=SUBJECTS))
+        pull = await js.pull_subscribe_bind(durable="test-effects", stream=STREAM)
+        [message] = await pull.fetch(1, timeout=2)
+        assert await runner.process(message) is True
+        assert await effect_count(database) == 1
+        await pull.unsubscribe()
+        # The next incarnation receives the redelivery after ack_wait and only acknowledges it.
+        await runner.start()
+        try:
+            await wait_for(lambda: _no_pending(js), timeout=10)
+        finally:
+            await runner.stop()
+        assert await effect_count(database) == 1
+
+    async def test_a_poison_message_goes_to_the_dead_letter_subject_after_max_deliver(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        attempts = 0
+
+        async def always_fails(event: CloudEvent, uow: UnitOfWork) -> None:
+            nonlocal attempts
+            attempts += 1
+            await record_effect(event, uow)  # rolled back with the failure
+            raise RuntimeError("cannot handle this")
+
+        await write_events(database, [sample_event("h-poison", 1)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(database, js, always_fails, max_deliver=3, retry_delays=(0.05,))
+        await runner.start()
+        try:
+            dead = await _dead_letters(js, 1)
+        finally:
+            await runner.stop()
+        assert attempts == 3
+        assert await effect_count(database) == 0
+        assert dead[0].headers["Bangfu-Deliveries"] == "3"
+        assert "RuntimeError: cannot handle this" in dead[0].headers["Bangfu-Reason"]
+        assert dead[0].subject == dead_letter_subject("test-effects")
+
+    async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        await js.publish("bangfu.registry.household.changed.41.13.02", b"{not json")
+        runner = consumer(database, js)
+        await runner.start()
+        try:
+            dead = await _dead_letters(js, 1)
+        finally:
+            await runner.stop()
+        assert dead[0].headers["Bangfu-Deliveries"] == "1"
+        assert dead[0].headers["Bangfu-Reason"].startswith("malformed event")
+        assert dead[0].data == b"{not json"
+
+
+async def _no_pending(js: JetStreamContext) -> bool:
+    info = await js.consumer_info(STREAM, "test-effects")
+    # Delivered twice (the redelivery) and nothing left unacknowledged.
+    return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.consumer_seq >= 2
+
+
+async def _dead_letters(js: JetStreamContext, n: int) -> list[nats.aio.msg.Msg]:
+    pull = await js.pull_subscribe(">", stream=DEAD_LETTER_STREAM)
+    messages: list[nats.aio.msg.Msg] = []
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(messages) < n and asyncio.get_running_loop().time() < deadline:
+        try:
+            messages += await pull.fetch(n - len(messages), timeout=1)
+        except nats.errors.TimeoutError:
+            continue
+    assert len(messages) == n, f"expected {n} dead letters, got {len(messages)}"
+    return messages

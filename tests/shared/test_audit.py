@@ -1,0 +1,433 @@
+"""The hash-chained audit log, against SQLite or PostgreSQL (BANGFU_TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import audit
+from shared.audit import GENESIS_HASH, AuditRecord, ChainBreak, Profile
+from shared.db import common_metadata, create_engine
+
+T0 = datetime.datetime(2024, 1, 1, 8, 0, tzinfo=datetime.UTC)
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def audit_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh database (SQLite file or a PostgreSQL schema) with the audit tables."""
+    url = os.environ.get("BANGFU_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{tmp_path}/audit.db"
+    schema = None if url.startswith("sqlite") else f"test_audit_{uuid.uuid4().hex[:12]}"
+    if schema:
+        await _run_on_plain_engine(url, f'CREATE SCHEMA "{schema}"')
+    engine = create_engine(url, schema=schema)
+    tables = [audit.audit_log, audit.audit_anchor]
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: common_metadata.create_all(sync, tables=tables))
+    yield engine
+    await engine.dispose()
+    if schema:
+        await _run_on_plain_engine(url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sessions(audit_engine: AsyncEngine) -> Sessions:
+    return async_sessionmaker(audit_engine, expire_on_commit=False)
+
+
+async def _run_on_plain_engine(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as connection:
+        await connection.execute(text(statement))
+    await engine.dispose()
+
+
+async def append_many(
+    sessions: Sessions,
+    count: int,
+    *,
+    profile: Profile = "intl",
+    start: datetime.datetime = T0,
+    step: datetime.timedelta = datetime.timedelta(minutes=1),
+) -> list[AuditRecord]:
+    """Append `count` records, one commit, at `start`, `start + step`, ..."""
+    async with sessions() as session:
+        records = [
+            await audit.append(
+                session,
+                client_id="registry-app",
+                action="household.read",
+                target=f"household/{i}",
+                outcome="success",
+                purpose="复核 review",
+                trace_id=f"trace-{i}",
+                detail={"fields": ["name", "身份证"], "i": i},
+                profile=profile,
+                now=start + step * i,
+            )
+            for i in range(count)
+        ]
+        await session.commit()
+    return records
+
+
+async def verify(sessions: Sessions, **kwargs: Any) -> list[ChainBreak]:
+    async with sessions() as session:
+        return await audit.verify(session, **kwargs)
+
+
+async def execute(sessions: Sessions, statement: str) -> None:
+    async with sessions() as session:
+        await session.execute(text(statement))
+        await session.commit()
+
+
+async def stored_seqs(sessions: Sessions) -> list[int]:
+    async with sessions() as session:
+        result = await session.execute(select(audit.audit_log.c.seq).order_by("seq"))
+        return list(result.scalars())
+
+
+class TestAppend:
+    async def test_records_are_numbered_from_1_and_chained_from_the_genesis_hash(
+        self, sessions: Sessions
+    ) -> None:
+        first, second = await append_many(sessions, 2)
+
+        assert (first.seq, second.seq) == (1, 2)
+        assert first.prev_hash == GENESIS_HASH
+        assert second.prev_hash == first.hash
+        assert len(first.hash) == 64 and first.hash != second.hash
+
+    async def test_the_stored_row_is_the_record_returned(self, sessions: Sessions) -> None:
+        (record,) = await append_many(sessions, 1)
+
+        async with sessions() as session:
+            row = (await session.execute(select(audit.audit_log))).one()
+        assert row.client_id == record.client_id == "registry-app"
+        assert row.purpose == "复核 review"
+        assert row.detail == record.detail == {"fields": ["name", "身份证"], "i": 0}
+        assert row.hash == record.hash
+        assert record.at == T0
+
+    async def test_a_naive_time_is_refused(self, sessions: Sessions) -> None:
+        async with sessions() as session:
+            with pytest.raises(ValueError, match="timezone-aware"):
+                await audit.append(
+                    session,
+                    client_id="c",
+                    action="a",
+                    target="t",
+                    outcome="success",
+                    now=datetime.datetime(2024, 1, 1),
+                )
+
+    async def test_an_unknown_outcome_is_refused(self, sessions: Sessions) -> None:
+        async with sessions() as session:
+            with pytest.raises(ValueError, match="outcome must be one of"):
+                await audit.append(
+                    session,
+                    client_id="c",
+                    action="a",
+                    target="t",
+                    outcome="maybe",  # type: ignore[arg-type]
+                    now=T0,
+                )
+
+    async def test_twenty_concurrent_appenders_make_one_gap_free_chain(
+        self, sessions: Sessions
+    ) -> None:
+        async def append_one(i: int) -> AuditRecord:
+            async with sessions() as session:
+                record = await audit.append(
+                    session,
+                    client_id=f"client-{i}",
+                    action="person.read",
+                    target=f"p/{i}",
+                    outcome="success",
+                    now=T0 + datetime.timedelta(seconds=i),
+                )
+                await asyncio.sleep(0.01)  # hold the chain while others queue for it
+                await session.commit()
+                return record
+
+        records = await asyncio.gather(*(append_one(i) for i in range(20)))
+
+        assert sorted(r.seq for r in records) == list(range(1, 21))
+        assert await stored_seqs(sessions) == list(range(1, 21))
+        assert await verify(sessions) == []
+
+
+class TestVerify:
+    async def test_a_chain_of_50_appends_is_intact(self, sessions: Sessions) -> None:
+        await append_many(sessions, 50)
+
+        assert await verify(sessions) == []
+        assert await verify(sessions, chunk_size=7) == []
+
+    async def test_an_empty_log_is_intact(self, sessions: Sessions) -> None:
+        assert await verify(sessions) == []
+
+    async def test_a_record_edited_in_place_is_reported_as_edited_at_its_seq(
+        self, sessions: Sessions
+    ) -> None:
+        await append_many(sessions, 50)
+        await execute(sessions, "UPDATE audit_log SET target = 'household/other' WHERE seq = 17")
+
+        breaks = await verify(sessions)
+
+        assert [(b.seq, b.kind) for b in breaks] == [(17, "edited")]
+
+    async def test_a_deleted_middle_record_is_reported_as_deleted_at_its_seq(
+        self, sessions: Sessions
+    ) -> None:
+        await append_many(sessions, 50)
+        await execute(sessions, "DELETE FROM audit_log WHERE seq = 25")
+
+        breaks = await verify(sessions)
+
+        assert [(b.seq, b.kind) for b in breaks] == [(25, "deleted")]
+        assert "25 are missing" in breaks[0].detail
+
+    async def test_a_deletion_on_a_chunk_boundary_is_found(self, sessions: Sessions) -> None:
+        await append_many(sessions, 30)
+        await execute(sessions, "DELETE FROM audit_log WHERE seq IN (14, 15)")
+
+        breaks = await verify(sessions, chunk_size=7)
+
+        assert [(b.seq, b.kind) for b in breaks] == [(14, "deleted")]
+        assert "14 to 15" in breaks[0].detail
+
+    async def test_deleting_the_oldest_records_without_a_purge_is_reported(
+        self, sessions: Sessions
+    ) -> None:
+        await append_many(sessions, 10)
+        await execute(sessions, "DELETE FROM audit_log WHERE seq <= 3")
+
+        assert [(b.seq, b.kind) for b in await verify(sessions)] == [(1, "deleted")]
+
+    async def test_a_renumbered_chain_after_a_deletion_is_reported(
+        self, sessions: Sessions
+    ) -> None:
+        await append_many(sessions, 10)
+        await execute(sessions, "DELETE FROM audit_log WHERE seq = 5")
+        await execute(sessions, "UPDATE audit_log SET seq = seq - 1 WHERE seq > 5")
+
+        breaks = await verify(sessions)
+
+        assert (5, "deleted") in [(b.seq, b.kind) for b in breaks]
+
+    async def test_a_forged_anchor_hiding_removed_records_is_reported(
+        self, sessions: Sessions
+    ) -> None:
+        records = await append_many(sessions, 10)
+        await execute(sessions, "DELETE FROM audit_log WHERE seq <= 4")
+        await execute(
+            sessions,
+            "INSERT INTO audit_anchor (id, seq, hash, purged_at) "
+            f"VALUES (1, 4, '{records[3].hash}', '2024-01-02 00:00:00')",
+        )
+
+        assert [(b.seq, b.kind) for b in await verify(sessions)] == [(4, "deleted")]
+
+    async def test_a_chain_verified_with_the_other_profile_is_reported_edited(
+        self, sessions: Sessions
+    ) -> None:
+        await append_many(sessions, 3, profile="gm")
+
+        breaks = await verify(sessions, profile="intl")
+
+        assert [(b.seq, b.kind) for b in breaks] == [(1, "edited"), (2, "edited"), (3, "edited")]
+
+
+class TestProfiles:
+    async def test_intl_and_gm_hash_the_same_content_differently(self, tmp_path: Path) -> None:
+        unsigned = {
+            "seq": 1,
+            "at": T0,
+            "client_id": "c",
+            "action": "a",
+            "target": "t",
+            "outcome": "success",
+            "purpose": None,
+            "trace_id": None,
+            "detail": {},
+            "prev_hash": GENESIS_HASH,
+        }
+
+        intl = audit.record_hash(unsigned, profile="intl")
+        gm = audit.record_hash(unsigned, profile="gm")
+
+        assert intl != gm
+        assert len(intl) == len(gm) == 64
+
+    async def test_the_sha256_hash_is_over_the_canonical_json(self) -> None:
+        import hashlib
+
+        unsigned = {
+            "seq": 1,
+            "at": T0,
+            "client_id": "c",
+            "action": "a",
+            "target": "区",
+            "outcome": "success",
+            "purpose": None,
+            "trace_id": None,
+            "detail": {"b": 1, "a": 2},
+            "prev_hash": GENESIS_HASH,
+        }
+        canonical = (
+            '{"action":"a","at":"2024-01-01T08:00:00.000000Z","client_id":"c",'
+            '"detail":{"a":2,"b":1},"outcome":"success","prev_hash":"' + GENESIS_HASH + '",'
+            '"purpose":null,"seq":1,"target":"区","trace_id":null}'
+        ).encode()
+
+        assert audit.canonical_json(unsigned) == canonical
+        assert audit.record_hash(unsigned, profile="intl") == hashlib.sha256(canonical).hexdigest()
+
+    @pytest.mark.parametrize("profile", ["intl", "gm"])
+    async def test_a_chain_in_either_profile_verifies_and_detects_edits(
+        self, sessions: Sessions, profile: Profile
+    ) -> None:
+        await append_many(sessions, 5, profile=profile)
+        assert await verify(sessions, profile=profile) == []
+
+        await execute(sessions, "UPDATE audit_log SET outcome = 'failure' WHERE seq = 2")
+
+        assert [(b.seq, b.kind) for b in await verify(sessions, profile=profile)] == [(2, "edited")]
+
+    async def test_the_two_profiles_chain_the_same_records_to_different_hashes(
+        self, sessions: Sessions
+    ) -> None:
+        intl = await append_many(sessions, 1, profile="intl")
+        await execute(sessions, "DELETE FROM audit_log")
+        gm = await append_many(sessions, 1, profile="gm")
+
+        assert intl[0].hash != gm[0].hash
+
+
+class TestPurge:
+    async def test_only_records_older_than_the_retention_go_and_the_chain_still_verifies(
+        self, sessions: Sessions
+    ) -> None:
+        day = datetime.timedelta(days=1)
+        records = await append_many(sessions, 30, step=day)  # T0, T0 + 1 day, ... T0 + 29 days
+        now = T0 + 200 * day  # cutoff T0 + 20 days: records 1-20 are older, 21-30 are not
+
+        async with sessions() as session:
+            removed = await audit.purge(session, retention_days=180, now=now, client_id="ops")
+            await session.commit()
+
+        assert removed == 20
+        assert await stored_seqs(sessions) == list(range(21, 32))
+        assert await verify(sessions) == []
+        async with sessions() as session:
+            anchor = (await session.execute(select(audit.audit_anchor))).one()
+            purged = (
+                await session.execute(select(audit.audit_log).where(audit.audit_log.c.seq == 31))
+            ).one()
+        assert (anchor.seq, anchor.hash) == (20, records[19].hash)
+        assert purged.action == "audit.purged"
+        assert purged.client_id == "ops"
+        assert purged.detail["removed"] == 20
+        assert purged.detail["up_to_seq"] == 20
+
+    async def test_appends_after_a_purge_continue_the_chain(self, sessions: Sessions) -> None:
+        day = datetime.timedelta(days=1)
+        await append_many(sessions, 5, step=day)
+        async with sessions() as session:
+            await audit.purge(session, retention_days=1, now=T0 + 30 * day, client_id="ops")
+            await session.commit()
+        await execute(sessions, "DELETE FROM audit_log WHERE seq = 6")  # even the purge record
+
+        later = await append_many(sessions, 2, start=T0 + 31 * day)
+
+        assert [r.seq for r in later] == [6, 7]
+        assert await verify(sessions) == [
+            ChainBreak(
+                5,
+                "deleted",
+                "the anchor at seq 5 is not vouched for by any audit.purged record, "
+                "so records up to it may have been removed",
+            )
+        ]
+
+    async def test_purging_everything_anchors_the_next_record(self, sessions: Sessions) -> None:
+        day = datetime.timedelta(days=1)
+        records = await append_many(sessions, 5, step=day)
+
+        async with sessions() as session:
+            removed = await audit.purge(
+                session, retention_days=1, now=T0 + 30 * day, client_id="ops"
+            )
+            await session.commit()
+
+        async with sessions() as session:
+            purged = (await session.execute(select(audit.audit_log))).one()
+        assert removed == 5
+        assert (purged.seq, purged.prev_hash) == (6, records[4].hash)
+        assert await verify(sessions) == []
+
+    async def test_a_second_purge_moves_the_anchor_again(self, sessions: Sessions) -> None:
+        day = datetime.timedelta(days=1)
+        await append_many(sessions, 10, step=day)
+        for now, retention in [(T0 + 15 * day, 10), (T0 + 40 * day, 10)]:
+            async with sessions() as session:
+                await audit.purge(session, retention_days=retention, now=now, client_id="ops")
+                await session.commit()
+
+        # The first purge removed 1-5 and wrote 11; the second removes 6-11 and writes 12.
+        assert await stored_seqs(sessions) == [12]
+        assert await verify(sessions) == []
+
+    async def test_nothing_to_purge_still_records_the_purge(self, sessions: Sessions) -> None:
+        await append_many(sessions, 3)
+
+        async with sessions() as session:
+            removed = await audit.purge(session, retention_days=180, now=T0, client_id="ops")
+            await session.commit()
+
+        assert removed == 0
+        assert await stored_seqs(sessions) == [1, 2, 3, 4]
+        assert await verify(sessions) == []
+
+    async def test_an_older_record_behind_a_younger_one_is_kept(self, sessions: Sessions) -> None:
+        day = datetime.timedelta(days=1)
+        await append_many(sessions, 2, start=T0, step=day)
+        await append_many(sessions, 1, start=T0 + 100 * day)  # a clock running fast
+        await append_many(sessions, 1, start=T0 + 3 * day)
+
+        async with sessions() as session:
+            removed = await audit.purge(
+                session, retention_days=10, now=T0 + 50 * day, client_id="ops"
+            )
+            await session.commit()
+
+        assert removed == 2
+        assert await stored_seqs(sessions) == [3, 4, 5]
+        assert await verify(sessions) == []
+
+    @pytest.mark.parametrize("retention_days", [0, -1])
+    async def test_a_retention_under_one_day_is_refused(
+        self, sessions: Sessions, retention_days: int
+    ) -> None:
+        await append_many(sessions, 3)
+
+        async with sessions() as session:
+            with pytest.raises(ValueError, match="at least 1"):
+                await audit.purge(
+                    session,
+                    retention_days=retention_days,
+                    now=T0 + datetime.timedelta(days=9),
+                    client_id="ops",
+                )
+        assert await stored_seqs(sessions) == [1, 2, 3]

@@ -11,8 +11,11 @@ import typer
 
 from shared.settings import DEFAULT_PORTS, SuiteSettings
 
-app = typer.Typer(help="Bangfu (帮扶): data sharing for 城镇困难职工/居民解困脱困.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Bangfu (帮扶): data sharing for 城镇困难职工/居民解困脱困.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 events_app = typer.Typer(help="Watch the suite's CloudEvents.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
@@ -28,14 +31,21 @@ def _all_provinces() -> list[str]:
     return sorted(PROVINCE_NAMES)
 
 
-def _dev_token(suite: SuiteSettings, *, scopes: str, regions: list[str], client_id: str,
-               ttl: timedelta) -> str:
+def _dev_token(
+    suite: SuiteSettings, *, scopes: str, regions: list[str], client_id: str, ttl: timedelta
+) -> str:
     from shared.auth import ensure_signing_key, issue_token
 
     ensure_signing_key(suite.signing_key_file, suite.public_key_file)
-    return issue_token(suite.signing_key_file.read_bytes(), client_id=client_id,
-                       scopes=scopes.split(), regions=regions, issuer=suite.auth_issuer,
-                       audience=suite.auth_audience, ttl=ttl)
+    return issue_token(
+        suite.signing_key_file.read_bytes(),
+        client_id=client_id,
+        scopes=scopes.split(),
+        regions=regions,
+        issuer=suite.auth_issuer,
+        audience=suite.auth_audience,
+        ttl=ttl,
+    )
 
 
 @app.command()
@@ -54,8 +64,13 @@ def up(
         raise typer.Exit(1) from exc
 
     def on_ready() -> None:
-        token = _dev_token(suite, scopes=ALL_SCOPES, regions=_all_provinces(),
-                           client_id="bangfu-dev", ttl=timedelta(days=1))
+        token = _dev_token(
+            suite,
+            scopes=ALL_SCOPES,
+            regions=_all_provinces(),
+            client_id="bangfu-dev",
+            ttl=timedelta(days=1),
+        )
         lines = ["", "Bangfu is running (Ctrl-C stops everything):"]
         for name, port in DEFAULT_PORTS.items():
             docs = "" if name == "sandbox" else f"   API docs http://127.0.0.1:{port}/docs"
@@ -83,8 +98,9 @@ def up(
 
 @app.command()
 def migrate(
-    services: Annotated[list[str] | None, typer.Argument(
-        help="Services to migrate (default: all four).")] = None,
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services to migrate (default: all four).")
+    ] = None,
 ) -> None:
     """Bring each service's database schema to the newest migration."""
     from bangfu.embedded import migrate as run
@@ -92,8 +108,10 @@ def migrate(
 
     unknown = set(services or ()) - set(SERVICES)
     if unknown:
-        typer.echo(f"unknown service {', '.join(sorted(unknown))}; choose from "
-                   f"{', '.join(SERVICES)}", err=True)
+        typer.echo(
+            f"unknown service {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}",
+            err=True,
+        )
         raise typer.Exit(2)
     run(tuple(services or SERVICES), say=typer.echo)
 
@@ -101,21 +119,30 @@ def migrate(
 @app.command()
 def token(
     scope: Annotated[str, typer.Option(help="Space-separated scopes.")] = ALL_SCOPES,
-    regions: Annotated[str, typer.Option(
-        help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113.")] = "41",
+    regions: Annotated[
+        str, typer.Option(help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113.")
+    ] = "41",
     client_id: Annotated[str, typer.Option(help="The department client's id.")] = "bangfu-dev",
     hours: Annotated[float, typer.Option(help="Lifetime in hours.")] = 12,
 ) -> None:
     """Print a development token signed with the embedded default's key."""
     suite = SuiteSettings()
     if suite.auth_jwks_url:
-        typer.echo("tokens come from the identity provider when BANGFU_AUTH_JWKS_URL is set",
-                   err=True)
+        typer.echo(
+            "tokens come from the identity provider when BANGFU_AUTH_JWKS_URL is set", err=True
+        )
         raise typer.Exit(2)
     prefixes = regions.replace(",", " ").split()
     try:
-        typer.echo(_dev_token(suite, scopes=scope, regions=prefixes, client_id=client_id,
-                              ttl=timedelta(hours=hours)))
+        typer.echo(
+            _dev_token(
+                suite,
+                scopes=scope,
+                regions=prefixes,
+                client_id=client_id,
+                ttl=timedelta(hours=hours),
+            )
+        )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -123,12 +150,19 @@ def token(
 
 @events_app.command("tail")
 def tail(
-    subject: Annotated[str | None, typer.Option(
-        help="A NATS subject filter, e.g. 'bangfu.registry.household.*.41.13.>'.")] = None,
-    region: Annotated[str | None, typer.Option(
-        help="Only this region prefix (2, 4 or 6 digits), e.g. 4113.")] = None,
-    since: Annotated[str | None, typer.Option(
-        help="Replay from this ISO time (e.g. 2026-11-01T00:00:00Z) or duration ('1h').")] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="A NATS subject filter, e.g. 'bangfu.registry.household.*.41.13.>'."),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Only this region prefix (2, 4 or 6 digits), e.g. 4113.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay from this ISO time (e.g. 2026-11-01T00:00:00Z) or duration ('1h')."
+        ),
+    ] = None,
     count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
 ) -> None:
     """Print CloudEvents from the suite's streams as they arrive, one JSON object a line."""
@@ -141,9 +175,15 @@ def tail(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        asyncio.run(tail_events(SuiteSettings().nats_url, filters, since=start, count=count,
-                                emit=lambda event: typer.echo(json.dumps(
-                                    event, ensure_ascii=False))))
+        asyncio.run(
+            tail_events(
+                SuiteSettings().nats_url,
+                filters,
+                since=start,
+                count=count,
+                emit=lambda event: typer.echo(json.dumps(event, ensure_ascii=False)),
+            )
+        )
     except KeyboardInterrupt:
         pass
 

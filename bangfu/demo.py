@@ -9,9 +9,18 @@ import httpx
 
 # 南阳市 districts and counties (GB/T 2260), the demo city of the policies.
 NANYANG = {
-    "411302": "宛城区", "411303": "卧龙区", "411321": "南召县", "411322": "方城县",
-    "411323": "西峡县", "411324": "镇平县", "411325": "内乡县", "411326": "淅川县",
-    "411327": "社旗县", "411328": "唐河县", "411329": "新野县", "411330": "桐柏县",
+    "411302": "宛城区",
+    "411303": "卧龙区",
+    "411321": "南召县",
+    "411322": "方城县",
+    "411323": "西峡县",
+    "411324": "镇平县",
+    "411325": "内乡县",
+    "411326": "淅川县",
+    "411327": "社旗县",
+    "411328": "唐河县",
+    "411329": "新野县",
+    "411330": "桐柏县",
     "411381": "邓州市",
 }
 _FAMILY = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林罗"
@@ -30,14 +39,18 @@ def seed(registry_url: str, token: str, *, households: int = 40, seed_value: int
     """File `households` demo households; returns how many the registry accepted."""
     rng = random.Random(seed_value)
     accepted = 0
-    with httpx.Client(base_url=registry_url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=10) as client:
+    with httpx.Client(
+        base_url=registry_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
         for _ in range(households):
             region = rng.choice(list(NANYANG))
             name = rng.choice(_FAMILY) + "".join(rng.choices(_GIVEN, k=rng.randint(1, 2)))
-            response = client.post("/v1/households", json={
-                "region": region,
-                "head": {"name": name, "identity_number": demo_identity_number(rng, region)},
-            })
+            response = client.post(
+                "/v1/households",
+                json={
+                    "region": region,
+                    "head": {"name": name, "identity_number": demo_identity_number(rng, region)},
+                },
+            )
             accepted += response.status_code == 201
     return accepted

@@ -83,15 +83,19 @@ class Supervisor:
         if self.lock.exists():
             pid = int(self.lock.read_text().strip() or 0)
             if pid and _alive(pid):
-                raise AlreadyRunning(f"Bangfu is already running (pid {pid}); "
-                                     f"stop it with Ctrl-C in its terminal or `kill {pid}`")
+                raise AlreadyRunning(
+                    f"Bangfu is already running (pid {pid}); "
+                    f"stop it with Ctrl-C in its terminal or `kill {pid}`"
+                )
         ports = dict(DEFAULT_PORTS)
         if "BANGFU_NATS_URL" not in os.environ:
             ports["nats"] = EMBEDDED_NATS_PORT
         taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
         if taken:
-            raise AlreadyRunning(f"ports already in use: {', '.join(taken)}; is another "
-                                 "Bangfu running? Set BANGFU_<SERVICE>_PORT to move one.")
+            raise AlreadyRunning(
+                f"ports already in use: {', '.join(taken)}; is another "
+                "Bangfu running? Set BANGFU_<SERVICE>_PORT to move one."
+            )
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -99,8 +103,11 @@ class Supervisor:
         self.lock.write_text(str(os.getpid()))
         env = {**os.environ, "BANGFU_HOME": str(self.home)}
         if "BANGFU_NATS_URL" not in os.environ:
-            self.nats = NatsServer(port=EMBEDDED_NATS_PORT, store_dir=self.home / "nats",
-                                   log_file=self.home / "logs" / "nats.log")
+            self.nats = NatsServer(
+                port=EMBEDDED_NATS_PORT,
+                store_dir=self.home / "nats",
+                log_file=self.home / "logs" / "nats.log",
+            )
             self.nats.start()
             env["BANGFU_NATS_URL"] = self.nats.url
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
@@ -110,15 +117,17 @@ class Supervisor:
             module = "sandbox" if name == "sandbox" else f"services.{name}"
             port = DEFAULT_PORTS[name]
             ready = "/healthz" if name == "sandbox" else "/readyz"
-            self._spawn(name, [sys.executable, "-m", module], env,
-                        f"http://127.0.0.1:{port}{ready}")
+            self._spawn(
+                name, [sys.executable, "-m", module], env, f"http://127.0.0.1:{port}{ready}"
+            )
         self._wait_ready()
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> None:
         log = self.home / "logs" / f"{name}.log"
         with open(log, "ab") as output:
-            process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                       preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                args, env=env, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         self.children.append(Child(name, process, log, ready_url))
 
     def _wait_ready(self, timeout: float = 60) -> None:
@@ -143,8 +152,10 @@ class Supervisor:
             code = child.process.poll()
             if code is not None:
                 tail = child.log.read_text(errors="replace").splitlines()[-15:]
-                raise RuntimeError(f"{child.name} exited with code {code}; last lines of "
-                                   f"{child.log}:\n" + "\n".join(tail))
+                raise RuntimeError(
+                    f"{child.name} exited with code {code}; last lines of "
+                    f"{child.log}:\n" + "\n".join(tail)
+                )
 
     def stop(self) -> None:
         for child in self.children:

@@ -33,7 +33,11 @@ def tail_filters(*, subject: str | None, region: str | None) -> dict[str, str]:
 
 
 async def tail_events(
-    url: str, filters: dict[str, str], *, since: datetime | None, count: int,
+    url: str,
+    filters: dict[str, str],
+    *,
+    since: datetime | None,
+    count: int,
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
     """Emit every event matching `filters`, from now (or from `since`), until `count` events."""
@@ -49,8 +53,7 @@ async def tail_events(
         try:
             emit(json.loads(message.data))
         except json.JSONDecodeError:
-            emit({"undecodable": message.data.decode(errors="replace"),
-                  "subject": message.subject})
+            emit({"undecodable": message.data.decode(errors="replace"), "subject": message.subject})
         seen += 1
         if count and seen >= count:
             done.set()
@@ -63,8 +66,9 @@ async def tail_events(
             deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.NEW,
             opt_start_time=since.isoformat() if since else None,  # type: ignore[arg-type]
         )
-        await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True,
-                           config=config)
+        await js.subscribe(
+            subject, stream=stream, cb=on_message, ordered_consumer=True, config=config
+        )
     try:
         await done.wait()
     finally:

@@ -19,8 +19,11 @@ class SandboxSettings(BaseSettings):
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
-    app = FastAPI(title="Bangfu department sandbox", version="1.0.0",
-                  description="Answers as the departments do, for the demo and the tests.")
+    app = FastAPI(
+        title="Bangfu department sandbox",
+        version="1.0.0",
+        description="Answers as the departments do, for the demo and the tests.",
+    )
     app.state.settings = settings or SandboxSettings()
     install_problem_handlers(app)
 

@@ -63,8 +63,9 @@ class TokenVerifier:
     @classmethod
     def from_settings(cls, suite: SuiteSettings) -> TokenVerifier:
         if suite.auth_jwks_url:
-            return cls(issuer=suite.auth_issuer, audience=suite.auth_audience,
-                       jwks_url=suite.auth_jwks_url)
+            return cls(
+                issuer=suite.auth_issuer, audience=suite.auth_audience, jwks_url=suite.auth_jwks_url
+            )
         ensure_signing_key(suite.signing_key_file, suite.public_key_file)
         key = serialization.load_pem_public_key(suite.public_key_file.read_bytes())
         return cls(issuer=suite.auth_issuer, audience=suite.auth_audience, public_key=key)
@@ -77,7 +78,11 @@ class TokenVerifier:
         else:
             key = self._public_key
         claims = jwt.decode(
-            token, key, algorithms=ALGORITHMS, audience=self._audience, issuer=self._issuer,
+            token,
+            key,
+            algorithms=ALGORITHMS,
+            audience=self._audience,
+            issuer=self._issuer,
             options={"require": ["exp", "sub", "iss", "aud"]},
         )
         regions = claims.get("regions", [])
@@ -100,14 +105,20 @@ def ensure_signing_key(private_file: Path, public_file: Path) -> None:
         return
     private_file.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    private_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    private_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     private_file.chmod(0o600)
-    public_file.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
-    ))
+    public_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
 
 
 def issue_token(
@@ -132,7 +143,10 @@ def issue_token(
         "scope": " ".join(scopes),
         "regions": [normalize_prefix(r) for r in regions],
     }
-    return jwt.encode(claims, serialization.load_pem_private_key(private_key_pem, None), "ES256")
+    key = serialization.load_pem_private_key(private_key_pem, None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the signing key must be an EC P-256 key")
+    return jwt.encode(claims, key, "ES256")
 
 
 @dataclass
@@ -179,12 +193,20 @@ def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
             raise _unauthorized(f"the token is not valid: {exc}") from exc
         missing = sorted(set(scopes) - principal.scopes)
         if missing:
-            raise Problem(403, "forbidden", f"the token lacks the scope {' '.join(missing)}",
-                          missing_scopes=missing)
+            raise Problem(
+                403,
+                "forbidden",
+                f"the token lacks the scope {' '.join(missing)}",
+                missing_scopes=missing,
+            )
         wait = request.app.state.rate_limiter.retry_after(principal.client_id)
         if wait:
-            raise Problem(429, "too-many-requests", "request rate limit exceeded",
-                          headers={"Retry-After": str(max(1, round(wait)))})
+            raise Problem(
+                429,
+                "too-many-requests",
+                "request rate limit exceeded",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
         structlog.contextvars.bind_contextvars(client_id=principal.client_id)
         return principal
 

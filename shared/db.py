@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -40,7 +45,10 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
-        url, connect_args=connect_args, pool_size=pool_size, max_overflow=pool_size,
+        url,
+        connect_args=connect_args,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         pool_pre_ping=True,
     )
 

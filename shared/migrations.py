@@ -23,10 +23,10 @@ def alembic_config(service: str, *, url: str, schema: str | None = None) -> Conf
     """The service's Alembic configuration, pointing at its own migration folder."""
     config = Config()
     package = importlib.import_module(f"services.{service}")
-    config.set_main_option("script_location", str(Path(str(package.__file__)).parent / "migrations"))
     config.set_main_option(
-        "file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s"
+        "script_location", str(Path(str(package.__file__)).parent / "migrations")
     )
+    config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["schema"] = schema
     return config
@@ -46,8 +46,9 @@ async def schema_at_head(db: Database, service: str) -> bool:
     """True when the database's Alembic revision is the service's newest migration."""
     async with db.engine.connect() as connection:
         try:
-            current = (await connection.execute(text("SELECT version_num FROM alembic_version"))
-                       ).scalar_one_or_none()
+            current = (
+                await connection.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar_one_or_none()
         except sa.exc.DBAPIError:
             return False
     return current is not None and current == head_revision(service)
@@ -60,8 +61,7 @@ def run_env(service_metadata: MetaData) -> None:
     assert url, "sqlalchemy.url is not set"
     target: Sequence[MetaData] = [common_metadata, service_metadata]
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target, literal_binds=True,
-                          render_as_batch=True)
+        context.configure(url=url, target_metadata=target, literal_binds=True, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -80,8 +80,9 @@ async def _run_online(url: str, schema: str | None, target: Sequence[MetaData]) 
 
 
 def _migrate(connection: Connection, target: Sequence[MetaData]) -> None:
-    context.configure(connection=connection, target_metadata=target, render_as_batch=True,
-                      compare_type=True)
+    context.configure(
+        connection=connection, target_metadata=target, render_as_batch=True, compare_type=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -109,9 +110,13 @@ def create_common_tables() -> None:
         sa.PrimaryKeyConstraint("position", name="pk_outbox"),
         sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
     )
-    op.create_index("ix_outbox_unsent", "outbox", ["position"],
-                    postgresql_where=sa.text("sent_at IS NULL"),
-                    sqlite_where=sa.text("sent_at IS NULL"))
+    op.create_index(
+        "ix_outbox_unsent",
+        "outbox",
+        ["position"],
+        postgresql_where=sa.text("sent_at IS NULL"),
+        sqlite_where=sa.text("sent_at IS NULL"),
+    )
     op.create_index("ix_outbox_aggregate_position", "outbox", ["aggregate", "position"])
     op.create_table(
         "inbox",

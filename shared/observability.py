@@ -40,7 +40,8 @@ def set_current_traceparent(traceparent: str | None) -> None:
 def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
     """structlog to stdout, one JSON object a line, carrying the bound request context."""
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False) if json
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
         else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
@@ -64,25 +65,35 @@ class Metrics:
         self.registry = CollectorRegistry()
         labels = {"service": service}
         self.requests = Counter(
-            "bangfu_http_requests", "HTTP requests handled", ["method", "route", "status"],
+            "bangfu_http_requests",
+            "HTTP requests handled",
+            ["method", "route", "status"],
             registry=self.registry,
         ).labels
         self.latency = Histogram(
-            "bangfu_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+            "bangfu_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         ).labels
         self.outbox_backlog = Gauge(
-            "bangfu_outbox_backlog", "Events written but not yet published", ["service"],
+            "bangfu_outbox_backlog",
+            "Events written but not yet published",
+            ["service"],
             registry=self.registry,
         ).labels(**labels)
         self.outbox_oldest_age = Gauge(
-            "bangfu_outbox_oldest_age_seconds", "Age of the oldest unpublished event",
-            ["service"], registry=self.registry,
+            "bangfu_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished event",
+            ["service"],
+            registry=self.registry,
         ).labels(**labels)
         self.consumer_lag = Gauge(
-            "bangfu_consumer_lag", "Messages pending or awaiting ack on a durable consumer",
-            ["consumer"], registry=self.registry,
+            "bangfu_consumer_lag",
+            "Messages pending or awaiting ack on a durable consumer",
+            ["consumer"],
+            registry=self.registry,
         ).labels
 
 
@@ -130,5 +141,10 @@ class RequestContextMiddleware:
             self.metrics.requests(method=method, route=route, status=str(status)).inc()
             self.metrics.latency(method=method, route=route).observe(elapsed)
             if route not in ("/healthz", "/readyz", "/metrics"):
-                self.log.info("request", method=method, path=scope["path"], status=status,
-                              ms=round(elapsed * 1000, 2))
+                self.log.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )

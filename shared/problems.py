@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -92,8 +92,13 @@ ErrorTable = Mapping[type[Exception], Callable[[Any], Problem]]
 
 def _render(request: Request, problem: Problem) -> JSONResponse:
     return problem_response(
-        problem.status, problem.type_, problem.detail, title=problem.title,
-        instance=request.url.path, headers=problem.headers, **problem.extensions,
+        problem.status,
+        problem.type_,
+        problem.detail,
+        title=problem.title,
+        instance=request.url.path,
+        headers=problem.headers,
+        **problem.extensions,
     )
 
 
@@ -110,8 +115,9 @@ def install_problem_handlers(app: FastAPI, errors: ErrorTable | None = None) -> 
 
     for error_type, to_problem in (errors or {}).items():
 
-        async def _mapped(request: Request, exc: Exception, to_problem: Any = to_problem
-                          ) -> JSONResponse:
+        async def _mapped(
+            request: Request, exc: Exception, to_problem: Any = to_problem
+        ) -> JSONResponse:
             return _render(request, to_problem(exc))
 
         app.add_exception_handler(error_type, _mapped)
@@ -119,34 +125,48 @@ def install_problem_handlers(app: FastAPI, errors: ErrorTable | None = None) -> 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_path(tuple(e.get("loc", ()))), "location": str(e["loc"][0]) if e.get("loc") else None,
-             "reason": e.get("msg", "invalid")}
+            {
+                "field": _field_path(tuple(e.get("loc", ()))),
+                "location": str(e["loc"][0]) if e.get("loc") else None,
+                "reason": e.get("msg", "invalid"),
+            }
             for e in exc.errors()
         ]
         malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
         if malformed:
             return problem_response(
-                400, "malformed-json", "the request body is not valid JSON",
-                instance=request.url.path, errors=errors,
+                400,
+                "malformed-json",
+                "the request body is not valid JSON",
+                instance=request.url.path,
+                errors=errors,
             )
         return problem_response(
-            422, "invalid-input", "; ".join(f"{e['field']}: {e['reason']}" for e in errors),
-            instance=request.url.path, errors=errors,
+            422,
+            "invalid-input",
+            "; ".join(f"{e['field']}: {e['reason']}" for e in errors),
+            instance=request.url.path,
+            errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(
-            exc.status_code, _HTTP_TYPES.get(exc.status_code, "error"), detail,
-            instance=request.url.path, headers=getattr(exc, "headers", None),
+            exc.status_code,
+            _HTTP_TYPES.get(exc.status_code, "error"),
+            detail,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("request.unhandled_error", path=request.url.path)
         return problem_response(
-            500, "internal-error", "an internal error occurred; it has been logged",
+            500,
+            "internal-error",
+            "an internal error occurred; it has been logged",
             instance=request.url.path,
         )
 
@@ -180,10 +200,15 @@ class BodyGuardMiddleware:
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = declared not in (None, "0") or "transfer-encoding" in headers
         if has_body and media_type not in self.media_types:
-            await self._reject(scope, send, 415, (
-                f"content type {media_type or '(none)'!r} is not accepted; "
-                f"send one of {', '.join(self.media_types)}"
-            ))
+            await self._reject(
+                scope,
+                send,
+                415,
+                (
+                    f"content type {media_type or '(none)'!r} is not accepted; "
+                    f"send one of {', '.join(self.media_types)}"
+                ),
+            )
             return
 
         received = 0

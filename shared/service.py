@@ -54,27 +54,24 @@ class ServiceRuntime:
         self.db = Database(url, schema=schema)
         self.nc: NATS = await connect(suite.nats_url, name=f"bangfu-{settings.service}")
         self.js: JetStreamContext = self.nc.jetstream()
-        stream_options = {
-            "max_age_days": suite.stream_max_age_days,
-            "duplicate_window_seconds": suite.stream_duplicate_window_seconds,
-            "replicas": suite.stream_replicas,
-        }
-        name, subjects = service_stream(settings.service)
-        await ensure_stream(self.js, name=name, subjects=subjects, **stream_options)
+        await self._ensure_stream(settings.service)
         await ensure_dead_letter_stream(self.js, replicas=suite.stream_replicas)
         self.relay = OutboxRelay(
-            self.db, self.js, batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds, on_backlog=self._record_backlog,
+            self.db,
+            self.js,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            on_backlog=self._record_backlog,
         )
         self.db.after_commit = self.relay.wake
         self.relay.start()
         for subscription in self.subscriptions:
             # The producer may not have started yet: provision its stream the same way.
-            producer = subscription.stream.lower()
-            await ensure_stream(self.js, name=subscription.stream,
-                                subjects=service_stream(producer)[1], **stream_options)
+            await self._ensure_stream(subscription.stream.lower())
             runner = ConsumerRunner(
-                self.db, self.js, subscription,
+                self.db,
+                self.js,
+                subscription,
                 batch_size=settings.consumer_batch_size,
                 max_deliver=settings.consumer_max_deliver,
                 ack_wait_seconds=settings.consumer_ack_wait_seconds,
@@ -83,6 +80,18 @@ class ServiceRuntime:
             await runner.start()
             self.consumers.append(runner)
         log.info("service.started", service=settings.service, database=self.db.dialect)
+
+    async def _ensure_stream(self, service: str) -> None:
+        suite = self.settings.suite
+        name, subjects = service_stream(service)
+        await ensure_stream(
+            self.js,
+            name=name,
+            subjects=subjects,
+            max_age_days=suite.stream_max_age_days,
+            duplicate_window_seconds=suite.stream_duplicate_window_seconds,
+            replicas=suite.stream_replicas,
+        )
 
     async def stop(self) -> None:
         for runner in self.consumers:
@@ -143,8 +152,9 @@ async def readyz(request: Request) -> Response:
 
 @_operations.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(get_runtime(request).metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(get_runtime(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 def create_service_app(
@@ -171,15 +181,19 @@ def create_service_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
-                  **fastapi_options)
+    app = FastAPI(
+        title=title, description=description, version="1.0.0", lifespan=lifespan, **fastapi_options
+    )
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.token_verifier = TokenVerifier.from_settings(suite)
     app.state.rate_limiter = RateLimiter(rate=suite.rate_limit_per_second)
     install_problem_handlers(app, errors)
-    app.add_middleware(BodyGuardMiddleware, max_body_bytes=suite.max_body_bytes,
-                       extra_media_types=extra_media_types)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_body_bytes=suite.max_body_bytes,
+        extra_media_types=extra_media_types,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     app.include_router(_operations)
     for router in routers:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
-
-import json
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +76,8 @@ class ServiceSettings(BaseSettings):
 
     suite: SuiteSettings = Field(default_factory=SuiteSettings)
     database_url: str | None = None
+    # A PostgreSQL schema for this service's tables (default: the database's search path).
+    database_schema: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     outbox_batch_size: int = 200
@@ -105,8 +106,10 @@ class ServiceSettings(BaseSettings):
 
         profile = self.suite.crypto_profile
         if self.encryption_keys and self.blind_index_key:
-            keys, index_key = (self.encryption_keys.get_secret_value(),
-                               self.blind_index_key.get_secret_value())
+            keys, index_key = (
+                self.encryption_keys.get_secret_value(),
+                self.blind_index_key.get_secret_value(),
+            )
         else:
             path = self.suite.home / f"{self.service}-keys.{profile}.json"
             if not path.exists():
@@ -122,7 +125,7 @@ class ServiceSettings(BaseSettings):
     def database(self) -> tuple[str, str | None]:
         """The database URL and, when one PostgreSQL serves all services, this service's schema."""
         if self.database_url:
-            return self.database_url, None
+            return self.database_url, self.database_schema
         if self.suite.database_url:
             return self.suite.database_url, self.service
         return f"sqlite+aiosqlite:///{self.suite.home / (self.service + '.db')}", None

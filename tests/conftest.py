@@ -52,8 +52,9 @@ async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
 @pytest.fixture
 def suite(tmp_path: Path, nats_url: str) -> SuiteSettings:
     """Suite settings for one test: its own home (keys) and the session's NATS."""
-    return SuiteSettings(home=tmp_path / "home", nats_url=nats_url, log_json=True,
-                         rate_limit_per_second=0)
+    return SuiteSettings(
+        home=tmp_path / "home", nats_url=nats_url, log_json=True, rate_limit_per_second=0
+    )
 
 
 @contextlib.asynccontextmanager
@@ -104,13 +105,21 @@ def token(suite: SuiteSettings) -> Callable[..., str]:
     """`token("registry:write", regions=["4113"])` -> a bearer token the suite accepts."""
     from shared.auth import ensure_signing_key
 
-    def make(*scopes: str, regions: list[str] | None = None, client_id: str = "test-client",
-             **kwargs: Any) -> str:
+    def make(
+        *scopes: str,
+        regions: list[str] | None = None,
+        client_id: str = "test-client",
+        **kwargs: Any,
+    ) -> str:
         ensure_signing_key(suite.signing_key_file, suite.public_key_file)
         return issue_token(
-            suite.signing_key_file.read_bytes(), client_id=client_id, scopes=scopes,
-            regions=regions if regions is not None else ["41"], issuer=suite.auth_issuer,
-            audience=suite.auth_audience, **kwargs,
+            suite.signing_key_file.read_bytes(),
+            client_id=client_id,
+            scopes=scopes,
+            regions=regions if regions is not None else ["41"],
+            issuer=suite.auth_issuer,
+            audience=suite.auth_audience,
+            **kwargs,
         )
 
     return make

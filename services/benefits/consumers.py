@@ -1,8 +1,7 @@
 """The benefits service's event handlers."""
 
-from shared.events.consumer import Subscription
-
 from services.benefits.settings import BenefitsSettings
+from shared.events.consumer import Subscription
 
 
 def subscriptions(settings: BenefitsSettings) -> list[Subscription]:

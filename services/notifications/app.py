@@ -2,10 +2,9 @@
 
 from fastapi import FastAPI
 
-from shared.service import create_service_app
-
 from services.notifications import api, consumers
 from services.notifications.settings import NotificationsSettings
+from shared.service import create_service_app
 
 
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:

@@ -1,8 +1,7 @@
 """The notifications service's event handlers."""
 
-from shared.events.consumer import Subscription
-
 from services.notifications.settings import NotificationsSettings
+from shared.events.consumer import Subscription
 
 
 def subscriptions(settings: NotificationsSettings) -> list[Subscription]:

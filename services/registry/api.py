@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from services.registry import service
+from services.registry.domain.household import InvalidName
+from services.registry.schemas import HouseholdIn, HouseholdOut
 from shared.auth import Principal, require
 from shared.crypto import Keyring
 from shared.identity import InvalidIdentityNumber
@@ -14,15 +18,17 @@ from shared.problems import ErrorTable, Problem
 from shared.regions import InvalidRegion
 from shared.service import UnitOfWorkDep
 
-from services.registry import service
-from services.registry.domain.household import InvalidName
-from services.registry.schemas import HouseholdIn, HouseholdOut
-
 router = APIRouter(prefix="/v1", tags=["households"])
 
 
-def _invalid(field: str, type_: str = "invalid-input"):  # type: ignore[no-untyped-def]
-    return lambda exc: Problem(422, type_, str(exc), errors=[{"field": field, "reason": str(exc)}])
+def _invalid(field: str, type_: str = "invalid-input") -> Callable[[Exception], Problem]:
+    """A 422 naming the field; `code` is the machine-readable reason where the error has one."""
+
+    def to_problem(exc: Exception) -> Problem:
+        error = {"field": field, "reason": str(exc), "code": getattr(exc, "reason", "invalid")}
+        return Problem(422, type_, str(exc), errors=[error])
+
+    return to_problem
 
 
 ERRORS: ErrorTable = {
@@ -30,10 +36,12 @@ ERRORS: ErrorTable = {
     InvalidRegion: _invalid("region"),
     InvalidName: _invalid("head.name"),
     service.RegionNotAllowed: lambda exc: Problem(
-        403, "region-not-allowed", f"the token does not cover region {exc}"),
+        403, "region-not-allowed", f"the token does not cover region {exc}"
+    ),
     service.HouseholdNotFound: lambda exc: Problem(404, "not-found", f"household {exc} not found"),
     service.PersonAlreadyFiled: lambda exc: Problem(
-        409, "person-already-filed", str(exc), household_id=exc.household_id),
+        409, "person-already-filed", str(exc), household_id=exc.household_id
+    ),
 }
 
 
@@ -45,8 +53,12 @@ def _keyring(request: Request) -> Keyring:
 KeyringDep = Annotated[Keyring, Depends(_keyring)]
 
 
-@router.post("/households", status_code=201, response_model=HouseholdOut,
-             summary="Apply: open a household's file (申请)")
+@router.post(
+    "/households",
+    status_code=201,
+    response_model=HouseholdOut,
+    summary="Apply: open a household's file (申请)",
+)
 async def apply(
     body: HouseholdIn,
     response: Response,
@@ -55,20 +67,24 @@ async def apply(
     principal: Annotated[Principal, Depends(require("registry:write"))],
 ) -> dict[str, object]:
     household = await service.apply(
-        uow, keyring=keyring, principal=principal, region=body.region,
-        head_name=body.head.name, head_identity_number=body.head.identity_number,
+        uow,
+        keyring=keyring,
+        principal=principal,
+        region=body.region,
+        head_name=body.head.name,
+        head_identity_number=body.head.identity_number,
         today=date.today(),
     )
     await uow.commit()
-    shown = await service.get(uow, keyring=keyring, principal=principal,
-                              household_id=household.id)
+    shown = await service.get(uow, keyring=keyring, principal=principal, household_id=household.id)
     response.headers["Location"] = f"/v1/households/{household.id}"
     response.headers["ETag"] = f'"{household.version}"'
     return shown
 
 
-@router.get("/households/{household_id}", response_model=HouseholdOut,
-            summary="One household's file")
+@router.get(
+    "/households/{household_id}", response_model=HouseholdOut, summary="One household's file"
+)
 async def get(
     household_id: str,
     response: Response,
@@ -76,7 +92,6 @@ async def get(
     keyring: KeyringDep,
     principal: Annotated[Principal, Depends(require("registry:read"))],
 ) -> dict[str, object]:
-    shown = await service.get(uow, keyring=keyring, principal=principal,
-                              household_id=household_id)
+    shown = await service.get(uow, keyring=keyring, principal=principal, household_id=household_id)
     response.headers["ETag"] = f'"{shown["version"]}"'
     return shown

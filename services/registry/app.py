@@ -2,10 +2,9 @@
 
 from fastapi import FastAPI
 
-from shared.service import create_service_app
-
 from services.registry import api, consumers
 from services.registry.settings import RegistrySettings
+from shared.service import create_service_app
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:

@@ -1,8 +1,7 @@
 """The registry's event handlers (verification and benefits results arrive with their issues)."""
 
-from shared.events.consumer import Subscription
-
 from services.registry.settings import RegistrySettings
+from shared.events.consumer import Subscription
 
 
 def subscriptions(settings: RegistrySettings) -> list[Subscription]:

@@ -6,16 +6,15 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
+from services.registry import store
+from services.registry.domain.events import HouseholdEvent
+from services.registry.domain.household import Household
 from shared.auth import Principal
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, parse_identity_number
 from shared.regions import parse_region
-
-from services.registry import store
-from services.registry.domain.events import HouseholdEvent
-from services.registry.domain.household import Household
 
 IDENTITY_CONTEXT = "household.head_identity"
 
@@ -39,14 +38,25 @@ class PersonAlreadyFiled(Exception):
 def to_cloudevent(event: HouseholdEvent, *, region: str, sequence: int) -> CloudEvent:
     """Wrap a domain event in the integrators' envelope."""
     return new_event(
-        service="registry", aggregate="household", name=event.name, subject=event.household_id,
-        region=region, sequence=sequence, data=asdict(event),
+        service="registry",
+        aggregate="household",
+        name=event.name,
+        subject=event.household_id,
+        region=region,
+        sequence=sequence,
+        data=asdict(event),
     )
 
 
 async def apply(
-    uow: UnitOfWork, *, keyring: Keyring, principal: Principal, region: str, head_name: str,
-    head_identity_number: str, today: date,
+    uow: UnitOfWork,
+    *,
+    keyring: Keyring,
+    principal: Principal,
+    region: str,
+    head_name: str,
+    head_identity_number: str,
+    today: date,
 ) -> Household:
     """File a new household at the applied step; emits household.applied."""
     parse_region(region)
@@ -58,26 +68,37 @@ async def apply(
     if existing:
         raise PersonAlreadyFiled(existing, mask_identity_number(identity.number))
     household = Household.apply(
-        household_id=new_event_id(), region=region, head_name=head_name,
-        head_identity=identity, today=today,
+        household_id=new_event_id(),
+        region=region,
+        head_name=head_name,
+        head_identity=identity,
+        today=today,
     )
-    await store.insert_household(uow.session, {
-        "id": household.id,
-        "region": household.region,
-        "status": household.status.value,
-        "version": household.version,
-        "head_name": household.head_name,
-        "head_identity_cipher": encrypt(keyring, identity.number, context=IDENTITY_CONTEXT),
-        "head_identity_index": index,
-        "head_identity_masked": mask_identity_number(identity.number),
-    })
-    uow.publish(*(to_cloudevent(e, region=region, sequence=household.version)
-                  for e in household.events))
+    await store.insert_household(
+        uow.session,
+        {
+            "id": household.id,
+            "region": household.region,
+            "status": household.status.value,
+            "version": household.version,
+            "head_name": household.head_name,
+            "head_identity_cipher": encrypt(keyring, identity.number, context=IDENTITY_CONTEXT),
+            "head_identity_index": index,
+            "head_identity_masked": mask_identity_number(identity.number),
+        },
+    )
+    uow.publish(
+        *(to_cloudevent(e, region=region, sequence=household.version) for e in household.events)
+    )
     return household
 
 
 async def get(
-    uow: UnitOfWork, *, keyring: Keyring, principal: Principal, household_id: str,
+    uow: UnitOfWork,
+    *,
+    keyring: Keyring,
+    principal: Principal,
+    household_id: str,
 ) -> dict[str, Any]:
     """A household as the caller may see it; PII in clear only with pii:read."""
     row = await store.get_household(uow.session, household_id)
@@ -85,10 +106,13 @@ async def get(
         raise HouseholdNotFound(household_id)
     identity = (
         decrypt(keyring, str(row["head_identity_cipher"]), context=IDENTITY_CONTEXT)
-        if "pii:read" in principal.scopes else str(row["head_identity_masked"])
+        if "pii:read" in principal.scopes
+        else str(row["head_identity_masked"])
     )
     return {
-        "id": row["id"], "region": row["region"], "status": row["status"],
+        "id": row["id"],
+        "region": row["region"],
+        "status": row["status"],
         "version": row["version"],
         "head": {"name": row["head_name"], "identity_number": identity},
     }

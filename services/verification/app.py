@@ -2,10 +2,9 @@
 
 from fastapi import FastAPI
 
-from shared.service import create_service_app
-
 from services.verification import api, consumers
 from services.verification.settings import VerificationSettings
+from shared.service import create_service_app
 
 
 def create_app(settings: VerificationSettings | None = None) -> FastAPI:

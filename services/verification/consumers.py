@@ -1,8 +1,7 @@
 """The verification service's event handlers."""
 
-from shared.events.consumer import Subscription
-
 from services.verification.settings import VerificationSettings
+from shared.events.consumer import Subscription
 
 
 def subscriptions(settings: VerificationSettings) -> list[Subscription]:

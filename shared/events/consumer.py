@@ -111,7 +111,9 @@ class ConsumerRunner:
             except NatsTimeoutError:
                 messages = []
             except Exception as exc:  # noqa: BLE001 - NATS away: wait for the reconnect
-                log.warning("consumer.fetch_failed", consumer=self.subscription.name, error=repr(exc))
+                log.warning(
+                    "consumer.fetch_failed", consumer=self.subscription.name, error=repr(exc)
+                )
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:
@@ -126,7 +128,7 @@ class ConsumerRunner:
         except Exception:  # noqa: BLE001 - a metric is not worth a crash
             return
         assert self._on_lag is not None
-        self._on_lag(self.subscription.name, info.num_pending + info.num_ack_pending)
+        self._on_lag(self.subscription.name, (info.num_pending or 0) + (info.num_ack_pending or 0))
 
     async def handle(self, message: Msg) -> None:
         """Process one message, then ack; on failure retry later or, at the limit, dead-letter."""
@@ -140,10 +142,15 @@ class ConsumerRunner:
             if delivered >= self._max_deliver:
                 await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
             else:
-                log.warning("consumer.handler_failed", consumer=self.subscription.name,
-                            error=repr(exc), delivered=delivered)
-                await message.nak(delay=self._retry_delays[
-                    min(delivered, len(self._retry_delays)) - 1])
+                log.warning(
+                    "consumer.handler_failed",
+                    consumer=self.subscription.name,
+                    error=repr(exc),
+                    delivered=delivered,
+                )
+                await message.nak(
+                    delay=self._retry_delays[min(delivered, len(self._retry_delays)) - 1]
+                )
             return
         await message.ack()
 
@@ -157,8 +164,9 @@ class ConsumerRunner:
         async with self._db.unit_of_work() as uow:
             try:
                 await uow.session.execute(
-                    insert(inbox).values(consumer=name, event_id=event.id,
-                                         handled_at=datetime.now(UTC))
+                    insert(inbox).values(
+                        consumer=name, event_id=event.id, handled_at=datetime.now(UTC)
+                    )
                 )
             except IntegrityError:
                 log.info("consumer.duplicate_ignored", consumer=name, event_id=event.id)

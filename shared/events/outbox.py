@@ -21,7 +21,6 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
-    Row,
     String,
     Table,
     Text,
@@ -149,8 +148,14 @@ class OutboxRelay:
         async with self._db.sessionmaker() as session, session.begin():
             claimed = (
                 await session.execute(
-                    select(outbox.c.position, outbox.c.event_id, outbox.c.aggregate,
-                           outbox.c.nats_subject, outbox.c.body, outbox.c.traceparent)
+                    select(
+                        outbox.c.position,
+                        outbox.c.event_id,
+                        outbox.c.aggregate,
+                        outbox.c.nats_subject,
+                        outbox.c.body,
+                        outbox.c.traceparent,
+                    )
                     .where(outbox.c.sent_at.is_(None))
                     .order_by(outbox.c.position)
                     .limit(self._batch_size)
@@ -170,10 +175,10 @@ class OutboxRelay:
                 )
             return len(published)
 
-    async def _publish(self, rows: Sequence[Row[Any]]) -> list[int]:
+    async def _publish(self, rows: Sequence[Any]) -> list[int]:
         """Publish aggregates concurrently, each one's events in order, stopping at a failure."""
 
-        async def publish_chain(chain: list[Row[Any]]) -> list[int]:
+        async def publish_chain(chain: list[Any]) -> list[int]:
             done: list[int] = []
             for row in chain:
                 headers = {"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE}
@@ -181,7 +186,9 @@ class OutboxRelay:
                     headers["traceparent"] = row.traceparent
                 try:
                     await self._js.publish(
-                        row.nats_subject, row.body.encode(), headers=headers,
+                        row.nats_subject,
+                        row.body.encode(),
+                        headers=headers,
                         timeout=self._publish_timeout,
                     )
                 except Exception as exc:  # noqa: BLE001 - any failure: retry on the next pass
@@ -190,7 +197,7 @@ class OutboxRelay:
                 done.append(row.position)
             return done
 
-        chains: dict[str, list[Row[Any]]] = {}
+        chains: dict[str, list[Any]] = {}
         for row in rows:
             chains.setdefault(row.aggregate, []).append(row)
         results = await asyncio.gather(*(publish_chain(c) for c in chains.values()))
@@ -224,7 +231,7 @@ class OutboxRelay:
             )
 
 
-async def _without_overtaking(session: AsyncSession, claimed: Sequence[Row[Any]]) -> list[Any]:
+async def _without_overtaking(session: AsyncSession, claimed: Sequence[Any]) -> list[Any]:
     """Drop claimed rows preceded by an unsent row of their aggregate that this relay lacks."""
     mine = [row.position for row in claimed]
     result = await session.execute(
@@ -236,7 +243,7 @@ async def _without_overtaking(session: AsyncSession, claimed: Sequence[Row[Any]]
         )
         .group_by(outbox.c.aggregate)
     )
-    first_foreign: dict[str, int] = {aggregate: position for aggregate, position in result}
+    first_foreign: dict[str, int] = {str(row[0]): int(row[1]) for row in result}
     return [
         row
         for row in claimed

@@ -1,5 +1,4 @@
-from shared.migrations import run_env
-
 from services.notifications.store import metadata
+from shared.migrations import run_env
 
 run_env(metadata)

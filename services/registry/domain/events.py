@@ -1,4 +1,4 @@
-"""Events the registry publishes (past tense; the type is `cn.bangfu.registry.household.<name>.v1`)."""
+"""Events the registry publishes, in the past tense (`cn.bangfu.registry.household.<name>.v1`)."""
 
 from dataclasses import dataclass
 from typing import ClassVar

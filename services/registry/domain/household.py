@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
-from shared.identity import IdentityNumber, mask_identity_number
-
 from services.registry.domain.events import HouseholdApplied, HouseholdEvent
+from shared.identity import IdentityNumber, mask_identity_number
 
 
 class HouseholdStatus(StrEnum):
@@ -52,19 +51,30 @@ class Household:
 
     @classmethod
     def apply(
-        cls, *, household_id: str, region: str, head_name: str, head_identity: IdentityNumber,
+        cls,
+        *,
+        household_id: str,
+        region: str,
+        head_name: str,
+        head_identity: IdentityNumber,
         today: date,
     ) -> Household:
         """Open a file at the applied step and record HouseholdApplied."""
         household = cls(
-            id=household_id, region=region, head_name=clean_name(head_name),
-            head_identity=head_identity, status=HouseholdStatus.APPLIED, version=1,
-        )
-        household.events.append(HouseholdApplied(
-            household_id=household_id,
+            id=household_id,
             region=region,
-            head_name_masked=mask_name(household.head_name),
-            head_identity_masked=mask_identity_number(head_identity.number),
-            applied_on=today.isoformat(),
-        ))
+            head_name=clean_name(head_name),
+            head_identity=head_identity,
+            status=HouseholdStatus.APPLIED,
+            version=1,
+        )
+        household.events.append(
+            HouseholdApplied(
+                household_id=household_id,
+                region=region,
+                head_name_masked=mask_name(household.head_name),
+                head_identity_masked=mask_identity_number(head_identity.number),
+                applied_on=today.isoformat(),
+            )
+        )
         return household

@@ -1,5 +1,4 @@
-from shared.migrations import run_env
-
 from services.verification.store import metadata
+from shared.migrations import run_env
 
 run_env(metadata)

@@ -48,22 +48,31 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 def sample_event(aggregate: str, sequence: int, region: str = "411302") -> CloudEvent:
-    return new_event(service="registry", aggregate="household", name="changed",
-                     subject=aggregate, region=region, sequence=sequence,
-                     data={"n": sequence})
+    return new_event(
+        service="registry",
+        aggregate="household",
+        name="changed",
+        subject=aggregate,
+        region=region,
+        sequence=sequence,
+        data={"n": sequence},
+    )
 
 
 async def record_effect(event: CloudEvent, uow: UnitOfWork) -> None:
     """A handler whose effect a test can count."""
-    await uow.session.execute(insert(effect).values(
-        event_id=event.id, aggregate=event.subject, sequence=event.sequence))
+    await uow.session.execute(
+        insert(effect).values(event_id=event.id, aggregate=event.subject, sequence=event.sequence)
+    )
 
 
 async def effects(db: Database) -> list[tuple[str, str, int]]:
     async with db.sessionmaker() as session:
         rows = await session.execute(
-            select(effect.c.event_id, effect.c.aggregate, effect.c.sequence)
-            .order_by(effect.c.position))
+            select(effect.c.event_id, effect.c.aggregate, effect.c.sequence).order_by(
+                effect.c.position
+            )
+        )
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
 
@@ -18,7 +16,6 @@ from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_sub
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import OutboxRelay, backlog
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
-from shared.natsserver import NatsServer, free_port
 from tests.shared.events.conftest import effect_count, effects, record_effect, sample_event
 
 STREAM = "REGISTRY"
@@ -49,10 +46,15 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30
         await asyncio.sleep(0.05)
 
 
-def consumer(db: Database, js: JetStreamContext, handler: Callable[..., Awaitable[None]] = record_effect,
-             **options: object) -> ConsumerRunner:
-    return ConsumerRunner(db, js, Subscription("test-effects", STREAM, SUBJECTS, handler),
-                          **options)  # type: ignore[arg-type]
+def consumer(
+    db: Database,
+    js: JetStreamContext,
+    handler: Callable[..., Awaitable[None]] = record_effect,
+    **options: object,
+) -> ConsumerRunner:
+    return ConsumerRunner(
+        db, js, Subscription("test-effects", STREAM, SUBJECTS, handler), **options
+    )  # type: ignore[arg-type]
 
 
 class TestOutboxAndRelay:
@@ -107,6 +109,7 @@ class TestOutboxAndRelay:
             from sqlalchemy import update
 
             from shared.events.outbox import outbox
+
             await session.execute(update(outbox).values(sent_at=None))
         assert await relay.relay_once() == 1
         info = await js.stream_info(STREAM)
@@ -118,15 +121,19 @@ async def _count_is(db: Database, n: int) -> bool:
 
 
 class TestConsumer:
-    async def test_a_consumer_that_dies_before_ack_gets_the_message_again_and_the_inbox_makes_it_harmless(
+    async def test_a_consumer_dying_before_ack_gets_a_redelivery_the_inbox_makes_harmless(
         self, database: Database, js: JetStreamContext
     ) -> None:
         await write_events(database, [sample_event("h-crash", 1)])
         await OutboxRelay(database, js).relay_once()
         runner = consumer(database, js, ack_wait_seconds=1)
         # The first incarnation handles the event and commits, then dies before it can ack.
-        await js.add_consumer(STREAM, ConsumerConfig(
-            durable_name="test-effects", ack_wait=1, max_deliver=5, filter_subjects=SUBJECTS))
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                durable_name="test-effects", ack_wait=1, max_deliver=5, filter_subjects=SUBJECTS
+            ),
+        )
         pull = await js.pull_subscribe_bind(durable="test-effects", stream=STREAM)
         [message] = await pull.fetch(1, timeout=2)
         assert await runner.process(message) is True

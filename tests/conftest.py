@@ -26,6 +26,8 @@ from shared.migrations import upgrade
 from shared.natsserver import NatsServer, free_port
 from shared.settings import SuiteSettings
 
+pytest_plugins = ["tests.eventkit"]
+
 POSTGRES_URL = os.environ.get("BANGFU_TEST_DATABASE_URL")
 
 

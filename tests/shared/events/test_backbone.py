@@ -16,7 +16,7 @@ from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_sub
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import OutboxRelay, backlog
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
-from tests.shared.events.conftest import effect_count, effects, record_effect, sample_event
+from tests.eventkit import effect_count, effects, record_effect, sample_event
 
 STREAM = "REGISTRY"
 SUBJECTS = ["bangfu.registry.>"]

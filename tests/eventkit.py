@@ -1,4 +1,4 @@
-"""A database with the common tables and an `effect` table that test handlers write to."""
+"""A pytest plugin: a database with the common tables and an `effect` table for test handlers."""
 
 from __future__ import annotations
 

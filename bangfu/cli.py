@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from shared.settings import DEFAULT_PORTS, SuiteSettings
+from shared.settings import SuiteSettings
 
 app = typer.Typer(
     help="Bangfu (帮扶): data sharing for 城镇困难职工/居民解困脱困.",
@@ -53,7 +53,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="Seed a demo city and file households.")] = False,
 ) -> None:
     """Run the whole suite on this machine: NATS, four services, the department sandbox."""
-    from bangfu.embedded import AlreadyRunning, Supervisor, run_until_signalled
+    from bangfu.embedded import AlreadyRunning, Supervisor, run_until_signalled, service_ports
 
     suite = SuiteSettings()
     supervisor = Supervisor(suite, say=typer.echo)
@@ -72,7 +72,8 @@ def up(
             ttl=timedelta(days=1),
         )
         lines = ["", "Bangfu is running (Ctrl-C stops everything):"]
-        for name, port in DEFAULT_PORTS.items():
+        ports = service_ports()
+        for name, port in ports.items():
             docs = "" if name == "sandbox" else f"   API docs http://127.0.0.1:{port}/docs"
             lines.append(f"  {name:<14} http://127.0.0.1:{port}{docs}")
         lines += [
@@ -85,7 +86,7 @@ def up(
         if demo:
             from bangfu.demo import seed
 
-            filed = seed(f"http://127.0.0.1:{DEFAULT_PORTS['registry']}", token)
+            filed = seed(f"http://127.0.0.1:{ports['registry']}", token)
             lines.append(f"Demo: filed {filed} households in 南阳市 (region 4113).")
         typer.echo("\n".join(lines))
 
@@ -186,6 +187,9 @@ def tail(
         )
     except KeyboardInterrupt:
         pass
+    except ConnectionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _parse_since(value: str) -> datetime:

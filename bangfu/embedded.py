@@ -6,7 +6,6 @@ services and the department sandbox as child processes, and stops them all on Ct
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -18,13 +17,14 @@ from pathlib import Path
 
 import httpx
 
+from sandbox.app import SandboxSettings
 from services.benefits.settings import BenefitsSettings
 from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
 from shared.migrations import SERVICES, upgrade
-from shared.natsserver import NatsServer, port_open
-from shared.settings import DEFAULT_PORTS, EMBEDDED_NATS_PORT, ServiceSettings, SuiteSettings
+from shared.natsserver import NatsServer, die_with_parent, port_open
+from shared.settings import ServiceSettings, SuiteSettings
 
 Say = Callable[[str], None]
 
@@ -42,18 +42,19 @@ def service_settings(service: str) -> ServiceSettings:
     return SETTINGS[service]()
 
 
+def service_ports() -> dict[str, int]:
+    """Each child's port, as its settings read it from the environment."""
+    ports = {service: service_settings(service).port for service in SERVICES}
+    ports["sandbox"] = SandboxSettings().port
+    return ports
+
+
 def migrate(services: tuple[str, ...] = SERVICES, *, say: Say = print) -> None:
     """Bring each service's database to head."""
     for service in services:
         url, schema = service_settings(service).database
         upgrade(service, url=url, schema=schema)
         say(f"migrated {service} ({url.split('://')[0]}{', schema ' + schema if schema else ''})")
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: a child gets SIGTERM if `bangfu up` is killed outright (no orphans).
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 @dataclass
@@ -87,9 +88,9 @@ class Supervisor:
                     f"Bangfu is already running (pid {pid}); "
                     f"stop it with Ctrl-C in its terminal or `kill {pid}`"
                 )
-        ports = dict(DEFAULT_PORTS)
+        ports = service_ports()
         if "BANGFU_NATS_URL" not in os.environ:
-            ports["nats"] = EMBEDDED_NATS_PORT
+            ports["nats"] = self.suite.embedded_nats_port
         taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
         if taken:
             raise AlreadyRunning(
@@ -104,7 +105,7 @@ class Supervisor:
         env = {**os.environ, "BANGFU_HOME": str(self.home)}
         if "BANGFU_NATS_URL" not in os.environ:
             self.nats = NatsServer(
-                port=EMBEDDED_NATS_PORT,
+                port=self.suite.embedded_nats_port,
                 store_dir=self.home / "nats",
                 log_file=self.home / "logs" / "nats.log",
             )
@@ -113,9 +114,8 @@ class Supervisor:
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
         os.environ.update(env)
         migrate(say=self.say)
-        for name in (*SERVICES, "sandbox"):
+        for name, port in service_ports().items():
             module = "sandbox" if name == "sandbox" else f"services.{name}"
-            port = DEFAULT_PORTS[name]
             ready = "/healthz" if name == "sandbox" else "/readyz"
             self._spawn(
                 name, [sys.executable, "-m", module], env, f"http://127.0.0.1:{port}{ready}"
@@ -126,7 +126,7 @@ class Supervisor:
         log = self.home / "logs" / f"{name}.log"
         with open(log, "ab") as output:
             process = subprocess.Popen(
-                args, env=env, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                args, env=env, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
             )
         self.children.append(Child(name, process, log, ready_url))
 

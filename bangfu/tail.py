@@ -41,7 +41,10 @@ async def tail_events(
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
     """Emit every event matching `filters`, from now (or from `since`), until `count` events."""
-    nc = await nats.connect(url, max_reconnect_attempts=-1)
+    try:
+        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means the same to a user
+        raise ConnectionError(f"cannot reach NATS at {url}: is `bangfu up` running?") from exc
     js = nc.jetstream()
     done = asyncio.Event()
     seen = 0

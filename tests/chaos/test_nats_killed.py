@@ -85,10 +85,10 @@ class TestBrokerKilled:
         try:
             await asyncio.wait_for(a_third_written.wait(), timeout=30)
             broker.kill()
+            assert not writer.done(), "the broker must die in the middle of the stream"
             assert await effect_count(database) < TOTAL
             await asyncio.sleep(1.5)  # events keep being committed while the broker is down
             broker.start()
-            assert not writer.done(), "the broker must die in the middle of the stream"
             await writer
             await _wait_until(database, TOTAL, timeout=90)
             await asyncio.sleep(3)  # time enough for any redelivery to show up twice

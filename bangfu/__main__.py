@@ -1,0 +1,5 @@
+"""`python -m bangfu`: the same as the `bangfu` command."""
+
+from bangfu.cli import app
+
+app()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
+from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from services.registry import service
 from services.registry.domain.household import InvalidName
@@ -76,7 +77,7 @@ async def apply(
         today=date.today(),
     )
     await uow.commit()
-    shown = await service.get(uow, keyring=keyring, principal=principal, household_id=household.id)
+    shown = service.view(household, principal=principal)
     response.headers["Location"] = f"/v1/households/{household.id}"
     response.headers["ETag"] = f'"{household.version}"'
     return shown
@@ -91,7 +92,24 @@ async def get(
     uow: UnitOfWorkDep,
     keyring: KeyringDep,
     principal: Annotated[Principal, Depends(require("registry:read"))],
+    purpose: Annotated[
+        str | None,
+        Header(
+            alias="Bangfu-Purpose",
+            max_length=500,
+            description="Why the caller reads the file (UTF-8, percent-encoded); "
+            "recorded with every unmasked read",
+        ),
+    ] = None,
 ) -> dict[str, object]:
-    shown = await service.get(uow, keyring=keyring, principal=principal, household_id=household_id)
+    shown = await service.get(
+        uow,
+        keyring=keyring,
+        principal=principal,
+        household_id=household_id,
+        purpose=unquote(purpose) if purpose else None,
+        now=datetime.now(UTC),
+    )
+    await uow.commit()  # the audit record of an unmasked read
     response.headers["ETag"] = f'"{shown["version"]}"'
     return shown

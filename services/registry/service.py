@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from services.registry import store
 from services.registry.domain.events import HouseholdEvent
 from services.registry.domain.household import Household
+from shared import audit
 from shared.auth import Principal
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, parse_identity_number
+from shared.observability import current_traceparent, trace_id_of
 from shared.regions import parse_region
 
 IDENTITY_CONTEXT = "household.head_identity"
+PII_READ = "pii:read"
 
 
 class HouseholdNotFound(Exception):
@@ -93,22 +97,53 @@ async def apply(
     return household
 
 
+def view(household: Household, *, principal: Principal) -> dict[str, Any]:
+    """The household as just filed, for the caller that filed it (nothing read back)."""
+    number = household.head_identity.number
+    return _view(
+        {
+            "id": household.id,
+            "region": household.region,
+            "status": household.status.value,
+            "version": household.version,
+            "head_name": household.head_name,
+        },
+        identity=number if PII_READ in principal.scopes else mask_identity_number(number),
+    )
+
+
 async def get(
     uow: UnitOfWork,
     *,
     keyring: Keyring,
     principal: Principal,
     household_id: str,
+    purpose: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
-    """A household as the caller may see it; PII in clear only with pii:read."""
+    """A household as the caller may see it; PII in clear only with pii:read, and audited."""
     row = await store.get_household(uow.session, household_id)
     if row is None or not principal.covers(str(row["region"])):
         raise HouseholdNotFound(household_id)
-    identity = (
-        decrypt(keyring, str(row["head_identity_cipher"]), context=IDENTITY_CONTEXT)
-        if "pii:read" in principal.scopes
-        else str(row["head_identity_masked"])
+    if PII_READ not in principal.scopes:
+        return _view(row, identity=str(row["head_identity_masked"]))
+    identity = decrypt(keyring, str(row["head_identity_cipher"]), context=IDENTITY_CONTEXT)
+    await audit.append(
+        uow.session,
+        client_id=principal.client_id,
+        action="household.pii_read",
+        target=household_id,
+        outcome="success",
+        purpose=purpose,
+        trace_id=trace_id_of(current_traceparent()),
+        detail={"fields": ["head.identity_number"]},
+        profile=keyring.profile,
+        now=now,
     )
+    return _view(row, identity=identity)
+
+
+def _view(row: Mapping[str, Any], *, identity: str) -> dict[str, Any]:
     return {
         "id": row["id"],
         "region": row["region"],

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import quote
 
 import httpx
 import nats
@@ -271,3 +272,36 @@ class TestOperations:
         text = (await registry.get("/metrics")).text
         assert 'bangfu_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
         assert "bangfu_outbox_backlog" in text
+
+
+class TestAudit:
+    async def test_every_unmasked_read_is_in_the_audit_log_and_masked_reads_are_not(
+        self, registry: httpx.AsyncClient, token: Callable[..., str], registry_settings
+    ) -> None:
+        from shared import audit
+        from shared.db import Database
+
+        created = await registry.post(
+            "/v1/households", json=household(), headers=bearer(token("registry:write"))
+        )
+        url = f"/v1/households/{created.json()['id']}"
+        await registry.get(url, headers=bearer(token("registry:read", client_id="民政-1")))
+        await registry.get(
+            url,
+            headers={
+                **bearer(token("registry:read", "pii:read", client_id="人社-7")),
+                "Bangfu-Purpose": quote("复核 2026年申请"),
+            },
+        )
+        url_, schema = registry_settings.database
+        db = Database(url_, schema=schema)
+        async with db.sessionmaker() as session:
+            from sqlalchemy import select
+
+            rows = (await session.execute(select(audit.audit_log))).mappings().all()
+            assert await audit.verify(session) == []
+        await db.dispose()
+        assert [(r["client_id"], r["action"], r["target"], r["purpose"]) for r in rows] == [
+            ("人社-7", "household.pii_read", created.json()["id"], "复核 2026年申请")
+        ]
+        assert rows[0]["trace_id"] and len(rows[0]["trace_id"]) == 32

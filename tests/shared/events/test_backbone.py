@@ -10,11 +10,12 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
+from sqlalchemy import select
 
 from shared.db import Database, UnitOfWork
 from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_subject
 from shared.events.envelope import CloudEvent
-from shared.events.outbox import OutboxRelay, backlog
+from shared.events.outbox import OutboxRelay, backlog, outbox
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
 from tests.eventkit import effect_count, effects, record_effect, sample_event
 
@@ -83,6 +84,56 @@ class TestOutboxAndRelay:
         assert all(seqs == list(range(1, 31)) for seqs in per_aggregate.values())
         async with database.sessionmaker() as session:
             assert (await backlog(session)).count == 0
+
+    async def test_three_relays_on_one_database_publish_each_event_once_in_order(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        aggregates = [f"household-{i}" for i in range(4)]
+        for sequence in range(1, 51):
+            await write_events(database, [sample_event(a, sequence) for a in aggregates])
+        # All start together on a full outbox: each claims a slice holding the same aggregates.
+        relays = [OutboxRelay(database, js, batch_size=3, poll_seconds=0.01) for _ in range(3)]
+        for relay in relays:
+            relay.start()
+        runner = consumer(database, js)
+        await runner.start()
+        try:
+            await wait_for(lambda: _count_is(database, 200))  # 4 aggregates x 50
+            await asyncio.sleep(0.3)
+        finally:
+            await runner.stop()
+            for relay in relays:
+                await relay.stop()
+        info = await js.stream_info(STREAM)
+        assert info.state.messages == 200  # no event published twice
+        per_aggregate = collections.defaultdict(list)
+        for _, aggregate, sequence in await effects(database):
+            per_aggregate[aggregate].append(sequence)
+        assert all(seqs == list(range(1, 51)) for seqs in per_aggregate.values())
+
+    async def test_a_relay_holds_back_events_whose_predecessor_another_relay_has_claimed(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        if database.dialect == "sqlite":
+            pytest.skip("SQLite has one writer: no other relay can hold a claim")
+        for sequence in (1, 2, 3):
+            await write_events(
+                database, [sample_event("held", sequence), sample_event("free", sequence)]
+            )
+        async with database.sessionmaker() as other_relay, other_relay.begin():
+            # Another replica has claimed `held`'s first event and not yet published it.
+            await other_relay.execute(
+                select(outbox.c.position)
+                .where(outbox.c.aggregate == "held")
+                .order_by(outbox.c.position)
+                .limit(1)
+                .with_for_update()
+            )
+            published = await OutboxRelay(database, js).relay_once()
+            assert published == 3
+            assert await _subjects_in_stream(js) == ["free"] * 3
+        assert await OutboxRelay(database, js).relay_once() == 3
+        assert await _subjects_in_stream(js) == ["free"] * 3 + ["held"] * 3
 
     async def test_an_event_is_not_published_until_its_transaction_commits(
         self, database: Database, js: JetStreamContext
@@ -185,6 +236,15 @@ class TestConsumer:
         assert dead[0].headers["Bangfu-Deliveries"] == "1"
         assert dead[0].headers["Bangfu-Reason"].startswith("malformed event")
         assert dead[0].data == b"{not json"
+
+
+async def _subjects_in_stream(js: JetStreamContext) -> list[str]:
+    """The CloudEvent subject of every message in the stream, in stream order."""
+    info = await js.stream_info(STREAM)
+    return [
+        CloudEvent.from_json((await js.get_msg(STREAM, seq)).data or b"").subject
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
 
 
 async def _no_pending(js: JetStreamContext) -> bool:

@@ -115,6 +115,12 @@ def migrate(
         )
         raise typer.Exit(2)
     run(tuple(services or SERVICES), say=typer.echo)
+    suite = SuiteSettings()
+    if not suite.auth_jwks_url:
+        # Created here, once, so that replicas sharing BANGFU_HOME never race to create it.
+        from shared.auth import ensure_signing_key
+
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
 
 
 @app.command()

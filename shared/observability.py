@@ -8,6 +8,7 @@ import secrets
 import sys
 import time
 from contextvars import ContextVar
+from typing import TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -37,7 +38,9 @@ def set_current_traceparent(traceparent: str | None) -> None:
     structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
 
 
-def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
+def configure_logging(
+    *, level: str = "INFO", json: bool = True, stream: TextIO | None = None
+) -> None:
     """structlog to stdout, one JSON object a line, carrying the bound request context."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -53,8 +56,9 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        # Not cached: module-level loggers must follow a later reconfiguration.
+        cache_logger_on_first_use=False,
     )
 
 

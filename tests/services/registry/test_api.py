@@ -305,3 +305,24 @@ class TestAudit:
             ("人社-7", "household.pii_read", created.json()["id"], "复核 2026年申请")
         ]
         assert rows[0]["trace_id"] and len(rows[0]["trace_id"]) == 32
+
+
+class TestReadiness:
+    async def test_readyz_is_503_until_the_schema_is_migrated(
+        self,
+        suite,
+        tmp_path,  # type: ignore[no-untyped-def]
+    ) -> None:
+        from services.registry.app import create_app
+        from services.registry.settings import RegistrySettings
+        from tests.conftest import running
+
+        settings = RegistrySettings(
+            suite=suite, database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        )
+        async with running(create_app(settings)) as client:
+            response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["checks"]["schema"].startswith("not at head")
+        assert response.json()["checks"]["nats"] == "ok"

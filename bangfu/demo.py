@@ -7,6 +7,8 @@ from datetime import date
 
 import httpx
 
+from shared.identity import check_character
+
 # 南阳市 districts and counties (GB/T 2260), the demo city of the policies.
 NANYANG = {
     "411302": "宛城区",
@@ -25,14 +27,13 @@ NANYANG = {
 }
 _FAMILY = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林罗"
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华建国"
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 def demo_identity_number(rng: random.Random, region: str) -> str:
     """A checksum-valid identity number for a made-up person born 1950–2000."""
     born = date(rng.randint(1950, 2000), rng.randint(1, 12), rng.randint(1, 28))
     body = f"{region}{born:%Y%m%d}{rng.randint(0, 999):03d}"
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _WEIGHTS, strict=True)) % 11]
+    return body + check_character(body)
 
 
 def seed(registry_url: str, token: str, *, households: int = 40, seed_value: int = 2023) -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
+from shared.identity import check_character
 
 
 def identity_number(
@@ -13,7 +12,7 @@ def identity_number(
 ) -> str:
     """A valid GB 11643 number for tests (the check character computed, not hard-coded)."""
     body = f"{region}{birth:%Y%m%d}{serial:03d}"
-    return body + _CHECK[sum(int(d) * w for d, w in zip(body, _WEIGHTS, strict=True)) % 11]
+    return body + check_character(body)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -29,29 +29,85 @@ _FAMILY = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林罗"
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华建国"
 
 
-def demo_identity_number(rng: random.Random, region: str) -> str:
-    """A checksum-valid identity number for a made-up person born 1950–2000."""
-    born = date(rng.randint(1950, 2000), rng.randint(1, 12), rng.randint(1, 28))
+def demo_identity_number(rng: random.Random, region: str, years: tuple[int, int]) -> str:
+    """A checksum-valid identity number for a made-up person born in `years`."""
+    born = date(rng.randint(*years), rng.randint(1, 12), rng.randint(1, 28))
     body = f"{region}{born:%Y%m%d}{rng.randint(0, 999):03d}"
     return body + check_character(body)
 
 
+def demo_household(rng: random.Random) -> dict[str, object]:
+    """One household of the demo city: a head and up to three more members."""
+    region = rng.choice(list(NANYANG))
+    family = rng.choice(_FAMILY)
+
+    def person(relation: str, born: tuple[int, int]) -> dict[str, object]:
+        name = family + "".join(rng.choices(_GIVEN, k=rng.randint(1, 2)))
+        number = demo_identity_number(rng, region, born)
+        return {
+            "name": name,
+            "identity_number": number,
+            "relation": relation,
+            "employment": rng.choice(["unemployed", "flexible", "laid_off", "employed"]),
+        }
+
+    members = [person("head", (1955, 1985))]
+    if rng.random() < 0.7:
+        members.append(person("spouse", (1955, 1985)))
+    for _ in range(rng.randint(0, 2)):
+        child = person("child", (2005, 2020))
+        child["employment"] = "student"
+        child["education_stage"] = rng.choice(["primary", "junior_high", "senior_high"])
+        members.append(child)
+    return {
+        "location": {
+            "region": region,
+            "address": f"{NANYANG[region]}建设路{rng.randint(1, 300)}号",
+        },
+        "category": rng.choice(["dibao", "dibao", "dibao_edge", "expenditure", "layoff"]),
+        "causes": rng.sample(
+            ["illness", "disability", "education", "unemployment"], k=rng.randint(1, 2)
+        ),
+        "members": members,
+    }
+
+
 def seed(registry_url: str, token: str, *, households: int = 40, seed_value: int = 2023) -> int:
-    """File `households` demo households; returns how many the registry accepted."""
+    """File `households` demo households and walk some through review; returns how many filed."""
     rng = random.Random(seed_value)
-    accepted = 0
+    filed = 0
     with httpx.Client(
         base_url=registry_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     ) as client:
-        for _ in range(households):
-            region = rng.choice(list(NANYANG))
-            name = rng.choice(_FAMILY) + "".join(rng.choices(_GIVEN, k=rng.randint(1, 2)))
-            response = client.post(
-                "/v1/households",
+        for index in range(households):
+            response = client.post("/v1/households", json=demo_household(rng))
+            if response.status_code != 201:
+                continue
+            filed += 1
+            _walk(client, response.json()["id"], steps=index % 6)
+    return filed
+
+
+_DEMO_STEPS = ("community_review", "street_review", "county_approve", "start_notice")
+
+
+def _walk(client: httpx.Client, household_id: str, *, steps: int) -> None:
+    """Take the first `steps` review steps (the street review comes with a draft plan)."""
+    etag = client.get(f"/v1/households/{household_id}").headers["ETag"]
+    for step in _DEMO_STEPS[:steps]:
+        if step == "street_review":
+            etag = client.put(
+                f"/v1/households/{household_id}/plan",
+                headers={"If-Match": etag},
                 json={
-                    "region": region,
-                    "head": {"name": name, "identity_number": demo_identity_number(rng, region)},
+                    "measures": [
+                        {"group": "basic_living", "measure": "低保金", "lead_department": "民政局"}
+                    ]
                 },
-            )
-            accepted += response.status_code == 201
-    return accepted
+            ).headers["ETag"]
+        response = client.post(
+            f"/v1/households/{household_id}/steps/{step}", headers={"If-Match": etag}, json={}
+        )
+        if response.status_code != 200:
+            return
+        etag = response.headers["ETag"]

@@ -14,7 +14,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
+from shared import audit, idempotency  # noqa: F401 - their tables join common_metadata
 from shared.db import Database, common_metadata, create_engine
+from shared.events import consumer, outbox  # noqa: F401 - likewise
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
 
@@ -92,7 +94,7 @@ def _big_id() -> sa.types.TypeEngine[int]:
 
 
 def create_common_tables() -> None:
-    """DDL of the common tables as of 2026-11 (outbox, inbox, audit), for initial migrations.
+    """DDL of the common tables as of 2026-11 (outbox, inbox, audit, idempotency keys).
 
     A snapshot on purpose: a later change to these tables comes as a new shared step that each
     service's next migration calls, so old databases and new ones end up the same.
@@ -126,10 +128,21 @@ def create_common_tables() -> None:
         sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
     )
     _create_audit_tables()
+    op.create_table(
+        "idempotency_key",
+        sa.Column("client_id", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", sa.JSON(), nullable=False),
+        sa.Column("headers", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("client_id", "key", name="pk_idempotency_key"),
+    )
 
 
 def drop_common_tables() -> None:
-    for table in ("audit_anchor", "audit_log", "inbox", "outbox"):
+    for table in ("idempotency_key", "audit_anchor", "audit_log", "inbox", "outbox"):
         op.drop_table(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
@@ -94,8 +95,7 @@ class ServiceRuntime:
         )
 
     async def stop(self) -> None:
-        for runner in self.consumers:
-            await runner.stop()
+        await asyncio.gather(*(runner.stop() for runner in self.consumers))
         await self.relay.stop()
         with contextlib.suppress(Exception):
             await self.nc.drain()

@@ -17,3 +17,25 @@ def identity_number(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def household_body(
+    region: str = "411302",
+    *,
+    head_number: str | None = None,
+    members: list[dict[str, object]] | None = None,
+    **fields: object,
+) -> dict[str, object]:
+    """A valid filing: a head (and any extra members) in `region`."""
+    head = {
+        "name": "张三明",
+        "identity_number": head_number or identity_number(region=region),
+        "relation": "head",
+    }
+    return {
+        "location": {"region": region, "address": "建设路12号"},
+        "category": "dibao",
+        "causes": ["illness"],
+        "members": [head, *(members or [])],
+        **fields,
+    }

@@ -15,6 +15,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         description="一户一档: households, members, the review workflow, helpers and visits.",
         routers=[api.router],
         errors=api.ERRORS,
+        extra_media_types=("multipart/form-data",),  # the ledger upload
         subscriptions=consumers.subscriptions(settings),
     )
     app.state.keyring = settings.keyring()

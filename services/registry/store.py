@@ -1,47 +1,599 @@
-"""All of the registry's SQL."""
+"""All of the registry's SQL: the household file, its members, history and follow-up records."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, insert, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import new_metadata
 
 metadata = new_metadata()
+_id = String(36)
+_big_id = BigInteger().with_variant(Integer, "sqlite")
 
 household = Table(
     "household",
     metadata,
-    Column("id", String(36), primary_key=True),
-    Column("region", String(6), nullable=False, index=True),
-    Column("status", String(32), nullable=False),
+    Column("id", _id, primary_key=True),
+    Column("region", String(6), nullable=False),
+    Column("street_code", String(9)),
+    Column("street_name", String(100)),
+    Column("community_code", String(12)),
+    Column("community_name", String(100)),
+    Column("address", String(200), nullable=False),
+    Column("hukou_type", String(10), nullable=False),
+    Column("category", String(20), nullable=False),
+    Column("flags", JSON, nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("submitted_by", String(100)),
+    Column("status", String(20), nullable=False),
     Column("version", Integer, nullable=False),
+    Column("notice_ends_on", Date),
+    Column("rejection_reason", Text),
+    Column("exit_kind", String(10)),
+    Column("exit_reason", Text),
+    Column("enrolled_on", Date),
+    Column("exited_on", Date),
+    Column("plan", JSON, nullable=False),
+    Column("helper_id", String(64)),
+    Column("helper_name", String(50)),
+    Column("helper_unit", String(100)),
+    Column("helper_phone_cipher", Text),
+    Column("helper_phone_masked", String(20)),
+    Column("last_visit_on", Date),
     Column("head_name", String(50), nullable=False),
-    Column("head_identity_cipher", Text, nullable=False),
-    Column("head_identity_index", String(128), nullable=False, index=True),
     Column("head_identity_masked", String(18), nullable=False),
+    Column("member_count", Integer, nullable=False),
+    Column("verification", JSON),
+    Column("entitlements", JSON),
+    Column("exit_eligibility", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_household_region_id", "region", "id"),
+    Index("ix_household_status_region", "status", "region"),
+    Index("ix_household_category", "category"),
+    Index("ix_household_helper_id", "helper_id"),
+    Index("ix_household_enrolled_on", "enrolled_on"),
+)
+
+household_cause = Table(
+    "household_cause",
+    metadata,
+    Column("household_id", _id, ForeignKey("household.id", ondelete="CASCADE"), primary_key=True),
+    Column("cause", String(30), primary_key=True),
+    Index("ix_household_cause_cause", "cause", "household_id"),
+)
+
+member = Table(
+    "member",
+    metadata,
+    Column("id", _id, primary_key=True),
+    Column(
+        "household_id",
+        _id,
+        ForeignKey("household.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("position", Integer, nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("relation", String(20), nullable=False),
+    Column("identity_cipher", Text, nullable=False),
+    Column("identity_index", String(128), nullable=False, index=True),
+    Column("identity_masked", String(18), nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("sex", String(6), nullable=False),
+    Column("hukou_type", String(10), nullable=False),
+    Column("labour_capacity", String(10), nullable=False),
+    Column("employment", String(20), nullable=False),
+    Column("union_member", Boolean, nullable=False),
+    Column("labour_contract_months", Integer),
+    Column("major_illness", Boolean, nullable=False),
+    Column("chronic_illness", Boolean, nullable=False),
+    Column("disability_grade", Integer),
+    Column("education_stage", String(30), nullable=False),
+    Column("boarding", Boolean, nullable=False),
+    Column("phone_cipher", Text),
+    Column("phone_masked", String(20)),
+)
+
+# One person, one active household: the primary key makes it hold under concurrency too.
+active_person = Table(
+    "active_person",
+    metadata,
+    Column("identity_index", String(128), primary_key=True),
+    Column("household_id", _id, nullable=False, index=True),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("id", _big_id, primary_key=True),
+    Column("household_id", _id, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("comment", Text),
+    Index("ix_history_household_version", "household_id", "version"),
+)
+
+helper_assignment = Table(
+    "helper_assignment",
+    metadata,
+    Column("id", _big_id, primary_key=True),
+    Column("household_id", _id, nullable=False, index=True),
+    Column("helper_id", String(64), nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("unit", String(100), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("reason", Text),
+)
+
+visit = Table(
+    "visit",
+    metadata,
+    Column("id", _id, primary_key=True),
+    Column("household_id", _id, nullable=False, index=True),
+    Column("helper_id", String(64), nullable=False),
+    Column("visited_on", Date, nullable=False),
+    Column("findings", Text, nullable=False),
+    Column("follow_up_needed", Boolean, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+declaration = Table(
+    "declaration",
+    metadata,
+    Column("id", _big_id, primary_key=True),
+    Column("household_id", _id, nullable=False, index=True),
+    Column("member_id", _id, nullable=False),
+    Column("kind", String(10), nullable=False),  # income | asset
+    Column("item", String(30), nullable=False),
+    Column("month", String(7)),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("note", String(200)),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+monthly_income = Table(
+    "monthly_income",
+    metadata,
+    Column("household_id", _id, primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("income_fen", BigInteger, nullable=False),
+    Column("member_count", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+objection = Table(
+    "objection",
+    metadata,
+    Column("id", _big_id, primary_key=True),
+    Column("household_id", _id, nullable=False, index=True),
+    Column("text", Text, nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+)
+
+yearly_target = Table(
+    "yearly_target",
+    metadata,
+    Column("region", String(6), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("share_percent", Integer, nullable=False),  # of households on file at the year's start
 )
 
 
-async def insert_household(session: AsyncSession, row: dict[str, object]) -> None:
-    """Insert a household row (timestamps added here)."""
-    now = datetime.now(UTC)
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PersonInActiveHousehold(Exception):
+    """The blind index is already claimed by an active household."""
+
+    def __init__(self, household_id: str):
+        super().__init__(household_id)
+        self.household_id = household_id
+
+
+# -- households --------------------------------------------------------------------------
+
+
+async def insert_household(
+    session: AsyncSession,
+    row: dict[str, Any],
+    causes: Sequence[str],
+    members: Sequence[dict[str, Any]],
+) -> None:
+    now = _now()
     await session.execute(insert(household).values(**row, created_at=now, updated_at=now))
+    await session.execute(
+        insert(household_cause), [{"household_id": row["id"], "cause": c} for c in causes]
+    )
+    await session.execute(insert(member), list(members))
 
 
-async def get_household(session: AsyncSession, household_id: str) -> dict[str, object] | None:
-    result = await session.execute(select(household).where(household.c.id == household_id))
-    row = result.mappings().one_or_none()
+async def update_household(
+    session: AsyncSession,
+    household_id: str,
+    *,
+    expected_version: int,
+    row: dict[str, Any],
+    causes: Sequence[str] | None = None,
+) -> bool:
+    """Write the new state if nobody else changed it first (optimistic concurrency)."""
+    result = await session.execute(
+        update(household)
+        .where(household.c.id == household_id, household.c.version == expected_version)
+        .values(**row, updated_at=_now())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if causes is not None:
+        await session.execute(
+            delete(household_cause).where(household_cause.c.household_id == household_id)
+        )
+        await session.execute(
+            insert(household_cause), [{"household_id": household_id, "cause": c} for c in causes]
+        )
+    return True
+
+
+async def get_household(session: AsyncSession, household_id: str) -> dict[str, Any] | None:
+    row = (
+        (await session.execute(select(household).where(household.c.id == household_id)))
+        .mappings()
+        .one_or_none()
+    )
     return dict(row) if row else None
 
 
-async def find_by_identity_index(session: AsyncSession, index: str) -> str | None:
-    """The id of a household headed by the person with this blind index, if any."""
-    result = await session.execute(
-        select(household.c.id).where(household.c.head_identity_index == index).limit(1)
+async def get_causes(session: AsyncSession, household_id: str) -> list[str]:
+    rows = await session.execute(
+        select(household_cause.c.cause)
+        .where(household_cause.c.household_id == household_id)
+        .order_by(household_cause.c.cause)
     )
-    return result.scalar_one_or_none()
+    return list(rows.scalars())
+
+
+async def get_members(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(member).where(member.c.household_id == household_id).order_by(member.c.position)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_member(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(member).values(**row))
+
+
+async def delete_member(session: AsyncSession, member_id: str) -> None:
+    await session.execute(delete(member).where(member.c.id == member_id))
+
+
+# -- one person, one active household ----------------------------------------------------
+
+
+async def claim_persons(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> None:
+    """Claim each person for this household; raise naming the household that holds one."""
+    for index in indexes:
+        holder = (
+            await session.execute(
+                select(active_person.c.household_id).where(active_person.c.identity_index == index)
+            )
+        ).scalar_one_or_none()
+        if holder is not None and holder != household_id:
+            raise PersonInActiveHousehold(holder)
+        if holder is None:
+            try:
+                async with session.begin_nested():
+                    await session.execute(
+                        insert(active_person).values(
+                            identity_index=index, household_id=household_id
+                        )
+                    )
+            except IntegrityError as exc:  # claimed by a concurrent filing meanwhile
+                holder = (
+                    await session.execute(
+                        select(active_person.c.household_id).where(
+                            active_person.c.identity_index == index
+                        )
+                    )
+                ).scalar_one()
+                raise PersonInActiveHousehold(holder) from exc
+
+
+async def release_persons(
+    session: AsyncSession, household_id: str, indexes: Sequence[str] | None = None
+) -> None:
+    """Release this household's claims (all of them, or only `indexes`)."""
+    condition = active_person.c.household_id == household_id
+    if indexes is not None:
+        condition = and_(condition, active_person.c.identity_index.in_(indexes))
+    await session.execute(delete(active_person).where(condition))
+
+
+# -- history and follow-up ---------------------------------------------------------------
+
+
+async def add_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        now = _now()
+        await session.execute(insert(history), [{**r, "at": now} for r in rows])
+
+
+async def get_history(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(history).where(history.c.household_id == household_id).order_by(history.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def start_helper_assignment(session: AsyncSession, row: dict[str, Any]) -> None:
+    now = _now()
+    await session.execute(
+        update(helper_assignment)
+        .where(
+            helper_assignment.c.household_id == row["household_id"],
+            helper_assignment.c.ended_at.is_(None),
+        )
+        .values(ended_at=now)
+    )
+    await session.execute(insert(helper_assignment).values(**row, assigned_at=now))
+
+
+async def get_helper_assignments(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(helper_assignment)
+        .where(helper_assignment.c.household_id == household_id)
+        .order_by(helper_assignment.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_visit(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(visit).values(**row, recorded_at=_now()))
+
+
+async def get_visits(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(visit).where(visit.c.household_id == household_id).order_by(visit.c.visited_on)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_declarations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    now = _now()
+    await session.execute(insert(declaration), [{**r, "recorded_at": now} for r in rows])
+
+
+async def get_declarations(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(declaration)
+        .where(declaration.c.household_id == household_id)
+        .order_by(declaration.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def upsert_monthly_income(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(
+        delete(monthly_income).where(
+            monthly_income.c.household_id == row["household_id"],
+            monthly_income.c.month == row["month"],
+        )
+    )
+    await session.execute(insert(monthly_income).values(**row, recorded_at=_now()))
+
+
+async def get_monthly_incomes(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(monthly_income)
+        .where(monthly_income.c.household_id == household_id)
+        .order_by(monthly_income.c.month)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_objection(
+    session: AsyncSession, *, household_id: str, text: str, actor: str
+) -> None:
+    await session.execute(
+        insert(objection).values(
+            household_id=household_id, text=text, actor=actor, raised_at=_now()
+        )
+    )
+
+
+async def resolve_objections(session: AsyncSession, household_id: str) -> None:
+    await session.execute(
+        update(objection)
+        .where(objection.c.household_id == household_id, objection.c.resolved_at.is_(None))
+        .values(resolved_at=_now())
+    )
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+def region_condition(column: Any, prefixes: Sequence[str]) -> Any:
+    """`column` starts with one of the prefixes, as index-friendly ranges."""
+    return or_(*(and_(column >= p, column < _next_prefix(p)) for p in prefixes))
+
+
+def _next_prefix(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+async def list_households(
+    session: AsyncSession,
+    *,
+    regions: Sequence[str],
+    region_prefix: str | None = None,
+    status: str | None = None,
+    category: str | None = None,
+    cause: str | None = None,
+    helper_id: str | None = None,
+    enrolled_from: date | None = None,
+    enrolled_to: date | None = None,
+    visit_overdue_before: date | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """One page ordered by id (UUIDv7, so by filing time), confined to `regions`."""
+    query = select(household).where(region_condition(household.c.region, regions))
+    if region_prefix:
+        query = query.where(region_condition(household.c.region, [region_prefix]))
+    if status:
+        query = query.where(household.c.status == status)
+    if category:
+        query = query.where(household.c.category == category)
+    if cause:
+        query = query.where(
+            household.c.id.in_(
+                select(household_cause.c.household_id).where(household_cause.c.cause == cause)
+            )
+        )
+    if helper_id:
+        query = query.where(household.c.helper_id == helper_id)
+    if enrolled_from:
+        query = query.where(household.c.enrolled_on >= enrolled_from)
+    if enrolled_to:
+        query = query.where(household.c.enrolled_on <= enrolled_to)
+    if visit_overdue_before:
+        query = query.where(
+            household.c.status == "enrolled",
+            or_(
+                household.c.last_visit_on.is_(None),
+                household.c.last_visit_on < visit_overdue_before,
+            ),
+        )
+    if after:
+        query = query.where(household.c.id > after)
+    rows = await session.execute(query.order_by(household.c.id).limit(limit))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def count_by_region_status_category(
+    session: AsyncSession, *, regions: Sequence[str]
+) -> list[tuple[str, str, str, int]]:
+    rows = await session.execute(
+        select(household.c.region, household.c.status, household.c.category, func.count())
+        .where(region_condition(household.c.region, regions))
+        .group_by(household.c.region, household.c.status, household.c.category)
+        .order_by(household.c.region, household.c.status, household.c.category)
+    )
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+async def enrolments_and_exits(
+    session: AsyncSession, *, regions: Sequence[str], year: int
+) -> list[tuple[str, int, int, int]]:
+    """Per region: enrolled before the year, enrolled during it, exited during it."""
+    start, end = date(year, 1, 1), date(year + 1, 1, 1)
+    rows = await session.execute(
+        select(
+            household.c.region,
+            func.sum(
+                _case(
+                    and_(
+                        household.c.enrolled_on < start,
+                        or_(household.c.exited_on.is_(None), household.c.exited_on >= start),
+                    )
+                )
+            ),
+            func.sum(_case(and_(household.c.enrolled_on >= start, household.c.enrolled_on < end))),
+            func.sum(_case(and_(household.c.exited_on >= start, household.c.exited_on < end))),
+        )
+        .where(region_condition(household.c.region, regions), household.c.enrolled_on.is_not(None))
+        .group_by(household.c.region)
+        .order_by(household.c.region)
+    )
+    return [(r[0], int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)) for r in rows]
+
+
+def _case(condition: Any) -> Any:
+    from sqlalchemy import case
+
+    return case((condition, 1), else_=0)
+
+
+async def get_targets(session: AsyncSession, *, year: int) -> dict[str, int]:
+    rows = await session.execute(
+        select(yearly_target.c.region, yearly_target.c.share_percent).where(
+            yearly_target.c.year == year
+        )
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def set_target(session: AsyncSession, *, region: str, year: int, share_percent: int) -> None:
+    await session.execute(
+        delete(yearly_target).where(yearly_target.c.region == region, yearly_target.c.year == year)
+    )
+    await session.execute(
+        insert(yearly_target).values(region=region, year=year, share_percent=share_percent)
+    )
+
+
+async def overdue_visits_by_helper(
+    session: AsyncSession, *, regions: Sequence[str], before: date
+) -> list[tuple[str, str, str, int]]:
+    rows = await session.execute(
+        select(
+            household.c.helper_id, household.c.helper_name, household.c.helper_unit, func.count()
+        )
+        .where(
+            region_condition(household.c.region, regions),
+            household.c.status == "enrolled",
+            household.c.helper_id.is_not(None),
+            or_(household.c.last_visit_on.is_(None), household.c.last_visit_on < before),
+        )
+        .group_by(household.c.helper_id, household.c.helper_name, household.c.helper_unit)
+        .order_by(func.count().desc())
+    )
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+async def open_objections(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    rows = await session.execute(
+        select(objection.c.household_id, objection.c.text).where(
+            objection.c.household_id.in_(household_ids), objection.c.resolved_at.is_(None)
+        )
+    )
+    found: dict[str, list[str]] = {}
+    for household_id, text in rows:
+        found.setdefault(household_id, []).append(text)
+    return found

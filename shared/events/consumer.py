@@ -7,6 +7,7 @@ redelivered after a crash between commit and ack is recognised and only acknowle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ class ConsumerRunner:
         self._retry_delays = retry_delays
         self._on_lag = on_lag
         self._stopping = False
+        self._fetching = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -99,13 +101,17 @@ class ConsumerRunner:
     async def stop(self) -> None:
         self._stopping = True
         if self._task:
-            await self._task
+            if self._fetching:  # nothing in hand: no need to wait out the fetch timeout
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             await self._pull.unsubscribe()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_lag = 0.0
         while not self._stopping:
+            self._fetching = True
             try:
                 messages = await self._pull.fetch(self._batch_size, timeout=0.5)
             except NatsTimeoutError:
@@ -116,6 +122,8 @@ class ConsumerRunner:
                 )
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._fetching = False
             for message in messages:
                 await self.handle(message)
             if self._on_lag and loop.time() - last_lag > 5:

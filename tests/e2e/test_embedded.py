@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from shared.natsserver import free_port
-from tests.helpers import bearer, identity_number
+from tests.helpers import bearer, household_body, identity_number
 
 BANGFU = [sys.executable, "-m", "bangfu"]
 SERVICES = ("registry", "verification", "benefits", "notifications", "sandbox")
@@ -100,7 +100,7 @@ class TestBangfuUp:
         created = httpx.post(
             f"{registry}/v1/households",
             headers=bearer(token),
-            json={"region": "410105", "head": {"name": "李雷", "identity_number": number}},
+            json=household_body(region="410105", head_number=number),
         )
         assert created.status_code == 201, created.text
 

@@ -10,7 +10,7 @@ import httpx
 import nats
 
 from shared.observability import configure_logging, new_traceparent, trace_id_of
-from tests.helpers import bearer, identity_number
+from tests.helpers import bearer, household_body
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -33,10 +33,7 @@ class TestTraceContext:
         sub = await nc.subscribe("bangfu.registry.household.applied.>")
         response = await registry.post(
             "/v1/households",
-            json={
-                "region": "411302",
-                "head": {"name": "王芳", "identity_number": identity_number()},
-            },
+            json=household_body(),
             headers={
                 **bearer(token("registry:write", client_id="民政")),
                 "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01",

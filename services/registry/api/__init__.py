@@ -1,0 +1,73 @@
+"""The registry's HTTP routes and the one table mapping its errors to problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from services.registry import service
+from services.registry.api import households, reports
+from services.registry.domain.household import RuleBroken
+from services.registry.domain.members import InvalidText
+from services.registry.domain.workflow import StepNotAllowed
+from shared.crypto import DecryptionError
+from shared.identity import InvalidIdentityNumber
+from shared.problems import ErrorTable, Problem
+from shared.regions import InvalidRegion
+
+router = APIRouter()
+router.include_router(households.router)
+router.include_router(reports.router)
+
+
+def _invalid(field: str | None, type_: str = "invalid-input") -> Callable[[Exception], Problem]:
+    """A 422 naming the field; `code` is the machine-readable reason where the error has one."""
+
+    def to_problem(exc: Exception) -> Problem:
+        name = field or getattr(exc, "field", "")
+        error = {
+            "field": name,
+            "reason": str(getattr(exc, "reason", exc)),
+            "code": getattr(exc, "reason", "invalid") if field else "invalid",
+        }
+        if isinstance(exc, InvalidIdentityNumber):
+            error["code"] = exc.reason
+            error["reason"] = str(exc)
+        return Problem(422, type_, str(exc), errors=[error])
+
+    return to_problem
+
+
+ERRORS: ErrorTable = {
+    InvalidIdentityNumber: _invalid("members.identity_number", "invalid-identity-number"),
+    InvalidRegion: _invalid("location.region"),
+    InvalidText: _invalid(None),
+    RuleBroken: _invalid(None, "rule-broken"),
+    StepNotAllowed: lambda exc: Problem(
+        409,
+        "step-not-allowed",
+        str(exc),
+        current_status=exc.status.value,
+        allowed_steps=[s.value for s in exc.allowed],
+    ),
+    service.RegionNotAllowed: lambda exc: Problem(
+        403, "region-not-allowed", f"the token does not cover region {exc}"
+    ),
+    service.MissingScope: lambda exc: Problem(
+        403, "forbidden", str(exc), missing_scopes=[exc.scope]
+    ),
+    service.HouseholdNotFound: lambda exc: Problem(404, "not-found", f"household {exc} not found"),
+    service.PersonAlreadyFiled: lambda exc: Problem(
+        409, "person-already-filed", str(exc), household_id=exc.household_id
+    ),
+    service.VersionMismatch: lambda exc: Problem(
+        412,
+        "precondition-failed",
+        f"{exc}; fetch it again and retry",
+        headers={"ETag": f'"{exc.current}"'},
+    ),
+    DecryptionError: lambda exc: Problem(
+        500, "internal-error", "stored data failed its integrity check; it has been logged"
+    ),
+}

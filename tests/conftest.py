@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from sqlalchemy import text
 
 from shared.auth import issue_token
 from shared.db import create_engine, is_sqlite
+from shared.identity import check_character
 from shared.migrations import upgrade
 from shared.natsserver import NatsServer, free_port
 from shared.settings import SuiteSettings
@@ -38,6 +40,33 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.start()
     yield server
     server.stop()
+
+
+_IDENTITY = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dX](?![0-9A-Za-z])")
+_PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def plaintext_pii(text: str) -> list[str]:
+    """Valid 18-character identity numbers and 11-digit mobile numbers found in `text`."""
+    numbers = [n for n in _IDENTITY.findall(text) if check_character(n[:17]) == n[17]]
+    return numbers + _PHONE.findall(text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def no_plaintext_pii_on_the_bus(nats_server: NatsServer) -> AsyncIterator[None]:
+    """Every message on `bangfu.>` during the whole run is scanned: none may carry PII."""
+    nc = await nats.connect(nats_server.url)
+    seen: list[tuple[str, str]] = []
+
+    async def scan(message: Any) -> None:
+        found = plaintext_pii(message.data.decode(errors="replace"))
+        if found:
+            seen.append((message.subject, ", ".join(found)))
+
+    await nc.subscribe("bangfu.>", cb=scan)
+    yield
+    await nc.drain()
+    assert seen == [], f"plaintext identity or phone numbers on the bus: {seen[:5]}"
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from services.registry.app import create_app as create_registry
+from services.registry.settings import RegistrySettings
 from shared.auth import issue_token
 from shared.db import create_engine, is_sqlite
 from shared.identity import check_character
@@ -154,3 +156,19 @@ def token(suite: SuiteSettings) -> Callable[..., str]:
         )
 
     return make
+
+
+@pytest.fixture
+async def registry_settings(
+    suite: SuiteSettings,
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+) -> RegistrySettings:
+    url, schema = await migrated_database("registry")
+    return RegistrySettings(suite=suite, database_url=url, database_schema=schema)
+
+
+@pytest.fixture
+async def registry(registry_settings: RegistrySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The registry app, lifespan running, on a migrated database and the session's NATS."""
+    async with running(create_registry(registry_settings)) as client:
+        yield client

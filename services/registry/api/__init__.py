@@ -8,10 +8,12 @@ from fastapi import APIRouter
 
 from services.registry import service
 from services.registry.api import households, reports
+from services.registry.domain.events import EVENT_TYPES
 from services.registry.domain.household import RuleBroken
 from services.registry.domain.members import InvalidText
 from services.registry.domain.workflow import StepNotAllowed
 from shared.crypto import DecryptionError
+from shared.events.schemas import schema_router
 from shared.identity import InvalidIdentityNumber
 from shared.problems import ErrorTable, Problem
 from shared.regions import InvalidRegion
@@ -19,6 +21,7 @@ from shared.regions import InvalidRegion
 router = APIRouter()
 router.include_router(households.router)
 router.include_router(reports.router)
+router.include_router(schema_router("registry", "household", EVENT_TYPES))
 
 
 def _invalid(field: str | None, type_: str = "invalid-input") -> Callable[[Exception], Problem]:

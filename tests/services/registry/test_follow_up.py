@@ -331,3 +331,75 @@ class TestResultsFromOtherServices:
             "entitlements_attached",
             "verification_attached",
         ]
+
+
+class TestEnrolledLife:
+    async def test_enrol_record_incomes_exit_and_count_it_against_the_yearly_target(
+        self,
+        registry_settings,
+        token: Callable[..., str],  # type: ignore[no-untyped-def]
+    ) -> None:
+        from services.registry.app import create_app
+        from tests.conftest import running
+
+        settings = registry_settings.model_copy(update={"notice_days": {"": 7, "4113": 0}})
+        async with running(create_app(settings)) as registry:
+            walks = [await enrolled(registry, token, serial=s) for s in (1, 2)]
+            for walk in walks:
+                done = await walk.step("enroll", "review:county")
+                assert done.json()["enrolled_on"] == date.today().isoformat()
+            url = f"/v1/households/{walks[0].id}"
+            write = bearer(token("registry:write"))
+            for month, fen in (("2026-09", 180000), ("2026-10", 190000), ("2026-10", 200000)):
+                recorded = await registry.put(
+                    f"{url}/incomes/{month}",
+                    headers=write,
+                    json={"month": month, "income_fen": fen},
+                )
+                assert recorded.status_code == 200, recorded.text
+            incomes = (await registry.get(f"{url}/incomes", headers=bearer(token(*READ)))).json()
+            assert [(i["month"], i["income_fen"]) for i in incomes] == [
+                ("2026-09", 180000),
+                ("2026-10", 200000),
+            ]
+            walks[0].etag = (await registry.get(url, headers=bearer(token(*READ)))).headers["etag"]
+            no_kind = await walks[0].step(
+                "exit", "review:county", expect=422, comment="连续6个月收入高于低保标准"
+            )
+            assert no_kind.json()["errors"][0]["field"] == "exit_kind"
+            exited = await walks[0].step(
+                "exit", "review:county", exit_kind="tuokun", comment="连续6个月收入高于低保标准"
+            )
+            assert exited.json()["exit"]["kind"] == "tuokun"
+            overdue = (
+                await registry.get(
+                    "/v1/households", headers=bearer(token(*READ)), params={"visit_overdue": "true"}
+                )
+            ).json()["items"]
+            assert [i["id"] for i in overdue] == [walks[1].id]
+            year = date.today().year
+            await registry.put(
+                f"/v1/targets/4113/{year}",
+                json={"share_percent": 40},
+                headers=bearer(token("review:county")),
+            )
+            stats = (
+                await registry.get(
+                    "/v1/statistics", headers=bearer(token(*READ)), params={"region": "4113"}
+                )
+            ).json()
+        assert stats["progress"] == [
+            {
+                "region": "411302",
+                "on_file_at_start": 0,
+                "enrolled": 2,
+                "exited": 1,
+                "target_share_percent": 40,
+                "target_exits": 0,
+                "target_met": True,
+            }
+        ]
+        assert {(c["status"], c["households"]) for c in stats["counts"]} == {
+            ("enrolled", 1),
+            ("exited", 1),
+        }

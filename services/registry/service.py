@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.registry import store
-from services.registry.domain.events import HouseholdEvent
+from services.registry.domain.events import HouseholdChanged, HouseholdEvent
 from services.registry.domain.household import (
     Category,
     Cause,
@@ -790,8 +790,6 @@ async def annotate(
             }
         ],
     )
-    from services.registry.domain.events import HouseholdChanged
-
     uow.publish(
         to_cloudevent(
             HouseholdChanged(household_id, (field_name,)), region=row["region"], sequence=version

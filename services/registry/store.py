@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     delete,
     func,
     insert,
@@ -543,8 +544,6 @@ async def enrolments_and_exits(
 
 
 def _case(condition: Any) -> Any:
-    from sqlalchemy import case
-
     return case((condition, 1), else_=0)
 
 

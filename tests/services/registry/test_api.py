@@ -624,3 +624,30 @@ class TestOperations:
         assert response.status_code == 503
         assert response.headers["content-type"] == PROBLEM
         assert response.json()["checks"]["schema"].startswith("not at head")
+
+
+class TestCryptoProfiles:
+    async def test_the_gm_profile_stores_sm4_ciphertexts_and_reads_them_back(
+        self, registry_settings, token: Callable[..., str]  # type: ignore[no-untyped-def]
+    ) -> None:
+        from sqlalchemy import select
+
+        from services.registry.app import create_app
+        from services.registry.store import member
+        from shared.db import Database
+        from tests.conftest import running
+
+        suite = registry_settings.suite.model_copy(update={"crypto_profile": "gm"})
+        settings = registry_settings.model_copy(update={"suite": suite})
+        async with running(create_app(settings)) as registry:
+            created = await file_household(registry, token)
+            shown = await registry.get(f"/v1/households/{created.json()['id']}",
+                                       headers=bearer(token("registry:read", "pii:read")))
+        assert shown.json()["members"][0]["identity_number"] == identity_number()
+        url, schema = settings.database
+        db = Database(url, schema=schema)
+        async with db.sessionmaker() as session:
+            stored = (await session.execute(select(member.c.identity_cipher))).scalar_one()
+        await db.dispose()
+        assert stored.startswith("v1.gm.")
+        assert identity_number() not in stored

@@ -49,7 +49,8 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
         connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # Recycling rather than pre-ping: a ping costs a round trip per unit of work.
+        pool_recycle=1800,
     )
 
 
@@ -57,7 +58,11 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # One connection per process: sessions queue in the pool instead of sleeping in SQLite's
+    # busy handler (which backs off up to 100 ms); SQLite has one writer at a time anyway.
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

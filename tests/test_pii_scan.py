@@ -12,7 +12,7 @@ class TestPlaintextPiiScan:
     def test_it_ignores_masked_numbers_ids_and_timestamps(self) -> None:
         body = (
             '{"n": "411302********123X", "p": "138****5678", '
-            '"id": "01a2086d-239c-7cc7-adb8-992e5105ae49", "time": "2026-11-23T12:57:55Z", '
+            '"id": "01a2086d-239c-7cc7-adb8-a13812345678", "time": "2026-11-23T12:57:55Z", '
             '"income_fen": 6300000}'
         )
         assert plaintext_pii(body) == []

@@ -18,7 +18,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from pydantic import ValidationError
-from sqlalchemy import Column, DateTime, String, Table, insert
+from sqlalchemy import Column, DateTime, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Database, UnitOfWork, common_metadata
@@ -114,7 +114,7 @@ class ConsumerRunner:
             self._fetching = True
             try:
                 messages = await self._pull.fetch(self._batch_size, timeout=0.5)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):  # nats-py raises either when idle
                 messages = []
             except Exception as exc:  # noqa: BLE001 - NATS away: wait for the reconnect
                 log.warning(
@@ -124,8 +124,8 @@ class ConsumerRunner:
                 continue
             finally:
                 self._fetching = False
-            for message in messages:
-                await self.handle(message)
+            if messages:
+                await self.handle_batch(messages)
             if self._on_lag and loop.time() - last_lag > 5:
                 last_lag = loop.time()
                 await self._report_lag()
@@ -137,6 +137,60 @@ class ConsumerRunner:
             return
         assert self._on_lag is not None
         self._on_lag(self.subscription.name, (info.num_pending or 0) + (info.num_ack_pending or 0))
+
+    async def handle_batch(self, messages: list[Msg]) -> None:
+        """Handle a fetched batch in one transaction (one commit, not one per message).
+
+        If anything in it fails, each message is handled again on its own, so that retries
+        and dead letters stay per message and one poison message cannot hold up the rest.
+        """
+        events: list[tuple[Msg, CloudEvent]] = []
+        for message in messages:
+            try:
+                events.append((message, CloudEvent.from_json(message.data)))
+            except ValidationError:
+                await self.handle(message)  # dead-letters it
+        if len(events) == 1:
+            await self.handle(events[0][0])
+            return
+        if not events:
+            return
+        name = self.subscription.name
+        try:
+            async with self._db.unit_of_work() as uow:
+                ids = list(dict.fromkeys(event.id for _, event in events))
+                seen = set(
+                    (
+                        await uow.session.execute(
+                            select(inbox.c.event_id).where(
+                                inbox.c.consumer == name, inbox.c.event_id.in_(ids)
+                            )
+                        )
+                    ).scalars()
+                )
+                fresh = {event.id: event for _, event in events if event.id not in seen}
+                if fresh:
+                    now = datetime.now(UTC)
+                    await uow.session.execute(
+                        insert(inbox),
+                        [
+                            {"consumer": name, "event_id": event_id, "handled_at": now}
+                            for event_id in fresh
+                        ],
+                    )
+                for event in fresh.values():
+                    set_current_traceparent(event.traceparent)
+                    await self.subscription.handler(event, uow)
+                await uow.commit()
+        except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
+            log.info(
+                "consumer.batch_fallback", consumer=name, error=repr(exc), messages=len(events)
+            )
+            for message, _ in events:
+                await self.handle(message)
+            return
+        for message, _ in events:
+            await message.ack()
 
     async def handle(self, message: Msg) -> None:
         """Process one message, then ack; on failure retry later or, at the limit, dead-letter."""

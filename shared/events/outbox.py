@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -145,35 +146,48 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events were published."""
+        if self._db.dialect == "sqlite":
+            return await self._relay_once_single_writer()
         async with self._db.sessionmaker() as session, session.begin():
             claimed = (
-                await session.execute(
-                    select(
-                        outbox.c.position,
-                        outbox.c.event_id,
-                        outbox.c.aggregate,
-                        outbox.c.nats_subject,
-                        outbox.c.body,
-                        outbox.c.traceparent,
-                    )
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.position)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
+                await session.execute(self._unsent().with_for_update(skip_locked=True))
             ).all()
             if not claimed:
                 return 0
-            if self._db.dialect != "sqlite":  # SQLite has one writer: nothing else can claim
-                claimed = await _without_overtaking(session, claimed)
-            published = await self._publish(claimed)
-            if published:
-                await session.execute(
-                    update(outbox)
-                    .where(outbox.c.position.in_(published))
-                    .values(sent_at=datetime.now(UTC))
-                )
+            published = await self._publish(await _without_overtaking(session, claimed))
+            await _mark_sent(session, published)
             return len(published)
+
+    async def _relay_once_single_writer(self) -> int:
+        """SQLite: one relay per database, so no claim is held while publishing.
+
+        Holding SQLite's write lock across the NATS round trip would stall every writer; a
+        crash between publish and mark only republishes, which Nats-Msg-Id deduplicates.
+        """
+        async with self._db.sessionmaker() as session:
+            claimed = (await session.execute(self._unsent())).all()
+            await session.rollback()
+        if not claimed:
+            return 0
+        published = await self._publish(claimed)
+        async with self._db.sessionmaker() as session, session.begin():
+            await _mark_sent(session, published)
+        return len(published)
+
+    def _unsent(self) -> Select[Any]:
+        return (
+            select(
+                outbox.c.position,
+                outbox.c.event_id,
+                outbox.c.aggregate,
+                outbox.c.nats_subject,
+                outbox.c.body,
+                outbox.c.traceparent,
+            )
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.position)
+            .limit(self._batch_size)
+        )
 
     async def _publish(self, rows: Sequence[Any]) -> list[int]:
         """Publish aggregates concurrently, each one's events in order, stopping at a failure."""
@@ -229,6 +243,13 @@ class OutboxRelay:
             await session.execute(
                 delete(outbox).where(outbox.c.sent_at < datetime.now(UTC) - self._keep_sent)
             )
+
+
+async def _mark_sent(session: AsyncSession, positions: list[int]) -> None:
+    if positions:
+        await session.execute(
+            update(outbox).where(outbox.c.position.in_(positions)).values(sent_at=datetime.now(UTC))
+        )
 
 
 async def _without_overtaking(session: AsyncSession, claimed: Sequence[Any]) -> list[Any]:

@@ -15,12 +15,15 @@ from shared.problems import Problem
 def data_schema(event_class: type[Any], *, type_: str) -> dict[str, Any]:
     """The JSON Schema of one event type's `data` (draft 2020-12, as OpenAPI 3.1 uses)."""
     schema = TypeAdapter(event_class).json_schema(mode="serialization")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"{SCHEMA_BASE}/{type_}.json", "title": type_, **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE}/{type_}.json",
+        "title": type_,
+        **schema,
+    }
 
 
-def schema_router(service: str, aggregate: str, event_classes: Sequence[type[Any]]
-                  ) -> APIRouter:
+def schema_router(service: str, aggregate: str, event_classes: Sequence[type[Any]]) -> APIRouter:
     """`GET /v1/events/schemas[/{type}]`: the integrators' contract, one schema per type."""
     schemas = {}
     for cls in event_classes:

@@ -223,6 +223,26 @@ class TestConsumer:
         assert "RuntimeError: cannot handle this" in dead[0].headers["Bangfu-Reason"]
         assert dead[0].subject == dead_letter_subject("test-effects")
 
+    async def test_one_poison_message_in_a_batch_does_not_hold_up_the_others(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        async def fails_on_three(event: CloudEvent, uow: UnitOfWork) -> None:
+            if event.sequence == 3:
+                raise RuntimeError("bad data")
+            await record_effect(event, uow)
+
+        await write_events(database, [sample_event("h-batch", n) for n in range(1, 6)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(database, js, fails_on_three, max_deliver=2, retry_delays=(0.05,))
+        await runner.start()
+        try:
+            dead = await _dead_letters(js, 1)
+            await wait_for(lambda: _count_is(database, 4))
+        finally:
+            await runner.stop()
+        assert sorted(seq for _, _, seq in await effects(database)) == [1, 2, 4, 5]
+        assert CloudEvent.from_json(dead[0].data).sequence == 3
+
     async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
         self, database: Database, js: JetStreamContext
     ) -> None:

@@ -13,6 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared.events.envelope import region_filter
 from shared.migrations import SERVICES
+from shared.regions import normalize_prefix
 
 
 def tail_filters(*, subject: str | None, region: str | None) -> dict[str, str]:
@@ -28,7 +29,7 @@ def tail_filters(*, subject: str | None, region: str | None) -> dict[str, str]:
         services = SERVICES if parts[1] == "*" else (parts[1],)
         rest = ".".join(parts[2:]) or ">"
         return {s.upper(): f"bangfu.{s}.{rest}" for s in services}
-    suffix = region_filter(region) if region else "*.*.*"
+    suffix = region_filter(normalize_prefix(region)) if region else "*.*.*"
     return {s.upper(): f"bangfu.{s}.*.*.{suffix}" for s in SERVICES}
 
 

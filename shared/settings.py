@@ -113,6 +113,12 @@ class ServiceSettings(BaseSettings):
         from shared.crypto import Keyring, generate_keys
 
         profile = self.suite.crypto_profile
+        if bool(self.encryption_keys) != bool(self.blind_index_key):
+            prefix = f"BANGFU_{self.service.upper()}_"
+            raise ValueError(
+                f"set both {prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY, "
+                "or neither (development keys)"
+            )
         if self.encryption_keys and self.blind_index_key:
             keys, index_key = (
                 self.encryption_keys.get_secret_value(),

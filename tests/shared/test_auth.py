@@ -1,0 +1,296 @@
+"""Bearer tokens: verification against a real JWKS endpoint, principals, rate limit, dev keys."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from shared.auth import Principal, RateLimiter, TokenVerifier, ensure_signing_key, issue_token
+
+ISSUER = "https://idp.example.test"
+AUDIENCE = "bangfu"
+KID = "bangfu-test-key-1"
+
+
+def _jwks_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep the test output quiet."""
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def jwks_url(signing_key: ec.EllipticCurvePrivateKey) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 publishing the signing key's JWKS."""
+    jwk = ECAlgorithm.to_jwk(signing_key.public_key(), as_dict=True)
+    body = json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "ES256"}]}).encode()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _jwks_handler(body))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def verifier(jwks_url: str) -> TokenVerifier:
+    return TokenVerifier(issuer=ISSUER, audience=AUDIENCE, jwks_url=jwks_url)
+
+
+def _sign(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    kid: str = KID,
+    drop: tuple[str, ...] = (),
+    **overrides: Any,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": "dept-minzheng",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+        "scope": "registry:read pii:read",
+        "regions": ["411300", "4101"],
+    }
+    claims.update(overrides)
+    for name in drop:
+        del claims[name]
+    return jwt.encode(claims, key, "ES256", headers={"kid": kid})
+
+
+class TestTokenVerifier:
+    async def test_a_token_signed_by_the_published_key_yields_its_principal(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        principal = await verifier.verify(_sign(signing_key))
+
+        assert principal == Principal(
+            client_id="dept-minzheng",
+            scopes=frozenset({"registry:read", "pii:read"}),
+            regions=("4113", "4101"),
+        )
+
+    async def test_a_token_signed_by_another_key_is_refused(self, verifier: TokenVerifier) -> None:
+        other = ec.generate_private_key(ec.SECP256R1())
+
+        with pytest.raises(jwt.InvalidSignatureError):
+            await verifier.verify(_sign(other))
+
+    async def test_a_token_for_another_audience_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.InvalidAudienceError):
+            await verifier.verify(_sign(signing_key, aud="someone-else"))
+
+    async def test_a_token_from_another_issuer_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.InvalidIssuerError):
+            await verifier.verify(_sign(signing_key, iss="https://evil.example.test"))
+
+    async def test_an_expired_token_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.ExpiredSignatureError):
+            await verifier.verify(_sign(signing_key, exp=int(time.time()) - 60))
+
+    async def test_a_token_without_an_expiry_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.MissingRequiredClaimError, match="exp"):
+            await verifier.verify(_sign(signing_key, drop=("exp",)))
+
+    async def test_a_token_without_a_subject_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.MissingRequiredClaimError, match="sub"):
+            await verifier.verify(_sign(signing_key, drop=("sub",)))
+
+    async def test_a_token_with_an_unknown_key_id_is_refused(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        with pytest.raises(jwt.PyJWKClientError):
+            await verifier.verify(_sign(signing_key, kid="not-published"))
+
+    async def test_regions_given_as_a_space_separated_string_are_read(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        principal = await verifier.verify(_sign(signing_key, regions="41 310000 411302"))
+
+        assert principal.regions == ("41", "31", "411302")
+
+    async def test_a_token_without_regions_or_scope_covers_nothing(
+        self, verifier: TokenVerifier, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        principal = await verifier.verify(_sign(signing_key, drop=("regions", "scope")))
+
+        assert principal.scopes == frozenset()
+        assert principal.regions == ()
+        assert principal.covers("411302") is False
+
+    @pytest.mark.parametrize("regions", [["99"], ["4113", "*"], [""], "41 4x"])
+    async def test_a_bad_region_in_the_claim_is_refused(
+        self,
+        verifier: TokenVerifier,
+        signing_key: ec.EllipticCurvePrivateKey,
+        regions: list[str] | str,
+    ) -> None:
+        with pytest.raises(jwt.InvalidTokenError, match="bad regions claim"):
+            await verifier.verify(_sign(signing_key, regions=regions))
+
+    async def test_a_local_public_key_verifies_a_development_token(
+        self, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        pem = signing_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        token = issue_token(
+            pem, client_id="c", scopes=["a"], regions=["4113"], issuer=ISSUER, audience=AUDIENCE
+        )
+        verifier = TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, public_key=signing_key.public_key()
+        )
+
+        principal = await verifier.verify(token)
+
+        assert principal == Principal(client_id="c", scopes=frozenset({"a"}), regions=("4113",))
+
+    def test_exactly_one_key_source_is_required(self) -> None:
+        with pytest.raises(ValueError, match="exactly one"):
+            TokenVerifier(issuer=ISSUER, audience=AUDIENCE)
+
+
+class TestPrincipal:
+    @pytest.mark.parametrize(
+        ("code", "covered"),
+        [
+            ("411302", True),  # under the city prefix 4113
+            ("411300", True),
+            ("410105", True),  # under the county prefix 410105 itself
+            ("410106", False),
+            ("411402", False),  # another city of the same province
+            ("310101", False),
+        ],
+    )
+    def test_covers_a_region_under_one_of_its_prefixes(self, code: str, covered: bool) -> None:
+        principal = Principal(client_id="c", scopes=frozenset(), regions=("4113", "410105"))
+
+        assert principal.covers(code) is covered
+
+    def test_a_province_prefix_covers_the_whole_province(self) -> None:
+        principal = Principal(client_id="c", scopes=frozenset(), regions=("41",))
+
+        assert principal.covers("411302") is True
+        assert principal.covers("421302") is False
+
+
+class TestRateLimiter:
+    def test_a_client_gets_a_burst_of_twice_the_rate_then_must_wait(self) -> None:
+        limiter = RateLimiter(rate=5)
+
+        waits = [limiter.retry_after("a") for _ in range(10)]
+        refused = limiter.retry_after("a")
+
+        assert waits == [0.0] * 10
+        assert 0 < refused <= 1 / 5
+
+    def test_clients_have_buckets_of_their_own(self) -> None:
+        limiter = RateLimiter(rate=1)
+        for _ in range(2):
+            limiter.retry_after("a")
+
+        assert limiter.retry_after("a") > 0
+        assert limiter.retry_after("b") == 0.0
+
+    def test_a_rate_of_zero_switches_the_limit_off(self) -> None:
+        limiter = RateLimiter(rate=0)
+
+        assert {limiter.retry_after("a") for _ in range(1000)} == {0.0}
+
+
+class TestDevelopmentSigningKey:
+    def test_the_key_pair_is_created_once_with_a_private_key_only_the_owner_reads(
+        self, tmp_path: Path
+    ) -> None:
+        private, public = tmp_path / "home" / "key.pem", tmp_path / "home" / "key.pub.pem"
+
+        ensure_signing_key(private, public)
+        first = (private.read_bytes(), public.read_bytes())
+        ensure_signing_key(private, public)
+
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        assert (private.read_bytes(), public.read_bytes()) == first
+        assert first[0].startswith(b"-----BEGIN PRIVATE KEY-----")
+        assert first[1].startswith(b"-----BEGIN PUBLIC KEY-----")
+
+    async def test_an_issued_token_carries_the_claims_and_lifetime_asked_for(
+        self, tmp_path: Path
+    ) -> None:
+        private, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
+        ensure_signing_key(private, public)
+        now = datetime.now(UTC)
+
+        token = issue_token(
+            private.read_bytes(),
+            client_id="bangfu-dev",
+            scopes=["registry:read", "pii:read"],
+            regions=["411300", "41"],
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            ttl=timedelta(hours=2),
+            now=now,
+        )
+        key = serialization.load_pem_public_key(public.read_bytes())
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        claims = jwt.decode(token, key, algorithms=["ES256"], audience=AUDIENCE, issuer=ISSUER)
+
+        assert claims["sub"] == "bangfu-dev"
+        assert claims["scope"] == "registry:read pii:read"
+        assert claims["regions"] == ["4113", "41"]
+        assert claims["exp"] - claims["iat"] == 7200
+        assert claims["iat"] == int(now.timestamp())
+
+    def test_issuing_with_a_region_outside_any_province_is_refused(self, tmp_path: Path) -> None:
+        private, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
+        ensure_signing_key(private, public)
+
+        with pytest.raises(ValueError, match="99"):
+            issue_token(
+                private.read_bytes(),
+                client_id="c",
+                scopes=[],
+                regions=["99"],
+                issuer=ISSUER,
+                audience=AUDIENCE,
+            )

@@ -1,0 +1,231 @@
+"""Suite and service settings: environment prefixes, production refusals, database, dev keys."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from services.benefits.settings import BenefitsSettings
+from services.notifications.settings import NotificationsSettings
+from services.registry.settings import RegistrySettings
+from services.verification.settings import VerificationSettings
+from shared.crypto import generate_keys
+from shared.settings import DEFAULT_PORTS, EMBEDDED_NATS_PORT, ServiceSettings, SuiteSettings
+
+PG_URL = "postgresql+asyncpg://bangfu@db.example.test:5432/bangfu"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No BANGFU_* variable of the machine leaks in; home is the test's own folder."""
+    for name in list(os.environ):
+        if name.startswith("BANGFU_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("BANGFU_HOME", str(home))
+    return home
+
+
+class TestSuiteSettings:
+    def test_production_without_a_jwks_url_is_refused_naming_the_variable(self) -> None:
+        with pytest.raises(ValidationError, match="BANGFU_AUTH_JWKS_URL"):
+            SuiteSettings(env="production")
+
+    def test_production_read_from_the_environment_is_refused_without_a_jwks_url(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_ENV", "production")
+
+        with pytest.raises(ValidationError, match="BANGFU_AUTH_JWKS_URL"):
+            SuiteSettings()
+
+    def test_production_with_a_jwks_url_is_accepted(self) -> None:
+        suite = SuiteSettings(env="production", auth_jwks_url="https://idp.example.test/jwks")
+
+        assert suite.auth_jwks_url == "https://idp.example.test/jwks"
+
+    def test_an_unknown_environment_name_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="env"):
+            SuiteSettings(env="staging")
+
+    def test_nats_defaults_to_the_embedded_server(self) -> None:
+        assert SuiteSettings().nats_url == f"nats://127.0.0.1:{EMBEDDED_NATS_PORT}"
+
+    def test_nats_defaults_to_the_embedded_server_on_its_configured_port(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_EMBEDDED_NATS_PORT", "4999")
+
+        assert SuiteSettings().nats_url == "nats://127.0.0.1:4999"
+
+    def test_variables_are_read_with_the_bangfu_prefix(
+        self, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+    ) -> None:
+        monkeypatch.setenv("BANGFU_NATS_URL", "nats://nats.example.test:4222")
+        monkeypatch.setenv("BANGFU_RATE_LIMIT_PER_SECOND", "0")
+        monkeypatch.setenv("NATS_URL", "nats://wrong.example.test:4222")
+
+        suite = SuiteSettings()
+
+        assert suite.nats_url == "nats://nats.example.test:4222"
+        assert suite.rate_limit_per_second == 0
+        assert suite.home == clean_environment
+
+    def test_the_development_key_files_live_under_home(self, clean_environment: Path) -> None:
+        suite = SuiteSettings()
+
+        assert suite.signing_key_file == clean_environment / "jwt-signing-key.pem"
+        assert suite.public_key_file == clean_environment / "jwt-signing-key.pub.pem"
+
+    def test_a_configured_public_key_file_wins(self, tmp_path: Path) -> None:
+        suite = SuiteSettings(auth_public_key_file=tmp_path / "idp.pem")
+
+        assert suite.public_key_file == tmp_path / "idp.pem"
+
+
+class TestServiceSettings:
+    def test_production_without_encryption_keys_is_refused_naming_the_variables(self) -> None:
+        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+
+        with pytest.raises(ValidationError) as caught:
+            RegistrySettings(suite=suite)
+
+        message = str(caught.value)
+        assert "BANGFU_REGISTRY_ENCRYPTION_KEYS" in message
+        assert "BANGFU_REGISTRY_BLIND_INDEX_KEY" in message
+
+    def test_production_with_only_one_of_the_two_keys_is_refused(self) -> None:
+        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+        keys, _ = generate_keys("intl")
+
+        with pytest.raises(ValidationError, match="BANGFU_BENEFITS_BLIND_INDEX_KEY"):
+            BenefitsSettings(suite=suite, encryption_keys=SecretStr(keys))
+
+    def test_production_with_both_keys_is_accepted(self) -> None:
+        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+        keys, index_key = generate_keys("intl")
+
+        settings = RegistrySettings(
+            suite=suite, encryption_keys=SecretStr(keys), blind_index_key=SecretStr(index_key)
+        )
+
+        assert settings.suite.env == "production"
+
+    def test_variables_are_read_with_the_service_prefix(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_NATS_URL", "nats://nats.example.test:4222")
+        monkeypatch.setenv("BANGFU_REGISTRY_DATABASE_URL", PG_URL)
+        monkeypatch.setenv("BANGFU_REGISTRY_PORT", "9101")
+        monkeypatch.setenv("BANGFU_BENEFITS_PORT", "9103")
+
+        settings = RegistrySettings()
+
+        assert settings.database_url == PG_URL
+        assert settings.port == 9101
+        assert settings.suite.nats_url == "nats://nats.example.test:4222"
+
+    def test_production_read_from_the_environment_refuses_a_service_without_keys(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_ENV", "production")
+        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+
+        with pytest.raises(ValidationError, match="BANGFU_VERIFICATION_ENCRYPTION_KEYS"):
+            VerificationSettings()
+
+    @pytest.mark.parametrize(
+        "settings_class",
+        [RegistrySettings, VerificationSettings, BenefitsSettings, NotificationsSettings],
+    )
+    def test_each_service_has_its_default_port_and_stream(
+        self, settings_class: type[ServiceSettings]
+    ) -> None:
+        settings = settings_class()
+
+        assert settings.port == DEFAULT_PORTS[settings_class.service]
+        assert settings.stream == settings_class.service.upper()
+
+
+class TestDatabase:
+    def test_sqlite_under_home_by_default(self, clean_environment: Path) -> None:
+        url, schema = RegistrySettings().database
+
+        assert url == f"sqlite+aiosqlite:///{clean_environment / 'registry.db'}"
+        assert schema is None
+
+    def test_the_suite_wide_url_gives_each_service_a_schema_named_after_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_DATABASE_URL", PG_URL)
+
+        assert RegistrySettings().database == (PG_URL, "registry")
+        assert NotificationsSettings().database == (PG_URL, "notifications")
+
+    def test_a_service_url_is_used_with_its_own_schema(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_DATABASE_URL", "postgresql+asyncpg://suite@db/suite")
+        monkeypatch.setenv("BANGFU_REGISTRY_DATABASE_URL", PG_URL)
+        monkeypatch.setenv("BANGFU_REGISTRY_DATABASE_SCHEMA", "reg")
+
+        assert RegistrySettings().database == (PG_URL, "reg")
+
+    def test_a_service_url_without_a_schema_uses_the_search_path(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_REGISTRY_DATABASE_URL", PG_URL)
+
+        assert RegistrySettings().database == (PG_URL, None)
+
+
+class TestKeyring:
+    def test_development_keys_are_created_once_under_home(self, clean_environment: Path) -> None:
+        settings = RegistrySettings()
+
+        first = settings.keyring()
+        path = clean_environment / "registry-keys.intl.json"
+        stored = path.read_text()
+        second = RegistrySettings().keyring()
+
+        assert path.read_text() == stored
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert dict(second.encryption_keys) == dict(first.encryption_keys)
+        assert second.current_key_id == first.current_key_id == "k1"
+        assert second.index_key == first.index_key
+
+    def test_each_service_and_profile_has_keys_of_its_own(self, clean_environment: Path) -> None:
+        registry = RegistrySettings().keyring()
+        benefits = BenefitsSettings().keyring()
+        registry_gm = RegistrySettings(suite=SuiteSettings(crypto_profile="gm")).keyring()
+
+        assert registry.index_key != benefits.index_key
+        assert registry_gm.profile == "gm"
+        assert registry_gm.index_key != registry.index_key
+        assert sorted(p.name for p in clean_environment.iterdir()) == [
+            "benefits-keys.intl.json",
+            "registry-keys.gm.json",
+            "registry-keys.intl.json",
+        ]
+
+    def test_configured_keys_are_used_and_nothing_is_written(self, clean_environment: Path) -> None:
+        keys, index_key = generate_keys("intl")
+
+        keyring = RegistrySettings(
+            encryption_keys=SecretStr(keys), blind_index_key=SecretStr(index_key)
+        ).keyring()
+
+        assert keyring.current_key_id == "k1"
+        assert not clean_environment.exists()
+
+    def test_only_one_of_the_two_keys_is_refused_in_development_too(
+        self, clean_environment: Path
+    ) -> None:
+        keys, _ = generate_keys("intl")
+
+        with pytest.raises(ValueError, match="BLIND_INDEX_KEY"):
+            RegistrySettings(encryption_keys=SecretStr(keys)).keyring()

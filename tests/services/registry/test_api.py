@@ -628,7 +628,9 @@ class TestOperations:
 
 class TestCryptoProfiles:
     async def test_the_gm_profile_stores_sm4_ciphertexts_and_reads_them_back(
-        self, registry_settings, token: Callable[..., str]  # type: ignore[no-untyped-def]
+        self,
+        registry_settings,
+        token: Callable[..., str],  # type: ignore[no-untyped-def]
     ) -> None:
         from sqlalchemy import select
 
@@ -641,8 +643,10 @@ class TestCryptoProfiles:
         settings = registry_settings.model_copy(update={"suite": suite})
         async with running(create_app(settings)) as registry:
             created = await file_household(registry, token)
-            shown = await registry.get(f"/v1/households/{created.json()['id']}",
-                                       headers=bearer(token("registry:read", "pii:read")))
+            shown = await registry.get(
+                f"/v1/households/{created.json()['id']}",
+                headers=bearer(token("registry:read", "pii:read")),
+            )
         assert shown.json()["members"][0]["identity_number"] == identity_number()
         url, schema = settings.database
         db = Database(url, schema=schema)

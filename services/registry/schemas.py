@@ -49,6 +49,22 @@ class MemberIn(_In):
     phone: str | None = Field(None, pattern=r"^1\d{10}$")
 
 
+class MemberPatch(_In):
+    """A member's circumstances; the identity number (and what derives from it) never changes."""
+
+    name: str | None = Field(None, min_length=1, max_length=60)
+    relation: Relation | None = None
+    hukou_type: HukouType | None = None
+    labour_capacity: LabourCapacity | None = None
+    employment: Employment | None = None
+    union_member: bool | None = None
+    labour_contract_months: int | None = Field(None, ge=0, le=600)
+    health: HealthIn | None = None
+    education_stage: EducationStage | None = None
+    boarding: bool | None = None
+    phone: str | None = Field(None, pattern=r"^1\d{10}$")
+
+
 class LocationIn(_In):
     region: str = Field(
         pattern=r"^\d{6}$", description="GB/T 2260 county code", examples=["411302"]

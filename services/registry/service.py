@@ -443,6 +443,30 @@ async def add_member(
     return household, member
 
 
+async def update_member(
+    uow: UnitOfWork,
+    ctx: Context,
+    household_id: str,
+    member_id: str,
+    *,
+    if_match: int,
+    values: dict[str, Any],
+) -> Household:
+    household = await load(uow, ctx, household_id)
+    _check_version(household, if_match)
+    before = household.version
+    if household.update_member(member_id, actor=ctx.actor, **values):
+        member = next(m for m in household.members if m.id == member_id)
+        row = _member_row(member, household_id=household.id, position=0, keyring=ctx.keyring)
+        await store.update_member(
+            uow.session,
+            member_id,
+            {k: v for k, v in row.items() if k not in ("id", "household_id", "position")},
+        )
+        await _save(uow, ctx, household, expected_version=before)
+    return household
+
+
 async def remove_member(
     uow: UnitOfWork, ctx: Context, household_id: str, member_id: str, *, if_match: int, reason: str
 ) -> Household:

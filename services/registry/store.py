@@ -298,6 +298,10 @@ async def insert_member(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(member).values(**row))
 
 
+async def update_member(session: AsyncSession, member_id: str, row: dict[str, Any]) -> None:
+    await session.execute(update(member).where(member.c.id == member_id).values(**row))
+
+
 async def delete_member(session: AsyncSession, member_id: str) -> None:
     await session.execute(delete(member).where(member.c.id == member_id))
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from services.registry import service, store
 from services.registry.domain.household import Helper, Location, PlanMeasure
-from services.registry.domain.members import clean_text
+from services.registry.domain.members import Health, clean_text
 from services.registry.domain.workflow import Step
 from services.registry.schemas import (
     DeclarationIn,
@@ -20,6 +20,7 @@ from services.registry.schemas import (
     HouseholdPatch,
     IncomeIn,
     MemberIn,
+    MemberPatch,
     PlanIn,
     StepIn,
     VisitIn,
@@ -254,6 +255,37 @@ async def add_member(
 ) -> JSONResponse:
     await service.add_member(uow, ctx, household_id, if_match=version, spec=_member_spec(body))
     return await _answer(uow, household_id, status_code=201)
+
+
+@router.patch(
+    "/{household_id}/members/{member_id}",
+    summary="Change a member's circumstances (needs If-Match)",
+)
+async def update_member(
+    household_id: str,
+    member_id: str,
+    body: MemberPatch,
+    uow: UnitOfWorkDep,
+    ctx: Writer,
+    version: IfMatch,
+) -> JSONResponse:
+    values: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name not in ("labour_contract_months", "phone", "health"):
+            raise Problem(
+                422,
+                "invalid-input",
+                f"{name} cannot be null",
+                errors=[{"field": name, "reason": "cannot be null"}],
+            )
+        if name == "name":
+            value = clean_text(value or "", field_name="name", max_length=50)
+        elif name == "health":
+            value = Health(**value.model_dump()) if value else Health()
+        values[name] = value
+    await service.update_member(uow, ctx, household_id, member_id, if_match=version, values=values)
+    return await _answer(uow, household_id)
 
 
 @router.delete("/{household_id}/members/{member_id}", summary="Remove a member")

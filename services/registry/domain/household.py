@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
@@ -25,7 +25,7 @@ from services.registry.domain.workflow import (
     allowed_steps,
     next_status,
 )
-from shared.identity import mask_identity_number
+from shared.identity import mask_identity_number, mask_phone
 
 
 class Category(StrEnum):
@@ -146,6 +146,19 @@ class HistoryEntry:
 
 # Fields a PATCH may change; everything else changes through steps or sub-resources.
 EDITABLE = ("location", "hukou_type", "category", "flags", "causes")
+MEMBER_EDITABLE = (
+    "name",
+    "relation",
+    "hukou_type",
+    "labour_capacity",
+    "employment",
+    "union_member",
+    "labour_contract_months",
+    "health",
+    "education_stage",
+    "boarding",
+    "phone",
+)
 
 
 @dataclass
@@ -288,6 +301,38 @@ class Household:
                 ),
             )
         )
+
+    def update_member(self, member_id: str, *, actor: str, **values: Any) -> tuple[str, ...]:
+        """Change a member's circumstances (employment, health, schooling…); returns fields."""
+        self._require_active("members")
+        unknown = sorted(set(values) - set(MEMBER_EDITABLE))
+        if unknown:
+            raise RuleBroken(unknown[0], "is not editable; identity facts come from the number")
+        index, member = next(
+            ((i, m) for i, m in enumerate(self.members) if m.id == member_id), (None, None)
+        )
+        if member is None or index is None:
+            raise RuleBroken("member_id", f"no member {member_id} in this household")
+        if "relation" in values and Relation.HEAD in (member.relation, values["relation"]):
+            raise RuleBroken("relation", "the head is changed by filing a new household")
+        changed = {k: v for k, v in values.items() if getattr(member, k) != v}
+        if not changed:
+            return ()
+        label = f"members[{mask_name(member.name)}]"
+        changes = tuple(
+            FieldChange(
+                f"{label}.{k}",
+                _plain(getattr(member, k)) if k != "phone" else _masked_phone(getattr(member, k)),
+                _plain(v) if k != "phone" else _masked_phone(v),
+            )
+            for k, v in changed.items()
+        )
+        self.members[index] = replace(member, **changed)
+        self._bump()
+        fields = tuple(f"members.{k}" for k in changed)
+        self.events.append(ev.HouseholdChanged(self.id, fields))
+        self.history.append(HistoryEntry(self.version, actor, "member_changed", changes))
+        return fields
 
     def remove_member(self, member_id: str, *, actor: str, reason: str) -> Member:
         self._require_active("members")
@@ -502,6 +547,10 @@ class Household:
                 self.rejection_reason = None
                 return self._applied_event(today)
         raise AssertionError(step)
+
+
+def _masked_phone(phone: str | None) -> str | None:
+    return mask_phone(phone) if phone else None
 
 
 def _plain(value: Any) -> Any:

@@ -403,3 +403,55 @@ class TestEnrolledLife:
             ("enrolled", 1),
             ("exited", 1),
         }
+
+
+class TestMemberChanges:
+    async def test_a_members_circumstances_change_with_history_and_an_event(
+        self, registry: httpx.AsyncClient, token: Callable[..., str], nats_url: str
+    ) -> None:
+        nc = await nats.connect(nats_url)
+        sub = await nc.subscribe("bangfu.registry.household.changed.>")
+        created = (await file_household(registry, token)).json()
+        member_id = created["members"][0]["id"]
+        url = f"/v1/households/{created['id']}/members/{member_id}"
+        write = {**bearer(token("registry:write")), "If-Match": '"1"'}
+        changed = await registry.patch(
+            url,
+            headers=write,
+            json={
+                "employment": "employed",
+                "phone": "13700001234",
+                "health": {"chronic_illness": True},
+            },
+        )
+        assert changed.status_code == 200, changed.text
+        head = changed.json()["members"][0]
+        assert (head["employment"], head["phone"], head["health"]["chronic_illness"]) == (
+            "employed",
+            "137****1234",
+            True,
+        )
+        event = json.loads((await sub.next_msg(timeout=5)).data)
+        await nc.close()
+        assert sorted(event["data"]["fields"]) == [
+            "members.employment",
+            "members.health",
+            "members.phone",
+        ]
+        history = (
+            await registry.get(
+                f"/v1/households/{created['id']}/history", headers=bearer(token(*READ))
+            )
+        ).json()
+        changes = {c["field"]: c for c in history[-1]["changes"]}
+        assert changes["members[张*明].employment"]["old"] == "unemployed"
+        assert changes["members[张*明].phone"]["new"] == "137****1234"
+        for forbidden in (
+            {"identity_number": identity_number(serial=5)},
+            {"relation": "child"},
+            {"employment": None},
+        ):
+            refused = await registry.patch(
+                url, json=forbidden, headers={**bearer(token("registry:write")), "If-Match": '"2"'}
+            )
+            assert refused.status_code == 422, forbidden

@@ -9,7 +9,7 @@ from shared.service import create_service_app
 
 def create_app(settings: VerificationSettings | None = None) -> FastAPI:
     settings = settings or VerificationSettings()
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Bangfu verification",
         description="核对: consents, department adapters, reports (核对报告).",
@@ -17,3 +17,5 @@ def create_app(settings: VerificationSettings | None = None) -> FastAPI:
         subscriptions=consumers.subscriptions(settings),
         errors=api.ERRORS,
     )
+    app.state.keyring = settings.keyring()
+    return app

@@ -1,0 +1,138 @@
+"""How a query reaches a department: HTTP (httpx) or NATS request-reply, chosen per department.
+
+Every query carries the consent (授权书) id and the purpose, as X-Road's X-Road-Issue does, and
+is bound to its answer by a request hash computed here and echoed by the department.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+CONSENT_HEADER = "Bangfu-Consent-Id"
+PURPOSE_HEADER = "Bangfu-Purpose"
+HASH_HEADER = "Bangfu-Request-Hash"
+STATUS_HEADER = "Bangfu-Status"
+
+
+class Unavailable(Exception):
+    """The department did not answer (timeout, refused connection, 5xx): worth a retry."""
+
+
+class Refused(Exception):
+    """The department answered with an error that a retry will not change (4xx)."""
+
+
+class Malformed(Exception):
+    """The answer is not JSON, or not the shape the department's mapper expects."""
+
+
+@dataclass(frozen=True)
+class Query:
+    department: str
+    identity_number: str
+    consent_id: str
+    purpose: str
+    as_of: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"identity_number": self.identity_number}
+        if self.as_of:
+            body["as_of"] = self.as_of
+        return body
+
+    def headers(self) -> dict[str, str]:
+        # Header values are Latin-1: the purpose travels percent-encoded UTF-8.
+        return {CONSENT_HEADER: self.consent_id, PURPOSE_HEADER: quote(self.purpose)}
+
+    @property
+    def request_hash(self) -> str:
+        canonical = json.dumps(
+            [self.department, self.body(), self.consent_id, self.purpose],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: dict[str, Any]
+    raw: bytes
+    echoed_hash: str | None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+class Transport(Protocol):
+    async def send(self, query: Query, *, timeout: float) -> Answer: ...
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Malformed(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Malformed("not a JSON object")
+    return body
+
+
+class HttpTransport:
+    """`POST {base_url}/departments/{code}/query` through an injected httpx.AsyncClient."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str):
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+
+    async def send(self, query: Query, *, timeout: float) -> Answer:
+        url = f"{self._base_url}/departments/{query.department}/query"
+        try:
+            response = await self._client.post(
+                url, json=query.body(), headers=query.headers(), timeout=timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise Unavailable(f"no answer within {timeout:g} s") from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the department: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise Unavailable(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise Refused(f"HTTP {response.status_code}: {response.text[:200]}")
+        return Answer(_parse(response.content), response.content, response.headers.get(HASH_HEADER))
+
+
+class NatsTransport:
+    """Request-reply on `bangfu.dept.<code>.query` over the service's NATS connection."""
+
+    def __init__(self, nc: NATS):
+        self._nc = nc
+
+    async def send(self, query: Query, *, timeout: float) -> Answer:
+        subject = f"bangfu.dept.{query.department}.query"
+        try:
+            reply = await self._nc.request(
+                subject, json.dumps(query.body()).encode(), timeout=timeout, headers=query.headers()
+            )
+        except NatsTimeoutError as exc:
+            raise Unavailable(f"no answer within {timeout:g} s") from exc
+        except NoRespondersError as exc:
+            raise Unavailable("no department is listening") from exc
+        headers = reply.headers or {}
+        status = headers.get(STATUS_HEADER, "200")
+        if status.startswith("5"):
+            raise Unavailable(f"status {status}")
+        if status.startswith("4"):
+            raise Refused(f"status {status}: {reply.data[:200]!r}")
+        return Answer(_parse(reply.data), reply.data, headers.get(HASH_HEADER))

@@ -1,0 +1,133 @@
+"""Retries, the circuit breaker and request binding, with a scripted transport (a port fake)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.verification.adapters.client import (
+    BreakerState,
+    DepartmentClient,
+    DepartmentConfig,
+)
+from services.verification.adapters.transport import (
+    Answer,
+    Malformed,
+    Query,
+    Refused,
+    Unavailable,
+)
+
+QUERY = Query("tax", "11010519491231002X", consent_id="c-1", purpose="申请审核")
+
+
+class Scripted:
+    """Answers from a script: an exception to raise, or True for a good answer."""
+
+    def __init__(self, *script: Exception | bool):
+        self.script = list(script)
+        self.sent = 0
+
+    async def send(self, query: Query, *, timeout: float) -> Answer:
+        self.sent += 1
+        step = self.script.pop(0) if self.script else True
+        if isinstance(step, Exception):
+            raise step
+        return Answer({"ok": True}, b'{"ok": true}', query.request_hash)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client(transport: Scripted, clock: Clock | None = None, **config: object) -> DepartmentClient:
+    return DepartmentClient(
+        DepartmentConfig("tax", **config),
+        transport,  # type: ignore[arg-type]
+        clock=clock or Clock(),
+        max_backoff=0.01,
+    )
+
+
+class TestRetries:
+    async def test_a_transient_failure_is_retried_and_then_succeeds(self) -> None:
+        transport = Scripted(Unavailable("HTTP 503"), Unavailable("timeout"))
+        answer = await client(transport, retries=2).query(QUERY)
+        assert answer.body == {"ok": True}
+        assert transport.sent == 3
+
+    async def test_a_refusal_is_never_retried(self) -> None:
+        transport = Scripted(Refused("HTTP 400"))
+        with pytest.raises(Refused):
+            await client(transport, retries=5).query(QUERY)
+        assert transport.sent == 1
+
+    async def test_a_malformed_answer_is_never_retried(self) -> None:
+        transport = Scripted(Malformed("not JSON"))
+        with pytest.raises(Malformed):
+            await client(transport, retries=5).query(QUERY)
+        assert transport.sent == 1
+
+    async def test_retries_are_bounded(self) -> None:
+        transport = Scripted(*[Unavailable("down")] * 10)
+        with pytest.raises(Unavailable):
+            await client(transport, retries=2).query(QUERY)
+        assert transport.sent == 3
+
+
+class TestCircuitBreaker:
+    async def test_it_opens_after_repeated_failures_and_lets_a_trial_through_later(self) -> None:
+        clock = Clock()
+        transport = Scripted(*[Unavailable("down")] * 3)
+        department = client(
+            transport, clock, retries=0, breaker_failures=3, breaker_reset_seconds=30
+        )
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                await department.query(QUERY)
+        assert department.breaker.state is BreakerState.OPEN
+        with pytest.raises(Unavailable, match="circuit open"):
+            await department.query(QUERY)
+        assert transport.sent == 3  # the open circuit did not call
+        clock.now = 31
+        assert department.breaker.state is BreakerState.HALF_OPEN
+        await department.query(QUERY)
+        assert department.breaker.state is BreakerState.CLOSED
+        assert department.health()["failures"] == 3
+
+    async def test_a_failed_trial_opens_it_again_at_once(self) -> None:
+        clock = Clock()
+        department = client(
+            Scripted(*[Unavailable("down")] * 4),
+            clock,
+            retries=0,
+            breaker_failures=3,
+            breaker_reset_seconds=30,
+        )
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                await department.query(QUERY)
+        clock.now = 31
+        with pytest.raises(Unavailable, match="down"):
+            await department.query(QUERY)
+        assert department.breaker.state is BreakerState.OPEN
+
+
+class TestRequestBinding:
+    async def test_an_answer_echoing_another_requests_hash_is_malformed(self) -> None:
+        class Misbound(Scripted):
+            async def send(self, query: Query, *, timeout: float) -> Answer:
+                return Answer({}, b"{}", "0" * 64)
+
+        with pytest.raises(Malformed, match="request hash"):
+            await client(Misbound()).query(QUERY)
+
+    def test_the_request_hash_covers_consent_and_purpose(self) -> None:
+        other_consent = Query("tax", QUERY.identity_number, "c-2", QUERY.purpose)
+        other_purpose = Query("tax", QUERY.identity_number, "c-1", "复核")
+        hashes = {QUERY.request_hash, other_consent.request_hash, other_purpose.request_hash}
+        assert len(hashes) == 3
+        assert QUERY.headers()["Bangfu-Purpose"] == "%E7%94%B3%E8%AF%B7%E5%AE%A1%E6%A0%B8"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +18,10 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Watch the suite's CloudEvents.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+dlq_app = typer.Typer(help="Dead letters: events a consumer gave up on.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+outbox_app = typer.Typer(help="Each service's transactional outbox.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 ALL_SCOPES = (
     "registry:read registry:write review:community review:street review:county pii:read "
@@ -204,3 +208,66 @@ def _parse_since(value: str) -> datetime:
         return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _print_rows(rows: list[dict[str, object]]) -> None:
+    for row in rows:
+        typer.echo(json.dumps(row, ensure_ascii=False, default=str))
+
+
+def _run_ops(coroutine: Any) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except (OSError, TimeoutError) as exc:
+        typer.echo(f"error: cannot reach NATS at {SuiteSettings().nats_url}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def streams() -> None:
+    """List the JetStream streams: subjects, messages, size, consumers, retention."""
+    from bangfu import ops
+
+    _print_rows(_run_ops(ops.streams(SuiteSettings().nats_url)))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 100,
+) -> None:
+    """Show dead letters: which consumer gave up, on what, after how many tries, and why."""
+    from bangfu import ops
+
+    _print_rows(_run_ops(ops.dead_letters(SuiteSettings().nats_url, limit=limit)))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    seqs: Annotated[
+        list[int] | None, typer.Argument(help="DLQ sequence numbers to replay.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Publish dead letters again on their original subjects (after fixing the cause)."""
+    from bangfu import ops
+
+    url = SuiteSettings().nats_url
+    if all_:
+        seqs = [row["seq"] for row in _run_ops(ops.dead_letters(url, limit=1_000_000))]
+    if not seqs:
+        typer.echo(
+            "nothing to replay: give sequence numbers (see `bangfu dlq list`) or --all", err=True
+        )
+        raise typer.Exit(2)
+    typer.echo(f"replayed {_run_ops(ops.replay_dead_letters(url, seqs))} dead letters")
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Per service: events written but not yet published, and how old the oldest is."""
+    from bangfu import ops
+    from bangfu.embedded import service_settings
+    from shared.migrations import SERVICES
+
+    rows = asyncio.run(ops.outbox_status({s: service_settings(s) for s in SERVICES}))
+    _print_rows(rows)

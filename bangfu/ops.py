@@ -1,0 +1,123 @@
+"""What ops needs when something goes wrong: streams, dead letters, outbox backlogs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+from nats.js.errors import NotFoundError
+
+from shared.db import Database
+from shared.events.outbox import backlog
+from shared.events.streams import DEAD_LETTER_STREAM
+from shared.migrations import SERVICES
+from shared.settings import ServiceSettings
+
+
+async def streams(url: str) -> list[dict[str, Any]]:
+    """Every stream: subjects, message count, size, first and last message time, consumers."""
+    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    try:
+        infos = await nc.jetstream().streams_info()
+        return [
+            {
+                "stream": info.config.name,
+                "subjects": info.config.subjects,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "first_seq": info.state.first_seq,
+                "last_seq": info.state.last_seq,
+                "consumers": info.state.consumer_count,
+                "max_age_days": (info.config.max_age or 0) / 86400,
+            }
+            for info in infos
+        ]
+    finally:
+        await nc.close()
+
+
+async def dead_letters(url: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The oldest `limit` dead letters, with the consumer, original subject and reason."""
+    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    js = nc.jetstream()
+    found: list[dict[str, Any]] = []
+    try:
+        try:
+            info = await js.stream_info(DEAD_LETTER_STREAM)
+        except NotFoundError:
+            return []
+        seq = info.state.first_seq
+        while seq and seq <= info.state.last_seq and len(found) < limit:
+            try:
+                message = await js.get_msg(DEAD_LETTER_STREAM, seq)
+            except NotFoundError:  # deleted after a replay
+                seq += 1
+                continue
+            headers = message.headers or {}
+            found.append(
+                {
+                    "seq": seq,
+                    "consumer": headers.get("Bangfu-Consumer"),
+                    "subject": headers.get("Bangfu-Original-Subject"),
+                    "stream": headers.get("Bangfu-Original-Stream"),
+                    "original_seq": headers.get("Bangfu-Original-Sequence"),
+                    "deliveries": headers.get("Bangfu-Deliveries"),
+                    "reason": headers.get("Bangfu-Reason"),
+                }
+            )
+            seq += 1
+        return found
+    finally:
+        await nc.close()
+
+
+async def replay_dead_letters(url: str, seqs: list[int]) -> int:
+    """Publish each dead letter again on its original subject, then remove it from the DLQ.
+
+    Every consumer of that stream sees the event again; the ones that handled it already
+    skip it through their inbox, the one that failed gets another chance.
+    """
+    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    js = nc.jetstream()
+    replayed = 0
+    try:
+        for seq in seqs:
+            message = await js.get_msg(DEAD_LETTER_STREAM, seq)
+            headers = message.headers or {}
+            subject = headers.get("Bangfu-Original-Subject")
+            if not subject:
+                continue
+            stamp = datetime.now(UTC).isoformat()
+            # A fresh Nats-Msg-Id: the original one may still be inside the duplicate window.
+            await js.publish(
+                subject, message.data or b"", headers={"Nats-Msg-Id": f"replay:{seq}:{stamp}"}
+            )
+            await js.delete_msg(DEAD_LETTER_STREAM, seq)
+            replayed += 1
+        return replayed
+    finally:
+        await nc.close()
+
+
+async def outbox_status(settings: dict[str, ServiceSettings]) -> list[dict[str, Any]]:
+    """Per service: events written but not yet published, and the oldest one's age."""
+    rows = []
+    for service in SERVICES:
+        url, schema = settings[service].database
+        db = Database(url, schema=schema)
+        try:
+            async with db.sessionmaker() as session:
+                state = await backlog(session)
+            rows.append(
+                {
+                    "service": service,
+                    "unpublished": state.count,
+                    "oldest_age_seconds": round(state.oldest_age_seconds, 1),
+                }
+            )
+        except Exception as exc:  # noqa: BLE001 - report each service, whatever fails
+            rows.append({"service": service, "error": f"{type(exc).__name__}: {exc}"[:200]})
+        finally:
+            await db.dispose()
+    return rows

@@ -128,13 +128,9 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """A unit of work that rolls back whatever was not committed."""
+        """A unit of work; closing its session rolls back whatever was not committed."""
         async with self.sessionmaker() as session:
-            uow = UnitOfWork(session, after_commit=self.after_commit)
-            try:
-                yield uow
-            finally:
-                await uow.rollback()
+            yield UnitOfWork(session, after_commit=self.after_commit)
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -41,9 +41,12 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
     """An engine for `sqlite+aiosqlite` or `postgresql+asyncpg`; `schema` sets the search path."""
     if is_sqlite(url):
         return _sqlite_engine(url)
-    connect_args: dict[str, Any] = {}
+    # Custom plans always: a generic plan for a cached statement ignores the values and can
+    # scan a whole index where the values would use a selective one (seen in bench/registry).
+    server_settings = {"plan_cache_mode": "force_custom_plan"}
     if schema:
-        connect_args["server_settings"] = {"search_path": schema}
+        server_settings["search_path"] = schema
+    connect_args: dict[str, Any] = {"server_settings": server_settings}
     return create_async_engine(
         url,
         connect_args=connect_args,

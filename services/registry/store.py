@@ -28,7 +28,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import new_metadata
@@ -78,7 +79,7 @@ household = Table(
     Index("ix_household_region_id", "region", "id"),
     Index("ix_household_status_region", "status", "region"),
     Index("ix_household_category", "category"),
-    Index("ix_household_helper_id", "helper_id"),
+    Index("ix_household_helper_id_region", "helper_id", "region"),
     Index("ix_household_enrolled_on", "enrolled_on"),
 )
 
@@ -310,32 +311,31 @@ async def delete_member(session: AsyncSession, member_id: str) -> None:
 
 
 async def claim_persons(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> None:
-    """Claim each person for this household; raise naming the household that holds one."""
-    for index in indexes:
-        holder = (
-            await session.execute(
-                select(active_person.c.household_id).where(active_person.c.identity_index == index)
+    """Claim each person for this household; raise naming the household that holds one.
+
+    One INSERT … ON CONFLICT DO NOTHING claims every free person at once, race-free; the
+    select afterwards only looks for someone already held by another household.
+    """
+    if not indexes:
+        return
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        dialect_insert(active_person)
+        .values([{"identity_index": i, "household_id": household_id} for i in indexes])
+        .on_conflict_do_nothing(index_elements=["identity_index"])
+    )
+    holder = (
+        await session.execute(
+            select(active_person.c.household_id)
+            .where(
+                active_person.c.identity_index.in_(indexes),
+                active_person.c.household_id != household_id,
             )
-        ).scalar_one_or_none()
-        if holder is not None and holder != household_id:
-            raise PersonInActiveHousehold(holder)
-        if holder is None:
-            try:
-                async with session.begin_nested():
-                    await session.execute(
-                        insert(active_person).values(
-                            identity_index=index, household_id=household_id
-                        )
-                    )
-            except IntegrityError as exc:  # claimed by a concurrent filing meanwhile
-                holder = (
-                    await session.execute(
-                        select(active_person.c.household_id).where(
-                            active_person.c.identity_index == index
-                        )
-                    )
-                ).scalar_one()
-                raise PersonInActiveHousehold(holder) from exc
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if holder is not None:
+        raise PersonInActiveHousehold(holder)
 
 
 async def release_persons(

@@ -126,7 +126,9 @@ def upgrade() -> None:
     with op.batch_alter_table("household", schema=None) as batch_op:
         batch_op.create_index("ix_household_category", ["category"], unique=False)
         batch_op.create_index("ix_household_enrolled_on", ["enrolled_on"], unique=False)
-        batch_op.create_index("ix_household_helper_id", ["helper_id"], unique=False)
+        batch_op.create_index(
+            "ix_household_helper_id_region", ["helper_id", "region"], unique=False
+        )
         batch_op.create_index("ix_household_region_id", ["region", "id"], unique=False)
         batch_op.create_index("ix_household_status_region", ["status", "region"], unique=False)
 
@@ -255,7 +257,7 @@ def downgrade() -> None:
     with op.batch_alter_table("household", schema=None) as batch_op:
         batch_op.drop_index("ix_household_status_region")
         batch_op.drop_index("ix_household_region_id")
-        batch_op.drop_index("ix_household_helper_id")
+        batch_op.drop_index("ix_household_helper_id_region")
         batch_op.drop_index("ix_household_enrolled_on")
         batch_op.drop_index("ix_household_category")
 

@@ -1,34 +1,58 @@
 """The sandbox's app factory: `uvicorn sandbox.app:create_app --factory` (port 8190).
 
-Its department behaviour (deterministic answers, latency and faults) comes with the
-verification broker; for now it is the process the suite starts and checks.
+One process answers as every department does, over HTTP and NATS request-reply, from data
+derived from the identity number, with the latency and faults the admin endpoint sets.
 """
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandbox import api
+from sandbox.behaviour import Behaviours
+from sandbox.responder import Responder
+from sandbox.service import Sandbox
+from sandbox.settings import SandboxSettings
+from shared.events.streams import connect
 from shared.problems import install_problem_handlers
-from shared.settings import DEFAULT_PORTS
 
-
-class SandboxSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BANGFU_SANDBOX_", extra="ignore")
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORTS["sandbox"]
+__all__ = ["SandboxSettings", "create_app"]
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
+    settings = settings or SandboxSettings()
+    sandbox = Sandbox(
+        behaviours=Behaviours(settings.faults, seed=settings.seed),
+        index_key=settings.person_index_key.get_secret_value().encode(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.nats_url:
+            yield
+            return
+        nc = await connect(settings.nats_url, name="bangfu-sandbox")
+        responder = Responder(nc, sandbox, queue=settings.queue_group)
+        await responder.start()
+        sandbox.nc = nc
+        try:
+            yield
+        finally:
+            sandbox.nc = None
+            await responder.stop()
+            await nc.drain()
+
     app = FastAPI(
         title="Bangfu department sandbox",
         version="1.0.0",
         description="Answers as the departments do, for the demo and the tests.",
+        lifespan=lifespan,
     )
-    app.state.settings = settings or SandboxSettings()
-    install_problem_handlers(app)
-
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.state.settings = settings
+    app.state.sandbox = sandbox
+    install_problem_handlers(app, api.ERRORS)
+    app.include_router(api.router)
     return app

@@ -1,0 +1,129 @@
+"""The sandbox's HTTP routes: department queries, the admin endpoints, the change feed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from sandbox.behaviour import Behaviour
+from sandbox.changes import ChangeRequest
+from sandbox.departments import DEPARTMENTS
+from sandbox.protocol import CONSENT_HEADER, PURPOSE_HEADER, QueryBody, Rejected
+from sandbox.service import Sandbox
+from shared.problems import ErrorTable, Problem, problem_response
+
+DRIP_CHUNK_BYTES = 16
+
+
+def _rejected(exc: Rejected) -> Problem:
+    return Problem(exc.status, exc.type_, exc.detail)
+
+
+ERRORS: ErrorTable = {Rejected: _rejected}
+
+
+def get_sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+router = APIRouter()
+
+_QUERY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": QueryBody.model_json_schema()}},
+    },
+    "parameters": [
+        {"name": CONSENT_HEADER, "in": "header", "required": True, "schema": {"type": "string"}},
+        {
+            "name": PURPOSE_HEADER,
+            "in": "header",
+            "required": True,
+            "description": "Percent-encoded UTF-8.",
+            "schema": {"type": "string"},
+        },
+    ],
+}
+
+
+@router.post(
+    "/departments/{code}/query",
+    tags=["departments"],
+    summary="Ask a department about one person",
+    openapi_extra=_QUERY_DOC,
+    response_model=None,
+)
+async def query(code: str, request: Request, sandbox: SandboxDep) -> Response:
+    """The department's answer, with `Bangfu-Request-Hash` and the consent id echoed."""
+    reply = await sandbox.query(code, raw=await request.body(), headers=request.headers)
+    if reply.fault == "http_500":
+        return problem_response(
+            500, "department-error", "the department's system failed", instance=request.url.path
+        )
+    if reply.fault == "timeout":
+        await _hold(request, seconds=request.app.state.settings.timeout_seconds)
+    if reply.fault == "slow_drip":
+        return StreamingResponse(
+            _drip(reply.body, seconds=reply.drip_seconds),
+            media_type="application/json",
+            headers=reply.headers,
+        )
+    return Response(reply.body, media_type="application/json", headers=reply.headers)
+
+
+async def _hold(request: Request, *, seconds: float) -> None:
+    """Keep the caller waiting, but stop as soon as it hangs up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline and not await request.is_disconnected():
+        await asyncio.sleep(min(0.25, max(0.0, deadline - loop.time())))
+
+
+async def _drip(body: bytes, *, seconds: float) -> AsyncIterator[bytes]:
+    chunks = [body[i : i + DRIP_CHUNK_BYTES] for i in range(0, len(body), DRIP_CHUNK_BYTES)]
+    pause = seconds / len(chunks)
+    for chunk in chunks:
+        await asyncio.sleep(pause)
+        yield chunk
+
+
+@router.get("/admin/departments", tags=["admin"], summary="Every department's behaviour")
+async def list_departments(sandbox: SandboxDep) -> dict[str, dict[str, Any]]:
+    return {code: sandbox.view(code) for code in DEPARTMENTS}
+
+
+@router.get("/admin/departments/{code}", tags=["admin"], summary="One department's behaviour")
+async def get_department(code: str, sandbox: SandboxDep) -> dict[str, Any]:
+    return sandbox.view(code)
+
+
+@router.put("/admin/departments/{code}", tags=["admin"], summary="Set latency and faults")
+async def put_department(code: str, behaviour: Behaviour, sandbox: SandboxDep) -> dict[str, Any]:
+    sandbox.set_behaviour(code, behaviour)
+    return sandbox.view(code)
+
+
+@router.delete("/admin/departments/{code}", tags=["admin"], summary="Reset to no latency, no fault")
+async def reset_department(code: str, sandbox: SandboxDep) -> Response:
+    sandbox.set_behaviour(code, None)
+    return Response(status_code=204)
+
+
+@router.post("/admin/changes", tags=["admin"], status_code=202, summary="Publish a change")
+async def publish_change(change: ChangeRequest, sandbox: SandboxDep) -> dict[str, Any]:
+    """Publish on `bangfu.dept.<code>.changed.<pp>.<cc>.<dd>`; later answers reflect it."""
+    event = await sandbox.publish_change(change)
+    return {"subject": event.nats_subject, "event": event.model_dump(mode="json")}
+
+
+@router.get("/healthz", tags=["operations"], summary="Alive")
+async def healthz(sandbox: SandboxDep) -> dict[str, str]:
+    nats = "off" if sandbox.nc is None else ("ok" if sandbox.nc.is_connected else "disconnected")
+    return {"status": "ok", "nats": nats}

@@ -1,0 +1,133 @@
+"""What a department query is on both transports: its headers, body, request hash and errors.
+
+Every query carries the consent (授权书) id and the purpose in headers, as X-Road's
+X-Road-Issue does; the answer echoes a hash that binds it to the query it answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import unquote
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sandbox.behaviour import FaultKind
+from shared.identity import IdentityNumber, InvalidIdentityNumber, parse_identity_number
+
+CONSENT_HEADER = "Bangfu-Consent-Id"
+PURPOSE_HEADER = "Bangfu-Purpose"
+HASH_HEADER = "Bangfu-Request-Hash"
+STATUS_HEADER = "Bangfu-Status"
+
+
+class Rejected(Exception):
+    """A query the department refuses, with the status it answers (400, 404, 422, 500)."""
+
+    def __init__(self, status: int, type_: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.type_ = type_
+        self.detail = detail
+
+    def error_body(self) -> bytes:
+        """The body of an error on NATS, where there is no problem+json."""
+        error = {"status": self.status, "type": self.type_, "detail": self.detail}
+        return encode({"error": error})
+
+
+class QueryBody(BaseModel):
+    """The request: one person, and optionally the day the answer describes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity_number: str
+    as_of: date | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query that passed the department's checks."""
+
+    department: str
+    identity: IdentityNumber
+    as_of: date
+    consent_id: str
+    purpose: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer as the department sends it: `body` is already broken if a fault says so."""
+
+    body: bytes
+    headers: dict[str, str]
+    fault: FaultKind | None = None
+    drip_seconds: float = 0.0
+
+
+def encode(body: Any) -> bytes:
+    """JSON as every answer is sent, the same bytes on both transports."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def request_hash(*, department: str, body: Any, consent_id: str, purpose: str) -> str:
+    """SHA-256 hex of the canonical JSON of [department, request body, consent id, purpose]."""
+    canonical = json.dumps(
+        [department, body, consent_id, purpose],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_query(*, department: str, raw: bytes, headers: Mapping[str, str], today: date) -> Query:
+    """Check the headers, then the body, as a strict department does; raise Rejected."""
+    consent_id = _header(headers, CONSENT_HEADER, "the consent (授权书) id")
+    # Header values are Latin-1, so the purpose travels as percent-encoded UTF-8.
+    purpose = unquote(_header(headers, PURPOSE_HEADER, "the purpose of the query"))
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Rejected(400, "malformed-json", "the request body is not valid JSON") from None
+    try:
+        body = QueryBody.model_validate(document)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise Rejected(422, "invalid-input", reasons) from None
+    try:
+        identity = parse_identity_number(body.identity_number, today=today)
+    except InvalidIdentityNumber as exc:
+        raise Rejected(422, "invalid-identity-number", f"identity_number: {exc}") from None
+    as_of = body.as_of or today
+    if as_of > today:
+        raise Rejected(422, "invalid-input", f"as_of: {as_of} is after today ({today})")
+    if as_of < identity.birth_date:
+        raise Rejected(422, "invalid-input", f"as_of: {as_of} is before the person was born")
+    return Query(
+        department=department,
+        identity=identity,
+        as_of=as_of,
+        consent_id=consent_id,
+        purpose=purpose,
+        request_hash=request_hash(
+            department=department, body=document, consent_id=consent_id, purpose=purpose
+        ),
+    )
+
+
+def _header(headers: Mapping[str, str], name: str, what: str) -> str:
+    wanted = name.lower()
+    value = next((v for k, v in headers.items() if k.lower() == wanted), "").strip()
+    if not value:
+        raise Rejected(400, "missing-header", f"the {name} header is required: it carries {what}")
+    return value

@@ -1,0 +1,129 @@
+"""The sandbox's use cases, shared by both transports: answer a query, publish a change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from sandbox.behaviour import Behaviour, Behaviours, FaultKind
+from sandbox.changes import ChangeRequest, change_event, check_change, person_index
+from sandbox.departments import DEPARTMENTS, Department
+from sandbox.people import Change, person_of
+from sandbox.protocol import CONSENT_HEADER, HASH_HEADER, Rejected, Reply, encode, parse_query
+from shared.events.envelope import CONTENT_TYPE, CloudEvent
+
+
+class Sandbox:
+    """Every department at once: deterministic answers, with the latency and faults set."""
+
+    def __init__(
+        self,
+        *,
+        behaviours: Behaviours,
+        index_key: bytes,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.behaviours = behaviours
+        self.nc: NATS | None = None
+        self._index_key = index_key
+        self._today = today
+        self._changes: dict[str, list[Change]] = defaultdict(list)
+        self._sequences: Counter[tuple[str, str]] = Counter()
+        self.answered: Counter[str] = Counter()
+        self.faulted: Counter[str] = Counter()
+
+    def department(self, code: str) -> Department:
+        department = DEPARTMENTS.get(code)
+        if department is None:
+            known = ", ".join(DEPARTMENTS)
+            raise Rejected(404, "unknown-department", f"no department {code!r}; known: {known}")
+        return department
+
+    async def query(self, code: str, *, raw: bytes, headers: Mapping[str, str]) -> Reply:
+        """Check the query, wait the department's latency, and answer (or fault)."""
+        department = self.department(code)
+        query = parse_query(department=code, raw=raw, headers=headers, today=self._today())
+        number = query.identity.number
+        person = person_of(query.identity, as_of=query.as_of, changes=self._changes.get(number, ()))
+        answer = department.render(person)
+        await asyncio.sleep(self.behaviours.delay_seconds(code))
+        fault = self.behaviours.fault_for(code, number)
+        self.answered[code] += 1
+        if fault:
+            self.faulted[code] += 1
+        return Reply(
+            body=_broken(answer, fault),
+            headers={HASH_HEADER: query.request_hash, CONSENT_HEADER: query.consent_id},
+            fault=fault,
+            drip_seconds=self.behaviours.get(code).drip_seconds,
+        )
+
+    def view(self, code: str) -> dict[str, Any]:
+        """A department as the admin endpoint shows it."""
+        department = self.department(code)
+        return {
+            "code": code,
+            "name": department.name,
+            "holder": department.holder,
+            "monthly_snapshot": department.monthly,
+            "change_kinds": list(department.change_kinds),
+            "behaviour": self.behaviours.get(code).model_dump(mode="json"),
+            "answered": self.answered[code],
+            "faulted": self.faulted[code],
+        }
+
+    def set_behaviour(self, code: str, behaviour: Behaviour | None) -> None:
+        """Set (or, with None, reset) a department's latency and faults."""
+        self.department(code)
+        if behaviour is None:
+            self.behaviours.reset(code)
+        else:
+            self.behaviours.set(code, behaviour)
+
+    async def publish_change(self, request: ChangeRequest) -> CloudEvent:
+        """Publish a change on the department's feed; later answers reflect it."""
+        if self.nc is None:
+            raise Rejected(503, "nats-unavailable", "the change feed needs NATS, which is off")
+        today = self._today()
+        identity = check_change(request, today=today)
+        effective = request.effective_date or today
+        index = person_index(identity.number, key=self._index_key)
+        self._sequences[(request.department, index)] += 1
+        event = change_event(
+            request,
+            identity,
+            key=self._index_key,
+            sequence=self._sequences[(request.department, index)],
+            effective_date=effective,
+        )
+        headers = {"Nats-Msg-Id": event.id, "Content-Type": CONTENT_TYPE}
+        await self.nc.publish(event.nats_subject, event.to_json(), headers=headers)
+        await self.nc.flush()
+        self._changes[identity.number].append(Change(request.kind, effective))
+        return event
+
+
+def _broken(answer: dict[str, Any], fault: FaultKind | None) -> bytes:
+    """The answer's bytes, or what a faulty department sends instead."""
+    body = encode(answer)
+    if fault == "malformed_json":
+        # Cut off mid-document, as a proxy that drops the connection would.
+        return body[: len(body) // 2]
+    if fault == "wrong_schema":
+        # Well-formed, but the shape of some other system's API (pinyin abbreviations).
+        return encode(
+            {
+                "code": "0000",
+                "msg": "查询成功",
+                "data": {
+                    "total": 1,
+                    "rows": [{"sfzh": answer["identity_number_masked"], "cxrq": answer["as_of"]}],
+                },
+            }
+        )
+    return body

@@ -54,6 +54,8 @@ class Findings:
     assets: tuple[Asset, ...] = ()
     flags: frozenset[str] = frozenset()  # e.g. receiving_pension, business_owner, deceased
     facts: Mapping[str, str] = field(default_factory=dict)  # e.g. hukou_type, marital_status
+    # Other amounts a rule may need, e.g. medical self-paid costs of a year (fen).
+    amounts: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

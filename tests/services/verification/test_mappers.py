@@ -69,9 +69,7 @@ class TestMappers:
         _, as_of = await findings(departments, Department.FINANCE, PEOPLE[0])
         first_of_month = date.today().replace(day=1)
         assert as_of < first_of_month
-        assert (
-            as_of.replace(day=28) + (as_of.replace(day=28) - as_of.replace(day=27)) * 4
-        ).month != as_of.month  # the last day of its month
+        assert (as_of + timedelta(days=1)).day == 1  # the last day of its month
 
     async def test_a_wrong_schema_or_the_wrong_department_is_malformed(self) -> None:
         with pytest.raises(Malformed, match="unexpected answer from tax"):

@@ -1,0 +1,146 @@
+"""One household checked against the sandbox's departments over HTTP: consent, faults, report."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from sandbox.app import create_app
+from sandbox.settings import SandboxSettings
+from services.verification.adapters.client import DepartmentClient, DepartmentConfig
+from services.verification.adapters.transport import HttpTransport
+from services.verification.checking import Person, check_household
+from services.verification.domain.consent import Consent
+from services.verification.domain.departments import Department
+from services.verification.domain.report import AssetLimits, ItemStatus, build_report
+from tests.conftest import running
+from tests.helpers import identity_number
+
+TODAY = date.today()
+LIMITS = AssetLimits(2_000_000, 1, 0, 5_000_000, source="test parameters")
+
+
+def consent(departments: frozenset[Department] = frozenset(Department), **kw: object) -> Consent:
+    values: dict[str, object] = {
+        "id": "c-1",
+        "person_index": "p",
+        "signed_by": "张三明",
+        "signed_on": TODAY - timedelta(days=5),
+        "expires_on": TODAY + timedelta(days=300),
+        "departments": departments,
+        "document_ref": "宛城-1",
+        **kw,
+    }
+    return Consent(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(SandboxSettings(nats_url=""))) as client:
+        yield client
+
+
+def clients(http: httpx.AsyncClient) -> dict[Department, DepartmentClient]:
+    transport = HttpTransport(http, "http://test")
+    return {
+        d: DepartmentClient(
+            DepartmentConfig(d.value, timeout_seconds=1, retries=1), transport, max_backoff=0.01
+        )
+        for d in Department
+    }
+
+
+class TestCheckHousehold:
+    async def test_all_departments_healthy_give_a_complete_report(
+        self, sandbox: httpx.AsyncClient
+    ) -> None:
+        people = [
+            Person("m1", identity_number(serial=1), (consent(),)),
+            Person("m2", identity_number(serial=2), (consent(),)),
+        ]
+        items = await check_household(
+            people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
+        )
+        assert len(items) == 22
+        assert {i.status for i in items} == {ItemStatus.OK}
+        report = build_report(
+            household_id="h",
+            version=1,
+            member_ids=["m1", "m2"],
+            items=items,
+            declared=[],
+            limits=LIMITS,
+            discrepancy_threshold_fen=10_000,
+        )
+        assert report.income_complete
+        assert report.unavailable_departments == ()
+
+    async def test_missing_expired_revoked_or_partial_consent_skips_exactly_those_calls(
+        self, sandbox: httpx.AsyncClient
+    ) -> None:
+        people = [
+            Person("none", identity_number(serial=3), ()),
+            Person(
+                "expired",
+                identity_number(serial=4),
+                (
+                    consent(
+                        expires_on=TODAY - timedelta(days=1), signed_on=TODAY - timedelta(days=400)
+                    ),
+                ),
+            ),
+            Person("revoked", identity_number(serial=5), (consent(revoked_on=TODAY),)),
+            Person("tax-only", identity_number(serial=6), (consent(frozenset({Department.TAX})),)),
+        ]
+        departments = [Department.TAX, Department.FINANCE]
+        items = await check_household(
+            people, clients(sandbox), departments=departments, purpose="复核", on=TODAY
+        )
+        outcome = {(i.member_id, i.department.value): (i.status.value, i.reason) for i in items}
+        assert outcome == {
+            ("none", "tax"): ("no_consent", "consent missing"),
+            ("none", "finance"): ("no_consent", "consent missing"),
+            ("expired", "tax"): ("no_consent", "consent expired"),
+            ("expired", "finance"): ("no_consent", "consent expired"),
+            ("revoked", "tax"): ("no_consent", "consent revoked"),
+            ("revoked", "finance"): ("no_consent", "consent revoked"),
+            ("tax-only", "tax"): ("ok", None),
+            ("tax-only", "finance"): ("no_consent", "consent not_covered"),
+        }
+
+    @pytest.mark.parametrize(
+        ("fault", "status"),
+        [
+            ("http_500", "unavailable"),
+            ("malformed_json", "error"),
+            ("wrong_schema", "error"),
+        ],
+    )
+    async def test_a_faulty_department_is_named_in_the_report_and_the_rest_is_kept(
+        self, sandbox: httpx.AsyncClient, fault: str, status: str
+    ) -> None:
+        await sandbox.put("/admin/departments/finance", json={"fault": fault})
+        people = [Person("m1", identity_number(serial=7), (consent(),))]
+        items = await check_household(
+            people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
+        )
+        by_department = {i.department: i for i in items}
+        assert by_department[Department.FINANCE].status.value == status
+        assert by_department[Department.FINANCE].reason
+        assert by_department[Department.FINANCE].findings is None
+        others = {i.status for d, i in by_department.items() if d is not Department.FINANCE}
+        assert others == {ItemStatus.OK}
+        report = build_report(
+            household_id="h",
+            version=1,
+            member_ids=["m1"],
+            items=items,
+            declared=[],
+            limits=LIMITS,
+            discrepancy_threshold_fen=10_000,
+        )
+        assert report.asset_verdicts["deposits_per_capita"].value == "unknown"
+        assert report.unavailable_departments == (Department.FINANCE,)

@@ -26,6 +26,7 @@ from shared.regions import normalize_prefix, region_in
 from shared.settings import SuiteSettings
 
 ALGORITHMS = ["ES256", "RS256", "EdDSA"]
+_CACHE_SIZE = 10_000
 _bearer = HTTPBearer(auto_error=False, description="OAuth2 client-credentials access token")
 
 
@@ -59,6 +60,7 @@ class TokenVerifier:
         self._audience = audience
         self._public_key = public_key
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
     def from_settings(cls, suite: SuiteSettings) -> TokenVerifier:
@@ -71,7 +73,24 @@ class TokenVerifier:
         return cls(issuer=suite.auth_issuer, audience=suite.auth_audience, public_key=key)
 
     async def verify(self, token: str) -> Principal:
-        """Raise jwt.InvalidTokenError (or a subclass) when the token is not acceptable."""
+        """Raise jwt.InvalidTokenError (or a subclass) when the token is not acceptable.
+
+        A token already verified is answered from a small cache until it expires: a client
+        sends the same token with every request, and checking its signature costs ~1 ms.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() < expires:
+                return principal
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = (principal, expires)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         if self._jwks is not None:
             # PyJWKClient fetches over blocking urllib; its cache makes this rare.
             key = (await anyio.to_thread.run_sync(self._jwks.get_signing_key_from_jwt, token)).key
@@ -92,11 +111,12 @@ class TokenVerifier:
             prefixes = tuple(normalize_prefix(str(r)) for r in regions)
         except ValueError as exc:
             raise jwt.InvalidTokenError(f"bad regions claim: {exc}") from exc
-        return Principal(
+        principal = Principal(
             client_id=str(claims["sub"]),
             scopes=frozenset(str(claims.get("scope", "")).split()),
             regions=prefixes,
         )
+        return principal, float(claims["exp"])
 
 
 def ensure_signing_key(private_file: Path, public_file: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 import threading
@@ -294,3 +295,27 @@ class TestDevelopmentSigningKey:
                 issuer=ISSUER,
                 audience=AUDIENCE,
             )
+
+
+class TestVerifiedTokenCache:
+    async def test_a_cached_token_still_expires(self, tmp_path: Path) -> None:
+        ensure_signing_key(tmp_path / "k.pem", tmp_path / "k.pub")
+        verifier = TokenVerifier(
+            issuer="bangfu-dev",
+            audience="bangfu",
+            public_key=serialization.load_pem_public_key((tmp_path / "k.pub").read_bytes()),
+        )
+        token = issue_token(
+            (tmp_path / "k.pem").read_bytes(),
+            client_id="c",
+            scopes=["a"],
+            regions=["41"],
+            issuer="bangfu-dev",
+            audience="bangfu",
+            ttl=timedelta(seconds=1),
+        )
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first
+        await asyncio.sleep(1.1)
+        with pytest.raises(jwt.ExpiredSignatureError):
+            await verifier.verify(token)

@@ -178,24 +178,32 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 class BodyGuardMiddleware:
     """413 for a body over the limit (declared or streamed), 415 for a body that is not JSON.
 
-    A route that takes another media type (an Excel upload) lists it in `extra_media_types`.
+    A route that takes another media type (an Excel upload) lists it in `extra_media_types`;
+    a path that takes larger bodies names its limit in `path_limits`.
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, extra_media_types: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        extra_media_types: tuple[str, ...] = (),
+        path_limits: Mapping[str, int] | None = None,
     ):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.media_types = _JSON_TYPES + extra_media_types
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject(scope, send, 413, self._too_large())
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, 413, self._too_large(limit))
             return
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = declared not in (None, "0") or "transfer-encoding" in headers
@@ -218,15 +226,15 @@ class BodyGuardMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # FastAPI lets an HTTPException from the body read reach the handlers.
-                    raise StarletteHTTPException(413, detail=self._too_large())
+                    raise StarletteHTTPException(413, detail=self._too_large(limit))
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than {self.max_body_bytes} bytes"
+    def _too_large(self, limit: int) -> str:
+        return f"the request body is larger than {limit} bytes"
 
     async def _reject(self, scope: Scope, send: Send, status: int, detail: str) -> None:
         response = problem_response(status, _HTTP_TYPES[status], detail, instance=scope["path"])

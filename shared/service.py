@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import structlog
@@ -166,6 +166,7 @@ def create_service_app(
     subscriptions: Sequence[Subscription] = (),
     errors: ErrorTable | None = None,
     extra_media_types: tuple[str, ...] = (),
+    body_limits: Mapping[str, int] | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build a service's app; its resources open in the lifespan, not here."""
@@ -193,6 +194,7 @@ def create_service_app(
         BodyGuardMiddleware,
         max_body_bytes=suite.max_body_bytes,
         extra_media_types=extra_media_types,
+        path_limits=body_limits,
     )
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)
     app.include_router(_operations)

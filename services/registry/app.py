@@ -3,6 +3,7 @@
 from fastapi import FastAPI
 
 from services.registry import api, consumers
+from services.registry.api.excel import LEDGER_MAX_BYTES
 from services.registry.settings import RegistrySettings
 from shared.service import create_service_app
 
@@ -16,6 +17,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         routers=[api.router],
         errors=api.ERRORS,
         extra_media_types=("multipart/form-data",),  # the ledger upload
+        body_limits={"/v1/imports/ledger": LEDGER_MAX_BYTES},
         subscriptions=consumers.subscriptions(settings),
     )
     app.state.keyring = settings.keyring()

@@ -1,0 +1,346 @@
+"""The county ledger (信息台账) and the measures card (帮扶措施明白卡) as .xlsx.
+
+Reading a ledger is pure: rows in, household specs and row-by-row errors (in Chinese) out.
+One row per member; rows with the same 户编号 form one household.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from openpyxl import Workbook, load_workbook
+
+from shared.identity import InvalidIdentityNumber, parse_identity_number
+
+COLUMNS = (
+    "户编号",
+    "区县代码",
+    "地址",
+    "类别",
+    "致困原因",
+    "姓名",
+    "身份证号",
+    "与户主关系",
+    "户口性质",
+    "劳动能力",
+    "就业状况",
+    "手机",
+)
+REQUIRED = COLUMNS[:8]
+MAX_ROWS = 20_000
+
+CATEGORIES = {
+    "特困供养": "tekun",
+    "低保": "dibao",
+    "低保边缘": "dibao_edge",
+    "支出型": "expenditure",
+    "意外灾害": "expenditure",
+    "农民工": "migrant_worker",
+    "下岗": "layoff",
+}
+CAUSES = {
+    "因病": "illness",
+    "因残": "disability",
+    "因学": "education",
+    "因灾": "disaster",
+    "意外": "disaster",
+    "失业": "unemployment",
+    "下岗": "unemployment",
+    "欠缴社保": "unpaid_social_insurance",
+    "缺乏劳动力": "lack_of_labour",
+    "其他": "other",
+}
+RELATIONS = {
+    "户主": "head",
+    "配偶": "spouse",
+    "子女": "child",
+    "父母": "parent",
+    "祖父母": "grandparent",
+    "孙子女": "grandchild",
+    "兄弟姐妹": "sibling",
+    "其他": "other",
+}
+HUKOU = {"城镇": "urban", "农村": "rural"}
+LABOUR = {"有": "full", "部分": "partial", "无": "none"}
+EMPLOYMENT = {
+    "就业": "employed",
+    "灵活就业": "flexible",
+    "失业": "unemployed",
+    "下岗": "laid_off",
+    "退休": "retired",
+    "学生": "student",
+    "非劳动年龄": "not_working_age",
+}
+_IDENTITY_REASONS = {
+    "length": "身份证号长度应为18位",
+    "characters": "身份证号含有非法字符",
+    "region": "身份证号地区码无效",
+    "birth_date": "出生日期不存在",
+    "future_birth_date": "出生日期晚于今天",
+    "checksum": "身份证号校验位错误",
+}
+
+_LABELS = {v: k for k, v in CATEGORIES.items() if k != "意外灾害"}
+_RELATION_LABELS = {v: k for k, v in RELATIONS.items()}
+_CAUSE_LABELS = {
+    "illness": "因病",
+    "disability": "因残",
+    "education": "因学",
+    "disaster": "因灾",
+    "unemployment": "失业",
+    "unpaid_social_insurance": "欠缴社保",
+    "lack_of_labour": "缺乏劳动力",
+    "other": "其他",
+}
+
+
+class LedgerUnreadable(ValueError):
+    """Not an .xlsx, or without the columns a ledger needs."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    column: str
+    reason: str
+    household: str
+
+
+@dataclass
+class LedgerHousehold:
+    """One 户编号: its first row, its rows, and the filing built from them (if valid)."""
+
+    key: str
+    first_row: int
+    rows: list[int] = field(default_factory=list)
+    spec: dict[str, Any] | None = None
+    errors: list[RowError] = field(default_factory=list)
+
+
+def read_ledger(content: bytes, *, today: date) -> list[LedgerHousehold]:
+    """Parse the workbook into households, each with its spec or its errors."""
+    try:
+        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).active
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+        raise LedgerUnreadable("不是有效的 xlsx 文件") from exc
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(v).strip() if v is not None else "" for v in next(rows, ())]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise LedgerUnreadable(f"缺少列: {'、'.join(missing)}")
+    index = {name: header.index(name) for name in COLUMNS if name in header}
+    households: dict[str, LedgerHousehold] = {}
+    for number, values in enumerate(rows, start=2):
+        if number - 1 > MAX_ROWS:
+            raise LedgerUnreadable(f"行数超过上限 {MAX_ROWS}")
+        cells = {name: _text(values[i] if i < len(values) else None) for name, i in index.items()}
+        if not any(cells.values()):
+            continue
+        key = cells["户编号"] or f"(第{number}行)"
+        household = households.setdefault(key, LedgerHousehold(key, number))
+        household.rows.append(number)
+        _read_row(household, number, cells, today=today)
+    for household in households.values():
+        _finish(household)
+    return list(households.values())
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip(" \t\u3000")
+
+
+def _read_row(
+    household: LedgerHousehold, row: int, cells: Mapping[str, str], *, today: date
+) -> None:
+    def error(column: str, reason: str) -> None:
+        household.errors.append(RowError(row, column, reason, household.key))
+
+    if household.spec is None:
+        household.spec = {
+            "location": {"region": cells["区县代码"], "address": cells["地址"]},
+            "members": [],
+            "category": None,
+            "causes": set(),
+        }
+        if not re.fullmatch(r"\d{6}", cells["区县代码"]):
+            error("区县代码", "区县代码应为6位数字")
+        if not cells["地址"]:
+            error("地址", "地址不能为空")
+    elif cells["区县代码"] and cells["区县代码"] != household.spec["location"]["region"]:
+        error("区县代码", "同一户的区县代码不一致")
+    if cells["类别"]:
+        category = CATEGORIES.get(cells["类别"])
+        if category is None:
+            error("类别", f"未知类别“{cells['类别']}”")
+        household.spec["category"] = household.spec["category"] or category
+    for label in filter(None, re.split(r"[、,，;；\s]+", cells["致困原因"])):
+        cause = CAUSES.get(label)
+        if cause is None:
+            error("致困原因", f"未知致困原因“{label}”")
+        else:
+            household.spec["causes"].add(cause)
+    member = _member(cells, error, today=today)
+    if member:
+        household.spec["members"].append(member)
+
+
+def _member(cells: Mapping[str, str], error: Any, *, today: date) -> dict[str, Any] | None:
+    ok = True
+    if not cells["姓名"]:
+        error("姓名", "姓名不能为空")
+        ok = False
+    elif len(cells["姓名"]) > 50:
+        error("姓名", "姓名超过50个字")
+        ok = False
+    try:
+        number = parse_identity_number(cells["身份证号"], today=today).number
+    except InvalidIdentityNumber as exc:
+        error("身份证号", _IDENTITY_REASONS.get(exc.reason, "身份证号无效"))
+        ok = False
+    relation = RELATIONS.get(cells["与户主关系"])
+    if relation is None:
+        error("与户主关系", f"未知关系“{cells['与户主关系']}”")
+        ok = False
+    member: dict[str, Any] = {"name": cells["姓名"], "relation": relation}
+    for column, key, table in (
+        ("户口性质", "hukou_type", HUKOU),
+        ("劳动能力", "labour_capacity", LABOUR),
+        ("就业状况", "employment", EMPLOYMENT),
+    ):
+        value = cells.get(column, "")
+        if value and value not in table:
+            error(column, f"未知{column}“{value}”")
+            ok = False
+        elif value:
+            member[key] = table[value]
+    phone = cells.get("手机", "")
+    if phone and not re.fullmatch(r"1\d{10}", phone):
+        error("手机", "手机号应为11位数字")
+        ok = False
+    elif phone:
+        member["phone"] = phone
+    if not ok:
+        return None
+    member["identity_number"] = number
+    return member
+
+
+def _finish(household: LedgerHousehold) -> None:
+    spec = household.spec
+    if spec is None:
+        return
+    heads = [m for m in spec["members"] if m["relation"] == "head"]
+    if not household.errors and len(heads) != 1:
+        household.errors.append(
+            RowError(
+                household.first_row,
+                "与户主关系",
+                "缺少户主" if not heads else "户主多于一人",
+                household.key,
+            )
+        )
+    if spec["category"] is None and not any(e.column == "类别" for e in household.errors):
+        household.errors.append(RowError(household.first_row, "类别", "缺少类别", household.key))
+    if not spec["causes"]:
+        household.errors.append(
+            RowError(household.first_row, "致困原因", "缺少致困原因", household.key)
+        )
+    if household.errors:
+        household.spec = None
+
+
+def write_ledger(households: Iterable[Mapping[str, Any]]) -> bytes:
+    """A ledger workbook: one row per member, in the columns `read_ledger` reads."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "信息台账"
+    sheet.append(COLUMNS)
+    for household in households:
+        for member in household["members"]:
+            sheet.append(
+                [
+                    household["id"],
+                    household["location"]["region"],
+                    household["location"]["address"],
+                    _LABELS.get(household["category"], ""),
+                    "、".join(_CAUSE_LABELS.get(c, c) for c in household["causes"]),
+                    member["name"],
+                    member["identity_number"],
+                    _RELATION_LABELS.get(member["relation"], ""),
+                    {v: k for k, v in HUKOU.items()}.get(member["hukou_type"], ""),
+                    {v: k for k, v in LABOUR.items()}.get(member["labour_capacity"], ""),
+                    {v: k for k, v in EMPLOYMENT.items()}.get(member["employment"], ""),
+                    member["phone"] or "",
+                ]
+            )
+    return _save(book)
+
+
+def write_card(household: Mapping[str, Any], *, today: date) -> bytes:
+    """帮扶措施明白卡: the household, its plan, its helper and the measures benefits found."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "帮扶措施明白卡"
+    head = next((m for m in household["members"] if m["relation"] == "head"), None)
+    sheet.append(["帮扶措施明白卡"])
+    sheet.append(
+        [
+            "户主",
+            head["name"][:1] + "*" * max(len(head["name"]) - 1, 1) if head else "",
+            "身份证号",
+            head["identity_number"] if head else "",
+        ]
+    )
+    sheet.append(
+        [
+            "地址",
+            household["location"]["address"],
+            "类别",
+            _LABELS.get(household["category"], household["category"]),
+        ]
+    )
+    helper = household.get("helper")
+    sheet.append(["帮扶责任人", f"{helper['name']}（{helper['unit']}）" if helper else "未确定"])
+    sheet.append([])
+    sheet.append(["帮扶计划", "措施", "牵头单位", "状态"])
+    for measure in household["plan"]:
+        sheet.append(
+            [measure["group"], measure["measure"], measure["lead_department"], measure["status"]]
+        )
+    sheet.append([])
+    entitlements = household.get("entitlements")
+    sheet.append(["应享受的帮扶措施"])
+    if not entitlements:
+        sheet.append(["待测算"])
+    else:
+        for item in entitlements.get("measures", []):
+            sheet.append(
+                [
+                    item.get("measure"),
+                    item.get("amount_fen"),
+                    item.get("department"),
+                    item.get("explanation"),
+                ]
+            )
+    sheet.append([])
+    sheet.append([f"打印日期：{today.isoformat()}"])
+    return _save(book)
+
+
+def _save(book: Workbook) -> bytes:
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def summary(households: Sequence[LedgerHousehold]) -> dict[str, int]:
+    return {"households": len(households), "rows": sum(len(h.rows) for h in households)}

@@ -31,6 +31,11 @@ class InvalidIdentityNumber(ValueError):
         super().__init__(message)
         self.reason: Reason = reason
 
+    @property
+    def code(self) -> str:
+        """The machine-readable reason, as problem+json bodies carry it."""
+        return self.reason
+
 
 @dataclass(frozen=True)
 class IdentityNumber:

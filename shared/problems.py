@@ -90,6 +90,26 @@ def _field_path(location: tuple[Any, ...]) -> str:
 ErrorTable = Mapping[type[Exception], Callable[[Any], Problem]]
 
 
+def invalid_field(
+    field: str | None = None, type_: str = "invalid-input"
+) -> Callable[[Exception], Problem]:
+    """An error-table entry: a 422 naming the field (or the error's own `field`) and a `code`.
+
+    `code` is the error's machine-readable `code` where it has one (an identity number's
+    `checksum`, say), else `invalid`.
+    """
+
+    def to_problem(exc: Exception) -> Problem:
+        error = {
+            "field": field or getattr(exc, "field", ""),
+            "reason": str(exc),
+            "code": getattr(exc, "code", "invalid"),
+        }
+        return Problem(422, type_, str(exc), errors=[error])
+
+    return to_problem
+
+
 def _render(request: Request, problem: Problem) -> JSONResponse:
     return problem_response(
         problem.status,

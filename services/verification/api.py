@@ -12,26 +12,17 @@ from services.verification import service
 from services.verification.schemas import ConsentIn, ConsentOut, ConsentSearch, RevokeIn
 from shared.auth import Principal, require
 from shared.identity import InvalidIdentityNumber
-from shared.problems import ErrorTable, Problem
+from shared.problems import ErrorTable, Problem, invalid_field
 from shared.regions import InvalidRegion
 from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["consents"])
 
 
-def _invalid(field: str | None, type_: str = "invalid-input") -> Callable[[Exception], Problem]:
-    def to_problem(exc: Exception) -> Problem:
-        name = field or getattr(exc, "field", "")
-        error = {"field": name, "reason": str(exc), "code": getattr(exc, "reason", "invalid")}
-        return Problem(422, type_, str(exc), errors=[error])
-
-    return to_problem
-
-
 ERRORS: ErrorTable = {
-    InvalidIdentityNumber: _invalid("identity_number", "invalid-identity-number"),
-    InvalidRegion: _invalid("region"),
-    service.InvalidConsent: _invalid(None),
+    InvalidIdentityNumber: invalid_field("identity_number", "invalid-identity-number"),
+    InvalidRegion: invalid_field("region"),
+    service.InvalidConsent: invalid_field(None),
     service.RegionNotAllowed: lambda exc: Problem(
         403, "region-not-allowed", f"the token does not cover region {exc}"
     ),

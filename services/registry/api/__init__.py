@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import APIRouter
 
 from services.registry import service
@@ -15,7 +13,7 @@ from services.registry.domain.workflow import StepNotAllowed
 from shared.crypto import DecryptionError
 from shared.events.schemas import schema_router
 from shared.identity import InvalidIdentityNumber
-from shared.problems import ErrorTable, Problem
+from shared.problems import ErrorTable, Problem, invalid_field
 from shared.regions import InvalidRegion
 
 router = APIRouter()
@@ -25,29 +23,11 @@ router.include_router(excel.router)
 router.include_router(schema_router("registry", "household", EVENT_TYPES))
 
 
-def _invalid(field: str | None, type_: str = "invalid-input") -> Callable[[Exception], Problem]:
-    """A 422 naming the field; `code` is the machine-readable reason where the error has one."""
-
-    def to_problem(exc: Exception) -> Problem:
-        name = field or getattr(exc, "field", "")
-        error = {
-            "field": name,
-            "reason": str(getattr(exc, "reason", exc)),
-            "code": getattr(exc, "reason", "invalid") if field else "invalid",
-        }
-        if isinstance(exc, InvalidIdentityNumber):
-            error["code"] = exc.reason
-            error["reason"] = str(exc)
-        return Problem(422, type_, str(exc), errors=[error])
-
-    return to_problem
-
-
 ERRORS: ErrorTable = {
-    InvalidIdentityNumber: _invalid("members.identity_number", "invalid-identity-number"),
-    InvalidRegion: _invalid("location.region"),
-    InvalidText: _invalid(None),
-    RuleBroken: _invalid(None, "rule-broken"),
+    InvalidIdentityNumber: invalid_field("members.identity_number", "invalid-identity-number"),
+    InvalidRegion: invalid_field("location.region"),
+    InvalidText: invalid_field(None),
+    RuleBroken: invalid_field(None, "rule-broken"),
     StepNotAllowed: lambda exc: Problem(
         409,
         "step-not-allowed",

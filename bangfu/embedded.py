@@ -22,6 +22,7 @@ from services.benefits.settings import BenefitsSettings
 from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
+from shared.auth import ensure_signing_key
 from shared.migrations import SERVICES, upgrade
 from shared.natsserver import NatsServer, die_with_parent, port_open
 from shared.settings import ServiceSettings, SuiteSettings
@@ -114,6 +115,8 @@ class Supervisor:
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
         os.environ.update(env)
         migrate(say=self.say)
+        if not self.suite.auth_jwks_url:  # before the services start, so none races for it
+            ensure_signing_key(self.suite.signing_key_file, self.suite.public_key_file)
         for name, port in service_ports().items():
             module = "sandbox" if name == "sandbox" else f"services.{name}"
             ready = "/healthz" if name == "sandbox" else "/readyz"

@@ -6,6 +6,8 @@ them with a local key under `.bangfu/` (`bangfu token`).
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -120,25 +122,37 @@ class TokenVerifier:
 
 
 def ensure_signing_key(private_file: Path, public_file: Path) -> None:
-    """Create the embedded default's P-256 signing key pair once."""
-    if private_file.exists() and public_file.exists():
-        return
-    private_file.parent.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    private_file.write_bytes(
-        key.private_bytes(
+    """Create the embedded default's P-256 signing key pair once, safely under concurrency.
+
+    Several services start at once and may all find no key: the private key appears by an
+    atomic link, so only the first writer's key is ever seen, and never half written; the
+    public key is derived from it and replaced atomically.
+    """
+    if not private_file.exists():
+        private_file.parent.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-    )
-    private_file.chmod(0o600)
-    public_file.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
+        temporary = private_file.with_name(f".{private_file.name}.{secrets.token_hex(6)}.tmp")
+        temporary.write_bytes(pem)
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, private_file)
+        except FileExistsError:
+            pass  # another process won the race: its key is the key
+        finally:
+            temporary.unlink()
+    if not public_file.exists():
+        private = serialization.load_pem_private_key(private_file.read_bytes(), None)
+        pem = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-    )
+        temporary = public_file.with_name(f".{public_file.name}.{secrets.token_hex(6)}.tmp")
+        temporary.write_bytes(pem)
+        os.replace(temporary, public_file)
 
 
 def issue_token(

@@ -319,3 +319,20 @@ class TestVerifiedTokenCache:
         await asyncio.sleep(1.1)
         with pytest.raises(jwt.ExpiredSignatureError):
             await verifier.verify(token)
+
+
+class TestSigningKeyCreatedConcurrently:
+    def test_services_starting_together_all_get_the_same_whole_key(self, tmp_path: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        private, public = tmp_path / "k.pem", tmp_path / "k.pub"
+
+        def start_a_service() -> bytes:
+            ensure_signing_key(private, public)
+            serialization.load_pem_public_key(public.read_bytes())  # never half written
+            return public.read_bytes()
+
+        with ThreadPoolExecutor(8) as pool:
+            keys = set(pool.map(lambda _: start_a_service(), range(16)))
+        assert len(keys) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem", "k.pub"]

@@ -16,6 +16,7 @@ from typing import Any
 from openpyxl import Workbook, load_workbook
 
 from shared.identity import InvalidIdentityNumber, parse_identity_number
+from shared.regions import InvalidRegion, parse_region
 
 COLUMNS = (
     "户编号",
@@ -173,6 +174,11 @@ def _read_row(
         }
         if not re.fullmatch(r"\d{6}", cells["区县代码"]):
             error("区县代码", "区县代码应为6位数字")
+        else:
+            try:
+                parse_region(cells["区县代码"])
+            except InvalidRegion:
+                error("区县代码", "区县代码无效")
         if not cells["地址"]:
             error("地址", "地址不能为空")
     elif cells["区县代码"] and cells["区县代码"] != household.spec["location"]["region"]:
@@ -238,6 +244,11 @@ def _finish(household: LedgerHousehold) -> None:
     spec = household.spec
     if spec is None:
         return
+    numbers = [m["identity_number"] for m in spec["members"]]
+    if len(set(numbers)) != len(numbers):
+        household.errors.append(
+            RowError(household.first_row, "身份证号", "同一户内身份证号重复", household.key)
+        )
     heads = [m for m in spec["members"] if m["relation"] == "head"]
     if not household.errors and len(heads) != 1:
         household.errors.append(

@@ -17,6 +17,7 @@ from shared import audit
 from shared.identity import InvalidIdentityNumber
 from shared.observability import current_traceparent, trace_id_of
 from shared.problems import Problem
+from shared.regions import InvalidRegion
 from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["excel"])
@@ -55,7 +56,14 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
                     uow,
                     ctx,
                     location=Location(**spec["location"]),
-                    hukou_type="urban",
+                    hukou_type=next(
+                        (
+                            m.get("hukou_type", "urban")
+                            for m in spec["members"]
+                            if m["relation"] == "head"
+                        ),
+                        "urban",
+                    ),
                     category=Category(spec["category"]),
                     flags=frozenset[Flag](),
                     causes=frozenset(Cause(c) for c in spec["causes"]),
@@ -67,8 +75,10 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
             column, reason = _SERVICE_ERRORS[type(exc)]
             errors.append(spreadsheets.RowError(household.first_row, column, reason, household.key))
             continue
-        except (RuleBroken, InvalidText, InvalidIdentityNumber) as exc:
-            errors.append(spreadsheets.RowError(household.first_row, "", str(exc), household.key))
+        except (RuleBroken, InvalidText, InvalidIdentityNumber, InvalidRegion) as exc:
+            reason = f"数据不符合建档规则：{exc}"
+            column = str(getattr(exc, "field", ""))
+            errors.append(spreadsheets.RowError(household.first_row, column, reason, household.key))
             continue
         imported[household.key] = filed.id
     await uow.commit()

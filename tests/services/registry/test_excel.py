@@ -128,6 +128,31 @@ class TestLedgerImport:
         assert "缺少列" in missing.json()["detail"]
         assert "身份证号" in missing.json()["detail"]
 
+    async def test_a_bad_region_or_a_repeated_number_fails_only_its_household(
+        self, registry: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        content = ledger(
+            [
+                row("A", 1),
+                row("B", 2, 区县代码="991302"),
+                row("C", 3),
+                row("C", 3, "配偶", "李强"),
+                row("D", 4, 户口性质="农村"),
+            ]
+        )
+        report = (await upload(registry, token, content)).json()
+        assert sorted(report["imported"]) == ["A", "D"]
+        assert [(e["household"], e["column"], e["reason"]) for e in report["errors"]] == [
+            ("B", "区县代码", "区县代码无效"),
+            ("C", "身份证号", "同一户内身份证号重复"),
+        ]
+        rural = (
+            await registry.get(
+                f"/v1/households/{report['imported']['D']}", headers=bearer(token("registry:read"))
+            )
+        ).json()
+        assert rural["hukou_type"] == "rural"
+
     async def test_households_outside_the_callers_regions_are_not_imported(
         self, registry: httpx.AsyncClient, token: Callable[..., str]
     ) -> None:

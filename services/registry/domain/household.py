@@ -264,6 +264,8 @@ class Household:
         if unknown:
             raise RuleBroken(unknown[0], "is not editable; statuses change through workflow steps")
         self._require_active("household")
+        if "causes" in values and not values["causes"]:
+            raise RuleBroken("causes", "at least one cause of hardship is needed")
         changes = tuple(
             FieldChange(name, _plain(getattr(self, name)), _plain(value))
             for name, value in values.items()
@@ -320,11 +322,7 @@ class Household:
             return ()
         label = f"members[{mask_name(member.name)}]"
         changes = tuple(
-            FieldChange(
-                f"{label}.{k}",
-                _plain(getattr(member, k)) if k != "phone" else _masked_phone(getattr(member, k)),
-                _plain(v) if k != "phone" else _masked_phone(v),
-            )
+            FieldChange(f"{label}.{k}", _history_value(k, getattr(member, k)), _history_value(k, v))
             for k, v in changed.items()
         )
         self.members[index] = replace(member, **changed)
@@ -549,8 +547,13 @@ class Household:
         raise AssertionError(step)
 
 
-def _masked_phone(phone: str | None) -> str | None:
-    return mask_phone(phone) if phone else None
+def _history_value(field_name: str, value: Any) -> Any:
+    """A member field as the history keeps it: names and phones masked."""
+    if field_name == "phone":
+        return mask_phone(value) if value else None
+    if field_name == "name":
+        return mask_name(value)
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

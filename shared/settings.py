@@ -96,6 +96,12 @@ class ServiceSettings(BaseSettings):
     # `k2:BASE64,k1:BASE64`, the first is current; unset in development means generated keys.
     encryption_keys: SecretStr | None = None
     blind_index_key: SecretStr | None = None
+    # The registry, for services that read household values (events carry none).
+    registry_url: str = "http://127.0.0.1:8101"
+    # Bearer tokens from the identity provider: `registry:read`, and `registry:read pii:read`
+    # for a service that must see identity numbers; unset in development means self-signed.
+    registry_token: SecretStr | None = None
+    registry_pii_token: SecretStr | None = None
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> ServiceSettings:

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -174,3 +177,33 @@ async def registry(registry_settings: RegistrySettings) -> AsyncIterator[httpx.A
     """The registry app, lifespan running, on a migrated database and the session's NATS."""
     async with running(create_registry(registry_settings)) as client:
         yield client
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Run the app under uvicorn on a free loopback port, in a thread; yields its base URL.
+
+    For a service that another service calls over the network, as it would in production.
+    """
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the app did not start under uvicorn")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def registry_server(registry_settings: RegistrySettings) -> Iterator[str]:
+    """The real registry app served over HTTP on loopback: its base URL."""
+    with serving(create_registry(registry_settings)) as url:
+        yield url

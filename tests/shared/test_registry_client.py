@@ -1,0 +1,63 @@
+"""The registry client against the real registry served over HTTP on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from services.verification.settings import VerificationSettings
+from shared.natsserver import free_port
+from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
+from shared.settings import SuiteSettings
+from tests.helpers import bearer, household_body, identity_number
+
+
+async def test_reads_a_household_masked_or_in_clear_as_asked(
+    registry_server: str, suite: SuiteSettings, token: Callable[..., str]
+) -> None:
+    number = identity_number(region="411302", serial=41)
+    async with httpx.AsyncClient(base_url=registry_server) as http:
+        created = await http.post(
+            "/v1/households",
+            json=household_body(head_number=number),
+            headers=bearer(token("registry:write")),
+        )
+    assert created.status_code == 201, created.text
+    household_id = created.json()["id"]
+
+    settings = VerificationSettings(suite=suite, registry_url=registry_server)
+    client = RegistryClient.from_settings(settings)
+    try:
+        masked = await client.household(household_id)
+        clear = await client.household(household_id, pii=True, purpose="核对 test")
+        assert masked["members"][0]["identity_number"] != number
+        assert "*" in masked["members"][0]["identity_number"]
+        assert clear["members"][0]["identity_number"] == number
+        assert await client.declarations(household_id) == []
+        with pytest.raises(HouseholdNotFound):
+            await client.household("0190a000-0000-7000-8000-000000000000")
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_registry_is_unavailable_not_an_error_of_the_caller(
+    suite: SuiteSettings,
+) -> None:
+    settings = VerificationSettings(suite=suite, registry_url=f"http://127.0.0.1:{free_port()}")
+    client = RegistryClient.from_settings(settings)
+    try:
+        with pytest.raises(RegistryUnavailable):
+            await client.household("anything")
+    finally:
+        await client.aclose()
+
+
+def test_production_needs_a_configured_token(suite: SuiteSettings) -> None:
+    production = suite.model_copy(update={"env": "production", "auth_jwks_url": "http://idp"})
+    settings = VerificationSettings.model_construct(
+        suite=production, registry_url="http://127.0.0.1:1", registry_token=None
+    )
+    with pytest.raises(ValueError, match="BANGFU_VERIFICATION_REGISTRY_TOKEN"):
+        RegistryClient.from_settings(settings)

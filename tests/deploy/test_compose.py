@@ -1,0 +1,166 @@
+"""docker-compose.yml: valid Compose, wired in the right order, configured only by settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from bangfu.embedded import SETTINGS
+from sandbox.settings import SandboxSettings
+from shared.settings import SuiteSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SERVICES = ("registry", "verification", "benefits", "notifications")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # resolves the << merges
+    return loaded
+
+
+def settings_for(command: list[str]) -> list[type[BaseSettings]]:
+    """The settings classes the process a container's command starts reads."""
+    if command[0].startswith("services."):
+        return [SuiteSettings, SETTINGS[command[0].removeprefix("services.")]]
+    if command[0] == "sandbox":
+        return [SandboxSettings]
+    if command[0] == "bangfu":
+        return [SuiteSettings, *SETTINGS.values()]
+    raise AssertionError(f"unknown command {command}")
+
+
+def variables(cls: type[BaseSettings]) -> set[str]:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return {f"{prefix}{name}".upper() for name in cls.model_fields if name != "suite"}
+
+
+def interpolated(value: object) -> str:
+    """The value Compose would pass with an empty shell: `${X:-default}` -> default."""
+    return _INTERPOLATION.sub(lambda match: match.group(2) or "", str(value))
+
+
+def bangfu_containers() -> dict[str, dict[str, Any]]:
+    return {
+        name: spec
+        for name, spec in compose()["services"].items()
+        if spec.get("image", "").startswith("bangfu:")
+    }
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validator_rejects_a_broken_compose_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("condition: service_healthy", "condition: up"))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+
+
+def test_every_process_of_the_suite_runs_from_the_one_image() -> None:
+    containers = bangfu_containers()
+    commands = {name: spec["command"] for name, spec in containers.items()}
+    assert commands == {
+        "migrate": ["bangfu", "migrate"],
+        **{service: [f"services.{service}"] for service in SERVICES},
+        "sandbox": ["sandbox"],
+    }
+    assert {spec["build"]["dockerfile"] for spec in containers.values()} == {"deploy/Dockerfile"}
+
+
+@pytest.mark.parametrize("container", ["migrate", *SERVICES, "sandbox"])
+def test_every_variable_set_is_a_setting_of_its_process(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = compose()["services"][container]
+    environment = {key: interpolated(value) for key, value in spec["environment"].items()}
+    classes = settings_for(spec["command"])
+    known = set().union(*(variables(cls) for cls in classes))
+    assert sorted(set(environment) - known) == []
+    # And the values parse: each process would start with this environment.
+    for key in [key for key in os.environ if key.startswith("BANGFU_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    for cls in classes:
+        cls()
+
+
+def test_the_variable_check_catches_a_misspelt_setting() -> None:
+    known = variables(SuiteSettings) | variables(SETTINGS["registry"])
+    assert "BANGFU_REGISTRY_PORT" in known
+    assert "BANGFU_REGISTRY_PROT" not in known
+    assert "BANGFU_NATS_URL" in known
+    assert "BANGFU_REGISTRY_SUITE" not in known
+
+
+def test_services_start_only_after_the_one_migration_job() -> None:
+    services = compose()["services"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}
+        assert depends["nats"] == {"condition": "service_healthy"}
+    assert services["verification"]["depends_on"]["sandbox"] == {"condition": "service_healthy"}
+    # Only the job migrates: no service's start-up runs Alembic.
+    for module in ("shared/service.py", "shared/serve.py"):
+        assert "upgrade" not in (ROOT / module).read_text()
+
+
+def test_infrastructure_has_healthchecks_and_named_volumes() -> None:
+    document = compose()
+    services = document["services"]
+    for name in ("postgres", "nats"):
+        assert services[name]["healthcheck"]["test"]
+    named = set(document["volumes"])
+    assert named == {"postgres-data", "nats-data", "bangfu-home"}
+    mounted = {
+        volume.split(":")[0]
+        for spec in services.values()
+        for volume in spec.get("volumes", [])
+        if not volume.startswith(".")
+    }
+    assert mounted == named
+    for spec in services.values():
+        assert "env_file" not in spec, "configuration only through environment"
+
+
+def test_nats_runs_jetstream_with_its_store_on_the_volume() -> None:
+    services = compose()["services"]
+    assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
+    config = (ROOT / "deploy" / "nats" / "nats.conf").read_text()
+    assert re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data/jetstream", config)
+    assert "http_port: 8222" in config  # the healthcheck's endpoint

@@ -1,0 +1,180 @@
+"""deploy/k8s: every overlay renders, passes the Kubernetes schemas strictly, and is locked down."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import K8S, OVERLAYS, pod_specs, render, security_findings
+from tests.deploy.test_compose import settings_for, variables
+
+SERVICES = ("registry", "verification", "benefits", "notifications")
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def manifests(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(K8S / "overlays" / request.param)
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def validate(documents: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(documents))
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "kubernetes-validate"),
+            "--strict",
+            "--quiet",
+            str(rendered),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_both_overlays_exist() -> None:
+    assert OVERLAYS == ["production", "staging"]
+
+
+def test_overlay_passes_kubernetes_validate_strict(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    result = validate(manifests, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strict_validation_rejects_an_unknown_field(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    broken = copy.deepcopy(manifests)
+    deployment = next(d for d in broken if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    assert validate(broken, tmp_path).returncode == 1
+
+
+def test_every_container_is_locked_down(manifests: list[dict[str, Any]]) -> None:
+    assert security_findings(manifests) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("securityContext", "runAsNonRoot"), False, "runAsNonRoot is not true"),
+        (("containers", 0, "securityContext", "readOnlyRootFilesystem"), False, "writable"),
+        (("containers", 0, "resources", "limits"), {}, "no cpu limit"),
+        (("containers", 0, "livenessProbe", "httpGet", "path"), "/", "livenessProbe"),
+    ],
+)
+def test_the_walker_catches_a_weakened_workload(
+    manifests: list[dict[str, Any]], path: tuple[Any, ...], value: Any, expected: str
+) -> None:
+    weakened = copy.deepcopy(manifests)
+    spec = next(s for name, s in pod_specs(weakened) if name == "Deployment/registry")
+    target = spec
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    findings = security_findings(weakened)
+    assert findings and all("Deployment/registry" in f for f in findings)
+    assert any(expected in f for f in findings)
+
+
+def test_each_service_has_deployment_service_autoscaler_and_budget(
+    manifests: list[dict[str, Any]],
+) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    assert sorted(deployments) == sorted(SERVICES)
+    autoscalers = by_kind(manifests, "HorizontalPodAutoscaler")
+    budgets = by_kind(manifests, "PodDisruptionBudget")
+    for service in SERVICES:
+        assert autoscalers[service]["spec"]["scaleTargetRef"]["name"] == service
+        assert budgets[service]["spec"]["selector"]["matchLabels"] == {
+            "app.kubernetes.io/name": service
+        }
+        assert service in by_kind(manifests, "Service")
+        (container,) = deployments[service]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [f"services.{service}"]
+
+
+def test_the_migration_job_runs_bangfu_migrate(manifests: list[dict[str, Any]]) -> None:
+    job = by_kind(manifests, "Job")["bangfu-migrate"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["bangfu", "migrate"]
+    # No service runs migrations itself: no init container anywhere migrates.
+    for name, spec in pod_specs(manifests):
+        for init in spec.get("initContainers", []):
+            assert "migrate" not in init.get("args", []), name
+
+
+def test_nats_is_a_three_node_jetstream_cluster(manifests: list[dict[str, Any]]) -> None:
+    nats = by_kind(manifests, "StatefulSet")["nats"]
+    assert nats["spec"]["replicas"] == 3
+    assert by_kind(manifests, "PodDisruptionBudget")["nats"]["spec"]["maxUnavailable"] == 1
+    (config,) = [
+        d
+        for d in manifests
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("nats")
+    ]
+    text = config["data"]["nats.conf"]
+    assert "jetstream {" in text
+    assert all(f"nats-{i}.nats-headless:6222" in text for i in range(3))
+    assert 'include "auth/auth.conf"' in text and "tls {" in text
+    settings = by_kind(manifests, "ConfigMap")["bangfu-config"]["data"]
+    assert settings["BANGFU_STREAM_REPLICAS"] == "3"
+
+
+def test_only_database_clients_reach_postgresql(manifests: list[dict[str, Any]]) -> None:
+    policy = by_kind(manifests, "NetworkPolicy")["postgresql-from-services-only"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "postgresql"}
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    label = source["podSelector"]["matchLabels"]
+    clients = sorted(
+        name
+        for name, _ in pod_specs(manifests)
+        for document in manifests
+        if f"{document['kind']}/{document['metadata']['name']}" == name
+        and label.items() <= document["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert clients == sorted(
+        ["Job/bangfu-migrate", *(f"Deployment/{service}" for service in SERVICES)]
+    )
+
+
+def test_every_variable_given_to_a_process_is_one_of_its_settings(
+    manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_maps = by_kind(manifests, "ConfigMap")
+    secrets = by_kind(manifests, "Secret")
+    for document in manifests:
+        if document["kind"] not in ("Deployment", "Job"):
+            continue
+        (container,) = document["spec"]["template"]["spec"]["containers"]
+        environment: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                environment |= config_maps[source["configMapRef"]["name"]]["data"]
+            else:
+                environment |= secrets[source["secretRef"]["name"]]["stringData"]
+        environment |= {item["name"]: item["value"] for item in container.get("env", [])}
+        classes = settings_for(container["args"])
+        known = set().union(*(variables(cls) for cls in classes))
+        assert sorted(set(environment) - known) == [], document["metadata"]["name"]
+        for key in [key for key in os.environ if key.startswith("BANGFU_")]:
+            monkeypatch.delenv(key)
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value.replace("CHANGE-ME", "x"))
+        # The values parse; in production that includes the JWKS URL and the service's keys.
+        for cls in classes:
+            cls()

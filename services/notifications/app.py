@@ -1,15 +1,23 @@
 """The notifications app factory: `uvicorn services.notifications.app:create_app --factory`."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
-from services.notifications import api, consumers
+from services.notifications import api, consumers, service
+from services.notifications.delivery import DeliveryWorker
+from services.notifications.dispatch import Dispatcher
+from services.notifications.scheduler import Scheduler
 from services.notifications.settings import NotificationsSettings
-from shared.service import create_service_app
+from shared.service import ServiceRuntime, create_service_app
 
 
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Bangfu notifications",
         description="Follow-up: visits due, referrals, webhooks, SMS, email, inbox.",
@@ -17,3 +25,30 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         subscriptions=consumers.subscriptions(settings),
         errors=api.ERRORS,
     )
+    keyring = settings.keyring()
+    app.state.keyring = keyring
+    engine = service.Engine.from_settings(settings)
+    service_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """The service's own resources, then the workers that send and schedule."""
+        async with service_lifespan(app):
+            if not settings.workers:
+                yield
+                return
+            runtime: ServiceRuntime = app.state.runtime
+            delivery = DeliveryWorker(runtime.db, settings, keyring)
+            dispatcher = Dispatcher.from_settings(runtime.db, settings)
+            scheduler = Scheduler(runtime.db, engine, name=settings.replica)
+            for worker in (delivery, dispatcher, scheduler):
+                worker.start()
+            app.state.delivery = delivery
+            try:
+                yield
+            finally:
+                for worker in (scheduler, dispatcher, delivery):
+                    await worker.stop()
+
+    app.router.lifespan_context = lifespan
+    return app

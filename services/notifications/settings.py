@@ -1,7 +1,9 @@
 """Notifications settings, from `BANGFU_NOTIFICATIONS_*` variables."""
 
+from pathlib import Path
 from typing import ClassVar
 
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -10,3 +12,45 @@ from shared.settings import ServiceSettings
 class NotificationsSettings(ServiceSettings):
     service: ClassVar[str] = "notifications"
     model_config = SettingsConfigDict(env_prefix="BANGFU_NOTIFICATIONS_", extra="ignore")
+
+    # The rules file (which events cause which messages); unset means the packaged one.
+    rules_file: Path | None = None
+    # Local time of the suite's people: quiet hours and schedule times are in it.
+    timezone: str = "Asia/Shanghai"
+    # Background workers: off only for a replica that serves the API alone.
+    workers: bool = True
+    worker_poll_seconds: float = 0.25
+
+    # Webhooks: how long a failing delivery is retried before it is dead-lettered.
+    webhook_retry_seconds: float = 24 * 3600
+    webhook_backoff_base_seconds: float = 1.0
+    webhook_backoff_cap_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 200
+    webhook_batch_size: int = 500
+
+    # Follow-up schedules (每月至少入户走访一次).
+    visit_reminder_days: int = 7  # before the month ends, if nobody has visited yet
+    visit_overdue_days: int = 5  # after the month ended: the county office is told
+    recheck_interval_days: int = 365
+    schedule_hour: int = 9  # local hour a schedule fires on its day
+    scheduler_batch_size: int = 100
+    # A name for this replica in the schedule log (which replica fired what).
+    replica: str = ""
+
+    # SMS through an HTTP gateway (the sandbox in development: `python -m sandbox.sms`).
+    sms_gateway_url: str = "http://127.0.0.1:8191"
+    sms_gateway_key: SecretStr | None = None
+    sms_quiet_start_hour: int = 22
+    sms_quiet_end_hour: int = 8
+    sms_per_recipient_per_day: int = 3
+    message_max_attempts: int = 5
+
+    # Email through SMTP (a local aiosmtpd server in development).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8125
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "bangfu-notifications@localhost"
+    # `{"county_office:411302": "jiekun@county.example"}`; others go to `<kind>-<id>@<domain>`.
+    email_addresses: dict[str, str] = {}
+    email_domain: str = "bangfu.local"

@@ -1,0 +1,1 @@
+"""Channels that leave the suite: an HTTP SMS gateway and SMTP email."""

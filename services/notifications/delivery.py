@@ -1,0 +1,214 @@
+"""The webhook delivery worker: lease due deliveries, post them signed, record what happened.
+
+Several replicas may run it against one database: a claim leases rows (`leased_until`) under
+`FOR UPDATE SKIP LOCKED`, and only the head of each (subscription, household) queue is
+claimable, so a household's deliveries arrive in order even across replicas. The HTTP posts
+happen outside any transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+
+from services.notifications import service, store
+from services.notifications.domain.webhooks import (
+    DELIVERY_HEADER,
+    EVENT_TYPE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    backoff_seconds,
+    signature,
+)
+from services.notifications.settings import NotificationsSettings
+from shared.crypto import Keyring, decrypt
+from shared.db import Database
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class DeliveryWorker:
+    """Sends queued webhook deliveries until stopped."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: NotificationsSettings,
+        keyring: Keyring,
+        *,
+        rng: random.Random | None = None,
+    ):
+        self._db = db
+        self._settings = settings
+        self._keyring = keyring
+        self._rng = rng or random.Random()
+        self._secrets: dict[str, str] = {}
+        self._http = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds,
+            limits=httpx.Limits(
+                max_connections=settings.webhook_concurrency,
+                max_keepalive_connections=settings.webhook_concurrency,
+            ),
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - keep delivering after a database hiccup
+                log.warning("webhook.worker_failed", error=repr(exc))
+                sent = 0
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.worker_poll_seconds)
+                self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Claim one batch, post it concurrently, record the outcomes; how many were tried."""
+        settings = self._settings
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=settings.webhook_timeout_seconds * 2 + 5)
+        async with self._db.unit_of_work() as uow:
+            claimed = await store.claim_deliveries(
+                uow.session, now=now, lease_until=lease, limit=settings.webhook_batch_size
+            )
+            subscriptions = (
+                {s["id"]: s for s in await store.live_subscriptions(uow.session)} if claimed else {}
+            )
+            await uow.commit()
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self._post(row, subscriptions.get(row["subscription_id"])) for row in claimed)
+        )
+        await self._record(claimed, outcomes)
+        return len(claimed)
+
+    def _secret(self, subscription: Mapping[str, Any]) -> str:
+        cached = self._secrets.get(subscription["secret_cipher"])
+        if cached is None:
+            cached = decrypt(
+                self._keyring, subscription["secret_cipher"], context=service.SECRET_CONTEXT
+            )
+            self._secrets[subscription["secret_cipher"]] = cached
+        return cached
+
+    async def _post(
+        self, row: Mapping[str, Any], subscription: Mapping[str, Any] | None
+    ) -> Outcome:
+        if subscription is None:
+            return Outcome(None, "subscription deleted", 0)
+        body = row["body"].encode()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            DELIVERY_HEADER: row["id"],
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: signature(self._secret(subscription), timestamp=timestamp, body=body),
+            EVENT_TYPE_HEADER: row["event_type"],
+        }
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(subscription["url"], content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
+        elapsed = int((time.perf_counter() - started) * 1000)
+        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return Outcome(response.status_code, error, elapsed)
+
+    async def _record(self, claimed: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
+        settings = self._settings
+        now = datetime.now(UTC)
+        retry_for = timedelta(seconds=settings.webhook_retry_seconds)
+        async with self._db.unit_of_work() as uow:
+            await store.record_attempts(
+                uow.session,
+                [
+                    {
+                        "delivery_id": row["id"],
+                        "attempt": row["attempts"] + 1,
+                        "at": now,
+                        "status_code": outcome.status_code,
+                        "error": outcome.error,
+                        "duration_ms": outcome.duration_ms,
+                    }
+                    for row, outcome in zip(claimed, outcomes, strict=True)
+                ],
+            )
+            for row, outcome in zip(claimed, outcomes, strict=True):
+                attempts = row["attempts"] + 1
+                first = service.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
+                values: dict[str, Any] = {
+                    "attempts": attempts,
+                    "first_attempt_at": first,
+                    "leased_until": None,
+                    "last_status_code": outcome.status_code,
+                    "last_error": outcome.error,
+                }
+                if outcome.ok:
+                    values.update(status="delivered", finished_at=now)
+                elif now - first >= retry_for:
+                    values.update(status="dead", finished_at=now)
+                    log.warning("webhook.dead_lettered", delivery=row["id"], error=outcome.error)
+                else:
+                    wait = backoff_seconds(
+                        attempts,
+                        base=settings.webhook_backoff_base_seconds,
+                        cap=settings.webhook_backoff_cap_seconds,
+                        rng=self._rng,
+                    )
+                    values["next_attempt_at"] = now + timedelta(seconds=wait)
+                await store.finish_delivery(uow.session, row["position"], **values)
+                if row["message_id"] and values.get("status") in ("delivered", "dead"):
+                    await _settle_message(uow, row["message_id"], now=now)
+            await uow.commit()
+
+
+async def _settle_message(uow: Any, message_id: str, *, now: datetime) -> None:
+    """A referral by webhook is delivered once any of its deliveries is; failed when all died."""
+    row = await store.get_message(uow.session, message_id)
+    if row is None or row["status"] in ("delivered", "failed"):
+        return
+    counts = await store.message_deliveries_left(uow.session, message_id)
+    if counts.get("delivered"):
+        await store.update_message(uow.session, message_id, status="delivered", delivered_at=now)
+    elif not counts.get("pending"):
+        reason = "every webhook delivery was dead-lettered"
+        await store.update_message(uow.session, message_id, status="failed", reason=reason)
+        uow.publish(service.notification_event({**row, "reason": reason}, name="failed", now=now))

@@ -1,0 +1,275 @@
+"""The one-household path: the batch rules on columns of length 1, plus the explanation.
+
+帮扶措施明白卡 — the card listing every measure a household is owed, each with its amount,
+period, department, and an explanation in Chinese naming the rule, the parameter values with
+their dates, the inputs and the clause. Eligibility says, for each category that does not
+apply, why not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from services.benefits.domain import rules
+from services.benefits.domain.facts import Household, columns
+from services.benefits.domain.parameters import SPECS, Book, Kind, Resolved, Rounding, Value
+from services.benefits.domain.rules import CATEGORY_CLAUSES, CATEGORY_NAMES, Category, Measure
+
+ROUNDING_NAMES = {
+    Rounding.FEN: "按分精确计算",
+    Rounding.UP_YUAN: "按元向上取整",
+    Rounding.DOWN_YUAN: "按元向下取整",
+    Rounding.HALF_UP_YUAN: "按元四舍五入",
+}
+PERIOD_NAMES = {rules.Period.MONTH: "每月", rules.Period.YEAR: "每年", rules.Period.ONCE: "一次性"}
+
+
+def yuan(fen: int) -> str:
+    """`63050` -> `630.50元` (integers only: no float between fen and the text)."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{cents:02d}元"
+
+
+def show(value: Value) -> str:
+    """A parameter value as people read it."""
+    kind = SPECS[value.key].kind
+    v = value.value
+    if kind is Kind.FEN:
+        return yuan(int(v))
+    if kind is Kind.PERMILLE:
+        return f"{Decimal(int(v)) / 1000}倍"
+    if kind is Kind.PERCENT:
+        return f"{v}%"
+    if kind is Kind.BOOL:
+        return "是" if v else "否"
+    if kind is Kind.ROUNDING:
+        return ROUNDING_NAMES[Rounding(str(v))]
+    return str(v)
+
+
+def cite(value: Value, names: dict[str, str]) -> str:
+    """`城市低保标准(每人每月) 630.00元(2024-01-01起,南阳市,依据《…》四(三)1)`."""
+    until = f"至{value.effective_to}" if value.effective_to else "起"
+    where = names.get(value.region, value.region)
+    return (
+        f"{SPECS[value.key].label} {show(value)}({value.effective_from}{until},{where},"
+        f"依据{value.citation()})"
+    )
+
+
+@dataclass(frozen=True)
+class Line:
+    """One measure on the card."""
+
+    code: str
+    name: str
+    department: str
+    period: str
+    amount_fen: int
+    quantity: int
+    unit: str
+    rounding: str
+    clause: str
+    explanation: str
+    parameters: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One category: whether it applies and, if not, why not."""
+
+    category: str
+    name: str
+    applies: bool
+    reason: str
+    clause: str
+
+
+@dataclass(frozen=True)
+class Card:
+    household_id: str
+    region: str
+    on: date
+    income_fen: int
+    income_source: str
+    report_version: int | None
+    per_capita_income: str
+    members: int
+    eligibility: list[Decision]
+    measures: list[Line]
+    monthly_fen: int
+    yearly_fen: int
+    engine_version: str = rules.ENGINE_VERSION
+    rule_digests: dict[str, str] = field(default_factory=dict)
+    parameter_digest: str = ""
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+
+    def result(self) -> dict[str, Any]:
+        """What a receipt compares on re-derivation: categories and every amount."""
+        return {
+            "eligibility": {d.category: d.applies for d in self.eligibility},
+            "measures": {m.code: [m.amount_fen, m.quantity] for m in self.measures},
+            "income_fen": self.income_fen,
+            "income_source": self.income_source,
+        }
+
+
+def yearly(period: str, amount_fen: int) -> int:
+    """A measure's amount over a year: 12 months, the year's, or the one-off payment."""
+    return amount_fen * 12 if period == rules.Period.MONTH else amount_fen
+
+
+def compute(book: Book, household: Household, *, on: date) -> Card:
+    """The card of one household on `on`: the batch rules on a batch of one, explained."""
+    cols = columns([household], on=on)
+    p = rules.params_for(book, cols, on=on, keys=rules.ALL_KEYS)
+    result = rules.evaluate(cols, p)
+    resolved = p.resolved[0]
+    names = dict(book.names)
+    income = household.income()
+    size = len(household.members)
+    t = rules.tests(cols, p)
+    decisions = [
+        Decision(
+            category=c.value,
+            name=CATEGORY_NAMES[c],
+            applies=bool(flags[0]),
+            reason="" if flags[0] else _why_not(c, t, cols, resolved, names),
+            clause=CATEGORY_CLAUSES[c],
+        )
+        for c, flags in result.categories.items()
+    ]
+    lines = []
+    for measure in rules.MEASURES:
+        amounts = result.amounts[measure.code]
+        quantity, fen = int(amounts.quantity[0]), int(amounts.fen[0])
+        if quantity == 0:
+            continue
+        lines.append(_line(measure, fen, quantity, household, resolved, names))
+    return Card(
+        household_id=household.household_id,
+        region=household.region,
+        on=on,
+        income_fen=income.household_fen,
+        income_source=income.source,
+        report_version=income.report_version,
+        per_capita_income=yuan_per_capita(income.household_fen, size),
+        members=size,
+        eligibility=decisions,
+        measures=lines,
+        monthly_fen=sum(m.amount_fen for m in lines if m.period == rules.Period.MONTH),
+        yearly_fen=sum(yearly(m.period, m.amount_fen) for m in lines),
+        rule_digests=dict(rules.rule_digests()),
+        parameter_digest=resolved.digest(),
+        parameters=[resolved.values[k].as_dict() for k in sorted(resolved.values)],
+    )
+
+
+def yuan_per_capita(household_fen: int, size: int) -> str:
+    """Per-capita income for people to read, to the fen (display only; rules never divide)."""
+    return f"{(Decimal(household_fen) / size / 100).quantize(Decimal('0.01'))}元"
+
+
+def _line(
+    measure: Measure,
+    fen: int,
+    quantity: int,
+    household: Household,
+    resolved: Resolved,
+    names: dict[str, str],
+) -> Line:
+    used = [v for k in measure.keys if (v := resolved.get(k)) is not None]
+    income = household.income()
+    size = len(household.members)
+    source = "核对报告核实收入" if income.source == "verified" else "申报收入"
+    inputs = (
+        f"家庭{size}人,家庭月收入{yuan(income.household_fen)}"
+        f"(人均{yuan_per_capita(income.household_fen, size)},{source})"
+    )
+    if measure.code == "dibao_allowance":
+        std = resolved.values["dibao.standard_fen"]
+        gap = int(std.value) * size - income.household_fen
+        result = (
+            f"({yuan(int(std.value))} − {yuan_per_capita(income.household_fen, size)}) × {size}人"
+            f" = {yuan(gap)},{show(resolved.values['dibao.rounding'])}得{yuan(fen)}"
+        )
+    elif measure.unit == "千瓦时":
+        result = f"{quantity}千瓦时"
+    elif fen == 0:
+        result = f"{quantity}{measure.unit}享受"
+    else:
+        result = f"{quantity}{measure.unit}合计{yuan(fen)}"
+    explanation = (
+        f"{measure.name}:{measure.formula}。参数:{';'.join(cite(v, names) for v in used)}。"
+        f"输入:{inputs}。结果:{result}({PERIOD_NAMES[rules.Period(measure.period)]})。"
+        f"依据{measure.clause}。"
+    )
+    return Line(
+        code=measure.code,
+        name=measure.name,
+        department=measure.department,
+        period=measure.period.value,
+        amount_fen=fen,
+        quantity=quantity,
+        unit=measure.unit,
+        rounding=measure.rounding,
+        clause=measure.clause,
+        explanation=explanation,
+        parameters=[v.as_dict() for v in used],
+    )
+
+
+def _why_not(
+    category: Category,
+    t: rules.Tests,
+    cols: Any,
+    resolved: Resolved,
+    names: dict[str, str],
+) -> str:
+    """The first condition of `category` the household fails, in Chinese, with the values."""
+
+    def param(key: str) -> str:
+        value = resolved.get(key)
+        return cite(value, names) if value else f"{SPECS[key].label}(本地区未设定)"
+
+    size = int(cols.size[0])
+    pci = yuan_per_capita(int(cols.income[0]), size)
+    if not t.urban_ok[0]:
+        return f"不具有城镇户籍:{param('eligibility.urban_hukou_required')}"
+    if (
+        category in (Category.DIBAO, Category.DIBAO_EDGE, Category.EXPENDITURE)
+        and not (t.has_standard[0])
+    ):
+        return f"本地区未设定低保标准:{param('dibao.standard_fen')}"
+    std = param("dibao.standard_fen")
+    if category is Category.TEKUN:
+        return "未经民政部门认定为城镇特困供养人员"
+    if category is Category.DIBAO:
+        if not t.below[0]:
+            return f"家庭人均收入{pci}不低于{std}"
+        return "家庭财产状况不符合最低生活保障相关要求"
+    if category is Category.DIBAO_EDGE:
+        if t.below[0]:
+            return f"家庭人均收入{pci}低于{std},属低保而非低保边缘"
+        if not t.within_edge[0]:
+            return f"家庭人均收入{pci}超过{param('edge.multiple_permille')}所定上限"
+        return "无重大疾病、长期慢性病、子女上大学、失业或意外等致困原因"
+    if category is Category.EXPENDITURE:
+        if not t.within_expenditure[0]:
+            return f"家庭人均收入{pci}超过{param('expenditure.multiple_permille')}所定上限"
+        spent = yuan(int(cols.sudden_spending[0]))
+        return f"突发支出(损失){spent}未达{param('expenditure.min_spending_fen')}"
+    if category is Category.MIGRANT_WORKER:
+        if not t.migrant_member[0]:
+            return (
+                "家中无加入工会、劳动合同达到"
+                f"{param('migrant.min_contract_months')}的农业户籍进城务工人员"
+            )
+        if cols.rural_roster[0]:
+            return "已纳入农村建档立卡扶贫对象"
+        return "不符合低保、低保边缘或支出型困难条件"
+    return "家中无因供给侧结构性改革下岗失业的职工"

@@ -1,0 +1,87 @@
+"""脱困 by income: the months in a row, up to the latest, with per-capita income above the standard.
+
+Fengqiu 二(二) and Qinhuangdao 二(一): 家庭人均收入连续6个月超过当地最低生活保障标准; Nanyang
+四(四)3: 收入持续稳定超过当地城镇低保标准半年以上. The number of months is a parameter
+(`exit.consecutive_months`). Each month is compared with the standard in force on its first day;
+a month with no income recorded breaks the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from services.benefits.domain.facts import I64, Bools
+from services.benefits.domain.parameters import Book
+
+EXIT_CLAUSE = (
+    "《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》"
+    "(封政办〔2019〕20号)二(二);《南阳市城镇困难职工居民解困脱困工作实施方案》"
+    "(宛政办〔2023〕50号)四(四)3"
+)
+
+
+def months_above(income: I64, size: I64, standard: I64, known: Bools) -> I64:
+    """Trailing run of months with income > standard × size, per row of (H, T) matrices."""
+    above = known & (income > standard * size)
+    latest_first = above[:, ::-1]
+    run = np.argmin(latest_first, axis=1).astype(np.int64)
+    counts: I64 = np.where(latest_first.all(axis=1), above.shape[1], run)
+    return counts
+
+
+@dataclass(frozen=True)
+class MonthIncome:
+    month: str  # YYYY-MM
+    income_fen: int
+    member_count: int
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    months_above: int
+    required: int
+    eligible: bool
+    latest_month: str | None
+    explanation: str
+
+
+def _month_start(month: str) -> date:
+    return date.fromisoformat(month + "-01")
+
+
+def _months(first: str, last: str) -> list[str]:
+    y, m = int(first[:4]), int(first[5:7])
+    out = []
+    while f"{y:04d}-{m:02d}" <= last:
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def evaluate(book: Book, *, region: str, series: Sequence[MonthIncome], on: date) -> ExitStatus:
+    """The household's run so far and whether it meets its region's rule on `on`."""
+    required_value = book.resolve(region, on).get("exit.consecutive_months")
+    required = int(required_value.value) if required_value else 6
+    if not series:
+        return ExitStatus(0, required, False, None, "尚无月度收入记录。")
+    by_month = {s.month: s for s in series}
+    months = _months(min(by_month), max(by_month))
+    income = np.array([[by_month[m].income_fen if m in by_month else 0 for m in months]])
+    size = np.array([[by_month[m].member_count if m in by_month else 1 for m in months]])
+    standards = [book.resolve(region, _month_start(m)).get("dibao.standard_fen") for m in months]
+    standard = np.array([[int(s.value) if s else 0 for s in standards]], dtype=np.int64)
+    known = np.array(
+        [[m in by_month and s is not None for m, s in zip(months, standards, strict=True)]]
+    )
+    run = int(months_above(income.astype(np.int64), size.astype(np.int64), standard, known)[0])
+    eligible = run >= required
+    explanation = (
+        f"截至{months[-1]},家庭人均收入已连续{run}个月超过当月低保标准,"
+        f"本地区脱困须连续{required}个月,{'已' if eligible else '尚未'}达到收入条件。"
+        f"依据{EXIT_CLAUSE}。"
+    )
+    return ExitStatus(run, required, eligible, months[-1], explanation)

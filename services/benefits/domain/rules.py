@@ -1,0 +1,584 @@
+"""Every rule, written once over columns: eligibility categories and the measures of the card.
+
+A rule takes `Columns` (households and members) and `Params` (each parameter's value per
+household) and returns integer arrays. The one-household path (`card.py`) runs these on
+columns of length 1 and adds the explanation; the batch path runs them on a whole city.
+Money is int64 fen throughout; every division is an integer one with its rounding stated.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+import numpy as np
+
+from services.benefits.domain.facts import I64, Bools, Columns, Stage
+from services.benefits.domain.parameters import ROUNDING_CODES, Book, Resolved, Rounding
+
+ENGINE_VERSION = "benefits-engine 1.0.0"
+
+NANYANG = "《南阳市城镇困难职工居民解困脱困工作实施方案》(宛政办〔2023〕50号)"
+FENGQIU = (
+    "《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》(封政办〔2019〕20号)"
+)
+
+
+@dataclass
+class Params:
+    """Each parameter's value for each household (0 where unset) and whether it is set."""
+
+    values: dict[str, I64]
+    present: dict[str, Bools]
+    resolved: list[Resolved]  # per region of the columns, in `Columns.regions` order
+
+    def __getitem__(self, key: str) -> I64:
+        return self.values[key]
+
+    def has(self, key: str) -> Bools:
+        return self.present[key]
+
+
+def params_for(book: Book, cols: Columns, *, on: date, keys: Sequence[str]) -> Params:
+    """Resolve each region once, then spread the values to its households."""
+    resolved = [book.resolve(region, on) for region in cols.regions]
+    values: dict[str, I64] = {}
+    present: dict[str, Bools] = {}
+    for key in keys:
+        found = [r.get(key) for r in resolved]
+        per_region = np.array([v.number if v else 0 for v in found], dtype=np.int64)
+        has_region = np.array([v is not None for v in found], dtype=np.bool_)
+        values[key] = per_region[cols.region]
+        present[key] = has_region[cols.region]
+    return Params(values=values, present=present, resolved=resolved)
+
+
+def per_household(cols: Columns, member_values: I64 | Bools) -> I64:
+    """Sum a member column within each household (exact int64; every household has a member)."""
+    return np.add.reduceat(member_values.astype(np.int64), cols.starts)
+
+
+def any_member(cols: Columns, member_flags: Bools) -> Bools:
+    return per_household(cols, member_flags) > 0
+
+
+def round_fen(amount: I64, rounding: I64) -> I64:
+    """Apply each household's rounding rule (a `Rounding` code) to non-negative fen."""
+    return np.select(
+        [
+            rounding == ROUNDING_CODES[Rounding.UP_YUAN],
+            rounding == ROUNDING_CODES[Rounding.DOWN_YUAN],
+            rounding == ROUNDING_CODES[Rounding.HALF_UP_YUAN],
+        ],
+        [(amount + 99) // 100 * 100, amount // 100 * 100, (amount + 50) // 100 * 100],
+        amount,
+    )
+
+
+# -- eligibility ---------------------------------------------------------------------------------
+
+
+class Category(StrEnum):
+    TEKUN = "tekun"  # 城镇特困供养
+    DIBAO = "dibao"  # 低保
+    DIBAO_EDGE = "dibao_edge"  # 低保边缘
+    EXPENDITURE = "expenditure"  # 支出型 / 意外灾害
+    MIGRANT_WORKER = "migrant_worker"  # 进城务工人员
+    LAYOFF = "layoff"  # 供给侧结构性改革下岗失业
+
+
+CATEGORY_NAMES = {
+    Category.TEKUN: "城镇特困供养",
+    Category.DIBAO: "低保困难家庭",
+    Category.DIBAO_EDGE: "低保边缘户",
+    Category.EXPENDITURE: "支出型(意外灾害)困难家庭",
+    Category.MIGRANT_WORKER: "进城务工人员困难家庭",
+    Category.LAYOFF: "供给侧结构性改革下岗失业职工",
+}
+
+CATEGORY_CLAUSES = {
+    Category.TEKUN: f"{NANYANG}三、四(三)1(1)②",
+    Category.DIBAO: f"{FENGQIU}三(一);{NANYANG}四(三)1(1)①",
+    Category.DIBAO_EDGE: f"{FENGQIU}三(二)",
+    Category.EXPENDITURE: f"{FENGQIU}三(三)",
+    Category.MIGRANT_WORKER: f"{FENGQIU}三(四)",
+    Category.LAYOFF: f"{FENGQIU}三(五)",
+}
+
+ELIGIBILITY_KEYS = (
+    "dibao.standard_fen",
+    "edge.multiple_permille",
+    "expenditure.multiple_permille",
+    "expenditure.min_spending_fen",
+    "migrant.min_contract_months",
+    "eligibility.urban_hukou_required",
+)
+
+
+@dataclass
+class Tests:
+    """The conditions behind each category, kept so that a refusal can say which one failed."""
+
+    urban_ok: Bools
+    has_standard: Bools
+    below: Bools  # income < standard × size (per-capita income below the standard)
+    within_edge: Bools  # income ≤ edge multiple × standard × size
+    within_expenditure: Bools  # income ≤ 3 × standard × size (inclusive: 以内(含))
+    large_spending: Bools
+    migrant_member: Bools  # a rural-hukou union member with a long enough contract
+    layoff_member: Bools
+
+
+def tests(cols: Columns, p: Params) -> Tests:
+    """Each condition of §1, over all households at once."""
+    std_total = p["dibao.standard_fen"] * cols.size
+    has_standard = p.has("dibao.standard_fen")
+    contract_ok = cols.m_contract_months >= p["migrant.min_contract_months"][cols.m_household]
+    return Tests(
+        urban_ok=(p["eligibility.urban_hukou_required"] == 0) | cols.urban_hukou,
+        has_standard=has_standard,
+        below=has_standard & (cols.income < std_total),
+        within_edge=has_standard & (cols.income * 1000 <= p["edge.multiple_permille"] * std_total),
+        within_expenditure=has_standard
+        & (cols.income * 1000 <= p["expenditure.multiple_permille"] * std_total),
+        large_spending=p.has("expenditure.min_spending_fen")
+        & (cols.sudden_spending >= p["expenditure.min_spending_fen"])
+        & (cols.sudden_spending > 0),
+        migrant_member=any_member(cols, cols.m_rural & cols.m_union & contract_ok),
+        layoff_member=any_member(cols, cols.m_layoff),
+    )
+
+
+def categories(cols: Columns, p: Params) -> dict[Category, Bools]:
+    """特困, 低保, 低保边缘, 支出型, 进城务工, 供给侧下岗: which apply to each household."""
+    t = tests(cols, p)
+    dibao = t.below & cols.assets_ok
+    edge = ~t.below & t.within_edge & cols.hardship
+    expenditure = t.within_expenditure & t.large_spending
+    return {
+        Category.TEKUN: t.urban_ok & cols.tekun,
+        Category.DIBAO: t.urban_ok & dibao,
+        Category.DIBAO_EDGE: t.urban_ok & edge,
+        Category.EXPENDITURE: t.urban_ok & expenditure,
+        Category.MIGRANT_WORKER: t.urban_ok
+        & t.migrant_member
+        & ~cols.rural_roster
+        & (dibao | edge | expenditure),
+        Category.LAYOFF: t.urban_ok & t.layoff_member,
+    }
+
+
+def enrolled(cats: dict[Category, Bools]) -> Bools:
+    """In any category: a 城镇困难职工/居民 household the measures are for."""
+    out = np.zeros_like(cats[Category.DIBAO])
+    for flags in cats.values():
+        out = out | flags
+    return out
+
+
+# -- measures ------------------------------------------------------------------------------------
+
+
+class Period(StrEnum):
+    MONTH = "month"
+    YEAR = "year"
+    ONCE = "once"
+
+
+@dataclass(frozen=True)
+class Amounts:
+    fen: I64  # per period
+    quantity: I64  # how many people (or kWh) the amount covers; 0 = not owed
+
+
+Rule = Callable[[Columns, Params, dict[Category, Bools]], Amounts]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One line of the 帮扶措施明白卡: who pays, how often, by which rule and clause."""
+
+    code: str
+    name: str
+    department: str
+    period: Period
+    clause: str
+    formula: str  # the rule in Chinese, as the explanation states it
+    rounding: str
+    keys: tuple[str, ...]
+    rule: Rule
+    unit: str = "人"
+
+    def digest(self) -> str:
+        """Hash of the rule's code and its declared metadata, for the decision receipt."""
+        body = "|".join(
+            [inspect.getsource(self.rule), self.code, self.period, self.clause, self.formula]
+        )
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _owed(fen: I64, quantity: I64) -> Amounts:
+    return Amounts(fen=np.where(quantity > 0, fen, 0), quantity=quantity)
+
+
+def dibao_allowance(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """低保金 = (低保标准 − 人均收入) × 人数 = 低保标准 × 人数 − 家庭收入, rounded per region."""
+    gap = p["dibao.standard_fen"] * cols.size - cols.income
+    owed = cats[Category.DIBAO] & p.has("dibao.rounding")
+    fen = round_fen(np.maximum(gap, 0), p["dibao.rounding"])
+    return _owed(fen, np.where(owed, cols.size, 0))
+
+
+def free_electricity(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """城镇低保户每月免费用电 10 千瓦时 (quantity in kWh, no cash)."""
+    kwh = np.where(cats[Category.DIBAO], p["electricity.free_kwh_per_month"], 0)
+    return Amounts(fen=np.zeros_like(kwh), quantity=kwh)
+
+
+def rent_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """无房的城镇低保、特困家庭: 每人每月定额临时租房补贴."""
+    owed = (cats[Category.DIBAO] | cats[Category.TEKUN]) & cols.no_housing
+    rate = p["housing.rent_subsidy_fen_per_person_month"]
+    return _owed(rate * cols.size, np.where(owed & (rate > 0), cols.size, 0))
+
+
+def _enrolled_members(cols: Columns, cats: dict[Category, Bools], members: Bools) -> Bools:
+    return members & enrolled(cats)[cols.m_household]
+
+
+def preschool_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """学前教育: 每生每年不低于 400 元."""
+    rate = p["education.preschool_fen_per_year"][cols.m_household]
+    kids = _enrolled_members(cols, cats, (cols.m_stage == Stage.PRESCHOOL) & (rate > 0))
+    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+
+
+def compulsory_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """义务教育生活补助: 寄宿生小学 1000、初中 1250, 非寄宿生小学 500、初中 625 (每生每年)."""
+    h = cols.m_household
+    primary, junior = cols.m_stage == Stage.PRIMARY, cols.m_stage == Stage.JUNIOR_HIGH
+    rate = np.select(
+        [primary & cols.m_boarding, primary, junior & cols.m_boarding, junior],
+        [
+            p["education.primary_boarder_fen_per_year"][h],
+            p["education.primary_day_fen_per_year"][h],
+            p["education.junior_boarder_fen_per_year"][h],
+            p["education.junior_day_fen_per_year"][h],
+        ],
+        0,
+    )
+    kids = _enrolled_members(cols, cats, rate > 0)
+    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+
+
+def vocational_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """中职一、二年级国家助学金: 平均每生每年 2000 元."""
+    h = cols.m_household
+    rate = p["education.vocational_grant_fen_per_year"][h]
+    kids = _enrolled_members(
+        cols,
+        cats,
+        (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
+        & (cols.m_school_year <= p["education.vocational_grant_max_year"][h])
+        & (rate > 0),
+    )
+    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+
+
+def disabled_freshman_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """考入高等院校的残疾大学新生: 一次性入学资助 2000 元."""
+    rate = p["education.disabled_freshman_fen"][cols.m_household]
+    kids = _enrolled_members(
+        cols,
+        cats,
+        (cols.m_stage == Stage.COLLEGE)
+        & (cols.m_school_year == 1)
+        & (cols.m_disability > 0)
+        & (rate > 0),
+    )
+    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+
+
+def orphan_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """年满 18 周岁孤儿就读高等院校或中职: 每人每年 1 万元."""
+    rate = p["education.orphan_higher_fen_per_year"][cols.m_household]
+    studying = (cols.m_stage == Stage.COLLEGE) | (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
+    kids = _enrolled_members(cols, cats, studying & cols.m_orphan & (cols.m_age >= 18) & (rate > 0))
+    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+
+
+def medical_tilt(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """倾斜救助: 年度政策内自付超过 12000 元的部分 × 60%, 每人每年最高 1 万元; 向下取整到分."""
+    h = cols.m_household
+    above = np.maximum(cols.m_medical - p["medical.tilt_threshold_fen_per_year"][h], 0)
+    aid = np.minimum(
+        above * p["medical.tilt_rate_percent"][h] // 100, p["medical.tilt_cap_fen_per_year"][h]
+    )
+    who = _enrolled_members(cols, cats, (aid > 0) & p.has("medical.tilt_rate_percent")[h])
+    return _owed(per_household(cols, np.where(who, aid, 0)), per_household(cols, who))
+
+
+def accident_insurance(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """意外伤害保险: 本级财政为每位家庭成员每年缴纳 30 元."""
+    rate = p["medical.accident_insurance_fen_per_person_year"]
+    owed = enrolled(cats) & (rate > 0)
+    return _owed(rate * cols.size, np.where(owed, cols.size, 0))
+
+
+def health_check(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """65 岁以上老年人每年一次免费健康体检 (a service, no cash)."""
+    h = cols.m_household
+    old = _enrolled_members(
+        cols,
+        cats,
+        p.has("medical.health_check_min_age")[h]
+        & (cols.m_age >= p["medical.health_check_min_age"][h]),
+    )
+    count = per_household(cols, old)
+    return Amounts(fen=np.zeros_like(count), quantity=count)
+
+
+def graduate_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """毕业年度高校毕业生求职创业补贴: 一次性每人 2000 元."""
+    rate = p["employment.graduate_subsidy_fen"][cols.m_household]
+    grads = _enrolled_members(cols, cats, cols.m_graduating & (rate > 0))
+    return _owed(per_household(cols, np.where(grads, rate, 0)), per_household(cols, grads))
+
+
+def first_business_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """首次自主创业、正常经营一年以上: 一次性开业补贴 5000 元."""
+    h = cols.m_household
+    rate = p["employment.first_business_subsidy_fen"][h]
+    ok = (cols.m_business_months >= p["employment.first_business_min_months"][h]) & (rate > 0)
+    owners = _enrolled_members(cols, cats, ok & (cols.m_business_months >= 0))
+    return _owed(per_household(cols, np.where(owners, rate, 0)), per_household(cols, owners))
+
+
+def home_adaptation(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+    """城镇困难老年人家庭适老化改造: 每户 3000 元."""
+    h = cols.m_household
+    old = p.has("old_age.min_age")[h] & (cols.m_age >= p["old_age.min_age"][h])
+    rate = p["old_age.home_adaptation_fen_per_household"]
+    owed = enrolled(cats) & any_member(cols, old) & (rate > 0)
+    return _owed(rate, owed.astype(np.int64))
+
+
+def _m(
+    code: str,
+    name: str,
+    department: str,
+    period: Period,
+    clause: str,
+    formula: str,
+    rounding: str,
+    keys: tuple[str, ...],
+    rule: Rule,
+    unit: str = "人",
+) -> Measure:
+    return Measure(
+        code, name, department, period, f"{NANYANG}{clause}", formula, rounding, keys, rule, unit
+    )
+
+
+EXACT = "按分精确计算"
+MEASURES: tuple[Measure, ...] = (
+    _m(
+        "dibao_allowance",
+        "最低生活保障金(低保金)",
+        "民政局",
+        Period.MONTH,
+        "四(三)1(1)①",
+        "(低保标准 − 家庭人均收入) × 家庭人数",
+        "按参数 dibao.rounding 取整",
+        ("dibao.standard_fen", "dibao.rounding"),
+        dibao_allowance,
+    ),
+    _m(
+        "free_electricity",
+        "低保户免费用电",
+        "供电公司",
+        Period.MONTH,
+        "四(三)1(7)",
+        "每户每月免费用电量",
+        "不涉及现金",
+        ("electricity.free_kwh_per_month",),
+        free_electricity,
+        unit="千瓦时",
+    ),
+    _m(
+        "rent_subsidy",
+        "临时租房补贴",
+        "住建局",
+        Period.MONTH,
+        "四(三)2(1)②",
+        "每人每月补贴标准 × 家庭人数",
+        EXACT,
+        ("housing.rent_subsidy_fen_per_person_month",),
+        rent_subsidy,
+    ),
+    _m(
+        "preschool_grant",
+        "学前教育生活补助",
+        "教育局",
+        Period.YEAR,
+        "四(三)3(1)①",
+        "在园儿童人数 × 每生每年标准",
+        EXACT,
+        ("education.preschool_fen_per_year",),
+        preschool_grant,
+    ),
+    _m(
+        "compulsory_grant",
+        "义务教育生活补助",
+        "教育局",
+        Period.YEAR,
+        "四(三)3(1)②",
+        "按小学/初中、寄宿/非寄宿分档, 每生每年标准之和",
+        EXACT,
+        (
+            "education.primary_boarder_fen_per_year",
+            "education.primary_day_fen_per_year",
+            "education.junior_boarder_fen_per_year",
+            "education.junior_day_fen_per_year",
+        ),
+        compulsory_grant,
+    ),
+    _m(
+        "vocational_grant",
+        "中等职业教育国家助学金",
+        "教育局",
+        Period.YEAR,
+        "四(三)3(1)④",
+        "一、二年级中职学生人数 × 每生每年标准",
+        EXACT,
+        ("education.vocational_grant_fen_per_year", "education.vocational_grant_max_year"),
+        vocational_grant,
+    ),
+    _m(
+        "disabled_freshman_grant",
+        "残疾大学新生入学资助",
+        "残联",
+        Period.ONCE,
+        "四(三)3(5)",
+        "残疾大学新生人数 × 一次性资助标准",
+        EXACT,
+        ("education.disabled_freshman_fen",),
+        disabled_freshman_grant,
+    ),
+    _m(
+        "orphan_grant",
+        "孤儿助学",
+        "民政局",
+        Period.YEAR,
+        "四(三)3(2)①",
+        "年满18周岁在读孤儿人数 × 每人每年标准",
+        EXACT,
+        ("education.orphan_higher_fen_per_year",),
+        orphan_grant,
+    ),
+    _m(
+        "medical_tilt",
+        "医疗倾斜救助",
+        "医保局",
+        Period.YEAR,
+        "四(三)4(1)④",
+        "每人 min((年度政策内自付 − 起付线) × 救助比例, 年度限额) 之和",
+        "每人向下取整到分",
+        (
+            "medical.tilt_threshold_fen_per_year",
+            "medical.tilt_rate_percent",
+            "medical.tilt_cap_fen_per_year",
+        ),
+        medical_tilt,
+    ),
+    _m(
+        "accident_insurance",
+        "意外伤害保险",
+        "财政局",
+        Period.YEAR,
+        "四(三)4(3)",
+        "每人每年保险金 × 家庭人数",
+        EXACT,
+        ("medical.accident_insurance_fen_per_person_year",),
+        accident_insurance,
+    ),
+    _m(
+        "health_check",
+        "老年人免费健康体检",
+        "卫健委",
+        Period.YEAR,
+        "四(三)4(2)①",
+        "达到年龄的家庭成员每年一次",
+        "不涉及现金",
+        ("medical.health_check_min_age",),
+        health_check,
+    ),
+    _m(
+        "graduate_subsidy",
+        "高校毕业生求职创业补贴",
+        "人社局",
+        Period.ONCE,
+        "四(三)5(1)③",
+        "毕业年度高校毕业生人数 × 一次性补贴标准",
+        EXACT,
+        ("employment.graduate_subsidy_fen",),
+        graduate_subsidy,
+    ),
+    _m(
+        "first_business_subsidy",
+        "一次性创业开业补贴",
+        "人社局",
+        Period.ONCE,
+        "四(三)5(1)③",
+        "首次创业且经营满期限的人数 × 补贴标准",
+        EXACT,
+        ("employment.first_business_subsidy_fen", "employment.first_business_min_months"),
+        first_business_subsidy,
+    ),
+    _m(
+        "home_adaptation",
+        "家庭适老化改造",
+        "民政局",
+        Period.ONCE,
+        "四(三)6(1)④",
+        "有老年人的家庭每户定额",
+        EXACT,
+        ("old_age.home_adaptation_fen_per_household", "old_age.min_age"),
+        home_adaptation,
+        unit="户",
+    ),
+)
+
+ALL_KEYS = tuple(dict.fromkeys([*ELIGIBILITY_KEYS, *(k for m in MEASURES for k in m.keys)]))
+
+
+@dataclass
+class Result:
+    """The batch result: categories and each measure's amounts, per household."""
+
+    categories: dict[Category, Bools]
+    amounts: dict[str, Amounts]
+
+
+def evaluate(cols: Columns, p: Params) -> Result:
+    """Every category and measure for every household in `cols`."""
+    cats = categories(cols, p)
+    return Result(categories=cats, amounts={m.code: m.rule(cols, p, cats) for m in MEASURES})
+
+
+@functools.cache
+def rule_digests() -> dict[str, str]:
+    """The hash of each rule (categories and measures), as receipts record them."""
+    out = {"categories": _source_digest(tests, categories)}
+    out.update({m.code: m.digest() for m in MEASURES})
+    return out
+
+
+def _source_digest(*functions: Callable[..., object]) -> str:
+    body = "".join(inspect.getsource(f) for f in functions) + ENGINE_VERSION
+    return hashlib.sha256(body.encode()).hexdigest()

@@ -1,0 +1,58 @@
+"""脱困 by income (封丘二(二), 秦皇岛二(一), 南阳四(四)3): six months above the standard."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+
+from services.benefits.domain import exit
+from services.benefits.domain.exit import MonthIncome
+from services.benefits.domain.parameters import DEFAULT_DIRECTORY, load_book
+
+BOOK = load_book(DEFAULT_DIRECTORY)
+
+
+def series(*incomes: int, start: int = 1, size: int = 1, year: int = 2025) -> list[MonthIncome]:
+    return [MonthIncome(f"{year}-{start + i:02d}", fen, size) for i, fen in enumerate(incomes)]
+
+
+def status(s: list[MonthIncome], region: str = "411302") -> exit.ExitStatus:
+    return exit.evaluate(BOOK, region=region, series=s, on=date(2025, 12, 31))
+
+
+class TestExit:
+    def test_six_months_above_meets_the_rule(self) -> None:
+        got = status(series(63001, 63001, 63001, 63001, 63001, 63001))
+        assert (got.months_above, got.required, got.eligible) == (6, 6, True)
+        assert "已连续6个月超过当月低保标准" in got.explanation and "二(二)" in got.explanation
+
+    def test_five_months_do_not(self) -> None:
+        got = status(series(63001, 63001, 63001, 63001, 63001))
+        assert (got.months_above, got.eligible) == (5, False)
+
+    def test_a_month_exactly_at_the_standard_breaks_the_run(self) -> None:
+        got = status(series(63001, 63000, 63001, 63001, 63001, 63001, 63001))
+        assert got.months_above == 5
+
+    def test_a_month_missing_breaks_the_run(self) -> None:
+        got = status([*series(70000, 70000, start=1), *series(70000, 70000, 70000, start=4)])
+        assert got.months_above == 3
+
+    def test_per_capita_compares_the_whole_household(self) -> None:
+        got = status(series(*[189001] * 6, size=3))
+        assert got.months_above == 6
+        assert status(series(*[189000] * 6, size=3)).months_above == 0
+
+    def test_each_month_uses_the_standard_in_force_on_its_first_day(self) -> None:
+        # 邓州市: 620元 until 2025-07-14, 650元 from 07-15, so August onward needs more than 650.
+        got = status(series(63000, 63000, 63000, start=6), region="411381")
+        assert (got.latest_month, got.months_above) == ("2025-08", 0)
+        assert status(series(63000, 63000, start=6), region="411381").months_above == 2
+
+    def test_the_batch_form_counts_trailing_runs(self) -> None:
+        income = np.array([[1, 9, 9], [9, 9, 9], [9, 9, 1]], dtype=np.int64)
+        size = np.ones((3, 3), dtype=np.int64)
+        std = np.full((3, 3), 5, dtype=np.int64)
+        known = np.ones((3, 3), dtype=np.bool_)
+        assert exit.months_above(income, size, std, known).tolist() == [2, 3, 0]

@@ -6,12 +6,14 @@ The embedded default runs one, and so does the test session: never a mock of the
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -45,12 +47,28 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class NatsServer:
-    """One nats-server with JetStream and a file store; restartable on the same port and store."""
+    """One nats-server with JetStream and a file store; restartable on the same port and store.
 
-    def __init__(self, *, port: int, store_dir: Path, log_file: Path | None = None):
+    `config_file` adds a server configuration (users, TLS, ...): the address and port given
+    here win over the file's, but JetStream is then the file's own `jetstream` block (point
+    its `store_dir` at `store_dir`), as nats-server refuses a store given twice. `env` is added
+    to the server's environment, for the `$VARIABLE` references a configuration may hold.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        store_dir: Path,
+        log_file: Path | None = None,
+        config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         self.port = port
         self.store_dir = store_dir
         self.log_file = log_file
+        self.config_file = config_file
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,13 +83,19 @@ class NatsServer:
             "127.0.0.1",
             "-p",
             str(self.port),
-            "-js",
-            "-sd",
-            str(self.store_dir),
+            *(
+                ["-c", str(self.config_file)]
+                if self.config_file
+                else ["-js", "-sd", str(self.store_dir)]
+            ),
         ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            args, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            args,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):

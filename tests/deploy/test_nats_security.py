@@ -1,0 +1,216 @@
+"""The production NATS configuration against a real nats-server: users, permissions, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from typer.testing import CliRunner
+
+from bangfu.cli import AUTH_CONF_HEADER, app
+from bangfu.natsauth import authorization, suite_users
+from services.registry.app import create_app as create_registry
+from services.registry.settings import RegistrySettings
+from shared.events.streams import ensure_stream
+from shared.settings import SuiteSettings
+from tests.conftest import running
+from tests.deploy.conftest import INTEGRATOR, ROOT, SecuredNats
+from tests.helpers import bearer, household_body
+
+NANYANG = "bangfu.registry.household.enrolled.41.13.02"
+SHANGHAI = "bangfu.registry.household.enrolled.31.01.01"
+
+
+class Client:
+    """A connection that keeps every asynchronous error the server sent it."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc = NATS()
+
+    async def connect(self, url: str, secured: SecuredNats, **options: Any) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        await self.nc.connect(
+            url, tls=secured.tls(), error_cb=on_error, allow_reconnect=False, **options
+        )
+        return self
+
+    async def settle(self) -> None:
+        """Wait until the server has answered everything sent so far (errors included)."""
+        await self.nc.flush(timeout=2)
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def connect(secured_nats: SecuredNats) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[Client] = []
+
+    async def make(user: str, password: str | None = None, **options: Any) -> Client:
+        client = await Client().connect(secured_nats.url(user, password), secured_nats, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.nc.close()
+
+
+async def integrator(connect: Callable[..., Any]) -> Client:
+    name, password = INTEGRATOR
+    client: Client = await connect(name, password, inbox_prefix=f"_INBOX_{name}")
+    return client
+
+
+def test_committed_auth_conf_is_what_nats_user_suite_prints() -> None:
+    printed = CliRunner().invoke(app, ["nats-user", "--suite"])
+    assert printed.exit_code == 0
+    committed = (ROOT / "deploy" / "nats" / "auth.conf").read_text()
+    assert printed.stdout == committed == AUTH_CONF_HEADER + authorization(suite_users())
+
+
+async def test_anonymous_and_wrong_password_are_refused(secured_nats: SecuredNats) -> None:
+    for url in (secured_nats.url(), secured_nats.url("registry", "wrong")):
+        with pytest.raises(Exception, match="Authorization Violation"):
+            await nats.connect(url, tls=secured_nats.tls(), allow_reconnect=False)
+
+
+async def test_a_client_that_does_not_trust_the_ca_is_refused(secured_nats: SecuredNats) -> None:
+    """TLS is required and the server's certificate is checked against the suite's CA."""
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        await nats.connect(secured_nats.url("registry"), allow_reconnect=False)
+
+
+async def test_a_4113_integrator_receives_4113_and_is_refused_3101(
+    connect: Callable[..., Any],
+) -> None:
+    registry = await connect("registry")
+    js = registry.nc.jetstream()
+    await ensure_stream(js, name="REGISTRY", subjects=["bangfu.registry.>"])
+    reader = await integrator(connect)
+    allowed = await reader.nc.subscribe("bangfu.registry.household.*.41.13.*")
+    refused = await reader.nc.subscribe("bangfu.registry.household.*.31.01.*")
+    everything = await reader.nc.subscribe("bangfu.>")
+    await reader.settle()
+
+    await js.publish(NANYANG, b'{"n": 1}')
+    await js.publish(SHANGHAI, b'{"n": 2}')
+
+    message = await allowed.next_msg(timeout=2)
+    assert (message.subject, message.data) == (NANYANG, b'{"n": 1}')
+    for subscription in (allowed, refused, everything):
+        with pytest.raises(nats.errors.TimeoutError):
+            await subscription.next_msg(timeout=0.3)
+    assert sorted(reader.errors) == [
+        'nats: permissions violation for subscription to "bangfu.>"',
+        'nats: permissions violation for subscription to "bangfu.registry.household.*.31.01.*"',
+    ]
+
+
+async def test_an_integrator_replays_only_through_its_own_region_consumer(
+    connect: Callable[..., Any],
+) -> None:
+    registry = await connect("registry")
+    js = registry.nc.jetstream()
+    await ensure_stream(js, name="REGISTRY", subjects=["bangfu.registry.>"])
+    await js.publish(SHANGHAI, b'{"n": 0}')
+    await js.publish(NANYANG, b'{"n": 1}')
+    reader = await integrator(connect)
+    rjs = reader.nc.jetstream(timeout=1)
+    name = INTEGRATOR[0]
+
+    await rjs.add_consumer(
+        "REGISTRY",
+        ConsumerConfig(
+            name=f"{name}-4113",
+            durable_name=f"{name}-4113",
+            filter_subject="bangfu.registry.household.*.41.13.*",
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+    )
+    pull = await rjs.pull_subscribe_bind(durable=f"{name}-4113", stream="REGISTRY")
+    (message,) = await pull.fetch(1, timeout=2)
+    assert message.subject == NANYANG
+    await message.ack()
+
+    for durable, filter_subject in (
+        (f"{name}-3101", "bangfu.registry.household.*.31.01.*"),  # another region
+        (f"{name}-4113", "bangfu.registry.>"),  # its own name, a wider filter
+    ):
+        with pytest.raises(Exception):  # noqa: B017 - refused: no answer, or an error
+            await rjs.add_consumer(
+                "REGISTRY",
+                ConsumerConfig(name=durable, durable_name=durable, filter_subject=filter_subject),
+            )
+    # Nor may it pull from a service's durable consumer, which reads every region.
+    await registry.nc.jetstream().add_consumer(
+        "REGISTRY", ConsumerConfig(durable_name="benefits-on-household")
+    )
+    with pytest.raises(Exception):  # noqa: B017
+        stolen = await rjs.pull_subscribe_bind(durable="benefits-on-household", stream="REGISTRY")
+        await stolen.fetch(1, timeout=1)
+
+
+async def test_a_service_publishes_only_its_own_subjects(connect: Callable[..., Any]) -> None:
+    registry = await connect("registry")
+    await registry.nc.publish("bangfu.registry.household.enrolled.41.13.02", b"{}")
+    await registry.nc.publish("bangfu.benefits.payment.made.41.13.02", b"{}")
+    await registry.settle()
+    assert registry.errors == [
+        'nats: permissions violation for publish to "bangfu.benefits.payment.made.41.13.02"'
+    ]
+
+
+async def test_the_registry_runs_under_its_user_and_an_integrator_gets_its_events(
+    connect: Callable[..., Any],
+    secured_nats: SecuredNats,
+    tmp_path: Path,
+    migrated_database: Callable[..., Any],
+    token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The permissions are enough for a real service: relay, streams, consumers, all of it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(secured_nats.ca_file))  # nats-py's default context
+    url, schema = await migrated_database("registry")
+    suite = SuiteSettings(
+        home=tmp_path / "home", nats_url=secured_nats.url("registry"), rate_limit_per_second=0
+    )
+    reader = await integrator(connect)
+    events = await reader.nc.subscribe("bangfu.registry.household.*.41.13.*")
+    await reader.settle()
+    settings = RegistrySettings(suite=suite, database_url=url, database_schema=schema)
+    async with running(create_registry(settings)) as registry:
+        assert (await registry.get("/readyz")).status_code == 200
+        filed = await registry.post(
+            "/v1/households",
+            json=household_body("411302"),
+            headers=bearer(token("registry:write", "registry:read")),
+        )
+        assert filed.status_code == 201, filed.text
+        message = await events.next_msg(timeout=5)
+    assert message.subject == "bangfu.registry.household.applied.41.13.02"
+    assert reader.errors == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nats-user", "acme"], "at least one region"),
+        (["nats-user", "acme.all", "--regions", "4113"], "integrator name"),
+        (["nats-user", "acme", "--regions", "411"], "2, 4 or 6 digits"),
+        (["nats-user", "--regions", "4113"], "give the integrator's name"),
+    ],
+)
+def test_nats_user_refuses_what_would_widen_or_break_permissions(
+    args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr

@@ -72,6 +72,19 @@ class RegistryClient:
         assert isinstance(body, dict)
         return body
 
+    async def household_ids(self, *, region: str, status: str | None = None) -> list[str]:
+        """The ids of every household under a region prefix (optionally in one status)."""
+        ids: list[str] = []
+        params: dict[str, str | int] = {"region": region, "limit": 200}
+        if status:
+            params["status"] = status
+        while True:
+            page = await self._get("/v1/households", params=params)
+            ids += [item["id"] for item in page["items"]]
+            if not page["next_cursor"]:
+                return ids
+            params["cursor"] = page["next_cursor"]
+
     async def declarations(self, household_id: str) -> list[dict[str, Any]]:
         """Declared income and asset items (申报), newest declaration's items."""
         body = await self._get(f"/v1/households/{quote(household_id)}/declarations")
@@ -88,14 +101,21 @@ class RegistryClient:
         await self._http.aclose()
 
     async def _get(
-        self, path: str, *, pii: bool = False, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        *,
+        pii: bool = False,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str | int] | None = None,
     ) -> Any:
         if pii and not self._pii_token:
             raise PermissionError("this client has no token with pii:read")
         token = self._pii_token if pii else self._token
         try:
             response = await self._http.get(
-                path, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+                path,
+                params=params,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
             )
         except httpx.TransportError as exc:
             raise RegistryUnavailable(f"registry unreachable: {exc!r}") from exc

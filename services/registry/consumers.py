@@ -14,6 +14,8 @@ from shared.events.envelope import CloudEvent
 async def on_verification_completed(event: CloudEvent, uow: UnitOfWork) -> None:
     """核对报告 summary: per-capita income, asset verdicts, discrepancies flagged for review."""
     data = event.data
+    if data.get("household_id") is None:
+        return  # a check of members given inline, for a household not (yet) filed
     summary: dict[str, Any] = {
         "verification_id": event.subject,
         "completed_at": event.time.isoformat(),

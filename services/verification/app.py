@@ -1,10 +1,19 @@
 """The verification app factory: `uvicorn services.verification.app:create_app --factory`."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from services.verification import api, consumers
 from services.verification.settings import VerificationSettings
-from shared.service import create_service_app
+from services.verification.worker import Departments, Verifier
+from shared.events.consumer import ConsumerRunner
+from shared.events.streams import connect, ensure_stream
+from shared.registry_client import RegistryClient
+from shared.service import ServiceRuntime, create_service_app
 
 
 def create_app(settings: VerificationSettings | None = None) -> FastAPI:
@@ -12,10 +21,74 @@ def create_app(settings: VerificationSettings | None = None) -> FastAPI:
     app = create_service_app(
         settings=settings,
         title="Bangfu verification",
-        description="核对: consents, department adapters, reports (核对报告).",
+        description=(
+            "核对: consents (核对授权书), department adapters, verifications and their reports "
+            "(核对报告), batches (批量核对), and who looked at a person's data."
+        ),
         routers=[api.router],
         subscriptions=consumers.subscriptions(settings),
         errors=api.ERRORS,
     )
     app.state.keyring = settings.keyring()
+    runtime_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime_lifespan(app), _verifier(app, settings, app.state.runtime):
+            yield
+
+    app.router.lifespan_context = lifespan
     return app
+
+
+@contextlib.asynccontextmanager
+async def _verifier(
+    app: FastAPI, settings: VerificationSettings, runtime: ServiceRuntime
+) -> AsyncIterator[None]:
+    """The department clients, the verifier's loops and the department-feed consumer."""
+    suite = settings.suite
+    own_nc = (
+        await connect(settings.department_nats_url, name="bangfu-verification-departments")
+        if settings.department_nats_url
+        else None
+    )
+    departments = Departments(settings, own_nc or runtime.nc)
+    registry = RegistryClient.from_settings(settings)
+    verifier = Verifier(settings, runtime.db, app.state.keyring, departments, registry)
+    relay_wake = runtime.db.after_commit
+
+    def after_commit() -> None:
+        if relay_wake:
+            relay_wake()
+        verifier.wake()
+
+    runtime.db.after_commit = after_commit
+    # Departments publish changes on plain NATS; this stream keeps them until they are handled.
+    await ensure_stream(
+        runtime.js,
+        name=consumers.DEPARTMENT_FEED_STREAM,
+        subjects=consumers.DEPARTMENT_FEED_SUBJECTS,
+        max_age_days=suite.stream_max_age_days,
+        duplicate_window_seconds=suite.stream_duplicate_window_seconds,
+        replicas=suite.stream_replicas,
+    )
+    feed = ConsumerRunner(
+        runtime.db,
+        runtime.js,
+        consumers.department_feed(settings),
+        batch_size=settings.consumer_batch_size,
+        max_deliver=settings.consumer_max_deliver,
+        ack_wait_seconds=settings.consumer_ack_wait_seconds,
+    )
+    await feed.start()
+    verifier.start()
+    app.state.verifier = verifier
+    try:
+        yield
+    finally:
+        await verifier.stop()
+        await feed.stop()
+        await departments.aclose()
+        await registry.aclose()
+        if own_nc:
+            await own_nc.drain()

@@ -7,9 +7,11 @@ value — a department that cannot be asked or does not answer becomes an item t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from typing import Any
 
 from services.verification.adapters.client import DepartmentClient
 from services.verification.adapters.mappers import to_findings
@@ -26,6 +28,29 @@ class Person:
     consents: tuple[Consent, ...]
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One question put to a department and what came back: the evidence of a report item."""
+
+    member_id: str
+    department: Department
+    consent_id: str
+    request_hash: str
+    outcome: ItemStatus
+    at: datetime
+    raw: bytes | None = None  # the department's answer as received, when there was one
+
+    @property
+    def response_digest(self) -> str | None:
+        return hashlib.sha256(self.raw).hexdigest() if self.raw is not None else None
+
+
+@dataclass(frozen=True)
+class Checked:
+    item: ReportItem
+    exchange: Exchange | None  # None when the department was not asked (no consent)
+
+
 async def check_person(
     person: Person,
     department: Department,
@@ -33,49 +58,46 @@ async def check_person(
     *,
     purpose: str,
     on: date,
-) -> ReportItem:
+) -> Checked:
     """One member at one department: `ok` with findings, or the reason there are none."""
     source = f"{department.value}:{client.config.transport}"
     state, consent = consent_state(list(person.consents), department, on=on)
     if state is not ConsentState.VALID or consent is None:
-        return ReportItem(
+        item = ReportItem(
             person.member_id,
             department,
             ItemStatus.NO_CONSENT,
             source,
             reason=f"consent {state.value}",
         )
+        return Checked(item, None)
     query = Query(department.value, person.identity_number, consent.id, purpose)
+    raw: bytes | None = None
+
+    def checked(status: ItemStatus, **fields: Any) -> Checked:
+        item = ReportItem(
+            person.member_id, department, status, source, request_hash=query.request_hash, **fields
+        )
+        exchange = Exchange(
+            person.member_id,
+            department,
+            consent.id,
+            query.request_hash,
+            status,
+            datetime.now(UTC),
+            raw,
+        )
+        return Checked(item, exchange)
+
     try:
         answer = await client.query(query)
+        raw = answer.raw
         findings, as_of = to_findings(department, answer.body)
     except Unavailable as exc:
-        return ReportItem(
-            person.member_id,
-            department,
-            ItemStatus.UNAVAILABLE,
-            source,
-            reason=str(exc),
-            request_hash=query.request_hash,
-        )
+        return checked(ItemStatus.UNAVAILABLE, reason=str(exc))
     except (Refused, Malformed) as exc:
-        return ReportItem(
-            person.member_id,
-            department,
-            ItemStatus.ERROR,
-            source,
-            reason=str(exc),
-            request_hash=query.request_hash,
-        )
-    return ReportItem(
-        person.member_id,
-        department,
-        ItemStatus.OK,
-        source,
-        as_of=as_of,
-        findings=findings,
-        request_hash=query.request_hash,
-    )
+        return checked(ItemStatus.ERROR, reason=str(exc))
+    return checked(ItemStatus.OK, as_of=as_of, findings=findings)
 
 
 async def check_household(
@@ -85,7 +107,7 @@ async def check_household(
     departments: Sequence[Department],
     purpose: str,
     on: date,
-) -> list[ReportItem]:
+) -> list[Checked]:
     """Every member at every department, concurrently (each client keeps its own limit)."""
     return list(
         await asyncio.gather(

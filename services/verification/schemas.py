@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.verification.domain.departments import Department
 
@@ -54,3 +55,58 @@ class ConsentOut(BaseModel):
     revoked_on: date | None
     revoked_reason: str | None
     state: str = Field(description="valid, not_yet_valid, expired or revoked, as of today")
+
+
+class MemberIn(_In):
+    """A member given inline (a household not filed in the registry, e.g. a pre-check)."""
+
+    member_id: str = Field(min_length=1, max_length=36)
+    identity_number: str = Field(min_length=1, max_length=40)
+
+
+class DeclaredIn(_In):
+    member_id: str = Field(min_length=1, max_length=36)
+    kind: Literal["income", "asset"]
+    item: str = Field(min_length=1, max_length=30)
+    amount_fen: int = Field(ge=0)
+
+
+class VerificationIn(_In):
+    """A household by its registry id, or its members inline with their region."""
+
+    household_id: str | None = Field(default=None, max_length=36)
+    members: list[MemberIn] | None = Field(default=None, min_length=1, max_length=30)
+    region: str | None = Field(
+        default=None, pattern=r"^\d{6}$", description="required with inline members"
+    )
+    declared: list[DeclaredIn] = Field(default_factory=list, max_length=300)
+    purpose: str = Field(min_length=1, max_length=200, description="why the check is made")
+    departments: list[Department] = Field(
+        default_factory=lambda: list(Department), min_length=1, description="default: all"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_household(self) -> VerificationIn:
+        if (self.household_id is None) == (self.members is None):
+            raise ValueError("give either household_id or members, not both or neither")
+        if self.members is not None and self.region is None:
+            raise ValueError("region is required with inline members")
+        if self.household_id is not None and self.declared:
+            raise ValueError("declared comes from the registry for a filed household")
+        return self
+
+
+class BatchIn(_In):
+    """批量核对: these households, or every household of a region (by registry status)."""
+
+    region: str = Field(pattern=r"^\d{6}$", description="the county the batch is filed under")
+    household_ids: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
+    status: str | None = Field(
+        default="enrolled", description="without household_ids: the registry status to take"
+    )
+    purpose: str = Field(min_length=1, max_length=200)
+    departments: list[Department] = Field(default_factory=lambda: list(Department), min_length=1)
+
+
+class PersonQueriesIn(_In):
+    identity_number: str = Field(min_length=1, max_length=40)

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.verification import store
-from services.verification.domain.consent import Consent
+from services.verification.checking import Person
+from services.verification.domain.consent import Consent, consent_state
 from services.verification.domain.departments import Department
+from services.verification.domain.events import (
+    BatchProgress,
+    VerificationCompleted,
+    VerificationFailed,
+    VerificationRequested,
+)
+from services.verification.domain.report import Declared
 from shared import audit
 from shared.auth import Principal
-from shared.crypto import Keyring, blind_index
+from shared.crypto import Keyring, blind_index, encrypt
 from shared.db import UnitOfWork
-from shared.events.envelope import new_event_id
+from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, parse_identity_number
 from shared.observability import current_traceparent, trace_id_of
 from shared.regions import parse_region
@@ -189,3 +200,381 @@ async def revoke_consent(
         detail={"revoked_on": on.isoformat(), "reason": reason},
     )
     return view({**row, "revoked_on": on, "revoked_reason": reason}, today=ctx.today)
+
+
+# -- verifications --------------------------------------------------------------------------
+
+SUBJECT_CONTEXT = "verification.subject"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is checked: the members (with their numbers) and what the household declared."""
+
+    household_id: str | None
+    region: str
+    members: tuple[tuple[str, str], ...]  # (member id, identity number)
+    declared: tuple[Declared, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "household_id": self.household_id,
+                "region": self.region,
+                "members": [list(m) for m in self.members],
+                "declared": [asdict(d) for d in self.declared],
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Subject:
+        body = json.loads(text)
+        return cls(
+            household_id=body["household_id"],
+            region=body["region"],
+            members=tuple((m[0], m[1]) for m in body["members"]),
+            declared=tuple(Declared(**d) for d in body["declared"]),
+        )
+
+
+def subject_from_registry(
+    household: Mapping[str, Any], declarations: Sequence[Mapping[str, Any]]
+) -> Subject:
+    """The household as the registry gives it; the latest declaration of each item counts."""
+    latest: dict[tuple[str, str, str], int] = {}
+    for row in sorted(declarations, key=lambda r: r["id"]):
+        latest[(row["member_id"], row["kind"], row["item"])] = row["amount_fen"]
+    return Subject(
+        household_id=household["id"],
+        region=household["location"]["region"],
+        members=tuple((m["id"], m["identity_number"]) for m in household["members"]),
+        declared=tuple(Declared(m, kind, item, fen) for (m, kind, item), fen in latest.items()),
+    )
+
+
+def to_cloudevent(
+    event: VerificationRequested | VerificationCompleted | VerificationFailed | BatchProgress,
+    *,
+    region: str,
+    sequence: int,
+) -> CloudEvent:
+    subject = event.batch_id if isinstance(event, BatchProgress) else event.verification_id
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(event).items()}
+    return new_event(
+        service="verification",
+        aggregate=event.aggregate,
+        name=event.name,
+        subject=subject,
+        region=region,
+        sequence=sequence,
+        data=data,
+    )
+
+
+async def request(
+    uow: UnitOfWork,
+    *,
+    household_id: str | None,
+    region: str,
+    purpose: str,
+    departments: Sequence[Department],
+    trigger: str,
+    requested_by: str,
+    cause: str | None = None,
+    batch_id: str | None = None,
+    subject: Subject | None = None,
+    keyring: Keyring | None = None,
+) -> str | None:
+    """Queue one verification and announce it: its id, or None if its cause started one."""
+    verification_id = new_event_id()
+    inserted = await store.insert_ignoring_duplicates(
+        uow.session,
+        store.verification,
+        [
+            {
+                "id": verification_id,
+                "household_id": household_id,
+                "region": region,
+                "purpose": purpose,
+                "departments": sorted(d.value for d in departments),
+                "trigger": trigger,
+                "cause": cause,
+                "batch_id": batch_id,
+                "requested_by": requested_by,
+                "status": "queued",
+                "members_cipher": encrypt(keyring, subject.to_json(), context=SUBJECT_CONTEXT)
+                if subject and keyring
+                else None,
+                "not_before": datetime.now(UTC),
+                "requested_at": datetime.now(UTC),
+            }
+        ],
+    )
+    if inserted:
+        uow.publish(
+            to_cloudevent(
+                VerificationRequested(
+                    verification_id,
+                    household_id,
+                    trigger,
+                    purpose,
+                    tuple(sorted(d.value for d in departments)),
+                    batch_id,
+                ),
+                region=region,
+                sequence=0,
+            )
+        )
+        return verification_id
+    return None
+
+
+async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
+    """The members with their recorded consents."""
+    indexes = {
+        member_id: blind_index(keyring, number, purpose=INDEX_PURPOSE)
+        for member_id, number in subject.members
+    }
+    consents = await store.consents_of(session, list(indexes.values()))
+    return [
+        Person(
+            member_id,
+            number,
+            tuple(to_consent(c) for c in consents if c["person_index"] == indexes[member_id]),
+        )
+        for member_id, number in subject.members
+    ]
+
+
+class NoConsent(Exception):
+    """Not one member has a valid consent for one department asked: nothing may be called."""
+
+    def __init__(self, members: list[dict[str, Any]]):
+        super().__init__("no valid consent covers any member and department asked")
+        self.members = members
+
+
+class VerificationNotFound(Exception):
+    """No such verification, or not in the caller's regions."""
+
+
+class BatchNotFound(Exception):
+    """No such batch, or not in the caller's regions."""
+
+
+class HouseholdUnknown(Exception):
+    """The registry has no such household in the caller's regions."""
+
+
+def consent_overview(
+    people: Sequence[Person], departments: Sequence[Department], *, on: date
+) -> list[dict[str, Any]]:
+    """For each member, the consent state of each department asked (masked numbers)."""
+    return [
+        {
+            "member_id": p.member_id,
+            "identity_number": mask_identity_number(p.identity_number),
+            "consent": {
+                d.value: consent_state(list(p.consents), d, on=on)[0].value for d in departments
+            },
+        }
+        for p in people
+    ]
+
+
+async def request_verification(
+    uow: UnitOfWork,
+    ctx: Context,
+    *,
+    subject: Subject,
+    purpose: str,
+    departments: Sequence[Department],
+) -> tuple[str, list[dict[str, Any]]]:
+    """Queue a check a caller asked for; refused outright when no consent covers anything."""
+    if not ctx.principal.covers(subject.region):
+        raise RegionNotAllowed(subject.region)
+    people = await people_of(uow.session, ctx.keyring, subject)
+    overview = consent_overview(people, departments, on=ctx.today)
+    if not any(state == "valid" for m in overview for state in m["consent"].values()):
+        raise NoConsent(overview)
+    verification_id = await request(
+        uow,
+        household_id=subject.household_id,
+        region=subject.region,
+        purpose=purpose,
+        departments=departments,
+        trigger="api",
+        requested_by=ctx.actor,
+        subject=subject,
+        keyring=ctx.keyring,
+    )
+    assert verification_id is not None  # no cause, so never a duplicate
+    return verification_id, overview
+
+
+async def get_verification(uow: UnitOfWork, ctx: Context, verification_id: str) -> dict[str, Any]:
+    row = await store.get_verification(uow.session, verification_id)
+    if row is None or not ctx.principal.covers(row["region"]):
+        raise VerificationNotFound(verification_id)
+    return row
+
+
+def verification_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    links = {"self": f"/v1/verifications/{row['id']}"}
+    if row["report_version"]:
+        links["report"] = f"/v1/verifications/{row['id']}/report"
+    return {
+        "id": row["id"],
+        "household_id": row["household_id"],
+        "region": row["region"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "purpose": row["purpose"],
+        "departments": row["departments"],
+        "batch_id": row["batch_id"],
+        "requested_by": row["requested_by"],
+        "requested_at": row["requested_at"],
+        "finished_at": row["finished_at"],
+        "reason": row["reason"],
+        "report_version": row["report_version"],
+        "refetch_at": row["refetch_at"],
+        "links": links,
+    }
+
+
+async def create_batch(
+    uow: UnitOfWork,
+    ctx: Context,
+    *,
+    household_ids: Sequence[str],
+    region: str,
+    purpose: str,
+    departments: Sequence[Department],
+) -> dict[str, Any]:
+    """批量核对: one verification per household, all queued at once under one batch."""
+    parse_region(region)
+    if not ctx.principal.covers(region):
+        raise RegionNotAllowed(region)
+    unique = list(dict.fromkeys(household_ids))
+    now = datetime.now(UTC)
+    batch: dict[str, Any] = {
+        "id": new_event_id(),
+        "region": region,
+        "purpose": purpose,
+        "requested_by": ctx.actor,
+        "status": "running" if unique else "completed",
+        "total": len(unique),
+        "done": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "created_at": now,
+        "finished_at": None if unique else now,
+    }
+    await store.insert_rows(uow.session, store.batch, [batch])
+    for household_id in unique:
+        await request(
+            uow,
+            household_id=household_id,
+            region=region,
+            purpose=purpose,
+            departments=departments,
+            trigger="batch",
+            requested_by=ctx.actor,
+            batch_id=batch["id"],
+        )
+    return batch
+
+
+async def get_batch(uow: UnitOfWork, ctx: Context, batch_id: str) -> dict[str, Any]:
+    row = await store.get_batch(uow.session, batch_id)
+    if row is None or not ctx.principal.covers(row["region"]):
+        raise BatchNotFound(batch_id)
+    return row
+
+
+def batch_view(row: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
+    progress = progress_event(row, now=now)
+    return {
+        **asdict(progress),
+        "id": row["id"],
+        "region": row["region"],
+        "purpose": row["purpose"],
+        "requested_by": row["requested_by"],
+        "created_at": row["created_at"],
+        "finished_at": row["finished_at"],
+        "links": {
+            "self": f"/v1/batches/{row['id']}",
+            "results": f"/v1/batches/{row['id']}/results",
+        },
+    }
+
+
+def progress_event(batch: Mapping[str, Any], *, now: datetime) -> BatchProgress:
+    """Where a batch stands: counts, the rate so far and the time left at that rate."""
+    settled = batch["done"] + batch["failed"] + batch["cancelled"]
+    elapsed = max((now - aware(batch["created_at"])).total_seconds(), 1e-3)
+    rate = (batch["done"] + batch["failed"]) / elapsed
+    remaining = batch["total"] - settled
+    eta = remaining / rate if rate > 0 and batch["status"] == "running" else None
+    return BatchProgress(
+        batch_id=batch["id"],
+        status=batch["status"],
+        total=batch["total"],
+        done=batch["done"],
+        failed=batch["failed"],
+        cancelled=batch["cancelled"],
+        rate_per_second=round(rate, 3),
+        eta_seconds=round(eta, 1) if eta is not None else None,
+    )
+
+
+def publish_progress(uow: UnitOfWork, batch: Mapping[str, Any]) -> None:
+    settled = batch["done"] + batch["failed"] + batch["cancelled"]
+    event = progress_event(batch, now=datetime.now(UTC))
+    uow.publish(to_cloudevent(event, region=batch["region"], sequence=settled))
+
+
+async def cancel_batch(uow: UnitOfWork, ctx: Context, batch_id: str) -> dict[str, Any]:
+    """Stop a batch: queued households are cancelled, running ones finish."""
+    row = await get_batch(uow, ctx, batch_id)
+    if row["status"] == "running":
+        await store.cancel_batch(uow.session, batch_id)
+        row = await get_batch(uow, ctx, batch_id)
+        publish_progress(uow, row)
+        await _audit(uow, ctx, action="batch.cancelled", target=batch_id, detail={})
+    return row
+
+
+async def queries_about(
+    uow: UnitOfWork, ctx: Context, *, identity_number: str
+) -> list[dict[str, Any]]:
+    """Who looked at my data: every department query about one person, in the caller's regions."""
+    index = person_index(ctx.keyring, identity_number, today=ctx.today)
+    rows = await store.queries_about(uow.session, index)
+    return [
+        {
+            "queried_at": r["queried_at"],
+            "department": r["department"],
+            "requested_by": r["requested_by"],
+            "purpose": r["purpose"],
+            "consent_id": r["consent_id"],
+            "outcome": r["outcome"],
+            "request_hash": r["request_hash"],
+            "response_digest": r["response_digest"],
+            "verification_id": r["verification_id"],
+            "household_id": r["household_id"],
+        }
+        for r in rows
+        if ctx.principal.covers(r["region"])
+    ]
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite gives naive datetimes back; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def normalized_number(identity_number: str, *, today: date) -> str:
+    """The number in its canonical form (full-width digits folded, check character verified)."""
+    return parse_identity_number(identity_number, today=today).number

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, DateTime, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import new_metadata
@@ -61,3 +81,439 @@ async def revoke_consent(session: AsyncSession, consent_id: str, *, on: date, re
         .where(consent.c.id == consent_id)
         .values(revoked_on=on, revoked_reason=reason)
     )
+
+
+# -- verifications (核对) -------------------------------------------------------------------
+
+verification = Table(
+    "verification",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("household_id", String(36), index=True),
+    Column("region", String(6), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("departments", JSON, nullable=False),
+    # api | applied | changed | recheck | department_change | batch
+    Column("trigger", String(20), nullable=False),
+    # What started it (an event id, a recheck key): a redelivery finds it and starts nothing.
+    Column("cause", String(100), unique=True),
+    Column("batch_id", String(36), index=True),
+    Column("requested_by", String(200), nullable=False),
+    # queued | running | completed | failed | cancelled
+    Column("status", String(12), nullable=False),
+    Column("reason", Text),
+    # Members given inline (or resolved at request time), encrypted: they carry identity numbers.
+    Column("members_cipher", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("report_version", Integer, nullable=False, server_default="0"),
+    # Set while some item is unavailable: when to ask those departments again.
+    Column("refetch_at", DateTime(timezone=True)),
+    Column("refetch_interval_seconds", Float),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_verification_status_not_before", "status", "not_before"),
+    Index("ix_verification_refetch_at", "refetch_at"),
+)
+
+verification_item = Table(
+    "verification_item",
+    metadata,
+    Column("verification_id", String(36), primary_key=True),
+    Column("member_id", String(36), primary_key=True),
+    Column("department", String(20), primary_key=True),
+    Column("status", String(12), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("as_of", Date),
+    Column("findings", JSON),
+    Column("reason", Text),
+    Column("consent_id", String(36)),
+    Column("request_hash", String(64)),
+    Column("response_digest", String(64)),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+)
+
+report = Table(
+    "report",
+    metadata,
+    Column("verification_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("household_id", String(36)),
+    Column("content_hash", String(64), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+raw_answer = Table(
+    "raw_answer",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("verification_id", String(36), nullable=False, index=True),
+    Column("member_id", String(36), nullable=False),
+    Column("department", String(20), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("cipher", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("purge_after", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Every question put to a department about a person: "who looked at my data".
+department_query = Table(
+    "department_query",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_index", String(128), nullable=False, index=True),
+    Column("verification_id", String(36), nullable=False),
+    Column("department", String(20), nullable=False),
+    Column("consent_id", String(36), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("outcome", String(12), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response_digest", String(64)),
+    Column("queried_at", DateTime(timezone=True), nullable=False),
+)
+
+batch = Table(
+    "batch",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("region", String(6)),
+    Column("purpose", String(200), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    # running | completed | cancelled
+    Column("status", String(12), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("cancelled", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+# The households the service follows: enrolled ones are re-checked yearly and on department
+# changes; `feed_index` is how a department's change feed names a member.
+watched_household = Table(
+    "watched_household",
+    metadata,
+    Column("household_id", String(36), primary_key=True),
+    Column("region", String(6), nullable=False),
+    Column("enrolled", Boolean, nullable=False, server_default=false()),
+    Column("last_verified_at", DateTime(timezone=True)),
+    Index("ix_watched_household_enrolled", "enrolled", "last_verified_at"),
+)
+
+watched_person = Table(
+    "watched_person",
+    metadata,
+    Column("feed_index", String(64), primary_key=True),
+    Column("household_id", String(36), primary_key=True),
+)
+
+
+# -- verification queries -------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]
+) -> int:
+    """Insert rows, skipping any whose unique key exists (a redelivery, a second replica)."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(
+        table
+    ).on_conflict_do_nothing()
+    result = await session.execute(statement, list(rows))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def get_verification(session: AsyncSession, verification_id: str) -> dict[str, Any] | None:
+    row = (
+        (await session.execute(select(verification).where(verification.c.id == verification_id)))
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def claim_queued(
+    session: AsyncSession, *, limit: int, lease_seconds: float
+) -> list[dict[str, Any]]:
+    """Take up to `limit` verifications to run: queued and due, or abandoned by a dead worker.
+
+    FOR UPDATE SKIP LOCKED lets several replicas claim side by side on PostgreSQL; SQLite's
+    single writer serialises the claims.
+    """
+    now = _now()
+    due = (
+        select(verification.c.id)
+        .where(
+            ((verification.c.status == "queued") & (verification.c.not_before <= now))
+            | ((verification.c.status == "running") & (verification.c.claimed_until < now))
+        )
+        .order_by(verification.c.not_before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await session.execute(due)).scalars())
+    if not ids:
+        return []
+    await session.execute(
+        update(verification)
+        .where(verification.c.id.in_(ids))
+        .values(
+            status="running",
+            claimed_until=now + timedelta(seconds=lease_seconds),
+            attempts=verification.c.attempts + 1,
+        )
+    )
+    rows = await session.execute(select(verification).where(verification.c.id.in_(ids)))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def claim_refetches(
+    session: AsyncSession, *, limit: int, lease_seconds: float
+) -> list[dict[str, Any]]:
+    """Completed verifications whose missing items are due to be asked for again."""
+    now = _now()
+    due = (
+        select(verification.c.id)
+        .where(verification.c.refetch_at <= now)
+        .order_by(verification.c.refetch_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await session.execute(due)).scalars())
+    if not ids:
+        return []
+    await session.execute(
+        update(verification)
+        .where(verification.c.id.in_(ids))
+        .values(refetch_at=now + timedelta(seconds=lease_seconds))
+    )
+    rows = await session.execute(select(verification).where(verification.c.id.in_(ids)))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def update_verification(session: AsyncSession, verification_id: str, **values: Any) -> None:
+    await session.execute(
+        update(verification).where(verification.c.id == verification_id).values(**values)
+    )
+
+
+async def get_items(session: AsyncSession, verification_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(verification_item)
+        .where(verification_item.c.verification_id == verification_id)
+        .order_by(verification_item.c.member_id, verification_item.c.department)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def replace_items(
+    session: AsyncSession, verification_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Write these items of the verification, replacing earlier answers for the same pairs."""
+    for member_id in {r["member_id"] for r in rows}:
+        departments = [r["department"] for r in rows if r["member_id"] == member_id]
+        await session.execute(
+            delete(verification_item).where(
+                verification_item.c.verification_id == verification_id,
+                verification_item.c.member_id == member_id,
+                verification_item.c.department.in_(departments),
+            )
+        )
+    if rows:
+        await session.execute(insert(verification_item), list(rows))
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(table), list(rows))
+
+
+async def get_report(
+    session: AsyncSession, verification_id: str, version: int | None = None
+) -> dict[str, Any] | None:
+    query = select(report).where(report.c.verification_id == verification_id)
+    query = query.where(report.c.version == version) if version else query
+    row = (
+        (await session.execute(query.order_by(report.c.version.desc()).limit(1)))
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def report_versions(session: AsyncSession, verification_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(report.c.version, report.c.content_hash, report.c.created_at)
+        .where(report.c.verification_id == verification_id)
+        .order_by(report.c.version)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def purge_raw_answers(session: AsyncSession, *, before: datetime) -> int:
+    result = await session.execute(delete(raw_answer).where(raw_answer.c.purge_after < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def count_raw_answers(session: AsyncSession, verification_id: str) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.count())
+                .select_from(raw_answer)
+                .where(raw_answer.c.verification_id == verification_id)
+            )
+        ).scalar_one()
+    )
+
+
+async def queries_about(session: AsyncSession, person_index: str) -> list[dict[str, Any]]:
+    """Every department query about one person, with the region of its verification."""
+    rows = await session.execute(
+        select(department_query, verification.c.region, verification.c.household_id)
+        .join(verification, verification.c.id == department_query.c.verification_id)
+        .where(department_query.c.person_index == person_index)
+        .order_by(department_query.c.queried_at, department_query.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+# -- batches and watched households ---------------------------------------------------------
+
+
+async def get_batch(session: AsyncSession, batch_id: str) -> dict[str, Any] | None:
+    row = (
+        (await session.execute(select(batch).where(batch.c.id == batch_id)))
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def count_batch_outcome(session: AsyncSession, batch_id: str, column: str) -> dict[str, Any]:
+    """Add one to `done`, `failed` or `cancelled`; the batch as it now stands."""
+    counter = batch.c[column]
+    await session.execute(update(batch).where(batch.c.id == batch_id).values({column: counter + 1}))
+    current = await get_batch(session, batch_id)
+    assert current is not None
+    if current["status"] == "running" and _settled(current) >= current["total"]:
+        await session.execute(
+            update(batch)
+            .where(batch.c.id == batch_id)
+            .values(status="completed", finished_at=_now())
+        )
+        current = {**current, "status": "completed", "finished_at": _now()}
+    return current
+
+
+def _settled(row: dict[str, Any]) -> int:
+    return int(row["done"] + row["failed"] + row["cancelled"])
+
+
+async def cancel_batch(session: AsyncSession, batch_id: str) -> int:
+    """Cancel what has not started; what runs finishes. Returns how many were cancelled."""
+    result = await session.execute(
+        update(verification)
+        .where(verification.c.batch_id == batch_id, verification.c.status == "queued")
+        .values(status="cancelled", finished_at=_now(), reason="batch cancelled")
+    )
+    cancelled = int(getattr(result, "rowcount", 0) or 0)
+    await session.execute(
+        update(batch)
+        .where(batch.c.id == batch_id)
+        .values(status="cancelled", cancelled=batch.c.cancelled + cancelled, finished_at=_now())
+    )
+    return cancelled
+
+
+async def batch_results(
+    session: AsyncSession, batch_id: str, *, after: tuple[datetime, str] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Finished verifications of a batch in the order they finished, after a position."""
+    query = select(
+        verification.c.id,
+        verification.c.household_id,
+        verification.c.status,
+        verification.c.reason,
+        verification.c.report_version,
+        verification.c.finished_at,
+    ).where(verification.c.batch_id == batch_id, verification.c.finished_at.is_not(None))
+    if after:
+        query = query.where(
+            (verification.c.finished_at > after[0])
+            | ((verification.c.finished_at == after[0]) & (verification.c.id > after[1]))
+        )
+    rows = await session.execute(
+        query.order_by(verification.c.finished_at, verification.c.id).limit(limit)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def watch_household(
+    session: AsyncSession, household_id: str, *, region: str, **values: Any
+) -> None:
+    """Record or update a followed household (enrolment state, last verification)."""
+    exists = (
+        await session.execute(
+            select(watched_household.c.household_id).where(
+                watched_household.c.household_id == household_id
+            )
+        )
+    ).scalar_one_or_none()
+    if exists is None:
+        await session.execute(
+            insert(watched_household).values(household_id=household_id, region=region, **values)
+        )
+    elif values:
+        await session.execute(
+            update(watched_household)
+            .where(watched_household.c.household_id == household_id)
+            .values(**values)
+        )
+
+
+async def due_for_recheck(
+    session: AsyncSession, *, before: datetime, limit: int
+) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(watched_household)
+        .where(
+            watched_household.c.enrolled.is_(True),
+            (watched_household.c.last_verified_at.is_(None))
+            | (watched_household.c.last_verified_at < before),
+        )
+        .limit(limit)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def watch_persons(
+    session: AsyncSession, household_id: str, feed_indexes: Sequence[str]
+) -> None:
+    await session.execute(
+        delete(watched_person).where(watched_person.c.household_id == household_id)
+    )
+    await insert_rows(
+        session,
+        watched_person,
+        [{"feed_index": i, "household_id": household_id} for i in sorted(set(feed_indexes))],
+    )
+
+
+async def enrolled_households_of(session: AsyncSession, feed_index: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(watched_household)
+        .join(watched_person, watched_person.c.household_id == watched_household.c.household_id)
+        .where(watched_person.c.feed_index == feed_index, watched_household.c.enrolled.is_(True))
+    )
+    return [dict(r) for r in rows.mappings()]

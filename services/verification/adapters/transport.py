@@ -6,6 +6,7 @@ is bound to its answer by a request hash computed here and echoed by the departm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -99,10 +100,12 @@ class HttpTransport:
     async def send(self, query: Query, *, timeout: float) -> Answer:
         url = f"{self._base_url}/departments/{query.department}/query"
         try:
-            response = await self._client.post(
-                url, json=query.body(), headers=query.headers(), timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
+            # httpx's timeout bounds each read; a slow drip needs a deadline for the whole answer.
+            async with asyncio.timeout(timeout):
+                response = await self._client.post(
+                    url, json=query.body(), headers=query.headers(), timeout=timeout
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise Unavailable(f"no answer within {timeout:g} s") from exc
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach the department: {type(exc).__name__}") from exc

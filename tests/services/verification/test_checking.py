@@ -61,9 +61,10 @@ class TestCheckHousehold:
             Person("m1", identity_number(serial=1), (consent(),)),
             Person("m2", identity_number(serial=2), (consent(),)),
         ]
-        items = await check_household(
+        checked = await check_household(
             people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
         )
+        items = [c.item for c in checked]
         assert len(items) == 22
         assert {i.status for i in items} == {ItemStatus.OK}
         report = build_report(
@@ -96,9 +97,10 @@ class TestCheckHousehold:
             Person("tax-only", identity_number(serial=6), (consent(frozenset({Department.TAX})),)),
         ]
         departments = [Department.TAX, Department.FINANCE]
-        items = await check_household(
+        checked = await check_household(
             people, clients(sandbox), departments=departments, purpose="复核", on=TODAY
         )
+        items = [c.item for c in checked]
         outcome = {(i.member_id, i.department.value): (i.status.value, i.reason) for i in items}
         assert outcome == {
             ("none", "tax"): ("no_consent", "consent missing"),
@@ -124,9 +126,10 @@ class TestCheckHousehold:
     ) -> None:
         await sandbox.put("/admin/departments/finance", json={"fault": fault})
         people = [Person("m1", identity_number(serial=7), (consent(),))]
-        items = await check_household(
+        checked = await check_household(
             people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
         )
+        items = [c.item for c in checked]
         by_department = {i.department: i for i in items}
         assert by_department[Department.FINANCE].status.value == status
         assert by_department[Department.FINANCE].reason

@@ -1,0 +1,630 @@
+"""The verifier: runs queued verifications, re-asks departments that were down, rechecks yearly.
+
+Requests are rows (`verification`, status `queued`); workers claim them with a lease, so a crash
+loses nothing (the lease runs out and another worker takes the row) and several replicas share
+the queue. Each run asks every department within consent, then in one transaction writes the
+items, the encrypted raw answers, the query log, a report version, an audit record and the
+`verification.completed` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from nats.aio.client import Client as NATS
+
+from services.verification import store
+from services.verification.adapters.client import DepartmentClient
+from services.verification.adapters.transport import HttpTransport, NatsTransport, Transport
+from services.verification.checking import Checked, check_household, check_person
+from services.verification.domain.departments import DEPARTMENTS, Department
+from services.verification.domain.events import (
+    VerificationCompleted,
+    VerificationFailed,
+)
+from services.verification.domain.report import (
+    Asset,
+    Findings,
+    Income,
+    ItemStatus,
+    Report,
+    ReportItem,
+    build_report,
+)
+from services.verification.service import (
+    INDEX_PURPOSE,
+    SUBJECT_CONTEXT,
+    Subject,
+    aware,
+    people_of,
+    publish_progress,
+    request,
+    subject_from_registry,
+    to_cloudevent,
+)
+from services.verification.settings import VerificationSettings
+from shared import audit
+from shared.crypto import Keyring, blind_index, decrypt, encrypt
+from shared.db import Database, UnitOfWork
+from shared.identity import mask_identity_number
+from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
+
+log = structlog.get_logger(__name__)
+
+ANSWER_CONTEXT = "verification.raw_answer"
+MISSING = (ItemStatus.UNAVAILABLE, ItemStatus.ERROR)
+MAX_ATTEMPTS = 10
+
+
+class NotVerifiable(Exception):
+    """Nothing can be asked: the household is unknown, or no consent covers anything asked."""
+
+
+class Departments:
+    """A client per department, on the transport configuration names for it."""
+
+    def __init__(self, settings: VerificationSettings, nc: NATS | None):
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        )
+        self.clients: dict[Department, DepartmentClient] = {}
+        for department in Department:
+            config = settings.department_config(department)
+            transport: Transport
+            if config.transport == "nats":
+                if nc is None:
+                    raise ValueError(f"{department.value}: NATS transport needs a NATS connection")
+                transport = NatsTransport(nc)
+            else:
+                transport = HttpTransport(self._http, settings.department_url(department))
+            self.clients[department] = DepartmentClient(config, transport)
+
+    def health(self) -> list[dict[str, Any]]:
+        return [
+            {
+                **client.health(),
+                "name_zh": DEPARTMENTS[department].name_zh,
+                "holder_zh": DEPARTMENTS[department].holder_zh,
+                "concurrency": client.config.concurrency,
+                "timeout_seconds": client.config.timeout_seconds,
+            }
+            for department, client in self.clients.items()
+        ]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def feed_index(key: bytes, identity_number: str) -> str:
+    """How department change feeds name a person: HMAC-SHA256 of the number, hex."""
+    return hmac.new(key, identity_number.encode(), hashlib.sha256).hexdigest()
+
+
+def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:
+    item = checked.item
+    findings = item.findings
+    return {
+        "verification_id": verification_id,
+        "member_id": item.member_id,
+        "department": item.department.value,
+        "status": item.status.value,
+        "source": item.source,
+        "as_of": item.as_of,
+        "findings": _findings_json(findings) if findings else None,
+        "reason": item.reason,
+        "consent_id": checked.exchange.consent_id if checked.exchange else None,
+        "request_hash": item.request_hash,
+        "response_digest": checked.exchange.response_digest if checked.exchange else None,
+        "fetched_at": checked.exchange.at if checked.exchange else datetime.now(UTC),
+    }
+
+
+def _findings_json(findings: Findings) -> dict[str, Any]:
+    return {
+        "incomes": [asdict(i) for i in findings.incomes],
+        "assets": [asdict(a) for a in findings.assets],
+        "flags": sorted(findings.flags),
+        "facts": dict(findings.facts),
+        "amounts": dict(findings.amounts),
+    }
+
+
+def item_from_row(row: Mapping[str, Any]) -> ReportItem:
+    found = row["findings"]
+    return ReportItem(
+        member_id=row["member_id"],
+        department=Department(row["department"]),
+        status=ItemStatus(row["status"]),
+        source=row["source"],
+        as_of=row["as_of"],
+        findings=Findings(
+            incomes=tuple(Income(**i) for i in found["incomes"]),
+            assets=tuple(Asset(**a) for a in found["assets"]),
+            flags=frozenset(found["flags"]),
+            facts=found["facts"],
+            amounts=found["amounts"],
+        )
+        if found is not None
+        else None,
+        reason=row["reason"],
+        request_hash=row["request_hash"],
+    )
+
+
+def completed_event(row: Mapping[str, Any], report: Report) -> VerificationCompleted:
+    return VerificationCompleted(
+        verification_id=row["id"],
+        household_id=row["household_id"],
+        report_version=report.version,
+        content_hash=report.content_hash,
+        per_capita_income_fen=report.per_capita_income_fen,
+        income_complete=report.income_complete,
+        asset_verdicts={k: v.value for k, v in report.asset_verdicts.items()},
+        discrepancies=tuple({**asdict(d), "size_fen": d.size_fen} for d in report.discrepancies),
+        unavailable_departments=tuple(d.value for d in report.unavailable_departments),
+        no_consent_departments=tuple(
+            sorted({i.department.value for i in report.items if i.status is ItemStatus.NO_CONSENT})
+        ),
+    )
+
+
+class Verifier:
+    """Runs the verification queue and the background duties of the service."""
+
+    def __init__(
+        self,
+        settings: VerificationSettings,
+        db: Database,
+        keyring: Keyring,
+        departments: Departments,
+        registry: RegistryClient,
+    ):
+        self.settings = settings
+        self.db = db
+        self.keyring = keyring
+        self.departments = departments
+        self.registry = registry
+        self._feed_key = settings.feed_index_key.get_secret_value().encode()
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._queue_loop(), name="verification-queue"),
+            asyncio.create_task(self._refetch_loop(), name="verification-refetch"),
+            asyncio.create_task(self._recheck_loop(), name="verification-recheck"),
+            asyncio.create_task(self._purge_loop(), name="verification-purge"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._running]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._running, return_exceptions=True)
+
+    def wake(self) -> None:
+        """A request was committed: look at the queue now rather than at the next poll."""
+        self._wake.set()
+
+    # -- the queue -------------------------------------------------------------------------
+
+    async def _queue_loop(self) -> None:
+        settings = self.settings
+        while True:
+            claimed: list[dict[str, Any]] = []
+            free = settings.workers - len(self._running)
+            if free > 0:
+                try:
+                    async with self.db.unit_of_work() as uow:
+                        claimed = await store.claim_queued(
+                            uow.session, limit=free, lease_seconds=settings.lease_seconds
+                        )
+                        await uow.commit()
+                except Exception:  # noqa: BLE001 - a database blip must not end the loop
+                    log.exception("verification.claim_failed")
+            for row in claimed:
+                task = asyncio.create_task(self._guarded(self.run, row))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+            if not claimed or free <= len(claimed):
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), settings.poll_seconds)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _guarded(self, step: Any, row: dict[str, Any]) -> None:
+        try:
+            await step(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the lease runs out and the row is tried again
+            log.exception("verification.step_failed", verification_id=row["id"])
+
+    async def resolve(self, row: Mapping[str, Any]) -> Subject:
+        """The members to check: stored with the request, or read from the registry now."""
+        if row["members_cipher"]:
+            text = decrypt(self.keyring, row["members_cipher"], context=SUBJECT_CONTEXT)
+            return Subject.from_json(text)
+        household_id = row["household_id"]
+        try:
+            household = await self.registry.household(
+                household_id, pii=True, purpose=f"核对: {row['purpose']}"
+            )
+            declarations = await self.registry.declarations(household_id)
+        except HouseholdNotFound as exc:
+            raise NotVerifiable(f"household {household_id} is not in the registry") from exc
+        return subject_from_registry(household, declarations)
+
+    async def run(self, row: dict[str, Any]) -> None:
+        """One verification, first report version."""
+        try:
+            subject = await self.resolve(row)
+        except RegistryUnavailable as exc:
+            await self._retry_later(row, str(exc))
+            return
+        except NotVerifiable as exc:
+            await self._fail(row, str(exc))
+            return
+        async with self.db.unit_of_work() as uow:
+            people = await people_of(uow.session, self.keyring, subject)
+        departments = [Department(d) for d in row["departments"]]
+        checked = await check_household(
+            people,
+            self.departments.clients,
+            departments=departments,
+            purpose=row["purpose"],
+            on=date.today(),
+        )
+        if all(c.exchange is None for c in checked):
+            await self._fail(row, "no valid consent covers any member and department asked")
+            return
+        await self._record(row, subject, checked, previous=[])
+
+    async def _record(
+        self,
+        row: Mapping[str, Any],
+        subject: Subject,
+        checked: Sequence[Checked],
+        *,
+        previous: Sequence[ReportItem],
+    ) -> Report:
+        """Write the answers and a new report version, in one transaction with its events."""
+        settings, now = self.settings, datetime.now(UTC)
+        version = row["report_version"] + 1
+        fresh = {(c.item.member_id, c.item.department): c.item for c in checked}
+        items = [i for i in previous if (i.member_id, i.department) not in fresh]
+        items += list(fresh.values())
+        items.sort(key=lambda i: (i.member_id, i.department.value))
+        report = build_report(
+            household_id=subject.household_id or "",
+            version=version,
+            member_ids=[m for m, _ in subject.members],
+            items=items,
+            declared=subject.declared,
+            limits=settings.limits_for(subject.region),
+            discrepancy_threshold_fen=settings.discrepancy_threshold_fen,
+        )
+        exchanges = [c.exchange for c in checked if c.exchange is not None]
+        numbers = dict(subject.members)
+        missing = any(i.status in MISSING for i in items)
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            await store.replace_items(session, row["id"], [item_row(row["id"], c) for c in checked])
+            await store.insert_rows(
+                session,
+                store.raw_answer,
+                [
+                    {
+                        "verification_id": row["id"],
+                        "member_id": e.member_id,
+                        "department": e.department.value,
+                        "request_hash": e.request_hash,
+                        "cipher": encrypt(
+                            self.keyring, e.raw.decode(errors="replace"), context=ANSWER_CONTEXT
+                        ),
+                        "received_at": e.at,
+                        "purge_after": e.at + timedelta(days=settings.raw_answer_retention_days),
+                    }
+                    for e in exchanges
+                    if e.raw is not None
+                ],
+            )
+            await store.insert_rows(
+                session,
+                store.department_query,
+                [
+                    {
+                        "person_index": blind_index(
+                            self.keyring, numbers[e.member_id], purpose=INDEX_PURPOSE
+                        ),
+                        "verification_id": row["id"],
+                        "department": e.department.value,
+                        "consent_id": e.consent_id,
+                        "purpose": row["purpose"],
+                        "requested_by": row["requested_by"],
+                        "outcome": e.outcome.value,
+                        "request_hash": e.request_hash,
+                        "response_digest": e.response_digest,
+                        "queried_at": e.at,
+                    }
+                    for e in exchanges
+                ],
+            )
+            await store.insert_rows(
+                session,
+                store.report,
+                [
+                    {
+                        "verification_id": row["id"],
+                        "version": version,
+                        "household_id": subject.household_id,
+                        "content_hash": report.content_hash,
+                        "body": report_body(row, subject, report, created_at=now),
+                        "created_at": now,
+                    }
+                ],
+            )
+            await audit.append(
+                session,
+                client_id=row["requested_by"],
+                action="verification.report",
+                target=row["id"],
+                outcome="success",
+                purpose=row["purpose"],
+                detail={
+                    "report_version": version,
+                    "content_hash": report.content_hash,
+                    "exchanges": [
+                        {
+                            "member_id": e.member_id,
+                            "department": e.department.value,
+                            "consent_id": e.consent_id,
+                            "at": e.at.isoformat(),
+                            "outcome": e.outcome.value,
+                            "request_hash": e.request_hash,
+                            "response_digest": e.response_digest,
+                        }
+                        for e in exchanges
+                    ],
+                },
+                profile=self.keyring.profile,
+                now=now,
+            )
+            first = version == 1
+            interval = (
+                settings.refetch_seconds
+                if first
+                else 2 * (row["refetch_interval_seconds"] or settings.refetch_seconds)
+            )
+            await store.update_verification(
+                session,
+                row["id"],
+                status="completed",
+                report_version=version,
+                reason=None,
+                members_cipher=encrypt(self.keyring, subject.to_json(), context=SUBJECT_CONTEXT),
+                claimed_until=None,
+                finished_at=now if first else row["finished_at"],
+                refetch_at=now + timedelta(seconds=interval) if missing else None,
+                refetch_interval_seconds=interval if missing else None,
+            )
+            if subject.household_id:
+                await store.watch_household(
+                    session, subject.household_id, region=subject.region, last_verified_at=now
+                )
+                await store.watch_persons(
+                    session,
+                    subject.household_id,
+                    [feed_index(self._feed_key, n) for _, n in subject.members],
+                )
+            uow.publish(
+                to_cloudevent(completed_event(row, report), region=row["region"], sequence=version)
+            )
+            if first and row["batch_id"]:
+                await self._count(uow, row["batch_id"], "done")
+            await uow.commit()
+        log.info(
+            "verification.reported",
+            verification_id=row["id"],
+            version=version,
+            unavailable=[d.value for d in report.unavailable_departments],
+        )
+        return report
+
+    async def _retry_later(self, row: Mapping[str, Any], reason: str) -> None:
+        if row["attempts"] >= MAX_ATTEMPTS:
+            await self._fail(row, f"gave up after {row['attempts']} attempts: {reason}")
+            return
+        delay = min(2 ** row["attempts"], 300)
+        async with self.db.unit_of_work() as uow:
+            await store.update_verification(
+                uow.session,
+                row["id"],
+                status="queued",
+                reason=reason,
+                claimed_until=None,
+                not_before=datetime.now(UTC) + timedelta(seconds=delay),
+            )
+            await uow.commit()
+
+    async def _fail(self, row: Mapping[str, Any], reason: str) -> None:
+        async with self.db.unit_of_work() as uow:
+            await store.update_verification(
+                uow.session,
+                row["id"],
+                status="failed",
+                reason=reason,
+                claimed_until=None,
+                finished_at=datetime.now(UTC),
+            )
+            uow.publish(
+                to_cloudevent(
+                    VerificationFailed(row["id"], row["household_id"], reason),
+                    region=row["region"],
+                    sequence=row["report_version"] + 1,
+                )
+            )
+            if row["batch_id"]:
+                await self._count(uow, row["batch_id"], "failed")
+            await uow.commit()
+        log.info("verification.failed", verification_id=row["id"], reason=reason)
+
+    async def _count(self, uow: UnitOfWork, batch_id: str, outcome: str) -> None:
+        batch = await store.count_batch_outcome(uow.session, batch_id, outcome)
+        settled = batch["done"] + batch["failed"] + batch["cancelled"]
+        if settled % self.settings.progress_every == 0 or batch["status"] != "running":
+            publish_progress(uow, batch)
+
+    # -- departments that come back --------------------------------------------------------
+
+    async def _refetch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.settings.refetch_seconds, 5.0))
+            with contextlib.suppress(Exception):
+                await self.refetch_due()
+
+    async def refetch_due(self) -> int:
+        """Ask again for the items of every verification whose retry is due."""
+        async with self.db.unit_of_work() as uow:
+            rows = await store.claim_refetches(
+                uow.session, limit=self.settings.workers, lease_seconds=self.settings.lease_seconds
+            )
+            await uow.commit()
+        await asyncio.gather(*(self._guarded(self.refetch, row) for row in rows))
+        return len(rows)
+
+    async def refetch(self, row: dict[str, Any]) -> None:
+        """Re-ask the missing items; a new report version only if an answer arrived."""
+        subject = await self.resolve(row)
+        async with self.db.unit_of_work() as uow:
+            previous = [item_from_row(r) for r in await store.get_items(uow.session, row["id"])]
+            people = {p.member_id: p for p in await people_of(uow.session, self.keyring, subject)}
+        missing = [i for i in previous if i.status in MISSING and i.member_id in people]
+        checked = await asyncio.gather(
+            *(
+                check_person(
+                    people[i.member_id],
+                    i.department,
+                    self.departments.clients[i.department],
+                    purpose=row["purpose"],
+                    on=date.today(),
+                )
+                for i in missing
+            )
+        )
+        if any(c.item.status is ItemStatus.OK for c in checked):
+            await self._record(row, subject, checked, previous=previous)
+            return
+        now = datetime.now(UTC)
+        interval = 2 * (row["refetch_interval_seconds"] or self.settings.refetch_seconds)
+        give_up = aware(row["finished_at"]) + timedelta(hours=self.settings.refetch_give_up_hours)
+        async with self.db.unit_of_work() as uow:
+            await store.update_verification(
+                uow.session,
+                row["id"],
+                refetch_at=now + timedelta(seconds=interval) if now < give_up else None,
+                refetch_interval_seconds=interval,
+            )
+            await uow.commit()
+
+    # -- yearly recheck and purge ----------------------------------------------------------
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.recheck_due()
+            await asyncio.sleep(self.settings.recheck_poll_seconds)
+
+    async def recheck_due(self, *, today: date | None = None) -> int:
+        """Queue a check of every enrolled household last verified over `recheck_days` ago."""
+        today = today or date.today()
+        before = datetime.combine(today, datetime.min.time(), UTC) - timedelta(
+            days=self.settings.recheck_days
+        )
+        async with self.db.unit_of_work() as uow:
+            due = await store.due_for_recheck(uow.session, before=before, limit=1000)
+            started = 0
+            for household in due:
+                started += bool(
+                    await request(
+                        uow,
+                        household_id=household["household_id"],
+                        region=household["region"],
+                        purpose="年度复核 (yearly recheck)",
+                        departments=list(Department),
+                        trigger="recheck",
+                        cause=f"recheck:{household['household_id']}:{today.isoformat()}",
+                        requested_by="service:verification",
+                    )
+                )
+            await uow.commit()
+        if started:
+            self.wake()
+        return started
+
+    async def _purge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.purge()
+            await asyncio.sleep(3600)
+
+    async def purge(self, *, now: datetime | None = None) -> int:
+        """Delete raw answers past their keeping time; the reports built from them stay."""
+        async with self.db.unit_of_work() as uow:
+            purged = await store.purge_raw_answers(uow.session, before=now or datetime.now(UTC))
+            await uow.commit()
+        if purged:
+            log.info("verification.raw_answers_purged", count=purged)
+        return purged
+
+
+def report_body(
+    row: Mapping[str, Any], subject: Subject, report: Report, *, created_at: datetime
+) -> dict[str, Any]:
+    """The stored report: the domain report plus who, why and under which limits — no numbers."""
+    body: dict[str, Any] = json.loads(
+        json.dumps(
+            {
+                "verification_id": row["id"],
+                "household_id": subject.household_id,
+                "region": subject.region,
+                "purpose": row["purpose"],
+                "trigger": row["trigger"],
+                "requested_by": row["requested_by"],
+                "version": report.version,
+                "content_hash": report.content_hash,
+                "created_at": created_at.isoformat(),
+                "members": [
+                    {"member_id": m, "identity_number": mask_identity_number(n)}
+                    for m, n in subject.members
+                ],
+                "report": report.as_dict(),
+            },
+            default=_json_default,
+            ensure_ascii=False,
+        )
+    )
+    return body
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    raise TypeError(type(value).__name__)

@@ -1,0 +1,348 @@
+"""Verifications end to end: the API, the worker, the sandbox over HTTP and NATS, the registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.verification.domain.departments import Department
+from tests.helpers import identity_number
+from tests.services.verification.conftest import auth, wait_for
+
+TODAY = date.today()
+ALL = [d.value for d in Department]
+
+
+async def consent_for(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    number: str,
+    *,
+    departments: list[str] | None = None,
+    region: str = "411302",
+    **fields: Any,
+) -> dict[str, Any]:
+    body = {
+        "identity_number": number,
+        "region": region,
+        "signed_by": "张三明",
+        "signed_on": (TODAY - timedelta(days=3)).isoformat(),
+        "expires_on": (TODAY + timedelta(days=365)).isoformat(),
+        "departments": departments or ALL,
+        "document_ref": f"宛城授权-{number[-6:]}",
+        **fields,
+    }
+    response = await client.post("/v1/consents", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def inline(*numbers: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "members": [{"member_id": f"m{i}", "identity_number": n} for i, n in enumerate(numbers)],
+        "region": "411302",
+        "purpose": "申请审核",
+        **fields,
+    }
+
+
+async def finished(client: httpx.AsyncClient, location: str, headers: dict[str, str]) -> Any:
+    return await wait_for(
+        client, location, headers, lambda b: b["status"] in ("completed", "failed")
+    )
+
+
+async def report_of(
+    client: httpx.AsyncClient, verification_id: str, headers: dict[str, str]
+) -> Any:
+    response = await client.get(f"/v1/verifications/{verification_id}/report", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+class TestRequest:
+    async def test_a_consented_household_gets_a_complete_report_with_its_evidence(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        numbers = [identity_number(serial=301), identity_number(serial=302)]
+        consents = [await consent_for(verification, headers, n) for n in numbers]
+
+        response = await verification.post(
+            "/v1/verifications", json=inline(*numbers), headers=headers
+        )
+
+        assert response.status_code == 202, response.text
+        location = response.headers["Location"]
+        assert location == f"/v1/verifications/{response.json()['id']}"
+        assert {s for m in response.json()["members"] for s in m["consent"].values()} == {"valid"}
+        status = await finished(verification, location, headers)
+        assert status["status"] == "completed"
+        assert status["report_version"] == 1
+        report = await report_of(verification, status["id"], headers)
+        items = report["report"]["items"]
+        assert len(items) == 2 * 11
+        assert {i["status"] for i in items} == {"ok"}
+        assert all(i["request_hash"] and i["source"] and i["as_of"] for i in items)
+        assert report["report"]["income_complete"] is True
+        assert report["content_hash"] and len(report["content_hash"]) == 64
+        assert numbers[0] not in json.dumps(report)  # masked in the stored report
+
+        # who looked at my data: eleven queries, each under the person's consent
+        looked = await verification.post(
+            "/v1/persons/queries", json={"identity_number": numbers[0]}, headers=headers
+        )
+        assert looked.status_code == 200
+        queries = looked.json()
+        assert sorted(q["department"] for q in queries) == sorted(ALL)
+        assert {q["consent_id"] for q in queries} == {consents[0]["id"]}
+        assert {q["purpose"] for q in queries} == {"申请审核"}
+        assert {q["requested_by"] for q in queries} == {"test-client"}
+        assert all(q["response_digest"] for q in queries)
+
+    async def test_the_report_prints_as_html_with_masked_numbers(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=303)
+        await consent_for(verification, headers, number)
+        created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+        status = await finished(verification, created.headers["Location"], headers)
+
+        page = await verification.get(
+            f"/v1/verifications/{status['id']}/report", headers={**headers, "Accept": "text/html"}
+        )
+
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "家庭经济状况核对报告" in page.text
+        assert "税务" in page.text and "不动产登记" in page.text
+        assert number not in page.text
+        assert number[:6] in page.text  # the masked form keeps the region digits
+
+    async def test_no_consent_at_all_is_refused_and_no_department_is_called(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=304)
+
+        response = await verification.post(
+            "/v1/verifications", json=inline(number), headers=headers
+        )
+
+        assert response.status_code == 403
+        problem = response.json()
+        assert problem["type"].endswith("/no-consent")
+        assert set(problem["members"][0]["consent"].values()) == {"missing"}
+        departments = (await verification.get("/v1/departments", headers=headers)).json()
+        assert sum(d["calls"] for d in departments) == 0
+        looked = await verification.post(
+            "/v1/persons/queries", json={"identity_number": number}, headers=headers
+        )
+        assert looked.json() == []
+
+    @pytest.mark.parametrize("state", ["expired", "revoked"])
+    async def test_a_consent_not_in_force_counts_as_none(
+        self, verification: httpx.AsyncClient, token: Callable[..., str], state: str
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=305 + ["expired", "revoked"].index(state))
+        dates = {
+            "expired": {
+                "signed_on": (TODAY - timedelta(days=400)).isoformat(),
+                "expires_on": (TODAY - timedelta(days=1)).isoformat(),
+            },
+            "revoked": {},
+        }[state]
+        consent = await consent_for(verification, headers, number, **dates)
+        if state == "revoked":
+            revoked = await verification.post(
+                f"/v1/consents/{consent['id']}/revoke", json={"reason": "本人撤回"}, headers=headers
+            )
+            assert revoked.status_code == 200
+
+        response = await verification.post(
+            "/v1/verifications", json=inline(number), headers=headers
+        )
+
+        assert response.status_code == 403
+        assert set(response.json()["members"][0]["consent"].values()) == {state}
+
+    async def test_consent_for_some_departments_serves_those_and_marks_the_rest(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        covered, uncovered = identity_number(serial=311), identity_number(serial=312)
+        await consent_for(verification, headers, covered, departments=["tax", "finance"])
+        created = await verification.post(
+            "/v1/verifications", json=inline(covered, uncovered), headers=headers
+        )
+        assert created.status_code == 202
+        status = await finished(verification, created.headers["Location"], headers)
+        report = await report_of(verification, status["id"], headers)
+
+        by_status: dict[str, set[tuple[str, str]]] = {}
+        for item in report["report"]["items"]:
+            by_status.setdefault(item["status"], set()).add((item["member_id"], item["department"]))
+        assert by_status["ok"] == {("m0", "tax"), ("m0", "finance")}
+        assert len(by_status["no_consent"]) == 22 - 2
+        reasons = {i["reason"] for i in report["report"]["items"] if i["status"] == "no_consent"}
+        assert reasons == {"consent not_covered", "consent missing"}
+
+    async def test_declared_income_far_from_verified_income_is_flagged_with_its_size(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=313)
+        await consent_for(verification, headers, number)
+        declared = [{"member_id": "m0", "kind": "income", "item": "wages", "amount_fen": 0}]
+        created = await verification.post(
+            "/v1/verifications", json=inline(number, declared=declared), headers=headers
+        )
+        status = await finished(verification, created.headers["Location"], headers)
+        report = (await report_of(verification, status["id"], headers))["report"]
+
+        verified = sum(
+            income["monthly_fen"]
+            for item in report["items"]
+            if item["department"] == "tax" and item["findings"]
+            for income in item["findings"]["incomes"]
+        )
+        income_flags = [d for d in report["discrepancies"] if d["item"] == "monthly_income"]
+        if verified <= 10_000:
+            assert income_flags == []
+        else:
+            assert len(income_flags) == 1
+            assert income_flags[0]["declared_fen"] == 0
+            assert income_flags[0]["size_fen"] == income_flags[0]["verified_fen"] >= verified
+
+    async def test_bad_requests_are_problems(
+        self, verification: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        neither = await verification.post(
+            "/v1/verifications", json={"purpose": "x"}, headers=headers
+        )
+        bad_number = await verification.post(
+            "/v1/verifications", json=inline("411302198005171230"), headers=headers
+        )
+        foreign = await verification.post(
+            "/v1/verifications",
+            json=inline(identity_number(serial=314)),
+            headers=auth(token, ["13"]),
+        )
+        unknown = await verification.get("/v1/verifications/nope", headers=headers)
+        no_household = await verification.post(
+            "/v1/verifications",
+            json={"household_id": "0190a000-0000-7000-8000-000000000000", "purpose": "x"},
+            headers=headers,
+        )
+
+        assert neither.status_code == 422
+        assert bad_number.status_code == 422
+        assert foreign.status_code == 403
+        assert unknown.status_code == 404
+        assert no_household.status_code == 404
+        assert no_household.json()["type"].endswith("/household-not-found")
+        for response in (neither, bad_number, foreign, unknown, no_household):
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+class TestFaults:
+    @pytest.mark.parametrize(
+        ("fault", "status"),
+        [
+            ("timeout", "unavailable"),
+            ("http_500", "unavailable"),
+            ("malformed_json", "error"),
+            ("wrong_schema", "error"),
+            ("slow_drip", "unavailable"),
+        ],
+    )
+    async def test_a_faulty_department_is_named_and_fetched_again_when_it_returns(
+        self,
+        verification: httpx.AsyncClient,
+        sandbox: httpx.AsyncClient,
+        token: Callable[..., str],
+        fault: str,
+        status: str,
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(
+            serial=320
+            + ["timeout", "http_500", "malformed_json", "wrong_schema", "slow_drip"].index(fault)
+        )
+        await consent_for(verification, headers, number)
+        await sandbox.put("/admin/departments/finance", json={"fault": fault, "drip_seconds": 3})
+        created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+        first = await finished(verification, created.headers["Location"], headers)
+        report = (await report_of(verification, first["id"], headers))["report"]
+
+        finance = [i for i in report["items"] if i["department"] == "finance"]
+        assert [(i["status"], bool(i["reason"]), i["findings"]) for i in finance] == [
+            (status, True, None)
+        ]
+        assert {i["status"] for i in report["items"] if i["department"] != "finance"} == {"ok"}
+        assert report["unavailable_departments"] == ["finance"]
+        assert report["asset_verdicts"]["deposits_per_capita"] in ("unknown", "fail")
+
+        # the department comes back: the item is fetched again, a second version is made
+        await sandbox.delete("/admin/departments/finance")
+        second = await wait_for(
+            verification, created.headers["Location"], headers, lambda b: b["report_version"] == 2
+        )
+        assert second["refetch_at"] is None
+        latest = (await report_of(verification, first["id"], headers))["report"]
+        assert {i["status"] for i in latest["items"]} == {"ok"}
+        assert latest["unavailable_departments"] == []
+        versions = await verification.get(
+            f"/v1/verifications/{first['id']}/reports", headers=headers
+        )
+        assert [v["version"] for v in versions.json()] == [1, 2]
+
+    async def test_every_department_down_gives_a_report_of_unavailable_items(
+        self, verification: httpx.AsyncClient, sandbox: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=330)
+        await consent_for(verification, headers, number)
+        for code in ALL:
+            await sandbox.put(f"/admin/departments/{code}", json={"fault": "http_500"})
+        created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+        status = await finished(verification, created.headers["Location"], headers)
+        report = (await report_of(verification, status["id"], headers))["report"]
+
+        assert status["status"] == "completed"
+        assert {i["status"] for i in report["items"]} == {"unavailable"}
+        assert sorted(report["unavailable_departments"]) == sorted(ALL)
+        assert report["income_complete"] is False
+        assert report["per_capita_income_fen"] == 0
+        assert set(report["asset_verdicts"].values()) == {"unknown"}
+        health = {
+            d["department"]: d
+            for d in (await verification.get("/v1/departments", headers=headers)).json()
+        }
+        assert all(health[code]["failures"] >= 1 for code in ALL)
+        assert health["tax"]["last_error"]
+
+    async def test_the_nats_transport_serves_the_same_report(
+        self, make_verification: Callable[..., Any], token: Callable[..., str]
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=331)
+        async with make_verification(departments_transport="nats") as client:
+            await consent_for(client, headers, number)
+            created = await client.post("/v1/verifications", json=inline(number), headers=headers)
+            status = await finished(client, created.headers["Location"], headers)
+            report = (await report_of(client, status["id"], headers))["report"]
+            health = (await client.get("/v1/departments", headers=headers)).json()
+
+        assert {i["status"] for i in report["items"]} == {"ok"}
+        assert {i["source"] for i in report["items"]} == {f"{d}:nats" for d in ALL}
+        assert {d["transport"] for d in health} == {"nats"}

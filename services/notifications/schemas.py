@@ -91,6 +91,9 @@ class MessageOut(BaseModel):
     status: str = Field(description="queued | sent | delivered | failed")
     reason: str | None
     created_at: datetime
+    send_after: datetime | None = Field(
+        description="a queued message's planned send time (quiet hours, rate limit, retry)"
+    )
     sent_at: datetime | None
     delivered_at: datetime | None
     read_at: datetime | None

@@ -361,6 +361,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "reason": row["reason"],
         "created_at": utc(row["created_at"]),
+        "send_after": utc(row["not_before"]) if row["status"] == "queued" else None,
         "sent_at": utc(row["sent_at"]) if row["sent_at"] else None,
         "delivered_at": utc(row["delivered_at"]) if row["delivered_at"] else None,
         "read_at": utc(row["read_at"]) if row["read_at"] else None,

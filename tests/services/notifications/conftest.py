@@ -16,8 +16,10 @@ import nats
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from services.notifications import service
 from services.notifications.app import create_app
 from services.notifications.settings import NotificationsSettings
+from shared.db import Database
 from shared.events.envelope import CloudEvent, new_event
 from shared.settings import SuiteSettings
 from tests.conftest import running, serving
@@ -109,6 +111,34 @@ async def notifications(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(notifications_settings)) as client:
         yield client
+
+
+@pytest.fixture
+async def settings(
+    suite: SuiteSettings, migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]]
+) -> NotificationsSettings:
+    url, schema = await migrated_database("notifications")
+    return NotificationsSettings(
+        suite=suite,
+        database_url=url,
+        database_schema=schema,
+        visit_reminder_days=7,
+        visit_overdue_days=5,
+        schedule_hour=9,
+    )
+
+
+@pytest.fixture
+async def db(settings: NotificationsSettings) -> AsyncIterator[Database]:
+    url, schema = settings.database
+    database = Database(url, schema=schema)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def engine(settings: NotificationsSettings) -> service.Engine:
+    return service.Engine.from_settings(settings)
 
 
 Publish = Callable[..., Awaitable[CloudEvent]]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from services.notifications import service, store
@@ -16,32 +14,7 @@ from services.notifications.scheduler import Scheduler
 from services.notifications.settings import NotificationsSettings
 from shared.db import Database
 from shared.events.envelope import new_event
-from shared.settings import SuiteSettings
 
-ENGINE_SETTINGS = {"visit_reminder_days": 7, "visit_overdue_days": 5, "schedule_hour": 9}
-
-
-@pytest.fixture
-async def settings(
-    suite: SuiteSettings, migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]]
-) -> NotificationsSettings:
-    url, schema = await migrated_database("notifications")
-    return NotificationsSettings(
-        suite=suite, database_url=url, database_schema=schema, **ENGINE_SETTINGS
-    )
-
-
-@pytest.fixture
-async def db(settings: NotificationsSettings) -> AsyncIterator[Database]:
-    url, schema = settings.database
-    database = Database(url, schema=schema)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-def engine(settings: NotificationsSettings) -> service.Engine:
-    return service.Engine.from_settings(settings)
 
 
 def utc(day: str, hour: int = 12) -> datetime:

@@ -16,7 +16,6 @@ from shared.db import Database
 from shared.events.envelope import new_event
 
 
-
 def utc(day: str, hour: int = 12) -> datetime:
     return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
 

@@ -1,8 +1,179 @@
 """The benefits service's HTTP routes and its error table."""
 
-from fastapi import APIRouter
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, Any
 
-from shared.problems import ErrorTable
+from fastapi import APIRouter, Depends, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from services.benefits import service
+from services.benefits.domain.events import EVENT_TYPES
+from services.benefits.domain.parameters import ParameterError
+from services.benefits.schemas import (
+    ComputeIn,
+    HouseholdPut,
+    ParameterIn,
+    PaymentIn,
+    WhatIfIn,
+)
+from shared.auth import Principal, require
+from shared.events.envelope import event_type
+from shared.events.schemas import data_schema
+from shared.problems import ErrorTable, Problem, invalid_field
+from shared.regions import InvalidRegion
+from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["benefits"])
-ERRORS: ErrorTable = {}
+
+ERRORS: ErrorTable = {
+    InvalidRegion: invalid_field("region"),
+    ParameterError: lambda exc: Problem(
+        422,
+        "invalid-parameter",
+        str(exc),
+        errors=[{"field": exc.key, "reason": exc.reason, "code": "invalid"}],
+    ),
+    service.UnknownParameter: lambda exc: Problem(404, "not-found", f"no parameter {exc}"),
+    service.RegionNotAllowed: lambda exc: Problem(
+        403, "region-not-allowed", f"the token does not cover region {exc}"
+    ),
+    service.HouseholdNotKnown: lambda exc: Problem(
+        404, "not-found", f"no inputs held for household {exc}"
+    ),
+    service.DecisionNotFound: lambda exc: Problem(404, "not-found", f"decision {exc} not found"),
+}
+
+
+def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
+    async def dependency(
+        request: Request, principal: Annotated[Principal, Depends(require(*scopes))]
+    ) -> service.Context:
+        return service.Context(
+            principal=principal, engine=request.app.state.engine, today=date.today()
+        )
+
+    return dependency
+
+
+Reader = Annotated[service.Context, Depends(context("benefits:read"))]
+Admin = Annotated[service.Context, Depends(context("benefits:admin"))]
+
+
+def _json(body: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(body), status_code=status_code)
+
+
+@router.post("/cards", summary="帮扶措施明白卡 for inline inputs (stored as a receipt)")
+async def compute_card(body: ComputeIn, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    decision_id, card = await service.compute(uow, ctx, body.household, on=body.on)
+    await uow.commit()
+    return _json(service.card_body(card, decision_id))
+
+
+@router.post("/eligibility", summary="Which categories apply to inline inputs, and why not")
+async def compute_eligibility(body: ComputeIn, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    decision_id, card = await service.compute(
+        uow, ctx, body.household, on=body.on, kind="eligibility"
+    )
+    await uow.commit()
+    return _json({"decision_id": decision_id, "eligibility": card.eligibility, "on": card.on})
+
+
+@router.put("/households/{household_id}", summary="Hold a household's inputs (and decide)")
+async def put_household(
+    household_id: str, body: HouseholdPut, uow: UnitOfWorkDep, ctx: Admin
+) -> JSONResponse:
+    household = body.household.model_copy(update={"household_id": household_id})
+    await service.put_household(uow, ctx, household)
+    decision_id, card, _ = await service.decide_household(uow, ctx, household_id)
+    await uow.commit()
+    return _json(service.card_body(card, decision_id))
+
+
+@router.get("/households/{household_id}/card", summary="The household's card on a day")
+async def household_card(
+    household_id: str, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+) -> JSONResponse:
+    decision_id, card, _ = await service.decide_household(uow, ctx, household_id, on=on)
+    await uow.commit()
+    return _json(service.card_body(card, decision_id))
+
+
+@router.get("/households/{household_id}/eligibility", summary="Categories on a day, and why not")
+async def household_eligibility(
+    household_id: str, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+) -> JSONResponse:
+    decision_id, card = await service.eligibility_of(uow, ctx, household_id, on=on)
+    await uow.commit()
+    return _json({"decision_id": decision_id, "eligibility": card.eligibility, "on": card.on})
+
+
+@router.get("/households/{household_id}/exit", summary="脱困 by income: months above so far")
+async def household_exit(household_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(dataclasses.asdict(await service.exit_of(uow, ctx, household_id)))
+
+
+@router.get("/decisions/{decision_id}", summary="A decision receipt")
+async def get_decision(decision_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(await service.get_decision(uow, ctx, decision_id))
+
+
+@router.post(
+    "/decisions/{decision_id}/rederive",
+    summary="Re-derive a decision from its receipt and compare (异议, audit)",
+)
+async def rederive(decision_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(await service.rederive(uow, ctx, decision_id))
+
+
+@router.get("/parameters/{region}", summary="The parameters in force in a region on a day")
+async def parameters(
+    region: str, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+) -> JSONResponse:
+    return _json(await service.resolved_parameters(uow, ctx, region, on=on))
+
+
+@router.get("/parameters/{region}/{key}", summary="A parameter's dated values at one level")
+async def parameter_history(region: str, key: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(await service.parameter_history(uow, ctx, region, key))
+
+
+@router.post(
+    "/parameters/{region}/{key}",
+    status_code=201,
+    summary="Add a dated value; every household it reaches is recomputed",
+)
+async def add_parameter(
+    region: str, key: str, body: ParameterIn, uow: UnitOfWorkDep, ctx: Admin
+) -> JSONResponse:
+    result = await service.add_parameter(uow, ctx, region=region, key=key, body=body)
+    await uow.commit()
+    return _json(result, 201)
+
+
+@router.post("/ledger/payments", status_code=201, summary="Post a department's payment")
+async def post_payment(body: PaymentIn, uow: UnitOfWorkDep, ctx: Admin) -> JSONResponse:
+    result = await service.post_payment(uow, ctx, body)
+    await uow.commit()
+    return _json(result, 201)
+
+
+@router.get("/ledger/duplicates", summary="重复救助 found in a region")
+async def duplicates(region: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(await service.duplicates(uow, ctx, region=region))
+
+
+@router.post("/what-if", summary="If a parameter became X from D: who moves, and the cost")
+async def what_if(body: WhatIfIn, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+    return _json(await service.what_if(uow, ctx, body))
+
+
+_SCHEMAS = {event_type("benefits", cls.aggregate, cls.name): cls for cls in EVENT_TYPES}
+
+
+@router.get("/events/schemas", tags=["events"], summary="Every event type, with its schema")
+async def event_schemas() -> dict[str, Any]:
+    return {type_: data_schema(cls, type_=type_) for type_, cls in _SCHEMAS.items()}

@@ -1,12 +1,19 @@
 """Benefits settings, from `BANGFU_BENEFITS_*` variables."""
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
 
+from services.benefits.domain.parameters import DEFAULT_DIRECTORY
 from shared.settings import ServiceSettings
 
 
 class BenefitsSettings(ServiceSettings):
     service: ClassVar[str] = "benefits"
     model_config = SettingsConfigDict(env_prefix="BANGFU_BENEFITS_", extra="ignore")
+
+    # The YAML parameter files (one per region); checked when the app is built.
+    parameters_dir: Path = DEFAULT_DIRECTORY
+    # Fetch a household's inputs from the registry when its events arrive.
+    follow_registry: bool = True

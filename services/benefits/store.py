@@ -1,5 +1,341 @@
-"""All of the benefits service's SQL; its tables arrive with its issue."""
+"""All of the benefits service's SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import new_metadata
 
 metadata = new_metadata()
+
+# Values added through the admin API, on top of the shipped files; never updated or deleted,
+# so the table is the history of who changed which standard when.
+parameter_value = Table(
+    "parameter_value",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("region", String(6), nullable=False, index=True),
+    Column("key", String(100), nullable=False),
+    Column("value", JSON, nullable=False),
+    Column("effective_from", Date, nullable=False),
+    Column("effective_to", Date),
+    Column("source", String(300), nullable=False),
+    Column("document", String(100), nullable=False),
+    Column("clause", String(200), nullable=False),
+    Column("added_by", String(200), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# The latest inputs of each household (from the registry, or put by a department).
+household_input = Table(
+    "household_input",
+    metadata,
+    Column("household_id", String(64), primary_key=True),
+    Column("region", String(6), nullable=False, index=True),
+    Column("facts", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The latest 核对报告 per household: its per-capita income wins over the declared one.
+verified_income = Table(
+    "verified_income",
+    metadata,
+    Column("household_id", String(64), primary_key=True),
+    Column("report_version", Integer, nullable=False),
+    Column("per_capita_income_fen", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+income_month = Table(
+    "income_month",
+    metadata,
+    Column("household_id", String(64), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("income_fen", BigInteger, nullable=False),
+    Column("member_count", Integer, nullable=False),
+)
+
+# Decision receipts: enough to re-derive each decision exactly on an objection (异议) or audit.
+decision = Table(
+    "decision",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(20), nullable=False),  # card, eligibility
+    Column("household_id", String(64), index=True),
+    Column("region", String(6), nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("engine_version", String(50), nullable=False),
+    Column("rule_digests", JSON, nullable=False),
+    Column("parameter_digest", String(64), nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("decided_by", String(200), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+
+# The card last published for each household: a recomputation publishes only a change.
+current_card = Table(
+    "current_card",
+    metadata,
+    Column("household_id", String(64), primary_key=True),
+    Column("region", String(6), nullable=False),
+    Column("decision_id", String(36), nullable=False),
+    Column("result_digest", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("exit_eligible_month", String(7)),
+)
+
+ledger_payment = Table(
+    "ledger_payment",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("department", String(100), nullable=False),
+    Column("measure", String(100), nullable=False),
+    Column("household_id", String(64), nullable=False, index=True),
+    Column("region", String(6), nullable=False),
+    Column("period_start", String(7), nullable=False),
+    Column("period_end", String(7), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("reference", String(100)),
+    Column("posted_by", String(200), nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False),
+)
+
+duplicate = Table(
+    "duplicate",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("household_id", String(64), nullable=False, index=True),
+    Column("region", String(6), nullable=False, index=True),
+    Column("measure", String(100), nullable=False),
+    Column("payment_id", String(36), nullable=False),
+    Column("earlier_payment_id", String(36), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def parameter_values(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = await session.execute(select(parameter_value).order_by(parameter_value.c.seq))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_parameter_value(session: AsyncSession, row: dict[str, Any]) -> None:
+    last = (
+        await session.execute(select(parameter_value.c.seq).order_by(parameter_value.c.seq.desc()))
+    ).first()
+    seq = (last[0] if last else 0) + 1
+    await session.execute(insert(parameter_value).values(**row, seq=seq, added_at=_now()))
+
+
+async def put_household(session: AsyncSession, household_id: str, region: str, facts: Any) -> None:
+    exists = await session.scalar(
+        select(household_input.c.household_id).where(household_input.c.household_id == household_id)
+    )
+    values = {"region": region, "facts": facts, "updated_at": _now()}
+    if exists:
+        await session.execute(
+            update(household_input)
+            .where(household_input.c.household_id == household_id)
+            .values(**values)
+        )
+    else:
+        await session.execute(insert(household_input).values(household_id=household_id, **values))
+
+
+async def get_household(session: AsyncSession, household_id: str) -> dict[str, Any] | None:
+    row = (
+        (
+            await session.execute(
+                select(household_input).where(household_input.c.household_id == household_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def households_under(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(household_input)
+        .where(household_input.c.region.startswith(prefix))
+        .order_by(household_input.c.household_id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def put_verified_income(
+    session: AsyncSession, household_id: str, *, report_version: int, per_capita_fen: int
+) -> bool:
+    """Keep the newest report only; False when an older or equal version arrives."""
+    current = await session.scalar(
+        select(verified_income.c.report_version).where(
+            verified_income.c.household_id == household_id
+        )
+    )
+    values = {
+        "report_version": report_version,
+        "per_capita_income_fen": per_capita_fen,
+        "recorded_at": _now(),
+    }
+    if current is None:
+        await session.execute(insert(verified_income).values(household_id=household_id, **values))
+        return True
+    if report_version <= current:
+        return False
+    await session.execute(
+        update(verified_income)
+        .where(verified_income.c.household_id == household_id)
+        .values(**values)
+    )
+    return True
+
+
+async def get_verified_income(session: AsyncSession, household_id: str) -> dict[str, Any] | None:
+    row = (
+        (
+            await session.execute(
+                select(verified_income).where(verified_income.c.household_id == household_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def put_income_month(
+    session: AsyncSession, household_id: str, *, month: str, income_fen: int, member_count: int
+) -> None:
+    key = (income_month.c.household_id == household_id) & (income_month.c.month == month)
+    exists = await session.scalar(select(income_month.c.month).where(key))
+    values = {"income_fen": income_fen, "member_count": member_count}
+    if exists:
+        await session.execute(update(income_month).where(key).values(**values))
+    else:
+        await session.execute(
+            insert(income_month).values(household_id=household_id, month=month, **values)
+        )
+
+
+async def income_months(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(income_month)
+        .where(income_month.c.household_id == household_id)
+        .order_by(income_month.c.month)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_decision(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(decision).values(**row, decided_at=_now()))
+
+
+async def get_decision(session: AsyncSession, decision_id: str) -> dict[str, Any] | None:
+    row = (
+        (await session.execute(select(decision).where(decision.c.id == decision_id)))
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def get_current_card(session: AsyncSession, household_id: str) -> dict[str, Any] | None:
+    row = (
+        (
+            await session.execute(
+                select(current_card).where(current_card.c.household_id == household_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def put_current_card(session: AsyncSession, row: dict[str, Any], *, exists: bool) -> None:
+    if exists:
+        await session.execute(
+            update(current_card)
+            .where(current_card.c.household_id == row["household_id"])
+            .values(**row)
+        )
+    else:
+        await session.execute(insert(current_card).values(**row))
+
+
+async def insert_payment(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(ledger_payment).values(**row, posted_at=_now()))
+
+
+async def overlapping_payments(
+    session: AsyncSession, *, household_id: str, measure: str, start: str, end: str
+) -> list[dict[str, Any]]:
+    """Payments for the same household and need whose periods overlap [start, end]."""
+    rows = await session.execute(
+        select(ledger_payment)
+        .where(
+            ledger_payment.c.household_id == household_id,
+            ledger_payment.c.measure == measure,
+            ledger_payment.c.period_start <= end,
+            ledger_payment.c.period_end >= start,
+        )
+        .order_by(ledger_payment.c.posted_at, ledger_payment.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def find_payment(
+    session: AsyncSession, *, department: str, reference: str
+) -> dict[str, Any] | None:
+    row = (
+        (
+            await session.execute(
+                select(ledger_payment).where(
+                    ledger_payment.c.department == department,
+                    ledger_payment.c.reference == reference,
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+async def insert_duplicate(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(duplicate).values(**row, detected_at=_now()))
+
+
+async def duplicates_under(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(duplicate)
+        .where(duplicate.c.region.startswith(prefix))
+        .order_by(duplicate.c.detected_at, duplicate.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]

@@ -1,0 +1,292 @@
+"""The benefits API through the app, on a real database (SQLite or PostgreSQL) and NATS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.benefits.app import create_app
+from services.benefits.domain.parameters import ParameterError
+from services.benefits.settings import BenefitsSettings
+from shared.db import Database
+from shared.events.outbox import outbox
+from tests.helpers import bearer
+
+READ, ADMIN = "benefits:read", "benefits:admin"
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    """四口之家 in 宛城区, declared income 1650.50元 a month."""
+    return {
+        "region": "411302",
+        "declared_income_fen": 165050,
+        "members": [
+            {"birth_date": "1980-01-01"},
+            {"birth_date": "1982-01-01", "medical_self_paid_fen": 3_000_000},
+            {
+                "birth_date": "2012-03-01",
+                "schooling": [{"stage": "junior_high", "start": "2024-09-01", "boarding": True}],
+            },
+            {"birth_date": "1955-01-01"},
+        ],
+        **overrides,
+    }
+
+
+async def events(settings: BenefitsSettings) -> list[tuple[str, dict[str, Any]]]:
+    url, schema = settings.database
+    db = Database(url, schema=schema)
+    async with db.engine.connect() as connection:
+        rows = (
+            (await connection.execute(select(outbox).order_by(outbox.c.position))).mappings().all()
+        )
+    await db.dispose()
+    return [(r["nats_subject"], json.loads(r["body"])) for r in rows]
+
+
+class TestCards:
+    async def test_a_card_for_inline_inputs_lists_every_measure_with_its_clause(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/cards",
+            json={"household": body(), "on": "2025-03-01"},
+            headers=bearer(token(READ, regions=["4113"])),
+        )
+        assert response.status_code == 200, response.text
+        card = response.json()
+        amounts = {m["code"]: (m["amount_fen"], m["quantity"]) for m in card["measures"]}
+        assert amounts == {
+            "dibao_allowance": (87000, 4),
+            "free_electricity": (0, 10),
+            "compulsory_grant": (125000, 1),
+            "medical_tilt": (1_000_000, 1),
+            "accident_insurance": (12000, 4),
+            "health_check": (0, 1),
+            "home_adaptation": (300000, 1),
+        }
+        assert card["monthly_fen"] == 87000
+        assert card["income_source"] == "declared"
+        compulsory = next(m for m in card["measures"] if m["code"] == "compulsory_grant")
+        assert compulsory["clause"].endswith("四(三)3(1)②")
+        assert compulsory["department"] == "教育局"
+        assert card["decision_id"]
+
+    async def test_money_is_integer_fen_in_the_api(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/cards",
+            json={"household": body(declared_income_fen=1650.5)},
+            headers=bearer(token(READ)),
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "household.declared_income_fen"
+
+    async def test_a_region_outside_the_token_is_refused(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/cards", json={"household": body()}, headers=bearer(token(READ, regions=["4107"]))
+        )
+        assert response.status_code == 403
+        assert response.json()["type"].endswith("region-not-allowed")
+
+    async def test_eligibility_says_why_not(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/eligibility",
+            json={"household": body(declared_income_fen=400000), "on": "2025-03-01"},
+            headers=bearer(token(READ)),
+        )
+        decisions = {d["category"]: d for d in response.json()["eligibility"]}
+        assert decisions["dibao"]["applies"] is False
+        assert decisions["dibao"]["reason"].startswith("家庭人均收入1000.00元不低于城市低保标准")
+
+
+class TestReceipts:
+    async def test_a_decision_is_re_derived_exactly_from_its_receipt(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = bearer(token(READ, ADMIN))
+        card = (
+            await benefits.post(
+                "/v1/cards", json={"household": body(), "on": "2025-03-01"}, headers=headers
+            )
+        ).json()
+        # The standard changes afterwards: the receipt still re-derives the old decision.
+        added = await benefits.post(
+            "/v1/parameters/411300/dibao.standard_fen",
+            json={
+                "value": 70000,
+                "effective_from": "2025-01-01",
+                "source": "《调标通知》",
+                "clause": "一",
+            },
+            headers=headers,
+        )
+        assert added.status_code == 201, added.text
+        receipt = await benefits.get(f"/v1/decisions/{card['decision_id']}", headers=headers)
+        stored = receipt.json()
+        assert stored["engine_version"] and stored["parameter_digest"] == card["parameter_digest"]
+        assert set(stored["rule_digests"]) >= {"categories", "dibao_allowance"}
+        again = await benefits.post(
+            f"/v1/decisions/{card['decision_id']}/rederive", headers=headers
+        )
+        assert again.json()["matches"] is True
+        assert again.json()["parameter_digest_matches"] is True
+        assert again.json()["rules_changed_since"] == []
+        fresh = await benefits.post(
+            "/v1/cards", json={"household": body(), "on": "2025-03-01"}, headers=headers
+        )
+        allowance = next(m for m in fresh.json()["measures"] if m["code"] == "dibao_allowance")
+        assert allowance["amount_fen"] == 70000 * 4 - 165050 + 50  # rounded up to the yuan
+
+
+class TestParametersAndRecomputation:
+    async def test_adding_a_value_recomputes_and_publishes_only_changed_cards(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        headers = bearer(token(READ, ADMIN))
+        poor = body(declared_income_fen=100000)
+        rich = body(declared_income_fen=900000, members=[{"birth_date": "1990-01-01"}])
+        for household_id, inputs in (("h-poor", poor), ("h-rich", rich)):
+            put = await benefits.put(
+                f"/v1/households/{household_id}", json={"household": inputs}, headers=headers
+            )
+            assert put.status_code == 200, put.text
+        first = await events(benefits_settings)
+        assert [s for s, _ in first] == [
+            "bangfu.benefits.eligibility.determined.41.13.02",
+            "bangfu.benefits.entitlements.determined.41.13.02",
+        ] * 2
+        added = await benefits.post(
+            "/v1/parameters/411300/dibao.standard_fen",
+            json={
+                "value": 66000,
+                "effective_from": "2020-01-01",
+                "source": "《调标通知》",
+                "document": "宛民〔2026〕1号",
+                "clause": "一",
+            },
+            headers=headers,
+        )
+        assert added.json()["recomputed"] == 2 and added.json()["changed"] == 1
+        later = (await events(benefits_settings))[len(first) :]
+        assert [s for s, _ in later] == [
+            "bangfu.benefits.eligibility.determined.41.13.02",
+            "bangfu.benefits.entitlements.changed.41.13.02",
+        ]
+        changed = later[1][1]["data"]
+        assert changed["household_id"] == "h-poor"
+        assert changed["monthly_fen"] == 66000 * 4 - 100000
+        history = await benefits.get("/v1/parameters/411300/dibao.standard_fen", headers=headers)
+        assert [v["value"] for v in history.json()["added"]] == [66000]
+        assert [v["value"] for v in history.json()["shipped"]] == [60000, 63000]
+        assert [v["value"] for v in history.json()["in_force"]] == [66000]
+
+    async def test_a_contradictory_value_is_refused_with_key_and_reason(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/parameters/411300/edge.multiple_permille",
+            json={"value": 900, "effective_from": "2026-01-01", "source": "《x》", "clause": "一"},
+            headers=bearer(token(ADMIN)),
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"] == [
+            {
+                "field": "edge.multiple_permille",
+                "reason": "900‰ is below the 低保标准 itself (1000‰)",
+                "code": "invalid",
+            }
+        ]
+
+    async def test_admin_needs_its_scope(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/parameters/411300/dibao.standard_fen",
+            json={"value": 1, "effective_from": "2026-01-01", "source": "《x》", "clause": "一"},
+            headers=bearer(token(READ)),
+        )
+        assert response.status_code == 403
+
+    async def test_the_parameters_in_force_name_their_level(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.get(
+            "/v1/parameters/411321", params={"on": "2024-06-01"}, headers=bearer(token(READ))
+        )
+        values = {v["key"]: v for v in response.json()["values"]}
+        assert (values["dibao.standard_fen"]["value"], values["dibao.standard_fen"]["region"]) == (
+            60000,
+            "411321",
+        )
+        assert values["education.primary_boarder_fen_per_year"]["region"] == "411300"
+
+
+class TestLedger:
+    async def test_the_same_need_paid_twice_for_a_period_is_reported(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        headers = bearer(token(READ, ADMIN))
+
+        async def pay(department: str, period: str, reference: str) -> dict[str, Any]:
+            response = await benefits.post(
+                "/v1/ledger/payments",
+                json={
+                    "department": department,
+                    "measure": "temporary_relief",
+                    "household_id": "h1",
+                    "region": "411302",
+                    "period": period,
+                    "amount_fen": 50000,
+                    "reference": reference,
+                },
+                headers=headers,
+            )
+            assert response.status_code == 201, response.text
+            result: dict[str, Any] = response.json()
+            return result
+
+        assert (await pay("民政局", "2025-03", "mz-1"))["duplicates"] == []
+        assert (await pay("民政局", "2025-03", "mz-1"))["duplicates"] == []  # re-sent
+        assert (await pay("民政局", "2025-04", "mz-2"))["duplicates"] == []
+        union = await pay("总工会", "2025", "gh-1")
+        assert len(union["duplicates"]) == 2
+        found = await benefits.get(
+            "/v1/ledger/duplicates", params={"region": "4113"}, headers=headers
+        )
+        assert [d["payment_id"] for d in found.json()] == [union["payment"]["id"]] * 2
+        subjects = [s for s, _ in await events(benefits_settings)]
+        assert subjects == ["bangfu.benefits.duplicate.detected.41.13.02"] * 2
+
+
+class TestStartUp:
+    def test_a_malformed_parameter_file_stops_the_app_naming_file_key_and_reason(
+        self, tmp_path: Path, benefits_settings: BenefitsSettings
+    ) -> None:
+        (tmp_path / "411300.yaml").write_text(
+            'region: "411300"\nsources: {s: {title: x}}\nvalues:\n'
+            "  dibao.standard_fen: [{value: -5, from: 2024-01-01, source: s, clause: x}]\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(ParameterError) as caught:
+            create_app(benefits_settings.model_copy(update={"parameters_dir": tmp_path}))
+        assert (
+            str(caught.value) == "411300.yaml: dibao.standard_fen[0]: must not be negative, not -5"
+        )

@@ -1,0 +1,170 @@
+"""Benefits driven by events over real NATS: the registry's households (fetched over REST from
+the real registry) and verification reports; a redelivered event doubles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from services.benefits.app import create_app
+from services.benefits.settings import BenefitsSettings
+from shared.events.envelope import CloudEvent, new_event
+from tests.conftest import running
+from tests.helpers import bearer
+from tests.services.registry.test_api import file_household
+
+READ = "benefits:read"
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: last {result!r}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def following(
+    benefits_settings: BenefitsSettings, registry_server: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Benefits reading households from the real registry served over HTTP."""
+    settings = benefits_settings.model_copy(
+        update={"follow_registry": True, "registry_url": registry_server}
+    )
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def publish(nats_url: str, *events: CloudEvent) -> None:
+    """Publish as the producers' outbox relays do (no Nats-Msg-Id, so a repeat is redelivered)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    for event in events:
+        await js.publish(event.nats_subject, event.to_json())
+    await nc.close()
+
+
+def income(household_id: str, month: str, fen: int, sequence: int) -> CloudEvent:
+    return new_event(
+        service="registry",
+        aggregate="household",
+        name="income_recorded",
+        subject=household_id,
+        region="411302",
+        sequence=sequence,
+        data={"household_id": household_id, "month": month, "income_fen": fen, "member_count": 1},
+    )
+
+
+async def collect(nats_url: str, subject: str) -> tuple[Any, list[dict[str, Any]]]:
+    nc = await nats.connect(nats_url)
+    seen: list[dict[str, Any]] = []
+
+    async def on(message: Any) -> None:
+        seen.append(CloudEvent.from_json(message.data).data)
+
+    await nc.subscribe(subject, cb=on)
+    return nc, seen
+
+
+class TestRegistryHouseholds:
+    async def test_a_filed_household_gets_its_card_and_the_registry_shows_it(
+        self,
+        following: httpx.AsyncClient,
+        registry_server: str,
+        token: Callable[..., str],
+    ) -> None:
+        async with httpx.AsyncClient(base_url=registry_server, timeout=10) as registry:
+            created = await file_household(registry, token)
+            household_id = created.json()["id"]
+            reader = bearer(token("registry:read"))
+
+            async def annotated() -> Any:
+                file = await registry.get(f"/v1/households/{household_id}", headers=reader)
+                return file.json()["entitlements"]
+
+            card = await eventually(annotated)
+        # One member, no declared income, Nanyang's 630元: 低保金 630元 a month.
+        assert card["household_id"] == household_id
+        assert card["monthly_fen"] == 63000
+        assert card["categories"] == ["dibao"]
+        held = await following.get(
+            f"/v1/households/{household_id}/card", headers=bearer(token(READ))
+        )
+        assert held.json()["measures"][0]["amount_fen"] == 63000
+
+
+class TestIncomesAndExit:
+    async def test_six_months_above_emit_exit_eligible_once_even_when_redelivered(
+        self,
+        benefits: httpx.AsyncClient,
+        nats_url: str,
+        token: Callable[..., str],
+    ) -> None:
+        nc, exits = await collect(nats_url, "bangfu.benefits.exit.eligible.>")
+        months = [income("h-exit", f"2026-{m:02d}", 70000, m) for m in range(1, 7)]
+        await publish(nats_url, *months[:5], months[4])  # the fifth twice: a redelivery
+        await publish(nats_url, months[5], months[5])
+        await eventually(lambda: asyncio.sleep(0, result=len(exits) >= 1))
+        await asyncio.sleep(1)  # time for any wrong second event to arrive
+        await nc.close()
+        assert exits == [
+            {"household_id": "h-exit", "months_above": 6, "required": 6, "latest_month": "2026-06"}
+        ]
+
+
+class TestVerification:
+    async def test_a_verified_income_wins_over_the_declared_one(
+        self,
+        benefits: httpx.AsyncClient,
+        nats_url: str,
+        token: Callable[..., str],
+    ) -> None:
+        headers = bearer(token(READ, "benefits:admin"))
+        put = await benefits.put(
+            "/v1/households/h-v",
+            json={
+                "household": {
+                    "region": "411302",
+                    "declared_income_fen": 0,
+                    "members": [{"birth_date": "1980-01-01"}],
+                }
+            },
+            headers=headers,
+        )
+        assert put.json()["income_source"] == "declared"
+        report = new_event(
+            service="verification",
+            aggregate="verification",
+            name="completed",
+            subject="v-1",
+            region="411302",
+            sequence=1,
+            data={
+                "household_id": "h-v",
+                "report_version": 2,
+                "per_capita_income_fen": 50000,
+                "asset_verdicts": {},
+                "discrepancies": [],
+                "unavailable_departments": [],
+            },
+        )
+        nc, changed = await collect(nats_url, "bangfu.benefits.entitlements.changed.>")
+        await publish(nats_url, report, report)
+        await eventually(lambda: asyncio.sleep(0, result=bool(changed)))
+        await asyncio.sleep(0.5)
+        await nc.close()
+        assert len(changed) == 1
+        assert (changed[0]["income_source"], changed[0]["monthly_fen"]) == ("verified", 13000)
+        card = await benefits.get("/v1/households/h-v/card", headers=headers)
+        assert (card.json()["income_source"], card.json()["report_version"]) == ("verified", 2)

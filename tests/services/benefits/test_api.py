@@ -290,3 +290,31 @@ class TestStartUp:
         assert (
             str(caught.value) == "411300.yaml: dibao.standard_fen[0]: must not be negative, not -5"
         )
+
+
+class TestWhatIfApi:
+    async def test_a_proposed_standard_is_priced_over_the_held_households(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        headers = bearer(token(READ, ADMIN, regions=["4113"]))
+        for household_id, fen in (("w1", 0), ("w2", 65000)):
+            inputs = body(declared_income_fen=fen, members=[{"birth_date": "1990-01-01"}])
+            await benefits.put(
+                f"/v1/households/{household_id}", json={"household": inputs}, headers=headers
+            )
+        response = await benefits.post(
+            "/v1/what-if",
+            json={
+                "region": "411300",
+                "value": 70000,
+                "effective_from": "2026-01-01",
+                "until": "2026-03-31",
+            },
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        got = response.json()
+        assert got["households"] == 2 and got["entering"]["dibao"] == 1
+        assert (got["monthly_delta_fen"], got["backpay_fen"]) == (12000, 36000)
+        held = await benefits.get("/v1/households/w2/card", headers=headers)
+        assert held.json()["monthly_fen"] == 0  # a what-if changes nothing

@@ -1,4 +1,12 @@
-"""JSON logs with request and trace ids, Prometheus metrics, and W3C trace context."""
+"""JSON logs with request and trace ids, Prometheus metrics, and W3C trace context.
+
+Tracing is OpenTelemetry's: FastAPI's SERVER span per request, a PRODUCER span per event
+the outbox relay publishes and a CONSUMER span per event handled, all joined by the
+`traceparent` carried in HTTP headers, in NATS headers and in the CloudEvent itself. Spans are
+exported over OTLP when `BANGFU_TRACING_OTLP_ENDPOINT` is set; otherwise none is recorded, but
+a traceparent is still made and passed on, so that the logs and events of one household's
+journey share a trace id.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,24 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TextIO
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("bangfu")  # a proxy: follows whichever provider is set later
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
@@ -36,6 +53,76 @@ def current_traceparent() -> str | None:
 def set_current_traceparent(traceparent: str | None) -> None:
     _current_traceparent.set(traceparent)
     structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
+
+
+class TracingSettings(BaseSettings):
+    """Where spans go, from `BANGFU_TRACING_*` variables; unset endpoint means no export."""
+
+    model_config = SettingsConfigDict(env_prefix="BANGFU_TRACING_", extra="ignore")
+
+    # An OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces.
+    otlp_endpoint: str | None = None
+    # Of traces started here (not continued from a caller), the share recorded.
+    sample_ratio: float = 1.0
+
+
+_tracing_configured = False
+
+
+def configure_tracing(service: str, settings: TracingSettings | None = None) -> bool:
+    """Export this process's spans over OTLP when an endpoint is set; True if it now does.
+
+    One tracer provider per process (OpenTelemetry allows only one), named after the
+    service: in production a process runs one service.
+    """
+    global _tracing_configured
+    settings = settings or TracingSettings()
+    if not settings.otlp_endpoint or _tracing_configured:
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"bangfu-{service}"}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(settings.otlp_endpoint)))
+    trace.set_tracer_provider(provider)
+    _tracing_configured = True
+    return True
+
+
+def traceparent_context(traceparent: str | None) -> Context:
+    """The OpenTelemetry context a traceparent continues (empty: a new trace)."""
+    return _propagator.extract({"traceparent": traceparent} if traceparent else {})
+
+
+def traceparent_of(span: Span, parent: str | None = None) -> str:
+    """The span's W3C traceparent; when it is not recorded (tracing off), a new span id in
+    `parent`'s trace (or a new trace), so the trace id still follows the household."""
+    if span.is_recording():
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier, trace.set_span_in_context(span))
+        return carrier["traceparent"]
+    return new_traceparent(trace_id_of(parent))
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind,
+    parent: str | None,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[tuple[Span, str]]:
+    """A span continuing `parent` (a traceparent), and the traceparent to pass on from it."""
+    with _tracer.start_as_current_span(
+        name, context=traceparent_context(parent), kind=kind, attributes=attributes
+    ) as current:
+        yield current, traceparent_of(current, parent)
 
 
 def configure_logging(
@@ -115,9 +202,10 @@ class RequestContextMiddleware:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or secrets.token_hex(8)
-        incoming = headers.get("traceparent")
-        trace_id = trace_id_of(incoming)
-        traceparent = new_traceparent(trace_id)
+        # FastAPI's own telemetry opened the SERVER span (continuing the caller's traceparent)
+        # around this middleware; with tracing off, only the caller's trace id is kept.
+        server_span = trace.get_current_span()
+        traceparent = traceparent_of(server_span, headers.get("traceparent"))
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         set_current_traceparent(traceparent)

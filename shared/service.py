@@ -25,7 +25,12 @@ from shared.events.streams import (
     service_stream,
 )
 from shared.migrations import schema_at_head
-from shared.observability import Metrics, RequestContextMiddleware, configure_logging
+from shared.observability import (
+    Metrics,
+    RequestContextMiddleware,
+    configure_logging,
+    configure_tracing,
+)
 from shared.problems import (
     BodyGuardMiddleware,
     ErrorTable,
@@ -172,6 +177,7 @@ def create_service_app(
     """Build a service's app; its resources open in the lifespan, not here."""
     suite = settings.suite
     configure_logging(level=suite.log_level, json=suite.log_json)
+    configure_tracing(settings.service)
     runtime = ServiceRuntime(settings, subscriptions, Metrics(settings.service))
 
     @contextlib.asynccontextmanager

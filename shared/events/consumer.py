@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy import Column, DateTime, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from shared.db import Database, UnitOfWork, common_metadata
 from shared.events.envelope import CloudEvent
 from shared.events.streams import DEAD_LETTER_PREFIX
-from shared.observability import set_current_traceparent
+from shared.observability import set_current_traceparent, span
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,11 @@ class Subscription:
 
 class MalformedEvent(Exception):
     """A message that is not a valid CloudEvent: dead-lettered at once."""
+
+
+def message_traceparent(message: Msg, event: CloudEvent) -> str | None:
+    """The publishing span's traceparent from the NATS header, else the event's own."""
+    return (message.headers or {}).get("traceparent") or event.traceparent
 
 
 def dead_letter_subject(consumer: str) -> str:
@@ -178,9 +184,9 @@ class ConsumerRunner:
                             for event_id in fresh
                         ],
                     )
+                traceparents = {event.id: message_traceparent(m, event) for m, event in events}
                 for event in fresh.values():
-                    set_current_traceparent(event.traceparent)
-                    await self.subscription.handler(event, uow)
+                    await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
             log.info(
@@ -233,10 +239,25 @@ class ConsumerRunner:
             except IntegrityError:
                 log.info("consumer.duplicate_ignored", consumer=name, event_id=event.id)
                 return False
-            set_current_traceparent(event.traceparent)
-            await self.subscription.handler(event, uow)
+            await self._handle_traced(event, uow, message_traceparent(message, event))
             await uow.commit()
         return True
+
+    async def _handle_traced(self, event: CloudEvent, uow: UnitOfWork, parent: str | None) -> None:
+        """The handler in a CONSUMER span; events it publishes continue the same trace."""
+        with span(
+            f"process {event.type}",
+            kind=SpanKind.CONSUMER,
+            parent=parent,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.consumer.group.name": self.subscription.name,
+                "messaging.message.id": event.id,
+                "cloudevents.event_type": event.type,
+            },
+        ) as (_, traceparent):
+            set_current_traceparent(traceparent)
+            await self.subscription.handler(event, uow)
 
     async def _dead_letter(self, message: Msg, reason: str) -> None:
         name = self.subscription.name

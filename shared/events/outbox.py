@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from nats.js.client import JetStreamContext
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Database, common_metadata
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
+from shared.observability import span
 
 log = structlog.get_logger(__name__)
 
@@ -195,19 +197,33 @@ class OutboxRelay:
         async def publish_chain(chain: list[Any]) -> list[int]:
             done: list[int] = []
             for row in chain:
-                headers = {"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE}
-                if row.traceparent:
-                    headers["traceparent"] = row.traceparent
-                try:
-                    await self._js.publish(
-                        row.nats_subject,
-                        row.body.encode(),
-                        headers=headers,
-                        timeout=self._publish_timeout,
-                    )
-                except Exception as exc:  # noqa: BLE001 - any failure: retry on the next pass
-                    log.warning("outbox.publish_failed", event_id=row.event_id, error=repr(exc))
-                    break
+                # The header carries this publish's span; the event body keeps its origin's.
+                with span(
+                    f"publish {row.nats_subject}",
+                    kind=SpanKind.PRODUCER,
+                    parent=row.traceparent,
+                    attributes={
+                        "messaging.system": "nats",
+                        "messaging.destination.name": row.nats_subject,
+                        "messaging.message.id": row.event_id,
+                    },
+                ) as (publish_span, traceparent):
+                    headers = {
+                        "Nats-Msg-Id": row.event_id,
+                        "Content-Type": CONTENT_TYPE,
+                        "traceparent": traceparent,
+                    }
+                    try:
+                        await self._js.publish(
+                            row.nats_subject,
+                            row.body.encode(),
+                            headers=headers,
+                            timeout=self._publish_timeout,
+                        )
+                    except Exception as exc:  # noqa: BLE001 - any failure: retry next pass
+                        publish_span.set_status(StatusCode.ERROR, repr(exc))
+                        log.warning("outbox.publish_failed", event_id=row.event_id, error=repr(exc))
+                        break
                 done.append(row.position)
             return done
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from bangfu.embedded import SETTINGS
 from sandbox.settings import SandboxSettings
+from shared.observability import TracingSettings
 from shared.settings import SuiteSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,8 @@ def compose() -> dict[str, Any]:
 def settings_for(command: list[str]) -> list[type[BaseSettings]]:
     """The settings classes the process a container's command starts reads."""
     if command[0].startswith("services."):
-        return [SuiteSettings, SETTINGS[command[0].removeprefix("services.")]]
+        service = SETTINGS[command[0].removeprefix("services.")]
+        return [SuiteSettings, service, TracingSettings]
     if command[0] == "sandbox":
         return [SandboxSettings]
     if command[0] == "bangfu":

@@ -132,7 +132,7 @@ def compute(book: Book, household: Household, *, on: date) -> Card:
     names = dict(book.names)
     income = household.income()
     size = len(household.members)
-    t = rules.tests(cols, p)
+    t = rules.Tests(cols, p)
     decisions = [
         Decision(
             category=c.value,

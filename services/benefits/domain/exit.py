@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.benefits.domain.facts import I64, Bools
 from services.benefits.domain.parameters import Book
@@ -31,6 +32,40 @@ def months_above(income: I64, size: I64, standard: I64, known: Bools) -> I64:
     run = np.argmin(latest_first, axis=1).astype(np.int64)
     counts: I64 = np.where(latest_first.all(axis=1), above.shape[1], run)
     return counts
+
+
+def standards(book: Book, regions: Sequence[str], months: Sequence[str]) -> tuple[I64, Bools]:
+    """The standard of each region (rows) in each month (columns), and where one is set."""
+    found = [
+        [book.resolve(region, _month_start(m)).get("dibao.standard_fen") for m in months]
+        for region in regions
+    ]
+    values = np.array([[int(v.value) if v else 0 for v in row] for row in found], dtype=np.int64)
+    known = np.array([[v is not None for v in row] for row in found], dtype=np.bool_)
+    return values, known
+
+
+def required_months(book: Book, regions: Sequence[str], on: date) -> I64:
+    """Each region's `exit.consecutive_months` on `on` (6 where none is set)."""
+    values = [book.resolve(region, on).get("exit.consecutive_months") for region in regions]
+    return np.array([int(v.value) if v else 6 for v in values], dtype=np.int64)
+
+
+def exit_batch(
+    book: Book,
+    *,
+    regions: Sequence[str],
+    region: NDArray[np.int32],
+    income: I64,
+    size: I64,
+    months: Sequence[str],
+    on: date,
+) -> tuple[I64, Bools]:
+    """Every household's run and whether it meets its region's rule: `income` and `size` are
+    (H, T) over `months`; `region` indexes `regions`."""
+    table, known = standards(book, regions, months)
+    run = months_above(income, size, table[region], known[region])
+    return run, run >= required_months(book, regions, on)[region]
 
 
 @dataclass(frozen=True)
@@ -64,20 +99,18 @@ def _months(first: str, last: str) -> list[str]:
 
 def evaluate(book: Book, *, region: str, series: Sequence[MonthIncome], on: date) -> ExitStatus:
     """The household's run so far and whether it meets its region's rule on `on`."""
-    required_value = book.resolve(region, on).get("exit.consecutive_months")
-    required = int(required_value.value) if required_value else 6
+    required = int(required_months(book, [region], on)[0])
     if not series:
         return ExitStatus(0, required, False, None, "尚无月度收入记录。")
     by_month = {s.month: s for s in series}
     months = _months(min(by_month), max(by_month))
     income = np.array([[by_month[m].income_fen if m in by_month else 0 for m in months]])
     size = np.array([[by_month[m].member_count if m in by_month else 1 for m in months]])
-    standards = [book.resolve(region, _month_start(m)).get("dibao.standard_fen") for m in months]
-    standard = np.array([[int(s.value) if s else 0 for s in standards]], dtype=np.int64)
-    known = np.array(
-        [[m in by_month and s is not None for m, s in zip(months, standards, strict=True)]]
+    recorded = np.array([[m in by_month for m in months]], dtype=np.bool_)
+    table, known = standards(book, [region], months)
+    run = int(
+        months_above(income.astype(np.int64), size.astype(np.int64), table, known & recorded)[0]
     )
-    run = int(months_above(income.astype(np.int64), size.astype(np.int64), standard, known)[0])
     eligible = run >= required
     explanation = (
         f"截至{months[-1]},家庭人均收入已连续{run}个月超过当月低保标准,"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -120,65 +120,131 @@ ELIGIBILITY_KEYS = (
 )
 
 
-@dataclass
 class Tests:
-    """The conditions behind each category, kept so that a refusal can say which one failed."""
+    """The conditions behind each category, each computed when first asked for (a rule that
+    needs only 低保 never pays for the member scans of the others); a refusal names the one
+    that failed."""
 
-    urban_ok: Bools
-    has_standard: Bools
-    below: Bools  # income < standard × size (per-capita income below the standard)
-    within_edge: Bools  # income ≤ edge multiple × standard × size
-    within_expenditure: Bools  # income ≤ 3 × standard × size (inclusive: 以内(含))
-    large_spending: Bools
-    migrant_member: Bools  # a rural-hukou union member with a long enough contract
-    layoff_member: Bools
+    def __init__(self, cols: Columns, p: Params):
+        self.cols = cols
+        self.p = p
+
+    @functools.cached_property
+    def _std_total(self) -> I64:
+        return self.p["dibao.standard_fen"] * self.cols.size
+
+    @functools.cached_property
+    def urban_ok(self) -> Bools:
+        ok: Bools = (self.p["eligibility.urban_hukou_required"] == 0) | self.cols.urban_hukou
+        return ok
+
+    @functools.cached_property
+    def has_standard(self) -> Bools:
+        return self.p.has("dibao.standard_fen")
+
+    @functools.cached_property
+    def below(self) -> Bools:
+        """income < standard × size: per-capita income below the standard."""
+        return self.has_standard & (self.cols.income < self._std_total)
+
+    @functools.cached_property
+    def within_edge(self) -> Bools:
+        """income ≤ edge multiple × standard × size."""
+        limit = self.p["edge.multiple_permille"] * self._std_total
+        return self.has_standard & (self.cols.income * 1000 <= limit)
+
+    @functools.cached_property
+    def within_expenditure(self) -> Bools:
+        """income ≤ 3 × standard × size (inclusive: 以内(含))."""
+        limit = self.p["expenditure.multiple_permille"] * self._std_total
+        return self.has_standard & (self.cols.income * 1000 <= limit)
+
+    @functools.cached_property
+    def large_spending(self) -> Bools:
+        spent = self.cols.sudden_spending
+        floor = self.p["expenditure.min_spending_fen"]
+        return self.p.has("expenditure.min_spending_fen") & (spent >= floor) & (spent > 0)
+
+    @functools.cached_property
+    def migrant_member(self) -> Bools:
+        """A rural-hukou union member with a long enough labour contract."""
+        cols = self.cols
+        months = self.p["migrant.min_contract_months"][cols.m_household]
+        return any_member(cols, cols.m_rural & cols.m_union & (cols.m_contract_months >= months))
+
+    @functools.cached_property
+    def layoff_member(self) -> Bools:
+        return any_member(self.cols, self.cols.m_layoff)
 
 
-def tests(cols: Columns, p: Params) -> Tests:
-    """Each condition of §1, over all households at once."""
-    std_total = p["dibao.standard_fen"] * cols.size
-    has_standard = p.has("dibao.standard_fen")
-    contract_ok = cols.m_contract_months >= p["migrant.min_contract_months"][cols.m_household]
-    return Tests(
-        urban_ok=(p["eligibility.urban_hukou_required"] == 0) | cols.urban_hukou,
-        has_standard=has_standard,
-        below=has_standard & (cols.income < std_total),
-        within_edge=has_standard & (cols.income * 1000 <= p["edge.multiple_permille"] * std_total),
-        within_expenditure=has_standard
-        & (cols.income * 1000 <= p["expenditure.multiple_permille"] * std_total),
-        large_spending=p.has("expenditure.min_spending_fen")
-        & (cols.sudden_spending >= p["expenditure.min_spending_fen"])
-        & (cols.sudden_spending > 0),
-        migrant_member=any_member(cols, cols.m_rural & cols.m_union & contract_ok),
-        layoff_member=any_member(cols, cols.m_layoff),
-    )
+def tekun(cols: Columns, t: Tests) -> Bools:
+    """城镇特困供养: certified by 民政."""
+    return t.urban_ok & cols.tekun
 
 
-def categories(cols: Columns, p: Params) -> dict[Category, Bools]:
-    """特困, 低保, 低保边缘, 支出型, 进城务工, 供给侧下岗: which apply to each household."""
-    t = tests(cols, p)
-    dibao = t.below & cols.assets_ok
-    edge = ~t.below & t.within_edge & cols.hardship
-    expenditure = t.within_expenditure & t.large_spending
-    return {
-        Category.TEKUN: t.urban_ok & cols.tekun,
-        Category.DIBAO: t.urban_ok & dibao,
-        Category.DIBAO_EDGE: t.urban_ok & edge,
-        Category.EXPENDITURE: t.urban_ok & expenditure,
-        Category.MIGRANT_WORKER: t.urban_ok
-        & t.migrant_member
-        & ~cols.rural_roster
-        & (dibao | edge | expenditure),
-        Category.LAYOFF: t.urban_ok & t.layoff_member,
-    }
+def dibao(cols: Columns, t: Tests) -> Bools:
+    """低保: per-capita income below the standard, assets within limits."""
+    return t.urban_ok & t.below & cols.assets_ok
 
 
-def enrolled(cats: dict[Category, Bools]) -> Bools:
-    """In any category: a 城镇困难职工/居民 household the measures are for."""
-    out = np.zeros_like(cats[Category.DIBAO])
-    for flags in cats.values():
-        out = out | flags
-    return out
+def dibao_edge(cols: Columns, t: Tests) -> Bools:
+    """低保边缘: at or slightly above the standard (within the multiple), with hardship."""
+    return t.urban_ok & ~t.below & t.within_edge & cols.hardship
+
+
+def expenditure(cols: Columns, t: Tests) -> Bools:
+    """支出型/意外灾害: within 3 × the standard, with large sudden spending."""
+    return t.urban_ok & t.within_expenditure & t.large_spending
+
+
+def migrant_worker(cols: Columns, t: Tests) -> Bools:
+    """进城务工人员 meeting 低保, 边缘 or 支出型, unless on the rural poverty roster."""
+    meets = (t.below & cols.assets_ok) | (~t.below & t.within_edge & cols.hardship)
+    meets |= t.within_expenditure & t.large_spending
+    return t.urban_ok & t.migrant_member & ~cols.rural_roster & meets
+
+
+def layoff(cols: Columns, t: Tests) -> Bools:
+    """供给侧结构性改革 下岗失业."""
+    return t.urban_ok & t.layoff_member
+
+
+CATEGORY_RULES: dict[Category, Callable[[Columns, Tests], Bools]] = {
+    Category.TEKUN: tekun,
+    Category.DIBAO: dibao,
+    Category.DIBAO_EDGE: dibao_edge,
+    Category.EXPENDITURE: expenditure,
+    Category.MIGRANT_WORKER: migrant_worker,
+    Category.LAYOFF: layoff,
+}
+
+
+class Categories(Mapping[Category, Bools]):
+    """Which categories apply to each household, each computed when first asked for."""
+
+    def __init__(self, cols: Columns, p: Params):
+        self.cols = cols
+        self.tests = Tests(cols, p)
+        self._done: dict[Category, Bools] = {}
+
+    def __getitem__(self, category: Category) -> Bools:
+        if category not in self._done:
+            self._done[category] = CATEGORY_RULES[category](self.cols, self.tests)
+        return self._done[category]
+
+    def __iter__(self) -> Iterator[Category]:
+        return iter(Category)
+
+    def __len__(self) -> int:
+        return len(Category)
+
+    @functools.cached_property
+    def enrolled(self) -> Bools:
+        """In any category: a 城镇困难职工/居民 household the measures are for."""
+        out = np.zeros(self.cols.households, dtype=np.bool_)
+        for category in Category:
+            out |= self[category]
+        return out
 
 
 # -- measures ------------------------------------------------------------------------------------
@@ -196,7 +262,7 @@ class Amounts:
     quantity: I64  # how many people (or kWh) the amount covers; 0 = not owed
 
 
-Rule = Callable[[Columns, Params, dict[Category, Bools]], Amounts]
+Rule = Callable[[Columns, Params, Categories], Amounts]
 
 
 @dataclass(frozen=True)
@@ -226,7 +292,7 @@ def _owed(fen: I64, quantity: I64) -> Amounts:
     return Amounts(fen=np.where(quantity > 0, fen, 0), quantity=quantity)
 
 
-def dibao_allowance(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def dibao_allowance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """低保金 = (低保标准 − 人均收入) × 人数 = 低保标准 × 人数 − 家庭收入, rounded per region."""
     gap = p["dibao.standard_fen"] * cols.size - cols.income
     owed = cats[Category.DIBAO] & p.has("dibao.rounding")
@@ -234,31 +300,31 @@ def dibao_allowance(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Am
     return _owed(fen, np.where(owed, cols.size, 0))
 
 
-def free_electricity(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def free_electricity(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """城镇低保户每月免费用电 10 千瓦时 (quantity in kWh, no cash)."""
     kwh = np.where(cats[Category.DIBAO], p["electricity.free_kwh_per_month"], 0)
     return Amounts(fen=np.zeros_like(kwh), quantity=kwh)
 
 
-def rent_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def rent_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """无房的城镇低保、特困家庭: 每人每月定额临时租房补贴."""
     owed = (cats[Category.DIBAO] | cats[Category.TEKUN]) & cols.no_housing
     rate = p["housing.rent_subsidy_fen_per_person_month"]
     return _owed(rate * cols.size, np.where(owed & (rate > 0), cols.size, 0))
 
 
-def _enrolled_members(cols: Columns, cats: dict[Category, Bools], members: Bools) -> Bools:
-    return members & enrolled(cats)[cols.m_household]
+def _enrolled_members(cols: Columns, cats: Categories, members: Bools) -> Bools:
+    return members & cats.enrolled[cols.m_household]
 
 
-def preschool_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def preschool_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """学前教育: 每生每年不低于 400 元."""
     rate = p["education.preschool_fen_per_year"][cols.m_household]
     kids = _enrolled_members(cols, cats, (cols.m_stage == Stage.PRESCHOOL) & (rate > 0))
     return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
 
 
-def compulsory_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def compulsory_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """义务教育生活补助: 寄宿生小学 1000、初中 1250, 非寄宿生小学 500、初中 625 (每生每年)."""
     h = cols.m_household
     primary, junior = cols.m_stage == Stage.PRIMARY, cols.m_stage == Stage.JUNIOR_HIGH
@@ -276,7 +342,7 @@ def compulsory_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> A
     return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
 
 
-def vocational_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def vocational_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """中职一、二年级国家助学金: 平均每生每年 2000 元."""
     h = cols.m_household
     rate = p["education.vocational_grant_fen_per_year"][h]
@@ -290,7 +356,7 @@ def vocational_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> A
     return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
 
 
-def disabled_freshman_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def disabled_freshman_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """考入高等院校的残疾大学新生: 一次性入学资助 2000 元."""
     rate = p["education.disabled_freshman_fen"][cols.m_household]
     kids = _enrolled_members(
@@ -304,7 +370,7 @@ def disabled_freshman_grant(cols: Columns, p: Params, cats: dict[Category, Bools
     return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
 
 
-def orphan_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def orphan_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """年满 18 周岁孤儿就读高等院校或中职: 每人每年 1 万元."""
     rate = p["education.orphan_higher_fen_per_year"][cols.m_household]
     studying = (cols.m_stage == Stage.COLLEGE) | (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
@@ -312,7 +378,7 @@ def orphan_grant(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amoun
     return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
 
 
-def medical_tilt(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def medical_tilt(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """倾斜救助: 年度政策内自付超过 12000 元的部分 × 60%, 每人每年最高 1 万元; 向下取整到分."""
     h = cols.m_household
     above = np.maximum(cols.m_medical - p["medical.tilt_threshold_fen_per_year"][h], 0)
@@ -323,14 +389,14 @@ def medical_tilt(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amoun
     return _owed(per_household(cols, np.where(who, aid, 0)), per_household(cols, who))
 
 
-def accident_insurance(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def accident_insurance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """意外伤害保险: 本级财政为每位家庭成员每年缴纳 30 元."""
     rate = p["medical.accident_insurance_fen_per_person_year"]
-    owed = enrolled(cats) & (rate > 0)
+    owed = cats.enrolled & (rate > 0)
     return _owed(rate * cols.size, np.where(owed, cols.size, 0))
 
 
-def health_check(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def health_check(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """65 岁以上老年人每年一次免费健康体检 (a service, no cash)."""
     h = cols.m_household
     old = _enrolled_members(
@@ -343,14 +409,14 @@ def health_check(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amoun
     return Amounts(fen=np.zeros_like(count), quantity=count)
 
 
-def graduate_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def graduate_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """毕业年度高校毕业生求职创业补贴: 一次性每人 2000 元."""
     rate = p["employment.graduate_subsidy_fen"][cols.m_household]
     grads = _enrolled_members(cols, cats, cols.m_graduating & (rate > 0))
     return _owed(per_household(cols, np.where(grads, rate, 0)), per_household(cols, grads))
 
 
-def first_business_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def first_business_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """首次自主创业、正常经营一年以上: 一次性开业补贴 5000 元."""
     h = cols.m_household
     rate = p["employment.first_business_subsidy_fen"][h]
@@ -359,12 +425,12 @@ def first_business_subsidy(cols: Columns, p: Params, cats: dict[Category, Bools]
     return _owed(per_household(cols, np.where(owners, rate, 0)), per_household(cols, owners))
 
 
-def home_adaptation(cols: Columns, p: Params, cats: dict[Category, Bools]) -> Amounts:
+def home_adaptation(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """城镇困难老年人家庭适老化改造: 每户 3000 元."""
     h = cols.m_household
     old = p.has("old_age.min_age")[h] & (cols.m_age >= p["old_age.min_age"][h])
     rate = p["old_age.home_adaptation_fen_per_household"]
-    owed = enrolled(cats) & any_member(cols, old) & (rate > 0)
+    owed = cats.enrolled & any_member(cols, old) & (rate > 0)
     return _owed(rate, owed.astype(np.int64))
 
 
@@ -567,14 +633,15 @@ class Result:
 
 def evaluate(cols: Columns, p: Params) -> Result:
     """Every category and measure for every household in `cols`."""
-    cats = categories(cols, p)
-    return Result(categories=cats, amounts={m.code: m.rule(cols, p, cats) for m in MEASURES})
+    cats = Categories(cols, p)
+    amounts = {m.code: m.rule(cols, p, cats) for m in MEASURES}
+    return Result(categories=dict(cats), amounts=amounts)
 
 
 @functools.cache
 def rule_digests() -> dict[str, str]:
     """The hash of each rule (categories and measures), as receipts record them."""
-    out = {"categories": _source_digest(tests, categories)}
+    out = {"categories": _source_digest(Tests, Categories, *CATEGORY_RULES.values())}
     out.update({m.code: m.digest() for m in MEASURES})
     return out
 

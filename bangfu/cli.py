@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -337,3 +338,76 @@ def nats_user(
         + "".join(f"#   {line}\n" for line in instructions.splitlines()),
         nl=False,
     )
+
+
+@app.command()
+def export(
+    out: Annotated[
+        Path, typer.Option(help="Where docs/ is: writes openapi/ and asyncapi/ under it.")
+    ] = Path("docs"),
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Write nothing; exit 1 if a committed document is out of date."
+        ),
+    ] = False,
+) -> None:
+    """Write each service's OpenAPI and AsyncAPI documents as JSON, for integrators and CI.
+
+    docs/openapi/<service>.json is the REST contract (as served at /openapi.json);
+    docs/asyncapi/<service>.json the events (as served at /v1/events/asyncapi.json), for
+    the services that publish any. No database or NATS is needed.
+    """
+    stale = []
+    for path, text in _documents().items():
+        target = out / path
+        if check:
+            if not target.exists() or target.read_text() != text:
+                stale.append(str(target))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        typer.echo(f"wrote {target}")
+    if stale:
+        typer.echo("out of date (run `bangfu export`): " + ", ".join(stale), err=True)
+        raise typer.Exit(1)
+
+
+def _documents() -> dict[str, str]:
+    """`openapi/<service>.json` and `asyncapi/<service>.json` -> their JSON text."""
+    import importlib
+    import tempfile
+
+    from bangfu.embedded import SETTINGS
+
+    documents: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as home:
+        # Development keys for the app factories, thrown away: nothing here is served.
+        suite = SuiteSettings(
+            home=Path(home), auth_jwks_url=None, env="development", log_level="WARNING"
+        )
+        for service, settings_class in SETTINGS.items():
+            factory = importlib.import_module(f"services.{service}.app").create_app
+            service_app = factory(settings_class(suite=suite))
+            documents[f"openapi/{service}.json"] = _json(service_app.openapi())
+            asyncapi = asyncio.run(_get(service_app, "/v1/events/asyncapi.json"))
+            if asyncapi is not None:
+                documents[f"asyncapi/{service}.json"] = _json(asyncapi)
+    return documents
+
+
+async def _get(service_app: Any, path: str) -> Any:
+    """GET from the app in-process, without its lifespan (no database, no NATS); None on 404."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=service_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://export") as client:
+        response = await client.get(path)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
+
+
+def _json(document: object) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

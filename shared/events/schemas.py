@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import TypeAdapter
 
+from shared.events.asyncapi import asyncapi_document
 from shared.events.envelope import SCHEMA_BASE, event_type
 from shared.problems import Problem
 
@@ -24,12 +25,21 @@ def data_schema(event_class: type[Any], *, type_: str) -> dict[str, Any]:
 
 
 def schema_router(service: str, aggregate: str, event_classes: Sequence[type[Any]]) -> APIRouter:
-    """`GET /v1/events/schemas[/{type}]`: the integrators' contract, one schema per type."""
+    """`GET /v1/events/schemas[/{type}]` and `/v1/events/asyncapi.json`: the integrators'
+    contract, one schema per type and the AsyncAPI document of them all."""
     schemas = {}
     for cls in event_classes:
         type_ = event_type(service, aggregate, cls.name)
         schemas[type_] = data_schema(cls, type_=type_)
+    asyncapi = asyncapi_document(service, aggregate, event_classes)
     router = APIRouter(prefix="/v1/events", tags=["events"])
+
+    @router.get(
+        "/asyncapi.json",
+        summary="The AsyncAPI 3.0 document of this service's events: subjects, envelopes, data",
+    )
+    async def asyncapi_json() -> dict[str, Any]:
+        return asyncapi
 
     @router.get("/schemas", summary="Every event type this service publishes, with its schema")
     async def all_schemas() -> dict[str, Any]:

@@ -16,6 +16,8 @@ app = typer.Typer(
     help="Bangfu (帮扶): data sharing for 城镇困难职工/居民解困脱困.",
     no_args_is_help=True,
     add_completion=False,
+    # Docstrings are wrapped at 100 columns in the source: let paragraphs reflow in --help.
+    rich_markup_mode="markdown",
 )
 events_app = typer.Typer(help="Watch the suite's CloudEvents.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
@@ -108,7 +110,15 @@ def migrate(
         list[str] | None, typer.Argument(help="Services to migrate (default: all four).")
     ] = None,
 ) -> None:
-    """Bring each service's database schema to the newest migration."""
+    """Bring each service's database schema to the newest migration.
+
+    Run it once per release, before the new version serves (compose's `migrate` job, the
+    Kubernetes `bangfu-migrate` Job); replicas never migrate and answer 503 on /readyz
+    until their schema is at head. Reads BANGFU_DATABASE_URL (or each service's own
+    BANGFU_{SERVICE}_DATABASE_URL); safe to run again: an up-to-date schema is left alone.
+
+    Example: bangfu migrate registry verification
+    """
     from bangfu.embedded import migrate as run
     from shared.migrations import SERVICES
 
@@ -226,7 +236,12 @@ def _run_ops(coroutine: Any) -> Any:
 
 @app.command()
 def streams() -> None:
-    """List the JetStream streams: subjects, messages, size, consumers, retention."""
+    """List the JetStream streams: subjects, messages, size, consumers, retention.
+
+    One JSON object a line, read from the NATS at BANGFU_NATS_URL. Each service creates
+    its stream (REGISTRY, VERIFICATION, ...) and the dead-letter stream DLQ when it starts.
+    Use it to see whether events arrive (messages grow) and how many consumers read them.
+    """
     from bangfu import ops
 
     _print_rows(_run_ops(ops.streams(SuiteSettings().nats_url)))
@@ -236,7 +251,12 @@ def streams() -> None:
 def dlq_list(
     limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 100,
 ) -> None:
-    """Show dead letters: which consumer gave up, on what, after how many tries, and why."""
+    """Show dead letters: which consumer gave up, on what, after how many tries, and why.
+
+    A consumer dead-letters an event its handler failed on BANGFU_{SERVICE}_CONSUMER_MAX_DELIVER
+    times (or that is not a valid CloudEvent). Read the reason, fix the cause (a bug, a
+    missing configuration), then `bangfu dlq replay SEQ`. One JSON object a line.
+    """
     from bangfu import ops
 
     _print_rows(_run_ops(ops.dead_letters(SuiteSettings().nats_url, limit=limit)))
@@ -249,7 +269,13 @@ def dlq_replay(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
-    """Publish dead letters again on their original subjects (after fixing the cause)."""
+    """Publish dead letters again on their original subjects (after fixing the cause).
+
+    SEQ is the `seq` that `bangfu dlq list` shows. The consumer that gave up receives the
+    event again; a consumer that had handled it already ignores it (its inbox remembers).
+
+    Example: bangfu dlq replay 12 13    or    bangfu dlq replay --all
+    """
     from bangfu import ops
 
     url = SuiteSettings().nats_url
@@ -265,7 +291,12 @@ def dlq_replay(
 
 @outbox_app.command("status")
 def outbox_status() -> None:
-    """Per service: events written but not yet published, and how old the oldest is."""
+    """Per service: events written but not yet published, and how old the oldest is.
+
+    Reads each service's database (BANGFU_DATABASE_URL). A backlog that grows means the
+    relay cannot publish: NATS is unreachable or refuses the service's user. Events wait
+    safely in the outbox and are published, in order, once NATS is back.
+    """
     from bangfu import ops
     from bangfu.embedded import service_settings
     from shared.migrations import SERVICES
@@ -354,8 +385,8 @@ def export(
 ) -> None:
     """Write each service's OpenAPI and AsyncAPI documents as JSON, for integrators and CI.
 
-    docs/openapi/<service>.json is the REST contract (as served at /openapi.json);
-    docs/asyncapi/<service>.json the events (as served at /v1/events/asyncapi.json), for
+    docs/openapi/{service}.json is the REST contract (as served at /openapi.json);
+    docs/asyncapi/{service}.json the events (as served at /v1/events/asyncapi.json), for
     the services that publish any. No database or NATS is needed.
     """
     stale = []

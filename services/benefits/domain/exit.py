@@ -25,9 +25,12 @@ EXIT_CLAUSE = (
 )
 
 
-def months_above(income: I64, size: I64, standard: I64, known: Bools) -> I64:
-    """Trailing run of months with income > standard × size, per row of (H, T) matrices."""
-    above = known & (income > standard * size)
+def months_above(income: I64, size: I64, standard: I64, known: Bools | None = None) -> I64:
+    """Trailing run of months with income > standard × size, per row of (H, T) matrices;
+    `known` masks out months without a standard or an income (None: all known)."""
+    above = income > standard * size
+    if known is not None:
+        above &= known
     latest_first = above[:, ::-1]
     run = np.argmin(latest_first, axis=1).astype(np.int64)
     counts: I64 = np.where(latest_first.all(axis=1), above.shape[1], run)
@@ -64,8 +67,12 @@ def exit_batch(
     """Every household's run and whether it meets its region's rule: `income` and `size` are
     (H, T) over `months`; `region` indexes `regions`."""
     table, known = standards(book, regions, months)
-    run = months_above(income, size, table[region], known[region])
-    return run, run >= required_months(book, regions, on)[region]
+    # Every region has a standard every month (the usual case): no mask to gather.
+    run = months_above(income, size, table[region], None if known.all() else known[region])
+    required = required_months(book, regions, on)
+    if (required == required[0]).all():
+        return run, run >= required[0]
+    return run, run >= required[region]
 
 
 @dataclass(frozen=True)

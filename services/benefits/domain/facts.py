@@ -8,7 +8,7 @@ columns as of a date (ages, school years and the stage in force move with the da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from enum import IntEnum
 
@@ -205,3 +205,28 @@ def columns(households: Sequence[Household], *, on: date) -> Columns:
         ),
         m_medical=m_int([p.medical_self_paid_fen for _, p in people]),
     )
+
+
+def subset(cols: Columns, households: Bools) -> Columns:
+    """The columns of the households where `households` holds (and of their members)."""
+    # Row numbers, not masks: taking a third of 2.6 M rows by index beats masking them all.
+    rows = np.flatnonzero(households)
+    members = np.flatnonzero(households[cols.m_household])
+    size = cols.size[rows]
+    starts = np.zeros(len(size), dtype=np.int64)
+    starts[1:] = np.cumsum(size)[:-1]
+    picked: dict[str, object] = {}
+    for f in fields(Columns):
+        value = getattr(cols, f.name)
+        if f.name == "regions":
+            picked[f.name] = value
+        elif f.name.startswith("m_"):
+            picked[f.name] = value.take(members)
+        else:
+            picked[f.name] = value.take(rows)
+    picked.update(
+        size=size,
+        starts=starts,
+        m_household=np.repeat(np.arange(len(size), dtype=np.int64), size),
+    )
+    return Columns(**picked)  # type: ignore[arg-type]

@@ -186,18 +186,28 @@ class Resolved:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
+_RESOLVED_CACHE = 10_000
+
+
 @dataclass(frozen=True)
 class Book:
     """Every region's dated parameter values; immutable, `with_value` returns a new book."""
 
     levels: Mapping[str, Mapping[str, tuple[Value, ...]]]  # region -> key -> values by date
     names: Mapping[str, str] = field(default_factory=dict)
+    # Resolutions already made: a book never changes, so neither do they.
+    _resolved: dict[tuple[str, date], Resolved] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def covers(self, region: str) -> bool:
         return any(level in self.levels for level in chain(region))
 
     def resolve(self, region: str, on: date) -> Resolved:
         """The value of each parameter in force on `on`, the most specific level first."""
+        cached = self._resolved.get((region, on))
+        if cached is not None:
+            return cached
         if not self.covers(region):
             raise NoParameters(region)
         found: dict[str, Value] = {}
@@ -206,7 +216,10 @@ class Book:
                 for value in values:
                     if value.in_force(on):
                         found[key] = value
-        return Resolved(region=region, on=on, values=found)
+        if len(self._resolved) >= _RESOLVED_CACHE:
+            self._resolved.clear()  # a long-running service asks about many days: stay bounded
+        resolved = self._resolved[(region, on)] = Resolved(region=region, on=on, values=found)
+        return resolved
 
     def history(self, region: str, key: str) -> tuple[Value, ...]:
         return self.levels.get(region, {}).get(key, ())

@@ -17,6 +17,7 @@ from datetime import date
 from enum import StrEnum
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.benefits.domain.facts import I64, Bools, Columns, Stage
 from services.benefits.domain.parameters import ROUNDING_CODES, Book, Resolved, Rounding
@@ -29,42 +30,78 @@ FENGQIU = (
 )
 
 
-@dataclass
 class Params:
-    """Each parameter's value for each household (0 where unset) and whether it is set."""
+    """Each parameter's value for each household (0 where unset) and whether it is set.
 
-    values: dict[str, I64]
-    present: dict[str, Bools]
-    resolved: list[Resolved]  # per region of the columns, in `Columns.regions` order
+    Values are kept per region and spread to households only when a rule first reads them.
+    """
+
+    def __init__(self, cols: Columns, resolved: list[Resolved], keys: Sequence[str]):
+        self.resolved = resolved  # per region of the columns, in `Columns.regions` order
+        self._region = cols.region
+        self._households = cols.households
+        self.per_region: dict[str, I64] = {}
+        self._set: dict[str, Bools] = {}
+        for key in keys:
+            found = [r.get(key) for r in resolved]
+            self.per_region[key] = np.array([v.number if v else 0 for v in found], dtype=np.int64)
+            self._set[key] = np.array([v is not None for v in found], dtype=np.bool_)
+        self._values: dict[str, I64] = {}
+        self._present: dict[str, Bools] = {}
 
     def __getitem__(self, key: str) -> I64:
-        return self.values[key]
+        if key not in self._values:
+            per_region = self.per_region[key]
+            self._values[key] = (
+                np.broadcast_to(per_region[0], (self._households,))
+                if len(per_region) == 1 or (per_region == per_region[0]).all()
+                else per_region[self._region]
+            )
+        return self._values[key]
 
     def has(self, key: str) -> Bools:
-        return self.present[key]
+        if key not in self._present:
+            # Set everywhere (the usual case): a read-only view instead of a gathered copy.
+            self._present[key] = (
+                np.broadcast_to(np.True_, (self._households,))
+                if self._set[key].all()
+                else self._set[key][self._region]
+            )
+        return self._present[key]
+
+    def positive(self, key: str) -> bool:
+        """Whether every region sets the value above zero."""
+        return bool((self.per_region[key] > 0).all())
 
 
 def params_for(book: Book, cols: Columns, *, on: date, keys: Sequence[str]) -> Params:
-    """Resolve each region once, then spread the values to its households."""
-    resolved = [book.resolve(region, on) for region in cols.regions]
-    values: dict[str, I64] = {}
-    present: dict[str, Bools] = {}
-    for key in keys:
-        found = [r.get(key) for r in resolved]
-        per_region = np.array([v.number if v else 0 for v in found], dtype=np.int64)
-        has_region = np.array([v is not None for v in found], dtype=np.bool_)
-        values[key] = per_region[cols.region]
-        present[key] = has_region[cols.region]
-    return Params(values=values, present=present, resolved=resolved)
+    """Resolve each region once; values reach households when a rule reads them."""
+    return Params(cols, [book.resolve(region, on) for region in cols.regions], keys)
 
 
-def per_household(cols: Columns, member_values: I64 | Bools) -> I64:
-    """Sum a member column within each household (exact int64; every household has a member)."""
-    return np.add.reduceat(member_values.astype(np.int64), cols.starts)
+Members = NDArray[np.intp]  # row numbers of some members, ascending
 
 
-def any_member(cols: Columns, member_flags: Bools) -> Bools:
-    return per_household(cols, member_flags) > 0
+def count(cols: Columns, members: Members) -> I64:
+    """How many of `members` each household has (exact int64 counts)."""
+    return np.bincount(cols.m_household[members], minlength=cols.households).astype(
+        np.int64, copy=False
+    )
+
+
+def total(cols: Columns, members: Members, values: I64) -> I64:
+    """Each household's sum of `values` (one per member in `members`), exact in int64."""
+    out = np.zeros(cols.households, dtype=np.int64)
+    if len(members):
+        households = cols.m_household[members]
+        firsts = np.flatnonzero(np.r_[True, households[1:] != households[:-1]])
+        out[households[firsts]] = np.add.reduceat(values, firsts)
+    return out
+
+
+def any_member(cols: Columns, members: Members) -> Bools:
+    found: Bools = count(cols, members) > 0
+    return found
 
 
 def round_fen(amount: I64, rounding: I64) -> I64:
@@ -169,12 +206,13 @@ class Tests:
     def migrant_member(self) -> Bools:
         """A rural-hukou union member with a long enough labour contract."""
         cols = self.cols
-        months = self.p["migrant.min_contract_months"][cols.m_household]
-        return any_member(cols, cols.m_rural & cols.m_union & (cols.m_contract_months >= months))
+        union = np.flatnonzero(cols.m_rural & cols.m_union)
+        months = self.p["migrant.min_contract_months"][cols.m_household[union]]
+        return any_member(cols, union[cols.m_contract_months[union] >= months])
 
     @functools.cached_property
     def layoff_member(self) -> Bools:
-        return any_member(self.cols, self.cols.m_layoff)
+        return any_member(self.cols, np.flatnonzero(self.cols.m_layoff))
 
 
 def tekun(cols: Columns, t: Tests) -> Bools:
@@ -239,6 +277,11 @@ class Categories(Mapping[Category, Bools]):
         return len(Category)
 
     @functools.cached_property
+    def enrolled_members(self) -> Bools:
+        """Members of enrolled households."""
+        return self.enrolled[self.cols.m_household]
+
+    @functools.cached_property
     def enrolled(self) -> Bools:
         """In any category: a 城镇困难职工/居民 household the measures are for."""
         out = np.zeros(self.cols.households, dtype=np.bool_)
@@ -296,8 +339,8 @@ def dibao_allowance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """低保金 = (低保标准 − 人均收入) × 人数 = 低保标准 × 人数 − 家庭收入, rounded per region."""
     gap = p["dibao.standard_fen"] * cols.size - cols.income
     owed = cats[Category.DIBAO] & p.has("dibao.rounding")
-    fen = round_fen(np.maximum(gap, 0), p["dibao.rounding"])
-    return _owed(fen, np.where(owed, cols.size, 0))
+    fen = round_fen(gap, p["dibao.rounding"])  # gap > 0 wherever it is owed
+    return Amounts(fen=np.where(owed, fen, 0), quantity=np.where(owed, cols.size, 0))
 
 
 def free_electricity(cols: Columns, p: Params, cats: Categories) -> Amounts:
@@ -313,125 +356,123 @@ def rent_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     return _owed(rate * cols.size, np.where(owed & (rate > 0), cols.size, 0))
 
 
-def _enrolled_members(cols: Columns, cats: Categories, members: Bools) -> Bools:
-    return members & cats.enrolled[cols.m_household]
+def _enrolled(cols: Columns, cats: Categories, flags: Bools) -> Members:
+    """The members of enrolled households for whom `flags` holds."""
+    return np.flatnonzero(flags & cats.enrolled_members)
+
+
+def _per_person(p: Params, key: str, people: I64) -> Amounts:
+    """A flat rate per person counted (per household), where the region sets one."""
+    rate = p[key]
+    if not p.positive(key):
+        people = np.where(rate > 0, people, 0)
+    return Amounts(fen=rate * people, quantity=people)
 
 
 def preschool_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """学前教育: 每生每年不低于 400 元."""
-    rate = p["education.preschool_fen_per_year"][cols.m_household]
-    kids = _enrolled_members(cols, cats, (cols.m_stage == Stage.PRESCHOOL) & (rate > 0))
-    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+    kids = _enrolled(cols, cats, cols.m_stage == Stage.PRESCHOOL)
+    return _per_person(p, "education.preschool_fen_per_year", count(cols, kids))
 
 
 def compulsory_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """义务教育生活补助: 寄宿生小学 1000、初中 1250, 非寄宿生小学 500、初中 625 (每生每年)."""
-    h = cols.m_household
-    primary, junior = cols.m_stage == Stage.PRIMARY, cols.m_stage == Stage.JUNIOR_HIGH
-    rate = np.select(
-        [primary & cols.m_boarding, primary, junior & cols.m_boarding, junior],
-        [
-            p["education.primary_boarder_fen_per_year"][h],
-            p["education.primary_day_fen_per_year"][h],
-            p["education.junior_boarder_fen_per_year"][h],
-            p["education.junior_day_fen_per_year"][h],
-        ],
-        0,
-    )
-    kids = _enrolled_members(cols, cats, rate > 0)
-    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+    fen = np.zeros(cols.households, dtype=np.int64)
+    people = np.zeros(cols.households, dtype=np.int64)
+    stages = cols.m_stage
+    pupils = _enrolled(cols, cats, (stages == Stage.PRIMARY) | (stages == Stage.JUNIOR_HIGH))
+    stage_of, boarding_of = stages[pupils], cols.m_boarding[pupils]
+    for stage, boarding, key in (
+        (Stage.PRIMARY, True, "education.primary_boarder_fen_per_year"),
+        (Stage.PRIMARY, False, "education.primary_day_fen_per_year"),
+        (Stage.JUNIOR_HIGH, True, "education.junior_boarder_fen_per_year"),
+        (Stage.JUNIOR_HIGH, False, "education.junior_day_fen_per_year"),
+    ):
+        kids = pupils[(stage_of == stage) & (boarding_of == boarding)]
+        part = _per_person(p, key, count(cols, kids))
+        fen += part.fen
+        people += part.quantity
+    return Amounts(fen=fen, quantity=people)
 
 
 def vocational_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """中职一、二年级国家助学金: 平均每生每年 2000 元."""
-    h = cols.m_household
-    rate = p["education.vocational_grant_fen_per_year"][h]
-    kids = _enrolled_members(
-        cols,
-        cats,
-        (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
-        & (cols.m_school_year <= p["education.vocational_grant_max_year"][h])
-        & (rate > 0),
-    )
-    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+    kids = _enrolled(cols, cats, cols.m_stage == Stage.SECONDARY_VOCATIONAL)
+    max_year = p["education.vocational_grant_max_year"][cols.m_household[kids]]
+    kids = kids[cols.m_school_year[kids] <= max_year]
+    return _per_person(p, "education.vocational_grant_fen_per_year", count(cols, kids))
 
 
 def disabled_freshman_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """考入高等院校的残疾大学新生: 一次性入学资助 2000 元."""
-    rate = p["education.disabled_freshman_fen"][cols.m_household]
-    kids = _enrolled_members(
+    kids = _enrolled(
         cols,
         cats,
-        (cols.m_stage == Stage.COLLEGE)
-        & (cols.m_school_year == 1)
-        & (cols.m_disability > 0)
-        & (rate > 0),
+        (cols.m_stage == Stage.COLLEGE) & (cols.m_school_year == 1) & (cols.m_disability > 0),
     )
-    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+    return _per_person(p, "education.disabled_freshman_fen", count(cols, kids))
 
 
 def orphan_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """年满 18 周岁孤儿就读高等院校或中职: 每人每年 1 万元."""
-    rate = p["education.orphan_higher_fen_per_year"][cols.m_household]
     studying = (cols.m_stage == Stage.COLLEGE) | (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
-    kids = _enrolled_members(cols, cats, studying & cols.m_orphan & (cols.m_age >= 18) & (rate > 0))
-    return _owed(per_household(cols, np.where(kids, rate, 0)), per_household(cols, kids))
+    kids = _enrolled(cols, cats, studying & cols.m_orphan & (cols.m_age >= 18))
+    return _per_person(p, "education.orphan_higher_fen_per_year", count(cols, kids))
 
 
 def medical_tilt(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """倾斜救助: 年度政策内自付超过 12000 元的部分 × 60%, 每人每年最高 1 万元; 向下取整到分."""
-    h = cols.m_household
-    above = np.maximum(cols.m_medical - p["medical.tilt_threshold_fen_per_year"][h], 0)
+    who = _enrolled(cols, cats, cols.m_medical > 0)
+    h = cols.m_household[who]
+    above = np.maximum(cols.m_medical[who] - p["medical.tilt_threshold_fen_per_year"][h], 0)
     aid = np.minimum(
         above * p["medical.tilt_rate_percent"][h] // 100, p["medical.tilt_cap_fen_per_year"][h]
     )
-    who = _enrolled_members(cols, cats, (aid > 0) & p.has("medical.tilt_rate_percent")[h])
-    return _owed(per_household(cols, np.where(who, aid, 0)), per_household(cols, who))
+    keep = (aid > 0) & p.has("medical.tilt_rate_percent")[h]
+    return Amounts(fen=total(cols, who[keep], aid[keep]), quantity=count(cols, who[keep]))
 
 
 def accident_insurance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """意外伤害保险: 本级财政为每位家庭成员每年缴纳 30 元."""
-    rate = p["medical.accident_insurance_fen_per_person_year"]
-    owed = cats.enrolled & (rate > 0)
-    return _owed(rate * cols.size, np.where(owed, cols.size, 0))
+    return _per_person(
+        p, "medical.accident_insurance_fen_per_person_year", np.where(cats.enrolled, cols.size, 0)
+    )
+
+
+def _oldest(cols: Columns) -> I64:
+    return np.maximum.reduceat(cols.m_age, cols.starts)
 
 
 def health_check(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """65 岁以上老年人每年一次免费健康体检 (a service, no cash)."""
-    h = cols.m_household
-    old = _enrolled_members(
-        cols,
-        cats,
-        p.has("medical.health_check_min_age")[h]
-        & (cols.m_age >= p["medical.health_check_min_age"][h]),
-    )
-    count = per_household(cols, old)
-    return Amounts(fen=np.zeros_like(count), quantity=count)
+    key = "medical.health_check_min_age"
+    # Only households whose oldest member is old enough need their members looked at.
+    reach = cats.enrolled & p.has(key) & (_oldest(cols) >= p[key])
+    members = np.flatnonzero(reach[cols.m_household])
+    old = members[cols.m_age[members] >= p[key][cols.m_household[members]]]
+    people = count(cols, old)
+    return Amounts(fen=np.zeros_like(people), quantity=people)
 
 
 def graduate_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """毕业年度高校毕业生求职创业补贴: 一次性每人 2000 元."""
-    rate = p["employment.graduate_subsidy_fen"][cols.m_household]
-    grads = _enrolled_members(cols, cats, cols.m_graduating & (rate > 0))
-    return _owed(per_household(cols, np.where(grads, rate, 0)), per_household(cols, grads))
+    graduates = _enrolled(cols, cats, cols.m_graduating)
+    return _per_person(p, "employment.graduate_subsidy_fen", count(cols, graduates))
 
 
 def first_business_subsidy(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """首次自主创业、正常经营一年以上: 一次性开业补贴 5000 元."""
-    h = cols.m_household
-    rate = p["employment.first_business_subsidy_fen"][h]
-    ok = (cols.m_business_months >= p["employment.first_business_min_months"][h]) & (rate > 0)
-    owners = _enrolled_members(cols, cats, ok & (cols.m_business_months >= 0))
-    return _owed(per_household(cols, np.where(owners, rate, 0)), per_household(cols, owners))
+    owners = _enrolled(cols, cats, cols.m_business_months >= 0)
+    needed = p["employment.first_business_min_months"][cols.m_household[owners]]
+    owners = owners[cols.m_business_months[owners] >= needed]
+    return _per_person(p, "employment.first_business_subsidy_fen", count(cols, owners))
 
 
 def home_adaptation(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """城镇困难老年人家庭适老化改造: 每户 3000 元."""
-    h = cols.m_household
-    old = p.has("old_age.min_age")[h] & (cols.m_age >= p["old_age.min_age"][h])
-    rate = p["old_age.home_adaptation_fen_per_household"]
-    owed = cats.enrolled & any_member(cols, old) & (rate > 0)
-    return _owed(rate, owed.astype(np.int64))
+    key = "old_age.min_age"
+    owed = cats.enrolled & p.has(key) & (_oldest(cols) >= p[key])
+    return _per_person(p, "old_age.home_adaptation_fen_per_household", owed.astype(np.int64))
 
 
 def _m(

@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 
 from services.benefits.domain import rules
-from services.benefits.domain.facts import I64, Columns
+from services.benefits.domain.facts import I64, Columns, subset
 from services.benefits.domain.parameters import Book
 
 
@@ -66,22 +66,34 @@ def backpay(delta_monthly: I64, *, start: date, until: date) -> int:
 
 
 def diff(before: Book, after: Book, cols: Columns, *, on: date, until: date) -> WhatIf:
-    """Evaluate `cols` under both books on `on` and compare."""
+    """Evaluate `cols` under both books on `on` and compare.
+
+    Only the households of regions whose parameters differ between the books are evaluated
+    again; everyone else's card is the same under both.
+    """
     rb = rules.evaluate(cols, rules.params_for(before, cols, on=on, keys=rules.ALL_KEYS))
-    ra = rules.evaluate(cols, rules.params_for(after, cols, on=on, keys=rules.ALL_KEYS))
-    band = np.zeros(cols.households, dtype=np.bool_)
+    moved = np.array(
+        [before.resolve(r, on).digest() != after.resolve(r, on).digest() for r in cols.regions]
+    )
+    reached = moved[cols.region]
+    rows = np.flatnonzero(reached)
+    part = subset(cols, reached)
+    ra = rules.evaluate(part, rules.params_for(after, part, on=on, keys=rules.ALL_KEYS))
+    band = np.zeros(len(rows), dtype=np.bool_)
     entering, leaving = {}, {}
     for c in rules.Category:
-        b, a = rb.categories[c], ra.categories[c]
+        b, a = rb.categories[c][rows], ra.categories[c]
         entering[c.value] = int(np.count_nonzero(a & ~b))
         leaving[c.value] = int(np.count_nonzero(b & ~a))
         band |= a != b
     by_measure: dict[str, tuple[Budget, Budget]] = {}
     by_department: dict[str, tuple[Budget, Budget]] = {}
     for m in rules.MEASURES:
+        everyone = int(rb.amounts[m.code].fen.sum())
+        others = everyone - int(rb.amounts[m.code].fen[rows].sum())
         pair = (
-            _budget(m.period, int(rb.amounts[m.code].fen.sum())),
-            _budget(m.period, int(ra.amounts[m.code].fen.sum())),
+            _budget(m.period, everyone),
+            _budget(m.period, others + int(ra.amounts[m.code].fen.sum())),
         )
         by_measure[m.code] = pair
         old = by_department.get(m.department, (Budget(0, 0), Budget(0, 0)))
@@ -93,7 +105,7 @@ def diff(before: Book, after: Book, cols: Columns, *, on: date, until: date) -> 
                 old[1].monthly_fen + pair[1].monthly_fen, old[1].yearly_fen + pair[1].yearly_fen
             ),
         )
-    delta = _monthly(ra) - _monthly(rb)
+    delta = _monthly(ra) - _monthly(rb)[rows]
     return WhatIf(
         households=cols.households,
         entering=entering,

@@ -70,6 +70,8 @@ class DeliveryWorker:
                 max_keepalive_connections=settings.webhook_concurrency,
             ),
         )
+        # Requests waiting inside httpx's pool cost O(waiting × connections) per step: wait here.
+        self._gate = asyncio.Semaphore(settings.webhook_concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -133,21 +135,24 @@ class DeliveryWorker:
     ) -> Outcome:
         if subscription is None:
             return Outcome(None, "subscription deleted", 0)
-        body = row["body"].encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/cloudevents+json",
-            DELIVERY_HEADER: row["id"],
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: signature(self._secret(subscription), timestamp=timestamp, body=body),
-            EVENT_TYPE_HEADER: row["event_type"],
-        }
-        started = time.perf_counter()
-        try:
-            response = await self._http.post(subscription["url"], content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            elapsed = int((time.perf_counter() - started) * 1000)
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
+        async with self._gate:
+            body = row["body"].encode()
+            timestamp = int(time.time())  # signed when sent, not when queued: stays fresh
+            headers = {
+                "Content-Type": "application/cloudevents+json",
+                DELIVERY_HEADER: row["id"],
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: signature(
+                    self._secret(subscription), timestamp=timestamp, body=body
+                ),
+                EVENT_TYPE_HEADER: row["event_type"],
+            }
+            started = time.perf_counter()
+            try:
+                response = await self._http.post(subscription["url"], content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                elapsed = int((time.perf_counter() - started) * 1000)
+                return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
         elapsed = int((time.perf_counter() - started) * 1000)
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Outcome(response.status_code, error, elapsed)

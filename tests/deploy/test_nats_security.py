@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from bangfu.natsauth import authorization, suite_users
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from shared.events.streams import ensure_stream
+from shared.natsserver import nats_server_binary
 from shared.settings import SuiteSettings
 from tests.conftest import running
-from tests.deploy.conftest import INTEGRATOR, ROOT, SecuredNats
+from tests.deploy.conftest import INTEGRATOR, PASSWORDS, ROOT, SecuredNats, write_tls
+from tests.deploy.manifests import K8S, render
 from tests.helpers import bearer, household_body
 
 NANYANG = "bangfu.registry.household.enrolled.41.13.02"
@@ -214,3 +217,37 @@ def test_nats_user_refuses_what_would_widen_or_break_permissions(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_the_kubernetes_cluster_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    """The rendered ConfigMap with the committed auth.conf: nats-server's own config check."""
+    (config_map,) = [
+        document
+        for document in render(K8S / "overlays" / "production")
+        if document["kind"] == "ConfigMap" and document["metadata"]["name"].startswith("nats")
+    ]
+    tls = write_tls(tmp_path / "tls")
+    text = config_map["data"]["nats.conf"].replace("/etc/nats/tls/", f"{tls}/")
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "auth.conf").write_text((ROOT / "deploy/nats/auth.conf").read_text())
+    (tmp_path / "nats.conf").write_text(text.replace("/data/jetstream", str(tmp_path / "js")))
+    env = {f"BANGFU_NATS_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
+    checked = subprocess.run(
+        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        env={**env, "POD_NAME": "nats-0", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "is valid" in checked.stdout + checked.stderr
+    # The check is real: a broken file fails it.
+    (tmp_path / "nats.conf").write_text(text.replace("cluster {", "cluster {{"))
+    broken = subprocess.run(
+        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        env={**env, "POD_NAME": "nats-0", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert broken.returncode != 0

@@ -82,6 +82,11 @@ def write_tls(directory: Path) -> Path:
 class SecuredNats:
     port: int
     ca_file: Path
+    log_file: Path
+
+    def violations(self) -> list[str]:
+        """The server's log lines about refused publishes and subscriptions."""
+        return [line for line in self.log_file.read_text().splitlines() if "Violation" in line]
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         credentials = f"{user}:{password or PASSWORDS[user]}@" if user else ""
@@ -124,6 +129,6 @@ def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     )
     server.start()
     try:
-        yield SecuredNats(port=server.port, ca_file=tls / "ca.crt")
+        yield SecuredNats(port=server.port, ca_file=tls / "ca.crt", log_file=directory / "nats.log")
     finally:
         server.stop()

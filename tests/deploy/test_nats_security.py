@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from typer.testing import CliRunner
 
 from bangfu.cli import AUTH_CONF_HEADER, app
+from bangfu.embedded import SETTINGS
 from bangfu.natsauth import authorization, suite_users
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
@@ -161,7 +163,9 @@ async def test_an_integrator_replays_only_through_its_own_region_consumer(
         await stolen.fetch(1, timeout=1)
 
 
-async def test_a_service_publishes_only_its_own_subjects(connect: Callable[..., Any]) -> None:
+async def test_a_service_publishes_only_its_own_subjects(
+    connect: Callable[..., Any], secured_nats: SecuredNats
+) -> None:
     registry = await connect("registry")
     await registry.nc.publish("bangfu.registry.household.enrolled.41.13.02", b"{}")
     await registry.nc.publish("bangfu.benefits.payment.made.41.13.02", b"{}")
@@ -169,6 +173,30 @@ async def test_a_service_publishes_only_its_own_subjects(connect: Callable[..., 
     assert registry.errors == [
         'nats: permissions violation for publish to "bangfu.benefits.payment.made.41.13.02"'
     ]
+    (logged,) = secured_nats.violations()  # what the runtime tests look for
+    assert '"$G/user:registry"' in logged and "bangfu.benefits.payment.made" in logged
+
+
+@pytest.mark.parametrize("service", ["verification", "benefits", "notifications"])
+async def test_each_service_runs_under_its_user_without_a_refusal(
+    service: str,
+    secured_nats: SecuredNats,
+    tmp_path: Path,
+    migrated_database: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its streams, consumers and relay all work with only its own permissions."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(secured_nats.ca_file))
+    url, schema = await migrated_database(service)
+    suite = SuiteSettings(
+        home=tmp_path / "home", nats_url=secured_nats.url(service), rate_limit_per_second=0
+    )
+    settings = SETTINGS[service](suite=suite, database_url=url, database_schema=schema)
+    factory = importlib.import_module(f"services.{service}.app").create_app
+    async with running(factory(settings)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await asyncio.sleep(1.5)  # relay polls, consumers fetch, lag is reported
+    assert secured_nats.violations() == []
 
 
 async def test_the_registry_runs_under_its_user_and_an_integrator_gets_its_events(
@@ -200,6 +228,7 @@ async def test_the_registry_runs_under_its_user_and_an_integrator_gets_its_event
         message = await events.next_msg(timeout=5)
     assert message.subject == "bangfu.registry.household.applied.41.13.02"
     assert reader.errors == []
+    assert secured_nats.violations() == []
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""One trace follows a household: REST call -> outbox -> relay -> NATS -> consumer.
+"""One trace follows a household: REST call -> outbox -> relay -> NATS -> consumer, and on
+through the events that consumer publishes to the next one.
 
 Spans are recorded by the OpenTelemetry SDK's own in-memory exporter, installed as this
 process's tracer provider (the same hook an OTLP exporter uses in production).
@@ -25,13 +26,14 @@ from opentelemetry.trace import SpanKind
 from services.registry.settings import RegistrySettings
 from shared.db import Database, UnitOfWork
 from shared.events.consumer import ConsumerRunner, Subscription
-from shared.events.envelope import CloudEvent
+from shared.events.envelope import CloudEvent, new_event
 from shared.observability import TracingSettings, configure_tracing, current_traceparent
 from tests.helpers import bearer, household_body
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 APPLIED = "bangfu.registry.household.applied.41.13.02"
+PROBED = "bangfu.registry.household.probed.41.13.02"
 
 _exporter = InMemorySpanExporter()
 
@@ -47,6 +49,12 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _exporter.clear()
     yield _exporter
     _exporter.clear()
+
+
+def consumer_of(span: ReadableSpan) -> object:
+    if span.kind != SpanKind.CONSUMER or not span.attributes:
+        return None
+    return span.attributes.get("messaging.consumer.group.name")
 
 
 def ids(span: ReadableSpan) -> tuple[str, str, str | None]:
@@ -73,17 +81,37 @@ async def test_the_trace_id_survives_rest_outbox_relay_nats_and_consumer(
     async def handler(event: CloudEvent, uow: UnitOfWork) -> None:
         handled.append((event.id, current_traceparent()))
 
-    runner = ConsumerRunner(
-        db,
-        nc.jetstream(),
-        Subscription(
-            name="tracing-probe",
-            stream="REGISTRY",
-            subjects=["bangfu.registry.household.applied.>"],
-            handler=handler,
-        ),
-    )
-    await runner.start()
+    relayed: list[str | None] = []
+
+    async def hand_on(event: CloudEvent, uow: UnitOfWork) -> None:
+        """A second hop, as a consumer in another service would: publish what follows."""
+        uow.publish(
+            new_event(
+                service="registry",
+                aggregate="household",
+                name="probed",
+                subject=event.subject,
+                region=event.region,
+                sequence=0,
+                data={},
+            )
+        )
+        await uow.commit()
+
+    async def last(event: CloudEvent, uow: UnitOfWork) -> None:
+        relayed.append(current_traceparent())
+
+    js = nc.jetstream()
+    runners = [
+        ConsumerRunner(db, js, Subscription(name, "REGISTRY", [subject], handler_))
+        for name, subject, handler_ in (
+            ("tracing-probe", "bangfu.registry.household.applied.>", handler),
+            ("tracing-relay", "bangfu.registry.household.applied.>", hand_on),
+            ("tracing-last", "bangfu.registry.household.probed.>", last),
+        )
+    ]
+    for runner in runners:
+        await runner.start()
     try:
         response = await registry.post(
             "/v1/households",
@@ -95,25 +123,20 @@ async def test_the_trace_id_survives_rest_outbox_relay_nats_and_consumer(
         )
         assert response.status_code == 201, response.text
         message = await raw.next_msg(timeout=5)
-        for _ in range(100):
-            if handled:
+        for _ in range(200):
+            if handled and relayed:
                 break
             await asyncio.sleep(0.05)
     finally:
-        await runner.stop()
+        for runner in runners:
+            await runner.stop()
         await nc.close()
         await db.dispose()
 
     finished = spans.get_finished_spans()
     (server,) = [s for s in finished if s.kind == SpanKind.SERVER and "households" in s.name]
     (producer,) = [s for s in finished if s.name == f"publish {APPLIED}"]
-    (consumer,) = [
-        s
-        for s in finished
-        if s.kind == SpanKind.CONSUMER
-        and s.attributes
-        and s.attributes.get("messaging.consumer.group.name") == "tracing-probe"
-    ]
+    (consumer,) = [s for s in finished if consumer_of(s) == "tracing-probe"]
     assert server.name == "POST /v1/households"
     # One trace, each span the child of the one before it, the first the caller's child.
     assert ids(server)[0] == ids(producer)[0] == ids(consumer)[0] == TRACE
@@ -128,6 +151,16 @@ async def test_the_trace_id_survives_rest_outbox_relay_nats_and_consumer(
     assert response.headers["traceparent"] == event.traceparent
     # And what the handler would stamp on events it publishes continues the consumer span.
     assert handled == [(event.id, f"00-{TRACE}-{ids(consumer)[1]}-01")]
+    # The next hop: an event published by a consumer, relayed, consumed again, same trace.
+    (hand_on_span,) = [s for s in finished if consumer_of(s) == "tracing-relay"]
+    (second_producer,) = [
+        s for s in finished if s.name.startswith("publish bangfu.registry.household.probed.")
+    ]
+    (last_span,) = [s for s in finished if consumer_of(s) == "tracing-last"]
+    assert ids(hand_on_span)[2] == ids(producer)[1]
+    assert ids(second_producer)[2] == ids(hand_on_span)[1]
+    assert ids(last_span)[2] == ids(second_producer)[1]
+    assert relayed == [f"00-{TRACE}-{ids(last_span)[1]}-01"]
 
 
 def test_tracing_is_off_by_default() -> None:

@@ -30,10 +30,10 @@ def simulation(tbs, data, month):  # type: ignore[no-untyped-def]
     builder.join_with_persons(households, np.arange(n), np.full(n, "member"))
     sim = builder.build(tbs)
     last = make_period(month)
-    months = data["income"].shape[1]
+    months = data["income"].shape[0]  # a row per month, oldest first
     for k in range(months):
         p = str(last.offset(k - months + 1, "month"))
-        sim.set_input("household_income", p, data["income"][:, k])
+        sim.set_input("household_income", p, data["income"][k])
         sim.set_input("household_size", p, data["size"])
         sim.set_input("region_number", p, data["region"])
         sim.set_input("assets_within_limits", p, data["assets_ok"])

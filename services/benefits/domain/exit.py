@@ -25,16 +25,32 @@ EXIT_CLAUSE = (
 )
 
 
-def months_above(income: I64, size: I64, standard: I64, known: Bools | None = None) -> I64:
-    """Trailing run of months with income > standard × size, per row of (H, T) matrices;
-    `known` masks out months without a standard or an income (None: all known)."""
-    above = income > standard * size
-    if known is not None:
-        above &= known
-    latest_first = above[:, ::-1]
-    run = np.argmin(latest_first, axis=1).astype(np.int64)
-    counts: I64 = np.where(latest_first.all(axis=1), above.shape[1], run)
-    return counts
+def months_above(
+    income: I64,
+    size: I64,
+    standard: I64,
+    known: Bools | None = None,
+    *,
+    region: NDArray[np.int32] | None = None,
+) -> I64:
+    """The run of months, up to the latest, with income > standard × size.
+
+    Rows are months (oldest first), columns households: (T, H) arrays, `size` (T, H) or (H,);
+    `known` masks out months without a standard or an income (None: all known). With `region`,
+    `standard` is (T, R), one column per region, and each household reads its region's.
+    """
+    months, households = income.shape
+    size = np.broadcast_to(size, income.shape)
+    running = np.ones(households, dtype=np.bool_)
+    run = np.zeros(households, dtype=np.int64)
+    for t in range(months - 1, -1, -1):
+        std = standard[t] if region is None else standard[t][region]
+        above = income[t] > std * size[t]
+        if known is not None:
+            above &= known[t]
+        running &= above
+        run += running
+    return run
 
 
 def standards(book: Book, regions: Sequence[str], months: Sequence[str]) -> tuple[I64, Bools]:
@@ -64,11 +80,12 @@ def exit_batch(
     months: Sequence[str],
     on: date,
 ) -> tuple[I64, Bools]:
-    """Every household's run and whether it meets its region's rule: `income` and `size` are
-    (H, T) over `months`; `region` indexes `regions`."""
+    """Every household's run and whether it meets its region's rule: `income` is (T, H) over
+    `months`, `size` (T, H) or (H,); `region` indexes `regions`."""
     table, known = standards(book, regions, months)
     # Every region has a standard every month (the usual case): no mask to gather.
-    run = months_above(income, size, table[region], None if known.all() else known[region])
+    mask = None if known.all() else known.T[:, region]
+    run = months_above(income, size, np.ascontiguousarray(table.T), mask, region=region)
     required = required_months(book, regions, on)
     if (required == required[0]).all():
         return run, run >= required[0]
@@ -111,10 +128,11 @@ def evaluate(book: Book, *, region: str, series: Sequence[MonthIncome], on: date
         return ExitStatus(0, required, False, None, "尚无月度收入记录。")
     by_month = {s.month: s for s in series}
     months = _months(min(by_month), max(by_month))
-    income = np.array([[by_month[m].income_fen if m in by_month else 0 for m in months]])
-    size = np.array([[by_month[m].member_count if m in by_month else 1 for m in months]])
-    recorded = np.array([[m in by_month for m in months]], dtype=np.bool_)
+    income = np.array([[by_month[m].income_fen if m in by_month else 0] for m in months])
+    size = np.array([[by_month[m].member_count if m in by_month else 1] for m in months])
+    recorded = np.array([[m in by_month] for m in months], dtype=np.bool_)
     table, known = standards(book, [region], months)
+    table, known = table.T, known.T  # months as rows
     run = int(
         months_above(income.astype(np.int64), size.astype(np.int64), table, known & recorded)[0]
     )

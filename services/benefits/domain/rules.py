@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,13 +52,20 @@ class Params:
 
     def __getitem__(self, key: str) -> I64:
         if key not in self._values:
-            per_region = self.per_region[key]
-            self._values[key] = (
-                np.broadcast_to(per_region[0], (self._households,))
-                if len(per_region) == 1 or (per_region == per_region[0]).all()
-                else per_region[self._region]
-            )
-        return self._values[key]
+            self._values[key] = self.spread(self.per_region[key])
+        values: I64 = self._values[key]
+        return values
+
+    def spread(self, per_region: NDArray[Any]) -> NDArray[Any]:
+        """Per-region values to one per household (a view when every region has the same)."""
+        if (per_region == per_region[0]).all():
+            return np.broadcast_to(per_region[0], (self._households,))
+        spread: NDArray[Any] = per_region[self._region]
+        return spread
+
+    def everywhere(self, key: str) -> bool:
+        """Whether every region sets the parameter."""
+        return bool(self._set[key].all())
 
     def has(self, key: str) -> Bools:
         if key not in self._present:
@@ -104,17 +112,25 @@ def any_member(cols: Columns, members: Members) -> Bools:
     return found
 
 
-def round_fen(amount: I64, rounding: I64) -> I64:
-    """Apply each household's rounding rule (a `Rounding` code) to non-negative fen."""
-    return np.select(
-        [
-            rounding == ROUNDING_CODES[Rounding.UP_YUAN],
-            rounding == ROUNDING_CODES[Rounding.DOWN_YUAN],
-            rounding == ROUNDING_CODES[Rounding.HALF_UP_YUAN],
-        ],
-        [(amount + 99) // 100 * 100, amount // 100 * 100, (amount + 50) // 100 * 100],
-        amount,
-    )
+# Rounding to the fen or the yuan as (amount + offset) // step * step, per rule code.
+_STEP = np.zeros(len(Rounding), dtype=np.int64)
+_OFFSET = np.zeros(len(Rounding), dtype=np.int64)
+for _rule, _step, _offset in (
+    (Rounding.FEN, 1, 0),
+    (Rounding.UP_YUAN, 100, 99),
+    (Rounding.DOWN_YUAN, 100, 0),
+    (Rounding.HALF_UP_YUAN, 100, 50),
+):
+    _STEP[ROUNDING_CODES[_rule]], _OFFSET[ROUNDING_CODES[_rule]] = _step, _offset
+
+
+def round_fen(p: Params, key: str, amount: I64) -> I64:
+    """Apply each household's rounding rule (parameter `key`) to non-negative fen."""
+    codes = p.per_region[key]
+    step: I64 = p.spread(_STEP[codes])
+    offset: I64 = p.spread(_OFFSET[codes])
+    rounded: I64 = (amount + offset) // step * step
+    return rounded
 
 
 # -- eligibility ---------------------------------------------------------------------------------
@@ -167,12 +183,14 @@ class Tests:
         self.p = p
 
     @functools.cached_property
-    def _std_total(self) -> I64:
+    def std_total(self) -> I64:
+        """The standard times the household's size: per-capita rules without a division."""
         return self.p["dibao.standard_fen"] * self.cols.size
 
     @functools.cached_property
     def urban_ok(self) -> Bools:
-        ok: Bools = (self.p["eligibility.urban_hukou_required"] == 0) | self.cols.urban_hukou
+        free = self.p.spread(self.p.per_region["eligibility.urban_hukou_required"] == 0)
+        ok: Bools = free | self.cols.urban_hukou
         return ok
 
     @functools.cached_property
@@ -182,18 +200,21 @@ class Tests:
     @functools.cached_property
     def below(self) -> Bools:
         """income < standard × size: per-capita income below the standard."""
-        return self.has_standard & (self.cols.income < self._std_total)
+        below: Bools = self.cols.income < self.std_total
+        if not self.p.everywhere("dibao.standard_fen"):
+            below &= self.has_standard
+        return below
 
     @functools.cached_property
     def within_edge(self) -> Bools:
         """income ≤ edge multiple × standard × size."""
-        limit = self.p["edge.multiple_permille"] * self._std_total
+        limit = self.p["edge.multiple_permille"] * self.std_total
         return self.has_standard & (self.cols.income * 1000 <= limit)
 
     @functools.cached_property
     def within_expenditure(self) -> Bools:
         """income ≤ 3 × standard × size (inclusive: 以内(含))."""
-        limit = self.p["expenditure.multiple_permille"] * self._std_total
+        limit = self.p["expenditure.multiple_permille"] * self.std_total
         return self.has_standard & (self.cols.income * 1000 <= limit)
 
     @functools.cached_property
@@ -337,9 +358,10 @@ def _owed(fen: I64, quantity: I64) -> Amounts:
 
 def dibao_allowance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """低保金 = (低保标准 − 人均收入) × 人数 = 低保标准 × 人数 − 家庭收入, rounded per region."""
-    gap = p["dibao.standard_fen"] * cols.size - cols.income
-    owed = cats[Category.DIBAO] & p.has("dibao.rounding")
-    fen = round_fen(gap, p["dibao.rounding"])  # gap > 0 wherever it is owed
+    owed = cats[Category.DIBAO]
+    if not p.everywhere("dibao.rounding"):
+        owed = owed & p.has("dibao.rounding")
+    fen = round_fen(p, "dibao.rounding", cats.tests.std_total - cols.income)  # > 0 where owed
     return Amounts(fen=np.where(owed, fen, 0), quantity=np.where(owed, cols.size, 0))
 
 

@@ -55,4 +55,6 @@ class TestExit:
         size = np.ones((3, 3), dtype=np.int64)
         std = np.full((3, 3), 5, dtype=np.int64)
         known = np.ones((3, 3), dtype=np.bool_)
-        assert exit.months_above(income, size, std, known).tolist() == [2, 3, 0]
+        # Rows are months, columns households: transpose the per-household rows above.
+        assert exit.months_above(income.T, size.T, std.T, known.T).tolist() == [2, 3, 0]
+        assert exit.months_above(income.T, size[:, 0], std.T).tolist() == [2, 3, 0]

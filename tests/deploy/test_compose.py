@@ -166,3 +166,14 @@ def test_nats_runs_jetstream_with_its_store_on_the_volume() -> None:
     config = (ROOT / "deploy" / "nats" / "nats.conf").read_text()
     assert re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data/jetstream", config)
     assert "http_port: 8222" in config  # the healthcheck's endpoint
+
+
+def test_each_server_listens_where_it_is_published() -> None:
+    """The port a process reads from its settings is the one compose publishes and checks."""
+    for name, spec in bangfu_containers().items():
+        if name == "migrate":
+            continue
+        prefix = "BANGFU_SANDBOX_" if name == "sandbox" else f"BANGFU_{name.upper()}_"
+        port = spec["environment"][f"{prefix}PORT"]
+        assert spec["ports"] == [f"{port}:{port}"]
+        assert spec["environment"][f"{prefix}HOST"] == "0.0.0.0"

@@ -178,3 +178,20 @@ def test_every_variable_given_to_a_process_is_one_of_its_settings(
         # The values parse; in production that includes the JWKS URL and the service's keys.
         for cls in classes:
             cls()
+
+
+def test_each_service_listens_on_the_port_its_probes_and_service_use(
+    manifests: list[dict[str, Any]],
+) -> None:
+    services = by_kind(manifests, "Service")
+    for name, deployment in by_kind(manifests, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        (port,) = container["ports"]
+        assert int(env[f"BANGFU_{name.upper()}_PORT"]) == port["containerPort"]
+        assert env[f"BANGFU_{name.upper()}_HOST"] == "0.0.0.0"
+        assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
+        (exposed,) = services[name]["spec"]["ports"]
+        assert exposed["targetPort"] == port["name"] and exposed["port"] == port["containerPort"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port["containerPort"])

@@ -1,7 +1,8 @@
 """The embedded default: one machine, no servers to install.
 
 Starts a real nats-server from the wheel, migrates a SQLite database per service, runs the four
-services and the department sandbox as child processes, and stops them all on Ctrl-C or SIGTERM.
+services, the department sandbox and the SMS gateway sandbox (with a local SMTP server) as child
+processes, and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from sandbox.app import SandboxSettings
+from sandbox.sms.app import SmsSandboxSettings
 from services.benefits.settings import BenefitsSettings
 from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
@@ -47,7 +49,12 @@ def service_ports() -> dict[str, int]:
     """Each child's port, as its settings read it from the environment."""
     ports = {service: service_settings(service).port for service in SERVICES}
     ports["sandbox"] = SandboxSettings().port
+    ports["sms"] = SmsSandboxSettings().port  # with the local SMTP server beside it
     return ports
+
+
+# The children that are not services: the department sandbox, the SMS gateway (and mail) one.
+SANDBOX_MODULES = {"sandbox": "sandbox", "sms": "sandbox.sms"}
 
 
 def migrate(services: tuple[str, ...] = SERVICES, *, say: Say = print) -> None:
@@ -92,6 +99,8 @@ class Supervisor:
         ports = service_ports()
         if "BANGFU_NATS_URL" not in os.environ:
             ports["nats"] = self.suite.embedded_nats_port
+        if SmsSandboxSettings().smtp_port:
+            ports["smtp"] = SmsSandboxSettings().smtp_port
         taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
         if taken:
             raise AlreadyRunning(
@@ -113,13 +122,17 @@ class Supervisor:
             self.nats.start()
             env["BANGFU_NATS_URL"] = self.nats.url
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
+        sms = SmsSandboxSettings()
+        # Notifications sends through the SMS sandbox and its mail server, wherever they listen.
+        env.setdefault("BANGFU_NOTIFICATIONS_SMS_GATEWAY_URL", f"http://127.0.0.1:{sms.port}")
+        env.setdefault("BANGFU_NOTIFICATIONS_SMTP_PORT", str(sms.smtp_port))
         os.environ.update(env)
         migrate(say=self.say)
         if not self.suite.auth_jwks_url:  # before the services start, so none races for it
             ensure_signing_key(self.suite.signing_key_file, self.suite.public_key_file)
         for name, port in service_ports().items():
-            module = "sandbox" if name == "sandbox" else f"services.{name}"
-            ready = "/healthz" if name == "sandbox" else "/readyz"
+            module = SANDBOX_MODULES.get(name, f"services.{name}")
+            ready = "/healthz" if name in SANDBOX_MODULES else "/readyz"
             self._spawn(
                 name, [sys.executable, "-m", module], env, f"http://127.0.0.1:{port}{ready}"
             )

@@ -3,20 +3,28 @@
 `POST /v1/messages` accepts a message (202) and `GET /v1/messages/{id}` reports it: `accepted`,
 then `delivered` after a settable delay, or `failed` with the operator's reason for a number
 in `unreachable_prefixes`. Nothing is sent anywhere; messages are kept in memory.
+
+The same process runs the embedded default's mail server (aiosmtpd on `smtp_port`), whose
+mail `GET /v1/mails` lists, so that a demo shows what the county office was emailed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 from typing import Annotated, Any
 
+from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Header, HTTPException, Query
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8191
+DEFAULT_SMTP_PORT = 8125
 
 
 class SmsSandboxSettings(BaseSettings):
@@ -31,6 +39,28 @@ class SmsSandboxSettings(BaseSettings):
     delivery_delay_ms: int = 200
     # Numbers starting with one of these fail as an unreachable subscriber.
     unreachable_prefixes: list[str] = ["1990000"]
+    # The local mail server's port; 0 runs none.
+    smtp_port: int = DEFAULT_SMTP_PORT
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every mail it accepts."""
+
+    def __init__(self) -> None:
+        self.mails: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        mail = message_from_bytes(envelope.content, policy=policy.default)
+        body = mail.get_body(preferencelist=("plain",))
+        self.mails.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "subject": str(mail["Subject"] or ""),
+                "body": body.get_content().replace("\r\n", "\n") if body is not None else "",
+            }
+        )
+        return "250 OK"
 
 
 class SendIn(BaseModel):
@@ -65,7 +95,21 @@ class Sms:
 
 def create_app(settings: SmsSandboxSettings | None = None) -> FastAPI:
     settings = settings or SmsSandboxSettings()
-    app = FastAPI(title="Bangfu SMS gateway sandbox", version="1.0.0")
+    mailbox = Mailbox()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.smtp_port:
+            yield
+            return
+        smtp = Controller(mailbox, hostname=settings.host, port=settings.smtp_port)
+        smtp.start()
+        try:
+            yield
+        finally:
+            smtp.stop()
+
+    app = FastAPI(title="Bangfu SMS gateway sandbox", version="1.0.0", lifespan=lifespan)
     messages: dict[str, Sms] = {}
     ids = itertools.count(1)
     delay = settings.delivery_delay_ms / 1000
@@ -113,5 +157,10 @@ def create_app(settings: SmsSandboxSettings | None = None) -> FastAPI:
         check(authorization)
         now = time.monotonic()
         return [s.view(now=now, delay=delay) for s in messages.values() if to in (None, s.to)]
+
+    @app.get("/v1/mails")
+    async def mails() -> list[dict[str, Any]]:
+        """Every mail the local SMTP server accepted, oldest first."""
+        return mailbox.mails
 
     return app

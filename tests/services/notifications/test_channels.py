@@ -57,7 +57,7 @@ def smtp() -> Iterator[tuple[int, Mailbox]]:
 
 @pytest.fixture
 def sms_gateway() -> Iterator[str]:
-    settings = SmsSandboxSettings(api_key=GATEWAY_KEY, delivery_delay_ms=50)
+    settings = SmsSandboxSettings(api_key=GATEWAY_KEY, delivery_delay_ms=50, smtp_port=0)
     with serving(create_sms_gateway(settings)) as url:
         yield url
 
@@ -283,3 +283,29 @@ class TestEmail:
 
         await eventually(sent)
         await asyncio.sleep(0)
+
+
+class TestMailSandbox:
+    async def test_the_sms_sandbox_runs_the_embedded_mail_server_and_lists_its_mail(self) -> None:
+        from services.notifications.channels.email import SmtpMailer
+
+        smtp_port = free_port()
+        settings = SmsSandboxSettings(smtp_port=smtp_port)
+        with serving(create_sms_gateway(settings)) as url:
+            mailer = SmtpMailer("127.0.0.1", smtp_port, sender="bangfu@localhost")
+            await mailer.send(
+                to="county_office-411302@bangfu.local",
+                subject="逾期未走访：档案号 hh-1",
+                body="请督促落实。",
+                message_id="m-1",
+            )
+            async with httpx.AsyncClient(base_url=url) as client:
+                mails = (await client.get("/v1/mails")).json()
+        assert mails == [
+            {
+                "from": "bangfu@localhost",
+                "to": ["county_office-411302@bangfu.local"],
+                "subject": "逾期未走访：档案号 hh-1",
+                "body": "请督促落实。\n",
+            }
+        ]

@@ -177,3 +177,11 @@ _SCHEMAS = {event_type("benefits", cls.aggregate, cls.name): cls for cls in EVEN
 @router.get("/events/schemas", tags=["events"], summary="Every event type, with its schema")
 async def event_schemas() -> dict[str, Any]:
     return {type_: data_schema(cls, type_=type_) for type_, cls in _SCHEMAS.items()}
+
+
+@router.get("/events/schemas/{type_}", tags=["events"], summary="One event type's data schema")
+async def event_schema(type_: str) -> dict[str, Any]:
+    cls = _SCHEMAS.get(type_.removesuffix(".json"))
+    if cls is None:
+        raise Problem(404, "not-found", f"no event type {type_}")
+    return data_schema(cls, type_=type_.removesuffix(".json"))

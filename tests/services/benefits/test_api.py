@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from services.benefits.app import create_app
+from services.benefits.domain.events import EVENT_TYPES
 from services.benefits.domain.parameters import ParameterError
 from services.benefits.settings import BenefitsSettings
 from shared.db import Database
@@ -318,3 +320,32 @@ class TestWhatIfApi:
         assert (got["monthly_delta_fen"], got["backpay_fen"]) == (12000, 36000)
         held = await benefits.get("/v1/households/w2/card", headers=headers)
         assert held.json()["monthly_fen"] == 0  # a what-if changes nothing
+
+
+class TestEventSchemas:
+    async def test_every_event_type_is_served_and_what_is_emitted_conforms(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        schemas = (await benefits.get("/v1/events/schemas")).json()
+        assert sorted(schemas) == sorted(
+            f"cn.bangfu.benefits.{cls.aggregate}.{cls.name}.v1" for cls in EVENT_TYPES
+        )
+        one = await benefits.get("/v1/events/schemas/cn.bangfu.benefits.exit.eligible.v1.json")
+        assert one.json()["required"] == [
+            "household_id",
+            "months_above",
+            "required",
+            "latest_month",
+        ]
+        headers = bearer(token(READ, ADMIN))
+        await benefits.put("/v1/households/s1", json={"household": body()}, headers=headers)
+        emitted = await events(benefits_settings)
+        by_type = {f"cn.bangfu.benefits.{c.aggregate}.{c.name}.v1": c for c in EVENT_TYPES}
+        for _, envelope in emitted:
+            cls = by_type[envelope["type"]]
+            TypeAdapter(cls).validate_json(json.dumps(envelope["data"]), strict=True)
+            assert envelope["dataschema"].endswith(envelope["type"] + ".json")
+        assert len(emitted) == 2

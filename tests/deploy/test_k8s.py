@@ -94,7 +94,7 @@ def test_each_service_has_deployment_service_autoscaler_and_budget(
     manifests: list[dict[str, Any]],
 ) -> None:
     deployments = by_kind(manifests, "Deployment")
-    assert sorted(deployments) == sorted(SERVICES)
+    assert sorted(set(deployments) - {"sandbox"}) == sorted(SERVICES)
     autoscalers = by_kind(manifests, "HorizontalPodAutoscaler")
     budgets = by_kind(manifests, "PodDisruptionBudget")
     for service in SERVICES:
@@ -193,5 +193,20 @@ def test_each_service_listens_on_the_port_its_probes_and_service_use(
         assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
         (exposed,) = services[name]["spec"]["ports"]
         assert exposed["targetPort"] == port["name"] and exposed["port"] == port["containerPort"]
-        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(port["containerPort"])
+        if name != "sandbox":  # it serves no /metrics
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == str(port["containerPort"])
+
+
+def test_staging_stands_the_sandbox_in_for_the_departments() -> None:
+    for overlay, sandbox, departments in (
+        ("staging", True, "http://sandbox:8190"),
+        ("production", False, "https://departments.example.gov.cn"),
+    ):
+        documents = render(K8S / "overlays" / overlay)
+        assert ("sandbox" in by_kind(documents, "Deployment")) is sandbox
+        (container,) = by_kind(documents, "Deployment")["verification"]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert env["BANGFU_VERIFICATION_DEPARTMENTS_URL"] == departments

@@ -14,7 +14,14 @@ from decimal import Decimal
 from typing import Any
 
 from services.benefits.domain import rules
-from services.benefits.domain.facts import Household, columns
+from services.benefits.domain.facts import (
+    Household,
+    Stage,
+    age_on,
+    columns,
+    months_between,
+    schooling_on,
+)
 from services.benefits.domain.parameters import SPECS, Book, Kind, Resolved, Rounding, Value
 from services.benefits.domain.rules import CATEGORY_CLAUSES, CATEGORY_NAMES, Category, Measure
 
@@ -149,7 +156,7 @@ def compute(book: Book, household: Household, *, on: date) -> Card:
         quantity, fen = int(amounts.quantity[0]), int(amounts.fen[0])
         if quantity == 0:
             continue
-        lines.append(_line(measure, fen, quantity, household, resolved, names))
+        lines.append(_line(measure, fen, quantity, household, resolved, names, on))
     return Card(
         household_id=household.household_id,
         region=household.region,
@@ -174,6 +181,46 @@ def yuan_per_capita(household_fen: int, size: int) -> str:
     return f"{(Decimal(household_fen) / size / 100).quantize(Decimal('0.01'))}元"
 
 
+STAGE_LABELS = {
+    Stage.PRESCHOOL: "学前",
+    Stage.PRIMARY: "小学",
+    Stage.JUNIOR_HIGH: "初中",
+    Stage.SENIOR_HIGH: "普通高中",
+    Stage.SECONDARY_VOCATIONAL: "中职",
+    Stage.COLLEGE: "高校",
+}
+SCHOOL_MEASURES = {
+    "preschool_grant",
+    "compulsory_grant",
+    "vocational_grant",
+    "disabled_freshman_grant",
+    "orphan_grant",
+}
+
+
+def _member_inputs(code: str, household: Household, on: date) -> list[str]:
+    """The members' facts a member-level measure read, as its explanation names them."""
+    out = []
+    for i, person in enumerate(household.members, start=1):
+        age = age_on(person.birth_date, on)
+        stage, year, boarding = schooling_on(person, on)
+        if code in SCHOOL_MEASURES and stage is not Stage.NONE:
+            extra = f",残疾{person.disability_grade}级" if person.disability_grade else ""
+            extra += ",孤儿" if person.orphan else ""
+            board = "寄宿" if boarding else "非寄宿"
+            out.append(f"成员{i}:{age}岁,{STAGE_LABELS[stage]}第{year}学年,{board}{extra}")
+        elif code == "medical_tilt" and person.medical_self_paid_fen:
+            out.append(f"成员{i}:年度政策内自付{yuan(person.medical_self_paid_fen)}")
+        elif code in ("health_check", "home_adaptation") and age >= 60:
+            out.append(f"成员{i}:{age}岁")
+        elif code == "graduate_subsidy" and person.graduation_year:
+            out.append(f"成员{i}:{person.graduation_year}年高校毕业")
+        elif code == "first_business_subsidy" and person.business_started_on:
+            months = months_between(person.business_started_on, on)
+            out.append(f"成员{i}:{person.business_started_on}首次创业,已经营{months}个月")
+    return out
+
+
 def _line(
     measure: Measure,
     fen: int,
@@ -181,6 +228,7 @@ def _line(
     household: Household,
     resolved: Resolved,
     names: dict[str, str],
+    on: date,
 ) -> Line:
     used = [v for k in measure.keys if (v := resolved.get(k)) is not None]
     income = household.income()
@@ -190,6 +238,9 @@ def _line(
         f"家庭{size}人,家庭月收入{yuan(income.household_fen)}"
         f"(人均{yuan_per_capita(income.household_fen, size)},{source})"
     )
+    members = _member_inputs(measure.code, household, on)
+    if members:
+        inputs += ";" + ";".join(members)
     if measure.code == "dibao_allowance":
         std = resolved.values["dibao.standard_fen"]
         gap = int(std.value) * size - income.household_fen

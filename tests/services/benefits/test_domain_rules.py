@@ -352,6 +352,18 @@ class TestMeasures:
         assert amount(h, "rent_subsidy", date(2024, 12, 31)) == (30000, 3)
         assert amount(h, "rent_subsidy", date(2025, 1, 1)) == (36000, 3)
 
+    def test_member_measures_name_the_members_they_read(self) -> None:
+        h = household(
+            people=(
+                person(45, medical_self_paid_fen=3_000_000),
+                kid(Stage.JUNIOR_HIGH, date(2024, 9, 1), True, age=13),
+            )
+        )
+        lines = {m.code: m for m in card.compute(BOOK, h, on=ON).measures}
+        assert "成员2:13岁,初中第1学年,寄宿" in lines["compulsory_grant"].explanation
+        assert "成员1:年度政策内自付30000.00元" in lines["medical_tilt"].explanation
+        assert lines["medical_tilt"].explanation.endswith("四(三)4(1)④。")
+
     def test_a_child_moving_to_junior_high_changes_the_grant_on_that_day(self) -> None:
         child = person(
             12,

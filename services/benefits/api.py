@@ -20,6 +20,7 @@ from services.benefits.schemas import (
     WhatIfIn,
 )
 from shared.auth import Principal, require
+from shared.events.asyncapi import asyncapi_document
 from shared.events.envelope import event_type
 from shared.events.schemas import data_schema
 from shared.problems import ErrorTable, Problem, invalid_field
@@ -171,12 +172,34 @@ async def what_if(body: WhatIfIn, uow: UnitOfWorkDep, ctx: Reader) -> JSONRespon
     return _json(await service.what_if(uow, ctx, body))
 
 
+def _asyncapi() -> dict[str, Any]:
+    """One AsyncAPI document for the events of all four aggregates."""
+    aggregates = dict.fromkeys(cls.aggregate for cls in EVENT_TYPES)
+    documents = [
+        asyncapi_document("benefits", a, [c for c in EVENT_TYPES if c.aggregate == a])
+        for a in aggregates
+    ]
+    merged = documents[0]
+    for document in documents[1:]:
+        merged["channels"].update(document["channels"])
+        merged["operations"].update(document["operations"])
+        for part in ("schemas", "messages"):
+            merged["components"][part].update(document["components"][part])
+    return merged
+
+
+_ASYNCAPI = _asyncapi()
 _SCHEMAS = {event_type("benefits", cls.aggregate, cls.name): cls for cls in EVENT_TYPES}
 
 
 @router.get("/events/schemas", tags=["events"], summary="Every event type, with its schema")
 async def event_schemas() -> dict[str, Any]:
     return {type_: data_schema(cls, type_=type_) for type_, cls in _SCHEMAS.items()}
+
+
+@router.get("/events/asyncapi.json", tags=["events"], summary="AsyncAPI 3 of every event")
+async def asyncapi_json() -> dict[str, Any]:
+    return _ASYNCAPI
 
 
 @router.get("/events/schemas/{type_}", tags=["events"], summary="One event type's data schema")

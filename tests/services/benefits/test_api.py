@@ -349,3 +349,13 @@ class TestEventSchemas:
             TypeAdapter(cls).validate_json(json.dumps(envelope["data"]), strict=True)
             assert envelope["dataschema"].endswith(envelope["type"] + ".json")
         assert len(emitted) == 2
+
+    async def test_the_asyncapi_document_has_a_channel_per_event_type(
+        self, benefits: httpx.AsyncClient
+    ) -> None:
+        document = (await benefits.get("/v1/events/asyncapi.json")).json()
+        assert sorted(c["address"] for c in document["channels"].values()) == sorted(
+            f"bangfu.benefits.{c.aggregate}.{c.name}.{{province}}.{{city}}.{{county}}"
+            for c in EVENT_TYPES
+        )
+        assert "ExitEligibleData" in document["components"]["schemas"]

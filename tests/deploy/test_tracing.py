@@ -13,15 +13,19 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import httpx
 import nats
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import Attributes
 
 from services.registry.settings import RegistrySettings
 from shared.db import Database, UnitOfWork
@@ -35,20 +39,50 @@ CALLER_SPAN = "00f067aa0ba902b7"
 APPLIED = "bangfu.registry.household.applied.41.13.02"
 PROBED = "bangfu.registry.household.probed.41.13.02"
 
+
+class Switch(Sampler):
+    """Records only while a test here is running: the rest of the session runs as with
+    tracing off (OpenTelemetry allows one tracer provider per process, never unset)."""
+
+    on = False
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> SamplingResult:
+        # The span keeps the attributes the sampler hands back.
+        decision = Decision.RECORD_AND_SAMPLE if self.on else Decision.DROP
+        return SamplingResult(decision, attributes if self.on else None)
+
+    def get_description(self) -> str:
+        return "on while a tracing test runs"
+
+
 _exporter = InMemorySpanExporter()
+_switch = Switch()
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=_switch)
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
         trace.set_tracer_provider(provider)
     assert trace.get_tracer_provider() is provider, "another tracer provider was set first"
     _exporter.clear()
-    yield _exporter
-    _exporter.clear()
+    _switch.on = True
+    try:
+        yield _exporter
+    finally:
+        _switch.on = False
+        _exporter.clear()
 
 
 def consumer_of(span: ReadableSpan) -> object:

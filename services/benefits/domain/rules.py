@@ -112,24 +112,28 @@ def any_member(cols: Columns, members: Members) -> Bools:
     return found
 
 
-# Rounding to the fen or the yuan as (amount + offset) // step * step, per rule code.
-_STEP = np.zeros(len(Rounding), dtype=np.int64)
+# Per rule code: whether it rounds to the yuan, and what is added first (99 up, 50 half up).
+_TO_YUAN = np.zeros(len(Rounding), dtype=np.bool_)
 _OFFSET = np.zeros(len(Rounding), dtype=np.int64)
-for _rule, _step, _offset in (
-    (Rounding.FEN, 1, 0),
-    (Rounding.UP_YUAN, 100, 99),
-    (Rounding.DOWN_YUAN, 100, 0),
-    (Rounding.HALF_UP_YUAN, 100, 50),
+for _rule, _yuan, _offset in (
+    (Rounding.FEN, False, 0),
+    (Rounding.UP_YUAN, True, 99),
+    (Rounding.DOWN_YUAN, True, 0),
+    (Rounding.HALF_UP_YUAN, True, 50),
 ):
-    _STEP[ROUNDING_CODES[_rule]], _OFFSET[ROUNDING_CODES[_rule]] = _step, _offset
+    _TO_YUAN[ROUNDING_CODES[_rule]], _OFFSET[ROUNDING_CODES[_rule]] = _yuan, _offset
 
 
 def round_fen(p: Params, key: str, amount: I64) -> I64:
     """Apply each household's rounding rule (parameter `key`) to non-negative fen."""
     codes = p.per_region[key]
-    step: I64 = p.spread(_STEP[codes])
-    offset: I64 = p.spread(_OFFSET[codes])
-    rounded: I64 = (amount + offset) // step * step
+    if not _TO_YUAN[codes].any():
+        return amount
+    # A constant divisor (100), not a per-household one: numpy divides by a constant far faster.
+    yuan: I64 = (amount + p.spread(_OFFSET[codes])) // 100 * 100
+    if _TO_YUAN[codes].all():
+        return yuan
+    rounded: I64 = np.where(p.spread(_TO_YUAN[codes]), yuan, amount)
     return rounded
 
 

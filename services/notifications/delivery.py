@@ -73,19 +73,24 @@ class DeliveryWorker:
         # Requests waiting inside httpx's pool cost O(waiting × connections) per step: wait here.
         self._gate = asyncio.Semaphore(settings.webhook_concurrency)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
+        # Two loops, so that one claims and posts while the other waits for its batch's
+        # slowest posts and records them: the connections stay busy between batches.
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"webhook-deliveries-{n}") for n in range(2)
+        ]
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._http.aclose()
 
     async def _run(self) -> None:
@@ -176,33 +181,48 @@ class DeliveryWorker:
                     for row, outcome in zip(claimed, outcomes, strict=True)
                 ],
             )
-            for row, outcome in zip(claimed, outcomes, strict=True):
-                attempts = row["attempts"] + 1
-                first = service.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
-                values: dict[str, Any] = {
-                    "attempts": attempts,
-                    "first_attempt_at": first,
-                    "leased_until": None,
-                    "last_status_code": outcome.status_code,
-                    "last_error": outcome.error,
-                }
-                if outcome.ok:
-                    values.update(status="delivered", finished_at=now)
-                elif now - first >= retry_for:
-                    values.update(status="dead", finished_at=now)
-                    log.warning("webhook.dead_lettered", delivery=row["id"], error=outcome.error)
-                else:
-                    wait = backoff_seconds(
-                        attempts,
-                        base=settings.webhook_backoff_base_seconds,
-                        cap=settings.webhook_backoff_cap_seconds,
-                        rng=self._rng,
-                    )
-                    values["next_attempt_at"] = now + timedelta(seconds=wait)
-                await store.finish_delivery(uow.session, row["position"], **values)
-                if row["message_id"] and values.get("status") in ("delivered", "dead"):
+            results = [
+                self._outcome(row, outcome, now=now, retry_for=retry_for)
+                for row, outcome in zip(claimed, outcomes, strict=True)
+            ]
+            await store.record_outcomes(uow.session, results)
+            for row, result in zip(claimed, results, strict=True):
+                if row["message_id"] and result["status"] in ("delivered", "dead"):
                     await _settle_message(uow, row["message_id"], now=now)
             await uow.commit()
+
+    def _outcome(
+        self, row: Mapping[str, Any], outcome: Outcome, *, now: datetime, retry_for: timedelta
+    ) -> dict[str, Any]:
+        """The delivery after this attempt: delivered, dead, or pending a backed-off retry."""
+        settings = self._settings
+        attempts = row["attempts"] + 1
+        first = service.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
+        result: dict[str, Any] = {
+            "position": row["position"],
+            "status": "pending",
+            "attempts": attempts,
+            "first_attempt_at": first,
+            "next_attempt_at": row["next_attempt_at"],
+            "leased_until": None,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "finished_at": None,
+        }
+        if outcome.ok:
+            result.update(status="delivered", finished_at=now)
+        elif now - first >= retry_for:
+            result.update(status="dead", finished_at=now)
+            log.warning("webhook.dead_lettered", delivery=row["id"], error=outcome.error)
+        else:
+            wait = backoff_seconds(
+                attempts,
+                base=settings.webhook_backoff_base_seconds,
+                cap=settings.webhook_backoff_cap_seconds,
+                rng=self._rng,
+            )
+            result["next_attempt_at"] = now + timedelta(seconds=wait)
+        return result
 
 
 async def _settle_message(uow: Any, message_id: str, *, now: datetime) -> None:

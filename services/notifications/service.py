@@ -287,25 +287,34 @@ def household_of(event: CloudEvent) -> str:
 
 async def fan_out(uow: UnitOfWork, event: CloudEvent, *, now: datetime) -> int:
     """Queue a delivery of the event for every live subscription whose filter wants it."""
-    rows = [
-        _delivery_row(
-            subscription_id=s["id"],
-            event_id=event.id,
-            event_type=event.type,
-            event_time=event.time,
-            ordering_key=household_of(event),
-            region=event.region,
-            body=event.to_json().decode(),
-            now=now,
-            message_id=None,
-        )
+    wanting = [
+        s["id"]
         for s in await store.live_subscriptions(uow.session)
         if Filter(tuple(s["event_types"]), tuple(s["regions"])).wants(
             event_type=event.type, region=event.region
         )
     ]
-    await store.insert_deliveries(uow.session, rows)
-    return len(rows)
+    if not wanting:
+        return 0
+    body = event.to_json().decode()
+    await store.insert_deliveries(
+        uow.session,
+        [
+            _delivery_row(
+                subscription_id=subscription_id,
+                event_id=event.id,
+                event_type=event.type,
+                event_time=event.time,
+                ordering_key=household_of(event),
+                region=event.region,
+                body=body,
+                now=now,
+                message_id=None,
+            )
+            for subscription_id in wanting
+        ],
+    )
+    return len(wanting)
 
 
 async def queue_referral(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     exists,
     func,
     insert,
@@ -273,9 +274,37 @@ async def record_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]])
         await session.execute(insert(webhook_attempt), list(rows))
 
 
-async def finish_delivery(session: AsyncSession, position: int, **values: Any) -> None:
+_OUTCOME_COLUMNS = (
+    "status",
+    "attempts",
+    "first_attempt_at",
+    "next_attempt_at",
+    "leased_until",
+    "last_status_code",
+    "last_error",
+    "finished_at",
+)
+
+
+async def record_outcomes(session: AsyncSession, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Write each attempted delivery's outcome in one executemany, keyed by `position`.
+
+    A delivery cancelled (its subscription deleted) while it was in flight stays cancelled.
+    """
+    if not outcomes:
+        return
+    statement = (
+        update(webhook_delivery)
+        .where(
+            webhook_delivery.c.position == bindparam("b_position"),
+            webhook_delivery.c.status == "pending",
+        )
+        .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
+    )
     await session.execute(
-        update(webhook_delivery).where(webhook_delivery.c.position == position).values(**values)
+        statement,
+        [{f"b_{name}": value for name, value in outcome.items()} for outcome in outcomes],
+        execution_options={"synchronize_session": False},
     )
 
 

@@ -40,12 +40,17 @@ def months_above(
     `standard` is (T, R), one column per region, and each household reads its region's.
     """
     months, households = income.shape
+    constant_size = size.ndim == 1
     size = np.broadcast_to(size, income.shape)
     running = np.ones(households, dtype=np.bool_)
     run = np.zeros(households, dtype=np.int64)
+    line: I64 | None = None  # standard × size, kept while no region's standard changes
     for t in range(months - 1, -1, -1):
-        std = standard[t] if region is None else standard[t][region]
-        above = income[t] > std * size[t]
+        if region is None:
+            line = standard[t] * size[t]
+        elif line is None or not constant_size or not np.array_equal(standard[t], standard[t + 1]):
+            line = standard[t][region] * size[t]
+        above = income[t] > line
         if known is not None:
             above &= known[t]
         running &= above

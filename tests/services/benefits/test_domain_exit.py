@@ -58,3 +58,37 @@ class TestExit:
         # Rows are months, columns households: transpose the per-household rows above.
         assert exit.months_above(income.T, size.T, std.T, known.T).tolist() == [2, 3, 0]
         assert exit.months_above(income.T, size[:, 0], std.T).tolist() == [2, 3, 0]
+
+    def test_the_batch_agrees_with_one_household_across_a_change_of_standard(self) -> None:
+        months = ["2025-05", "2025-06", "2025-07", "2025-08", "2025-09"]
+        regions = ["411302", "411381"]  # 邓州市 raises its standard from 2025-07-15
+        cases = [
+            (0, [63001] * 5, 1),
+            (1, [63000] * 5, 1),  # above 620 until July, not above 650 from August
+            (1, [130002] * 5, 2),
+            (1, [65001] * 5, 1),
+            (0, [63001, 63001, 1, 63001, 63001], 1),
+        ]
+        income = np.array([c[1] for c in cases], dtype=np.int64).T
+        size = np.array([c[2] for c in cases], dtype=np.int64)
+        region = np.array([c[0] for c in cases], dtype=np.int32)
+        run, eligible = exit.exit_batch(
+            BOOK,
+            regions=regions,
+            region=region,
+            income=income,
+            size=size,
+            months=months,
+            on=date(2025, 9, 30),
+        )
+        one = [
+            exit.evaluate(
+                BOOK,
+                region=regions[r],
+                series=[MonthIncome(m, fen, n) for m, fen in zip(months, fens, strict=True)],
+                on=date(2025, 9, 30),
+            ).months_above
+            for r, fens, n in cases
+        ]
+        assert run.tolist() == one == [5, 0, 5, 5, 2]
+        assert eligible.tolist() == [False] * 5

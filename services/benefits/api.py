@@ -5,9 +5,10 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from services.benefits import service
 from services.benefits.domain.events import EVENT_TYPES
@@ -19,6 +20,7 @@ from services.benefits.schemas import (
     PaymentIn,
     WhatIfIn,
 )
+from shared import idempotency
 from shared.auth import Principal, require
 from shared.events.asyncapi import asyncapi_document
 from shared.events.envelope import event_type
@@ -65,6 +67,40 @@ Admin = Annotated[service.Context, Depends(context("benefits:admin"))]
 
 def _json(body: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body), status_code=status_code)
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Retry safely: the same key replays the answer"),
+]
+
+
+async def _once(
+    request: Request,
+    uow: UnitOfWorkDep,
+    ctx: service.Context,
+    *,
+    key: str | None,
+    body: BaseModel,
+    write: Callable[[], Awaitable[Any]],
+) -> JSONResponse:
+    """Run a write (answering 201) once per Idempotency-Key; a retry replays the answer."""
+    digest = idempotency.request_hash("POST", request.url.path, body.model_dump(mode="json"))
+    if key:
+        stored = await idempotency.replay(uow.session, client_id=ctx.actor, key=key, digest=digest)
+        if stored:
+            return JSONResponse(stored.body, stored.status_code, headers=stored.headers)
+    answer = jsonable_encoder(await write())
+    if key:
+        await idempotency.remember(
+            uow.session,
+            client_id=ctx.actor,
+            key=key,
+            digest=digest,
+            response=idempotency.StoredResponse(201, answer, {}),
+        )
+    await uow.commit()
+    return JSONResponse(answer, status_code=201)
 
 
 @router.post("/cards", summary="帮扶措施明白卡 for inline inputs (stored as a receipt)")
@@ -148,18 +184,40 @@ async def parameter_history(region: str, key: str, uow: UnitOfWorkDep, ctx: Read
     summary="Add a dated value; every household it reaches is recomputed",
 )
 async def add_parameter(
-    region: str, key: str, body: ParameterIn, uow: UnitOfWorkDep, ctx: Admin
+    region: str,
+    key: str,
+    body: ParameterIn,
+    request: Request,
+    uow: UnitOfWorkDep,
+    ctx: Admin,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    result = await service.add_parameter(uow, ctx, region=region, key=key, body=body)
-    await uow.commit()
-    return _json(result, 201)
+    return await _once(
+        request,
+        uow,
+        ctx,
+        key=idempotency_key,
+        body=body,
+        write=lambda: service.add_parameter(uow, ctx, region=region, key=key, body=body),
+    )
 
 
 @router.post("/ledger/payments", status_code=201, summary="Post a department's payment")
-async def post_payment(body: PaymentIn, uow: UnitOfWorkDep, ctx: Admin) -> JSONResponse:
-    result = await service.post_payment(uow, ctx, body)
-    await uow.commit()
-    return _json(result, 201)
+async def post_payment(
+    body: PaymentIn,
+    request: Request,
+    uow: UnitOfWorkDep,
+    ctx: Admin,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return await _once(
+        request,
+        uow,
+        ctx,
+        key=idempotency_key,
+        body=body,
+        write=lambda: service.post_payment(uow, ctx, body),
+    )
 
 
 @router.get("/ledger/duplicates", summary="重复救助 found in a region")

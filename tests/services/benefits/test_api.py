@@ -359,3 +359,31 @@ class TestEventSchemas:
             for c in EVENT_TYPES
         )
         assert "ExitEligibleData" in document["components"]["schemas"]
+
+
+class TestIdempotency:
+    async def test_a_retried_payment_with_its_key_is_posted_once(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        headers = {**bearer(token(ADMIN)), "Idempotency-Key": "pay-1"}
+        payment = {
+            "department": "民政局",
+            "measure": "temporary_relief",
+            "household_id": "h9",
+            "region": "411302",
+            "period": "2025-03",
+            "amount_fen": 50000,
+        }
+        first = await benefits.post("/v1/ledger/payments", json=payment, headers=headers)
+        again = await benefits.post("/v1/ledger/payments", json=payment, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        other = await benefits.post(
+            "/v1/ledger/payments", json={**payment, "amount_fen": 1}, headers=headers
+        )
+        assert other.status_code == 422
+        assert other.json()["type"].endswith("idempotency-key-reused")
+        assert await events(benefits_settings) == []  # no second payment, no duplicate

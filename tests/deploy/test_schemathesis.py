@@ -15,15 +15,27 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from bangfu.cli import ALL_SCOPES
 from bangfu.embedded import SETTINGS
+from shared.db import is_sqlite
 from shared.settings import SuiteSettings
-from tests.conftest import serving
+from tests.conftest import POSTGRES_URL, running, serving
+from tests.helpers import bearer
 
 EXAMPLES_PER_OPERATION = 5
+ON_POSTGRESQL = POSTGRES_URL is not None and not is_sqlite(POSTGRES_URL)
+# 5xx this fuzzing found whose fix lies in the service's own code (reported to its owner).
+# Until fixed they are left out of the PostgreSQL run, and each has a regression test below
+# that is expected to fail there: fixing the bug makes it pass, and strict xfail then asks
+# for the entry here to be removed.
+KNOWN_SERVER_ERRORS_ON_POSTGRESQL = {
+    "registry": ["GET /v1/households"],
+    "notifications": ["GET /v1/subscriptions/{subscription_id}/deliveries"],
+}
 
 
 async def app_of(
@@ -79,6 +91,12 @@ async def test_fuzzing_finds_no_server_error_and_no_off_schema_response(
                 "--request-timeout",
                 "30",
                 "--no-color",
+                *[
+                    argument
+                    for name in (KNOWN_SERVER_ERRORS_ON_POSTGRESQL.get(service, []))
+                    for argument in ("--exclude-name", name)
+                    if ON_POSTGRESQL
+                ],
                 "--report",
                 "ndjson",
                 "--report-dir",
@@ -90,3 +108,47 @@ async def test_fuzzing_finds_no_server_error_and_no_off_schema_response(
             timeout=600,
         )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+@pytest.mark.xfail(
+    ON_POSTGRESQL,
+    strict=True,
+    reason="registry passes `cursor` unchecked to a PostgreSQL text parameter: U+0000 -> 500",
+)
+async def test_a_cursor_postgresql_cannot_hold_is_refused(
+    registry: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    response = await registry.get(
+        "/v1/households", params={"cursor": "a\x00b"}, headers=bearer(token("registry:read"))
+    )
+    assert response.status_code < 500
+
+
+@pytest.mark.xfail(
+    ON_POSTGRESQL,
+    strict=True,
+    reason="notifications compares `after` (unbounded int) with an INTEGER column: > 2**31 -> 500",
+)
+async def test_a_delivery_position_beyond_the_column_is_refused(
+    suite: SuiteSettings,
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+    token: Callable[..., str],
+) -> None:
+    admin = bearer(token("notifications:admin"))
+    async with running(await app_of("notifications", suite, migrated_database)) as client:
+        created = await client.post(
+            "/v1/subscriptions",
+            json={
+                "url": "https://integrator.example/hook",
+                "secret": "s" * 16,
+                "event_types": ["cn.bangfu.registry.household.*"],
+            },
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        response = await client.get(
+            f"/v1/subscriptions/{created.json()['id']}/deliveries",
+            params={"after": 2**40},
+            headers=admin,
+        )
+    assert response.status_code < 500

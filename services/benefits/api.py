@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -62,6 +62,7 @@ def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
 
 
 Reader = Annotated[service.Context, Depends(context("benefits:read"))]
+HouseholdId = Annotated[str, Path(min_length=1, max_length=64)]
 Admin = Annotated[service.Context, Depends(context("benefits:admin"))]
 
 
@@ -121,7 +122,7 @@ async def compute_eligibility(body: ComputeIn, uow: UnitOfWorkDep, ctx: Reader) 
 
 @router.put("/households/{household_id}", summary="Hold a household's inputs (and decide)")
 async def put_household(
-    household_id: str, body: HouseholdPut, uow: UnitOfWorkDep, ctx: Admin
+    household_id: HouseholdId, body: HouseholdPut, uow: UnitOfWorkDep, ctx: Admin
 ) -> JSONResponse:
     household = body.household.model_copy(update={"household_id": household_id})
     await service.put_household(uow, ctx, household)
@@ -132,7 +133,7 @@ async def put_household(
 
 @router.get("/households/{household_id}/card", summary="The household's card on a day")
 async def household_card(
-    household_id: str, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
 ) -> JSONResponse:
     decision_id, card, _ = await service.decide_household(uow, ctx, household_id, on=on)
     await uow.commit()
@@ -141,7 +142,7 @@ async def household_card(
 
 @router.get("/households/{household_id}/eligibility", summary="Categories on a day, and why not")
 async def household_eligibility(
-    household_id: str, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
 ) -> JSONResponse:
     decision_id, card = await service.eligibility_of(uow, ctx, household_id, on=on)
     await uow.commit()
@@ -149,7 +150,9 @@ async def household_eligibility(
 
 
 @router.get("/households/{household_id}/exit", summary="脱困 by income: months above so far")
-async def household_exit(household_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+async def household_exit(
+    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader
+) -> JSONResponse:
     return _json(dataclasses.asdict(await service.exit_of(uow, ctx, household_id)))
 
 

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from services.benefits.domain.facts import STAGE_NAMES, Household, Person, Schooling
 
 REGION = r"^[0-9]{6}$"
+# 100 million yuan: far above any household's figure, and small enough that the rules'
+# integer products (income × 1000, standard × size × multiple) stay inside int64.
+MAX_FEN = 10_000_000_000
 StageName = Literal[
     "none", "preschool", "primary", "junior_high", "senior_high", "secondary_vocational", "college"
 ]
@@ -40,7 +43,7 @@ class PersonIn(_In):
     schooling: list[SchoolingIn] = Field(default_factory=list, max_length=10)
     graduation_year: int | None = Field(None, ge=1950, le=2100)
     business_started_on: date | None = None
-    medical_self_paid_fen: StrictInt = Field(0, ge=0)
+    medical_self_paid_fen: StrictInt = Field(0, ge=0, le=MAX_FEN)
 
 
 class HouseholdIn(_In):
@@ -49,17 +52,19 @@ class HouseholdIn(_In):
     household_id: str | None = Field(None, min_length=1, max_length=64)
     region: str = Field(pattern=REGION, description="the household's county (GB/T 2260)")
     members: list[PersonIn] = Field(min_length=1, max_length=30)
-    declared_income_fen: StrictInt = Field(ge=0, description="household income per month")
-    verified_per_capita_income_fen: StrictInt | None = Field(
-        None, ge=0, description="from the latest 核对报告; wins over the declared income"
+    declared_income_fen: StrictInt = Field(
+        ge=0, le=MAX_FEN, description="household income per month"
     )
-    verification_report_version: int | None = None
+    verified_per_capita_income_fen: StrictInt | None = Field(
+        None, ge=0, le=MAX_FEN, description="from the latest 核对报告; wins over the declared"
+    )
+    verification_report_version: int | None = Field(None, ge=0, le=2**31 - 1)
     urban_hukou: bool = True
     assets_within_limits: bool = True
     tekun_certified: bool = False
     rural_poverty_roster: bool = False
     hardship: bool = False
-    sudden_spending_fen: StrictInt = Field(0, ge=0)
+    sudden_spending_fen: StrictInt = Field(0, ge=0, le=MAX_FEN)
     no_housing: bool = False
 
     def to_domain(self) -> Household:
@@ -127,7 +132,7 @@ class PaymentIn(_In):
     household_id: str = Field(min_length=1, max_length=64)
     region: str = Field(pattern=REGION)
     period: str = Field(pattern=r"^[0-9]{4}(-(0[1-9]|1[0-2]))?$", examples=["2025-03", "2025"])
-    amount_fen: StrictInt = Field(gt=0)
+    amount_fen: StrictInt = Field(gt=0, le=MAX_FEN)
     reference: str | None = Field(None, max_length=100, description="the department's own id")
 
 

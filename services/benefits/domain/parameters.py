@@ -82,6 +82,10 @@ SPECS: dict[str, Spec] = {
 }
 
 
+# Any parameter's ceiling (for fen, 100 million yuan): keeps the rules' products inside int64.
+MAX_VALUE = 10_000_000_000
+
+
 class ParameterError(ValueError):
     """A parameter file or value that cannot be used: names the file, the key and the reason."""
 
@@ -243,8 +247,10 @@ def _outside(old: Value, new: Value) -> list[Value]:
         if old.effective_to is not None and old.effective_to < end:
             end = old.effective_to
         parts.append(replace(old, effective_to=end))
-    if new.effective_to is not None and (
-        old.effective_to is None or old.effective_to > new.effective_to
+    if (
+        new.effective_to is not None
+        and new.effective_to < date.max
+        and (old.effective_to is None or old.effective_to > new.effective_to)
     ):
         start = max(old.effective_from, new.effective_to + timedelta(days=1))
         parts.append(replace(old, effective_from=start))
@@ -274,6 +280,8 @@ def check_value(value: Value, *, file: str) -> None:
             )
         if v < 0:
             raise ParameterError(file, value.key, f"must not be negative, not {v}")
+        if v > MAX_VALUE:
+            raise ParameterError(file, value.key, f"{v} is above {MAX_VALUE}")
         if spec.kind is Kind.PERCENT and v > 100:
             raise ParameterError(file, value.key, f"is a percentage, {v} is above 100")
         if value.key == "edge.multiple_permille" and v < 1000:

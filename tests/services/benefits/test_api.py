@@ -91,6 +91,17 @@ class TestCards:
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "household.declared_income_fen"
 
+    async def test_amounts_beyond_any_household_are_refused_not_overflowed(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        response = await benefits.post(
+            "/v1/cards",
+            json={"household": body(declared_income_fen=10**19)},
+            headers=bearer(token(READ)),
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "household.declared_income_fen"
+
     async def test_a_region_outside_the_token_is_refused(
         self, benefits: httpx.AsyncClient, token: Callable[..., str]
     ) -> None:

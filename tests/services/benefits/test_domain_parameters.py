@@ -207,3 +207,15 @@ class TestAddingAValue:
         bad = Value(**{**admin(1, date(2026, 1, 1)).__dict__, "value": True})
         with pytest.raises(ParameterError, match="must be an integer"):
             BOOK.with_value(bad)
+
+    def test_a_value_up_to_the_end_of_time_replaces_the_open_one(self) -> None:
+        book = BOOK.with_value(admin(70000, date(2026, 1, 1), date.max))
+        history = book.history("411300", "dibao.standard_fen")
+        assert [(v.value, v.effective_to) for v in history][-2:] == [
+            (63000, date(2025, 12, 31)),
+            (70000, date.max),
+        ]
+
+    def test_a_value_beyond_the_ceiling_is_refused(self) -> None:
+        with pytest.raises(ParameterError, match="is above 10000000000"):
+            BOOK.with_value(admin(10**11, date(2026, 1, 1)))

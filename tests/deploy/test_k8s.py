@@ -107,6 +107,16 @@ def test_each_service_has_deployment_service_autoscaler_and_budget(
         assert container["args"] == [f"services.{service}"]
 
 
+def test_autoscaled_deployments_leave_replicas_to_their_autoscaler(
+    manifests: list[dict[str, Any]],
+) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    for autoscaler in by_kind(manifests, "HorizontalPodAutoscaler").values():
+        target = deployments[autoscaler["spec"]["scaleTargetRef"]["name"]]
+        assert "replicas" not in target["spec"]
+        assert autoscaler["spec"]["minReplicas"] >= 1
+
+
 def test_the_migration_job_runs_bangfu_migrate(manifests: list[dict[str, Any]]) -> None:
     job = by_kind(manifests, "Job")["bangfu-migrate"]
     (container,) = job["spec"]["template"]["spec"]["containers"]

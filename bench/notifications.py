@@ -8,7 +8,8 @@ process, as department systems would be other machines; they count what they rec
 shared memory. Each run posts the same N × R bodies (CloudEvents, one per event and receiver):
 
 1. Baseline: raw httpx. One `AsyncClient` with the worker's connection limits posts every
-   body, at most `webhook_concurrency` at a time. deliveries/s = N × R / wall time.
+   body, at most `webhook_concurrency` at a time (the worker's setting, 50, or
+   `--concurrency`). deliveries/s = N × R / wall time.
 2. Ours: R webhook subscriptions (one per receiver) in a migrated notifications database
    (SQLite by default, a fresh PostgreSQL schema with `--database-url`). Events are fanned out
    as the service's consumer does (`service.fan_out`, 50 events per transaction: a consumer's
@@ -259,9 +260,9 @@ async def main(args: argparse.Namespace) -> None:
     bodies = [event.to_json() for event in events]
     with tempfile.TemporaryDirectory(prefix="bangfu-bench-") as home_dir:
         home = Path(home_dir)
-        settings = NotificationsSettings(
-            suite=SuiteSettings(home=home / "home"), webhook_concurrency=args.concurrency
-        )
+        settings = NotificationsSettings(suite=SuiteSettings(home=home / "home"))
+        if args.concurrency:
+            settings = settings.model_copy(update={"webhook_concurrency": args.concurrency})
         print(
             f"webhook fan-out: {args.events} events x {args.receivers} receivers = "
             f"{args.events * args.receivers} deliveries; database "
@@ -294,7 +295,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--receivers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=0, help="default: the setting's")
     parser.add_argument("--database-url", default=None)
     try:
         import uvloop  # the service runs under uvicorn, which uses uvloop when installed

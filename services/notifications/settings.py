@@ -26,7 +26,7 @@ class NotificationsSettings(ServiceSettings):
     webhook_backoff_base_seconds: float = 1.0
     webhook_backoff_cap_seconds: float = 600.0
     webhook_timeout_seconds: float = 10.0
-    webhook_concurrency: int = 200
+    webhook_concurrency: int = 50
     webhook_batch_size: int = 500
 
     # Follow-up schedules (每月至少入户走访一次).

@@ -113,3 +113,17 @@ def test_the_healthcheck_probes_the_configured_port() -> None:
     finally:
         server.server_close()
     assert (up.returncode, down.returncode) == (0, 1)
+
+
+def test_the_build_context_holds_exactly_what_the_image_copies() -> None:
+    """deploy/Dockerfile.dockerignore: everything out except the sources the COPYs name."""
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    included = {rule.removeprefix("!").rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = set()
+    for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            *sources, _ = line.split()[1:]
+            copied |= {source.rstrip("/") for source in sources}
+    assert copied == included

@@ -14,6 +14,7 @@ from services.benefits import service
 from services.benefits.domain.events import EVENT_TYPES
 from services.benefits.domain.parameters import ParameterError
 from services.benefits.schemas import (
+    TEXT,
     ComputeIn,
     HouseholdPut,
     ParameterIn,
@@ -62,7 +63,8 @@ def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
 
 
 Reader = Annotated[service.Context, Depends(context("benefits:read"))]
-HouseholdId = Annotated[str, Path(min_length=1, max_length=64)]
+HouseholdId = Annotated[str, Path(min_length=1, max_length=64, pattern=TEXT)]
+DecisionId = Annotated[str, Path(min_length=1, max_length=36, pattern=TEXT)]
 Admin = Annotated[service.Context, Depends(context("benefits:admin"))]
 
 
@@ -157,7 +159,7 @@ async def household_exit(
 
 
 @router.get("/decisions/{decision_id}", summary="A decision receipt")
-async def get_decision(decision_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+async def get_decision(decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
     return _json(await service.get_decision(uow, ctx, decision_id))
 
 
@@ -165,7 +167,7 @@ async def get_decision(decision_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSO
     "/decisions/{decision_id}/rederive",
     summary="Re-derive a decision from its receipt and compare (异议, audit)",
 )
-async def rederive(decision_id: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
+async def rederive(decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
     return _json(await service.rederive(uow, ctx, decision_id))
 
 

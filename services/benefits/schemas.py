@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -13,6 +13,8 @@ REGION = r"^[0-9]{6}$"
 # 100 million yuan: far above any household's figure, and small enough that the rules'
 # integer products (income × 1000, standard × size × multiple) stay inside int64.
 MAX_FEN = 10_000_000_000
+# Text PostgreSQL can store: no NUL character.
+TEXT = r"^[^\x00]*$"
 StageName = Literal[
     "none", "preschool", "primary", "junior_high", "senior_high", "secondary_vocational", "college"
 ]
@@ -49,7 +51,7 @@ class PersonIn(_In):
 class HouseholdIn(_In):
     """The inputs of a decision; a receipt stores exactly this."""
 
-    household_id: str | None = Field(None, min_length=1, max_length=64)
+    household_id: str | None = Field(None, min_length=1, max_length=64, pattern=TEXT)
     region: str = Field(pattern=REGION, description="the household's county (GB/T 2260)")
     members: list[PersonIn] = Field(min_length=1, max_length=30)
     declared_income_fen: StrictInt = Field(
@@ -116,32 +118,36 @@ class HouseholdPut(_In):
 class ParameterIn(_In):
     """A dated value of one parameter at one region level, with its source."""
 
-    value: StrictBool | StrictInt | StrictStr
+    value: StrictBool | StrictInt | Annotated[StrictStr, Field(pattern=TEXT, max_length=50)]
     effective_from: date
     effective_to: date | None = None
-    source: str = Field(min_length=1, max_length=300, description="《document title》")
-    document: str = Field("", max_length=100, description="its number (文号)")
-    clause: str = Field(min_length=1, max_length=200)
+    source: str = Field(
+        min_length=1, max_length=300, pattern=TEXT, description="《document title》"
+    )
+    document: str = Field("", max_length=100, pattern=TEXT, description="its number (文号)")
+    clause: str = Field(min_length=1, max_length=200, pattern=TEXT)
 
 
 class PaymentIn(_In):
     """A payment a department made: what, to whom, for which period, how much."""
 
-    department: str = Field(min_length=1, max_length=100)
-    measure: str = Field(min_length=1, max_length=100, description="the need it meets")
-    household_id: str = Field(min_length=1, max_length=64)
+    department: str = Field(min_length=1, max_length=100, pattern=TEXT)
+    measure: str = Field(min_length=1, max_length=100, pattern=TEXT, description="the need")
+    household_id: str = Field(min_length=1, max_length=64, pattern=TEXT)
     region: str = Field(pattern=REGION)
     period: str = Field(pattern=r"^[0-9]{4}(-(0[1-9]|1[0-2]))?$", examples=["2025-03", "2025"])
     amount_fen: StrictInt = Field(gt=0, le=MAX_FEN)
-    reference: str | None = Field(None, max_length=100, description="the department's own id")
+    reference: str | None = Field(
+        None, max_length=100, pattern=TEXT, description="the department's own id"
+    )
 
 
 class WhatIfIn(_In):
     """ "If the standard becomes X from D": who changes category, and what it costs."""
 
     region: str = Field(pattern=REGION, description="the level the new value is set at")
-    key: str = "dibao.standard_fen"
-    value: StrictBool | StrictInt | StrictStr
+    key: str = Field("dibao.standard_fen", max_length=100)
+    value: StrictBool | StrictInt | Annotated[StrictStr, Field(pattern=TEXT, max_length=50)]
     effective_from: date
     until: date | None = Field(None, description="back-pay is owed up to this day")
 

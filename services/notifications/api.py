@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -20,7 +20,9 @@ from services.notifications.schemas import (
     SubscriptionIn,
     SubscriptionOut,
 )
+from shared import idempotency
 from shared.auth import Principal, require
+from shared.crypto import blind_index
 from shared.problems import ErrorTable, Problem, invalid_field
 from shared.regions import InvalidRegion
 from shared.service import UnitOfWorkDep
@@ -59,12 +61,33 @@ def _now() -> datetime:
     summary="Register a webhook: URL, secret, event types, region filter",
 )
 async def register(
-    body: SubscriptionIn, request: Request, uow: UnitOfWorkDep, principal: Admin
+    body: SubscriptionIn,
+    request: Request,
+    uow: UnitOfWorkDep,
+    principal: Admin,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", description="Retry safely: the same key replays the answer"
+        ),
+    ] = None,
 ) -> JSONResponse:
+    keyring = request.app.state.keyring
+    # The secret enters the digest only through a keyed index: stored digests reveal nothing.
+    asked = body.model_dump(mode="json") | {
+        "secret": blind_index(keyring, body.secret, purpose="webhook.secret")
+    }
+    digest = idempotency.request_hash("POST", request.url.path, asked)
+    if idempotency_key:
+        stored = await idempotency.replay(
+            uow.session, client_id=principal.client_id, key=idempotency_key, digest=digest
+        )
+        if stored:
+            return JSONResponse(stored.body, stored.status_code, headers=stored.headers)
     view = await service.register_subscription(
         uow,
         principal=principal,
-        keyring=request.app.state.keyring,
+        keyring=keyring,
         url=str(body.url),
         secret=body.secret,
         event_types=body.event_types,
@@ -72,8 +95,18 @@ async def register(
         department=body.department,
         now=_now(),
     )
+    answer = jsonable_encoder(view)
+    headers = {"Location": f"/v1/subscriptions/{view['id']}"}
+    if idempotency_key:
+        await idempotency.remember(
+            uow.session,
+            client_id=principal.client_id,
+            key=idempotency_key,
+            digest=digest,
+            response=idempotency.StoredResponse(201, answer, headers),
+        )
     await uow.commit()
-    return _json(view, 201)
+    return JSONResponse(answer, status_code=201, headers=headers)
 
 
 @router.get(

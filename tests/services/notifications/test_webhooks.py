@@ -9,8 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from services.notifications import service, store
+from services.notifications.delivery import DeliveryWorker
 from services.notifications.settings import NotificationsSettings
-from shared.events.envelope import CloudEvent
+from shared.auth import Principal
+from shared.db import Database
+from shared.events.envelope import CloudEvent, new_event
 from tests.conftest import running
 from tests.helpers import bearer
 from tests.services.notifications.conftest import SECRET, Publish, Receiver, eventually
@@ -63,6 +67,23 @@ class TestSubscriptions:
         ] == "active"
         assert (await notifications.delete(path, headers=auth)).status_code == 204
         assert (await notifications.get(path, headers=auth)).status_code == 404
+
+    async def test_a_retried_registration_with_its_idempotency_key_registers_once(
+        self, notifications: httpx.AsyncClient, token: Callable[..., str], receiver: Receiver
+    ) -> None:
+        body = {"url": receiver.url, "secret": SECRET, "event_types": ["*"]}
+        headers = {**bearer(token(ADMIN)), "Idempotency-Key": "sub-1"}
+        first = await notifications.post("/v1/subscriptions", json=body, headers=headers)
+        again = await notifications.post("/v1/subscriptions", json=body, headers=headers)
+        other_secret = await notifications.post(
+            "/v1/subscriptions", json={**body, "secret": SECRET + "x"}, headers=headers
+        )
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json()
+        assert first.headers["location"] == f"/v1/subscriptions/{first.json()['id']}"
+        assert other_secret.status_code == 422
+        listed = (await notifications.get("/v1/subscriptions", headers=headers)).json()
+        assert len(listed) == 1
 
     async def test_another_client_cannot_see_a_subscription(
         self, notifications: httpx.AsyncClient, token: Callable[..., str], receiver: Receiver
@@ -261,3 +282,50 @@ class TestReplay:
         assert [e.sequence for e in receiver.events()] == [1, 2, 3, 2, 3]
         log = (await notifications.get(f"{path}/deliveries", headers=auth)).json()["items"]
         assert [d["replay_of"] is not None for d in log] == [False, False, False, True, True]
+
+
+class TestCrashedWorker:
+    async def test_a_delivery_leased_by_a_worker_that_died_is_sent_once_the_lease_ends(
+        self, settings: NotificationsSettings, db: Database, receiver: Receiver
+    ) -> None:
+        keyring = settings.keyring()
+        principal = Principal("dept", frozenset({ADMIN}), ("41",))
+        now = datetime.now(UTC)
+        event = new_event(
+            service="registry",
+            aggregate="household",
+            name="changed",
+            subject="hh-x",
+            region="411302",
+            sequence=1,
+            data={"household_id": "hh-x"},
+        )
+        async with db.unit_of_work() as uow:
+            await service.register_subscription(
+                uow,
+                principal=principal,
+                keyring=keyring,
+                url=receiver.url,
+                secret=SECRET,
+                event_types=["*"],
+                regions=[],
+                department=None,
+                now=now,
+            )
+            await service.fan_out(uow, event, now=now)
+            await uow.commit()
+        async with db.unit_of_work() as uow:  # a worker claims it, then dies before posting
+            claimed = await store.claim_deliveries(
+                uow.session, now=now, lease_until=now + timedelta(seconds=0.5), limit=10
+            )
+            await uow.commit()
+        assert len(claimed) == 1
+        worker = DeliveryWorker(db, settings, keyring)
+        try:
+            assert await worker.run_once() == 0  # still leased
+            await asyncio.sleep(0.6)
+            assert await worker.run_once() == 1
+            assert await worker.run_once() == 0
+        finally:
+            await worker.stop()
+        assert [e.id for e in receiver.events()] == [event.id]

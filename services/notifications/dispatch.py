@@ -49,6 +49,7 @@ class Dispatcher:
         self._gateway = gateway
         self._mailer = mailer
         self._rng = random.Random()
+        self._last_poll = 0.0
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -84,7 +85,10 @@ class Dispatcher:
         while True:
             try:
                 busy = await self.run_once()
-                await self.follow_reports()
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time - self._last_poll >= self._settings.sms_report_poll_seconds:
+                    self._last_poll = loop_time
+                    await self.follow_reports()
             except Exception as exc:  # noqa: BLE001 - keep dispatching after a hiccup
                 log.warning("dispatch.failed", error=repr(exc))
                 busy = 0

@@ -45,6 +45,8 @@ class NotificationsSettings(ServiceSettings):
     sms_quiet_end_hour: int = 8
     sms_per_recipient_per_day: int = 3
     message_max_attempts: int = 5
+    # How often the gateway is asked about SMS it has not yet reported delivered or failed.
+    sms_report_poll_seconds: float = 5.0
 
     # Email through SMTP (a local aiosmtpd server in development).
     smtp_host: str = "127.0.0.1"

@@ -99,6 +99,7 @@ async def notifications_settings(
         webhook_backoff_base_seconds=0.05,
         webhook_backoff_cap_seconds=0.2,
         webhook_timeout_seconds=2,
+        sms_report_poll_seconds=0.1,
         # Quiet hours off unless a test sets them: the tests run at any hour.
         sms_quiet_start_hour=0,
         sms_quiet_end_hour=0,

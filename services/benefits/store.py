@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import new_metadata
@@ -152,19 +153,26 @@ async def insert_parameter_value(session: AsyncSession, row: dict[str, Any]) -> 
     await session.execute(insert(parameter_value).values(**row, seq=seq, added_at=_now()))
 
 
+async def _upsert(
+    session: AsyncSession, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Insert, or update the row with this key: a concurrent insert of the same key (an event
+    and a request about one household) turns into an update instead of failing."""
+    try:
+        async with session.begin_nested():
+            await session.execute(insert(table).values(**key, **values))
+    except IntegrityError:
+        where = [table.c[name] == value for name, value in key.items()]
+        await session.execute(update(table).where(*where).values(**values))
+
+
 async def put_household(session: AsyncSession, household_id: str, region: str, facts: Any) -> None:
-    exists = await session.scalar(
-        select(household_input.c.household_id).where(household_input.c.household_id == household_id)
+    await _upsert(
+        session,
+        household_input,
+        {"household_id": household_id},
+        {"region": region, "facts": facts, "updated_at": _now()},
     )
-    values = {"region": region, "facts": facts, "updated_at": _now()}
-    if exists:
-        await session.execute(
-            update(household_input)
-            .where(household_input.c.household_id == household_id)
-            .values(**values)
-        )
-    else:
-        await session.execute(insert(household_input).values(household_id=household_id, **values))
 
 
 async def get_household(session: AsyncSession, household_id: str) -> dict[str, Any] | None:
@@ -232,15 +240,12 @@ async def get_verified_income(session: AsyncSession, household_id: str) -> dict[
 async def put_income_month(
     session: AsyncSession, household_id: str, *, month: str, income_fen: int, member_count: int
 ) -> None:
-    key = (income_month.c.household_id == household_id) & (income_month.c.month == month)
-    exists = await session.scalar(select(income_month.c.month).where(key))
-    values = {"income_fen": income_fen, "member_count": member_count}
-    if exists:
-        await session.execute(update(income_month).where(key).values(**values))
-    else:
-        await session.execute(
-            insert(income_month).values(household_id=household_id, month=month, **values)
-        )
+    await _upsert(
+        session,
+        income_month,
+        {"household_id": household_id, "month": month},
+        {"income_fen": income_fen, "member_count": member_count},
+    )
 
 
 async def income_months(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:

@@ -124,6 +124,28 @@ class TestCards:
         assert decisions["dibao"]["reason"].startswith("家庭人均收入1000.00元不低于城市低保标准")
 
 
+class TestHeldHouseholds:
+    async def test_new_inputs_replace_the_held_ones_and_change_the_card(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        headers = bearer(token(READ, ADMIN))
+        for fen in (100000, 100000, 200000):
+            put = await benefits.put(
+                "/v1/households/h-again",
+                json={"household": body(declared_income_fen=fen)},
+                headers=headers,
+            )
+            assert put.json()["monthly_fen"] == 63000 * 4 - fen
+        types = [e["type"] for _, e in await events(benefits_settings)]
+        assert types.count("cn.bangfu.benefits.entitlements.determined.v1") == 1
+        assert types.count("cn.bangfu.benefits.entitlements.changed.v1") == 1  # not the repeat
+        card = await benefits.get("/v1/households/h-again/card", headers=headers)
+        assert card.json()["income_fen"] == 200000
+
+
 class TestReceipts:
     async def test_a_decision_is_re_derived_exactly_from_its_receipt(
         self, benefits: httpx.AsyncClient, token: Callable[..., str]

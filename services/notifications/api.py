@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from services.notifications import service
+from services.notifications.history import WindowTooLarge, events_between
 from services.notifications.schemas import (
     AttemptOut,
     DeliveryPage,
@@ -39,7 +40,11 @@ ERRORS: ErrorTable = {
         404, "not-found", f"subscription {exc} not found"
     ),
     service.MessageNotFound: lambda exc: Problem(404, "not-found", f"message {exc} not found"),
+    WindowTooLarge: lambda exc: Problem(
+        422, "replay-window-too-large", f"{exc}; replay a narrower window"
+    ),
 }
+REPLAY_LIMIT = 10_000
 
 Admin = Annotated[Principal, Depends(require("notifications:admin"))]
 Caller = Annotated[Principal, Depends(require())]
@@ -234,12 +239,17 @@ async def attempts(
 async def replay(
     subscription_id: str, body: ReplayIn, request: Request, uow: UnitOfWorkDep, principal: Admin
 ) -> JSONResponse:
+    await service.own_subscription(uow, principal=principal, subscription_id=subscription_id)
+    history = await events_between(
+        request.app.state.runtime.js, since=body.since, until=body.until, limit=REPLAY_LIMIT
+    )
     queued = await service.replay(
         uow,
         principal=principal,
         subscription_id=subscription_id,
         since=body.since,
         until=body.until,
+        history=history,
         now=_now(),
     )
     await uow.commit()

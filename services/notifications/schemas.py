@@ -51,7 +51,10 @@ class DeliveryOut(BaseModel):
     next_attempt_at: datetime | None
     last_status_code: int | None
     last_error: str | None
-    replay_of: str | None
+    replay_of: str | None = Field(
+        description="set on a replay: the delivery it repeats, or the event id when the event "
+        "came from the stream (the subscription never had it)"
+    )
     created_at: datetime
     finished_at: datetime | None
 

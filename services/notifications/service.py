@@ -219,18 +219,25 @@ async def replay(
     subscription_id: str,
     since: datetime,
     until: datetime,
+    history: Sequence[CloudEvent],
     now: datetime,
 ) -> int:
-    """Queue again every event delivered (or dead-lettered) in a window of event times."""
-    await own_subscription(uow, principal=principal, subscription_id=subscription_id)
+    """Queue again every event of a window of event times that the subscription wants.
+
+    What it was sent (or dead-lettered) comes from its delivery log, referrals included;
+    `history`, the streams' events of the window, adds those it never got. Oldest first.
+    """
+    row = await own_subscription(uow, principal=principal, subscription_id=subscription_id)
     if until <= since:
         raise InvalidRequest("until", "must be after since")
-    originals = await store.deliveries_in_window(
+    wants = Filter(tuple(row["event_types"]), tuple(row["regions"]))
+    logged = await store.deliveries_in_window(
         uow.session, subscription_id, since=since, until=until
     )
-    await store.insert_deliveries(
-        uow.session,
-        [
+    known = {o["event_id"] for o in logged}
+    again = [
+        (
+            utc(o["event_time"]),
             _delivery_row(
                 subscription_id=subscription_id,
                 event_id=o["event_id"],
@@ -242,11 +249,32 @@ async def replay(
                 now=now,
                 message_id=None,
                 replay_of=o["id"],
-            )
-            for o in originals
-        ],
-    )
-    return len(originals)
+            ),
+        )
+        for o in logged
+    ]
+    again += [
+        (
+            event.time,
+            _delivery_row(
+                subscription_id=subscription_id,
+                event_id=event.id,
+                event_type=event.type,
+                event_time=event.time,
+                ordering_key=household_of(event),
+                region=event.region,
+                body=event.to_json().decode(),
+                now=now,
+                message_id=None,
+                replay_of=event.id,
+            ),
+        )
+        for event in history
+        if event.id not in known and wants.wants(event_type=event.type, region=event.region)
+    ]
+    again.sort(key=lambda pair: pair[0])
+    await store.insert_deliveries(uow.session, [delivery for _, delivery in again])
+    return len(again)
 
 
 def _delivery_row(

@@ -283,6 +283,36 @@ class TestReplay:
         log = (await notifications.get(f"{path}/deliveries", headers=auth)).json()["items"]
         assert [d["replay_of"] is not None for d in log] == [False, False, False, True, True]
 
+    async def test_a_replay_also_sends_events_from_before_the_subscription_existed(
+        self,
+        notifications: httpx.AsyncClient,
+        token: Callable[..., str],
+        receiver: Receiver,
+        publish: Publish,
+    ) -> None:
+        early = [
+            await publish("registry", "household", "changed", household_id="h-e", sequence=i)
+            for i in (1, 2)
+        ]
+        elsewhere = await publish(
+            "registry", "household", "changed", household_id="h-f", region="420102"
+        )
+        await asyncio.sleep(1)  # the fan-out consumer has long seen them, with no subscription
+        created = await _subscribe(notifications, token, receiver, regions=["41"])
+        later = await publish("registry", "household", "changed", household_id="h-e", sequence=3)
+        await eventually(lambda: [e.id for e in receiver.events()] == [later.id])
+        window = {
+            "since": (early[0].time - timedelta(seconds=1)).isoformat(),
+            "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+        }
+        response = await notifications.post(
+            f"/v1/subscriptions/{created['id']}/replay", json=window, headers=bearer(token(ADMIN))
+        )
+        assert response.json() == {"queued": 3}
+        await eventually(lambda: len(receiver.events()) == 4)
+        assert [e.id for e in receiver.events()] == [later.id, early[0].id, early[1].id, later.id]
+        assert elsewhere.id not in {e.id for e in receiver.events()}
+
 
 class TestCrashedWorker:
     async def test_a_delivery_leased_by_a_worker_that_died_is_sent_once_the_lease_ends(

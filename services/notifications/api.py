@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from services.notifications import service
+from services.notifications.domain.events import NOTIFICATION_EVENTS
 from services.notifications.history import WindowTooLarge, events_between
 from services.notifications.schemas import (
     AttemptOut,
@@ -24,11 +25,13 @@ from services.notifications.schemas import (
 from shared import idempotency
 from shared.auth import Principal, require
 from shared.crypto import blind_index
+from shared.events.schemas import schema_router
 from shared.problems import ErrorTable, Problem, invalid_field
 from shared.regions import InvalidRegion
 from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
+events_router = schema_router("notifications", "notification", NOTIFICATION_EVENTS)
 
 ERRORS: ErrorTable = {
     InvalidRegion: invalid_field("regions"),

@@ -21,7 +21,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         settings=settings,
         title="Bangfu notifications",
         description="Follow-up: visits due, referrals, webhooks, SMS, email, inbox.",
-        routers=[api.router],
+        routers=[api.router, api.events_router],
         subscriptions=consumers.subscriptions(settings),
         errors=api.ERRORS,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,11 @@ import yaml
 
 from services.notifications import store
 from services.notifications.domain import schedule as schedules
+from services.notifications.domain.events import (
+    NotificationFailed,
+    NotificationReferral,
+    NotificationSent,
+)
 from services.notifications.domain.rules import (
     Intent,
     Occurrence,
@@ -33,7 +38,6 @@ from shared.regions import normalize_prefix
 
 RULES_FILE = Path(__file__).parent / "rules.yaml"
 SECRET_CONTEXT = "webhook.secret"
-REFERRAL_TYPE = "cn.bangfu.notifications.referral.created.v1"
 
 
 class SubscriptionNotFound(Exception):
@@ -350,15 +354,17 @@ async def queue_referral(
 ) -> int:
     """The webhook channel: a referral event to each live subscription of the department."""
     department = str(message["recipient_id"]).split(":", 1)[0]
-    event = new_event(
-        service="notifications",
-        aggregate="referral",
-        name="created",
-        subject=message["household_id"],
-        region=message["region"],
-        sequence=0,
-        data={**data, "message_id": message["id"], "department": department},
-        time=now,
+    referral = NotificationReferral(
+        message_id=message["id"],
+        household_id=message["household_id"],
+        department=department,
+        department_name=str(data.get("department_name") or department),
+        measures=tuple(data.get("measures", ())),
+        text=str(data["text"]),
+        cause=str(data["cause"]),
+    )
+    event = _event(
+        referral, household_id=message["household_id"], region=message["region"], now=now
     )
     rows = [
         _delivery_row(
@@ -407,7 +413,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def notification_event(row: Mapping[str, Any], *, name: str, now: datetime) -> CloudEvent:
     """`notification.sent` or `notification.failed`: ids and codes only, never a phone number."""
-    data: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "message_id": row["id"],
         "household_id": row["household_id"],
         "channel": row["channel"],
@@ -416,16 +422,23 @@ def notification_event(row: Mapping[str, Any], *, name: str, now: datetime) -> C
         "recipient": row["recipient_id"] if row["recipient_kind"] != "household" else None,
         "cause": row["cause"],
     }
-    if name == "failed":
-        data["reason"] = row.get("reason")
+    payload = (
+        NotificationFailed(**fields, reason=str(row.get("reason")))
+        if name == "failed"
+        else NotificationSent(**fields)
+    )
+    return _event(payload, household_id=row["household_id"], region=row["region"], now=now)
+
+
+def _event(payload: Any, *, household_id: str, region: str, now: datetime) -> CloudEvent:
     return new_event(
         service="notifications",
-        aggregate="notification",
-        name=name,
-        subject=row["household_id"],
-        region=row["region"],
+        aggregate=payload.aggregate,
+        name=payload.name,
+        subject=household_id,
+        region=region,
         sequence=0,
-        data=data,
+        data=asdict(payload),
         time=now,
     )
 

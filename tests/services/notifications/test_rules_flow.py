@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import jsonschema
 import nats
 
 from tests.helpers import bearer
@@ -78,6 +79,12 @@ class TestInbox:
         )
         await eventually(lambda: bool(seen))
         await nc.close()
+        schemas = (await notifications.get("/v1/events/schemas")).json()
+        assert set(schemas) == {
+            f"cn.bangfu.notifications.notification.{name}.v1"
+            for name in ("sent", "failed", "referral")
+        }
+        jsonschema.validate(seen[0]["data"], schemas[seen[0]["type"]])
         assert seen[0]["type"] == "cn.bangfu.notifications.notification.sent.v1"
         assert seen[0]["data"]["cause"] == event.id
         assert seen[0]["data"]["recipient"] == "411302"
@@ -97,7 +104,7 @@ class TestReferrals:
             json={
                 "url": receiver.url,
                 "secret": SECRET,
-                "event_types": ["cn.bangfu.notifications.referral.*"],
+                "event_types": ["cn.bangfu.notifications.notification.referral.v1"],
                 "department": "renshe",
             },
             headers=bearer(token("notifications:admin", client_id="renshe-system")),
@@ -127,7 +134,9 @@ class TestReferrals:
         assert webhook["department:yibao:411302"]["status"] == "failed"
         assert "no webhook subscription" in webhook["department:yibao:411302"]["reason"]
         [referral] = receiver.events()
-        assert referral.type == "cn.bangfu.notifications.referral.created.v1"
+        assert referral.type == "cn.bangfu.notifications.notification.referral.v1"
+        schemas = (await notifications.get("/v1/events/schemas")).json()
+        jsonschema.validate(referral.data, schemas[referral.type])
         assert referral.data["department"] == "renshe"
         assert [m["code"] for m in referral.data["measures"]] == ["job_training", "public_job"]
         inboxes = {m["recipient"] for m in found if m["channel"] == "inbox"}

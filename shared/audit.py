@@ -252,8 +252,11 @@ async def _lock_chain(session: AsyncSession) -> None:
     # SQLite needs no lock: the engine opens every transaction with BEGIN IMMEDIATE.
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
+        # One chain per schema (one per service): services sharing a database do not queue
+        # behind each other's audit records.
         await session.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+            text("SELECT pg_advisory_xact_lock(:key # hashtextextended(current_schema(), 0))"),
+            {"key": _ADVISORY_LOCK_KEY},
         )
 
 

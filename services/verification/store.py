@@ -517,3 +517,22 @@ async def enrolled_households_of(session: AsyncSession, feed_index: str) -> list
         .where(watched_person.c.feed_index == feed_index, watched_household.c.enrolled.is_(True))
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def list_verifications(
+    session: AsyncSession,
+    *,
+    household_id: str | None,
+    batch_id: str | None,
+    status: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    query = select(verification)
+    if household_id:
+        query = query.where(verification.c.household_id == household_id)
+    if batch_id:
+        query = query.where(verification.c.batch_id == batch_id)
+    if status:
+        query = query.where(verification.c.status == status)
+    rows = await session.execute(query.order_by(verification.c.requested_at.desc()).limit(limit))
+    return [dict(r) for r in rows.mappings()]

@@ -85,6 +85,27 @@ async def request_verification(
 
 
 @router.get(
+    "/verifications",
+    tags=["verifications"],
+    summary="Verifications, newest first, filtered (in the caller's regions)",
+)
+async def list_verifications(
+    uow: UnitOfWorkDep,
+    ctx: Caller,
+    household_id: str | None = None,
+    batch_id: str | None = None,
+    status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
+    rows = await store.list_verifications(
+        uow.session, household_id=household_id, batch_id=batch_id, status=status, limit=limit
+    )
+    return json_response(
+        [service.verification_view(r) for r in rows if ctx.principal.covers(r["region"])]
+    )
+
+
+@router.get(
     "/verifications/{verification_id}", tags=["verifications"], summary="Status of a verification"
 )
 async def get_verification(verification_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
@@ -183,14 +204,12 @@ async def cancel_batch(batch_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONRe
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def batch_results(
-    request: Request,
-    batch_id: str,
-    uow: UnitOfWorkDep,
-    ctx: Caller,
-    follow: bool = False,
+    request: Request, batch_id: str, ctx: Caller, follow: bool = False
 ) -> StreamingResponse:
-    await service.get_batch(uow, ctx, batch_id)
+    # No request-long unit of work: the stream may outlive it, and SQLite has one connection.
     db = get_runtime(request).db
+    async with db.unit_of_work() as uow:
+        await service.get_batch(uow, ctx, batch_id)
 
     async def lines() -> AsyncIterator[bytes]:
         position: tuple[datetime, str] | None = None

@@ -13,10 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from services.registry.settings import RegistrySettings
 from services.verification.app import create_app
-from services.verification.settings import VerificationSettings
-from shared.natsserver import NatsServer, free_port
+from services.verification.domain.departments import Department
+from services.verification.settings import DepartmentSettings, VerificationSettings
+from shared.natsserver import NatsServer, die_with_parent, free_port
 from shared.settings import SuiteSettings
 from tests.conftest import running
 from tests.helpers import bearer
@@ -31,9 +34,11 @@ def sandbox_process(nats_server: NatsServer) -> Iterator[str]:
         "BANGFU_SANDBOX_PORT": str(port),
         "BANGFU_SANDBOX_NATS_URL": nats_server.url,
         "BANGFU_SANDBOX_SEED": "7",
-        "BANGFU_SANDBOX_TIMEOUT_SECONDS": "5",
+        "BANGFU_SANDBOX_TIMEOUT_SECONDS": "30",
     }
-    process = subprocess.Popen([sys.executable, "-m", "sandbox"], env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox"], env=env, preexec_fn=die_with_parent
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -95,6 +100,11 @@ def make_verification(
     """`async with make_verification(**overrides) as client:` the app with its lifespan."""
 
     def make(**overrides: Any) -> Any:
+        if "departments" in overrides:  # model_copy does not validate: build the models here
+            overrides["departments"] = {
+                Department(code): DepartmentSettings.model_validate(value)
+                for code, value in overrides["departments"].items()
+            }
         settings = verification_settings.model_copy(update=overrides)
         return running(create_app(settings))
 
@@ -102,8 +112,13 @@ def make_verification(
 
 
 @pytest.fixture
-async def verification(make_verification: Callable[..., Any]) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_verification() as client:
+def verification_app(verification_settings: VerificationSettings) -> FastAPI:
+    return create_app(verification_settings)
+
+
+@pytest.fixture
+async def verification(verification_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(verification_app) as client:
         yield client
 
 
@@ -130,3 +145,9 @@ async def wait_for(
 
 def auth(token: Callable[..., str], regions: list[str] | None = None) -> dict[str, str]:
     return bearer(token("verification:request", regions=regions or ["41"]))
+
+
+@pytest.fixture
+def registry_settings(registry_settings: RegistrySettings) -> RegistrySettings:
+    """The registry with no public-notice wait, so that a test can enrol a household at once."""
+    return registry_settings.model_copy(update={"notice_days": {"": 0}})

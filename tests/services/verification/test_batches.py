@@ -1,0 +1,189 @@
+"""批量核对 at county scale: 1,000 households with faulty departments, progress, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import httpx
+import nats
+
+from tests.helpers import bearer, household_body, identity_number
+from tests.services.verification.conftest import auth, wait_for
+from tests.services.verification.test_verifications import ALL, consent_for
+
+
+def numbers(count: int, *, first: int) -> list[str]:
+    """Distinct valid numbers: serials run 100–999 per birth date, so the date moves on."""
+    return [
+        identity_number(serial=(first + i) % 900 + 100, birth=date(1960 + (first + i) // 900, 1, 1))
+        for i in range(count)
+    ]
+
+
+async def prepare(
+    make_verification: Callable[..., Any],
+    registry_server: str,
+    token: Callable[..., str],
+    nats_url: str,
+    heads: list[str],
+) -> list[str]:
+    """Consents for every head, then the households filed: their ids.
+
+    The applications' own verifications (household.applied) are tested elsewhere; here their
+    events are purged before the batch so that the batch is the only work in the queue.
+    """
+    gate = asyncio.Semaphore(8)
+    headers, write = auth(token), bearer(token("registry:write"))
+
+    async def consent(client: httpx.AsyncClient, number: str) -> None:
+        async with gate:
+            await consent_for(client, headers, number)
+
+    async def file(registry: httpx.AsyncClient, number: str) -> str:
+        async with gate:
+            created = await registry.post(
+                "/v1/households", json=household_body(head_number=number), headers=write
+            )
+        assert created.status_code == 201, created.text
+        household_id: str = created.json()["id"]
+        return household_id
+
+    started = time.monotonic()
+    async with make_verification() as verification:
+        await asyncio.gather(*(consent(verification, n) for n in heads))
+    consented = time.monotonic()
+    async with httpx.AsyncClient(base_url=registry_server, timeout=30) as registry:
+        ids = list(await asyncio.gather(*(file(registry, n) for n in heads)))
+    print(f"consents {consented - started:.1f} s, filing {time.monotonic() - consented:.1f} s")
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().purge_stream("REGISTRY")
+    await nc.close()
+    return ids
+
+
+async def test_a_batch_of_1000_with_faulty_departments_accounts_for_every_household(
+    make_verification: Callable[..., Any],
+    sandbox: httpx.AsyncClient,
+    registry_server: str,
+    token: Callable[..., str],
+    nats_url: str,
+) -> None:
+    headers = auth(token)
+    # Requests for applications would run alongside: keep this test's queue to the batch.
+    household_ids = await prepare(
+        make_verification, registry_server, token, nats_url, numbers(1000, first=0)
+    )
+    # Generous timeouts: only the sandbox's own faults should make a department miss.
+    patient = {code: {"timeout_seconds": 4.0, "retries": 1} for code in ALL}
+    async with make_verification(progress_every=100, departments=patient) as verification:
+        # 10 % of queries fault at three departments, in three different ways.
+        for code, fault in (
+            ("tax", "http_500"),
+            ("finance", "malformed_json"),
+            ("vehicle", "timeout"),
+        ):
+            await sandbox.put(
+                f"/admin/departments/{code}", json={"fault": fault, "fault_rate": 0.1}
+            )
+        nc = await nats.connect(nats_url)
+        progress: list[dict[str, Any]] = []
+
+        async def on_progress(message: Any) -> None:
+            progress.append(json.loads(message.data)["data"])
+
+        await nc.subscribe("bangfu.verification.batch.progress.>", cb=on_progress)
+        ghosts = [f"0190a000-0000-7000-8000-00000000000{i}" for i in range(3)]
+
+        created = await verification.post(
+            "/v1/batches",
+            json={
+                "region": "411302",
+                "household_ids": household_ids + ghosts,
+                "purpose": "年度复核",
+            },
+            headers=headers,
+        )
+        assert created.status_code == 202, created.text
+        location = created.headers["Location"]
+        assert created.json()["total"] == 1003
+
+        done = await wait_for(
+            verification, location, headers, lambda b: b["status"] == "completed", timeout=400
+        )
+        await asyncio.sleep(1.0)
+        await nc.close()
+
+        assert done["done"] + done["failed"] == 1003
+        assert done["failed"] == 3  # the households the registry does not have
+        assert done["eta_seconds"] is None and done["rate_per_second"] > 0
+        results = await verification.get(f"{location}/results", headers=headers)
+        lines = [json.loads(line) for line in results.text.splitlines()]
+        assert len(lines) == 1003
+        assert {r["household_id"] for r in lines} == set(household_ids + ghosts)
+        assert {r["status"] for r in lines if r["household_id"] in ghosts} == {"failed"}
+
+        # Faulty departments were named, never filled in: about 10 % of households each.
+        sample = [r for r in lines if r["status"] == "completed"][:200]
+        unavailable: dict[str, int] = {}
+        for result in sample:
+            report = (
+                await verification.get(f"/v1/verifications/{result['id']}/report", headers=headers)
+            ).json()
+            for department in report["report"]["unavailable_departments"]:
+                unavailable[department] = unavailable.get(department, 0) + 1
+        assert set(unavailable) <= {"tax", "finance", "vehicle"}
+        assert all(5 <= n <= 45 for n in unavailable.values()), unavailable
+
+        assert progress, "no batch.progress events"
+        assert progress[-1]["status"] == "completed"
+        assert progress[-1]["done"] + progress[-1]["failed"] == 1003
+        assert [p["done"] + p["failed"] for p in progress] == sorted(
+            p["done"] + p["failed"] for p in progress
+        )
+
+
+async def test_cancelling_a_batch_stops_what_has_not_started(
+    make_verification: Callable[..., Any],
+    sandbox: httpx.AsyncClient,
+    registry_server: str,
+    token: Callable[..., str],
+    nats_url: str,
+) -> None:
+    headers = auth(token)
+    household_ids = await prepare(
+        make_verification, registry_server, token, nats_url, numbers(60, first=2000)
+    )
+    async with make_verification(workers=2) as verification:
+        await sandbox.put("/admin/departments/tax", json={"latency_ms": {"fixed": 300}})
+        created = await verification.post(
+            "/v1/batches",
+            json={"region": "411302", "household_ids": household_ids, "purpose": "抽查"},
+            headers=headers,
+        )
+        location = created.headers["Location"]
+        await wait_for(verification, location, headers, lambda b: b["done"] >= 2)
+
+        cancelled = await verification.post(f"{location}/cancel", headers=headers)
+
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+        assert cancelled.json()["cancelled"] > 0
+        # what was running finishes; then every household is accounted for
+        final = await wait_for(
+            verification,
+            location,
+            headers,
+            lambda b: b["done"] + b["failed"] + b["cancelled"] == 60,
+        )
+        assert final["status"] == "cancelled"
+        assert final["done"] < 60
+        listed = await verification.get(
+            f"/v1/verifications?batch_id={created.json()['id']}&status=cancelled&limit=500",
+            headers=headers,
+        )
+        assert len(listed.json()) == final["cancelled"]

@@ -28,6 +28,7 @@ from shared.events.envelope import event_type
 from shared.events.schemas import data_schema
 from shared.problems import ErrorTable, Problem, invalid_field
 from shared.regions import InvalidRegion
+from shared.registry_client import RegistryUnavailable
 from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["benefits"])
@@ -48,6 +49,9 @@ ERRORS: ErrorTable = {
         404, "not-found", f"no inputs held for household {exc}"
     ),
     service.DecisionNotFound: lambda exc: Problem(404, "not-found", f"decision {exc} not found"),
+    RegistryUnavailable: lambda exc: Problem(
+        503, "registry-unavailable", "the registry did not answer: try again later"
+    ),
 }
 
 
@@ -135,8 +139,13 @@ async def put_household(
 
 @router.get("/households/{household_id}/card", summary="The household's card on a day")
 async def household_card(
-    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+    household_id: HouseholdId,
+    request: Request,
+    uow: UnitOfWorkDep,
+    ctx: Reader,
+    on: date | None = None,
 ) -> JSONResponse:
+    await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
     decision_id, card, _ = await service.decide_household(uow, ctx, household_id, on=on)
     await uow.commit()
     return _json(service.card_body(card, decision_id))
@@ -144,8 +153,13 @@ async def household_card(
 
 @router.get("/households/{household_id}/eligibility", summary="Categories on a day, and why not")
 async def household_eligibility(
-    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader, on: date | None = None
+    household_id: HouseholdId,
+    request: Request,
+    uow: UnitOfWorkDep,
+    ctx: Reader,
+    on: date | None = None,
 ) -> JSONResponse:
+    await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
     decision_id, card = await service.eligibility_of(uow, ctx, household_id, on=on)
     await uow.commit()
     return _json({"decision_id": decision_id, "eligibility": card.eligibility, "on": card.on})
@@ -153,9 +167,12 @@ async def household_eligibility(
 
 @router.get("/households/{household_id}/exit", summary="脱困 by income: months above so far")
 async def household_exit(
-    household_id: HouseholdId, uow: UnitOfWorkDep, ctx: Reader
+    household_id: HouseholdId, request: Request, uow: UnitOfWorkDep, ctx: Reader
 ) -> JSONResponse:
-    return _json(dataclasses.asdict(await service.exit_of(uow, ctx, household_id)))
+    await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
+    status = await service.exit_of(uow, ctx, household_id)
+    await uow.commit()  # keeps a file fetched from the registry
+    return _json(dataclasses.asdict(status))
 
 
 @router.get("/decisions/{decision_id}", summary="A decision receipt")

@@ -7,7 +7,6 @@ from datetime import date
 import structlog
 
 from services.benefits import service, store
-from services.benefits.inputs import from_registry
 from services.benefits.service import Engine
 from services.benefits.settings import BenefitsSettings
 from shared.auth import Principal
@@ -15,7 +14,6 @@ from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
 from shared.events.envelope import CloudEvent
 from shared.regions import PROVINCE_NAMES
-from shared.registry_client import HouseholdNotFound, RegistryClient
 
 log = structlog.get_logger(__name__)
 
@@ -47,16 +45,11 @@ def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
                 today=ctx.today,
             )
         elif name in REFETCH and settings.follow_registry:
-            client = RegistryClient.from_settings(settings)
-            try:
-                file = await client.household(household_id)
-                declarations = await client.declarations(household_id)
-            except HouseholdNotFound:
+            household = await service.fetch_household(settings, household_id, on=ctx.today)
+            if household is None:
                 log.info("benefits.household_gone", household_id=household_id)
                 return
-            finally:
-                await client.aclose()
-            await service.put_household(uow, ctx, from_registry(file, declarations, on=ctx.today))
+            await service.put_household(uow, ctx, household)
             await service.decide_household(uow, ctx, household_id)
 
     return on_household

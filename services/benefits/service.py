@@ -32,11 +32,14 @@ from services.benefits.domain.parameters import (
     Value,
     value_from_dict,
 )
+from services.benefits.inputs import from_registry
 from services.benefits.schemas import HouseholdIn, ParameterIn, PaymentIn, WhatIfIn
+from services.benefits.settings import BenefitsSettings
 from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.regions import normalize_prefix, parse_region
+from shared.registry_client import HouseholdNotFound, RegistryClient
 
 
 class RegionNotAllowed(Exception):
@@ -186,6 +189,33 @@ async def stored_inputs(uow: UnitOfWork, household_id: str) -> HouseholdIn:
             }
         )
     return household
+
+
+async def fetch_household(
+    settings: BenefitsSettings, household_id: str, *, on: date
+) -> HouseholdIn | None:
+    """The registry's file of the household as inputs; None when the registry has none."""
+    client = RegistryClient.from_settings(settings)
+    try:
+        file = await client.household(household_id)
+        declarations = await client.declarations(household_id)
+    except HouseholdNotFound:
+        return None
+    finally:
+        await client.aclose()
+    return from_registry(file, declarations, on=on)
+
+
+async def hold(
+    uow: UnitOfWork, ctx: Context, household_id: str, *, settings: BenefitsSettings
+) -> None:
+    """Make sure the household's inputs are held: a file filed before this service ran is
+    fetched from the registry on first request."""
+    if not settings.follow_registry or await store.get_household(uow.session, household_id):
+        return
+    fetched = await fetch_household(settings, household_id, on=ctx.today)
+    if fetched is not None:
+        await put_household(uow, ctx, fetched)
 
 
 async def put_household(uow: UnitOfWork, ctx: Context, household: HouseholdIn) -> None:

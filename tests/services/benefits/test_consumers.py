@@ -103,6 +103,36 @@ class TestRegistryHouseholds:
         )
         assert held.json()["measures"][0]["amount_fen"] == 63000
 
+    async def test_a_file_older_than_the_service_is_fetched_on_first_request(
+        self,
+        benefits_settings: BenefitsSettings,
+        registry_server: str,
+        token: Callable[..., str],
+        nats_url: str,
+    ) -> None:
+        async with httpx.AsyncClient(base_url=registry_server, timeout=10) as registry:
+            household_id = (await file_household(registry, token)).json()["id"]
+        # Its events are gone (retention, or filed before benefits existed): only REST remains.
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await eventually(lambda: js.stream_info("REGISTRY"))
+        await asyncio.sleep(1)  # let the registry's relay publish what it has
+        await js.purge_stream("REGISTRY")
+        await asyncio.sleep(0.5)
+        # Nothing published late: the card below can only come from the request.
+        assert (await js.stream_info("REGISTRY")).state.messages == 0
+        await nc.close()
+        settings = benefits_settings.model_copy(
+            update={"follow_registry": True, "registry_url": registry_server}
+        )
+        async with running(create_app(settings)) as benefits:
+            headers = bearer(token(READ))
+            card = await benefits.get(f"/v1/households/{household_id}/card", headers=headers)
+            assert card.status_code == 200, card.text
+            assert card.json()["monthly_fen"] == 63000
+            unknown = await benefits.get("/v1/households/no-such-file/card", headers=headers)
+            assert unknown.status_code == 404
+
 
 class TestIncomesAndExit:
     async def test_six_months_above_emit_exit_eligible_once_even_when_redelivered(

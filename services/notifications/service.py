@@ -581,6 +581,8 @@ async def mark_read(
 async def on_event(uow: UnitOfWork, engine: Engine, event: CloudEvent) -> list[dict[str, Any]]:
     """Keep the household's follow-up state and schedules, then apply the rules."""
     short = short_type(event.type)
+    if not short.startswith("registry.") and not event.data.get("household_id"):
+        return []  # about no household (a verification of a lone person): nobody to follow
     household_id = household_of(event)
     now = datetime.now(UTC)
     if short.startswith("registry.household."):

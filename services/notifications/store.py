@@ -522,9 +522,23 @@ async def upsert_follow_up(
 
 
 async def add_schedules(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Store schedules; one already stored for the same kind, household and period is kept."""
+    """Store schedules; one already stored for the same kind, household and period is kept,
+    unless it was cancelled (the household exited and came back): then it is due again."""
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for row in rows:
-        await session.execute(_insert_ignoring_conflicts(session, schedule).values(**row))
+        statement = dialect_insert(schedule).values(**row)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["kind", "household_id", "period"],
+                set_={
+                    "due_at": statement.excluded.due_at,
+                    "fired_at": None,
+                    "outcome": None,
+                    "fired_by": None,
+                },
+                where=schedule.c.outcome == "cancelled",
+            )
+        )
 
 
 async def claim_due_schedules(

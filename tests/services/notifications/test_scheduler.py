@@ -140,6 +140,18 @@ class TestMonthlyVisits:
             rows = await store.schedules_of(uow.session, "hh-4")
         assert {r["outcome"] for r in rows} == {"cancelled"}
 
+    async def test_a_household_that_exits_and_comes_back_is_followed_again(
+        self, db: Database, engine: service.Engine
+    ) -> None:
+        await enrol(db, engine, "hh-6", helper="H006")
+        await happen(
+            db, engine, "exited", "hh-6", kind="tuikun", reason="迁出", exited_on="2026-11-10"
+        )
+        await enrol(db, engine, "hh-6", helper="H006")  # enrolled again, the same month
+        await run_until_idle(Scheduler(db, engine), now=utc("2026-12-24"))
+        reminders = [m["cause"] for m in await messages(db, "visit_due")]
+        assert reminders == ["visit_due:hh-6:2026-11", "visit_due:hh-6:2026-12"]
+
     async def test_notice_end_and_recheck_tell_the_county_office(
         self, db: Database, engine: service.Engine
     ) -> None:

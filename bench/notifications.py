@@ -16,12 +16,16 @@ shared memory. Each run posts the same N × R bodies (CloudEvents, one per event
    batch) while the `DeliveryWorker` with default settings leases, signs, posts and records
    them (a delivery log row and an attempt row each). deliveries/s = N × R / (first fan-out
    commit -> the receivers have counted every delivery).
-   p99_ms: per delivery, from queued (its row written by the fan-out) to recorded delivered
-   (the worker's transaction after the 2xx), read back from the delivery log.
+   Per delivery, the time from queued (its row written by the fan-out) to recorded delivered
+   (the worker's transaction after the 2xx), read back from the delivery log; in this
+   saturating run its p99 is mostly time spent waiting behind the backlog.
+3. Paced: the same pipeline offered half the best throughput of (2), one event (R
+   deliveries) at a time for 10 s; its p99 of queued -> delivered is the `p99_ms` reported.
 
 The runs alternate (baseline, ours, baseline, ours) and the best of each is kept, so that a
 burst of load from elsewhere on the machine does not decide the ratio.
-Last line: `ratio <x> deliveries/s <n> p99_ms <n>`; goal: a ratio of at least 0.7.
+Last line: `ratio <x> deliveries/s <n> p99_ms <n>` (ratio and deliveries/s from the best runs,
+p99 from the paced run); goal: a ratio of at least 0.7.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from shared.observability import configure_logging
 from shared.settings import SuiteSettings
 
 FAN_OUT_BATCH = 50
+PACED_SECONDS = 10.0
 RUN_TIMEOUT = 120.0
 
 
@@ -184,8 +189,14 @@ async def ours(
     urls: list[str],
     events: list[Any],
     received: Synchronized[int],
+    *,
+    events_per_second: float = 0,
 ) -> tuple[float, float, bool]:
-    """Fan-out and the delivery worker; (deliveries/s, p99 ms queued -> delivered, complete)."""
+    """Fan-out and the delivery worker; (deliveries/s, p99 ms queued -> delivered, complete).
+
+    With `events_per_second`, events are fanned out one at a time on that schedule (a paced
+    load) instead of in batches as fast as possible.
+    """
     async with notifications_database(database_url, home) as db:
         principal = Principal("bench", frozenset({"notifications:admin"}), ("41",))
         keyring = settings.keyring()
@@ -209,9 +220,14 @@ async def ours(
         start_count = received.value
         started = time.perf_counter()
         worker.start()
-        for first in range(0, len(events), FAN_OUT_BATCH):
+        batch = 1 if events_per_second else FAN_OUT_BATCH
+        for first in range(0, len(events), batch):
+            if events_per_second:
+                await asyncio.sleep(
+                    max(0.0, started + first / events_per_second - time.perf_counter())
+                )
             async with db.unit_of_work() as uow:
-                for event in events[first : first + FAN_OUT_BATCH]:
+                for event in events[first : first + batch]:
                     await service.fan_out(uow, event, now=datetime.now(UTC))
                 await uow.commit()
             worker.wake()
@@ -282,12 +298,26 @@ async def main(args: argparse.Namespace) -> None:
                 f"ours {rate:8.0f} deliveries/s  p99 {p99:6.0f} ms"
                 + ("" if complete else "  INCOMPLETE")
             )
+        best_raw = max(raw_rates)
+        best_rate, best_p99, _ = max(our_runs)
+        # Latency without a queue: half the throughput just measured, for PACED_SECONDS.
+        offered = best_rate / 2
+        per_second = offered / args.receivers
+        paced = events[: max(1, int(per_second * PACED_SECONDS))]
+        _, paced_p99, complete = await ours(
+            settings, args.database_url, home, urls, paced, received, events_per_second=per_second
+        )
+        print(
+            f"paced: {offered:.0f} deliveries/s offered for {PACED_SECONDS:.0f} s, "
+            f"p99 {paced_p99:.0f} ms queued -> delivered" + ("" if complete else "  INCOMPLETE")
+        )
     child.terminate()
-    best_raw = max(raw_rates)
-    best_rate, best_p99, _ = max(our_runs)
     ratio = best_rate / best_raw
-    print(f"best: baseline {best_raw:.0f} deliveries/s, ours {best_rate:.0f} deliveries/s")
-    print(f"ratio {ratio:.2f} deliveries/s {best_rate:.0f} p99_ms {best_p99:.0f}")
+    print(
+        f"best: baseline {best_raw:.0f} deliveries/s, ours {best_rate:.0f} deliveries/s "
+        f"(p99 {best_p99:.0f} ms at saturation: time queued behind the backlog)"
+    )
+    print(f"ratio {ratio:.2f} deliveries/s {best_rate:.0f} p99_ms {paced_p99:.0f}")
 
 
 if __name__ == "__main__":

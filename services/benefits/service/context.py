@@ -1,0 +1,109 @@
+"""What every use case shares: the caller's context, the parameter engine, errors, envelopes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.benefits import store
+from services.benefits.domain import card as cards
+from services.benefits.domain.events import BenefitsEvent
+from services.benefits.domain.parameters import (
+    Book,
+    Source,
+    Value,
+)
+from shared.auth import Principal
+from shared.db import UnitOfWork
+from shared.events.envelope import CloudEvent, new_event
+from shared.regions import parse_region
+
+
+class RegionNotAllowed(Exception):
+    """The caller's token does not cover the region."""
+
+
+class HouseholdNotKnown(Exception):
+    """No inputs are held for this household (put them, or let the registry's events bring them)."""
+
+
+class DecisionNotFound(Exception):
+    pass
+
+
+class UnknownParameter(Exception):
+    pass
+
+
+class Engine:
+    """The shipped parameter files with the admin's values on top, rebuilt when those change."""
+
+    def __init__(self, files: Book):
+        self.files = files
+        self._cache: tuple[tuple[int, str], Book] | None = None
+
+    async def book(self, uow: UnitOfWork) -> Book:
+        rows = await store.parameter_values(uow.session)
+        key = (len(rows), rows[-1]["id"] if rows else "")
+        if self._cache and self._cache[0] == key:
+            return self._cache[1]
+        book = self.files
+        for row in rows:
+            book = book.with_value(stored_value(row))
+        self._cache = (key, book)
+        return book
+
+
+@dataclass(frozen=True)
+class Context:
+    principal: Principal
+    engine: Engine
+    today: date
+
+    @property
+    def actor(self) -> str:
+        return self.principal.client_id
+
+
+def check_region(ctx: Context, region: str) -> None:
+    parse_region(region)
+    if not ctx.principal.covers(region):
+        raise RegionNotAllowed(region)
+
+
+def stored_value(row: Mapping[str, Any]) -> Value:
+    return Value(
+        key=row["key"],
+        value=row["value"],
+        effective_from=row["effective_from"],
+        effective_to=row["effective_to"],
+        region=row["region"],
+        source=Source(row["source"], row["document"]),
+        clause=row["clause"],
+        origin=f"admin:{row['added_by']}",
+    )
+
+
+def result_digest(result: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+
+def envelope(event: BenefitsEvent, *, region: str, sequence: int) -> CloudEvent:
+    return new_event(
+        service="benefits",
+        aggregate=event.aggregate,
+        name=event.name,
+        subject=event.household_id,
+        region=region,
+        sequence=sequence,
+        data=dataclasses.asdict(event),
+    )
+
+
+def card_body(card: cards.Card, decision_id: str) -> dict[str, Any]:
+    return {"decision_id": decision_id, **dataclasses.asdict(card)}

@@ -1,0 +1,242 @@
+"""Decisions: cards and eligibility with their receipts, held households, re-derivation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date
+from typing import Any
+
+from services.benefits import store
+from services.benefits.domain import card as cards
+from services.benefits.domain import rules
+from services.benefits.domain.events import (
+    EligibilityDetermined,
+    EntitlementsChanged,
+    EntitlementsDetermined,
+)
+from services.benefits.domain.parameters import (
+    Book,
+    NoParameters,
+    ParameterError,
+    Value,
+    value_from_dict,
+)
+from services.benefits.inputs import from_registry
+from services.benefits.schemas import HouseholdIn
+from services.benefits.service.context import (
+    Context,
+    DecisionNotFound,
+    HouseholdNotKnown,
+    check_region,
+    envelope,
+    result_digest,
+)
+from services.benefits.settings import BenefitsSettings
+from shared.db import UnitOfWork
+from shared.events.envelope import new_event_id
+from shared.registry_client import HouseholdNotFound, RegistryClient
+
+
+async def _receipt(
+    uow: UnitOfWork, ctx: Context, *, kind: str, household: HouseholdIn, card: cards.Card
+) -> str:
+    """Store the decision with everything needed to re-derive it: a receipt."""
+    decision_id = new_event_id()
+    result = card.result() if kind == "card" else {"eligibility": card.result()["eligibility"]}
+    await store.insert_decision(
+        uow.session,
+        {
+            "id": decision_id,
+            "kind": kind,
+            "household_id": household.household_id,
+            "region": household.region,
+            "as_of": card.on,
+            "engine_version": card.engine_version,
+            "rule_digests": card.rule_digests,
+            "parameter_digest": card.parameter_digest,
+            "parameters": card.parameters,
+            "inputs": household.model_dump(mode="json"),
+            "result": result,
+            "body": json.loads(json.dumps(dataclasses.asdict(card), default=str)),
+            "decided_by": ctx.actor,
+        },
+    )
+    return decision_id
+
+
+async def compute(
+    uow: UnitOfWork, ctx: Context, household: HouseholdIn, *, on: date | None, kind: str = "card"
+) -> tuple[str, cards.Card]:
+    """Decide on inline inputs: the card (or eligibility) and its receipt; nothing published."""
+    check_region(ctx, household.region)
+    book = await ctx.engine.book(uow)
+    card = _compute(book, household, on or ctx.today)
+    return await _receipt(uow, ctx, kind=kind, household=household, card=card), card
+
+
+def _compute(book: Book, household: HouseholdIn, on: date) -> cards.Card:
+    try:
+        return cards.compute(book, household.to_domain(), on=on)
+    except NoParameters as exc:
+        raise ParameterError("-", "region", f"no parameter file covers region {exc}") from exc
+
+
+async def stored_inputs(uow: UnitOfWork, household_id: str) -> HouseholdIn:
+    """The household's latest inputs, with the latest verified income applied."""
+    row = await store.get_household(uow.session, household_id)
+    if row is None:
+        raise HouseholdNotKnown(household_id)
+    household = HouseholdIn.model_validate(row["facts"])
+    verified = await store.get_verified_income(uow.session, household_id)
+    if verified:
+        household = household.model_copy(
+            update={
+                "verified_per_capita_income_fen": verified["per_capita_income_fen"],
+                "verification_report_version": verified["report_version"],
+            }
+        )
+    return household
+
+
+async def fetch_household(
+    settings: BenefitsSettings, household_id: str, *, on: date
+) -> HouseholdIn | None:
+    """The registry's file of the household as inputs; None when the registry has none."""
+    client = RegistryClient.from_settings(settings)
+    try:
+        file = await client.household(household_id)
+        declarations = await client.declarations(household_id)
+    except HouseholdNotFound:
+        return None
+    finally:
+        await client.aclose()
+    return from_registry(file, declarations, on=on)
+
+
+async def hold(
+    uow: UnitOfWork, ctx: Context, household_id: str, *, settings: BenefitsSettings
+) -> None:
+    """Make sure the household's inputs are held: a file filed before this service ran is
+    fetched from the registry on first request."""
+    if not settings.follow_registry or await store.get_household(uow.session, household_id):
+        return
+    fetched = await fetch_household(settings, household_id, on=ctx.today)
+    if fetched is not None:
+        await put_household(uow, ctx, fetched)
+
+
+async def put_household(uow: UnitOfWork, ctx: Context, household: HouseholdIn) -> None:
+    check_region(ctx, household.region)
+    assert household.household_id
+    await store.put_household(
+        uow.session, household.household_id, household.region, household.model_dump(mode="json")
+    )
+
+
+async def decide_household(
+    uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None = None
+) -> tuple[str, cards.Card, bool]:
+    """The stored household's card; published as determined (first) or changed (if it differs).
+
+    Returns (decision id, card, whether an event was published).
+    """
+    household = await stored_inputs(uow, household_id)
+    check_region(ctx, household.region)
+    book = await ctx.engine.book(uow)
+    card = _compute(book, household, on or ctx.today)
+    decision_id = await _receipt(uow, ctx, kind="card", household=household, card=card)
+    current = await store.get_current_card(uow.session, household_id)
+    digest = result_digest(card.result())
+    if current and current["result_digest"] == digest:
+        return decision_id, card, False
+    version = (current["version"] if current else 0) + 1
+    await store.put_current_card(
+        uow.session,
+        {
+            "household_id": household_id,
+            "region": household.region,
+            "decision_id": decision_id,
+            "result_digest": digest,
+            "version": version,
+        },
+        exists=current is not None,
+    )
+    categories = [d.category for d in card.eligibility if d.applies]
+    kind = EntitlementsChanged if current else EntitlementsDetermined
+    entitlements = kind(
+        household_id=household_id,
+        decision_id=decision_id,
+        as_of=card.on.isoformat(),
+        categories=categories,
+        income_source=card.income_source,
+        monthly_fen=card.monthly_fen,
+        yearly_fen=card.yearly_fen,
+        measures=[
+            {
+                "code": m.code,
+                "name": m.name,
+                "department": m.department,
+                "period": m.period,
+                "amount_fen": m.amount_fen,
+                "quantity": m.quantity,
+                "unit": m.unit,
+            }
+            for m in card.measures
+        ],
+    )
+    eligibility = EligibilityDetermined(
+        household_id=household_id,
+        decision_id=decision_id,
+        as_of=card.on.isoformat(),
+        categories=categories,
+    )
+    uow.publish(
+        envelope(eligibility, region=household.region, sequence=version),
+        envelope(entitlements, region=household.region, sequence=version),
+    )
+    return decision_id, card, True
+
+
+async def eligibility_of(
+    uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None
+) -> tuple[str, cards.Card]:
+    household = await stored_inputs(uow, household_id)
+    return await compute(uow, ctx, household, on=on, kind="eligibility")
+
+
+async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+    """Re-run a stored decision on its stored inputs and parameters, and compare."""
+    row = await store.get_decision(uow.session, decision_id)
+    if row is None:
+        raise DecisionNotFound(decision_id)
+    check_region(ctx, row["region"])
+    values = [value_from_dict(v) for v in row["parameters"]]
+    levels: dict[str, dict[str, tuple[Value, ...]]] = {}
+    for v in values:
+        levels.setdefault(v.region, {})[v.key] = (v,)
+    household = HouseholdIn.model_validate(row["inputs"])
+    card = _compute(Book(levels=levels, names=ctx.engine.files.names), household, row["as_of"])
+    result = (
+        card.result() if row["kind"] == "card" else {"eligibility": card.result()["eligibility"]}
+    )
+    current = rules.rule_digests()
+    return {
+        "decision_id": decision_id,
+        "matches": result == row["result"],
+        "stored": row["result"],
+        "rederived": result,
+        "engine_version": {"stored": row["engine_version"], "current": rules.ENGINE_VERSION},
+        "parameter_digest_matches": card.parameter_digest == row["parameter_digest"],
+        "rules_changed_since": sorted(
+            code for code, digest in row["rule_digests"].items() if current.get(code) != digest
+        ),
+    }
+
+
+async def get_decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+    row = await store.get_decision(uow.session, decision_id)
+    if row is None:
+        raise DecisionNotFound(decision_id)
+    check_region(ctx, row["region"])
+    return row

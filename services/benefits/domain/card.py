@@ -125,6 +125,29 @@ class Card:
         }
 
 
+def batch_results(result: rules.Result, households: list[Household]) -> list[dict[str, Any]]:
+    """`Card.result()` of each household from a batch evaluation, without building the cards:
+    recomputation finds the cards that changed this way and explains only those."""
+    categories = {c.value: flags.tolist() for c, flags in result.categories.items()}
+    amounts = {code: (a.fen.tolist(), a.quantity.tolist()) for code, a in result.amounts.items()}
+    out = []
+    for i, household in enumerate(households):
+        income = household.income()
+        out.append(
+            {
+                "eligibility": {c: flags[i] for c, flags in categories.items()},
+                "measures": {
+                    code: [fen[i], quantity[i]]
+                    for code, (fen, quantity) in amounts.items()
+                    if quantity[i]
+                },
+                "income_fen": income.household_fen,
+                "income_source": income.source,
+            }
+        )
+    return out
+
+
 def yearly(period: str, amount_fen: int) -> int:
     """A measure's amount over a year: 12 months, the year's, or the one-off payment."""
     return amount_fen * 12 if period == rules.Period.MONTH else amount_fen

@@ -163,7 +163,8 @@ async def decide_household(
         exists=current is not None,
     )
     categories = [d.category for d in card.eligibility if d.applies]
-    kind = EntitlementsChanged if current else EntitlementsDetermined
+    # A row holding only a 脱困 flag has no card yet: this one is the first.
+    kind = EntitlementsChanged if current and current["decision_id"] else EntitlementsDetermined
     entitlements = kind(
         household_id=household_id,
         decision_id=decision_id,

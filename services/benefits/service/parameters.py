@@ -6,6 +6,9 @@ from datetime import date
 from typing import Any
 
 from services.benefits import store
+from services.benefits.domain import card as cards
+from services.benefits.domain import rules
+from services.benefits.domain.facts import columns
 from services.benefits.domain.parameters import (
     SPECS,
     NoParameters,
@@ -18,9 +21,10 @@ from services.benefits.service.context import (
     Context,
     UnknownParameter,
     check_region,
+    result_digest,
     stored_value,
 )
-from services.benefits.service.decisions import decide_household
+from services.benefits.service.decisions import decide_household, stored_inputs
 from shared.db import UnitOfWork
 from shared.events.envelope import new_event_id
 from shared.regions import normalize_prefix, parse_region
@@ -101,10 +105,21 @@ async def add_parameter(
 
 
 async def recompute(uow: UnitOfWork, ctx: Context, *, prefix: str) -> tuple[int, int]:
-    """Every held household under `prefix`, today; an event only where its card changed."""
-    changed = 0
+    """Every held household under `prefix`, today, by the batch path; the households whose
+    card changed are then decided one by one (receipt, explanation, event)."""
     rows = await store.households_under(uow.session, prefix)
-    for row in rows:
-        _, _, published = await decide_household(uow, ctx, row["household_id"])
+    if not rows:
+        return 0, 0
+    ids = [row["household_id"] for row in rows]
+    households = [(await stored_inputs(uow, i)).to_domain() for i in ids]
+    book = await ctx.engine.book(uow)
+    cols = columns(households, on=ctx.today)
+    result = rules.evaluate(cols, rules.params_for(book, cols, on=ctx.today, keys=rules.ALL_KEYS))
+    changed = 0
+    for household_id, now in zip(ids, cards.batch_results(result, households), strict=True):
+        current = await store.get_current_card(uow.session, household_id)
+        if current and current["result_digest"] == result_digest(now):
+            continue
+        _, _, published = await decide_household(uow, ctx, household_id)
         changed += published
     return len(rows), changed

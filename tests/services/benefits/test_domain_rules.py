@@ -391,8 +391,10 @@ class TestOnePathForOneAndMany:
         households = [random_household(rng, i) for i in range(10_000)]
         cols = columns(households, on=ON)
         batch = rules.evaluate(cols, rules.params_for(BOOK, cols, on=ON, keys=rules.ALL_KEYS))
+        results = card.batch_results(batch, households)
         for i, h in enumerate(households):
             one = card.compute(BOOK, h, on=ON)
+            assert results[i] == one.result()
             assert {d.category: d.applies for d in one.eligibility} == {
                 c.value: bool(flags[i]) for c, flags in batch.categories.items()
             }, h

@@ -93,7 +93,11 @@ def up(
         if demo:
             from bangfu.demo import seed
 
-            filed = seed(f"http://127.0.0.1:{ports['registry']}", token)
+            filed = seed(
+                f"http://127.0.0.1:{ports['registry']}",
+                token,
+                verification_url=f"http://127.0.0.1:{ports['verification']}",
+            )
             lines.append(f"Demo: filed {filed} households in 南阳市 (region 4113).")
         typer.echo("\n".join(lines))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, timedelta
+from typing import Any
 
 import httpx
 
@@ -72,20 +73,57 @@ def demo_household(rng: random.Random) -> dict[str, object]:
     }
 
 
-def seed(registry_url: str, token: str, *, households: int = 40, seed_value: int = 2023) -> int:
-    """File `households` demo households and walk some through review; returns how many filed."""
+def seed(
+    registry_url: str,
+    token: str,
+    *,
+    verification_url: str | None = None,
+    households: int = 40,
+    seed_value: int = 2023,
+) -> int:
+    """File `households` demo households and walk some through review; returns how many filed.
+
+    With `verification_url`, members sign consents (核对授权书) first, so that the check each
+    application starts has reports to show: most for every department, every tenth household
+    for two departments only, and every tenth other one none at all (its check fails).
+    """
     rng = random.Random(seed_value)
     filed = 0
-    with httpx.Client(
-        base_url=registry_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as client:
+    auth = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=registry_url, headers=auth, timeout=10) as client,
+        httpx.Client(base_url=verification_url or registry_url, headers=auth, timeout=10) as checks,
+    ):
         for index in range(households):
-            response = client.post("/v1/households", json=demo_household(rng))
+            household = demo_household(rng)
+            if verification_url and index % 10 != 9:
+                departments = ["tax", "social_insurance"] if index % 10 == 8 else None
+                _consent(checks, household, departments)
+            response = client.post("/v1/households", json=household)
             if response.status_code != 201:
                 continue
             filed += 1
             _walk(client, response.json()["id"], steps=index % 6)
     return filed
+
+
+def _consent(
+    client: httpx.Client, household: dict[str, Any], departments: list[str] | None
+) -> None:
+    today = date.today()
+    region = household["location"]["region"]
+    for member in household["members"]:
+        body: dict[str, Any] = {
+            "identity_number": member["identity_number"],
+            "region": region,
+            "signed_by": member["name"],
+            "signed_on": (today - timedelta(days=1)).isoformat(),
+            "expires_on": (today + timedelta(days=365)).isoformat(),
+            "document_ref": f"演示授权-{member['identity_number'][-6:]}",
+        }
+        if departments:
+            body["departments"] = departments
+        client.post("/v1/consents", json=body)
 
 
 _DEMO_STEPS = ("community_review", "street_review", "county_approve", "start_notice")

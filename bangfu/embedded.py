@@ -126,6 +126,15 @@ class Supervisor:
         # Notifications sends through the SMS sandbox and its mail server, wherever they listen.
         env.setdefault("BANGFU_NOTIFICATIONS_SMS_GATEWAY_URL", f"http://127.0.0.1:{sms.port}")
         env.setdefault("BANGFU_NOTIFICATIONS_SMTP_PORT", str(sms.smtp_port))
+        # The services find the registry and the department sandbox wherever they were moved.
+        ports = service_ports()
+        for service in ("verification", "benefits", "notifications"):
+            env.setdefault(
+                f"BANGFU_{service.upper()}_REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"
+            )
+        env.setdefault(
+            "BANGFU_VERIFICATION_DEPARTMENTS_URL", f"http://127.0.0.1:{ports['sandbox']}"
+        )
         os.environ.update(env)
         migrate(say=self.say)
         if not self.suite.auth_jwks_url:  # before the services start, so none races for it

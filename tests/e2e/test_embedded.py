@@ -31,8 +31,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
     values["BANGFU_HOME"] = str(tmp_path / "home")
     values["BANGFU_EMBEDDED_NATS_PORT"] = str(free_port())
-    for name in SERVICES:
+    for name in (*SERVICES, "sandbox", "sms_sandbox"):
         values[f"BANGFU_{name.upper()}_PORT"] = str(free_port())
+    values["BANGFU_SMS_SANDBOX_SMTP_PORT"] = str(free_port())
     return values
 
 
@@ -128,7 +129,7 @@ class TestBangfuUp:
         assert f"already running (pid {process.pid})" in second.stderr
 
         children = _children(process.pid)
-        assert len(children) == 6  # nats-server, four services, the sandbox
+        assert len(children) == 7  # nats-server, four services, the two sandboxes
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert _wait_gone(children) == []
@@ -139,7 +140,7 @@ class TestBangfuUp:
     ) -> None:
         process, _ = suite_up
         children = _children(process.pid)
-        assert len(children) == 6
+        assert len(children) == 7
         process.kill()
         process.wait()
         assert _wait_gone(children) == []

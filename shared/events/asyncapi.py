@@ -70,15 +70,17 @@ def _common_components() -> dict[str, Any]:
 
 
 def asyncapi_document(
-    service: str, aggregate: str, event_classes: Sequence[type[Any]]
+    service: str, default_aggregate: str, event_classes: Sequence[type[Any]]
 ) -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of the events `service` publishes about `aggregate`."""
+    """The AsyncAPI 3.0 document of the events `service` publishes (about `default_aggregate`
+    unless an event class names its own `aggregate`)."""
     components = _common_components()
     schemas, messages = components["schemas"], {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     region = ".".join(f"{{{name}}}" for name in REGION_PARAMETERS)
     for cls in event_classes:
+        aggregate = getattr(cls, "aggregate", default_aggregate)  # a class may name its own
         type_ = event_type(service, aggregate, cls.name)
         message = _pascal(aggregate, cls.name)
         data = TypeAdapter(cls).json_schema(mode="serialization", ref_template=REF)

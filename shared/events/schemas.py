@@ -29,7 +29,7 @@ def schema_router(service: str, aggregate: str, event_classes: Sequence[type[Any
     contract, one schema per type and the AsyncAPI document of them all."""
     schemas = {}
     for cls in event_classes:
-        type_ = event_type(service, aggregate, cls.name)
+        type_ = event_type(service, getattr(cls, "aggregate", aggregate), cls.name)
         schemas[type_] = data_schema(cls, type_=type_)
     asyncapi = asyncapi_document(service, aggregate, event_classes)
     router = APIRouter(prefix="/v1/events", tags=["events"])

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from services.verification import service
 from services.verification.api import consents, verifications
-from services.verification.domain.events import VERIFICATION_EVENTS
+from services.verification.domain.events import EVENT_TYPES
 from shared.events.schemas import schema_router
 from shared.identity import InvalidIdentityNumber
 from shared.problems import ErrorTable, Problem, invalid_field
@@ -16,7 +16,7 @@ from shared.registry_client import RegistryUnavailable
 router = APIRouter()
 router.include_router(consents.router)
 router.include_router(verifications.router)
-router.include_router(schema_router("verification", "verification", VERIFICATION_EVENTS))
+router.include_router(schema_router("verification", "verification", EVENT_TYPES))
 
 
 ERRORS: ErrorTable = {

@@ -68,8 +68,9 @@ class BatchProgress:
     eta_seconds: float | None
 
 
-VERIFICATION_EVENTS: tuple[type[VerificationEvent], ...] = (
+EVENT_TYPES: tuple[type[VerificationEvent | BatchProgress], ...] = (
     VerificationRequested,
     VerificationCompleted,
     VerificationFailed,
+    BatchProgress,
 )

@@ -346,3 +346,31 @@ class TestFaults:
         assert {i["status"] for i in report["items"]} == {"ok"}
         assert {i["source"] for i in report["items"]} == {f"{d}:nats" for d in ALL}
         assert {d["transport"] for d in health} == {"nats"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [("http_500", "unavailable"), ("timeout", "unavailable"), ("wrong_schema", "error")],
+)
+async def test_over_nats_a_faulty_department_is_named_too(
+    make_verification: Callable[..., Any],
+    sandbox: httpx.AsyncClient,
+    token: Callable[..., str],
+    fault: str,
+    status: str,
+) -> None:
+    headers = auth(token)
+    number = identity_number(serial=340 + ["http_500", "timeout", "wrong_schema"].index(fault))
+    await sandbox.put("/admin/departments/real_estate", json={"fault": fault})
+    async with make_verification(departments_transport="nats", refetch_seconds=3600) as client:
+        await consent_for(client, headers, number)
+        created = await client.post("/v1/verifications", json=inline(number), headers=headers)
+        result = await finished(client, created.headers["Location"], headers)
+        report = (await report_of(client, result["id"], headers))["report"]
+
+    by_department = {i["department"]: i for i in report["items"]}
+    assert by_department["real_estate"]["status"] == status
+    assert by_department["real_estate"]["reason"]
+    assert by_department["real_estate"]["source"] == "real_estate:nats"
+    assert {i["status"] for d, i in by_department.items() if d != "real_estate"} == {"ok"}
+    assert report["asset_verdicts"]["properties"] == "unknown"

@@ -138,7 +138,11 @@ class Suite:
     def stop(self, name: str) -> None:
         process = self.processes.pop(name)
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # a graceful shutdown waiting on idle connections
+            process.kill()
+            process.wait()
 
     def token(self) -> str:
         signing, public = self.home / "jwt-signing-key.pem", self.home / "jwt-signing-key.pub.pem"

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.verification.domain.departments import Department
 
+# Ids in paths, queries and bodies: UUIDs and the like, never text PostgreSQL cannot store.
+ID_PATTERN = r"^[0-9A-Za-z_.:-]{1,64}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """A NUL character is refused anywhere in a body (PostgreSQL text cannot hold it)."""
+        if _has_nul(data):
+            raise ValueError("text must not contain the NUL character")
+        return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class ConsentIn(_In):
@@ -19,7 +41,7 @@ class ConsentIn(_In):
 
     identity_number: str = Field(min_length=1, max_length=40)
     region: str = Field(pattern=r"^\d{6}$", description="the household's county code")
-    household_id: str | None = None
+    household_id: Id | None = None
     signed_by: str = Field(min_length=1, max_length=50, description="the signatory's name")
     signed_on: date
     expires_on: date
@@ -60,12 +82,12 @@ class ConsentOut(BaseModel):
 class MemberIn(_In):
     """A member given inline (a household not filed in the registry, e.g. a pre-check)."""
 
-    member_id: str = Field(min_length=1, max_length=36)
+    member_id: Id
     identity_number: str = Field(min_length=1, max_length=40)
 
 
 class DeclaredIn(_In):
-    member_id: str = Field(min_length=1, max_length=36)
+    member_id: Id
     kind: Literal["income", "asset"]
     item: str = Field(min_length=1, max_length=30)
     amount_fen: int = Field(ge=0)
@@ -74,7 +96,7 @@ class DeclaredIn(_In):
 class VerificationIn(_In):
     """A household by its registry id, or its members inline with their region."""
 
-    household_id: str | None = Field(default=None, max_length=36)
+    household_id: Id | None = None
     members: list[MemberIn] | None = Field(default=None, min_length=1, max_length=30)
     region: str | None = Field(
         default=None, pattern=r"^\d{6}$", description="required with inline members"
@@ -100,7 +122,7 @@ class BatchIn(_In):
     """批量核对: these households, or every household of a region (by registry status)."""
 
     region: str = Field(pattern=r"^\d{6}$", description="the county the batch is filed under")
-    household_ids: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
+    household_ids: list[Id] | None = Field(default=None, min_length=1, max_length=100_000)
     status: str | None = Field(
         default="enrolled", description="without household_ids: the registry status to take"
     )

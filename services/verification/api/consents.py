@@ -1,11 +1,13 @@
 """Consents (核对授权书): record, find, read, revoke."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from services.verification import service
 from services.verification.api.caller import Caller, json_response
-from services.verification.schemas import ConsentIn, ConsentOut, ConsentSearch, RevokeIn
+from services.verification.schemas import ID_PATTERN, ConsentIn, ConsentOut, ConsentSearch, RevokeIn
 from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["consents"])
@@ -46,7 +48,9 @@ async def find_consents(body: ConsentSearch, uow: UnitOfWorkDep, ctx: Caller) ->
 
 
 @router.get("/consents/{consent_id}", response_model=ConsentOut, summary="One consent")
-async def get_consent(consent_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def get_consent(
+    consent_id: Annotated[str, Path(pattern=ID_PATTERN)], uow: UnitOfWorkDep, ctx: Caller
+) -> JSONResponse:
     row = await service.get_consent(uow, ctx, consent_id)
     return json_response(service.view(row, today=ctx.today))
 
@@ -57,7 +61,10 @@ async def get_consent(consent_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONR
     summary="Revoke a consent from a day on (default today)",
 )
 async def revoke_consent(
-    consent_id: str, body: RevokeIn, uow: UnitOfWorkDep, ctx: Caller
+    consent_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    body: RevokeIn,
+    uow: UnitOfWorkDep,
+    ctx: Caller,
 ) -> JSONResponse:
     consent = await service.revoke_consent(
         uow, ctx, consent_id, reason=body.reason, revoked_on=body.revoked_on

@@ -8,14 +8,19 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from services.verification import render, service, store
 from services.verification.api.caller import Caller, json_response
 from services.verification.domain.report import Declared
-from services.verification.schemas import BatchIn, PersonQueriesIn, VerificationIn
+from services.verification.schemas import (
+    ID_PATTERN,
+    BatchIn,
+    PersonQueriesIn,
+    VerificationIn,
+)
 from services.verification.worker import Verifier
 from shared.auth import Principal, require
 from shared.registry_client import HouseholdNotFound
@@ -30,6 +35,7 @@ def verifier(request: Request) -> Verifier:
 
 
 VerifierDep = Annotated[Verifier, Depends(verifier)]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 async def _subject(body: VerificationIn, ctx: service.Context, worker: Verifier) -> service.Subject:
@@ -92,8 +98,8 @@ async def request_verification(
 async def list_verifications(
     uow: UnitOfWorkDep,
     ctx: Caller,
-    household_id: str | None = None,
-    batch_id: str | None = None,
+    household_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    batch_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
@@ -108,7 +114,9 @@ async def list_verifications(
 @router.get(
     "/verifications/{verification_id}", tags=["verifications"], summary="Status of a verification"
 )
-async def get_verification(verification_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def get_verification(
+    verification_id: IdPath, uow: UnitOfWorkDep, ctx: Caller
+) -> JSONResponse:
     row = await service.get_verification(uow, ctx, verification_id)
     return json_response(service.verification_view(row))
 
@@ -122,7 +130,7 @@ async def get_verification(verification_id: str, uow: UnitOfWorkDep, ctx: Caller
 )
 async def get_report(
     request: Request,
-    verification_id: str,
+    verification_id: IdPath,
     uow: UnitOfWorkDep,
     ctx: Caller,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
@@ -145,7 +153,7 @@ async def get_report(
     tags=["verifications"],
     summary="Every version of the report, with its content hash",
 )
-async def report_versions(verification_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def report_versions(verification_id: IdPath, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
     await service.get_verification(uow, ctx, verification_id)
     return json_response(await store.report_versions(uow.session, verification_id))
 
@@ -185,13 +193,13 @@ async def create_batch(
     tags=["batches"],
     summary="Progress: done / total / failed, rate and ETA",
 )
-async def get_batch(batch_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def get_batch(batch_id: IdPath, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
     row = await service.get_batch(uow, ctx, batch_id)
     return json_response(service.batch_view(row, now=datetime.now(UTC)))
 
 
 @router.post("/batches/{batch_id}/cancel", tags=["batches"], summary="Stop a batch")
-async def cancel_batch(batch_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def cancel_batch(batch_id: IdPath, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
     row = await service.cancel_batch(uow, ctx, batch_id)
     await uow.commit()
     return json_response(service.batch_view(row, now=datetime.now(UTC)))
@@ -204,7 +212,7 @@ async def cancel_batch(batch_id: str, uow: UnitOfWorkDep, ctx: Caller) -> JSONRe
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def batch_results(
-    request: Request, batch_id: str, ctx: Caller, follow: bool = False
+    request: Request, batch_id: IdPath, ctx: Caller, follow: bool = False
 ) -> StreamingResponse:
     # No request-long unit of work: the stream may outlive it, and SQLite has one connection.
     db = get_runtime(request).db

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -53,13 +52,10 @@ async def prepare(
         household_id: str = created.json()["id"]
         return household_id
 
-    started = time.monotonic()
     async with make_verification() as verification:
         await asyncio.gather(*(consent(verification, n) for n in heads))
-    consented = time.monotonic()
     async with httpx.AsyncClient(base_url=registry_server, timeout=30) as registry:
         ids = list(await asyncio.gather(*(file(registry, n) for n in heads)))
-    print(f"consents {consented - started:.1f} s, filing {time.monotonic() - consented:.1f} s")
     nc = await nats.connect(nats_url)
     await nc.jetstream().purge_stream("REGISTRY")
     await nc.close()

@@ -374,3 +374,23 @@ async def test_over_nats_a_faulty_department_is_named_too(
     assert by_department["real_estate"]["source"] == "real_estate:nats"
     assert {i["status"] for d, i in by_department.items() if d != "real_estate"} == {"ok"}
     assert report["asset_verdicts"]["properties"] == "unknown"
+
+
+async def test_a_nul_character_anywhere_is_a_422_not_a_500(
+    verification: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    headers = auth(token)
+    in_body = await verification.post(
+        "/v1/verifications",
+        json=inline(identity_number(serial=350), purpose="a\x00b"),
+        headers=headers,
+    )
+    in_path = await verification.get("/v1/verifications/a%00b", headers=headers)
+    in_query = await verification.get("/v1/verifications?household_id=a%00b", headers=headers)
+    in_batch = await verification.post(
+        "/v1/batches",
+        json={"region": "411302", "household_ids": ["a\x00"], "purpose": "x"},
+        headers=headers,
+    )
+
+    assert [r.status_code for r in (in_body, in_path, in_query, in_batch)] == [422] * 4

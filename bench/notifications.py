@@ -12,7 +12,7 @@ shared memory. Each run posts the same N × R bodies (CloudEvents, one per event
    `--concurrency`). deliveries/s = N × R / wall time.
 2. Ours: R webhook subscriptions (one per receiver) in a migrated notifications database
    (SQLite by default, a fresh PostgreSQL schema with `--database-url`). Events are fanned out
-   as the service's consumer does (`service.fan_out`, 50 events per transaction: a consumer's
+   as the service's consumer does (`webhooks.fan_out`, 50 events per transaction: a consumer's
    batch) while the `DeliveryWorker` with default settings leases, signs, posts and records
    them (a delivery log row and an attempt row each). deliveries/s = N × R / (first fan-out
    commit -> the receivers have counted every delivery).
@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, text
 
-from services.notifications import service, store
+from services.notifications import store, webhooks
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal
@@ -203,7 +203,7 @@ async def ours(
         now = datetime.now(UTC)
         async with db.unit_of_work() as uow:
             for url in urls:
-                await service.register_subscription(
+                await webhooks.register_subscription(
                     uow,
                     principal=principal,
                     keyring=keyring,
@@ -228,7 +228,7 @@ async def ours(
                 )
             async with db.unit_of_work() as uow:
                 for event in events[first : first + batch]:
-                    await service.fan_out(uow, event, now=datetime.now(UTC))
+                    await webhooks.fan_out(uow, event, now=datetime.now(UTC))
                 await uow.commit()
             worker.wake()
         complete = await _wait_for(received, start_count + total, timeout=RUN_TIMEOUT)
@@ -254,9 +254,7 @@ async def ours(
                     ).where(store.webhook_delivery.c.status == "delivered")
                 )
             ).all()
-        latencies = sorted(
-            (service.utc(f) - service.utc(c)).total_seconds() * 1000 for c, f in rows
-        )
+        latencies = sorted((store.utc(f) - store.utc(c)).total_seconds() * 1000 for c, f in rows)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
         return (received.value - start_count) / elapsed, p99, complete
 

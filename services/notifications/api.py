@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from services.notifications import service
+from services.notifications import service, webhooks
 from services.notifications.domain.events import NOTIFICATION_EVENTS
 from services.notifications.history import WindowTooLarge, events_between
 from services.notifications.schemas import (
@@ -35,11 +35,11 @@ events_router = schema_router("notifications", "notification", NOTIFICATION_EVEN
 
 ERRORS: ErrorTable = {
     InvalidRegion: invalid_field("regions"),
-    service.InvalidRequest: invalid_field(None),
-    service.RegionNotAllowed: lambda exc: Problem(
+    webhooks.InvalidRequest: invalid_field(None),
+    webhooks.RegionNotAllowed: lambda exc: Problem(
         403, "region-not-allowed", f"the token does not cover region {exc}"
     ),
-    service.SubscriptionNotFound: lambda exc: Problem(
+    webhooks.SubscriptionNotFound: lambda exc: Problem(
         404, "not-found", f"subscription {exc} not found"
     ),
     service.MessageNotFound: lambda exc: Problem(404, "not-found", f"message {exc} not found"),
@@ -92,7 +92,7 @@ async def register(
         )
         if stored:
             return JSONResponse(stored.body, stored.status_code, headers=stored.headers)
-    view = await service.register_subscription(
+    view = await webhooks.register_subscription(
         uow,
         principal=principal,
         keyring=keyring,
@@ -124,7 +124,7 @@ async def register(
     summary="The caller's webhooks",
 )
 async def list_subscriptions(uow: UnitOfWorkDep, principal: Admin) -> JSONResponse:
-    return _json(await service.list_subscriptions(uow, principal=principal))
+    return _json(await webhooks.list_subscriptions(uow, principal=principal))
 
 
 @router.get(
@@ -136,14 +136,14 @@ async def list_subscriptions(uow: UnitOfWorkDep, principal: Admin) -> JSONRespon
 async def get_subscription(
     subscription_id: str, uow: UnitOfWorkDep, principal: Admin
 ) -> JSONResponse:
-    row = await service.own_subscription(uow, principal=principal, subscription_id=subscription_id)
-    return _json(service.subscription_view(row))
+    row = await webhooks.own_subscription(uow, principal=principal, subscription_id=subscription_id)
+    return _json(webhooks.subscription_view(row))
 
 
 async def _set_status(
     uow: UnitOfWorkDep, principal: Principal, subscription_id: str, status: str
 ) -> JSONResponse:
-    view = await service.set_status(
+    view = await webhooks.set_status(
         uow, principal=principal, subscription_id=subscription_id, status=status, now=_now()
     )
     await uow.commit()
@@ -183,7 +183,7 @@ async def resume(
     summary="Delete: pending deliveries are cancelled; the log stays",
 )
 async def delete(subscription_id: str, uow: UnitOfWorkDep, principal: Admin) -> Response:
-    await service.set_status(
+    await webhooks.set_status(
         uow, principal=principal, subscription_id=subscription_id, status="deleted", now=_now()
     )
     await uow.commit()
@@ -204,7 +204,7 @@ async def deliveries(
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JSONResponse:
-    items = await service.delivery_log(
+    items = await webhooks.delivery_log(
         uow,
         principal=principal,
         subscription_id=subscription_id,
@@ -226,7 +226,7 @@ async def attempts(
     subscription_id: str, delivery_id: str, uow: UnitOfWorkDep, principal: Admin
 ) -> JSONResponse:
     return _json(
-        await service.delivery_attempts(
+        await webhooks.delivery_attempts(
             uow, principal=principal, subscription_id=subscription_id, delivery_id=delivery_id
         )
     )
@@ -242,11 +242,11 @@ async def attempts(
 async def replay(
     subscription_id: str, body: ReplayIn, request: Request, uow: UnitOfWorkDep, principal: Admin
 ) -> JSONResponse:
-    await service.own_subscription(uow, principal=principal, subscription_id=subscription_id)
+    await webhooks.own_subscription(uow, principal=principal, subscription_id=subscription_id)
     history = await events_between(
         request.app.state.runtime.js, since=body.since, until=body.until, limit=REPLAY_LIMIT
     )
-    queued = await service.replay(
+    queued = await webhooks.replay(
         uow,
         principal=principal,
         subscription_id=subscription_id,

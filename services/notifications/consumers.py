@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.notifications import service
+from services.notifications import follow_up, service, webhooks
 from services.notifications.settings import NotificationsSettings
 from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
@@ -16,14 +16,14 @@ STREAMS = ("registry", "verification", "benefits", "notifications")
 
 async def on_any_event(event: CloudEvent, uow: UnitOfWork) -> None:
     """Queue the event for each webhook subscription whose filter wants it."""
-    await service.fan_out(uow, event, now=datetime.now(UTC))
+    await webhooks.fan_out(uow, event, now=datetime.now(UTC))
 
 
 def on_rule_event(engine: service.Engine) -> Handler:
     """Household milestones, verification results and entitlements, through the rules."""
 
     async def handle(event: CloudEvent, uow: UnitOfWork) -> None:
-        await service.on_event(uow, engine, event)
+        await follow_up.on_event(uow, engine, event)
 
     return handle
 

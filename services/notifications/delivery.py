@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
-from services.notifications import service, store
+from services.notifications import service, store, webhooks
 from services.notifications.domain.webhooks import (
     DELIVERY_HEADER,
     EVENT_TYPE_HEADER,
@@ -130,7 +130,7 @@ class DeliveryWorker:
         cached = self._secrets.get(subscription["secret_cipher"])
         if cached is None:
             cached = decrypt(
-                self._keyring, subscription["secret_cipher"], context=service.SECRET_CONTEXT
+                self._keyring, subscription["secret_cipher"], context=webhooks.SECRET_CONTEXT
             )
             self._secrets[subscription["secret_cipher"]] = cached
         return cached
@@ -197,7 +197,7 @@ class DeliveryWorker:
         """The delivery after this attempt: delivered, dead, or pending a backed-off retry."""
         settings = self._settings
         attempts = row["attempts"] + 1
-        first = service.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
+        first = store.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
         result: dict[str, Any] = {
             "position": row["position"],
             "status": "pending",

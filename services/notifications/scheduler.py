@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from services.notifications import service, store
+from services.notifications import follow_up, service, store
 from shared.db import Database
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ class Scheduler:
                 uow.session, now=now, limit=self._engine.settings.scheduler_batch_size
             )
             for row in due:
-                outcome = await service.fire(uow, self._engine, row, now=now)
+                outcome = await follow_up.fire(uow, self._engine, row, now=now)
                 await store.mark_fired(
                     uow.session, row["id"], at=now, outcome=outcome, by=self.name
                 )

@@ -1,4 +1,9 @@
-"""The notifications service's use cases: each takes a unit of work and never commits it."""
+"""The notifications service's use cases for messages: the engine turning occurrences into
+messages, sending them, their status, the inbox. Each takes a unit of work, never commits it.
+
+Webhook subscriptions and deliveries are in `webhooks.py`, follow-up and schedules in
+`follow_up.py`.
+"""
 
 from __future__ import annotations
 
@@ -11,51 +16,26 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from services.notifications import store
-from services.notifications.domain import schedule as schedules
+from services.notifications import store, webhooks
 from services.notifications.domain.events import (
     NotificationFailed,
     NotificationReferral,
     NotificationSent,
 )
-from services.notifications.domain.rules import (
-    Intent,
-    Occurrence,
-    RuleBook,
-    intents,
-    load_rulebook,
-    short_type,
-)
+from services.notifications.domain.rules import Intent, RuleBook, load_rulebook
 from services.notifications.domain.sending import earliest_send
-from services.notifications.domain.webhooks import Filter
 from services.notifications.settings import NotificationsSettings
+from services.notifications.store import utc
 from services.notifications.templates import Templates
 from shared.auth import Principal
-from shared.crypto import Keyring, encrypt
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
-from shared.regions import normalize_prefix
 
 RULES_FILE = Path(__file__).parent / "rules.yaml"
-SECRET_CONTEXT = "webhook.secret"
-
-
-class SubscriptionNotFound(Exception):
-    """No such subscription, or not the caller's."""
 
 
 class MessageNotFound(Exception):
     """No such message, or not one the caller may see."""
-
-
-class RegionNotAllowed(Exception):
-    """A region filter outside the caller's regions."""
-
-
-class InvalidRequest(ValueError):
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
 
 
 @dataclass(frozen=True)
@@ -84,271 +64,6 @@ class Engine:
         return local.astimezone(UTC)
 
 
-def utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored moment is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-# -- webhook subscriptions -------------------------------------------------------------------
-
-
-def subscription_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A subscription as the API shows it: never its secret."""
-    return {
-        "id": row["id"],
-        "url": row["url"],
-        "event_types": row["event_types"],
-        "regions": row["regions"],
-        "department": row["department"],
-        "status": row["status"],
-        "created_at": utc(row["created_at"]),
-        "updated_at": utc(row["updated_at"]),
-    }
-
-
-async def register_subscription(
-    uow: UnitOfWork,
-    *,
-    principal: Principal,
-    keyring: Keyring,
-    url: str,
-    secret: str,
-    event_types: Sequence[str],
-    regions: Sequence[str],
-    department: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """Register a department system's webhook; its region filter stays inside the caller's."""
-    prefixes = sorted({normalize_prefix(r) for r in regions}) or list(principal.regions)
-    for prefix in prefixes:
-        if not any(prefix.startswith(own) for own in principal.regions):
-            raise RegionNotAllowed(prefix)
-    if not event_types:
-        raise InvalidRequest("event_types", "name at least one event type (patterns may use *)")
-    row = {
-        "id": new_event_id(),
-        "owner": principal.client_id,
-        "url": url,
-        "secret_cipher": encrypt(keyring, secret, context=SECRET_CONTEXT),
-        "event_types": sorted(set(event_types)),
-        "regions": prefixes,
-        "department": department,
-        "status": "active",
-        "created_at": now,
-        "updated_at": now,
-    }
-    await store.insert_subscription(uow.session, row)
-    return subscription_view(row)
-
-
-async def list_subscriptions(uow: UnitOfWork, *, principal: Principal) -> list[dict[str, Any]]:
-    rows = await store.list_subscriptions(uow.session, owner=principal.client_id)
-    return [subscription_view(r) for r in rows]
-
-
-async def own_subscription(
-    uow: UnitOfWork, *, principal: Principal, subscription_id: str
-) -> dict[str, Any]:
-    row = await store.get_subscription(uow.session, subscription_id)
-    if row is None or row["owner"] != principal.client_id:
-        raise SubscriptionNotFound(subscription_id)
-    return row
-
-
-async def set_status(
-    uow: UnitOfWork, *, principal: Principal, subscription_id: str, status: str, now: datetime
-) -> dict[str, Any]:
-    """Pause (deliveries keep queuing), resume (the queue drains) or delete (pending cancelled)."""
-    row = await own_subscription(uow, principal=principal, subscription_id=subscription_id)
-    await store.set_subscription_status(uow.session, subscription_id, status=status, now=now)
-    return subscription_view({**row, "status": status, "updated_at": now})
-
-
-def delivery_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "position": row["position"],
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "event_time": utc(row["event_time"]),
-        "household_id": row["ordering_key"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "next_attempt_at": utc(row["next_attempt_at"]) if row["status"] == "pending" else None,
-        "last_status_code": row["last_status_code"],
-        "last_error": row["last_error"],
-        "replay_of": row["replay_of"],
-        "created_at": utc(row["created_at"]),
-        "finished_at": utc(row["finished_at"]) if row["finished_at"] else None,
-    }
-
-
-async def delivery_log(
-    uow: UnitOfWork,
-    *,
-    principal: Principal,
-    subscription_id: str,
-    status: str | None,
-    after: int,
-    limit: int,
-) -> list[dict[str, Any]]:
-    """The subscription's deliveries in queue order; `status=dead` lists its dead letters."""
-    await own_subscription(uow, principal=principal, subscription_id=subscription_id)
-    rows = await store.deliveries_of(
-        uow.session, subscription_id, status=status, after=after, limit=limit
-    )
-    return [delivery_view(r) for r in rows]
-
-
-async def delivery_attempts(
-    uow: UnitOfWork, *, principal: Principal, subscription_id: str, delivery_id: str
-) -> list[dict[str, Any]]:
-    await own_subscription(uow, principal=principal, subscription_id=subscription_id)
-    return [
-        {
-            "attempt": a["attempt"],
-            "at": utc(a["at"]),
-            "status_code": a["status_code"],
-            "error": a["error"],
-            "duration_ms": a["duration_ms"],
-        }
-        for a in await store.attempts_of(uow.session, delivery_id)
-    ]
-
-
-async def replay(
-    uow: UnitOfWork,
-    *,
-    principal: Principal,
-    subscription_id: str,
-    since: datetime,
-    until: datetime,
-    history: Sequence[CloudEvent],
-    now: datetime,
-) -> int:
-    """Queue again every event of a window of event times that the subscription wants.
-
-    What it was sent (or dead-lettered) comes from its delivery log, referrals included;
-    `history`, the streams' events of the window, adds those it never got. Oldest first.
-    """
-    row = await own_subscription(uow, principal=principal, subscription_id=subscription_id)
-    if until <= since:
-        raise InvalidRequest("until", "must be after since")
-    wants = Filter(tuple(row["event_types"]), tuple(row["regions"]))
-    logged = await store.deliveries_in_window(
-        uow.session, subscription_id, since=since, until=until
-    )
-    known = {o["event_id"] for o in logged}
-    again = [
-        (
-            utc(o["event_time"]),
-            _delivery_row(
-                subscription_id=subscription_id,
-                event_id=o["event_id"],
-                event_type=o["event_type"],
-                event_time=utc(o["event_time"]),
-                ordering_key=o["ordering_key"],
-                region=o["region"],
-                body=o["body"],
-                now=now,
-                message_id=None,
-                replay_of=o["id"],
-            ),
-        )
-        for o in logged
-    ]
-    again += [
-        (
-            event.time,
-            _delivery_row(
-                subscription_id=subscription_id,
-                event_id=event.id,
-                event_type=event.type,
-                event_time=event.time,
-                ordering_key=household_of(event),
-                region=event.region,
-                body=event.to_json().decode(),
-                now=now,
-                message_id=None,
-                replay_of=event.id,
-            ),
-        )
-        for event in history
-        if event.id not in known and wants.wants(event_type=event.type, region=event.region)
-    ]
-    again.sort(key=lambda pair: pair[0])
-    await store.insert_deliveries(uow.session, [delivery for _, delivery in again])
-    return len(again)
-
-
-def _delivery_row(
-    *,
-    subscription_id: str,
-    event_id: str,
-    event_type: str,
-    event_time: datetime,
-    ordering_key: str,
-    region: str,
-    body: str,
-    now: datetime,
-    message_id: str | None,
-    replay_of: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": new_event_id(),
-        "subscription_id": subscription_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "event_time": event_time,
-        "ordering_key": ordering_key,
-        "region": region,
-        "message_id": message_id,
-        "replay_of": replay_of,
-        "body": body,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
-
-
-def household_of(event: CloudEvent) -> str:
-    """The ordering key of an event: its household (a verification's subject is the request)."""
-    return str(event.data.get("household_id") or event.subject)
-
-
-async def fan_out(uow: UnitOfWork, event: CloudEvent, *, now: datetime) -> int:
-    """Queue a delivery of the event for every live subscription whose filter wants it."""
-    wanting = [
-        s["id"]
-        for s in await store.live_subscriptions(uow.session)
-        if Filter(tuple(s["event_types"]), tuple(s["regions"])).wants(
-            event_type=event.type, region=event.region
-        )
-    ]
-    if not wanting:
-        return 0
-    body = event.to_json().decode()
-    await store.insert_deliveries(
-        uow.session,
-        [
-            _delivery_row(
-                subscription_id=subscription_id,
-                event_id=event.id,
-                event_type=event.type,
-                event_time=event.time,
-                ordering_key=household_of(event),
-                region=event.region,
-                body=body,
-                now=now,
-                message_id=None,
-            )
-            for subscription_id in wanting
-        ],
-    )
-    return len(wanting)
-
-
 async def queue_referral(
     uow: UnitOfWork, *, message: Mapping[str, Any], data: Mapping[str, Any], now: datetime
 ) -> int:
@@ -367,7 +82,7 @@ async def queue_referral(
         referral, household_id=message["household_id"], region=message["region"], now=now
     )
     rows = [
-        _delivery_row(
+        webhooks.delivery_row(
             subscription_id=s["id"],
             event_id=event.id,
             event_type=event.type,
@@ -529,7 +244,7 @@ async def messages_for(
 ) -> list[dict[str, Any]]:
     """Messages by their cause (an event id) or household, inside the caller's regions."""
     if not cause and not household_id:
-        raise InvalidRequest("cause", "give a cause (event id) or a household_id")
+        raise webhooks.InvalidRequest("cause", "give a cause (event id) or a household_id")
     rows = await store.find_messages(
         uow.session, cause=cause, household_id=household_id, limit=limit
     )
@@ -573,147 +288,3 @@ async def mark_read(
     row = await store.get_message(uow.session, message_id)
     assert row is not None
     return message_view(row)
-
-
-# -- events and schedules --------------------------------------------------------------------
-
-
-async def on_event(uow: UnitOfWork, engine: Engine, event: CloudEvent) -> list[dict[str, Any]]:
-    """Keep the household's follow-up state and schedules, then apply the rules."""
-    short = short_type(event.type)
-    if not short.startswith("registry.") and not event.data.get("household_id"):
-        return []  # about no household (a verification of a lone person): nobody to follow
-    household_id = household_of(event)
-    now = datetime.now(UTC)
-    if short.startswith("registry.household."):
-        await _follow(uow, engine, event, short.rsplit(".", 1)[1], household_id, now=now)
-    follow = await store.get_follow_up(uow.session, household_id)
-    occurrence = Occurrence(
-        short_type=short,
-        cause=event.id,
-        household_id=household_id,
-        region=event.region,
-        data=event.data,
-        date=engine.local_date(event.time).isoformat(),
-    )
-    found = intents(engine.book, occurrence, helper_id=follow["helper_id"] if follow else None)
-    return await send(uow, engine, found, now=now)
-
-
-async def _follow(
-    uow: UnitOfWork, engine: Engine, event: CloudEvent, name: str, household_id: str, *, now: Any
-) -> None:
-    session, data, region = uow.session, event.data, event.region
-    await store.upsert_follow_up(session, household_id, region=region, now=now)
-    if name == "enrolled":
-        enrolled_on = date.fromisoformat(str(data["enrolled_on"]))
-        await store.upsert_follow_up(
-            session,
-            household_id,
-            region=region,
-            now=now,
-            status="enrolled",
-            enrolled_on=enrolled_on,
-        )
-        settings = engine.settings
-        due = schedules.visit_schedules(
-            schedules.period_of(enrolled_on),
-            reminder_days=settings.visit_reminder_days,
-            overdue_days=settings.visit_overdue_days,
-        )
-        due.append(
-            schedules.recheck_schedule(enrolled_on, interval_days=settings.recheck_interval_days)
-        )
-        await _schedule(uow, engine, due, household_id=household_id, region=region)
-    elif name == "noticed":
-        due = [schedules.notice_schedule(date.fromisoformat(str(data["notice_ends_on"])))]
-        await _schedule(uow, engine, due, household_id=household_id, region=region)
-    elif name == "helper_assigned":
-        await store.upsert_follow_up(
-            session, household_id, region=region, now=now, helper_id=str(data["helper_id"])
-        )
-    elif name == "visit_recorded":
-        visited = date.fromisoformat(str(data["visited_on"]))
-        follow = await store.get_follow_up(session, household_id)
-        last = follow["last_visit_on"] if follow else None
-        if last is None or visited > last:
-            await store.upsert_follow_up(
-                session, household_id, region=region, now=now, last_visit_on=visited
-            )
-    elif name == "exited":
-        await store.upsert_follow_up(session, household_id, region=region, now=now, status="exited")
-        await store.cancel_schedules(session, household_id, at=now)
-
-
-async def _schedule(
-    uow: UnitOfWork, engine: Engine, due: Sequence[schedules.Due], *, household_id: str, region: str
-) -> None:
-    await store.add_schedules(
-        uow.session,
-        [
-            {
-                "kind": d.kind,
-                "household_id": household_id,
-                "period": d.period,
-                "region": region,
-                "due_at": engine.fire_at(d.on),
-            }
-            for d in due
-        ],
-    )
-
-
-async def fire(uow: UnitOfWork, engine: Engine, row: Mapping[str, Any], *, now: datetime) -> str:
-    """Fire one due schedule: message whom the rules say, schedule the next; its outcome."""
-    kind, household_id, period = row["kind"], row["household_id"], row["period"]
-    follow = await store.get_follow_up(uow.session, household_id)
-    settings = engine.settings
-    if follow is None or (kind != schedules.NOTICE_ENDED and follow["status"] != "enrolled"):
-        return "skipped"
-    data: dict[str, Any] = {"period": period, "helper_id": follow["helper_id"]}
-    if kind == schedules.VISIT_DUE:
-        following = schedules.next_period(period)
-        await _schedule(
-            uow,
-            engine,
-            schedules.visit_schedules(
-                following,
-                reminder_days=settings.visit_reminder_days,
-                overdue_days=settings.visit_overdue_days,
-            ),
-            household_id=household_id,
-            region=row["region"],
-        )
-    if kind in (schedules.VISIT_DUE, schedules.VISIT_OVERDUE) and schedules.visited_in(
-        period, follow["last_visit_on"]
-    ):
-        return "skipped"
-    if kind == schedules.VISIT_OVERDUE:
-        data["overdue_days"] = settings.visit_overdue_days
-    elif kind == schedules.RECHECK_DUE:
-        data["due_on"] = period
-        await _schedule(
-            uow,
-            engine,
-            [
-                schedules.recheck_schedule(
-                    date.fromisoformat(period), interval_days=settings.recheck_interval_days
-                )
-            ],
-            household_id=household_id,
-            region=row["region"],
-        )
-    elif kind == schedules.NOTICE_ENDED:
-        data["notice_ends_on"] = period
-    occurrence = Occurrence(
-        short_type=f"schedule.{kind}",
-        cause=f"{kind}:{household_id}:{period}",
-        household_id=household_id,
-        region=row["region"],
-        data=data,
-        date=engine.local_date(now).isoformat(),
-    )
-    await send(
-        uow, engine, intents(engine.book, occurrence, helper_id=follow["helper_id"]), now=now
-    )
-    return "sent"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -148,6 +148,11 @@ schedule = Table(
     UniqueConstraint("kind", "household_id", "period"),
     Index("ix_schedule_due", "fired_at", "due_at"),
 )
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored moment is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _insert_ignoring_conflicts(session: AsyncSession, table: Table) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from services.notifications import service, store
+from services.notifications import follow_up, service, store
 from services.notifications.scheduler import Scheduler
 from services.notifications.settings import NotificationsSettings
 from shared.db import Database
@@ -34,7 +34,7 @@ async def happen(
         data={"household_id": household_id, **data},
     )
     async with db.unit_of_work() as uow:
-        await service.on_event(uow, engine, event)
+        await follow_up.on_event(uow, engine, event)
         await uow.commit()
 
 

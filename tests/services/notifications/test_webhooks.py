@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from services.notifications import service, store
+from services.notifications import store, webhooks
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal
@@ -331,7 +331,7 @@ class TestCrashedWorker:
             data={"household_id": "hh-x"},
         )
         async with db.unit_of_work() as uow:
-            await service.register_subscription(
+            await webhooks.register_subscription(
                 uow,
                 principal=principal,
                 keyring=keyring,
@@ -342,7 +342,7 @@ class TestCrashedWorker:
                 department=None,
                 now=now,
             )
-            await service.fan_out(uow, event, now=now)
+            await webhooks.fan_out(uow, event, now=now)
             await uow.commit()
         async with db.unit_of_work() as uow:  # a worker claims it, then dies before posting
             claimed = await store.claim_deliveries(

@@ -12,7 +12,7 @@ applies them to one event. Recipients:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -51,6 +51,8 @@ class RuleBook:
 
     rules: Mapping[str, tuple[Rule, ...]]
     departments: Mapping[str, str] = field(default_factory=dict)
+    # Other names a producer may use for a department (`人社局` for `renshe`).
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def for_type(self, short: str) -> tuple[Rule, ...]:
         """The rules of every pattern matching the short type, in file order."""
@@ -66,6 +68,10 @@ class RuleBook:
 
     def department_name(self, code: str) -> str:
         return self.departments.get(code, code)
+
+    def department_code(self, name: str) -> str:
+        """The code a department's systems subscribe under; an unknown name stays as it is."""
+        return name if name in self.departments else self.aliases.get(name, name)
 
 
 def load_rulebook(raw: Mapping[str, Any]) -> RuleBook:
@@ -91,8 +97,14 @@ def load_rulebook(raw: Mapping[str, Any]) -> RuleBook:
                 )
             )
         rules[str(pattern)] = tuple(parsed)
-    departments = {str(k): str(v) for k, v in (raw.get("departments") or {}).items()}
-    return RuleBook(rules=rules, departments=departments)
+    departments: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    for code, entry in (raw.get("departments") or {}).items():
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        departments[str(code)] = str(entry["name"])
+        aliases.update({str(alias): str(code) for alias in entry.get("aliases", ())})
+    return RuleBook(rules=rules, departments=departments, aliases=aliases)
 
 
 def short_type(event_type: str) -> str:
@@ -203,12 +215,14 @@ def _recipients(
                 "measures": measures,
             },
         )
-        for code, measures in measures_by_department(occurrence.data.get("measures", ())).items()
+        for code, measures in measures_by_department(
+            occurrence.data.get("measures", ()), code_of=book.department_code
+        ).items()
     ]
 
 
 def measures_by_department(
-    measures: Sequence[Mapping[str, Any]],
+    measures: Sequence[Mapping[str, Any]], *, code_of: Callable[[str], str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Each responsible department's measures, amounts also in yuan for people to read."""
     grouped: dict[str, list[dict[str, Any]]] = {}
@@ -217,7 +231,7 @@ def measures_by_department(
         if not department:
             continue
         amount = int(measure.get("amount_fen") or 0)
-        grouped.setdefault(department, []).append(
+        grouped.setdefault(code_of(department), []).append(
             {
                 "code": str(measure.get("code", "")),
                 "name": str(measure.get("name") or measure.get("code", "")),

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 MEASURES = [
-    {"code": "dibao", "name": "低保金", "amount_fen": 63000, "department": "minzheng"},
-    {"code": "job_training", "name": "职业技能培训补贴", "amount_fen": 0, "department": "renshe"},
+    {"code": "dibao", "name": "低保金", "amount_fen": 63000, "department": "民政局"},
+    {"code": "job_training", "name": "职业技能培训补贴", "amount_fen": 0, "department": "人社局"},
     {"code": "public_job", "name": "公益性岗位", "amount_fen": 120000, "department": "renshe"},
     {"code": "medical_aid", "name": "医疗倾斜救助", "amount_fen": 600000, "department": "yibao"},
     {
         "code": "boarding_allowance",
         "name": "寄宿生生活补助",
         "amount_fen": 100000,
-        "department": "jiaoyu",
+        "department": "教育局",
     },
     {"code": "union_aid", "name": "工会帮扶救助金", "amount_fen": 200000, "department": "gonghui"},
     {"code": "rent_subsidy", "name": "租赁补贴", "amount_fen": 30000, "department": "zhujian"},

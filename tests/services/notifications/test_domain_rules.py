@@ -104,6 +104,19 @@ class TestRules:
         assert [m["code"] for m in renshe.context["measures"]] == ["job_training", "public_job"]
         assert renshe.context["department_name"].startswith("人力资源和社会保障局")
 
+    def test_a_department_named_in_chinese_is_referred_under_its_code(self, book: RuleBook) -> None:
+        measures = [
+            {"code": "a", "amount_fen": 1, "department": "人社局"},
+            {"code": "b", "amount_fen": 2, "department": "renshe"},
+            {"code": "c", "amount_fen": 3, "department": "气象局"},  # unknown: kept as named
+        ]
+        found = intents(book, occurrence("benefits.entitlements.determined", measures=measures))
+        referred = {i.recipient.id: i.context["measures"] for i in found if i.channel == "inbox"}
+        assert {k: [m["code"] for m in v] for k, v in referred.items()} == {
+            "renshe:411302": ["a", "b"],
+            "气象局:411302": ["c"],
+        }
+
     def test_changed_entitlements_tell_the_household_again(self, book: RuleBook) -> None:
         assert "entitlements_changed sms household:hh-1" in sent(
             book, "benefits.entitlements.changed"

@@ -13,6 +13,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from services.notifications.domain.rules import yuan
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
@@ -26,6 +28,7 @@ class Templates:
             autoescape=False,  # plain text: SMS, inbox and email bodies, never HTML
             keep_trailing_newline=False,
         )
+        self._env.filters["yuan"] = yuan  # integer 分 shown as yuan: `63000 | yuan` -> 630.00
 
     def names(self) -> set[tuple[str, str]]:
         """Every (template, channel) pair there is a file for."""

@@ -30,7 +30,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "notice_ends_on": "2026-11-07",
     },
     "verification.verification.completed": {
-        "discrepancies": [{"field": "income.wages", "declared_fen": 100000, "found_fen": 180000}],
+        "discrepancies": [
+            {
+                "member_id": "m-1",
+                "item": "wages",
+                "declared_fen": 100000,
+                "verified_fen": 180000,
+                "size_fen": 80000,
+            }
+        ],
         "unavailable_departments": ["tax"],
     },
     "benefits.entitlements.determined": {"measures": MEASURES},

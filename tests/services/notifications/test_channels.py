@@ -271,6 +271,7 @@ class TestEmail:
         assert recipients == ["county_office-411302@bangfu.local"]
         assert mail["Subject"] == "核对差异待复核：档案号 hh-mail"
         assert "差异 1 项" in mail.get_content() and "tax" in mail.get_content()
+        assert "wages：申报 1000.00 元，核对 1800.00 元" in mail.get_content()
 
         async def sent() -> bool:
             found = (

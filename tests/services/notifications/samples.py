@@ -43,7 +43,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "benefits.entitlements.determined": {"measures": MEASURES},
     "benefits.entitlements.changed": {"measures": MEASURES[:2]},
-    "benefits.exit.eligible": {"months": 6},
+    "benefits.exit.eligible": {"months_above": 6, "required": 6, "latest_month": "2026-10"},
     "schedule.visit_due": {"period": "2026-11", "helper_id": "H001"},
     "schedule.visit_overdue": {"period": "2026-10", "helper_id": "H001", "overdue_days": 5},
     "schedule.recheck_due": {"period": "2027-11-20", "helper_id": "H001", "due_on": "2027-11-20"},

@@ -148,7 +148,11 @@ class TestReferrals:
         self, notifications: httpx.AsyncClient, token: Callable[..., str], publish: Publish
     ) -> None:
         event = await publish(
-            "benefits", "exit", "eligible", household_id="hh-4", data={"months": 6}
+            "benefits",
+            "exit",
+            "eligible",
+            household_id="hh-4",
+            data={"months_above": 6, "required": 6, "latest_month": "2026-10"},
         )
         await eventually(lambda: _nonempty(_messages(notifications, token, event.id)))
         elsewhere = await notifications.get(

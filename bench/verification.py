@@ -45,7 +45,7 @@ import nats
 from sqlalchemy import text
 
 from services.verification.adapters.client import DepartmentClient, DepartmentConfig
-from services.verification.adapters.transport import HttpTransport, Query
+from services.verification.adapters.transport import HttpTransport, NatsTransport, Query
 from services.verification.domain.departments import Department
 from shared.auth import ensure_signing_key, issue_token
 from shared.db import create_engine
@@ -277,12 +277,7 @@ async def single(suite: Suite, headers: dict[str, str]) -> tuple[float, float]:
                 times.append(finished - started)
 
     bare = []
-    async with httpx.AsyncClient() as http:
-        transport = HttpTransport(http, suite.url("sandbox"))
-        clients = {
-            d: DepartmentClient(DepartmentConfig(d, concurrency=suite.args.concurrency), transport)
-            for d in DEPARTMENTS
-        }
+    async with bare_clients(suite) as clients:
         for _ in range(10):
             started = time.perf_counter()
             await asyncio.gather(
@@ -296,16 +291,26 @@ async def single(suite: Suite, headers: dict[str, str]) -> tuple[float, float]:
     return statistics.median(times), statistics.median(bare)
 
 
-async def raw_batch(suite: Suite, numbers: list[str]) -> float:
-    """Households per second a bare client gets from the sandbox under the same limits."""
+@contextlib.asynccontextmanager
+async def bare_clients(suite: Suite) -> AsyncIterator[dict[str, DepartmentClient]]:
+    """The service's department clients, in this process, on the chosen transport."""
     async with httpx.AsyncClient(
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
     ) as http:
-        transport = HttpTransport(http, suite.url("sandbox"))
-        clients = {
-            d: DepartmentClient(DepartmentConfig(d, concurrency=suite.args.concurrency), transport)
-            for d in DEPARTMENTS
-        }
+        nc = await nats.connect(suite.nats.url)
+        transport: HttpTransport | NatsTransport = (
+            NatsTransport(nc)
+            if suite.args.transport == "nats"
+            else HttpTransport(http, suite.url("sandbox"))
+        )
+        config = {"concurrency": suite.args.concurrency, "timeout_seconds": 30, "retries": 0}
+        yield {d: DepartmentClient(DepartmentConfig(d, **config), transport) for d in DEPARTMENTS}
+        await nc.close()
+
+
+async def raw_batch(suite: Suite, numbers: list[str]) -> float:
+    """Households per second a bare client gets from the sandbox under the same limits."""
+    async with bare_clients(suite) as clients:
         started = time.perf_counter()
         await asyncio.gather(
             *(

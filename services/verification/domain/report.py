@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from services.verification.domain.departments import Department
@@ -115,7 +116,7 @@ class Report:
     discrepancies: tuple[Discrepancy, ...]
     unavailable_departments: tuple[Department, ...]
 
-    @property
+    @cached_property  # the report is immutable; hashing it is not free
     def content_hash(self) -> str:
         """SHA-256 of the report's canonical JSON: what a later objection can be held to."""
         return hashlib.sha256(canonical_json(self.as_dict()).encode()).hexdigest()

@@ -201,7 +201,7 @@ async def deliveries(
     uow: UnitOfWorkDep,
     principal: Admin,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead|cancelled)$")] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # the column is an INTEGER
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JSONResponse:
     items = await webhooks.delivery_log(

@@ -32,10 +32,7 @@ ON_POSTGRESQL = POSTGRES_URL is not None and not is_sqlite(POSTGRES_URL)
 # Until fixed they are left out of the PostgreSQL run, and each has a regression test below
 # that is expected to fail there: fixing the bug makes it pass, and strict xfail then asks
 # for the entry here to be removed.
-KNOWN_SERVER_ERRORS_ON_POSTGRESQL = {
-    "registry": ["GET /v1/households"],
-    "notifications": ["GET /v1/subscriptions/{subscription_id}/deliveries"],
-}
+KNOWN_SERVER_ERRORS_ON_POSTGRESQL: dict[str, list[str]] = {}
 
 
 async def app_of(
@@ -106,11 +103,6 @@ async def test_fuzzing_finds_no_server_error_and_no_off_schema_response(
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
-@pytest.mark.xfail(
-    ON_POSTGRESQL,
-    strict=True,
-    reason="registry passes `cursor` unchecked to a PostgreSQL text parameter: U+0000 -> 500",
-)
 async def test_a_cursor_postgresql_cannot_hold_is_refused(
     registry: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:
@@ -120,11 +112,6 @@ async def test_a_cursor_postgresql_cannot_hold_is_refused(
     assert response.status_code < 500
 
 
-@pytest.mark.xfail(
-    ON_POSTGRESQL,
-    strict=True,
-    reason="notifications compares `after` (unbounded int) with an INTEGER column: > 2**31 -> 500",
-)
 async def test_a_delivery_position_beyond_the_column_is_refused(
     suite: SuiteSettings,
     migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],

@@ -17,6 +17,9 @@ from shared.problems import Problem
 from shared.regions import InvalidRegion, normalize_prefix, parse_region
 from shared.service import UnitOfWorkDep
 
+# Ids and cursors: id-shaped, never text PostgreSQL cannot hold (a NUL answered 500).
+ID_PATTERN = r"^[0-9A-Za-z_.:-]{1,64}$"
+
 router = APIRouter(prefix="/v1", tags=["reports"])
 Reader = Annotated[Principal, Depends(require("registry:read"))]
 
@@ -43,13 +46,15 @@ async def list_households(
     status: Status | None = None,
     category: Category | None = None,
     cause: Cause | None = None,
-    helper_id: str | None = None,
+    helper_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     enrolled_from: date | None = None,
     enrolled_to: date | None = None,
     visit_overdue: Annotated[
         bool, Query(description="enrolled households not visited in the last 31 days")
     ] = False,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="next_cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page:
     regions = _confined(principal, region)

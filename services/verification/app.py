@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from services.verification import api, consumers
+from services.verification.metrics import VerificationMetrics
 from services.verification.settings import VerificationSettings
 from services.verification.worker import Departments, Verifier
 from shared.events.consumer import ConsumerRunner
@@ -54,7 +55,8 @@ async def _verifier(
     )
     departments = Departments(settings, own_nc or runtime.nc)
     registry = RegistryClient.from_settings(settings)
-    verifier = Verifier(settings, runtime.db, app.state.keyring, departments, registry)
+    metrics = VerificationMetrics(runtime.metrics.registry, departments)
+    verifier = Verifier(settings, runtime.db, app.state.keyring, departments, registry, metrics)
     relay_wake = runtime.db.after_commit
 
     def after_commit() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -39,6 +40,7 @@ class Exchange:
     outcome: ItemStatus
     at: datetime
     raw: bytes | None = None  # the department's answer as received, when there was one
+    seconds: float = 0.0  # how long the department took (retries included)
 
     @property
     def response_digest(self) -> str | None:
@@ -73,6 +75,7 @@ async def check_person(
         return Checked(item, None)
     query = Query(department.value, person.identity_number, consent.id, purpose)
     raw: bytes | None = None
+    started = time.perf_counter()
 
     def checked(status: ItemStatus, **fields: Any) -> Checked:
         item = ReportItem(
@@ -86,6 +89,7 @@ async def check_person(
             status,
             datetime.now(UTC),
             raw,
+            time.perf_counter() - started,
         )
         return Checked(item, exchange)
 

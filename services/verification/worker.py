@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -58,6 +58,9 @@ from shared.crypto import Keyring, blind_index, decrypt, encrypt
 from shared.db import Database, UnitOfWork
 from shared.identity import mask_identity_number
 from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
+
+if TYPE_CHECKING:
+    from services.verification.metrics import VerificationMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +191,9 @@ class Verifier:
         keyring: Keyring,
         departments: Departments,
         registry: RegistryClient,
+        metrics: VerificationMetrics | None = None,
     ):
+        self.metrics = metrics
         self.settings = settings
         self.db = db
         self.keyring = keyring
@@ -290,6 +295,8 @@ class Verifier:
             purpose=row["purpose"],
             on=date.today(),
         )
+        if self.metrics:
+            self.metrics.record(checked)
         if all(c.exchange is None for c in checked):
             await self._fail(row, "no valid consent covers any member and department asked")
             return
@@ -440,6 +447,10 @@ class Verifier:
                 now=now,
             )
             await uow.commit()
+        if self.metrics and version == 1:
+            self.metrics.completed.labels(outcome="completed").inc()
+            waited = (now - aware(row["requested_at"])).total_seconds()
+            self.metrics.verification_duration.observe(waited)
         log.info(
             "verification.reported",
             verification_id=row["id"],
@@ -484,6 +495,8 @@ class Verifier:
             if row["batch_id"]:
                 await self._count(uow, row["batch_id"], "failed")
             await uow.commit()
+        if self.metrics:
+            self.metrics.completed.labels(outcome="failed").inc()
         log.info("verification.failed", verification_id=row["id"], reason=reason)
 
     async def _count(self, uow: UnitOfWork, batch_id: str, outcome: str) -> None:
@@ -529,6 +542,8 @@ class Verifier:
                 for i in missing
             )
         )
+        if self.metrics:
+            self.metrics.record(checked)
         if any(c.item.status is ItemStatus.OK for c in checked):
             await self._record(row, subject, checked, previous=previous)
             return

@@ -394,3 +394,25 @@ async def test_a_nul_character_anywhere_is_a_422_not_a_500(
     )
 
     assert [r.status_code for r in (in_body, in_path, in_query, in_batch)] == [422] * 4
+
+
+async def test_department_and_verification_metrics_are_exported(
+    verification: httpx.AsyncClient, sandbox: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    headers = auth(token)
+    number = identity_number(serial=360)
+    await consent_for(verification, headers, number)
+    await sandbox.put("/admin/departments/vehicle", json={"fault": "http_500"})
+    created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+    await finished(verification, created.headers["Location"], headers)
+
+    text = (await verification.get("/metrics")).text
+
+    assert 'bangfu_department_up{department="tax"} 1.0' in text
+    assert 'bangfu_department_requests_total{department="tax",outcome="ok"} 1.0' in text
+    assert (
+        'bangfu_department_requests_total{department="vehicle",outcome="unavailable"} 1.0' in text
+    )
+    assert 'bangfu_department_request_duration_seconds_count{department="finance"} 1.0' in text
+    assert 'bangfu_verification_completed_total{outcome="completed"} 1.0' in text
+    assert "bangfu_verification_duration_seconds_count 1.0" in text

@@ -58,7 +58,9 @@ class ServiceRuntime:
         settings, suite = self.settings, self.settings.suite
         url, schema = settings.database
         self.db = Database(url, schema=schema)
-        self.nc: NATS = await connect(suite.nats_url, name=f"bangfu-{settings.service}")
+        self.nc: NATS = await connect(
+            suite.nats_url, name=f"bangfu-{settings.service}", tls=suite.nats_tls()
+        )
         self.js: JetStreamContext = self.nc.jetstream()
         await self._ensure_stream(settings.service)
         await ensure_dead_letter_stream(self.js, replicas=suite.stream_replicas)

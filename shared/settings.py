@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -32,6 +33,11 @@ class SuiteSettings(BaseSettings):
     # Unset: the embedded nats-server that `bangfu up` starts on `embedded_nats_port`.
     nats_url: str = ""
     embedded_nats_port: int = EMBEDDED_NATS_PORT
+    # TLS to NATS: the CA that signed the server's certificate (else the system's trust store,
+    # used whenever the URL is tls://), and a client certificate and key for mutual TLS.
+    nats_ca_file: Path | None = None
+    nats_cert_file: Path | None = None
+    nats_key_file: Path | None = None
     # One PostgreSQL for every service, each in its own schema; unset means SQLite under `home`.
     database_url: str | None = None
 
@@ -65,6 +71,19 @@ class SuiteSettings(BaseSettings):
                 "production tokens are validated against the identity provider's JWKS"
             )
         return self
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """The TLS context for NATS when a CA or client certificate is configured."""
+        if not (self.nats_ca_file or self.nats_cert_file):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.nats_ca_file) if self.nats_ca_file else None
+        )
+        if self.nats_cert_file:
+            context.load_cert_chain(
+                str(self.nats_cert_file), str(self.nats_key_file) if self.nats_key_file else None
+            )
+        return context
 
     @property
     def signing_key_file(self) -> Path:

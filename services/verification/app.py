@@ -49,7 +49,11 @@ async def _verifier(
     """The department clients, the verifier's loops and the department-feed consumer."""
     suite = settings.suite
     own_nc = (
-        await connect(settings.department_nats_url, name="bangfu-verification-departments")
+        await connect(
+            settings.department_nats_url,
+            name="bangfu-verification-departments",
+            tls=suite.nats_tls(),
+        )
         if settings.department_nats_url
         else None
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import nats
 import structlog
 from nats.aio.client import Client as NATS
@@ -16,7 +18,7 @@ DEAD_LETTER_PREFIX = "bangfu.dlq"
 DAY = 86_400.0
 
 
-async def connect(url: str, *, name: str) -> NATS:
+async def connect(url: str, *, name: str, tls: ssl.SSLContext | None = None) -> NATS:
     """Connect and keep reconnecting for ever: the outbox holds events while NATS is away."""
 
     async def on_disconnected() -> None:
@@ -36,6 +38,7 @@ async def connect(url: str, *, name: str) -> NATS:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         error_cb=on_error,
+        tls=tls,
     )
 
 

@@ -185,13 +185,14 @@ async def test_each_service_runs_under_its_user_without_a_refusal(
     secured_nats: SecuredNats,
     tmp_path: Path,
     migrated_database: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Its streams, consumers and relay all work with only its own permissions."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(secured_nats.ca_file))
     url, schema = await migrated_database(service)
-    suite = SuiteSettings(
-        home=tmp_path / "home", nats_url=secured_nats.url(service), rate_limit_per_second=0
+    suite = SuiteSettings(  # the private CA through BANGFU_NATS_CA_FILE
+        home=tmp_path / "home",
+        nats_url=secured_nats.url(service),
+        nats_ca_file=secured_nats.ca_file,
+        rate_limit_per_second=0,
     )
     settings = SETTINGS[service](suite=suite, database_url=url, database_schema=schema)
     factory = importlib.import_module(f"services.{service}.app").create_app

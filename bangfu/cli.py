@@ -239,16 +239,29 @@ def _run_ops(coroutine: Any) -> Any:
 
 
 @app.command()
-def streams() -> None:
+def streams(
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="First create every stream (or update its retention and replicas to the "
+            "BANGFU_STREAM_* settings), as a deployment job would before the services start.",
+        ),
+    ] = False,
+) -> None:
     """List the JetStream streams: subjects, messages, size, consumers, retention.
 
     One JSON object a line, read from the NATS at BANGFU_NATS_URL. Each service creates
-    its stream (REGISTRY, VERIFICATION, ...) and the dead-letter stream DLQ when it starts.
-    Use it to see whether events arrive (messages grow) and how many consumers read them.
+    its stream (REGISTRY, VERIFICATION, ...) and the dead-letter stream DLQ when it starts;
+    `--create` does it beforehand. Use it to see whether events arrive (messages grow) and
+    how many consumers read them.
     """
     from bangfu import ops
 
-    _print_rows(_run_ops(ops.streams(SuiteSettings().nats_url)))
+    suite = SuiteSettings()
+    if create:
+        _run_ops(ops.create_streams(suite))
+    _print_rows(_run_ops(ops.streams(suite.nats_url)))
 
 
 @dlq_app.command("list")

@@ -10,9 +10,36 @@ from nats.js.errors import NotFoundError
 
 from shared.db import Database
 from shared.events.outbox import backlog
-from shared.events.streams import DEAD_LETTER_STREAM
+from shared.events.streams import (
+    DEAD_LETTER_STREAM,
+    ensure_dead_letter_stream,
+    ensure_stream,
+    service_stream,
+)
 from shared.migrations import SERVICES
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, SuiteSettings
+
+
+async def create_streams(suite: SuiteSettings) -> None:
+    """Create (or bring to the suite's retention and replicas) every stream the suite uses."""
+    nc = await nats.connect(
+        suite.nats_url, connect_timeout=3, max_reconnect_attempts=1, tls=suite.nats_tls()
+    )
+    try:
+        js = nc.jetstream()
+        for service in SERVICES:
+            name, subjects = service_stream(service)
+            await ensure_stream(
+                js,
+                name=name,
+                subjects=subjects,
+                max_age_days=suite.stream_max_age_days,
+                duplicate_window_seconds=suite.stream_duplicate_window_seconds,
+                replicas=suite.stream_replicas,
+            )
+        await ensure_dead_letter_stream(js, replicas=suite.stream_replicas)
+    finally:
+        await nc.close()
 
 
 async def streams(url: str) -> list[dict[str, Any]]:

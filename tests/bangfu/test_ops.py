@@ -111,3 +111,19 @@ class TestStreamsAndOutboxes:
             ("benefits", 0),
             ("notifications", 0),
         ]
+
+
+async def test_streams_create_makes_every_stream_with_the_suite_retention(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BANGFU_NATS_URL", nats_url)
+    monkeypatch.setenv("BANGFU_HOME", str(tmp_path))
+    monkeypatch.setenv("BANGFU_STREAM_MAX_AGE_DAYS", "90")
+
+    result = await asyncio.to_thread(runner.invoke, app, ["streams", "--create"])
+
+    assert result.exit_code == 0, result.output
+    streams = {s["stream"]: s for s in lines(result.output)}
+    assert set(streams) == {"REGISTRY", "VERIFICATION", "BENEFITS", "NOTIFICATIONS", "DLQ"}
+    assert streams["REGISTRY"]["subjects"] == ["bangfu.registry.>"]
+    assert streams["VERIFICATION"]["max_age_days"] == 90.0

@@ -20,6 +20,8 @@ class NotificationsSettings(ServiceSettings):
     # Background workers: off only for a replica that serves the API alone.
     workers: bool = True
     worker_poll_seconds: float = 0.25
+    # How often the sent/failed counters are read from the messages (one GROUP BY each time).
+    metrics_refresh_seconds: float = 30.0
 
     # Webhooks: how long a failing delivery is retried before it is dead-lettered.
     webhook_retry_seconds: float = 24 * 3600

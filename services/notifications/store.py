@@ -584,3 +584,16 @@ async def schedules_of(session: AsyncSession, household_id: str) -> list[dict[st
         .order_by(schedule.c.due_at, schedule.c.id)
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def message_outcomes(session: AsyncSession) -> list[dict[str, Any]]:
+    """How many messages stand at each channel, status and (for failures) reason."""
+    rows = await session.execute(
+        select(message.c.channel, message.c.status, message.c.reason, func.count())
+        .where(message.c.status.in_(("sent", "delivered", "failed")))
+        .group_by(message.c.channel, message.c.status, message.c.reason)
+    )
+    return [
+        {"channel": channel, "status": status, "reason": reason, "count": count}
+        for channel, status, reason, count in rows
+    ]

@@ -61,8 +61,10 @@ async def test_metrics_documented_as_emitted_are_emitted(registry: httpx.AsyncCl
     for name, emitted in documented_metrics().items():
         if emitted.startswith("every service"):
             assert name.removesuffix("_total") in names, name
-        elif emitted == "verification":  # its own test reads them from the service
-            assert name.startswith(("bangfu_department_", "bangfu_verification_")), name
+        elif emitted in ("verification", "notifications"):  # their own tests read them
+            assert name.startswith(
+                ("bangfu_department_", "bangfu_verification_", "bangfu_notification_")
+            ), name
         else:
             assert "to be emitted" in emitted, name
             assert name.startswith(

@@ -96,6 +96,7 @@ async def notifications_settings(
         database_url=url,
         database_schema=schema,
         worker_poll_seconds=0.05,
+        metrics_refresh_seconds=0.1,
         webhook_backoff_base_seconds=0.05,
         webhook_backoff_cap_seconds=0.2,
         webhook_timeout_seconds=2,

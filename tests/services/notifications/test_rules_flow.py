@@ -133,6 +133,17 @@ class TestReferrals:
         assert webhook["department:renshe:411302"]["status"] == "delivered"
         assert webhook["department:yibao:411302"]["status"] == "failed"
         assert "no webhook subscription" in webhook["department:yibao:411302"]["reason"]
+
+        async def counted() -> bool:  # the outcomes reach the metrics the dashboard reads
+            text = (await notifications.get("/metrics")).text
+            return (
+                'bangfu_notification_sent_total{channel="webhook"}' in text
+                and 'bangfu_notification_failures_total{channel="webhook",reason="the '
+                'department has no webhook subscription"}'
+                in text
+            )
+
+        await eventually(counted)
         [referral] = receiver.events()
         assert referral.type == "cn.bangfu.notifications.notification.referral.v1"
         schemas = (await notifications.get("/v1/events/schemas")).json()

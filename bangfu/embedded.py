@@ -60,7 +60,7 @@ SANDBOX_MODULES = {"sandbox": "sandbox", "sms": "sandbox.sms"}
 def migrate(services: tuple[str, ...] = SERVICES, *, say: Say = print) -> None:
     """Bring each service's database to head."""
     for service in services:
-        url, schema = service_settings(service).database
+        url, schema = SETTINGS[service].for_migration().database
         upgrade(service, url=url, schema=schema)
         say(f"migrated {service} ({url.split('://')[0]}{', schema ' + schema if schema else ''})")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import ssl
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,7 @@ DEFAULT_PORTS = {
     "sandbox": 8190,
 }
 EMBEDDED_NATS_PORT = 4333
+_MIGRATING: ContextVar[bool] = ContextVar("bangfu_migrating", default=False)
 
 
 class SuiteSettings(BaseSettings):
@@ -126,12 +128,24 @@ class ServiceSettings(BaseSettings):
     def _fill_defaults(self) -> ServiceSettings:
         if not self.port:
             self.port = DEFAULT_PORTS[self.service]
-        if self.suite.env == "production" and not (self.encryption_keys and self.blind_index_key):
+        keys = self.encryption_keys and self.blind_index_key
+        if self.suite.env == "production" and not keys and not _MIGRATING.get():
             prefix = f"BANGFU_{self.service.upper()}_"
             raise ValueError(
                 f"{prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY are required in production"
             )
         return self
+
+    @classmethod
+    def for_migration(cls) -> Self:
+        """The settings as read from the environment, without asking for the PII keys:
+        migrations read and write no PII, so the migration job need not hold any service's keys.
+        """
+        token = _MIGRATING.set(True)
+        try:
+            return cls()
+        finally:
+            _MIGRATING.reset(token)
 
     def keyring(self) -> Keyring:
         """The keys for PII at rest; in development generated once under `home`."""

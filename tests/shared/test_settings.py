@@ -229,3 +229,18 @@ class TestKeyring:
 
         with pytest.raises(ValueError, match="BLIND_INDEX_KEY"):
             RegistrySettings(encryption_keys=SecretStr(keys)).keyring()
+
+
+class TestMigrationSettings:
+    def test_the_migration_job_needs_no_pii_keys_even_in_production(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_ENV", "production")
+        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+        monkeypatch.setenv("BANGFU_DATABASE_URL", PG_URL)
+
+        settings = RegistrySettings.for_migration()
+
+        assert settings.database == (PG_URL, "registry")
+        with pytest.raises(ValidationError, match="BANGFU_REGISTRY_ENCRYPTION_KEYS"):
+            RegistrySettings()  # a service itself still refuses to start without them

@@ -31,7 +31,7 @@ from services.notifications.domain.webhooks import (
 )
 from services.notifications.settings import NotificationsSettings
 from shared.crypto import Keyring, decrypt
-from shared.db import Database
+from shared.db import Database, as_utc
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ class DeliveryWorker:
         """The delivery after this attempt: delivered, dead, or pending a backed-off retry."""
         settings = self._settings
         attempts = row["attempts"] + 1
-        first = store.utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
+        first = as_utc(row["first_attempt_at"]) if row["first_attempt_at"] else now
         result: dict[str, Any] = {
             "position": row["position"],
             "status": "pending",

@@ -25,10 +25,9 @@ from services.notifications.domain.events import (
 from services.notifications.domain.rules import Intent, RuleBook, load_rulebook
 from services.notifications.domain.sending import earliest_send
 from services.notifications.settings import NotificationsSettings
-from services.notifications.store import utc
 from services.notifications.templates import Templates
 from shared.auth import Principal
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, as_utc
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 
 RULES_FILE = Path(__file__).parent / "rules.yaml"
@@ -118,11 +117,11 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "body": row["body"],
         "status": row["status"],
         "reason": row["reason"],
-        "created_at": utc(row["created_at"]),
-        "send_after": utc(row["not_before"]) if row["status"] == "queued" else None,
-        "sent_at": utc(row["sent_at"]) if row["sent_at"] else None,
-        "delivered_at": utc(row["delivered_at"]) if row["delivered_at"] else None,
-        "read_at": utc(row["read_at"]) if row["read_at"] else None,
+        "created_at": as_utc(row["created_at"]),
+        "send_after": as_utc(row["not_before"]) if row["status"] == "queued" else None,
+        "sent_at": as_utc(row["sent_at"]) if row["sent_at"] else None,
+        "delivered_at": as_utc(row["delivered_at"]) if row["delivered_at"] else None,
+        "read_at": as_utc(row["read_at"]) if row["read_at"] else None,
     }
 
 
@@ -177,7 +176,7 @@ async def send(
             )
             not_before = earliest_send(
                 now,
-                recent_sends=[utc(r) for r in recent],
+                recent_sends=[as_utc(r) for r in recent],
                 per_day=settings.sms_per_recipient_per_day,
                 quiet_start=settings.sms_quiet_start_hour,
                 quiet_end=settings.sms_quiet_end_hour,

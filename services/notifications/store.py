@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,12 +25,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Select
 
-from shared.db import new_metadata
+from shared.db import insert_for, new_metadata
 
 metadata = new_metadata()
 
@@ -150,15 +148,9 @@ schedule = Table(
 )
 
 
-def utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored moment is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _insert_ignoring_conflicts(session: AsyncSession, table: Table) -> Any:
     """`INSERT … ON CONFLICT DO NOTHING` in either dialect."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(table).on_conflict_do_nothing()
+    return insert_for(session, table).on_conflict_do_nothing()
 
 
 def _skip_locked(query: Select[Any]) -> Select[Any]:
@@ -529,9 +521,8 @@ async def upsert_follow_up(
 async def add_schedules(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Store schedules; one already stored for the same kind, household and period is kept,
     unless it was cancelled (the household exited and came back): then it is due again."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for row in rows:
-        statement = dialect_insert(schedule).values(**row)
+        statement = insert_for(session, schedule).values(**row)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=["kind", "household_id", "period"],

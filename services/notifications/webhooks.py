@@ -8,10 +8,9 @@ from typing import Any
 
 from services.notifications import store
 from services.notifications.domain.webhooks import Filter
-from services.notifications.store import utc
 from shared.auth import Principal
 from shared.crypto import Keyring, encrypt
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, as_utc
 from shared.events.envelope import CloudEvent, new_event_id
 from shared.regions import normalize_prefix
 
@@ -44,8 +43,8 @@ def subscription_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "regions": row["regions"],
         "department": row["department"],
         "status": row["status"],
-        "created_at": utc(row["created_at"]),
-        "updated_at": utc(row["updated_at"]),
+        "created_at": as_utc(row["created_at"]),
+        "updated_at": as_utc(row["updated_at"]),
     }
 
 
@@ -113,16 +112,16 @@ def delivery_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "position": row["position"],
         "event_id": row["event_id"],
         "event_type": row["event_type"],
-        "event_time": utc(row["event_time"]),
+        "event_time": as_utc(row["event_time"]),
         "household_id": row["ordering_key"],
         "status": row["status"],
         "attempts": row["attempts"],
-        "next_attempt_at": utc(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "next_attempt_at": as_utc(row["next_attempt_at"]) if row["status"] == "pending" else None,
         "last_status_code": row["last_status_code"],
         "last_error": row["last_error"],
         "replay_of": row["replay_of"],
-        "created_at": utc(row["created_at"]),
-        "finished_at": utc(row["finished_at"]) if row["finished_at"] else None,
+        "created_at": as_utc(row["created_at"]),
+        "finished_at": as_utc(row["finished_at"]) if row["finished_at"] else None,
     }
 
 
@@ -150,7 +149,7 @@ async def delivery_attempts(
     return [
         {
             "attempt": a["attempt"],
-            "at": utc(a["at"]),
+            "at": as_utc(a["at"]),
             "status_code": a["status_code"],
             "error": a["error"],
             "duration_ms": a["duration_ms"],
@@ -184,12 +183,12 @@ async def replay(
     known = {o["event_id"] for o in logged}
     again = [
         (
-            utc(o["event_time"]),
+            as_utc(o["event_time"]),
             delivery_row(
                 subscription_id=subscription_id,
                 event_id=o["event_id"],
                 event_type=o["event_type"],
-                event_time=utc(o["event_time"]),
+                event_time=as_utc(o["event_time"]),
                 ordering_key=o["ordering_key"],
                 region=o["region"],
                 body=o["body"],

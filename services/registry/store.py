@@ -28,11 +28,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import new_metadata
+from shared.db import insert_for, new_metadata
 
 metadata = new_metadata()
 _id = String(36)
@@ -318,9 +316,8 @@ async def claim_persons(session: AsyncSession, household_id: str, indexes: Seque
     """
     if not indexes:
         return
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
-        dialect_insert(active_person)
+        insert_for(session, active_person)
         .values([{"identity_index": i, "household_id": household_id} for i in indexes])
         .on_conflict_do_nothing(index_elements=["identity_index"])
     )

@@ -24,7 +24,7 @@ from services.verification.domain.report import Declared
 from shared import audit
 from shared.auth import Principal
 from shared.crypto import Keyring, blind_index, encrypt
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, as_utc
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, parse_identity_number
 from shared.observability import current_traceparent, trace_id_of
@@ -513,7 +513,7 @@ def batch_view(row: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
 def progress_event(batch: Mapping[str, Any], *, now: datetime) -> BatchProgress:
     """Where a batch stands: counts, the rate so far and the time left at that rate."""
     settled = batch["done"] + batch["failed"] + batch["cancelled"]
-    elapsed = max((now - aware(batch["created_at"])).total_seconds(), 1e-3)
+    elapsed = max((now - as_utc(batch["created_at"])).total_seconds(), 1e-3)
     rate = (batch["done"] + batch["failed"]) / elapsed
     remaining = batch["total"] - settled
     eta = remaining / rate if rate > 0 and batch["status"] == "running" else None
@@ -568,11 +568,6 @@ async def queries_about(
         for r in rows
         if ctx.principal.covers(r["region"])
     ]
-
-
-def aware(moment: datetime) -> datetime:
-    """SQLite gives naive datetimes back; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def normalized_number(identity_number: str, *, today: date) -> str:

@@ -25,11 +25,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import new_metadata
+from shared.db import insert_for, new_metadata
 
 metadata = new_metadata()
 
@@ -225,11 +223,9 @@ async def insert_ignoring_duplicates(
     """Insert rows, skipping any whose unique key exists (a redelivery, a second replica)."""
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(
-        table
-    ).on_conflict_do_nothing()
-    result = await session.execute(statement, list(rows))
+    # One multi-row VALUES statement, so that the row count says how many went in.
+    statement = insert_for(session, table).values(list(rows)).on_conflict_do_nothing()
+    result = await session.execute(statement)
     return int(getattr(result, "rowcount", 0) or 0)
 
 

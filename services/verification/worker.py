@@ -45,7 +45,6 @@ from services.verification.service import (
     INDEX_PURPOSE,
     SUBJECT_CONTEXT,
     Subject,
-    aware,
     people_of,
     publish_progress,
     request,
@@ -55,7 +54,7 @@ from services.verification.service import (
 from services.verification.settings import VerificationSettings
 from shared import audit
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
-from shared.db import Database, UnitOfWork
+from shared.db import Database, UnitOfWork, as_utc
 from shared.identity import mask_identity_number
 from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
 
@@ -449,7 +448,7 @@ class Verifier:
             await uow.commit()
         if self.metrics and version == 1:
             self.metrics.completed.labels(outcome="completed").inc()
-            waited = (now - aware(row["requested_at"])).total_seconds()
+            waited = (now - as_utc(row["requested_at"])).total_seconds()
             self.metrics.verification_duration.observe(waited)
         log.info(
             "verification.reported",
@@ -549,7 +548,7 @@ class Verifier:
             return
         now = datetime.now(UTC)
         interval = 2 * (row["refetch_interval_seconds"] or self.settings.refetch_seconds)
-        give_up = aware(row["finished_at"]) + timedelta(hours=self.settings.refetch_give_up_hours)
+        give_up = as_utc(row["finished_at"]) + timedelta(hours=self.settings.refetch_give_up_hours)
         async with self.db.unit_of_work() as uow:
             await store.update_verification(
                 uow.session,

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Database, common_metadata
+from shared.db import Database, as_utc, common_metadata
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
 from shared.observability import span
 
@@ -98,9 +98,7 @@ async def backlog(session: AsyncSession, *, now: datetime | None = None) -> Back
     ).one()
     if oldest is None:
         return Backlog(count=0, oldest_age_seconds=0.0)
-    if oldest.tzinfo is None:  # SQLite returns naive datetimes
-        oldest = oldest.replace(tzinfo=UTC)
-    return Backlog(count, ((now or datetime.now(UTC)) - oldest).total_seconds())
+    return Backlog(count, ((now or datetime.now(UTC)) - as_utc(oldest)).total_seconds())
 
 
 class OutboxRelay:

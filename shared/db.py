@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, Table, event, text
+from sqlalchemy import MetaData, Table, and_, event, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -44,6 +44,15 @@ def insert_for(session: AsyncSession, table: Table) -> postgresql.Insert | sqlit
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def region_condition(column: Any, prefixes: Sequence[str]) -> Any:
+    """`column` (a GB/T 2260 code) starts with one of the prefixes, as index-friendly ranges."""
+    return or_(*(and_(column >= p, column < _next_prefix(p)) for p in prefixes))
+
+
+def _next_prefix(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import insert_for, new_metadata
+from shared.db import insert_for, new_metadata, region_condition
 
 metadata = new_metadata()
 _id = String(36)
@@ -446,15 +446,6 @@ async def resolve_objections(session: AsyncSession, household_id: str) -> None:
 
 
 # -- lists -------------------------------------------------------------------------------
-
-
-def region_condition(column: Any, prefixes: Sequence[str]) -> Any:
-    """`column` starts with one of the prefixes, as index-friendly ranges."""
-    return or_(*(and_(column >= p, column < _next_prefix(p)) for p in prefixes))
-
-
-def _next_prefix(prefix: str) -> str:
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 async def list_households(

@@ -26,8 +26,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import insert_for, new_metadata
+from shared.db import insert_for, new_metadata, region_condition
 
 metadata = new_metadata()
 
@@ -241,36 +242,18 @@ async def get_verification(session: AsyncSession, verification_id: str) -> dict[
 async def claim_queued(
     session: AsyncSession, *, limit: int, lease_seconds: float
 ) -> list[dict[str, Any]]:
-    """Take up to `limit` verifications to run: queued and due, or abandoned by a dead worker.
-
-    FOR UPDATE SKIP LOCKED lets several replicas claim side by side on PostgreSQL; SQLite's
-    single writer serialises the claims.
-    """
+    """Take up to `limit` verifications to run: queued and due, or abandoned by a dead worker."""
     now = _now()
-    due = (
-        select(verification.c.id)
-        .where(
-            ((verification.c.status == "queued") & (verification.c.not_before <= now))
-            | ((verification.c.status == "running") & (verification.c.claimed_until < now))
-        )
-        .order_by(verification.c.not_before)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    return await _claim(
+        session,
+        ((verification.c.status == "queued") & (verification.c.not_before <= now))
+        | ((verification.c.status == "running") & (verification.c.claimed_until < now)),
+        order_by=verification.c.not_before,
+        limit=limit,
+        status="running",
+        claimed_until=now + timedelta(seconds=lease_seconds),
+        attempts=verification.c.attempts + 1,
     )
-    ids = list((await session.execute(due)).scalars())
-    if not ids:
-        return []
-    await session.execute(
-        update(verification)
-        .where(verification.c.id.in_(ids))
-        .values(
-            status="running",
-            claimed_until=now + timedelta(seconds=lease_seconds),
-            attempts=verification.c.attempts + 1,
-        )
-    )
-    rows = await session.execute(select(verification).where(verification.c.id.in_(ids)))
-    return [dict(r) for r in rows.mappings()]
 
 
 async def claim_refetches(
@@ -278,22 +261,44 @@ async def claim_refetches(
 ) -> list[dict[str, Any]]:
     """Completed verifications whose missing items are due to be asked for again."""
     now = _now()
-    due = (
+    return await _claim(
+        session,
+        verification.c.refetch_at <= now,
+        order_by=verification.c.refetch_at,
+        limit=limit,
+        refetch_at=now + timedelta(seconds=lease_seconds),
+    )
+
+
+async def _claim(
+    session: AsyncSession,
+    due: ColumnElement[bool],
+    *,
+    order_by: ColumnElement[Any],
+    limit: int,
+    **values: Any,
+) -> list[dict[str, Any]]:
+    """Mark up to `limit` due rows as taken and return them.
+
+    FOR UPDATE SKIP LOCKED lets several replicas claim side by side on PostgreSQL; SQLite's
+    single writer serialises the claims.
+    """
+    ids = (
         select(verification.c.id)
-        .where(verification.c.refetch_at <= now)
-        .order_by(verification.c.refetch_at)
+        .where(due)
+        .order_by(order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list((await session.execute(due)).scalars())
-    if not ids:
+    claimed = list((await session.execute(ids)).scalars())
+    if not claimed:
         return []
-    await session.execute(
+    rows = await session.execute(
         update(verification)
-        .where(verification.c.id.in_(ids))
-        .values(refetch_at=now + timedelta(seconds=lease_seconds))
+        .where(verification.c.id.in_(claimed))
+        .values(**values)
+        .returning(*verification.c)
     )
-    rows = await session.execute(select(verification).where(verification.c.id.in_(ids)))
     return [dict(r) for r in rows.mappings()]
 
 
@@ -518,12 +523,14 @@ async def enrolled_households_of(session: AsyncSession, feed_index: str) -> list
 async def list_verifications(
     session: AsyncSession,
     *,
+    regions: Sequence[str],
     household_id: str | None,
     batch_id: str | None,
     status: str | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    query = select(verification)
+    # Confined in SQL, before the limit: a page holds only what the caller may see.
+    query = select(verification).where(region_condition(verification.c.region, regions))
     if household_id:
         query = query.where(verification.c.household_id == household_id)
     if batch_id:

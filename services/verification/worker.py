@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from services.verification.domain.report import (
     Report,
     ReportItem,
     build_report,
+    canonical_json,
 )
 from services.verification.service import (
     INDEX_PURPOSE,
@@ -208,15 +209,30 @@ class Verifier:
     def start(self) -> None:
         self._loops = [
             asyncio.create_task(self._queue_loop(), name="verification-queue"),
-            asyncio.create_task(self._refetch_loop(), name="verification-refetch"),
-            asyncio.create_task(self._recheck_loop(), name="verification-recheck"),
-            asyncio.create_task(self._purge_loop(), name="verification-purge"),
+            self._every(min(self.settings.refetch_seconds, 5.0), self.refetch_due, "refetch"),
+            self._every(self.settings.recheck_poll_seconds, self.recheck_due, "recheck"),
+            self._every(3600, self.purge, "purge"),
         ]
 
     async def stop(self) -> None:
         for task in [*self._loops, *self._running]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._running, return_exceptions=True)
+
+    def _every(
+        self, seconds: float, duty: Callable[[], Awaitable[int]], name: str
+    ) -> asyncio.Task[None]:
+        """Run a background duty now and then every `seconds`; a failure is logged, not fatal."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await duty()
+                except Exception:  # noqa: BLE001 - the next round tries again
+                    log.exception("verification.duty_failed", duty=name)
+                await asyncio.sleep(seconds)
+
+        return asyncio.create_task(loop(), name=f"verification-{name}")
 
     def wake(self) -> None:
         """A request was committed: look at the queue now rather than at the next poll."""
@@ -506,12 +522,6 @@ class Verifier:
 
     # -- departments that come back --------------------------------------------------------
 
-    async def _refetch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(min(self.settings.refetch_seconds, 5.0))
-            with contextlib.suppress(Exception):
-                await self.refetch_due()
-
     async def refetch_due(self) -> int:
         """Ask again for the items of every verification whose retry is due."""
         async with self.db.unit_of_work() as uow:
@@ -560,12 +570,6 @@ class Verifier:
 
     # -- yearly recheck and purge ----------------------------------------------------------
 
-    async def _recheck_loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self.recheck_due()
-            await asyncio.sleep(self.settings.recheck_poll_seconds)
-
     async def recheck_due(self, *, today: date | None = None) -> int:
         """Queue a check of every enrolled household last verified over `recheck_days` ago."""
         today = today or date.today()
@@ -593,12 +597,6 @@ class Verifier:
             self.wake()
         return started
 
-    async def _purge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self.purge()
-            await asyncio.sleep(3600)
-
     async def purge(self, *, now: datetime | None = None) -> int:
         """Delete raw answers past their keeping time; the reports built from them stay."""
         async with self.db.unit_of_work() as uow:
@@ -614,7 +612,7 @@ def report_body(
 ) -> dict[str, Any]:
     """The stored report: the domain report plus who, why and under which limits — no numbers."""
     body: dict[str, Any] = json.loads(
-        json.dumps(
+        canonical_json(
             {
                 "verification_id": row["id"],
                 "household_id": subject.household_id,
@@ -630,17 +628,7 @@ def report_body(
                     for m, n in subject.members
                 ],
                 "report": report.as_dict(),
-            },
-            default=_json_default,
-            ensure_ascii=False,
+            }
         )
     )
     return body
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, frozenset | set):
-        return sorted(value)
-    raise TypeError(type(value).__name__)

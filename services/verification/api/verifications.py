@@ -104,11 +104,14 @@ async def list_verifications(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
     rows = await store.list_verifications(
-        uow.session, household_id=household_id, batch_id=batch_id, status=status, limit=limit
+        uow.session,
+        regions=ctx.principal.regions,
+        household_id=household_id,
+        batch_id=batch_id,
+        status=status,
+        limit=limit,
     )
-    return json_response(
-        [service.verification_view(r) for r in rows if ctx.principal.covers(r["region"])]
-    )
+    return json_response([service.verification_view(r) for r in rows])
 
 
 @router.get(

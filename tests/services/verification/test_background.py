@@ -48,6 +48,21 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 30) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def summarised(
+    registry: httpx.AsyncClient, token: Callable[..., str], household_id: str
+) -> dict[str, Any]:
+    """The file once the registry has noted the application's report on it (a new version,
+    so a step taken before it would meet a stale ETag)."""
+    read = bearer(token("registry:read"))
+
+    async def noted() -> Any:
+        body = (await registry.get(f"/v1/households/{household_id}", headers=read)).json()
+        return body if body["verification"] else None
+
+    found: dict[str, Any] = await eventually(noted)
+    return found
+
+
 async def filed(
     registry_server: str, token: Callable[..., str], verification: httpx.AsyncClient, serial: int
 ) -> tuple[httpx.AsyncClient, str, str]:
@@ -120,15 +135,7 @@ class TestRegistryEvents:
     ) -> None:
         headers = auth(token)
         registry, household_id, _ = await filed(registry_server, token, verification, 402)
-        read = bearer(token("registry:read"))
-
-        async def summarised() -> Any:
-            # The registry notes the first report on the file (a new version): wait for it.
-            url = f"/v1/households/{household_id}"
-            body = (await registry.get(url, headers=read)).json()
-            return body if body["verification"] else None
-
-        current = await eventually(summarised)
+        current = await summarised(registry, token, household_id)
         write = bearer(token("registry:write"))
         member_id = current["members"][0]["id"]
 
@@ -183,7 +190,9 @@ class TestFollowingEnrolledHouseholds:
     ) -> None:
         headers = auth(token)
         registry, household_id, number = await filed(registry_server, token, verification, 403)
+        current = await summarised(registry, token, household_id)
         walk = Walk(registry, token, household_id)
+        walk.etag = f'"{current["version"]}"'
         await walk.step("community_review", "review:community")
         await walk.plan()
         await walk.step("street_review", "review:street")

@@ -416,3 +416,19 @@ async def test_department_and_verification_metrics_are_exported(
     assert 'bangfu_department_request_duration_seconds_count{department="finance"} 1.0' in text
     assert 'bangfu_verification_completed_total{outcome="completed"} 1.0' in text
     assert "bangfu_verification_duration_seconds_count 1.0" in text
+
+
+async def test_the_list_shows_only_the_callers_regions(
+    verification: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    headers = auth(token)
+    number = identity_number(serial=370)
+    await consent_for(verification, headers, number)
+    created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+    assert created.status_code == 202
+
+    mine = await verification.get("/v1/verifications?limit=1", headers=auth(token, ["4113"]))
+    elsewhere = await verification.get("/v1/verifications?limit=1", headers=auth(token, ["4101"]))
+
+    assert [v["id"] for v in mine.json()] == [created.json()["id"]]
+    assert elsewhere.json() == []

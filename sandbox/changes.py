@@ -6,8 +6,6 @@ person by a keyed index (HMAC-SHA256) and the masked number, never the number it
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +14,12 @@ from sandbox.departments import DEPARTMENTS
 from sandbox.people import ChangeKind
 from sandbox.protocol import Rejected
 from shared.events.envelope import SCHEMA_BASE, CloudEvent, event_type, new_event_id
-from shared.identity import IdentityNumber, InvalidIdentityNumber, mask_identity_number
+from shared.identity import (
+    IdentityNumber,
+    InvalidIdentityNumber,
+    feed_index,
+    mask_identity_number,
+)
 from shared.identity import parse_identity_number as _parse
 from shared.observability import current_traceparent
 from shared.regions import InvalidRegion, parse_region
@@ -32,11 +35,6 @@ class ChangeRequest(BaseModel):
     region: str = Field(description="The 6-digit GB/T 2260 region the change is filed under.")
     kind: ChangeKind
     effective_date: date | None = None
-
-
-def person_index(identity_number: str, *, key: bytes) -> str:
-    """The keyed index a consumer matches on: HMAC-SHA256 of the number, hex."""
-    return hmac.new(key, identity_number.encode(), hashlib.sha256).hexdigest()
 
 
 def check_change(request: ChangeRequest, *, today: date) -> IdentityNumber:
@@ -70,7 +68,7 @@ def change_event(
     effective_date: date,
 ) -> CloudEvent:
     """`cn.bangfu.dept.<code>.changed.v1`, subject the person index, region an extension."""
-    index = person_index(identity.number, key=key)
+    index = feed_index(identity.number, key=key)
     type_ = event_type("dept", request.department, "changed")
     return CloudEvent(
         id=new_event_id(),

@@ -11,11 +11,12 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from sandbox.behaviour import Behaviour, Behaviours, FaultKind
-from sandbox.changes import ChangeRequest, change_event, check_change, person_index
+from sandbox.changes import ChangeRequest, change_event, check_change
 from sandbox.departments import DEPARTMENTS, Department
 from sandbox.people import Change, person_of
 from sandbox.protocol import CONSENT_HEADER, HASH_HEADER, Rejected, Reply, encode, parse_query
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
+from shared.identity import feed_index
 
 
 class Sandbox:
@@ -92,7 +93,7 @@ class Sandbox:
         today = self._today()
         identity = check_change(request, today=today)
         effective = request.effective_date or today
-        index = person_index(identity.number, key=self._index_key)
+        index = feed_index(identity.number, key=self._index_key)
         self._sequences[(request.department, index)] += 1
         event = change_event(
             request,

@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.behaviour import Behaviour
 from sandbox.departments import DEPARTMENTS
+from shared.identity import DEVELOPMENT_FEED_KEY
 from shared.settings import DEFAULT_PORTS, SuiteSettings
 
 
@@ -31,7 +32,7 @@ class SandboxSettings(BaseSettings):
     # How long a "timeout" fault keeps an HTTP caller waiting before a late answer.
     timeout_seconds: float = 60.0
     # The HMAC key of `person_index` in change events; consumers hold the same key.
-    person_index_key: SecretStr = SecretStr("bangfu-sandbox-person-index-development-key")
+    person_index_key: SecretStr = SecretStr(DEVELOPMENT_FEED_KEY)
 
     @field_validator("faults")
     @classmethod

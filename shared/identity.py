@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,6 +91,16 @@ def check_character(first17: str) -> str:
 def mask_identity_number(number: str) -> str:
     """Keep the first 6 and last 4 characters: 411302********123X."""
     return _mask(number, keep_start=6, keep_end=4)
+
+
+# How a department's change feed names a person (`bangfu.dept.<code>.changed.…`): HMAC-SHA256
+# of the number under a key the department and the broker share. This key is the sandbox's.
+DEVELOPMENT_FEED_KEY = "bangfu-sandbox-person-index-development-key"
+
+
+def feed_index(identity_number: str, *, key: bytes) -> str:
+    """The keyed index a change feed names a person by, hex (never the number itself)."""
+    return hmac.new(key, identity_number.encode(), hashlib.sha256).hexdigest()
 
 
 def mask_phone(number: str) -> str:

@@ -13,6 +13,7 @@ from pydantic_settings import SettingsConfigDict
 from services.verification.adapters.client import DepartmentConfig
 from services.verification.domain.departments import Department
 from services.verification.domain.report import AssetLimits
+from shared.identity import DEVELOPMENT_FEED_KEY
 from shared.regions import normalize_prefix
 from shared.settings import DEFAULT_PORTS, ServiceSettings
 
@@ -66,7 +67,7 @@ class VerificationSettings(ServiceSettings):
     # NATS for department request-reply; unset means the suite's NATS.
     department_nats_url: str | None = None
     # The key departments use to name a person in their change feeds (HMAC of the number).
-    feed_index_key: SecretStr = SecretStr("bangfu-sandbox-person-index-development-key")
+    feed_index_key: SecretStr = SecretStr(DEVELOPMENT_FEED_KEY)
 
     # Households verified at once by one process, and how long a claim holds.
     workers: int = Field(default=16, ge=1)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -56,7 +54,7 @@ from services.verification.settings import VerificationSettings
 from shared import audit
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
 from shared.db import Database, UnitOfWork, as_utc
-from shared.identity import mask_identity_number
+from shared.identity import feed_index, mask_identity_number
 from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
 
 if TYPE_CHECKING:
@@ -106,11 +104,6 @@ class Departments:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def feed_index(key: bytes, identity_number: str) -> str:
-    """How department change feeds name a person: HMAC-SHA256 of the number, hex."""
-    return hmac.new(key, identity_number.encode(), hashlib.sha256).hexdigest()
 
 
 def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:
@@ -426,7 +419,7 @@ class Verifier:
                 await store.watch_persons(
                     session,
                     subject.household_id,
-                    [feed_index(self._feed_key, n) for _, n in subject.members],
+                    [feed_index(n, key=self._feed_key) for _, n in subject.members],
                 )
             uow.publish(
                 to_cloudevent(completed_event(row, report), region=row["region"], sequence=version)

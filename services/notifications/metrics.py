@@ -24,8 +24,8 @@ log = structlog.get_logger(__name__)
 class MessageOutcomes(Collector):
     """A Prometheus collector of message outcomes, and the task that keeps it current."""
 
-    def __init__(self, db: Database | None = None, *, refresh_seconds: float = 30.0):
-        self.db = db
+    def __init__(self, *, refresh_seconds: float = 30.0):
+        self.db: Database | None = None
         self._refresh = refresh_seconds
         self._sent: dict[str, int] = {}
         self._failed: dict[tuple[str, str], int] = {}

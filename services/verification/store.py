@@ -224,10 +224,14 @@ async def insert_ignoring_duplicates(
     """Insert rows, skipping any whose unique key exists (a redelivery, a second replica)."""
     if not rows:
         return 0
-    # One multi-row VALUES statement, so that the row count says how many went in.
-    statement = insert_for(session, table).values(list(rows)).on_conflict_do_nothing()
-    result = await session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    # RETURNING names the rows that went in: a driver's row count is not to be trusted here.
+    statement = (
+        insert_for(session, table)
+        .values(list(rows))
+        .on_conflict_do_nothing()
+        .returning(*table.primary_key.columns)
+    )
+    return len((await session.execute(statement)).all())
 
 
 async def get_verification(session: AsyncSession, verification_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, Table, and_, event, or_, text
+from sqlalchemy import MetaData, Table, and_, event, false, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -47,7 +47,13 @@ def insert_for(session: AsyncSession, table: Table) -> postgresql.Insert | sqlit
 
 
 def region_condition(column: Any, prefixes: Sequence[str]) -> Any:
-    """`column` (a GB/T 2260 code) starts with one of the prefixes, as index-friendly ranges."""
+    """`column` (a GB/T 2260 code) starts with one of the prefixes, as index-friendly ranges.
+
+    No prefixes means nowhere (`FALSE`), as `shared.regions.region_in` says in Python: an empty
+    OR would render no condition at all, and an empty `regions` claim would read everything.
+    """
+    if not prefixes:
+        return false()
     return or_(*(and_(column >= p, column < _next_prefix(p)) for p in prefixes))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,20 +56,29 @@ class TokenVerifier:
         audience: str,
         public_key: Any | None = None,
         jwks_url: str | None = None,
+        jwks_refetch_seconds: float = 30,
     ):
         if (public_key is None) == (jwks_url is None):
             raise ValueError("give exactly one of public_key or jwks_url")
         self._issuer = issuer
         self._audience = audience
         self._public_key = public_key
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        self._jwks = jwt.PyJWKClient(jwks_url) if jwks_url else None
+        # An unknown `kid` refetches the JWKS at most once per interval: otherwise every
+        # request with a made-up kid would make us fetch from the identity provider.
+        self.jwks_refetch_seconds = jwks_refetch_seconds
+        self._next_refetch = 0.0
+        self._jwks_lock = threading.Lock()
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
     def from_settings(cls, suite: SuiteSettings) -> TokenVerifier:
         if suite.auth_jwks_url:
             return cls(
-                issuer=suite.auth_issuer, audience=suite.auth_audience, jwks_url=suite.auth_jwks_url
+                issuer=suite.auth_issuer,
+                audience=suite.auth_audience,
+                jwks_url=suite.auth_jwks_url,
+                jwks_refetch_seconds=suite.auth_jwks_refetch_seconds,
             )
         ensure_signing_key(suite.signing_key_file, suite.public_key_file)
         key = serialization.load_pem_public_key(suite.public_key_file.read_bytes())
@@ -95,7 +105,7 @@ class TokenVerifier:
     async def _verify(self, token: str) -> tuple[Principal, float]:
         if self._jwks is not None:
             # PyJWKClient fetches over blocking urllib; its cache makes this rare.
-            key = (await anyio.to_thread.run_sync(self._jwks.get_signing_key_from_jwt, token)).key
+            key = await anyio.to_thread.run_sync(self._published_key, token)
         else:
             key = self._public_key
         claims = jwt.decode(
@@ -106,19 +116,53 @@ class TokenVerifier:
             issuer=self._issuer,
             options={"require": ["exp", "sub", "iss", "aud"]},
         )
-        regions = claims.get("regions", [])
-        if isinstance(regions, str):
-            regions = regions.split()
-        try:
-            prefixes = tuple(normalize_prefix(str(r)) for r in regions)
-        except ValueError as exc:
-            raise jwt.InvalidTokenError(f"bad regions claim: {exc}") from exc
         principal = Principal(
             client_id=str(claims["sub"]),
-            scopes=frozenset(str(claims.get("scope", "")).split()),
-            regions=prefixes,
+            scopes=frozenset(_words(claims, "scope")),
+            regions=_region_prefixes(claims),
         )
         return principal, float(claims["exp"])
+
+    def _published_key(self, token: str) -> Any:
+        """The identity provider's key named by the token's `kid` (runs in a worker thread)."""
+        assert self._jwks is not None
+        kid = str(jwt.get_unverified_header(token).get("kid"))
+        with self._jwks_lock:
+            # The cached set, fetched again when its lifespan ends.
+            key = self._jwks.match_kid(self._jwks.get_signing_keys(), kid)
+            if key is None and time.monotonic() >= self._next_refetch:
+                self._next_refetch = time.monotonic() + self.jwks_refetch_seconds
+                key = self._jwks.match_kid(self._jwks.get_signing_keys(refresh=True), kid)
+        if key is None:
+            raise jwt.PyJWKClientError(f"no key published by the identity provider has kid {kid!r}")
+        return key.key
+
+
+def _words(claims: dict[str, Any], name: str) -> list[str]:
+    """A space-separated string claim (as `scope` is in RFC 8693) as its words; absent: none."""
+    value = claims.get(name, "")
+    if not isinstance(value, str):
+        raise jwt.InvalidTokenError(f"the {name} claim must be a space-separated string")
+    return value.split()
+
+
+def _region_prefixes(claims: dict[str, Any]) -> tuple[str, ...]:
+    """The `regions` claim: a list of prefix strings, or one space-separated string of them.
+
+    Anything else (a number, an object, a list of numbers) is refused rather than coerced:
+    an object's keys or a number's digits must never pass for prefixes.
+    """
+    regions = claims.get("regions", [])
+    if isinstance(regions, str):
+        regions = _words(claims, "regions")
+    if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
+        raise jwt.InvalidTokenError(
+            "bad regions claim: a list of region prefixes or a space-separated string of them"
+        )
+    try:
+        return tuple(normalize_prefix(r) for r in regions)
+    except ValueError as exc:
+        raise jwt.InvalidTokenError(f"bad regions claim: {exc}") from exc
 
 
 def ensure_signing_key(private_file: Path, public_file: Path) -> None:

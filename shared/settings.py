@@ -47,6 +47,8 @@ class SuiteSettings(BaseSettings):
     auth_audience: str = "bangfu"
     auth_jwks_url: str | None = None
     auth_public_key_file: Path | None = None
+    # A token whose `kid` the JWKS does not list refetches it at most once per this interval.
+    auth_jwks_refetch_seconds: float = 30
 
     crypto_profile: Literal["intl", "gm"] = "intl"
     stream_max_age_days: float = 365

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from shared.auth import Principal, RateLimiter, TokenVerifier, ensure_signing_key, issue_token
+from shared.settings import SuiteSettings
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "bangfu"
@@ -336,3 +338,168 @@ class TestSigningKeyCreatedConcurrently:
             keys = set(pool.map(lambda _: start_a_service(), range(16)))
         assert len(keys) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem", "k.pub"]
+
+
+class TestMalformedClaimsThroughARoute:
+    """A claim of the wrong shape is the caller's fault: 401 from a real route, never a 500."""
+
+    @pytest.mark.parametrize(
+        "claims",
+        [
+            {"regions": 4113},  # a number
+            {"regions": {"4113": True}},  # an object: its keys must not pass for prefixes
+            {"regions": "41,4113"},  # a string of commas: prefixes are space-separated
+            {"regions": [4113]},  # a list of numbers
+            {"regions": [["4113"]]},  # a list of lists
+            {"regions": None},
+            {"regions": True},
+            {"scope": ["registry:read"]},  # scope is a space-separated string (RFC 8693)
+            {"scope": 7},
+            {"sub": 12},
+        ],
+        ids=str,
+    )
+    async def test_a_malformed_claim_is_refused_with_401(
+        self,
+        registry: httpx.AsyncClient,
+        suite: SuiteSettings,
+        claims: dict[str, Any],
+    ) -> None:
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "sub": "dept-minzheng",
+            "iss": suite.auth_issuer,
+            "aud": suite.auth_audience,
+            "iat": now,
+            "exp": now + 600,
+            "scope": "registry:read",
+            "regions": ["4113"],
+            **claims,
+        }
+        key = serialization.load_pem_private_key(suite.signing_key_file.read_bytes(), None)
+        token = jwt.encode(payload, key, "ES256")  # type: ignore[arg-type]
+
+        answer = await registry.get(
+            "/v1/households/00000000-0000-0000-0000-000000000000",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["www-authenticate"] == "Bearer"
+
+    async def test_a_space_separated_regions_string_still_reaches_the_route(
+        self, registry: httpx.AsyncClient, suite: SuiteSettings
+    ) -> None:
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+        now = int(time.time())
+        payload = {
+            "sub": "dept-minzheng",
+            "iss": suite.auth_issuer,
+            "aud": suite.auth_audience,
+            "exp": now + 600,
+            "scope": "registry:read",
+            "regions": "4113 4101",
+        }
+        key = serialization.load_pem_private_key(suite.signing_key_file.read_bytes(), None)
+        token = jwt.encode(payload, key, "ES256")  # type: ignore[arg-type]
+
+        answer = await registry.get(
+            "/v1/households/00000000-0000-0000-0000-000000000000",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+        assert answer.status_code == 404, answer.text
+
+
+class CountingJwks:
+    """A real JWKS endpoint on 127.0.0.1 that counts its fetches and can publish a new key."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, kid: str) -> None:
+        self.fetches = 0
+        self.keys: list[dict[str, Any]] = []
+        self.publish(key, kid)
+        jwks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                jwks.fetches += 1
+                body = json.dumps({"keys": jwks.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Keep the test output quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def publish(self, key: ec.EllipticCurvePrivateKey, kid: str) -> None:
+        jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        self.keys.append({**jwk, "kid": kid, "use": "sig", "alg": "ES256"})
+
+
+@pytest.fixture
+def counting_jwks(signing_key: ec.EllipticCurvePrivateKey) -> Iterator[CountingJwks]:
+    jwks = CountingJwks(signing_key, KID)
+    jwks.thread.start()
+    yield jwks
+    jwks.server.shutdown()
+    jwks.server.server_close()
+    jwks.thread.join(timeout=5)
+
+
+class TestUnknownKeyIds:
+    async def test_unknown_key_ids_refetch_the_jwks_at_most_once_per_interval(
+        self, counting_jwks: CountingJwks, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        verifier = TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, jwks_url=counting_jwks.url, jwks_refetch_seconds=60
+        )
+        await verifier.verify(_sign(signing_key))
+        assert counting_jwks.fetches == 1
+
+        for n in range(25):
+            with pytest.raises(jwt.PyJWKClientError, match=f"unknown-{n}"):
+                await verifier.verify(_sign(signing_key, kid=f"unknown-{n}"))
+
+        assert counting_jwks.fetches == 2  # the first unknown kid refetched; the rest waited
+
+    async def test_a_rotated_key_is_accepted_once_the_interval_has_passed(
+        self, counting_jwks: CountingJwks, signing_key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        verifier = TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, jwks_url=counting_jwks.url, jwks_refetch_seconds=0.5
+        )
+        await verifier.verify(_sign(signing_key))
+        with pytest.raises(jwt.PyJWKClientError):
+            await verifier.verify(_sign(signing_key, kid="garbage"))  # spends the refetch
+        rotated = ec.generate_private_key(ec.SECP256R1())
+        counting_jwks.publish(rotated, "rotated-2")
+        with pytest.raises(jwt.PyJWKClientError):
+            await verifier.verify(_sign(rotated, kid="rotated-2"))  # within the interval
+
+        await asyncio.sleep(0.6)
+        principal = await verifier.verify(_sign(rotated, kid="rotated-2"))
+
+        assert principal.client_id == "dept-minzheng"
+        assert counting_jwks.fetches == 3
+
+    async def test_the_interval_comes_from_the_suite_settings(
+        self, counting_jwks: CountingJwks
+    ) -> None:
+        suite = SuiteSettings(
+            auth_issuer=ISSUER,
+            auth_audience=AUDIENCE,
+            auth_jwks_url=counting_jwks.url,
+            auth_jwks_refetch_seconds=120,
+        )
+
+        verifier = TokenVerifier.from_settings(suite)
+
+        assert verifier.jwks_refetch_seconds == 120

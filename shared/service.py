@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from shared.auth import RateLimiter, TokenVerifier
 from shared.db import Database, UnitOfWork
@@ -53,6 +53,15 @@ class ServiceRuntime:
         self.metrics = metrics
         self.consumers: list[ConsumerRunner] = []
         self._schema_ready = False
+        restarts = Counter(
+            "bangfu_consumer_restarts",
+            "Times a consumer's fetch loop died and was started again",
+            ["consumer"],
+            registry=metrics.registry,
+        )
+        self.consumer_restarts = restarts.labels
+        for subscription in subscriptions:
+            restarts.labels(consumer=subscription.name)  # the series is there at 0 from the start
 
     async def start(self) -> None:
         settings, suite = self.settings, self.settings.suite
@@ -84,6 +93,10 @@ class ServiceRuntime:
                 max_deliver=settings.consumer_max_deliver,
                 ack_wait_seconds=settings.consumer_ack_wait_seconds,
                 on_lag=lambda name, lag: self.metrics.consumer_lag(consumer=name).set(lag),
+                restart_delay_seconds=settings.consumer_restart_delay_seconds,
+                restart_max_delay_seconds=settings.consumer_restart_max_delay_seconds,
+                restart_window_seconds=settings.consumer_restart_window_seconds,
+                on_restart=lambda name: self.consumer_restarts(consumer=name).inc(),
             )
             await runner.start()
             self.consumers.append(runner)
@@ -114,7 +127,9 @@ class ServiceRuntime:
         self.metrics.outbox_oldest_age.set(backlog.oldest_age_seconds)
 
     async def readiness(self) -> dict[str, str]:
-        """Each dependency and whether it is usable: database, schema at head, NATS."""
+        """Each dependency and whether it is usable: database, schema at head, NATS, and each
+        consumer (not ready once it died `consumer_unready_after_restarts` times in its window).
+        """
         checks: dict[str, str] = {}
         try:
             await self.db.ping()
@@ -125,7 +140,18 @@ class ServiceRuntime:
         except Exception as exc:  # noqa: BLE001 - report, do not raise
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["nats"] = "ok" if self.nc.is_connected else "disconnected"
+        for runner in self.consumers:
+            checks[f"consumer {runner.subscription.name}"] = self._consumer_check(runner)
         return checks
+
+    def _consumer_check(self, runner: ConsumerRunner) -> str:
+        restarts = runner.recent_restarts()
+        if restarts < self.settings.consumer_unready_after_restarts:
+            return "ok"
+        return (
+            f"restarted {restarts} times in the last {runner.restart_window_seconds:g}s, "
+            f"last error: {runner.last_error}"
+        )
 
 
 def get_runtime(request: Request) -> ServiceRuntime:
@@ -149,7 +175,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@_operations.get("/readyz", summary="Ready: database reachable, schema at head, NATS connected")
+@_operations.get(
+    "/readyz", summary="Ready: database reachable, schema at head, NATS connected, consumers up"
+)
 async def readyz(request: Request) -> Response:
     checks = await get_runtime(request).readiness()
     if all(value == "ok" for value in checks.values()):

@@ -116,6 +116,12 @@ class ServiceSettings(BaseSettings):
     consumer_batch_size: int = 50
     consumer_max_deliver: int = 5
     consumer_ack_wait_seconds: float = 30
+    # A consumer whose loop dies restarts after a delay doubling from the first to the max;
+    # /readyz says not ready while it died this many times within the window.
+    consumer_restart_delay_seconds: float = 0.5
+    consumer_restart_max_delay_seconds: float = 30
+    consumer_restart_window_seconds: float = 300
+    consumer_unready_after_restarts: int = 3
     # `k2:BASE64,k1:BASE64`, the first is current; unset in development means generated keys.
     encryption_keys: SecretStr | None = None
     blind_index_key: SecretStr | None = None

@@ -7,6 +7,7 @@ redelivered after a crash between commit and ack is recognised and only acknowle
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ class ConsumerRunner:
         ack_wait_seconds: float = 30,
         retry_delays: tuple[float, ...] = (0.5, 2, 10, 30),
         on_lag: Callable[[str, int], None] | None = None,
+        restart_delay_seconds: float = 0.5,
+        restart_max_delay_seconds: float = 30,
+        restart_window_seconds: float = 300,
+        on_restart: Callable[[str], None] | None = None,
     ):
         self._db = db
         self._js = js
@@ -86,8 +91,14 @@ class ConsumerRunner:
         self._ack_wait = ack_wait_seconds
         self._retry_delays = retry_delays
         self._on_lag = on_lag
+        self._restart_delay = restart_delay_seconds
+        self._restart_max_delay = restart_max_delay_seconds
+        self.restart_window_seconds = restart_window_seconds
+        self._on_restart = on_restart
+        self._crashes: collections.deque[float] = collections.deque()
+        self.last_error: str | None = None
         self._stopping = False
-        self._fetching = False
+        self._idle = False  # nothing in hand: stop() may cancel at once
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -107,17 +118,56 @@ class ConsumerRunner:
     async def stop(self) -> None:
         self._stopping = True
         if self._task:
-            if self._fetching:  # nothing in hand: no need to wait out the fetch timeout
+            if self._idle:  # nothing in hand: no need to wait out the fetch or the backoff
                 self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             await self._pull.unsubscribe()
 
+    def recent_restarts(self) -> int:
+        """How often the loop died within the last `restart_window_seconds`."""
+        horizon = asyncio.get_running_loop().time() - self.restart_window_seconds
+        while self._crashes and self._crashes[0] < horizon:
+            self._crashes.popleft()
+        return len(self._crashes)
+
     async def _run(self) -> None:
+        """Consume until stopped; a failure that escapes the loop restarts it after a backoff.
+
+        Each message is protected on its own (retry, dead letter), but a failing NATS
+        operation (a dead-letter publish, a nak, an ack) ends the loop: without this the
+        consumer would be gone while the service still looked healthy.
+        """
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await self._consume()
+            except Exception as exc:  # noqa: BLE001 - never die unseen: count, wait, go on
+                self._crashes.append(loop.time())
+                restarts = self.recent_restarts()
+                delay = min(self._restart_max_delay, self._restart_delay * 2 ** (restarts - 1))
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.error(
+                    "consumer.restarting",
+                    consumer=self.subscription.name,
+                    error=self.last_error,
+                    recent_restarts=restarts,
+                    delay_seconds=delay,
+                    exc_info=True,
+                )
+                if self._on_restart:
+                    self._on_restart(self.subscription.name)
+                self._idle = True
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self._idle = False
+
+    async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         last_lag = 0.0
         while not self._stopping:
-            self._fetching = True
+            self._idle = True
             try:
                 messages = await self._pull.fetch(self._batch_size, timeout=0.5)
             except (NatsTimeoutError, TimeoutError):  # nats-py raises either when idle
@@ -129,7 +179,7 @@ class ConsumerRunner:
                 await asyncio.sleep(0.5)
                 continue
             finally:
-                self._fetching = False
+                self._idle = False
             if messages:
                 await self.handle_batch(messages)
             if self._on_lag and loop.time() - last_lag > 5:

@@ -47,4 +47,11 @@ async def test_not_ready_until_the_schema_is_at_head(tmp_path: Path, suite: Suit
 
             after = await client.get("/readyz")
             assert after.status_code == 200, after.text
-            assert after.json()["checks"] == {"database": "ok", "schema": "ok", "nats": "ok"}
+            assert after.json()["checks"] == {
+                "database": "ok",
+                "schema": "ok",
+                "nats": "ok",
+                "consumer registry-entitlements-determined": "ok",
+                "consumer registry-exit-eligible": "ok",
+                "consumer registry-verification-completed": "ok",
+            }

@@ -52,11 +52,12 @@ class TestApply:
         assert body["status"] == "applied"
         assert body["allowed_steps"] == ["community_review", "reject"]
         assert [m["identity_number"] for m in body["members"]] == [
-            "411302********" + identity_number()[-4:],
-            "411302********" + identity_number(serial=124)[-4:],
+            "411302***********" + identity_number()[-1],
+            "411302***********" + identity_number(serial=124)[-1],
         ]
         assert body["members"][1]["phone"] == "138****5678"
-        assert body["members"][0]["birth_date"] == "1980-05-17"
+        assert body["members"][0]["birth_date"] is None  # the number's middle: pii:read only
+        assert body["members"][0]["birth_year"] == 1980
         assert body["members"][0]["sex"] == "male"
         assert response.headers["location"] == f"/v1/households/{body['id']}"
         assert response.headers["etag"] == '"1"'
@@ -100,7 +101,7 @@ class TestApply:
         assert second.status_code == 409
         assert second.headers["content-type"] == PROBLEM
         assert second.json()["household_id"] == first.json()["id"]
-        assert "411302********" in second.json()["detail"]
+        assert "411302***********" in second.json()["detail"]
         assert identity_number() not in second.text
         listed = await registry.get("/v1/households", headers=bearer(token("registry:read")))
         assert len(listed.json()["items"]) == 1  # nothing of the second was written
@@ -599,7 +600,14 @@ class TestOperations:
     ) -> None:
         response = await registry.get("/readyz")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"database": "ok", "schema": "ok", "nats": "ok"}
+        assert response.json()["checks"] == {
+            "database": "ok",
+            "schema": "ok",
+            "nats": "ok",
+            "consumer registry-entitlements-determined": "ok",
+            "consumer registry-exit-eligible": "ok",
+            "consumer registry-verification-completed": "ok",
+        }
 
     async def test_metrics_count_requests_by_route(self, registry: httpx.AsyncClient) -> None:
         await registry.get("/healthz")

@@ -42,8 +42,10 @@ ERRORS: ErrorTable = {
         errors=[{"field": exc.key, "reason": exc.reason, "code": "invalid"}],
     ),
     service.UnknownParameter: lambda exc: Problem(404, "not-found", f"no parameter {exc}"),
+    # Outside the caller's regions is not found, as if it did not exist: never a 403 that
+    # would confirm it, nor the name of the region it is in.
     service.RegionNotAllowed: lambda exc: Problem(
-        403, "region-not-allowed", f"the token does not cover region {exc}"
+        404, "not-found", "nothing found within the token's regions"
     ),
     service.HouseholdNotKnown: lambda exc: Problem(
         404, "not-found", f"no inputs held for household {exc}"

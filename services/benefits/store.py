@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import new_metadata
+from shared.db import new_metadata, region_condition
 
 metadata = new_metadata()
 
@@ -299,12 +300,13 @@ async def insert_payment(session: AsyncSession, row: dict[str, Any]) -> None:
 
 
 async def overlapping_payments(
-    session: AsyncSession, *, household_id: str, measure: str, start: str, end: str
+    session: AsyncSession, *, region: str, household_id: str, measure: str, start: str, end: str
 ) -> list[dict[str, Any]]:
-    """Payments for the same household and need whose periods overlap [start, end]."""
+    """Payments in the region for the same household and need whose periods overlap [start, end]."""
     rows = await session.execute(
         select(ledger_payment)
         .where(
+            ledger_payment.c.region == region,
             ledger_payment.c.household_id == household_id,
             ledger_payment.c.measure == measure,
             ledger_payment.c.period_start <= end,
@@ -316,12 +318,13 @@ async def overlapping_payments(
 
 
 async def find_payment(
-    session: AsyncSession, *, department: str, reference: str
+    session: AsyncSession, *, region: str, department: str, reference: str
 ) -> dict[str, Any] | None:
     row = (
         (
             await session.execute(
                 select(ledger_payment).where(
+                    ledger_payment.c.region == region,
                     ledger_payment.c.department == department,
                     ledger_payment.c.reference == reference,
                 )
@@ -337,10 +340,16 @@ async def insert_duplicate(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(duplicate).values(**row, detected_at=_now()))
 
 
-async def duplicates_under(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:
+async def duplicates_under(
+    session: AsyncSession, prefix: str, *, regions: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The duplicates under `prefix` that lie inside `regions` (none when `regions` is empty)."""
     rows = await session.execute(
         select(duplicate)
-        .where(duplicate.c.region.startswith(prefix))
+        .where(
+            region_condition(duplicate.c.region, [prefix]),
+            region_condition(duplicate.c.region, regions),
+        )
         .order_by(duplicate.c.detected_at, duplicate.c.id)
     )
     return [dict(r) for r in rows.mappings()]

@@ -21,11 +21,11 @@ from services.benefits.domain.parameters import (
 from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event
-from shared.regions import parse_region
+from shared.regions import normalize_prefix, parse_region
 
 
 class RegionNotAllowed(Exception):
-    """The caller's token does not cover the region."""
+    """The caller's token does not cover the region: answered as not found, like a missing thing."""
 
 
 class HouseholdNotKnown(Exception):
@@ -71,8 +71,17 @@ class Context:
 
 
 def check_region(ctx: Context, region: str) -> None:
+    """The region lies inside the caller's regions."""
     parse_region(region)
     if not ctx.principal.covers(region):
+        raise RegionNotAllowed(region)
+
+
+def check_level(ctx: Context, region: str) -> None:
+    """The region lies inside the caller's regions or is a level above them (its city, its
+    province), whose parameters apply to the caller's households too."""
+    prefix = normalize_prefix(parse_region(region).code)
+    if not any(r.startswith(prefix) or prefix.startswith(r) for r in ctx.principal.regions):
         raise RegionNotAllowed(region)
 
 

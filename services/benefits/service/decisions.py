@@ -70,6 +70,7 @@ async def compute(
 ) -> tuple[str, cards.Card]:
     """Decide on inline inputs: the card (or eligibility) and its receipt; nothing published."""
     check_region(ctx, household.region)
+    await check_household(uow, ctx, household.household_id)
     book = await ctx.engine.book(uow)
     card = _compute(book, household, on or ctx.today)
     return await _receipt(uow, ctx, kind=kind, household=household, card=card), card
@@ -97,6 +98,22 @@ async def stored_inputs(uow: UnitOfWork, household_id: str) -> HouseholdIn:
             }
         )
     return household
+
+
+async def held_inputs(uow: UnitOfWork, ctx: Context, household_id: str) -> HouseholdIn:
+    """The stored inputs of a household in the caller's regions; another region's is not known."""
+    household = await stored_inputs(uow, household_id)
+    if not ctx.principal.covers(household.region):
+        raise HouseholdNotKnown(household_id)
+    return household
+
+
+async def check_household(uow: UnitOfWork, ctx: Context, household_id: str | None) -> None:
+    """A household id the caller names is not one held in another region (answered as unknown,
+    so the answer tells nothing of where it is held)."""
+    row = await store.get_household(uow.session, household_id) if household_id else None
+    if row and not ctx.principal.covers(row["region"]):
+        raise HouseholdNotKnown(household_id)
 
 
 async def fetch_household(
@@ -127,8 +144,10 @@ async def hold(
 
 
 async def put_household(uow: UnitOfWork, ctx: Context, household: HouseholdIn) -> None:
+    """Hold new inputs, in the caller's regions, of a household not held in another."""
     check_region(ctx, household.region)
     assert household.household_id
+    await check_household(uow, ctx, household.household_id)
     await store.put_household(
         uow.session, household.household_id, household.region, household.model_dump(mode="json")
     )
@@ -141,8 +160,7 @@ async def decide_household(
 
     Returns (decision id, card, whether an event was published).
     """
-    household = await stored_inputs(uow, household_id)
-    check_region(ctx, household.region)
+    household = await held_inputs(uow, ctx, household_id)
     book = await ctx.engine.book(uow)
     card = _compute(book, household, on or ctx.today)
     decision_id = await _receipt(uow, ctx, kind="card", household=household, card=card)
@@ -202,16 +220,13 @@ async def decide_household(
 async def eligibility_of(
     uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None
 ) -> tuple[str, cards.Card]:
-    household = await stored_inputs(uow, household_id)
+    household = await held_inputs(uow, ctx, household_id)
     return await compute(uow, ctx, household, on=on, kind="eligibility")
 
 
 async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
     """Re-run a stored decision on its stored inputs and parameters, and compare."""
-    row = await store.get_decision(uow.session, decision_id)
-    if row is None:
-        raise DecisionNotFound(decision_id)
-    check_region(ctx, row["region"])
+    row = await get_decision(uow, ctx, decision_id)
     values = [value_from_dict(v) for v in row["parameters"]]
     levels: dict[str, dict[str, tuple[Value, ...]]] = {}
     for v in values:
@@ -236,8 +251,8 @@ async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str,
 
 
 async def get_decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+    """A receipt of the caller's regions; another region's is not found."""
     row = await store.get_decision(uow.session, decision_id)
-    if row is None:
+    if row is None or not ctx.principal.covers(row["region"]):
         raise DecisionNotFound(decision_id)
-    check_region(ctx, row["region"])
     return row

@@ -8,13 +8,8 @@ from typing import Any
 from services.benefits import store
 from services.benefits.domain import exit as exits
 from services.benefits.domain.events import ExitEligible
-from services.benefits.service.context import (
-    Context,
-    Engine,
-    check_region,
-    envelope,
-)
-from services.benefits.service.decisions import stored_inputs
+from services.benefits.service.context import Context, Engine, envelope
+from services.benefits.service.decisions import held_inputs
 from shared.db import UnitOfWork
 
 
@@ -68,8 +63,7 @@ async def _exit_status(
 
 
 async def exit_of(uow: UnitOfWork, ctx: Context, household_id: str) -> exits.ExitStatus:
-    household = await stored_inputs(uow, household_id)
-    check_region(ctx, household.region)
+    household = await held_inputs(uow, ctx, household_id)
     return await _exit_status(
         uow, ctx.engine, household_id=household_id, region=household.region, on=ctx.today
     )

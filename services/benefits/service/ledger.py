@@ -7,12 +7,8 @@ from typing import Any
 from services.benefits import store
 from services.benefits.domain.events import DuplicateDetected
 from services.benefits.schemas import PaymentIn
-from services.benefits.service.context import (
-    Context,
-    RegionNotAllowed,
-    check_region,
-    envelope,
-)
+from services.benefits.service.context import Context, check_region, envelope
+from services.benefits.service.decisions import check_household
 from shared.db import UnitOfWork
 from shared.events.envelope import new_event_id
 from shared.regions import normalize_prefix
@@ -23,17 +19,28 @@ def _period(period: str) -> tuple[str, str]:
 
 
 async def post_payment(uow: UnitOfWork, ctx: Context, body: PaymentIn) -> dict[str, Any]:
-    """Record what a department paid; report 重复救助 when the same need is already paid."""
+    """Record what a department paid; report 重复救助 when the same need is already paid.
+
+    A payment is known by its department's reference within its region: a department's name
+    (民政局) is the same in every county, so another region's payment is never matched, neither
+    as a re-sent one nor as an earlier payment of the need.
+    """
     check_region(ctx, body.region)
+    await check_household(uow, ctx, body.household_id)
     if body.reference:
         same = await store.find_payment(
-            uow.session, department=body.department, reference=body.reference
+            uow.session, region=body.region, department=body.department, reference=body.reference
         )
         if same:  # the department re-sent the same payment: not a second one
             return {"payment": same, "duplicates": []}
     start, end = _period(body.period)
     earlier = await store.overlapping_payments(
-        uow.session, household_id=body.household_id, measure=body.measure, start=start, end=end
+        uow.session,
+        region=body.region,
+        household_id=body.household_id,
+        measure=body.measure,
+        start=start,
+        end=end,
     )
     payment: dict[str, Any] = {
         "id": new_event_id(),
@@ -79,8 +86,7 @@ async def post_payment(uow: UnitOfWork, ctx: Context, body: PaymentIn) -> dict[s
 
 
 async def duplicates(uow: UnitOfWork, ctx: Context, *, region: str) -> list[dict[str, Any]]:
-    prefix = normalize_prefix(region)
-    if not any(r.startswith(prefix) or prefix.startswith(r) for r in ctx.principal.regions):
-        raise RegionNotAllowed(region)
-    rows = await store.duplicates_under(uow.session, prefix)
-    return [r for r in rows if ctx.principal.covers(r["region"])]
+    """The 重复救助 found under a region prefix, within the caller's regions (none outside)."""
+    return await store.duplicates_under(
+        uow.session, normalize_prefix(region), regions=ctx.principal.regions
+    )

@@ -20,6 +20,7 @@ from services.benefits.schemas import ParameterIn
 from services.benefits.service.context import (
     Context,
     UnknownParameter,
+    check_level,
     check_region,
     result_digest,
     stored_value,
@@ -27,13 +28,13 @@ from services.benefits.service.context import (
 from services.benefits.service.decisions import decide_household, stored_inputs
 from shared.db import UnitOfWork
 from shared.events.envelope import new_event_id
-from shared.regions import normalize_prefix, parse_region
+from shared.regions import normalize_prefix
 
 
 async def resolved_parameters(
     uow: UnitOfWork, ctx: Context, region: str, *, on: date | None
 ) -> dict[str, Any]:
-    parse_region(region)
+    check_level(ctx, region)
     book = await ctx.engine.book(uow)
     try:
         resolved = book.resolve(region, on or ctx.today)
@@ -48,6 +49,7 @@ async def resolved_parameters(
 
 
 async def parameter_history(uow: UnitOfWork, ctx: Context, region: str, key: str) -> dict[str, Any]:
+    check_level(ctx, region)
     if key not in SPECS:
         raise UnknownParameter(key)
     book = await ctx.engine.book(uow)

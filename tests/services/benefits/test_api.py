@@ -102,14 +102,15 @@ class TestCards:
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "household.declared_income_fen"
 
-    async def test_a_region_outside_the_token_is_refused(
+    async def test_a_region_outside_the_token_is_not_found(
         self, benefits: httpx.AsyncClient, token: Callable[..., str]
     ) -> None:
         response = await benefits.post(
             "/v1/cards", json={"household": body()}, headers=bearer(token(READ, regions=["4107"]))
         )
-        assert response.status_code == 403
-        assert response.json()["type"].endswith("region-not-allowed")
+        assert response.status_code == 404
+        assert response.json()["type"].endswith("/not-found")
+        assert "411302" not in response.text
 
     async def test_eligibility_says_why_not(
         self, benefits: httpx.AsyncClient, token: Callable[..., str]

@@ -670,7 +670,7 @@ async def read(
             outcome="success",
             purpose=purpose,
             trace_id=trace_id_of(current_traceparent()),
-            detail={"fields": ["members.identity_number", "members.phone"]},
+            detail={"fields": ["members.identity_number", "members.birth_date", "members.phone"]},
             profile=ctx.keyring.profile,
             now=now,
         )
@@ -694,7 +694,9 @@ def view(
             "identity_number": decrypt(keyring, m["identity_cipher"], context=IDENTITY)
             if keyring
             else m["identity_masked"],
-            "birth_date": m["birth_date"],
+            # The birth date is the number's middle: in clear only with the number itself.
+            "birth_date": m["birth_date"] if keyring else None,
+            "birth_year": m["birth_date"].year,
             "sex": m["sex"],
             "hukou_type": m["hukou_type"],
             "labour_capacity": m["labour_capacity"],

@@ -180,8 +180,10 @@ class TestIsValidIdentityNumber:
 
 
 class TestMasking:
-    def test_an_identity_number_keeps_its_first_6_and_last_4_characters(self) -> None:
-        assert mask_identity_number("41130219850315123X") == "411302********123X"
+    def test_an_identity_number_keeps_only_its_region_and_check_character(self) -> None:
+        # The birth date and the sequence (with its sex digit) are hidden: with the region known
+        # and the birth year shown, ~16,600 valid numbers remain (tests/security).
+        assert mask_identity_number("41130219850315123X") == "411302***********X"
 
     def test_a_phone_number_keeps_its_first_3_and_last_4_digits(self) -> None:
         assert mask_phone("13812345678") == "138****5678"

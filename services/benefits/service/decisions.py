@@ -122,7 +122,8 @@ async def fetch_household(
     """The registry's file of the household as inputs; None when the registry has none."""
     client = RegistryClient.from_settings(settings)
     try:
-        file = await client.household(household_id)
+        # Ages need birth dates, which beside the masked number are the number: pii:read.
+        file = await client.household(household_id, pii=True, purpose="救助测算: 成员年龄")
         declarations = await client.declarations(household_id)
     except HouseholdNotFound:
         return None

@@ -131,7 +131,7 @@ def snapshot(household: Household) -> tuple[int, int, int, Status]:
 
 
 def masked_number(number: str) -> str:
-    return number[:6] + "*" * 8 + number[-4:]
+    return number[:6] + "*" * 11 + number[-1]
 
 
 class TestApply:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretBytes, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -22,7 +23,30 @@ DEFAULT_PORTS = {
     "sandbox": 8190,
 }
 EMBEDDED_NATS_PORT = 4333
+# What the shipped manifests hold where ops must put a secret of their own.
+PLACEHOLDER_SECRET = "CHANGE-ME"
 _MIGRATING: ContextVar[bool] = ContextVar("bangfu_migrating", default=False)
+_SECRET_NAME = re.compile(r"secret|password|(^|_)(keys?|token)(_|$)")
+
+
+def secret_fields(settings: type[BaseModel]) -> list[str]:
+    """The fields that hold secrets: typed SecretStr/SecretBytes, or named like a key, token,
+    secret or password. Found by walking the class, so a setting added later is covered."""
+    return [
+        name
+        for name, field in settings.model_fields.items()
+        if _SECRET_NAME.search(name) or _holds_secret(field.annotation)
+    ]
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation in (SecretStr, SecretBytes) or any(
+        _holds_secret(argument) for argument in get_args(annotation)
+    )
+
+
+def _revealed(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr | SecretBytes) else value
 
 
 class SuiteSettings(BaseSettings):
@@ -142,6 +166,31 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"{prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY are required in production"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> ServiceSettings:
+        """Production refuses a secret left at its public development default or at the
+        manifests' placeholder: such a key would let anyone compute what it protects."""
+        if self.suite.env != "production" or _MIGRATING.get():
+            return self
+        prefix = self.model_config.get("env_prefix", "")
+        fields = type(self).model_fields
+        for name in secret_fields(type(self)):
+            value = _revealed(getattr(self, name))
+            default = _revealed(fields[name].get_default(call_default_factory=True))
+            if value is None:
+                continue
+            if default is not None and value == default:
+                raise ValueError(
+                    f"{prefix}{name.upper()} is the public development default; "
+                    "production needs a secret of its own"
+                )
+            if str(value).strip() == PLACEHOLDER_SECRET:
+                raise ValueError(
+                    f"{prefix}{name.upper()} is still the placeholder {PLACEHOLDER_SECRET}; "
+                    "production needs a secret of its own"
+                )
         return self
 
     @classmethod

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from bangfu.embedded import SETTINGS
 from sandbox.settings import SandboxSettings
+from shared.identity import DEVELOPMENT_FEED_KEY
 from shared.observability import TracingSettings
 from shared.settings import SuiteSettings
 
@@ -177,3 +178,13 @@ def test_each_server_listens_where_it_is_published() -> None:
         port = spec["environment"][f"{prefix}PORT"]
         assert spec["ports"] == [f"{port}:{port}"]
         assert spec["environment"][f"{prefix}HOST"] == "0.0.0.0"
+
+
+def test_both_ends_of_the_change_feeds_take_the_one_feed_key() -> None:
+    """Verification matches the sandbox's change feeds only with the sandbox's key: one
+    variable, BANGFU_FEED_INDEX_KEY, sets both (the public development key when unset)."""
+    services = compose()["services"]
+    expected = f"${{BANGFU_FEED_INDEX_KEY:-{DEVELOPMENT_FEED_KEY}}}"
+
+    assert services["verification"]["environment"]["BANGFU_VERIFICATION_FEED_INDEX_KEY"] == expected
+    assert services["sandbox"]["environment"]["BANGFU_SANDBOX_PERSON_INDEX_KEY"] == expected

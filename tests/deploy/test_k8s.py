@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, secret_fields
 from tests.deploy.manifests import K8S, OVERLAYS, pod_specs, render, security_findings
 from tests.deploy.test_compose import settings_for, variables
 
@@ -194,6 +194,28 @@ def test_every_variable_given_to_a_process_is_one_of_its_settings(
                 cls.for_migration()
             else:
                 cls()
+
+
+def test_every_secret_with_a_development_default_is_set_from_a_secret(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """A public development default must never reach production unnoticed: each such setting
+    is in a Secret (as a placeholder that production refuses until ops replace it)."""
+    secrets = by_kind(manifests, "Secret")
+    for document in manifests:
+        if document["kind"] != "Deployment":
+            continue
+        (container,) = document["spec"]["template"]["spec"]["containers"]
+        from_secrets: set[str] = set()
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                from_secrets |= set(secrets[source["secretRef"]["name"]]["stringData"])
+        for cls in settings_for(container["args"]):
+            prefix = cls.model_config.get("env_prefix", "")
+            for field in secret_fields(cls):
+                if cls.model_fields[field].get_default(call_default_factory=True) is None:
+                    continue
+                assert f"{prefix}{field.upper()}" in from_secrets, document["metadata"]["name"]
 
 
 def test_each_service_listens_on_the_port_its_probes_and_service_use(

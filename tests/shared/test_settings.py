@@ -14,7 +14,15 @@ from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
 from shared.crypto import generate_keys
-from shared.settings import DEFAULT_PORTS, EMBEDDED_NATS_PORT, ServiceSettings, SuiteSettings
+from shared.identity import DEVELOPMENT_FEED_KEY
+from shared.settings import (
+    DEFAULT_PORTS,
+    EMBEDDED_NATS_PORT,
+    PLACEHOLDER_SECRET,
+    ServiceSettings,
+    SuiteSettings,
+    secret_fields,
+)
 
 PG_URL = "postgresql+asyncpg://bangfu@db.example.test:5432/bangfu"
 
@@ -244,3 +252,147 @@ class TestMigrationSettings:
         assert settings.database == (PG_URL, "registry")
         with pytest.raises(ValidationError, match="BANGFU_REGISTRY_ENCRYPTION_KEYS"):
             RegistrySettings()  # a service itself still refuses to start without them
+
+
+SERVICE_SETTINGS: list[type[ServiceSettings]] = [
+    RegistrySettings,
+    VerificationSettings,
+    BenefitsSettings,
+    NotificationsSettings,
+]
+
+
+def _variable(settings: type[ServiceSettings], field: str) -> str:
+    return f"BANGFU_{settings.service.upper()}_{field.upper()}"
+
+
+def _production_environment(
+    monkeypatch: pytest.MonkeyPatch, settings: type[ServiceSettings]
+) -> None:
+    """Production as ops configure it: every secret setting of the service set to its own value."""
+    monkeypatch.setenv("BANGFU_ENV", "production")
+    monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "https://idp.example.test/jwks")
+    keys, index_key = generate_keys("intl")
+    own = {"encryption_keys": keys, "blind_index_key": index_key}
+    for field in secret_fields(settings):
+        value = own.get(field, f"{field}-{os.urandom(16).hex()}")
+        monkeypatch.setenv(_variable(settings, field), value)
+
+
+def _development_values() -> list[tuple[type[ServiceSettings], str, str]]:
+    """(settings, field, value) for every secret setting's public default and the placeholder."""
+    cases = []
+    for settings in SERVICE_SETTINGS:
+        for field in secret_fields(settings):
+            default = settings.model_fields[field].get_default(call_default_factory=True)
+            if isinstance(default, SecretStr):
+                default = default.get_secret_value()
+            if default is not None:
+                cases.append((settings, field, str(default)))
+            cases.append((settings, field, PLACEHOLDER_SECRET))
+    return cases
+
+
+class TestDevelopmentSecretsInProduction:
+    def test_every_secret_setting_of_the_services_is_found(self) -> None:
+        assert {s.service: sorted(secret_fields(s)) for s in SERVICE_SETTINGS} == {
+            "registry": [
+                "blind_index_key",
+                "encryption_keys",
+                "registry_pii_token",
+                "registry_token",
+            ],
+            "verification": [
+                "blind_index_key",
+                "encryption_keys",
+                "feed_index_key",
+                "registry_pii_token",
+                "registry_token",
+            ],
+            "benefits": [
+                "blind_index_key",
+                "encryption_keys",
+                "registry_pii_token",
+                "registry_token",
+            ],
+            "notifications": [
+                "blind_index_key",
+                "encryption_keys",
+                "registry_pii_token",
+                "registry_token",
+                "sms_gateway_key",
+            ],
+        }
+
+    @pytest.mark.parametrize("settings", SERVICE_SETTINGS, ids=lambda s: s.service)
+    def test_production_with_secrets_of_its_own_starts(
+        self, settings: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        _production_environment(monkeypatch, settings)
+
+        assert settings().suite.env == "production"
+
+    @pytest.mark.parametrize(
+        ("settings", "field", "value"),
+        _development_values(),
+        ids=lambda v: v.service if isinstance(v, type) else str(v)[:20],
+    )
+    def test_production_refuses_a_development_value_naming_the_setting(
+        self,
+        settings: type[ServiceSettings],
+        field: str,
+        value: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        _production_environment(monkeypatch, settings)
+        monkeypatch.setenv(_variable(settings, field), value)
+
+        with pytest.raises(ValidationError, match=_variable(settings, field)) as refused:
+            settings()
+        message = refused.value.errors()[0]["msg"]
+        assert value == PLACEHOLDER_SECRET or value not in message  # names it, never shows it
+
+    def test_the_development_feed_key_left_unset_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        _production_environment(monkeypatch, VerificationSettings)
+        monkeypatch.delenv("BANGFU_VERIFICATION_FEED_INDEX_KEY")
+
+        with pytest.raises(ValidationError, match="BANGFU_VERIFICATION_FEED_INDEX_KEY"):
+            VerificationSettings()
+
+    def test_development_accepts_the_development_defaults(self) -> None:
+        settings = VerificationSettings()
+
+        assert settings.feed_index_key.get_secret_value() == DEVELOPMENT_FEED_KEY
+
+    def test_a_secret_setting_added_later_is_covered_without_listing_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        class LaterSettings(RegistrySettings):
+            partner_credential: SecretStr = SecretStr("typed-secret-dev-value")
+            webhook_signing_key: str = "named-key-dev-value"
+            archive_password: str | None = None
+
+        assert {"partner_credential", "webhook_signing_key", "archive_password"} <= set(
+            secret_fields(LaterSettings)
+        )
+        _production_environment(monkeypatch, LaterSettings)
+        LaterSettings()  # each set to a value of its own: accepted
+        for field, value in [
+            ("partner_credential", "typed-secret-dev-value"),
+            ("webhook_signing_key", "named-key-dev-value"),
+            ("archive_password", PLACEHOLDER_SECRET),
+        ]:
+            with monkeypatch.context() as patch:
+                patch.setenv(_variable(LaterSettings, field), value)
+                with pytest.raises(ValidationError, match=_variable(LaterSettings, field)):
+                    LaterSettings()
+
+    def test_the_migration_job_holds_no_secrets_and_is_not_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_ENV", "production")
+        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+
+        assert VerificationSettings.for_migration().suite.env == "production"

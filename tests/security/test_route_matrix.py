@@ -334,6 +334,45 @@ def judge_outside(
     return None if 200 <= status < 300 else (_got(response), "2xx: not region data")
 
 
+_ENDINGS = ("/revoke", "/cancel", "/steps/{step}")
+
+
+def _order(route: Route) -> tuple[int, str]:
+    """Reads first; deletions, revocations, cancellations and workflow steps last, so that
+    the owner's writes spoil nothing the next route needs."""
+    if route.method == "GET":
+        return (0, route.path)
+    if route.method == "DELETE" or route.path.endswith(_ENDINGS):
+        return (2, route.path)
+    return (1, route.path)
+
+
+def judge_owner(
+    route: Route, response: httpx.Response, request: Request, markers: set[str]
+) -> tuple[str, str] | None:
+    """None when the owner got what the others are refused; else (got, expected).
+
+    A read must answer 2xx, a list with the seeded 4113 data in it (else an empty answer to
+    the others proves nothing). A write runs after earlier writes changed the file, so a
+    conflict (409, 412) is fine; refused (401, 403), not found (404) or invalid (422) means
+    the matrix's request is wrong, and the others' refusal proved nothing.
+    """
+    status = response.status_code
+    if route.method != "GET" and kind_of(route) != "list":
+        if status in (401, 403, 404, 422) or status >= 500:
+            return _got(response), "the owner's write accepted (2xx, or 409/412 after others)"
+        return None
+    if not 200 <= status < 300:
+        return _got(response), "2xx for the owner"
+    if kind_of(route) == "list" and not _leaks(response, markers, request):
+        return (
+            f"{status} without any seeded 4113 resource",
+            "the owner's list shows the seeded 4113 data (else the others' empty answer "
+            "proves nothing): seed it or change the query",
+        )
+    return None
+
+
 async def run_matrix(
     served: Served, token: Callable[..., str], scopes: frozenset[str]
 ) -> tuple[list[Failure], int]:
@@ -342,10 +381,8 @@ async def run_matrix(
     failures: list[Failure] = []
     calls = 0
     client = served.client
-    # Reads first, deletions last: a write that wrongly succeeds should spoil little.
-    order = {"GET": 0, "POST": 1, "PUT": 1, "PATCH": 1, "DELETE": 2}
-    found = sorted(routes_of(served.app), key=lambda r: (order.get(r.method, 1), r.path))
-    owner_reads: list[tuple[Route, Request]] = []
+    found = sorted(routes_of(served.app), key=_order)
+    owner_calls: list[tuple[Route, Request]] = []
     for route in found:
         name = str(route)
         if route.key in OPEN:
@@ -420,25 +457,15 @@ async def run_matrix(
                         f"{expected}{' or empty' if foreign.empty_ok else ''}: {foreign.why}",
                     )
                 )
-        if route.method == "GET" or kind == "list":
-            owner_reads.append((route, request))
+        owner_calls.append((route, request))
 
-    for route, request in owner_reads:
+    # The owner last, reads before writes: what the others were refused, the owner gets.
+    for route, request in owner_calls:
         response = await request.send(client, tokens.owner)
         calls += 1
-        kind = kind_of(route)
-        if not 200 <= response.status_code < 300:
-            failures.append(Failure(str(route), "owner", _got(response), "2xx for the owner"))
-        elif kind == "list" and not _leaks(response, served.owner_markers, request):
-            failures.append(
-                Failure(
-                    str(route),
-                    "owner",
-                    f"{response.status_code} without any seeded 4113 resource",
-                    "the owner's list shows the seeded 4113 data (else the others' empty "
-                    "answer proves nothing): seed it or change the query",
-                )
-            )
+        wrong = judge_owner(route, response, request, served.owner_markers)
+        if wrong:
+            failures.append(Failure(str(route), "owner", *wrong))
     return failures, calls
 
 

@@ -75,6 +75,8 @@ class Foreign:
     expect: frozenset[int]
     why: str
     empty_ok: bool = False  # a 200 whose every list is empty is refusal enough
+    # For work accepted to be done later (a batch): what went wrong in it, or None.
+    then: Callable[[httpx.AsyncClient, httpx.Response, str], Awaitable[str | None]] | None = None
 
 
 @dataclass
@@ -595,6 +597,22 @@ def _consent(number: str, region: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+async def _verified_nothing(
+    client: httpx.AsyncClient, response: httpx.Response, token: str
+) -> str | None:
+    """A batch the caller may file: when it has run, it verified none of its households."""
+    if response.status_code != 202:
+        return None
+    location = response.headers["Location"]
+
+    async def finished() -> dict[str, Any] | None:
+        body: dict[str, Any] = _ok(await client.get(location, headers=bearer(token)))
+        return body if body["status"] != "running" else None
+
+    batch = await _eventually(finished, "the batch")
+    return f"the batch verified {batch['done']} 4113 household(s)" if batch["done"] else None
+
+
 @pytest.fixture
 async def verification_served(
     verification_settings: VerificationSettings,  # noqa: F811 - the imported fixture
@@ -688,15 +706,17 @@ async def verification_served(
                             "purpose": "复核",
                         }
                     ),
-                    refused,
-                    "a 4113 household in a batch filed under the caller's region",
+                    refused | {202},
+                    "a 4113 household in a batch filed under the caller's region: refused, or "
+                    "never verified",
+                    then=_verified_nothing,
                 )
             ],
             ("POST", "/v1/consents"): [
                 Foreign(
-                    Call(json=_consent(newcomer, INTRUDER_REGION)),
+                    Call(json=_consent(newcomer, INTRUDER_REGION, household_id=household_id)),
                     refused,
-                    "a consent of a 4113 person recorded under the caller's region",
+                    "a consent naming a 4113 household, recorded under the caller's region",
                 )
             ],
             ("POST", "/v1/verifications"): [

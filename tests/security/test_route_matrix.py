@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import iter_route_contexts
 from openpyxl import load_workbook
 from starlette.routing import Mount
@@ -35,6 +35,7 @@ from starlette.routing import Mount
 from services.registry.domain.workflow import TRANSITIONS
 from services.registry.service import PII_READ
 from shared.auth import require
+from tests.conftest import running
 from tests.helpers import bearer
 from tests.security.conftest import (
     INTRUDER_CLIENT,
@@ -382,6 +383,21 @@ async def run_matrix(
     calls = 0
     client = served.client
     found = sorted(routes_of(served.app), key=_order)
+    walked = {r.key for r in found}
+    documented = {
+        (method.upper(), path)
+        for path, operations in served.app.openapi()["paths"].items()
+        for method in operations
+    }
+    for method, path in sorted(documented - walked):
+        failures.append(
+            Failure(
+                f"{method} {path}",
+                "-",
+                "in the OpenAPI document but not found by walking the app",
+                "routes_of() to find every route (has FastAPI's router changed?)",
+            )
+        )
     owner_calls: list[tuple[Route, Request]] = []
     for route in found:
         name = str(route)
@@ -443,17 +459,20 @@ async def run_matrix(
             response = await variant.send(client, tokens.intruder)
             calls += 1
             leaks = _leaks(response, served.owner_markers, variant)
+            problems = [f"showing {', '.join(leaks)}"] if leaks else []
+            if foreign.then:
+                later = await foreign.then(client, response, tokens.intruder)
+                problems += [later] if later else []
             empty = (
                 foreign.empty_ok and response.status_code == 200 and _lists_empty(response.json())
             )
-            if leaks or not (response.status_code in foreign.expect or empty):
-                shown = f" showing {', '.join(leaks)}" if leaks else ""
+            if problems or not (response.status_code in foreign.expect or empty):
                 expected = "/".join(map(str, sorted(foreign.expect)))
                 failures.append(
                     Failure(
                         name,
                         "5 foreign ids",
-                        f"{_got(response)}{shown}",
+                        " ".join([_got(response), *problems]),
                         f"{expected}{' or empty' if foreign.empty_ok else ''}: {foreign.why}",
                     )
                 )
@@ -507,3 +526,31 @@ async def test_every_verification_route_is_confined_to_the_callers_regions(
         verification_served, token, all_scopes([verification_served.app])
     )
     assert not failures, table("verification", failures, calls)
+
+
+async def test_a_route_the_matrix_cannot_check_fails_saying_what_to_add() -> None:
+    app = FastAPI()
+
+    @app.get("/v1/widgets/{widget_id}", dependencies=[Depends(require("widgets:read"))])
+    async def widget(widget_id: str) -> None: ...
+
+    @app.post("/v1/widgets", dependencies=[Depends(require("widgets:write"))])
+    async def add_widget(body: dict[str, str]) -> None: ...
+
+    @app.get("/v1/gadgets", dependencies=[Depends(require())])
+    async def gadgets() -> None: ...
+
+    @app.get("/v1/forgotten")
+    async def forgotten() -> None: ...
+
+    app.mount("/files", FastAPI())
+    async with running(app) as client:
+        served = Served(app=app, client=client, values={})
+        failures, _ = await run_matrix(served, lambda *_, **__: "not-a-token", frozenset())
+
+    said = {(f.route, f.expected.split(":")[0].split(",")[0]) for f in failures}
+    assert ("GET /v1/widgets/{widget_id}", "no value for path parameter(s) widget_id") in said
+    assert ("POST /v1/widgets", "no request body") in said
+    assert ("GET /v1/gadgets", "require('<service>") in said
+    assert ("GET /v1/forgotten", "a token checked by require(...)") in said
+    assert ("GET /files", "a token checked by require(...)") in said

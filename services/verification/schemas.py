@@ -118,11 +118,20 @@ class VerificationIn(_In):
         return self
 
 
+# Households named in one batch: the batch is queued in one transaction.
+MAX_BATCH = 10_000
+
+
 class BatchIn(_In):
     """批量核对: these households, or every household of a region (by registry status)."""
 
     region: str = Field(pattern=r"^\d{6}$", description="the county the batch is filed under")
-    household_ids: list[Id] | None = Field(default=None, min_length=1, max_length=100_000)
+    household_ids: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"at most {MAX_BATCH:,}; one filed outside `region` is reported not found",
+    )
     status: str | None = Field(
         default="enrolled", description="without household_ids: the registry status to take"
     )

@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.verification import store
 from services.verification.checking import Person
-from services.verification.domain.consent import Consent, consent_state
+from services.verification.domain.consent import Consent, after_revocations, consent_state
 from services.verification.domain.departments import Department
 from services.verification.domain.events import (
     BatchProgress,
@@ -74,14 +75,23 @@ def to_consent(row: Mapping[str, Any]) -> Consent:
         departments=frozenset(Department(d) for d in row["departments"]),
         document_ref=row["document_ref"],
         revoked_on=row["revoked_on"],
+        recorded_at=as_utc(row["recorded_at"]),
+        revoked_at=as_utc(row["revoked_at"]) if row["revoked_at"] else None,
     )
 
 
-def view(row: Mapping[str, Any], *, today: date) -> dict[str, Any]:
-    """A consent as the API shows it: the number masked, its state as of today."""
-    consent = to_consent(row)
+# Shown for a consent ended by a revocation of another of the person's consents.
+ENDED_BY_REVOCATION = "本人已撤回授权 (the person revoked their consent)"
+
+
+def view(row: Mapping[str, Any], consent: Consent, *, today: date) -> dict[str, Any]:
+    """A consent as the API shows it: the number masked, its state as of today.
+
+    `consent` is the row as the person's revocations leave it (`after_revocations`).
+    """
     # Any department it covers tells whether it is in force; NOT_COVERED cannot occur here.
     state = consent.state_for(next(iter(consent.departments)), on=today)
+    ended_elsewhere = consent.revoked_on != row["revoked_on"]
     return {
         "id": row["id"],
         "identity_number": row["identity_masked"],
@@ -92,10 +102,19 @@ def view(row: Mapping[str, Any], *, today: date) -> dict[str, Any]:
         "expires_on": row["expires_on"],
         "departments": sorted(row["departments"]),
         "document_ref": row["document_ref"],
-        "revoked_on": row["revoked_on"],
-        "revoked_reason": row["revoked_reason"],
+        "revoked_on": consent.revoked_on,
+        "revoked_reason": ENDED_BY_REVOCATION if ended_elsewhere else row["revoked_reason"],
         "state": state.value,
     }
+
+
+def _by_id(rows: Sequence[Mapping[str, Any]]) -> dict[str, Consent]:
+    """One person's consents (every region), as their revocations leave them, by id."""
+    return {c.id: c for c in after_revocations([to_consent(r) for r in rows])}
+
+
+async def _as_revoked(session: AsyncSession, person_index: str) -> dict[str, Consent]:
+    return _by_id(await store.consents_of(session, [person_index]))
 
 
 async def _audit(
@@ -149,6 +168,10 @@ async def record_consent(
         "departments": sorted(d.value for d in set(departments)),
         "document_ref": document_ref,
         "recorded_by": ctx.actor,
+        "recorded_at": datetime.now(UTC),
+        "revoked_on": None,
+        "revoked_reason": None,
+        "revoked_at": None,
     }
     await store.insert_consent(uow.session, row)
     await _audit(
@@ -162,14 +185,22 @@ async def record_consent(
             "expires_on": expires_on.isoformat(),
         },
     )
-    return view({**row, "revoked_on": None, "revoked_reason": None}, today=ctx.today)
+    consents = await _as_revoked(uow.session, row["person_index"])
+    return view(row, consents[consent_id], today=ctx.today)
 
 
-async def get_consent(uow: UnitOfWork, ctx: Context, consent_id: str) -> dict[str, Any]:
+async def _consent_row(uow: UnitOfWork, ctx: Context, consent_id: str) -> dict[str, Any]:
     row = await store.get_consent(uow.session, consent_id)
     if row is None or not ctx.principal.covers(row["region"]):
         raise ConsentNotFound(consent_id)
     return row
+
+
+async def get_consent(uow: UnitOfWork, ctx: Context, consent_id: str) -> dict[str, Any]:
+    """One consent inside the caller's regions, as the person's revocations leave it."""
+    row = await _consent_row(uow, ctx, consent_id)
+    consents = await _as_revoked(uow.session, row["person_index"])
+    return view(row, consents[consent_id], today=ctx.today)
 
 
 async def find_consents(
@@ -178,20 +209,25 @@ async def find_consents(
     """A person's consents inside the caller's regions."""
     index = person_index(ctx.keyring, identity_number, today=ctx.today)
     rows = await store.consents_of(uow.session, [index])
-    return [view(r, today=ctx.today) for r in rows if ctx.principal.covers(r["region"])]
+    consents = _by_id(rows)
+    return [
+        view(r, consents[r["id"]], today=ctx.today)
+        for r in rows
+        if ctx.principal.covers(r["region"])
+    ]
 
 
 async def revoke_consent(
     uow: UnitOfWork, ctx: Context, consent_id: str, *, reason: str, revoked_on: date | None
 ) -> dict[str, Any]:
     """Withdraw a consent from a day on (today by default); earlier queries stay lawful."""
-    row = await get_consent(uow, ctx, consent_id)
+    row = await _consent_row(uow, ctx, consent_id)
     on = revoked_on or ctx.today
     if row["revoked_on"] is not None:
         raise InvalidConsent("revoked_on", f"already revoked on {row['revoked_on']}")
     if on < row["signed_on"]:
         raise InvalidConsent("revoked_on", "must not be before the consent was signed")
-    await store.revoke_consent(uow.session, consent_id, on=on, reason=reason)
+    await store.revoke_consent(uow.session, consent_id, on=on, reason=reason, at=datetime.now(UTC))
     await _audit(
         uow,
         ctx,
@@ -199,7 +235,7 @@ async def revoke_consent(
         target=consent_id,
         detail={"revoked_on": on.isoformat(), "reason": reason},
     )
-    return view({**row, "revoked_on": on, "revoked_reason": reason}, today=ctx.today)
+    return await get_consent(uow, ctx, consent_id)
 
 
 # -- verifications --------------------------------------------------------------------------
@@ -272,6 +308,55 @@ def to_cloudevent(
     )
 
 
+# The registry takes a `Bangfu-Purpose` header of at most this many characters, percent-encoded
+# (a Chinese character takes nine): a longer purpose would have every read of it refused.
+REGISTRY_PURPOSE_MAX = 500
+
+
+def registry_purpose(purpose: str) -> str:
+    """Why the registry is read (`核对: <purpose>`), shortened with "…" to fit its header."""
+    text = f"核对: {purpose}"
+    if len(quote(text)) <= REGISTRY_PURPOSE_MAX:
+        return text
+    while len(quote(text + "…")) > REGISTRY_PURPOSE_MAX:
+        text = text[:-1]
+    return text + "…"
+
+
+def _queued(
+    *,
+    household_id: str | None,
+    region: str,
+    purpose: str,
+    departments: Sequence[Department],
+    trigger: str,
+    requested_by: str,
+    cause: str | None = None,
+    batch_id: str | None = None,
+    members_cipher: str | None = None,
+) -> tuple[dict[str, Any], CloudEvent]:
+    """A queued verification's row and its `verification.requested` event."""
+    now, verification_id = datetime.now(UTC), new_event_id()
+    codes = tuple(sorted(d.value for d in departments))
+    row = {
+        "id": verification_id,
+        "household_id": household_id,
+        "region": region,
+        "purpose": purpose,
+        "departments": list(codes),
+        "trigger": trigger,
+        "cause": cause,
+        "batch_id": batch_id,
+        "requested_by": requested_by,
+        "status": "queued",
+        "members_cipher": members_cipher,
+        "not_before": now,
+        "requested_at": now,
+    }
+    event = VerificationRequested(verification_id, household_id, trigger, purpose, codes, batch_id)
+    return row, to_cloudevent(event, region=region, sequence=0)
+
+
 async def request(
     uow: UnitOfWork,
     *,
@@ -282,69 +367,48 @@ async def request(
     trigger: str,
     requested_by: str,
     cause: str | None = None,
-    batch_id: str | None = None,
     subject: Subject | None = None,
     keyring: Keyring | None = None,
 ) -> str | None:
     """Queue one verification and announce it: its id, or None if its cause started one."""
-    verification_id = new_event_id()
-    inserted = await store.insert_ignoring_duplicates(
-        uow.session,
-        store.verification,
-        [
-            {
-                "id": verification_id,
-                "household_id": household_id,
-                "region": region,
-                "purpose": purpose,
-                "departments": sorted(d.value for d in departments),
-                "trigger": trigger,
-                "cause": cause,
-                "batch_id": batch_id,
-                "requested_by": requested_by,
-                "status": "queued",
-                "members_cipher": encrypt(keyring, subject.to_json(), context=SUBJECT_CONTEXT)
-                if subject and keyring
-                else None,
-                "not_before": datetime.now(UTC),
-                "requested_at": datetime.now(UTC),
-            }
-        ],
+    row, event = _queued(
+        household_id=household_id,
+        region=region,
+        purpose=purpose,
+        departments=departments,
+        trigger=trigger,
+        requested_by=requested_by,
+        cause=cause,
+        members_cipher=encrypt(keyring, subject.to_json(), context=SUBJECT_CONTEXT)
+        if subject and keyring
+        else None,
     )
-    if inserted:
-        uow.publish(
-            to_cloudevent(
-                VerificationRequested(
-                    verification_id,
-                    household_id,
-                    trigger,
-                    purpose,
-                    tuple(sorted(d.value for d in departments)),
-                    batch_id,
-                ),
-                region=region,
-                sequence=0,
-            )
-        )
-        return verification_id
-    return None
+    if not await store.insert_ignoring_duplicates(uow.session, store.verification, [row]):
+        return None
+    uow.publish(event)
+    verification_id: str = row["id"]
+    return verification_id
 
 
 async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
-    """The members with their recorded consents."""
+    """The members with the consents that count for the household.
+
+    Only a consent recorded for the household's region counts; a revocation counts wherever
+    it was recorded (`after_revocations`).
+    """
     indexes = {
         member_id: blind_index(keyring, number, purpose=INDEX_PURPOSE)
         for member_id, number in subject.members
     }
-    consents = await store.consents_of(session, list(indexes.values()))
-    return [
-        Person(
-            member_id,
-            number,
-            tuple(to_consent(c) for c in consents if c["person_index"] == indexes[member_id]),
-        )
-        for member_id, number in subject.members
-    ]
+    rows = await store.consents_of(session, list(indexes.values()))
+    people = []
+    for member_id, number in subject.members:
+        own = [r for r in rows if r["person_index"] == indexes[member_id]]
+        region = {r["id"]: r["region"] for r in own}
+        consents = after_revocations([to_consent(r) for r in own])
+        counted = tuple(c for c in consents if region[c.id] == subject.region)
+        people.append(Person(member_id, number, counted))
+    return people
 
 
 class NoConsent(Exception):
@@ -443,6 +507,10 @@ def verification_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Verifications of a batch are written this many to a statement.
+BATCH_CHUNK = 500
+
+
 async def create_batch(
     uow: UnitOfWork,
     ctx: Context,
@@ -452,7 +520,11 @@ async def create_batch(
     purpose: str,
     departments: Sequence[Department],
 ) -> dict[str, Any]:
-    """批量核对: one verification per household, all queued at once under one batch."""
+    """批量核对: one verification per household, all queued at once under one batch.
+
+    Each is filed under the batch's region; the worker verifies a household only if it is filed
+    there, and reports any other as not in the registry (never where it is).
+    """
     parse_region(region)
     if not ctx.principal.covers(region):
         raise RegionNotAllowed(region)
@@ -472,17 +544,21 @@ async def create_batch(
         "finished_at": None if unique else now,
     }
     await store.insert_rows(uow.session, store.batch, [batch])
-    for household_id in unique:
-        await request(
-            uow,
-            household_id=household_id,
-            region=region,
-            purpose=purpose,
-            departments=departments,
-            trigger="batch",
-            requested_by=ctx.actor,
-            batch_id=batch["id"],
-        )
+    for start in range(0, len(unique), BATCH_CHUNK):
+        queued = [
+            _queued(
+                household_id=household_id,
+                region=region,
+                purpose=purpose,
+                departments=departments,
+                trigger="batch",
+                requested_by=ctx.actor,
+                batch_id=batch["id"],
+            )
+            for household_id in unique[start : start + BATCH_CHUNK]
+        ]
+        await store.insert_rows(uow.session, store.verification, [row for row, _ in queued])
+        uow.publish(*(event for _, event in queued))
     return batch
 
 

@@ -73,6 +73,10 @@ class VerificationSettings(ServiceSettings):
     workers: int = Field(default=16, ge=1)
     lease_seconds: float = 300
     poll_seconds: float = 0.5
+    # A verification that fails (raises, or the registry is unreachable) is tried again after
+    # this, doubling, at most `max_attempts` times in all; then it ends `failed` with the reason.
+    max_attempts: int = Field(default=5, ge=1)
+    retry_seconds: float = Field(default=30, gt=0)
     # A department that was unavailable is asked again after this, doubling, for this long.
     refetch_seconds: float = 60
     refetch_give_up_hours: float = 72
@@ -103,11 +107,11 @@ class VerificationSettings(ServiceSettings):
         own = self.departments.get(department)
         return (own.base_url if own and own.base_url else None) or self.departments_url
 
-    def limits_for(self, region: str) -> AssetLimits:
-        """The asset limits of the longest configured prefix of `region`."""
+    def limits_for(self, region: str) -> AssetLimits | None:
+        """The asset limits of the longest configured prefix of `region`; None if none is."""
         matches = [p for p in self.asset_limits if region.startswith(normalize_prefix(p))]
         if not matches:
-            raise LookupError(f"no asset limits configured for region {region}")
+            return None
         chosen = self.asset_limits[max(matches, key=lambda p: len(normalize_prefix(p)))]
         return AssetLimits(
             chosen.deposits_per_capita_fen,

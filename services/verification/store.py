@@ -49,11 +49,12 @@ consent = Table(
     Column("revoked_reason", Text),
     Column("recorded_by", String(200), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
 )
 
 
 async def insert_consent(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(consent).values(**row, recorded_at=datetime.now(UTC)))
+    await session.execute(insert(consent).values(**row))
 
 
 async def get_consent(session: AsyncSession, consent_id: str) -> dict[str, Any] | None:
@@ -74,11 +75,13 @@ async def consents_of(session: AsyncSession, person_indexes: Sequence[str]) -> l
     return [dict(r) for r in rows.mappings()]
 
 
-async def revoke_consent(session: AsyncSession, consent_id: str, *, on: date, reason: str) -> None:
+async def revoke_consent(
+    session: AsyncSession, consent_id: str, *, on: date, reason: str, at: datetime
+) -> None:
     await session.execute(
         update(consent)
         .where(consent.c.id == consent_id)
-        .values(revoked_on=on, revoked_reason=reason)
+        .values(revoked_on=on, revoked_reason=reason, revoked_at=at)
     )
 
 
@@ -467,7 +470,7 @@ async def batch_results(
 async def watch_household(
     session: AsyncSession, household_id: str, *, region: str, **values: Any
 ) -> None:
-    """Record or update a followed household (enrolment state, last verification)."""
+    """Record or update a followed household (its region, enrolment, last verification)."""
     exists = (
         await session.execute(
             select(watched_household.c.household_id).where(
@@ -479,11 +482,11 @@ async def watch_household(
         await session.execute(
             insert(watched_household).values(household_id=household_id, region=region, **values)
         )
-    elif values:
+    else:  # a household that moved is verified in its new region
         await session.execute(
             update(watched_household)
             .where(watched_household.c.household_id == household_id)
-            .values(**values)
+            .values(region=region, **values)
         )
 
 

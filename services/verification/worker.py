@@ -46,6 +46,7 @@ from services.verification.service import (
     Subject,
     people_of,
     publish_progress,
+    registry_purpose,
     request,
     subject_from_registry,
     to_cloudevent,
@@ -64,7 +65,6 @@ log = structlog.get_logger(__name__)
 
 ANSWER_CONTEXT = "verification.raw_answer"
 MISSING = (ItemStatus.UNAVAILABLE, ItemStatus.ERROR)
-MAX_ATTEMPTS = 10
 
 
 class NotVerifiable(Exception):
@@ -248,7 +248,7 @@ class Verifier:
                 except Exception:  # noqa: BLE001 - a database blip must not end the loop
                     log.exception("verification.claim_failed")
             for row in claimed:
-                task = asyncio.create_task(self._guarded(self.run, row))
+                task = asyncio.create_task(self._guarded(self._attempt, row))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
             if not claimed or free <= len(claimed):
@@ -268,20 +268,57 @@ class Verifier:
         except Exception:  # noqa: BLE001 - the lease runs out and the row is tried again
             log.exception("verification.step_failed", verification_id=row["id"])
 
+    async def _attempt(self, row: dict[str, Any]) -> None:
+        """Run a claimed verification; one that raises is tried again later, a few times."""
+        limit = self.settings.max_attempts
+        if row["attempts"] > limit:  # its worker stopped while running it, `limit` times
+            await self._fail(row, f"gave up after {limit} attempts: its runs never finished")
+            return
+        try:
+            await self.run(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted, and tried again or failed for good
+            log.exception(
+                "verification.attempt_failed", verification_id=row["id"], attempt=row["attempts"]
+            )
+            await self._retry_later(row, f"{type(exc).__name__}: {exc}")
+
+    async def filed_household(
+        self, household_id: str, *, inside: Callable[[str], bool]
+    ) -> dict[str, Any]:
+        """The household's masked file if its region is `inside`; else HouseholdNotFound.
+
+        Read without `pii:read`, so that looking where a household is filed reads no number and
+        leaves no audit record at the registry: the clear read comes only once it is inside.
+        """
+        household = await self.registry.household(household_id)
+        if not inside(household["location"]["region"]):
+            raise HouseholdNotFound(household_id)
+        return household
+
     async def resolve(self, row: Mapping[str, Any]) -> Subject:
-        """The members to check: stored with the request, or read from the registry now."""
+        """The members to check: stored with the request, or read from the registry now.
+
+        A household is read only if it is filed in the verification's region: a batch, or an
+        event, naming one filed elsewhere finds it "not in the registry", as for one that is not.
+        """
         if row["members_cipher"]:
             text = decrypt(self.keyring, row["members_cipher"], context=SUBJECT_CONTEXT)
             return Subject.from_json(text)
         household_id = row["household_id"]
         try:
+            await self.filed_household(household_id, inside=lambda region: region == row["region"])
             household = await self.registry.household(
-                household_id, pii=True, purpose=f"核对: {row['purpose']}"
+                household_id, pii=True, purpose=registry_purpose(row["purpose"])
             )
             declarations = await self.registry.declarations(household_id)
         except HouseholdNotFound as exc:
             raise NotVerifiable(f"household {household_id} is not in the registry") from exc
-        return subject_from_registry(household, declarations)
+        subject = subject_from_registry(household, declarations)
+        if subject.region != row["region"]:  # moved away between the two reads
+            raise NotVerifiable(f"household {household_id} is not in the registry")
+        return subject
 
     async def run(self, row: dict[str, Any]) -> None:
         """One verification, first report version."""
@@ -308,7 +345,54 @@ class Verifier:
         if all(c.exchange is None for c in checked):
             await self._fail(row, "no valid consent covers any member and department asked")
             return
-        await self._record(row, subject, checked, previous=[])
+        await self._record_or_log(row, subject, checked, previous=[])
+
+    async def _record_or_log(
+        self,
+        row: Mapping[str, Any],
+        subject: Subject,
+        checked: Sequence[Checked],
+        *,
+        previous: Sequence[ReportItem],
+    ) -> None:
+        """Record the answers; if that fails, the questions put are still logged, then it raises.
+
+        Every question put to a department about a person is in the query log ("who looked at
+        my data"), even when no report could be made of the answers.
+        """
+        try:
+            await self._record(row, subject, checked, previous=previous)
+        except Exception:
+            async with self.db.unit_of_work() as uow:
+                await store.insert_rows(
+                    uow.session, store.department_query, self._query_rows(row, subject, checked)
+                )
+                await uow.commit()
+            raise
+
+    def _query_rows(
+        self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]
+    ) -> list[dict[str, Any]]:
+        """The query log's rows for the questions put to departments in this run."""
+        numbers = dict(subject.members)
+        return [
+            {
+                "person_index": blind_index(
+                    self.keyring, numbers[e.member_id], purpose=INDEX_PURPOSE
+                ),
+                "verification_id": row["id"],
+                "department": e.department.value,
+                "consent_id": e.consent_id,
+                "purpose": row["purpose"],
+                "requested_by": row["requested_by"],
+                "outcome": e.outcome.value,
+                "request_hash": e.request_hash,
+                "response_digest": e.response_digest,
+                "queried_at": e.at,
+            }
+            for e in (c.exchange for c in checked)
+            if e is not None
+        ]
 
     async def _record(
         self,
@@ -335,7 +419,6 @@ class Verifier:
             discrepancy_threshold_fen=settings.discrepancy_threshold_fen,
         )
         exchanges = [c.exchange for c in checked if c.exchange is not None]
-        numbers = dict(subject.members)
         missing = any(i.status in MISSING for i in items)
         async with self.db.unit_of_work() as uow:
             session = uow.session
@@ -360,25 +443,7 @@ class Verifier:
                 ],
             )
             await store.insert_rows(
-                session,
-                store.department_query,
-                [
-                    {
-                        "person_index": blind_index(
-                            self.keyring, numbers[e.member_id], purpose=INDEX_PURPOSE
-                        ),
-                        "verification_id": row["id"],
-                        "department": e.department.value,
-                        "consent_id": e.consent_id,
-                        "purpose": row["purpose"],
-                        "requested_by": row["requested_by"],
-                        "outcome": e.outcome.value,
-                        "request_hash": e.request_hash,
-                        "response_digest": e.response_digest,
-                        "queried_at": e.at,
-                    }
-                    for e in exchanges
-                ],
+                session, store.department_query, self._query_rows(row, subject, checked)
             )
             await store.insert_rows(
                 session,
@@ -468,10 +533,11 @@ class Verifier:
         return report
 
     async def _retry_later(self, row: Mapping[str, Any], reason: str) -> None:
-        if row["attempts"] >= MAX_ATTEMPTS:
+        """Queue the verification again after a doubling delay, or fail it past its attempts."""
+        if row["attempts"] >= self.settings.max_attempts:
             await self._fail(row, f"gave up after {row['attempts']} attempts: {reason}")
             return
-        delay = min(2 ** row["attempts"], 300)
+        delay = min(self.settings.retry_seconds * 2 ** (row["attempts"] - 1), 3600)
         async with self.db.unit_of_work() as uow:
             await store.update_verification(
                 uow.session,
@@ -547,7 +613,7 @@ class Verifier:
         if self.metrics:
             self.metrics.record(checked)
         if any(c.item.status is ItemStatus.OK for c in checked):
-            await self._record(row, subject, checked, previous=previous)
+            await self._record_or_log(row, subject, checked, previous=previous)
             return
         now = datetime.now(UTC)
         interval = 2 * (row["refetch_interval_seconds"] or self.settings.refetch_seconds)

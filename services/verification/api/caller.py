@@ -9,7 +9,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from services.verification import service
+from services.verification.worker import Verifier
 from shared.auth import Principal, require
+from shared.registry_client import HouseholdNotFound
 
 
 def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
@@ -24,6 +26,29 @@ def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
 
 
 Caller = Annotated[service.Context, Depends(context("verification:request"))]
+
+
+def verifier(request: Request) -> Verifier:
+    found: Verifier = request.app.state.verifier
+    return found
+
+
+VerifierDep = Annotated[Verifier, Depends(verifier)]
+
+
+async def household_in(
+    worker: Verifier, household_id: str, *, region: str | None, ctx: service.Context
+) -> dict[str, Any]:
+    """The household's masked file if it is filed in the caller's regions (and in `region`,
+    when given); otherwise HouseholdUnknown, alike for one elsewhere and one that is not."""
+
+    def allowed(code: str) -> bool:
+        return ctx.principal.covers(code) and region in (None, code)
+
+    try:
+        return await worker.filed_household(household_id, inside=allowed)
+    except HouseholdNotFound:
+        raise service.HouseholdUnknown(household_id) from None
 
 
 def json_response(body: Any, status_code: int = 200) -> JSONResponse:

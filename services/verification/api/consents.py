@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from services.verification import service
-from services.verification.api.caller import Caller, json_response
+from services.verification.api.caller import Caller, VerifierDep, household_in, json_response
 from services.verification.schemas import ID_PATTERN, ConsentIn, ConsentOut, ConsentSearch, RevokeIn
 from shared.service import UnitOfWorkDep
 
@@ -19,7 +19,12 @@ router = APIRouter(prefix="/v1", tags=["consents"])
     response_model=ConsentOut,
     summary="Record a signed consent (核对授权书) for one person",
 )
-async def record_consent(body: ConsentIn, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+async def record_consent(
+    body: ConsentIn, uow: UnitOfWorkDep, ctx: Caller, worker: VerifierDep
+) -> JSONResponse:
+    if body.household_id is not None:
+        # The household named must be filed in the consent's region (and so in the caller's).
+        await household_in(worker, body.household_id, region=body.region, ctx=ctx)
     consent = await service.record_consent(
         uow,
         ctx,
@@ -51,8 +56,7 @@ async def find_consents(body: ConsentSearch, uow: UnitOfWorkDep, ctx: Caller) ->
 async def get_consent(
     consent_id: Annotated[str, Path(pattern=ID_PATTERN)], uow: UnitOfWorkDep, ctx: Caller
 ) -> JSONResponse:
-    row = await service.get_consent(uow, ctx, consent_id)
-    return json_response(service.view(row, today=ctx.today))
+    return json_response(await service.get_consent(uow, ctx, consent_id))
 
 
 @router.post(

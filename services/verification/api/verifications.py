@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from services.verification import render, service, store
-from services.verification.api.caller import Caller, json_response
+from services.verification.api.caller import Caller, VerifierDep, household_in, json_response
 from services.verification.domain.report import Declared
 from services.verification.schemas import (
     ID_PATTERN,
@@ -29,12 +29,6 @@ from shared.service import UnitOfWorkDep, get_runtime
 router = APIRouter(prefix="/v1")
 
 
-def verifier(request: Request) -> Verifier:
-    found: Verifier = request.app.state.verifier
-    return found
-
-
-VerifierDep = Annotated[Verifier, Depends(verifier)]
 IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
@@ -53,15 +47,17 @@ async def _subject(body: VerificationIn, ctx: service.Context, worker: Verifier)
             ),
         )
     assert body.household_id is not None
+    # Where it is filed first, masked: the numbers are read (and audited) only inside.
+    await household_in(worker, body.household_id, region=None, ctx=ctx)
     try:
         household = await worker.registry.household(
-            body.household_id, pii=True, purpose=f"核对: {body.purpose}"
+            body.household_id, pii=True, purpose=service.registry_purpose(body.purpose)
         )
         declarations = await worker.registry.declarations(body.household_id)
     except HouseholdNotFound:
         raise service.HouseholdUnknown(body.household_id) from None
     subject = service.subject_from_registry(household, declarations)
-    if not ctx.principal.covers(subject.region):
+    if not ctx.principal.covers(subject.region):  # moved away between the two reads
         raise service.HouseholdUnknown(body.household_id)
     return subject
 

@@ -3,12 +3,16 @@
 No valid consent for a member and a department means that department is not called for that
 member: the report then carries a `no_consent` item (a partly served request is still useful);
 a request that could not be served for anyone is refused outright.
+
+A consent is recorded for a region and counts for the households of that region only; a
+revocation withdraws the person's authorisation, not one paper (see `after_revocations`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from enum import StrEnum
 
 from services.verification.domain.departments import Department
@@ -35,6 +39,8 @@ class Consent:
     departments: frozenset[Department]
     document_ref: str
     revoked_on: date | None = None
+    recorded_at: datetime | None = None  # when it was entered
+    revoked_at: datetime | None = None  # when its revocation was entered
 
     def state_for(self, department: Department, *, on: date) -> ConsentState:
         """Whether this consent lets `department` be queried on day `on`."""
@@ -62,3 +68,28 @@ def consent_state(
     )
     state, consent = ranked[0]
     return state, consent if state is ConsentState.VALID else None
+
+
+def after_revocations(consents: Sequence[Consent]) -> list[Consent]:
+    """A person's consents as their revocations leave them, wherever each was recorded.
+
+    From its day on, a revocation ends every consent signed before that day, and one signed
+    that same day but entered before the revocation was: the person withdrew their
+    authorisation, not one paper. A consent signed after it counts again.
+    """
+    revocations = [c for c in consents if c.revoked_on is not None]
+    return [_as_revoked_by(consent, revocations) for consent in consents]
+
+
+def _as_revoked_by(consent: Consent, revocations: Sequence[Consent]) -> Consent:
+    days = [r.revoked_on for r in revocations if r.revoked_on and _ends(r, consent, r.revoked_on)]
+    return replace(consent, revoked_on=min(days)) if days else consent
+
+
+def _ends(revocation: Consent, consent: Consent, day: date) -> bool:
+    if consent.signed_on != day:
+        return consent.signed_on < day
+    # Signed on the revocation's day: whichever was entered first (unknown times: it ends).
+    if consent.recorded_at is None or revocation.revoked_at is None:
+        return True
+    return consent.recorded_at < revocation.revoked_at

@@ -158,11 +158,12 @@ def build_report(
     member_ids: Sequence[str],
     items: Sequence[ReportItem],
     declared: Sequence[Declared],
-    limits: AssetLimits,
+    limits: AssetLimits | None,
     discrepancy_threshold_fen: int,
 ) -> Report:
     """Per-capita income, asset verdicts and discrepancies from the department items.
 
+    Without limits for the region (none configured) every asset verdict is `unknown`.
     Per-capita income is the sum of verified monthly incomes divided by the number of
     members, rounded down to the fen. Incomes reported by several departments for the same
     kind (a wage seen by 税务 and by 公积金) count once: the highest figure is taken.
@@ -219,9 +220,15 @@ def _asset_total(
     return total
 
 
+_ASSET_TESTS = ("deposits_per_capita", "properties", "vehicles", "business_capital")
+
+
 def _asset_verdicts(
-    items: Sequence[ReportItem], ok: Sequence[ReportItem], limits: AssetLimits, members: int
+    items: Sequence[ReportItem], ok: Sequence[ReportItem], limits: AssetLimits | None, members: int
 ) -> dict[str, Verdict]:
+    if limits is None:
+        return dict.fromkeys(_ASSET_TESTS, Verdict.UNKNOWN)
+
     def verdict(failed: bool, deciders: tuple[Department, ...]) -> Verdict:
         if failed:
             return Verdict.FAIL  # already over the limit, whatever else may be missing

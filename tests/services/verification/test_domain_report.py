@@ -129,6 +129,23 @@ class TestAssetVerdicts:
         assert result.asset_verdicts["deposits_per_capita"] is Verdict.UNKNOWN
         assert result.asset_verdicts["vehicles"] is Verdict.FAIL
 
+    def test_a_region_without_limits_gets_unknown_verdicts_even_for_plenty(self) -> None:
+        result = build_report(
+            household_id="h",
+            version=1,
+            member_ids=["a"],
+            items=[ok("a", Department.VEHICLE, assets=(Asset("vehicle", 9_000_000, 3),))],
+            declared=[],
+            limits=None,
+            discrepancy_threshold_fen=10_000,
+        )
+        assert dict(result.asset_verdicts) == {
+            "deposits_per_capita": Verdict.UNKNOWN,
+            "properties": Verdict.UNKNOWN,
+            "vehicles": Verdict.UNKNOWN,
+            "business_capital": Verdict.UNKNOWN,
+        }
+
 
 class TestDiscrepancies:
     def test_an_undeclared_wage_is_flagged_with_its_size(self) -> None:

@@ -248,6 +248,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--households", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--no-openfisca",
+        action="store_true",
+        help="skip OpenFisca (its environment is installed from PyPI on first use): ratio n/a",
+    )
     args = parser.parse_args()
     n, rounds = args.households, args.rounds
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, numpy {np.__version__}")
@@ -297,9 +302,9 @@ def main() -> None:
         f"meeting 脱困 {int(np.count_nonzero(ours[2])):,}"
     )
     ratio = "n/a"
-    python = ensure_openfisca()
+    python = None if args.no_openfisca else ensure_openfisca()
     if python is None:
-        print("   OpenFisca: not installed; numpy figures only")
+        print("   OpenFisca: skipped or not installed; numpy figures only")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             found = run_openfisca(python, n, rounds, Path(tmp))

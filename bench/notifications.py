@@ -51,7 +51,7 @@ from services.notifications import store, webhooks
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal
-from shared.db import Database, create_engine
+from shared.db import Database, as_utc, create_engine
 from shared.events.envelope import new_event
 from shared.migrations import upgrade
 from shared.natsserver import die_with_parent, free_port
@@ -59,7 +59,6 @@ from shared.observability import configure_logging
 from shared.settings import SuiteSettings
 
 FAN_OUT_BATCH = 50
-PACED_SECONDS = 10.0
 RUN_TIMEOUT = 120.0
 
 
@@ -254,7 +253,7 @@ async def ours(
                     ).where(store.webhook_delivery.c.status == "delivered")
                 )
             ).all()
-        latencies = sorted((store.utc(f) - store.utc(c)).total_seconds() * 1000 for c, f in rows)
+        latencies = sorted((as_utc(f) - as_utc(c)).total_seconds() * 1000 for c, f in rows)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
         return (received.value - start_count) / elapsed, p99, complete
 
@@ -301,12 +300,12 @@ async def main(args: argparse.Namespace) -> None:
         # Latency without a queue: half the throughput just measured, for PACED_SECONDS.
         offered = best_rate / 2
         per_second = offered / args.receivers
-        paced = events[: max(1, int(per_second * PACED_SECONDS))]
+        paced = events[: max(1, int(per_second * args.paced_seconds))]
         _, paced_p99, complete = await ours(
             settings, args.database_url, home, urls, paced, received, events_per_second=per_second
         )
         print(
-            f"paced: {offered:.0f} deliveries/s offered for {PACED_SECONDS:.0f} s, "
+            f"paced: {offered:.0f} deliveries/s offered for {args.paced_seconds:g} s, "
             f"p99 {paced_p99:.0f} ms queued -> delivered" + ("" if complete else "  INCOMPLETE")
         )
     child.terminate()
@@ -323,6 +322,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--receivers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--paced-seconds", type=float, default=10, help="length of the paced run")
     parser.add_argument("--concurrency", type=int, default=0, help="default: the setting's")
     parser.add_argument("--database-url", default=None)
     try:

@@ -147,7 +147,6 @@ HOUSEHOLDS_PER_HELPER = 25
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
 GIVEN = "明华建国秀英桂兰玉梅志强海燕小红春生金凤德胜"
 
-WARMUP_OPS = 100
 ROUNDS = 3  # the baseline and the registry take turns, each round a third of the operations
 RUN_TIMEOUT = 90.0  # per app and run; a slower run is cut short and marked INCOMPLETE
 LIST_GOAL_MS = 50.0
@@ -591,12 +590,12 @@ async def measure(
                 workers,
                 target.path,
                 first=0,
-                count=WARMUP_OPS,
+                count=args.warmup,
                 tokens=target.tokens,
                 timeout=RUN_TIMEOUT,
             )
         for r in range(rounds):
-            first = WARMUP_OPS + ops * r // rounds
+            first = args.warmup + ops * r // rounds
             count = ops * (r + 1) // rounds - ops * r // rounds
             for target, workers, result in zip(targets, clients, results, strict=True):
                 target.meter.begin()
@@ -718,7 +717,7 @@ class Bench:
             target = Target("profiled", server, "/v1/households", self.tokens, meter)
             (result,) = await measure([target], self.args, rounds=1)
         print(describe(result))
-        print_profile(stats_file, result.ops + WARMUP_OPS)
+        print_profile(stats_file, result.ops + self.args.warmup)
         if self.args.profile:
             shutil.copyfile(stats_file, self.args.profile)
             print(f"  raw profile kept in {self.args.profile}")
@@ -1285,7 +1284,7 @@ async def report(runner: Bench, kinds: Sequence[str]) -> None:
     )
     ops = max(1, args.requests // 2)
     print(
-        f"create + update: {ops} ops = {2 * ops} requests per app after {WARMUP_OPS} warm-up "
+        f"create + update: {ops} ops = {2 * ops} requests per app after {args.warmup} warm-up "
         f"ops; CPU ms per op: server process, this client, postgres, nats-server, machine total"
     )
     ratios: dict[str, float] = {}
@@ -1327,6 +1326,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--requests", type=int, default=2000, help="HTTP requests per app and database (2 per op)"
     )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=100, help="untimed operations per app")
     parser.add_argument(
         "--households", type=int, default=200_000, help="households for the list part (0: skip)"
     )

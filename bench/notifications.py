@@ -206,10 +206,11 @@ async def ours(
                     uow,
                     principal=principal,
                     keyring=keyring,
+                    destinations=settings.destination_policy(),
                     url=url,
                     secret="bench-secret-0123456789",
                     event_types=["cn.bangfu.registry.*"],
-                    regions=[],
+                    regions=None,
                     department=None,
                     now=now,
                 )
@@ -273,7 +274,10 @@ async def main(args: argparse.Namespace) -> None:
     bodies = [event.to_json() for event in events]
     with tempfile.TemporaryDirectory(prefix="bangfu-bench-") as home_dir:
         home = Path(home_dir)
-        settings = NotificationsSettings(suite=SuiteSettings(home=home / "home"))
+        # The receivers listen on loopback, which the shipped destination policy refuses.
+        settings = NotificationsSettings(
+            suite=SuiteSettings(home=home / "home"), webhook_allowed_networks=["127.0.0.0/8"]
+        )
         if args.concurrency:
             settings = settings.model_copy(update={"webhook_concurrency": args.concurrency})
         print(

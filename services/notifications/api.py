@@ -42,6 +42,7 @@ ERRORS: ErrorTable = {
     webhooks.SubscriptionNotFound: lambda exc: Problem(
         404, "not-found", f"subscription {exc} not found"
     ),
+    webhooks.DeliveryNotFound: lambda exc: Problem(404, "not-found", f"delivery {exc} not found"),
     service.MessageNotFound: lambda exc: Problem(404, "not-found", f"message {exc} not found"),
     WindowTooLarge: lambda exc: Problem(
         422, "replay-window-too-large", f"{exc}; replay a narrower window"
@@ -50,6 +51,9 @@ ERRORS: ErrorTable = {
 REPLAY_LIMIT = 10_000
 
 Admin = Annotated[Principal, Depends(require("notifications:admin"))]
+# Message bodies say who is owed what: reading them by cause or household needs a scope.
+Reader = Annotated[Principal, Depends(require("notifications:read"))]
+# The inbox is the caller's own (its client id is the recipient): any valid token.
 Caller = Annotated[Principal, Depends(require())]
 
 
@@ -96,6 +100,7 @@ async def register(
         uow,
         principal=principal,
         keyring=keyring,
+        destinations=request.app.state.destinations,
         url=str(body.url),
         secret=body.secret,
         event_types=body.event_types,
@@ -270,7 +275,7 @@ async def replay(
 )
 async def messages(
     uow: UnitOfWorkDep,
-    principal: Caller,
+    principal: Reader,
     cause: str | None = None,
     household_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -288,7 +293,7 @@ async def messages(
     tags=["messages"],
     summary="One message and its delivery status",
 )
-async def get_message(message_id: str, uow: UnitOfWorkDep, principal: Caller) -> JSONResponse:
+async def get_message(message_id: str, uow: UnitOfWorkDep, principal: Reader) -> JSONResponse:
     return _json(await service.message(uow, principal=principal, message_id=message_id))
 
 

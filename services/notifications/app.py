@@ -28,6 +28,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     )
     keyring = settings.keyring()
     app.state.keyring = keyring
+    app.state.destinations = settings.destination_policy()
     engine = service.Engine.from_settings(settings)
     outcomes = MessageOutcomes(refresh_seconds=settings.metrics_refresh_seconds)
     app.state.runtime.metrics.registry.register(outcomes)

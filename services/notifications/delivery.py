@@ -21,6 +21,8 @@ import httpx
 import structlog
 
 from services.notifications import service, store, webhooks
+from services.notifications.channels.webhook import webhook_client
+from services.notifications.domain.destinations import DestinationRefused
 from services.notifications.domain.webhooks import (
     DELIVERY_HEADER,
     EVENT_TYPE_HEADER,
@@ -63,12 +65,11 @@ class DeliveryWorker:
         self._keyring = keyring
         self._rng = rng or random.Random()
         self._secrets: dict[str, str] = {}
-        self._http = httpx.AsyncClient(
+        self._destinations = settings.destination_policy()
+        self._http = webhook_client(
+            self._destinations,
             timeout=settings.webhook_timeout_seconds,
-            limits=httpx.Limits(
-                max_connections=settings.webhook_concurrency,
-                max_keepalive_connections=settings.webhook_concurrency,
-            ),
+            concurrency=settings.webhook_concurrency,
         )
         # Requests waiting inside httpx's pool cost O(waiting × connections) per step: wait here.
         self._gate = asyncio.Semaphore(settings.webhook_concurrency)
@@ -140,6 +141,12 @@ class DeliveryWorker:
     ) -> Outcome:
         if subscription is None:
             return Outcome(None, "subscription deleted", 0)
+        try:
+            # Its form first (stored before the policy, or the allowed networks changed);
+            # the connection then checks every address the name resolves to.
+            self._destinations.check_url(subscription["url"])
+        except DestinationRefused as exc:
+            return Outcome(None, str(exc), 0)
         async with self._gate:
             body = row["body"].encode()
             timestamp = int(time.time())  # signed when sent, not when queued: stays fresh
@@ -155,6 +162,8 @@ class DeliveryWorker:
             started = time.perf_counter()
             try:
                 response = await self._http.post(subscription["url"], content=body, headers=headers)
+            except DestinationRefused as exc:
+                return Outcome(None, str(exc), 0)
             except httpx.HTTPError as exc:
                 elapsed = int((time.perf_counter() - started) * 1000)
                 return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)

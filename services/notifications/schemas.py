@@ -8,7 +8,11 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 
 
 class SubscriptionIn(BaseModel):
-    url: AnyHttpUrl = Field(description="where deliveries are POSTed")
+    url: AnyHttpUrl = Field(
+        description="where deliveries are POSTed: http(s), no credentials, port 80, 443 or "
+        "≥ 1024, not a private, loopback, link-local, multicast or reserved address unless the "
+        "operator allows its network"
+    )
     secret: str = Field(
         min_length=16, max_length=200, description="the HMAC-SHA256 key; never shown again"
     )
@@ -16,9 +20,10 @@ class SubscriptionIn(BaseModel):
         min_length=1,
         description="CloudEvent types; `*` matches anything (`cn.bangfu.registry.household.*`)",
     )
-    regions: list[str] = Field(
-        default_factory=list,
-        description="region prefixes (2, 4 or 6 digits); empty means all of the caller's",
+    regions: list[str] | None = Field(
+        None,
+        description="region prefixes (2, 4 or 6 digits) inside the token's; omitted means all "
+        "of the token's regions; an empty list is refused (it would deliver nothing)",
     )
     department: str | None = Field(
         None,

@@ -29,6 +29,7 @@ from services.notifications.templates import Templates
 from shared.auth import Principal
 from shared.db import UnitOfWork, as_utc
 from shared.events.envelope import CloudEvent, new_event, new_event_id
+from shared.regions import region_in
 
 RULES_FILE = Path(__file__).parent / "rules.yaml"
 
@@ -93,8 +94,7 @@ async def queue_referral(
             message_id=message["id"],
         )
         for s in await store.live_subscriptions(uow.session)
-        if s["department"] == department
-        and (not s["regions"] or any(message["region"].startswith(p) for p in s["regions"]))
+        if s["department"] == department and region_in(message["region"], s["regions"])
     ]
     await store.insert_deliveries(uow.session, rows)
     return len(rows)
@@ -245,16 +245,19 @@ async def messages_for(
     if not cause and not household_id:
         raise webhooks.InvalidRequest("cause", "give a cause (event id) or a household_id")
     rows = await store.find_messages(
-        uow.session, cause=cause, household_id=household_id, limit=limit
+        uow.session,
+        regions=principal.regions,
+        cause=cause,
+        household_id=household_id,
+        limit=limit,
     )
-    return [message_view(r) for r in rows if principal.covers(r["region"])]
+    return [message_view(r) for r in rows]
 
 
 async def message(uow: UnitOfWork, *, principal: Principal, message_id: str) -> dict[str, Any]:
+    """One message of the caller's regions (another region's is not found, whoever it was to)."""
     row = await store.get_message(uow.session, message_id)
-    if row is None or not (
-        principal.covers(row["region"]) or row["recipient_key"] == principal.client_id
-    ):
+    if row is None or not principal.covers(row["region"]):
         raise MessageNotFound(message_id)
     return message_view(row)
 
@@ -262,26 +265,33 @@ async def message(uow: UnitOfWork, *, principal: Principal, message_id: str) -> 
 async def inbox(
     uow: UnitOfWork, *, principal: Principal, unread: bool, limit: int
 ) -> dict[str, Any]:
-    """The caller's in-app inbox: its client id is the recipient key (`helper:H001`)."""
+    """The caller's in-app inbox (its client id is the recipient key: `helper:H001`), of its
+    regions."""
     rows = await store.find_messages(
         uow.session,
+        regions=principal.regions,
         recipient_key=principal.client_id,
         channel="inbox",
         unread=unread,
         limit=limit,
         newest_first=True,
     )
-    return {
-        "unread": await store.unread_count(uow.session, principal.client_id),
-        "items": [message_view(r) for r in rows],
-    }
+    unread_count = await store.unread_count(
+        uow.session, principal.client_id, regions=principal.regions
+    )
+    return {"unread": unread_count, "items": [message_view(r) for r in rows]}
 
 
 async def mark_read(
     uow: UnitOfWork, *, principal: Principal, message_id: str, read: bool, now: datetime
 ) -> dict[str, Any]:
+    """Mark one of the caller's inbox messages read or unread."""
     if not await store.mark_read(
-        uow.session, message_id, recipient_key=principal.client_id, at=now if read else None
+        uow.session,
+        message_id,
+        recipient_key=principal.client_id,
+        regions=principal.regions,
+        at=now if read else None,
     ):
         raise MessageNotFound(message_id)
     row = await store.get_message(uow.session, message_id)

@@ -1,11 +1,14 @@
 """Notifications settings, from `BANGFU_NOTIFICATIONS_*` variables."""
 
+import json
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from services.notifications.domain.destinations import DestinationPolicy
 from shared.settings import ServiceSettings
 
 
@@ -30,6 +33,10 @@ class NotificationsSettings(ServiceSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 50
     webhook_batch_size: int = 500
+    # Internal networks webhooks may reach (CIDRs, comma-separated or a JSON list): a department
+    # system inside the province's network. Any other private, loopback, link-local, multicast
+    # or reserved destination is refused, at registration and at every connection.
+    webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
 
     # Follow-up schedules (每月至少入户走访一次).
     visit_reminder_days: int = 7  # before the month ends, if nobody has visited yet
@@ -47,6 +54,9 @@ class NotificationsSettings(ServiceSettings):
     sms_quiet_end_hour: int = 8
     sms_per_recipient_per_day: int = 3
     message_max_attempts: int = 5
+    # A failed SMS or email waits a random ½–1 × min(cap, base × 2^(attempt−1)) before the next.
+    message_backoff_base_seconds: float = 5.0
+    message_backoff_cap_seconds: float = 600.0
     # How often the gateway is asked about SMS it has not yet reported delivered or failed.
     sms_report_poll_seconds: float = 5.0
 
@@ -58,3 +68,18 @@ class NotificationsSettings(ServiceSettings):
     # `{"county_office:411302": "jiekun@county.example"}`; others go to `<kind>-<id>@<domain>`.
     email_addresses: dict[str, str] = {}
     email_domain: str = "bangfu.local"
+
+    def destination_policy(self) -> DestinationPolicy:
+        """Where webhooks may go: public addresses and the allowed networks."""
+        return DestinationPolicy(tuple(self.webhook_allowed_networks))
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        """`10.20.0.0/16,fd00:20::/32` or `["10.20.0.0/16"]` from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Select
 
-from shared.db import insert_for, new_metadata
+from shared.db import insert_for, new_metadata, region_condition
 
 metadata = new_metadata()
 
@@ -322,6 +322,16 @@ async def deliveries_of(
     return [dict(r) for r in rows.mappings()]
 
 
+async def has_delivery(session: AsyncSession, subscription_id: str, delivery_id: str) -> bool:
+    found = await session.execute(
+        select(webhook_delivery.c.position).where(
+            webhook_delivery.c.id == delivery_id,
+            webhook_delivery.c.subscription_id == subscription_id,
+        )
+    )
+    return found.first() is not None
+
+
 async def attempts_of(session: AsyncSession, delivery_id: str) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(webhook_attempt)
@@ -378,6 +388,7 @@ async def get_message(session: AsyncSession, message_id: str) -> dict[str, Any] 
 async def find_messages(
     session: AsyncSession,
     *,
+    regions: Sequence[str],
     cause: str | None = None,
     household_id: str | None = None,
     recipient_key: str | None = None,
@@ -386,7 +397,8 @@ async def find_messages(
     limit: int = 100,
     newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    query = select(message)
+    """Messages inside the region prefixes (confined before the limit: a page is never short)."""
+    query = select(message).where(region_condition(message.c.region, regions))
     if cause:
         query = query.where(message.c.cause == cause)
     if household_id:
@@ -461,7 +473,12 @@ async def update_message(session: AsyncSession, message_id: str, **values: Any) 
 
 
 async def mark_read(
-    session: AsyncSession, message_id: str, *, recipient_key: str, at: datetime | None
+    session: AsyncSession,
+    message_id: str,
+    *,
+    recipient_key: str,
+    regions: Sequence[str],
+    at: datetime | None,
 ) -> bool:
     result = await session.execute(
         update(message)
@@ -469,13 +486,14 @@ async def mark_read(
             message.c.id == message_id,
             message.c.recipient_key == recipient_key,
             message.c.channel == "inbox",
+            region_condition(message.c.region, regions),
         )
         .values(read_at=at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def unread_count(session: AsyncSession, recipient_key: str) -> int:
+async def unread_count(session: AsyncSession, recipient_key: str, *, regions: Sequence[str]) -> int:
     return int(
         (
             await session.execute(
@@ -483,6 +501,7 @@ async def unread_count(session: AsyncSession, recipient_key: str) -> int:
                     message.c.recipient_key == recipient_key,
                     message.c.channel == "inbox",
                     message.c.read_at.is_(None),
+                    region_condition(message.c.region, regions),
                 )
             )
         ).scalar_one()

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from services.notifications import store
+from services.notifications.domain.destinations import DestinationPolicy, DestinationRefused
 from services.notifications.domain.webhooks import Filter
 from shared.auth import Principal
 from shared.crypto import Keyring, encrypt
@@ -19,6 +20,10 @@ SECRET_CONTEXT = "webhook.secret"
 
 class SubscriptionNotFound(Exception):
     """No such subscription, or not the caller's."""
+
+
+class DeliveryNotFound(Exception):
+    """No such delivery in the subscription's log."""
 
 
 class RegionNotAllowed(Exception):
@@ -53,17 +58,27 @@ async def register_subscription(
     *,
     principal: Principal,
     keyring: Keyring,
+    destinations: DestinationPolicy,
     url: str,
     secret: str,
     event_types: Sequence[str],
-    regions: Sequence[str],
+    regions: Sequence[str] | None,
     department: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """Register a department system's webhook; its region filter stays inside the caller's."""
-    prefixes = sorted({normalize_prefix(r) for r in regions}) or list(principal.regions)
+    """Register a department system's webhook: a destination the policy allows, and a region
+    filter inside the caller's regions (omitted: all of them; no region at all is refused)."""
+    try:
+        destinations.check_url(url)
+    except DestinationRefused as exc:
+        raise InvalidRequest("url", str(exc)) from exc
+    if regions is not None and not regions:
+        raise InvalidRequest("regions", "name at least one region, or omit it for the token's")
+    prefixes = sorted({normalize_prefix(r) for r in regions or principal.regions})
+    if not prefixes:
+        raise InvalidRequest("regions", "the token covers no region: nothing would be delivered")
     for prefix in prefixes:
-        if not any(prefix.startswith(own) for own in principal.regions):
+        if not _covered(prefix, principal):
             raise RegionNotAllowed(prefix)
     if not event_types:
         raise InvalidRequest("event_types", "name at least one event type (patterns may use *)")
@@ -83,16 +98,28 @@ async def register_subscription(
     return subscription_view(row)
 
 
+def _covered(prefix: str, principal: Principal) -> bool:
+    """A region prefix inside the caller's regions (`4113` is inside `41`)."""
+    return any(prefix.startswith(own) for own in principal.regions)
+
+
+def _visible(row: Mapping[str, Any], principal: Principal) -> bool:
+    """The caller's own subscription, every region of it inside the caller's regions."""
+    return row["owner"] == principal.client_id and all(
+        _covered(prefix, principal) for prefix in row["regions"]
+    )
+
+
 async def list_subscriptions(uow: UnitOfWork, *, principal: Principal) -> list[dict[str, Any]]:
     rows = await store.list_subscriptions(uow.session, owner=principal.client_id)
-    return [subscription_view(r) for r in rows]
+    return [subscription_view(r) for r in rows if _visible(r, principal)]
 
 
 async def own_subscription(
     uow: UnitOfWork, *, principal: Principal, subscription_id: str
 ) -> dict[str, Any]:
     row = await store.get_subscription(uow.session, subscription_id)
-    if row is None or row["owner"] != principal.client_id:
+    if row is None or not _visible(row, principal):
         raise SubscriptionNotFound(subscription_id)
     return row
 
@@ -145,7 +172,10 @@ async def delivery_log(
 async def delivery_attempts(
     uow: UnitOfWork, *, principal: Principal, subscription_id: str, delivery_id: str
 ) -> list[dict[str, Any]]:
+    """Every attempt of one delivery of the caller's subscription."""
     await own_subscription(uow, principal=principal, subscription_id=subscription_id)
+    if not await store.has_delivery(uow.session, subscription_id, delivery_id):
+        raise DeliveryNotFound(delivery_id)
     return [
         {
             "attempt": a["attempt"],

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from shared.regions import region_in
+
 DELIVERY_HEADER = "Bangfu-Webhook-Id"
 TIMESTAMP_HEADER = "Bangfu-Webhook-Timestamp"
 SIGNATURE_HEADER = "Bangfu-Webhook-Signature"
@@ -50,7 +52,7 @@ class Filter:
     regions: tuple[str, ...]
 
     def wants(self, *, event_type: str, region: str) -> bool:
-        """An empty region list means every region the subscription's owner may see."""
+        """The type matches a pattern and the region lies under a prefix; no prefixes: nowhere."""
         if not any(fnmatchcase(event_type, pattern) for pattern in self.event_types):
             return False
-        return not self.regions or any(region.startswith(p) for p in self.regions)
+        return region_in(region, self.regions)

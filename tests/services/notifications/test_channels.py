@@ -106,7 +106,7 @@ async def sms_of(
     client: httpx.AsyncClient, token: Callable[..., str], household_id: str
 ) -> list[dict[str, Any]]:
     response = await client.get(
-        f"/v1/messages?household_id={household_id}", headers=bearer(token())
+        f"/v1/messages?household_id={household_id}", headers=bearer(token("notifications:read"))
     )
     return [m for m in response.json() if m["channel"] == "sms"]
 
@@ -275,7 +275,9 @@ class TestEmail:
 
         async def sent() -> bool:
             found = (
-                await notifications.get(f"/v1/messages?cause={event.id}", headers=bearer(token()))
+                await notifications.get(
+                    f"/v1/messages?cause={event.id}", headers=bearer(token("notifications:read"))
+                )
             ).json()
             return {m["channel"]: m["status"] for m in found} == {
                 "inbox": "delivered",

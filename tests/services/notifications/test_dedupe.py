@@ -30,6 +30,6 @@ async def test_the_same_cause_twice_sends_each_recipient_one_message(
     async with db.unit_of_work() as uow:
         again = await service.send(uow, engine, found, now=now)
         await uow.commit()
-        stored = await store.find_messages(uow.session, cause="event-1")
+        stored = await store.find_messages(uow.session, regions=["41"], cause="event-1")
     assert len(first) == 2 and again == []
     assert sorted(m["channel"] for m in stored) == ["email", "inbox"]

@@ -91,4 +91,7 @@ class TestWebhookRules:
         assert wanted.wants(event_type="cn.bangfu.registry.household.enrolled.v1", region="411302")
         assert not wanted.wants(event_type="cn.bangfu.registry.household.x.v1", region="410102")
         assert not wanted.wants(event_type="cn.bangfu.benefits.exit.eligible.v1", region="411302")
-        assert Filter(("*",), ()).wants(event_type="anything", region="110101")
+        assert Filter(("*",), ("11",)).wants(event_type="anything", region="110101")
+
+    def test_a_filter_without_regions_wants_nothing(self) -> None:
+        assert not Filter(("*",), ()).wants(event_type="anything", region="110101")

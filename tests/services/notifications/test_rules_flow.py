@@ -16,7 +16,9 @@ from tests.services.notifications.samples import MEASURES, SAMPLES
 
 
 async def _messages(client: httpx.AsyncClient, token: Callable[..., str], cause: str) -> list[Any]:
-    response = await client.get(f"/v1/messages?cause={cause}", headers=bearer(token()))
+    response = await client.get(
+        f"/v1/messages?cause={cause}", headers=bearer(token("notifications:read"))
+    )
     assert response.status_code == 200, response.text
     found: list[Any] = response.json()
     return found
@@ -167,10 +169,13 @@ class TestReferrals:
         )
         await eventually(lambda: _nonempty(_messages(notifications, token, event.id)))
         elsewhere = await notifications.get(
-            f"/v1/messages?cause={event.id}", headers=bearer(token(regions=["42"]))
+            f"/v1/messages?cause={event.id}",
+            headers=bearer(token("notifications:read", regions=["42"])),
         )
         assert elsewhere.json() == []
-        needs_a_filter = await notifications.get("/v1/messages", headers=bearer(token()))
+        needs_a_filter = await notifications.get(
+            "/v1/messages", headers=bearer(token("notifications:read"))
+        )
         assert needs_a_filter.status_code == 422
 
 

@@ -335,10 +335,11 @@ class TestCrashedWorker:
                 uow,
                 principal=principal,
                 keyring=keyring,
+                destinations=settings.destination_policy(),
                 url=receiver.url,
                 secret=SECRET,
                 event_types=["*"],
-                regions=[],
+                regions=None,
                 department=None,
                 now=now,
             )

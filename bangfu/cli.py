@@ -28,7 +28,7 @@ app.add_typer(outbox_app, name="outbox")
 
 ALL_SCOPES = (
     "registry:read registry:write review:community review:street review:county pii:read "
-    "verification:request benefits:read benefits:admin notifications:admin"
+    "verification:request benefits:read benefits:admin notifications:read notifications:admin"
 )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -374,6 +374,47 @@ def judge_owner(
     return None
 
 
+GHOST = "01a00000-0000-7000-8000-000000000000"  # an id nothing has
+
+
+def _ghost_of(route: Route, served: Served) -> Call:
+    """The route's own call with every resource id in the path replaced by one nothing has."""
+    call = served.calls.get(route.key) or Call()
+    ghosts = {p: GHOST for p in route.parameters if p in RESOURCE_IDS}
+    return replace(call, path={**call.path, **ghosts})
+
+
+def _problem(response: httpx.Response, ids: list[str]) -> tuple[int, str, str]:
+    """Status, problem type and detail, with the given ids written as the ghost id."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    detail = str(body.get("detail", ""))
+    for value in ids:
+        detail = detail.replace(value, GHOST)
+    return response.status_code, str(body.get("type", "")), detail
+
+
+def judge_indistinguishable(
+    response: httpx.Response, missing: httpx.Response, served: Served, route: Route
+) -> tuple[str, str] | None:
+    """None when the refusal of a 4113 id reads exactly as the answer for an id nobody has."""
+    call = served.calls.get(route.key) or Call()
+    values = {**served.values, **call.path}
+    ids = [values[p] for p in route.parameters if p in RESOURCE_IDS]
+    theirs, nobody = _problem(response, ids), _problem(missing, ids)
+    if theirs == nobody:
+        return None
+    return (
+        f"{theirs[0]} {theirs[1]} '{theirs[2]}'",
+        f"the answer for an id that does not exist: {nobody[0]} {nobody[1]} '{nobody[2]}' "
+        "(else the refusal says the 4113 resource exists)",
+    )
+
+
 async def run_matrix(
     served: Served, token: Callable[..., str], scopes: frozenset[str]
 ) -> tuple[list[Failure], int]:
@@ -450,6 +491,12 @@ async def run_matrix(
             response = await request.send(client, caller)
             calls += 1
             wrong = judge_outside(kind, response, request, markers)
+            if not wrong and kind == "owned":
+                ghost = build(route, served, _ghost_of(route, served))
+                assert isinstance(ghost, Request)
+                missing = await ghost.send(client, caller)
+                calls += 1
+                wrong = judge_indistinguishable(response, missing, served, route)
             if wrong:
                 failures.append(Failure(name, case, *wrong))
 

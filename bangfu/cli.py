@@ -25,6 +25,8 @@ dlq_app = typer.Typer(help="Dead letters: events a consumer gave up on.", no_arg
 app.add_typer(dlq_app, name="dlq")
 outbox_app = typer.Typer(help="Each service's transactional outbox.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+audit_app = typer.Typer(help="Each service's hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 ALL_SCOPES = (
     "registry:read registry:write review:community review:street review:county pii:read "
@@ -320,6 +322,35 @@ def outbox_status() -> None:
 
     rows = asyncio.run(ops.outbox_status({s: service_settings(s) for s in SERVICES}))
     _print_rows(rows)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services to check (default: all four).")
+    ] = None,
+) -> None:
+    """Check each service's audit chain, and its newest records against the signed checkpoint.
+
+    Reads the service's database and its checkpoint file (BANGFU_<SERVICE>_AUDIT_CHECKPOINT_FILE,
+    signed with BANGFU_<SERVICE>_AUDIT_CHECKPOINT_KEY). Exits 1 if a record was edited or
+    deleted, the newest records are missing, or the checkpoint is missing or does not verify.
+    """
+    from bangfu import ops
+    from bangfu.embedded import service_settings
+    from shared.migrations import SERVICES
+
+    unknown = sorted(set(services or ()) - set(SERVICES))
+    if unknown:
+        typer.echo(f"unknown services {unknown}; known: {', '.join(SERVICES)}", err=True)
+        raise typer.Exit(2)
+    valid = True
+    for service in services or SERVICES:
+        report = asyncio.run(ops.verify_audit(service_settings(service)))
+        typer.echo("\n".join(report.lines))
+        valid = valid and report.valid
+    if not valid:
+        raise typer.Exit(1)
 
 
 AUTH_CONF_HEADER = """\

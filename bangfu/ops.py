@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 from nats.js.errors import NotFoundError
+from sqlalchemy import func, select
 
+from shared import audit
 from shared.db import Database
 from shared.events.outbox import backlog
 from shared.events.streams import (
@@ -148,3 +151,48 @@ async def outbox_status(settings: dict[str, ServiceSettings]) -> list[dict[str, 
         finally:
             await db.dispose()
     return rows
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What `bangfu audit verify` prints for one service, and whether its log is intact."""
+
+    valid: bool
+    lines: list[str]
+
+
+async def verify_audit(settings: ServiceSettings) -> AuditReport:
+    """Walk a service's audit chain and check its newest records against the checkpoint."""
+    profile = settings.suite.crypto_profile
+    path = settings.audit_checkpoint_path
+    key = settings.audit_checkpoint_key.get_secret_value().encode()
+    problems: list[str] = []
+    checkpoint: audit.Checkpoint | None = None
+    try:
+        checkpoint = audit.read_checkpoint(path, key=key, profile=profile)
+        seen = f"checkpoint at seq {checkpoint.seq} ({audit.utc_text(checkpoint.at)})"
+    except FileNotFoundError:
+        seen = f"no checkpoint at {path}: the newest records cannot be vouched for"
+        problems.append(seen)
+    except audit.CheckpointError as exc:
+        seen = f"checkpoint {exc}"
+        problems.append(seen)
+    url, schema = settings.database
+    db = Database(url, schema=schema)
+    try:
+        async with db.sessionmaker() as session:
+            breaks = await audit.verify(session, profile=profile, checkpoint=checkpoint)
+            count, last = (
+                await session.execute(
+                    select(func.count(), func.coalesce(func.max(audit.audit_log.c.seq), 0))
+                )
+            ).one()
+    finally:
+        await db.dispose()
+    valid = not breaks and not problems
+    head = (
+        f"{settings.service}: {'valid' if valid else 'INVALID'}, {count} records up to seq {last}"
+    )
+    lines = [f"{head}; {seen}{' found' if valid else ''}"]
+    lines += [f"  seq {b.seq} {b.kind}: {b.detail}" for b in breaks]
+    return AuditReport(valid=valid, lines=lines)

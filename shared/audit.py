@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import hmac
 import json
+import os
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -108,6 +113,20 @@ class _Link:
     hash: str
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The chain's head (newest seq and hash) as seen at `at`, kept signed outside the database:
+    the chain itself cannot show that its newest records were deleted, a checkpoint can."""
+
+    seq: int
+    hash: str
+    at: datetime.datetime
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that is unreadable or whose signature does not verify."""
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -146,17 +165,41 @@ async def append(
 
 
 async def verify(
-    session: AsyncSession, *, profile: Profile = "intl", chunk_size: int = 1000
+    session: AsyncSession,
+    *,
+    profile: Profile = "intl",
+    chunk_size: int = 1000,
+    checkpoint: Checkpoint | None = None,
 ) -> list[ChainBreak]:
-    """Walk the chain from the anchor and report every edited or deleted record."""
+    """Walk the chain from the anchor and report every edited or deleted record; with a
+    checkpoint, also the newest records deleted since it was taken."""
     anchor = await _anchor(session)
     previous = anchor or _Link(seq=0, hash=GENESIS_HASH)
     breaks: list[ChainBreak] = []
     anchor_vouched = anchor is None
+    signed_head_seen = checkpoint is None or checkpoint.seq <= previous.seq
     async for record in _records_after(session, previous.seq, chunk_size=chunk_size):
         breaks.extend(_check_link(record, previous=previous, profile=profile))
         anchor_vouched = anchor_vouched or _vouches_for(record, anchor)
+        if checkpoint is not None and record.seq == checkpoint.seq:
+            signed_head_seen = True
+            if record.hash != checkpoint.hash:
+                breaks.append(_replaced_head(checkpoint))
         previous = _Link(seq=record.seq, hash=record.hash)
+    if checkpoint is not None and anchor is not None and checkpoint.seq == anchor.seq:
+        if anchor.hash != checkpoint.hash:
+            breaks.append(_replaced_head(checkpoint))
+    if not signed_head_seen:
+        assert checkpoint is not None
+        missing = f"{previous.seq + 1} to {checkpoint.seq}"
+        breaks.append(
+            ChainBreak(
+                previous.seq + 1,
+                "deleted",
+                f"records {missing} are missing: the checkpoint of "
+                f"{utc_text(checkpoint.at)} saw the chain reach {checkpoint.seq}",
+            )
+        )
     if anchor is not None and not anchor_vouched:
         breaks.insert(
             0,
@@ -168,6 +211,73 @@ async def verify(
             ),
         )
     return breaks
+
+
+async def head_checkpoint(session: AsyncSession, *, now: datetime.datetime) -> Checkpoint:
+    """The chain's newest seq and hash now (seq 0 and the genesis hash while it is empty)."""
+    head = await _last_link(session)
+    return Checkpoint(seq=head.seq, hash=head.hash, at=_utc(now))
+
+
+def write_checkpoint(
+    path: Path, checkpoint: Checkpoint, *, key: bytes, profile: Profile = "intl"
+) -> bool:
+    """Sign and write the checkpoint atomically, unless the file already holds a newer one
+    (replicas share it); True when written."""
+    try:
+        if read_checkpoint(path, key=key, profile=profile).seq >= checkpoint.seq:
+            return False
+    except FileNotFoundError:
+        pass
+    except CheckpointError:
+        pass  # unreadable or signed with another key: replaced by a good one
+    body = _checkpoint_body(checkpoint)
+    signed = {**body, "mac": _checkpoint_mac(body, key=key, profile=profile)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    temporary.write_bytes(canonical_json(signed))
+    os.replace(temporary, path)
+    return True
+
+
+def read_checkpoint(path: Path, *, key: bytes, profile: Profile = "intl") -> Checkpoint:
+    """The checkpoint in `path`; CheckpointError unless its signature verifies."""
+    try:
+        signed = json.loads(path.read_bytes())
+        body = {name: signed[name] for name in ("seq", "hash", "at")}
+        checkpoint = Checkpoint(
+            seq=int(body["seq"]),
+            hash=str(body["hash"]),
+            at=datetime.datetime.fromisoformat(str(body["at"])),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a checkpoint: {exc}") from exc
+    expected = _checkpoint_mac(body, key=key, profile=profile)
+    if not hmac.compare_digest(expected, str(signed.get("mac", ""))):
+        raise CheckpointError(
+            f"{path}: the signature does not verify (edited, or signed with another key)"
+        )
+    return checkpoint
+
+
+def _checkpoint_body(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {"seq": checkpoint.seq, "hash": checkpoint.hash, "at": utc_text(checkpoint.at)}
+
+
+def _checkpoint_mac(body: Mapping[str, Any], *, key: bytes, profile: Profile) -> str:
+    mac = crypto_hmac.HMAC(key, hashes.SHA256() if profile == "intl" else hashes.SM3())
+    mac.update(canonical_json(dict(body)))
+    return mac.finalize().hex()
+
+
+def _replaced_head(checkpoint: Checkpoint) -> ChainBreak:
+    return ChainBreak(
+        checkpoint.seq,
+        "deleted",
+        f"record {checkpoint.seq} is not the record the checkpoint of "
+        f"{utc_text(checkpoint.at)} signed: the newest records were removed and others "
+        "written in their place",
+    )
 
 
 async def purge(
@@ -229,9 +339,14 @@ def _check_fields(fields: Mapping[str, str | None], *, outcome: str) -> None:
             raise ValueError(f"{name} is longer than {_MAX_LENGTHS[name]} characters")
 
 
+def utc_text(moment: datetime.datetime) -> str:
+    """A time as the log writes it: ISO 8601 UTC with microseconds and a Z."""
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _json_default(value: object) -> str:
     if isinstance(value, datetime.datetime):
-        return _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return utc_text(value)
     if isinstance(value, datetime.date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable in an audit record")

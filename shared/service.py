@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
@@ -14,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from shared import audit
 from shared.auth import RateLimiter, TokenVerifier
 from shared.db import Database, UnitOfWork
 from shared.events.consumer import ConsumerRunner, Subscription
@@ -53,6 +55,7 @@ class ServiceRuntime:
         self.metrics = metrics
         self.consumers: list[ConsumerRunner] = []
         self._schema_ready = False
+        self._checkpointed_seq: int | None = None
         restarts = Counter(
             "bangfu_consumer_restarts",
             "Times a consumer's fetch loop died and was started again",
@@ -82,6 +85,9 @@ class ServiceRuntime:
         )
         self.db.after_commit = self.relay.wake
         self.relay.start()
+        self._checkpointer = asyncio.create_task(
+            self._checkpoint_periodically(), name="audit-checkpoint"
+        )
         for subscription in self.subscriptions:
             # The producer may not have started yet: provision its stream the same way.
             await self._ensure_stream(subscription.stream.lower())
@@ -117,10 +123,44 @@ class ServiceRuntime:
     async def stop(self) -> None:
         await asyncio.gather(*(runner.stop() for runner in self.consumers))
         await self.relay.stop()
+        self._checkpointer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._checkpointer
+        await self._checkpoint_audit_chain()  # the last word before the process goes
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.db.dispose()
         log.info("service.stopped", service=self.settings.service)
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit_checkpoint_seconds)
+            await self._checkpoint_audit_chain()
+
+    async def _checkpoint_audit_chain(self) -> None:
+        """Sign the audit chain's head into the checkpoint file, outside the database.
+
+        Periodic, not per append: an append's transaction may still roll back (a checkpoint
+        naming a record that never committed would read as tampering), and a file write per
+        audited request would sit on every unmasked read. Deleting records newer than the
+        last checkpoint, at most `audit_checkpoint_seconds` old, goes unseen.
+        """
+        settings = self.settings
+        try:
+            async with self.db.sessionmaker() as session:
+                head = await audit.head_checkpoint(session, now=datetime.now(UTC))
+            if head.seq == self._checkpointed_seq:
+                return
+            await asyncio.to_thread(
+                audit.write_checkpoint,
+                settings.audit_checkpoint_path,
+                head,
+                key=settings.audit_checkpoint_key.get_secret_value().encode(),
+                profile=settings.suite.crypto_profile,
+            )
+            self._checkpointed_seq = head.seq
+        except Exception as exc:  # noqa: BLE001 - logged; the next period tries again
+            log.warning("audit.checkpoint_failed", error=repr(exc))
 
     def _record_backlog(self, backlog: Backlog) -> None:
         self.metrics.outbox_backlog.set(backlog.count)

@@ -23,6 +23,8 @@ DEFAULT_PORTS = {
     "sandbox": 8190,
 }
 EMBEDDED_NATS_PORT = 4333
+# Signs the audit chain's checkpoint in development; public, so production refuses it.
+DEVELOPMENT_AUDIT_CHECKPOINT_KEY = "bangfu-audit-checkpoint-development-key"
 # What the shipped manifests hold where ops must put a secret of their own.
 PLACEHOLDER_SECRET = "CHANGE-ME"
 _MIGRATING: ContextVar[bool] = ContextVar("bangfu_migrating", default=False)
@@ -149,6 +151,11 @@ class ServiceSettings(BaseSettings):
     # `k2:BASE64,k1:BASE64`, the first is current; unset in development means generated keys.
     encryption_keys: SecretStr | None = None
     blind_index_key: SecretStr | None = None
+    # The audit chain's head, signed (HMAC) every `audit_checkpoint_seconds` into a file kept
+    # outside the database (default: under home), so that deleting the newest records shows.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_key: SecretStr = SecretStr(DEVELOPMENT_AUDIT_CHECKPOINT_KEY)
+    audit_checkpoint_seconds: float = 5
     # The registry, for services that read household values (events carry none).
     registry_url: str = "http://127.0.0.1:8101"
     # Bearer tokens from the identity provider: `registry:read`, and `registry:read pii:read`
@@ -239,6 +246,12 @@ class ServiceSettings(BaseSettings):
         if self.suite.database_url:
             return self.suite.database_url, self.service
         return f"sqlite+aiosqlite:///{self.suite.home / (self.service + '.db')}", None
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return (
+            self.audit_checkpoint_file or self.suite.home / f"{self.service}-audit-checkpoint.json"
+        )
 
     @property
     def stream(self) -> str:

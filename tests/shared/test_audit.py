@@ -431,3 +431,94 @@ class TestPurge:
                     client_id="ops",
                 )
         assert await stored_seqs(sessions) == [1, 2, 3]
+
+
+CHECKPOINT_KEY = b"a checkpoint key of thirty-two bytes or more"
+
+
+async def take_checkpoint(sessions: Sessions, path: Path, **kwargs: Any) -> audit.Checkpoint:
+    async with sessions() as session:
+        checkpoint = await audit.head_checkpoint(session, now=T0)
+    audit.write_checkpoint(path, checkpoint, key=CHECKPOINT_KEY, **kwargs)
+    return checkpoint
+
+
+class TestCheckpoint:
+    """The chain's head, signed and kept outside the database: deleting the newest shows."""
+
+    async def test_an_untouched_chain_verifies_against_its_checkpoint(
+        self, sessions: Sessions, tmp_path: Path
+    ) -> None:
+        await append_many(sessions, 10)
+        await take_checkpoint(sessions, tmp_path / "checkpoint.json")
+
+        checkpoint = audit.read_checkpoint(tmp_path / "checkpoint.json", key=CHECKPOINT_KEY)
+
+        assert (checkpoint.seq, checkpoint.at) == (10, T0)
+        assert await verify(sessions, checkpoint=checkpoint) == []
+
+    async def test_the_newest_records_deleted_after_a_checkpoint_are_reported_missing(
+        self, sessions: Sessions, tmp_path: Path
+    ) -> None:
+        await append_many(sessions, 10)
+        checkpoint = await take_checkpoint(sessions, tmp_path / "checkpoint.json")
+        await execute(sessions, "DELETE FROM audit_log WHERE seq >= 8")
+
+        assert await verify(sessions) == []  # the chain alone cannot tell
+        breaks = await verify(sessions, checkpoint=checkpoint)
+
+        assert [(b.seq, b.kind) for b in breaks] == [(8, "deleted")]
+        assert breaks[0].detail.startswith("records 8 to 10 are missing")
+
+    async def test_the_newest_records_replaced_by_new_appends_are_reported(
+        self, sessions: Sessions, tmp_path: Path
+    ) -> None:
+        await append_many(sessions, 10)
+        checkpoint = await take_checkpoint(sessions, tmp_path / "checkpoint.json")
+        await execute(sessions, "DELETE FROM audit_log WHERE seq >= 9")
+        await append_many(sessions, 3, start=T0 + datetime.timedelta(days=1))
+
+        breaks = await verify(sessions, checkpoint=checkpoint)
+
+        assert [(b.seq, b.kind) for b in breaks] == [(10, "deleted")]
+        assert breaks[0].detail.startswith("record 10 is not the record the checkpoint of")
+
+    async def test_a_checkpoint_edited_by_hand_is_refused(
+        self, sessions: Sessions, tmp_path: Path
+    ) -> None:
+        await append_many(sessions, 10)
+        path = tmp_path / "checkpoint.json"
+        await take_checkpoint(sessions, path)
+        path.write_text(path.read_text().replace('"seq":10', '"seq":7'))
+
+        with pytest.raises(audit.CheckpointError, match="signature"):
+            audit.read_checkpoint(path, key=CHECKPOINT_KEY)
+        with pytest.raises(audit.CheckpointError, match="signature"):
+            audit.read_checkpoint(path, key=b"another key of thirty-two bytes or more")
+
+    async def test_records_purged_up_to_the_checkpoint_are_not_missing(
+        self, sessions: Sessions, tmp_path: Path
+    ) -> None:
+        await append_many(sessions, 10)
+        checkpoint = await take_checkpoint(sessions, tmp_path / "checkpoint.json")
+        async with sessions() as session:
+            await audit.purge(
+                session,
+                retention_days=1,
+                now=T0 + datetime.timedelta(days=30),
+                client_id="ops",
+            )
+            await session.commit()
+
+        assert await verify(sessions, checkpoint=checkpoint) == []
+
+    async def test_a_checkpoint_never_moves_back(self, sessions: Sessions, tmp_path: Path) -> None:
+        """Two replicas write the same file: one that read an older head leaves it alone."""
+        path = tmp_path / "checkpoint.json"
+        await append_many(sessions, 10)
+        newer = await take_checkpoint(sessions, path)
+        older = audit.Checkpoint(seq=4, hash="0" * 64, at=T0)
+
+        audit.write_checkpoint(path, older, key=CHECKPOINT_KEY)
+
+        assert audit.read_checkpoint(path, key=CHECKPOINT_KEY) == newer

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import nats
 import pytest
 from nats.js.api import DiscardPolicy
 from nats.js.client import JetStreamContext
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from services.registry.settings import RegistrySettings
+from shared import audit
 from shared.db import UnitOfWork
 from shared.events.consumer import Subscription
 from shared.events.envelope import CloudEvent
@@ -166,3 +170,42 @@ def test_the_restart_counter_is_in_a_service_that_has_not_crashed(suite: SuiteSe
     )
     metrics = app.state.runtime.metrics.registry
     assert metrics.get_sample_value("bangfu_consumer_restarts_total", {"consumer": CONSUMER}) == 0
+
+
+class TestAuditCheckpoint:
+    async def test_a_running_service_signs_its_audit_head_into_the_checkpoint_file(
+        self,
+        suite: SuiteSettings,
+        migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+        tmp_path: Path,
+    ) -> None:
+        url, schema = await migrated_database("registry")
+        settings = RegistrySettings(
+            suite=suite,
+            database_url=url,
+            database_schema=schema,
+            audit_checkpoint_file=tmp_path / "outside" / "registry-audit.json",
+            audit_checkpoint_key=SecretStr("a checkpoint key only this test knows"),
+            audit_checkpoint_seconds=0.05,
+        )
+        key = b"a checkpoint key only this test knows"
+        app = create_service_app(settings=settings, title="t", description="t")
+        async with running(app):
+            runtime = app.state.runtime
+            async with runtime.db.unit_of_work() as uow:
+                for i in range(3):
+                    await audit.append(
+                        uow.session,
+                        client_id="c",
+                        action="household.read_unmasked",
+                        target=f"household/{i}",
+                        outcome="success",
+                        now=datetime.now(UTC),
+                    )
+                await uow.commit()
+
+            async def checkpointed_at_3() -> bool:
+                path = settings.audit_checkpoint_path
+                return path.exists() and audit.read_checkpoint(path, key=key).seq == 3
+
+            await eventually(checkpointed_at_3, timeout=10)

@@ -118,7 +118,10 @@ class TestServiceSettings:
         keys, index_key = generate_keys("intl")
 
         settings = RegistrySettings(
-            suite=suite, encryption_keys=SecretStr(keys), blind_index_key=SecretStr(index_key)
+            suite=suite,
+            encryption_keys=SecretStr(keys),
+            blind_index_key=SecretStr(index_key),
+            audit_checkpoint_key=SecretStr(os.urandom(32).hex()),
         )
 
         assert settings.suite.env == "production"
@@ -297,12 +300,14 @@ class TestDevelopmentSecretsInProduction:
     def test_every_secret_setting_of_the_services_is_found(self) -> None:
         assert {s.service: sorted(secret_fields(s)) for s in SERVICE_SETTINGS} == {
             "registry": [
+                "audit_checkpoint_key",
                 "blind_index_key",
                 "encryption_keys",
                 "registry_pii_token",
                 "registry_token",
             ],
             "verification": [
+                "audit_checkpoint_key",
                 "blind_index_key",
                 "encryption_keys",
                 "feed_index_key",
@@ -310,12 +315,14 @@ class TestDevelopmentSecretsInProduction:
                 "registry_token",
             ],
             "benefits": [
+                "audit_checkpoint_key",
                 "blind_index_key",
                 "encryption_keys",
                 "registry_pii_token",
                 "registry_token",
             ],
             "notifications": [
+                "audit_checkpoint_key",
                 "blind_index_key",
                 "encryption_keys",
                 "registry_pii_token",

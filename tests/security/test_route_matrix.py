@@ -3,14 +3,15 @@
 For each route the matrix finds in an app (nothing here lists them) it calls, on data owned by
 region 4113:
   1. without a token                                   → 401;
-  2. with a 4113 token lacking the route's scopes      → 403 (scopes read from its `require`);
+  2. with a 4113 token holding every scope but the route's → 403 (read from its `require`);
   3. with a 4201 token holding every scope             → 404 for what 4113 owns, nothing of
                                                          4113 in a list or a statistic, a
                                                          refusal for a write naming 4113;
   4. with a token whose `regions` claim is empty       → the same, and nothing of 4201 either;
   5. as the 4201 caller with a 4113 id or identity number inside its own request → refused.
-It also reads every route as the owner, who must get what the others are refused, so that a
-refusal proves the confinement and not a wrong request.
+Last it calls every route as the owner, who must get what the others are refused, so that a
+refusal proves the confinement and not a wrong request; and a 404 must read exactly as the 404
+for an id nobody has.
 
 A route that is open sits in OPEN with its reason; a route the matrix cannot call (a path
 parameter without a value, a write without a body) fails with what to add. Every failure of a
@@ -67,10 +68,13 @@ ANY_SCOPE: dict[tuple[str, str], str] = {
     ("POST", "/v1/inbox/{message_id}/unread"): "marks a message of the caller's own inbox",
 }
 
-# Routes whose scope depends on the request and is checked inside the service.
-SCOPE_IN_SERVICE: dict[tuple[str, str], str] = {
-    ("POST", "/v1/households/{household_id}/steps/{step}"): "each step needs its reviewer's "
-    "scope (review:community, review:street, review:county), checked by the workflow",
+# Routes whose scope depends on the request and is checked inside the service: the scope the
+# matrix's call needs, and why.
+SCOPE_IN_SERVICE: dict[tuple[str, str], tuple[frozenset[str], str]] = {
+    ("POST", "/v1/households/{household_id}/steps/{step}"): (
+        frozenset({"review:county"}),
+        "each step needs its reviewer's scope, checked by the workflow (exit: review:county)",
+    ),
 }
 
 # Routes whose kind the matrix cannot tell from method and path, each with the reason.
@@ -167,7 +171,6 @@ def routes_of(app: FastAPI) -> Iterator[Route]:
 def all_scopes(apps: list[FastAPI]) -> frozenset[str]:
     """Every scope a route or a workflow step asks for, and pii:read."""
     scopes = {PII_READ, *(t.scope for t in TRANSITIONS.values())}
-    scopes |= {"review:community", "review:street", "review:county"}
     for app in apps:
         for route in routes_of(app):
             if route.scopes:
@@ -283,17 +286,24 @@ class Failure:
 @dataclass
 class Tokens:
     owner: str
-    no_scope: str
     intruder: str
     nowhere: str
+    all_scopes: frozenset[str]
+    make: Callable[..., str]
+
+    def without(self, scopes: frozenset[str]) -> str:
+        """A 4113 token of the owner with every scope but these."""
+        rest = sorted(self.all_scopes - scopes)
+        return self.make(*rest, regions=["4113"], client_id=OWNER_CLIENT)
 
 
 def make_tokens(token: Callable[..., str], scopes: frozenset[str]) -> Tokens:
     return Tokens(
         owner=token(*sorted(scopes), regions=["4113"], client_id=OWNER_CLIENT),
-        no_scope=token(regions=["4113"], client_id=OWNER_CLIENT),
         intruder=token(*sorted(scopes), regions=["4201"], client_id=INTRUDER_CLIENT),
         nowhere=token(*sorted(scopes), regions=[], client_id="matrix-nowhere"),
+        all_scopes=scopes,
+        make=token,
     )
 
 
@@ -469,11 +479,13 @@ async def run_matrix(
         if response.status_code != 401:
             failures.append(Failure(name, "1 no token", _got(response), "401"))
 
-        if route.scopes or route.key in SCOPE_IN_SERVICE:
-            response = await request.send(client, tokens.no_scope)
+        needed = route.scopes | SCOPE_IN_SERVICE.get(route.key, (frozenset(), ""))[0]
+        if needed:
+            response = await request.send(client, tokens.without(needed))
             calls += 1
             if response.status_code != 403:
-                failures.append(Failure(name, "2 no scope", _got(response), "403"))
+                lacking = " ".join(sorted(needed))
+                failures.append(Failure(name, "2 no scope", _got(response), f"403 ({lacking})"))
         elif route.key not in ANY_SCOPE:
             failures.append(
                 Failure(

@@ -1,0 +1,105 @@
+"""The README's "Try it" block, run as written against `bangfu up --demo`, so that the README
+cannot drift from the API: its body must be the registry's shape, its number valid, its tail real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from shared.identity import is_valid_identity_number, mask_identity_number
+
+# The fixtures of `bangfu up` on free ports with a home of its own.
+from tests.e2e.test_embedded import env, suite_up  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+APPLIED = "cn.bangfu.registry.household.applied.v1"
+
+
+def try_it_block() -> str:
+    """The shell block between the "## Try it" heading and the next heading."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1, "the Try it section has one shell block"
+    return str(blocks[0])
+
+
+def read_lines(shell: subprocess.Popen[str], lines: list[str]) -> None:
+    assert shell.stdout is not None
+    for line in shell.stdout:
+        lines.append(line.rstrip("\n"))
+
+
+def objects(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in list(lines) if line.startswith("{")]
+
+
+def answer(lines: list[str]) -> dict[str, Any] | None:
+    """curl's answer: the one line that is not a CloudEvent from the tail."""
+    return next((o for o in objects(lines) if "specversion" not in o), None)
+
+
+def applied(lines: list[str]) -> dict[str, Any] | None:
+    """The tail's event of the household the block filed."""
+    household = answer(lines)
+    if household is None or "id" not in household:
+        return None
+    wanted = (APPLIED, household["id"])
+    return next((o for o in objects(lines) if (o.get("type"), o.get("subject")) == wanted), None)
+
+
+class TestTryIt:
+    def test_the_identity_number_in_the_block_is_valid(self) -> None:
+        numbers = re.findall(r'"identity_number": "([^"]*)"', try_it_block())
+        assert numbers, "the block files a person"
+        for number in numbers:
+            assert is_valid_identity_number(number, today=date.today()), number
+
+    def test_the_block_files_a_household_and_the_tail_shows_it_masked(
+        self,
+        suite_up: tuple[subprocess.Popen[str], list[str]],  # noqa: F811
+        env: dict[str, str],  # noqa: F811
+    ) -> None:
+        block = try_it_block()
+        assert (ROOT / ".venv/bin/bangfu").exists(), "the block runs .venv/bin/bangfu: make install"
+        shell = subprocess.Popen(
+            ["bash", "-c", block],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group: the tail it leaves running is stopped below
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=read_lines, args=(shell, lines), daemon=True)
+        reader.start()
+        try:
+            code = shell.wait(60)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not applied(lines):
+                time.sleep(0.2)
+        finally:
+            os.killpg(shell.pid, signal.SIGTERM)
+        assert shell.stderr is not None
+        household = answer(lines)
+        assert code == 0, f"{household}\n{shell.stderr.read()}"  # curl --fail-with-body: a 2xx
+        assert household is not None
+        assert household["status"] == "applied"
+        assert household["location"]["region"] == "411302"
+        assert [m["name"] for m in household["members"]] == ["张三明"]
+        event = applied(lines)
+        assert event is not None, [(o.get("type"), o.get("subject")) for o in objects(lines)]
+        [number] = re.findall(r'"identity_number": "([^"]*)"', block)
+        assert event["data"]["head_identity_masked"] == mask_identity_number(number)
+        tail = [json.dumps(o, ensure_ascii=False) for o in objects(lines) if "specversion" in o]
+        assert number not in "\n".join(tail)

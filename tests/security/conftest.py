@@ -90,6 +90,8 @@ class Served:
     foreign: dict[Route, list[Foreign]] = field(default_factory=dict)
     owner_markers: set[str] = field(default_factory=set)
     intruder_markers: set[str] = field(default_factory=set)
+    # What the owner reads to see that the others' refused writes changed nothing.
+    watched: list[str] = field(default_factory=list)
 
 
 def _ok(response: httpx.Response, *expected: int) -> Any:
@@ -229,6 +231,14 @@ async def registry_served(
             },
             owner_markers={owner.id, noticed.id, owner.member_id, OWNER_REGION},
             intruder_markers={intruder.id, intruder.member_id, INTRUDER_REGION},
+            watched=[
+                f"/v1/households/{owner.id}",
+                f"/v1/households/{noticed.id}",
+                f"/v1/households/{owner.id}/helpers",
+                f"/v1/households/{owner.id}/visits",
+                f"/v1/households/{owner.id}/incomes",
+                f"/v1/households/{owner.id}/declarations",
+            ],
         )
         versioned = {"If-Match": owner.etag}
         newcomer = identity_number(region=OWNER_REGION, birth=date(1985, 3, 3), serial=441)
@@ -430,6 +440,12 @@ async def benefits_served(
                 OWNER_REGION,
             },
             intruder_markers={INTRUDER_REGION},
+            watched=[
+                f"/v1/households/{BENEFITS_HOUSEHOLD}/eligibility",
+                f"/v1/decisions/{card['decision_id']}",
+                f"/v1/parameters/{OWNER_REGION}/dibao.standard_fen",
+                "/v1/ledger/duplicates?region=4113",
+            ],
         )
         served.calls = {
             ("POST", "/v1/cards"): Call(json={"household": _inputs()}),
@@ -549,6 +565,11 @@ async def notifications_served(
                 OWNER_REGION,
             },
             intruder_markers={foreign, INTRUDER_REGION},
+            watched=[
+                f"/v1/subscriptions/{owned}",
+                f"/v1/messages/{message['id']}",
+                f"/v1/subscriptions/{owned}/deliveries?status=delivered",
+            ],
         )
         now = datetime.now(UTC)
         served.calls = {
@@ -680,6 +701,10 @@ async def verification_served(
             },
             owner_markers={household_id, asked["id"], consent["id"], batch["id"], OWNER_REGION},
             intruder_markers={INTRUDER_REGION},
+            watched=[
+                f"/v1/consents/{consent['id']}",
+                f"/v1/verifications/{asked['id']}/reports",
+            ],
         )
         newcomer = identity_number(region=OWNER_REGION, birth=date(1990, 9, 9), serial=481)
         served.calls = {

@@ -425,6 +425,21 @@ def judge_indistinguishable(
     )
 
 
+VOLATILE = frozenset({"decision_id"})  # benefits writes a fresh receipt at every read
+
+
+async def _snapshot(served: Served, token: str) -> dict[str, str]:
+    """What the owner reads at each watched path: status and body (less its volatile keys)."""
+    seen = {}
+    for path in served.watched:
+        response = await served.client.get(path, headers=bearer(token))
+        body = response.json()
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k not in VOLATILE}
+        seen[path] = f"{response.status_code} {json.dumps(body, ensure_ascii=False)}"
+    return seen
+
+
 async def run_matrix(
     served: Served, token: Callable[..., str], scopes: frozenset[str]
 ) -> tuple[list[Failure], int]:
@@ -450,6 +465,7 @@ async def run_matrix(
             )
         )
     owner_calls: list[tuple[Route, Request]] = []
+    before = await _snapshot(served, tokens.owner)
     for route in found:
         name = str(route)
         if route.key in OPEN:
@@ -536,6 +552,18 @@ async def run_matrix(
                     )
                 )
         owner_calls.append((route, request))
+
+    after = await _snapshot(served, tokens.owner)
+    for path in served.watched:
+        if after[path] != before[path]:
+            failures.append(
+                Failure(
+                    f"GET {path}",
+                    "3-5 writes",
+                    f"changed by the others' calls: {after[path][:200]}",
+                    f"as before them: {before[path][:200]}",
+                )
+            )
 
     # The owner last, reads before writes: what the others were refused, the owner gets.
     for route, request in owner_calls:

@@ -9,20 +9,25 @@ replay through one durable consumer per region, named after it, whose filter the
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from shared.events.consumer import Subscription
 from shared.events.envelope import region_filter
-from shared.events.streams import DEAD_LETTER_PREFIX
+from shared.events.streams import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM
 from shared.migrations import SERVICES
 
 # The events integrators may read, by stream: the registry's household events.
 INTEGRATOR_EVENTS = {"REGISTRY": "bangfu.registry.household.*"}
 # What a service needs besides its own subjects: the departments it queries.
 EXTRA_PUBLISH = {"verification": ["bangfu.dept.*.query"]}
+# Streams a service reads through short-lived consumers: notifications' event history for
+# webhook replays (services/notifications/history.py), over every service's stream.
+EPHEMERAL_READS = {"notifications": [service.upper() for service in SERVICES]}
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 
 
@@ -59,19 +64,66 @@ def password_variable(user: str) -> str:
     return f"$BANGFU_NATS_{user.upper()}_PASSWORD"
 
 
+def durable_consumers(service: str) -> list[Subscription]:
+    """The durable consumers a service runs, as its own code declares them."""
+    from bangfu.embedded import SETTINGS
+
+    settings = SETTINGS[service].for_migration()  # names only: no keys needed
+    module = importlib.import_module(f"services.{service}.consumers")
+    if service == "benefits":  # its handlers close over the parameter book
+        from services.benefits.domain.parameters import load_book
+        from services.benefits.service import Engine
+
+        engine = Engine(load_book(settings.parameters_dir))  # type: ignore[attr-defined]
+        found: list[Subscription] = module.subscriptions(settings, engine)
+    else:
+        found = module.subscriptions(settings)
+    if service == "verification":  # the department feed's consumer is started by its app
+        found.append(module.department_feed(settings))
+    return found
+
+
 def service_user(service: str) -> User:
+    """A service's user: its own subjects, and of the JetStream API only what it runs on.
+
+    Streams it publishes to or reads from may be created, updated and inspected (a service
+    provisions a producer's stream if it starts first), never deleted, purged or read by
+    sequence; consumers only under its own durable names; dead letters only of those.
+    """
+    consumers = durable_consumers(service)
+    streams = sorted(
+        {service.upper(), DEAD_LETTER_STREAM, *(consumer.stream for consumer in consumers)}
+    )
+    api = "$JS.API"
+    publish = [f"bangfu.{service}.>", *EXTRA_PUBLISH.get(service, [])]
+    for stream in streams:
+        publish += [f"{api}.STREAM.{action}.{stream}" for action in ("CREATE", "UPDATE", "INFO")]
+    for consumer in consumers:
+        at = f"{consumer.stream}.{consumer.name}"
+        publish += [
+            f"{api}.CONSUMER.DURABLE.CREATE.{at}",
+            f"{api}.CONSUMER.CREATE.{at}",
+            f"{api}.CONSUMER.CREATE.{at}.>",
+            f"{api}.CONSUMER.INFO.{at}",
+            f"{api}.CONSUMER.MSG.NEXT.{at}",
+            f"$JS.ACK.{at}.>",
+            f"{DEAD_LETTER_PREFIX}.{consumer.name}",
+        ]
+    for stream in EPHEMERAL_READS.get(service, ()):
+        # Short-lived consumers whose names the client library draws at random: a name
+        # cannot be confined by prefix in NATS subjects, so any name on these streams.
+        publish += [
+            f"{api}.CONSUMER.CREATE.{stream}.*.bangfu.{stream.lower()}.>",
+            f"{api}.CONSUMER.INFO.{stream}.*",
+            f"{api}.CONSUMER.MSG.NEXT.{stream}.*",
+            f"$JS.ACK.{stream}.*.>",
+        ]
     return User(
         name=service,
         password=password_variable(service),
-        publish=[
-            f"bangfu.{service}.>",
-            *EXTRA_PUBLISH.get(service, []),
-            f"{DEAD_LETTER_PREFIX}.>",
-            "$JS.API.>",
-            "$JS.ACK.>",
-        ],
+        publish=list(dict.fromkeys(publish)),
         subscribe=["_INBOX.>"],
-        comment=f"{service}: publishes its own events, reads through JetStream consumers",
+        comment=f"{service}: publishes its own events, reads through its own JetStream consumers",
     )
 
 

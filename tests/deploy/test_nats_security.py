@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from bangfu.cli import AUTH_CONF_HEADER, app
 from bangfu.embedded import SETTINGS
 from bangfu.natsauth import authorization, suite_users
+from services.notifications.history import events_between
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from shared.events.streams import ensure_stream
@@ -26,6 +28,7 @@ from shared.settings import SuiteSettings
 from tests.conftest import running
 from tests.deploy.conftest import INTEGRATOR, PASSWORDS, ROOT, SecuredNats, write_tls
 from tests.deploy.manifests import K8S, render
+from tests.eventkit import sample_event
 from tests.helpers import bearer, household_body
 
 NANYANG = "bangfu.registry.household.enrolled.41.13.02"
@@ -157,11 +160,12 @@ async def test_an_integrator_replays_only_through_its_own_region_consumer(
                 ConsumerConfig(name=durable, durable_name=durable, filter_subject=filter_subject),
             )
     # Nor may it pull from a service's durable consumer, which reads every region.
-    await registry.nc.jetstream().add_consumer(
-        "REGISTRY", ConsumerConfig(durable_name="benefits-on-household")
+    benefits = await connect("benefits")
+    await benefits.nc.jetstream().add_consumer(
+        "REGISTRY", ConsumerConfig(durable_name="benefits-household")
     )
     with pytest.raises(Exception):  # noqa: B017
-        stolen = await rjs.pull_subscribe_bind(durable="benefits-on-household", stream="REGISTRY")
+        stolen = await rjs.pull_subscribe_bind(durable="benefits-household", stream="REGISTRY")
         await stolen.fetch(1, timeout=1)
 
 
@@ -177,6 +181,88 @@ async def test_a_service_publishes_only_its_own_subjects(
     ]
     (logged,) = secured_nats.violations()  # what the runtime tests look for
     assert '"$G/user:registry"' in logged and "bangfu.benefits.payment.made" in logged
+
+
+async def test_a_service_may_not_delete_inspect_or_read_what_another_service_owns(
+    connect: Callable[..., Any], secured_nats: SecuredNats
+) -> None:
+    """Each service's JetStream API is its own streams and durable consumers, nothing else."""
+    registry = await connect("registry")
+    rjs = registry.nc.jetstream(timeout=1)
+    await ensure_stream(rjs, name="REGISTRY", subjects=["bangfu.registry.>"])
+    verification = await connect("verification")
+    vjs = verification.nc.jetstream(timeout=1)
+    await vjs.add_consumer(  # verification's own durable on the registry's stream: allowed
+        "REGISTRY",
+        ConsumerConfig(
+            durable_name="verification-household-applied",
+            filter_subject="bangfu.registry.household.applied.>",
+        ),
+    )
+    await registry.nc.jetstream().publish(NANYANG.replace("enrolled", "applied"), b"{}")
+    benefits = await connect("benefits")
+    bjs = benefits.nc.jetstream(timeout=1)
+
+    attempts = {
+        "delete the registry's stream": bjs.delete_stream("REGISTRY"),
+        "purge the registry's stream": bjs.purge_stream("REGISTRY"),
+        "read the registry's stream's messages": bjs.get_msg("REGISTRY", 1),
+        "delete verification's consumer": bjs.delete_consumer(
+            "REGISTRY", "verification-household-applied"
+        ),
+        "inspect verification's consumer": bjs.consumer_info(
+            "REGISTRY", "verification-household-applied"
+        ),
+        "create a consumer under verification's name": bjs.add_consumer(
+            "REGISTRY", ConsumerConfig(durable_name="verification-household-applied")
+        ),
+        "create a consumer of no name of its own": bjs.add_consumer(
+            "REGISTRY", ConsumerConfig(durable_name="anything")
+        ),
+        "delete its own stream": bjs.delete_stream("BENEFITS"),
+        "list every stream": bjs.streams_info(),
+    }
+    refused = []
+    for attempt, call in attempts.items():
+        try:
+            await call
+        except Exception:  # noqa: BLE001 - refused: no answer within the timeout
+            refused.append(attempt)
+    stolen = await bjs.pull_subscribe_bind(
+        durable="verification-household-applied", stream="REGISTRY"
+    )
+    with pytest.raises(Exception):  # noqa: B017
+        await stolen.fetch(1, timeout=1)
+    await benefits.settle()
+
+    assert refused == list(attempts)
+    assert len(benefits.errors) == len(attempts) + 1  # one permissions violation each
+    assert all('permissions violation for publish to "$js.api.' in e for e in benefits.errors)
+    assert verification.errors == registry.errors == []
+    info = await vjs.consumer_info("REGISTRY", "verification-household-applied")
+    assert info.num_pending == 1  # nobody took verification's message
+
+
+async def test_notifications_reads_the_event_history_for_replays_under_its_user(
+    connect: Callable[..., Any], secured_nats: SecuredNats
+) -> None:
+    """Its short-lived history readers (random names) are allowed on every stream."""
+    registry = await connect("registry")
+    await ensure_stream(registry.nc.jetstream(), name="REGISTRY", subjects=["bangfu.registry.>"])
+    event = sample_event("household-1", 1)
+    await registry.nc.jetstream().publish(event.nats_subject, event.to_json())
+    notifications = await connect("notifications")
+
+    found = await events_between(
+        notifications.nc.jetstream(timeout=2),
+        since=event.time - timedelta(minutes=1),
+        until=event.time + timedelta(minutes=1),
+        limit=10,
+    )
+
+    assert [e.id for e in found] == [event.id]
+    assert notifications.errors == []
+    assert secured_nats.violations() == []
 
 
 @pytest.mark.parametrize("service", ["verification", "benefits", "notifications"])

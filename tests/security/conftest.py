@@ -568,7 +568,6 @@ async def notifications_served(
             watched=[
                 f"/v1/subscriptions/{owned}",
                 f"/v1/messages/{message['id']}",
-                f"/v1/subscriptions/{owned}/deliveries?status=delivered",
             ],
         )
         now = datetime.now(UTC)

@@ -66,7 +66,11 @@ class RegistryClient:
     async def household(
         self, household_id: str, *, pii: bool = False, purpose: str | None = None
     ) -> dict[str, Any]:
-        """The file as `GET /v1/households/{id}` answers it; `pii` asks for identity numbers."""
+        """The file as `GET /v1/households/{id}` answers it; `pii` asks for identity numbers
+        and birth dates in clear, which the registry audits with the `purpose` it must be given.
+        """
+        if pii and not purpose:
+            raise ValueError("a read with pii:read needs a purpose (the Bangfu-Purpose header)")
         headers = {"Bangfu-Purpose": quote(purpose)} if purpose else {}
         body = await self._get(f"/v1/households/{quote(household_id)}", pii=pii, headers=headers)
         assert isinstance(body, dict)

@@ -45,7 +45,7 @@ from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, mask_phone, parse_identity_number
 from shared.observability import current_traceparent, trace_id_of
-from shared.regions import parse_region
+from shared.regions import PROVINCE_NAMES, parse_region
 
 PII_READ = "pii:read"
 IDENTITY = "member.identity_number"
@@ -76,6 +76,28 @@ class PersonAlreadyFiled(Exception):
     def __init__(self, household_id: str, masked_identity: str):
         super().__init__(f"{masked_identity} is already in active household {household_id}")
         self.household_id = household_id
+
+
+class PersonFiledElsewhere(Exception):
+    """The person is in an active household outside the caller's regions: only its province
+    is named (whose 解困办 resolves it), never the household or its county."""
+
+    def __init__(self, province: str, masked_identity: str):
+        super().__init__(
+            f"{masked_identity} is already in an active household in another region; "
+            f"contact the 解困办 of {province}"
+        )
+        self.province = province
+
+
+class PurposeRequired(Exception):
+    """A read of identity numbers in clear (pii:read) that does not say why."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a read with pii:read answers identity numbers in clear and needs the "
+            "Bangfu-Purpose header (why, UTF-8 percent-encoded); it is kept in the audit log"
+        )
 
 
 class VersionMismatch(Exception):
@@ -388,6 +410,7 @@ async def apply(
     await store.insert_household(uow.session, row, sorted(c.value for c in causes), member_rows)
     await _claim(
         uow,
+        ctx,
         household,
         [m["identity_index"] for m in member_rows],
         {m["identity_index"]: m["identity_masked"] for m in member_rows},
@@ -397,7 +420,11 @@ async def apply(
 
 
 async def _claim(
-    uow: UnitOfWork, household: Household, indexes: Sequence[str], masked: Mapping[str, str]
+    uow: UnitOfWork,
+    ctx: Context,
+    household: Household,
+    indexes: Sequence[str],
+    masked: Mapping[str, str],
 ) -> None:
     try:
         await store.claim_persons(uow.session, household.id, indexes)
@@ -406,7 +433,12 @@ async def _claim(
         number = next(
             (m["identity_masked"] for m in held if m["identity_index"] in masked), "a member"
         )
-        raise PersonAlreadyFiled(exc.household_id, number) from exc
+        holder = await store.get_household(uow.session, exc.household_id)
+        assert holder is not None  # a claim belongs to a filed household
+        if ctx.principal.covers(holder["region"]):
+            raise PersonAlreadyFiled(exc.household_id, number) from exc
+        province = PROVINCE_NAMES[parse_region(holder["region"]).province]
+        raise PersonFiledElsewhere(province, number) from exc
 
 
 async def change(
@@ -437,7 +469,11 @@ async def add_member(
     )
     await store.insert_member(uow.session, row)
     await _claim(
-        uow, household, [row["identity_index"]], {row["identity_index"]: row["identity_masked"]}
+        uow,
+        ctx,
+        household,
+        [row["identity_index"]],
+        {row["identity_index"]: row["identity_masked"]},
     )
     await _save(uow, ctx, household, expected_version=before)
     return household, member
@@ -526,6 +562,7 @@ async def take_step(
     if step is Step.REAPPLY:
         await _claim(
             uow,
+            ctx,
             household,
             [
                 blind_index(ctx.keyring, m.identity.number, purpose=INDEX_PURPOSE)
@@ -662,6 +699,8 @@ async def read(
     causes = await store.get_causes(uow.session, household_id)
     clear = PII_READ in ctx.principal.scopes
     if clear:
+        if not purpose:
+            raise PurposeRequired()
         await audit.append(
             uow.session,
             client_id=ctx.actor,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import IO, Any
+from xml.etree.ElementTree import iterparse
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.worksheet.worksheet import Worksheet
 
 from shared.identity import InvalidIdentityNumber, parse_identity_number
 from shared.regions import InvalidRegion, parse_region
@@ -34,6 +37,14 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:8]
 MAX_ROWS = 20_000
+# An upload is at most 5 MiB, but a zip inflates: what it may unpack to, part by part.
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+MAX_PARTS = 64
+MAX_SHARED_STRINGS = MAX_ROWS * len(COLUMNS)
+MAX_COLUMNS = 64
+# Text starting with one of these is a formula to a spreadsheet (or becomes one when the cell is
+# edited): `=HYPERLINK(…)` in an address would send a pii:read export's numbers away.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CATEGORIES = {
     "特困供养": "tekun",
@@ -104,6 +115,11 @@ class LedgerUnreadable(ValueError):
     """Not an .xlsx, or without the columns a ledger needs."""
 
 
+class LedgerTooLarge(LedgerUnreadable):
+    """A workbook that would unpack to more than a ledger can be (a zip bomb, or a sheet that
+    declares the whole grid)."""
+
+
 @dataclass(frozen=True)
 class RowError:
     row: int
@@ -125,10 +141,13 @@ class LedgerHousehold:
 
 def read_ledger(content: bytes, *, today: date) -> list[LedgerHousehold]:
     """Parse the workbook into households, each with its spec or its errors."""
+    _check_package(content)
     try:
-        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).active
+        # Formulas are read as their text (not their cached value), so that they are refused.
+        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=False).active
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
         raise LedgerUnreadable("不是有效的 xlsx 文件") from exc
+    _check_dimensions(sheet)
     rows = sheet.iter_rows(values_only=True)
     header = [str(v).strip() if v is not None else "" for v in next(rows, ())]
     missing = [c for c in REQUIRED if c not in header]
@@ -145,10 +164,65 @@ def read_ledger(content: bytes, *, today: date) -> list[LedgerHousehold]:
         key = cells["户编号"] or f"(第{number}行)"
         household = households.setdefault(key, LedgerHousehold(key, number))
         household.rows.append(number)
-        _read_row(household, number, cells, today=today)
+        formulas = [name for name, text in cells.items() if text.startswith(FORMULA_STARTS)]
+        for name in formulas:
+            reason = "内容以 = + - @ 或制表符开头，会被当作公式执行，请改为文字"
+            household.errors.append(RowError(number, name, reason, key))
+        if not formulas:
+            _read_row(household, number, cells, today=today)
     for household in households.values():
         _finish(household)
     return list(households.values())
+
+
+def _check_package(content: bytes) -> None:
+    """Refuse a zip that unpacks to more than a ledger can be, before openpyxl inflates it.
+
+    The sizes are those the zip declares: zipfile never inflates a part past its declared size.
+    """
+    try:
+        package = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile as exc:
+        raise LedgerUnreadable("不是有效的 xlsx 文件") from exc
+    parts = package.infolist()
+    if len(parts) > MAX_PARTS:
+        raise LedgerTooLarge(f"文件包含 {len(parts)} 个部件，超过上限 {MAX_PARTS}")
+    unpacked = sum(part.file_size for part in parts)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise LedgerTooLarge(
+            f"解压后 {unpacked} 字节，超过上限 {MAX_UNPACKED_BYTES} 字节（疑似压缩炸弹）"
+        )
+    for part in parts:
+        if part.filename.lower().endswith("sharedstrings.xml"):
+            with package.open(part) as stream:
+                _check_shared_strings(stream)
+
+
+def _check_shared_strings(stream: IO[bytes]) -> None:
+    count = 0
+    try:
+        for _, element in iterparse(stream, events=("end",)):
+            if element.tag.rsplit("}", 1)[-1] == "si":
+                count += 1
+                if count > MAX_SHARED_STRINGS:
+                    raise LedgerTooLarge(
+                        f"共享字符串（shared strings）超过 {MAX_SHARED_STRINGS} 个"
+                    )
+                element.clear()
+    except SyntaxError as exc:  # xml.etree.ElementTree.ParseError
+        raise LedgerUnreadable("不是有效的 xlsx 文件") from exc
+
+
+def _check_dimensions(sheet: Any) -> None:
+    """Refuse a sheet that declares more rows or columns than a ledger has, then read it by its
+    cells, not its declaration (a read-only sheet pads every row to the declared width)."""
+    rows, columns = sheet.max_row or 0, sheet.max_column or 0
+    if rows > MAX_ROWS + 1 or columns > MAX_COLUMNS:
+        raise LedgerTooLarge(
+            f"工作表声明的范围 {sheet.calculate_dimension()} 超过上限"
+            f"（{MAX_ROWS + 1} 行、{MAX_COLUMNS} 列）"
+        )
+    sheet.reset_dimensions()
 
 
 def _text(value: Any) -> str:
@@ -274,10 +348,11 @@ def write_ledger(households: Iterable[Mapping[str, Any]]) -> bytes:
     book = Workbook()
     sheet = book.active
     sheet.title = "信息台账"
-    sheet.append(COLUMNS)
+    _append(sheet, COLUMNS)
     for household in households:
         for member in household["members"]:
-            sheet.append(
+            _append(
+                sheet,
                 [
                     household["id"],
                     household["location"]["region"],
@@ -291,7 +366,7 @@ def write_ledger(households: Iterable[Mapping[str, Any]]) -> bytes:
                     {v: k for k, v in LABOUR.items()}.get(member["labour_capacity"], ""),
                     {v: k for k, v in EMPLOYMENT.items()}.get(member["employment"], ""),
                     member["phone"] or "",
-                ]
+                ],
             )
     return _save(book)
 
@@ -302,49 +377,62 @@ def write_card(household: Mapping[str, Any], *, today: date) -> bytes:
     sheet = book.active
     sheet.title = "帮扶措施明白卡"
     head = next((m for m in household["members"] if m["relation"] == "head"), None)
-    sheet.append(["帮扶措施明白卡"])
-    sheet.append(
+    _append(sheet, ["帮扶措施明白卡"])
+    _append(
+        sheet,
         [
             "户主",
             head["name"][:1] + "*" * max(len(head["name"]) - 1, 1) if head else "",
             "身份证号",
             head["identity_number"] if head else "",
-        ]
+        ],
     )
-    sheet.append(
+    _append(
+        sheet,
         [
             "地址",
             household["location"]["address"],
             "类别",
             _LABELS.get(household["category"], household["category"]),
-        ]
+        ],
     )
     helper = household.get("helper")
-    sheet.append(["帮扶责任人", f"{helper['name']}（{helper['unit']}）" if helper else "未确定"])
-    sheet.append([])
-    sheet.append(["帮扶计划", "措施", "牵头单位", "状态"])
+    _append(sheet, ["帮扶责任人", f"{helper['name']}（{helper['unit']}）" if helper else "未确定"])
+    _append(sheet, [])
+    _append(sheet, ["帮扶计划", "措施", "牵头单位", "状态"])
     for measure in household["plan"]:
-        sheet.append(
-            [measure["group"], measure["measure"], measure["lead_department"], measure["status"]]
+        _append(
+            sheet,
+            [measure["group"], measure["measure"], measure["lead_department"], measure["status"]],
         )
-    sheet.append([])
+    _append(sheet, [])
     entitlements = household.get("entitlements")
-    sheet.append(["应享受的帮扶措施"])
+    _append(sheet, ["应享受的帮扶措施"])
     if not entitlements:
-        sheet.append(["待测算"])
+        _append(sheet, ["待测算"])
     else:
         for item in entitlements.get("measures", []):
-            sheet.append(
+            _append(
+                sheet,
                 [
                     item.get("measure"),
                     item.get("amount_fen"),
                     item.get("department"),
                     item.get("explanation"),
-                ]
+                ],
             )
-    sheet.append([])
-    sheet.append([f"打印日期：{today.isoformat()}"])
+    _append(sheet, [])
+    _append(sheet, [f"打印日期：{today.isoformat()}"])
     return _save(book)
+
+
+def _append(sheet: Worksheet, values: Sequence[Any]) -> None:
+    """Append a row; text that a spreadsheet would run as a formula is written as text."""
+    sheet.append(values)
+    for cell in sheet[sheet.max_row]:
+        if isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+            cell.data_type = "s"  # openpyxl made it a formula ("f") for a leading "="
+            cell.quotePrefix = True  # and Excel keeps it text when the cell is edited
 
 
 def _save(book: Workbook) -> bytes:

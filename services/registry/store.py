@@ -293,6 +293,36 @@ async def get_members(session: AsyncSession, household_id: str) -> list[dict[str
     return [dict(r) for r in rows.mappings()]
 
 
+async def get_members_of(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The members of many households in one query, by household, in their order."""
+    rows = await session.execute(
+        select(member)
+        .where(member.c.household_id.in_(household_ids))
+        .order_by(member.c.household_id, member.c.position)
+    )
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.mappings():
+        found.setdefault(row["household_id"], []).append(dict(row))
+    return found
+
+
+async def get_causes_of(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The causes of many households in one query, by household, sorted."""
+    rows = await session.execute(
+        select(household_cause.c.household_id, household_cause.c.cause)
+        .where(household_cause.c.household_id.in_(household_ids))
+        .order_by(household_cause.c.household_id, household_cause.c.cause)
+    )
+    found: dict[str, list[str]] = {}
+    for household_id, cause in rows:
+        found.setdefault(household_id, []).append(cause)
+    return found
+
+
 async def insert_member(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(member).values(**row))
 
@@ -495,6 +525,16 @@ async def list_households(
         query = query.where(household.c.id > after)
     rows = await session.execute(query.order_by(household.c.id).limit(limit))
     return [dict(r) for r in rows.mappings()]
+
+
+async def count_households(session: AsyncSession, *, regions: Sequence[str], status: str) -> int:
+    """How many households of `regions` are in `status`."""
+    count = await session.execute(
+        select(func.count())
+        .select_from(household)
+        .where(region_condition(household.c.region, regions), household.c.status == status)
+    )
+    return int(count.scalar_one())
 
 
 async def count_by_region_status_category(

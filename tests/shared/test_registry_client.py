@@ -42,6 +42,30 @@ async def test_reads_a_household_masked_or_in_clear_as_asked(
         await client.aclose()
 
 
+async def test_a_clear_read_says_why_or_is_not_sent(
+    registry_server: str, suite: SuiteSettings, token: Callable[..., str]
+) -> None:
+    async with httpx.AsyncClient(base_url=registry_server) as http:
+        created = await http.post(
+            "/v1/households", json=household_body(), headers=bearer(token("registry:write"))
+        )
+        unsaid = await http.get(
+            f"/v1/households/{created.json()['id']}",
+            headers=bearer(token("registry:read", "pii:read")),
+        )
+    assert unsaid.status_code == 400  # the registry refuses a clear read without a purpose
+    client = RegistryClient.from_settings(
+        VerificationSettings(suite=suite, registry_url=registry_server)
+    )
+    try:
+        with pytest.raises(ValueError, match="Bangfu-Purpose"):
+            await client.household(created.json()["id"], pii=True)
+        clear = await client.household(created.json()["id"], pii=True, purpose="核对 test")
+        assert clear["members"][0]["birth_date"] == "1980-05-17"
+    finally:
+        await client.aclose()
+
+
 async def test_an_unreachable_registry_is_unavailable_not_an_error_of_the_caller(
     suite: SuiteSettings,
 ) -> None:

@@ -45,6 +45,10 @@ ERRORS: ErrorTable = {
     service.PersonAlreadyFiled: lambda exc: Problem(
         409, "person-already-filed", str(exc), household_id=exc.household_id
     ),
+    service.PersonFiledElsewhere: lambda exc: Problem(
+        409, "person-already-filed", str(exc), filed_in_province=exc.province
+    ),
+    service.PurposeRequired: lambda exc: Problem(400, "purpose-required", str(exc)),
     service.VersionMismatch: lambda exc: Problem(
         412,
         "precondition-failed",

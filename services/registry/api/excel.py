@@ -2,14 +2,15 @@
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 
 from services.registry import service, spreadsheets, store
-from services.registry.api.households import context
-from services.registry.api.reports import _confined
+from services.registry.api.households import PURPOSE, context
+from services.registry.api.reports import ID_PATTERN, _confined
 from services.registry.domain.household import Category, Cause, Flag, Location, RuleBroken
 from services.registry.domain.members import InvalidText
 from services.registry.domain.workflow import Channel
@@ -22,6 +23,7 @@ from shared.service import UnitOfWorkDep
 
 router = APIRouter(prefix="/v1", tags=["excel"])
 LEDGER_MAX_BYTES = 5 * 1024 * 1024
+EXPORT_MAX_HOUSEHOLDS = 2_000
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Writer = Annotated[service.Context, Depends(context("registry:write"))]
@@ -29,6 +31,7 @@ Reader = Annotated[service.Context, Depends(context("registry:read"))]
 
 _SERVICE_ERRORS = {
     service.PersonAlreadyFiled: ("身份证号", "该人员已在其他在册家庭中"),
+    service.PersonFiledElsewhere: ("身份证号", "该人员已在其他地区的在册家庭中，请联系该省解困办"),
     service.RegionNotAllowed: ("区县代码", "无权在该地区建档"),
 }
 
@@ -42,6 +45,8 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
     content = await file.read()
     try:
         households = spreadsheets.read_ledger(content, today=ctx.today)
+    except spreadsheets.LedgerTooLarge as exc:
+        raise Problem(413, "ledger-too-large", str(exc)) from exc
     except spreadsheets.LedgerUnreadable as exc:
         raise Problem(422, "ledger-unreadable", str(exc)) from exc
     imported: dict[str, str] = {}
@@ -71,7 +76,11 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
                     submitted_by=None,
                     members=[_member(m) for m in spec["members"]],
                 )
-        except (service.PersonAlreadyFiled, service.RegionNotAllowed) as exc:
+        except (
+            service.PersonAlreadyFiled,
+            service.PersonFiledElsewhere,
+            service.RegionNotAllowed,
+        ) as exc:
             column, reason = _SERVICE_ERRORS[type(exc)]
             errors.append(spreadsheets.RowError(household.first_row, column, reason, household.key))
             continue
@@ -110,7 +119,8 @@ def _member(spec: dict[str, Any]) -> dict[str, Any]:
 
 @router.get(
     "/exports/ledger",
-    summary="Export the ledger of a region as .xlsx (numbers masked unless pii:read)",
+    summary="Export the ledger of a region as .xlsx, a page of households at a time "
+    "(numbers masked unless pii:read; the next page is in the Link header)",
     response_class=Response,
 )
 async def export_ledger(
@@ -118,26 +128,39 @@ async def export_ledger(
     uow: UnitOfWorkDep,
     ctx: Reader,
     region: Annotated[str | None, Query(description="region prefix, e.g. 4113")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="from the Link of the previous page")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=EXPORT_MAX_HOUSEHOLDS, description="households in this page")
+    ] = EXPORT_MAX_HOUSEHOLDS,
+    purpose: Annotated[str | None, PURPOSE] = None,
 ) -> Response:
     regions = _confined(ctx.principal, region)
     clear = service.PII_READ in ctx.principal.scopes
-    households, cursor = [], None
-    while regions:
-        page = await store.list_households(uow.session, regions=regions, after=cursor, limit=500)
-        for row in page:
-            households.append(
-                jsonable_encoder(
-                    service.view(
-                        row,
-                        causes=await store.get_causes(uow.session, row["id"]),
-                        members=await store.get_members(uow.session, row["id"]),
-                        keyring=ctx.keyring if clear else None,
-                    )
-                )
+    if clear and not purpose:
+        raise service.PurposeRequired()
+    # One query for the page's households, one for their members, one for their causes.
+    rows = (
+        await store.list_households(uow.session, regions=regions, after=cursor, limit=limit + 1)
+        if regions
+        else []
+    )
+    page = rows[:limit]
+    ids = [row["id"] for row in page]
+    members = await store.get_members_of(uow.session, ids)
+    causes = await store.get_causes_of(uow.session, ids)
+    households = [
+        jsonable_encoder(
+            service.view(
+                row,
+                causes=causes.get(row["id"], []),
+                members=members.get(row["id"], []),
+                keyring=ctx.keyring if clear else None,
             )
-        if len(page) < 500:
-            break
-        cursor = page[-1]["id"]
+        )
+        for row in page
+    ]
     if clear and households:
         await audit.append(
             uow.session,
@@ -145,6 +168,7 @@ async def export_ledger(
             action="ledger.pii_export",
             target=region or ",".join(regions),
             outcome="success",
+            purpose=unquote(purpose or ""),
             trace_id=trace_id_of(current_traceparent()),
             detail={"households": len(households)},
             profile=ctx.keyring.profile,
@@ -152,11 +176,13 @@ async def export_ledger(
         )
         await uow.commit()
     name = f"ledger-{region or 'all'}-{date.today().isoformat()}.xlsx"
-    return Response(
-        spreadsheets.write_ledger(households),
-        media_type=XLSX,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if len(rows) > limit:
+        query = urlencode(
+            {**({"region": region} if region else {}), "cursor": page[-1]["id"], "limit": limit}
+        )
+        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return Response(spreadsheets.write_ledger(households), media_type=XLSX, headers=headers)
 
 
 @router.get(

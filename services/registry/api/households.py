@@ -77,6 +77,12 @@ def if_match(
 
 
 IfMatch = Annotated[int, Depends(if_match)]
+PURPOSE = Header(
+    alias="Bangfu-Purpose",
+    max_length=500,
+    description="Why the caller reads identity numbers in clear (UTF-8, percent-encoded): "
+    "required with pii:read, recorded with every unmasked read",
+)
 
 
 async def _current(uow: UnitOfWork, household_id: str) -> tuple[dict[str, Any], int]:
@@ -181,15 +187,7 @@ async def read(
     household_id: str,
     uow: UnitOfWorkDep,
     ctx: Reader,
-    purpose: Annotated[
-        str | None,
-        Header(
-            alias="Bangfu-Purpose",
-            max_length=500,
-            description="Why the caller reads the file (UTF-8, percent-encoded); recorded with "
-            "every unmasked read",
-        ),
-    ] = None,
+    purpose: Annotated[str | None, PURPOSE] = None,
 ) -> JSONResponse:
     body = await service.read(
         uow, ctx, household_id, purpose=unquote(purpose) if purpose else None, now=datetime.now(UTC)

@@ -143,33 +143,54 @@ async def set_target(
 ) -> dict[str, Any]:
     prefix = normalize_prefix(region)
     if not any(prefix.startswith(r) for r in principal.regions):
-        raise Problem(403, "region-not-allowed", f"the token does not cover region {region}")
+        raise Problem(404, "not-found", "no such region among the caller's regions")
     await store.set_target(uow.session, region=prefix, year=year, share_percent=body.share_percent)
     await uow.commit()
     return {"region": prefix, "year": year, "share_percent": body.share_percent}
 
 
-@router.get("/notices/{region}", summary="The public notice (公示) of a region: masked")
-async def public_notice(region: str, uow: UnitOfWorkDep, principal: Reader) -> dict[str, Any]:
+NOTICE_PAGE_MAX = 1_000
+
+
+@router.get(
+    "/notices/{region}",
+    summary="The public notice (公示) of a region: masked, a page at a time with its total",
+)
+async def public_notice(
+    region: str,
+    uow: UnitOfWorkDep,
+    principal: Reader,
+    cursor: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=NOTICE_PAGE_MAX)] = NOTICE_PAGE_MAX,
+) -> dict[str, Any]:
     parse_region(region) if len(region) == 6 else normalize_prefix(region)
     regions = _confined(principal, region)
-    rows = (
-        await store.list_households(
-            uow.session, regions=regions, status=Status.PUBLICLY_NOTICED.value, limit=1000
-        )
-        if regions
-        else []
+    if not regions:
+        raise Problem(404, "not-found", "no public notice of this region for the caller")
+    noticed = Status.PUBLICLY_NOTICED.value
+    rows = await store.list_households(
+        uow.session, regions=regions, status=noticed, after=cursor, limit=limit + 1
     )
+    page = rows[:limit]
+    # Objections reopen county review; those of the whole region come with the first page.
     objected = (
         await store.list_households(
-            uow.session, regions=regions, status=Status.COUNTY_APPROVED.value, limit=1000
+            uow.session,
+            regions=regions,
+            status=Status.COUNTY_APPROVED.value,
+            limit=NOTICE_PAGE_MAX + 1,
         )
-        if regions
+        if cursor is None
         else []
     )
-    objections = await store.open_objections(uow.session, [r["id"] for r in objected])
+    objections = await store.open_objections(
+        uow.session, [r["id"] for r in objected[:NOTICE_PAGE_MAX]]
+    )
     return {
         "region": region,
+        "total_noticed": await store.count_households(uow.session, regions=regions, status=noticed),
         "noticed": [
             {
                 "household_id": r["id"],
@@ -180,9 +201,11 @@ async def public_notice(region: str, uow: UnitOfWorkDep, principal: Reader) -> d
                 "community": r["community_name"],
                 "notice_ends_on": r["notice_ends_on"],
             }
-            for r in rows
+            for r in page
         ],
+        "next_cursor": page[-1]["id"] if len(rows) > limit else None,
         "open_objections": [
             {"household_id": hid, "objections": texts} for hid, texts in objections.items()
         ],
+        "open_objections_truncated": len(objected) > NOTICE_PAGE_MAX,
     }

@@ -78,7 +78,7 @@ class TestApply:
         created = await file_household(registry, token)
         shown = await registry.get(
             f"/v1/households/{created.json()['id']}",
-            headers=bearer(token("registry:read", "pii:read")),
+            headers={**bearer(token("registry:read", "pii:read")), "Bangfu-Purpose": "test"},
         )
         assert shown.json()["members"][0]["identity_number"] == identity_number()
 
@@ -653,7 +653,7 @@ class TestCryptoProfiles:
             created = await file_household(registry, token)
             shown = await registry.get(
                 f"/v1/households/{created.json()['id']}",
-                headers=bearer(token("registry:read", "pii:read")),
+                headers={**bearer(token("registry:read", "pii:read")), "Bangfu-Purpose": "test"},
             )
         assert shown.json()["members"][0]["identity_number"] == identity_number()
         url, schema = settings.database

@@ -309,6 +309,14 @@ async def registry_served(
         }
         intruder_member = {"household_id": intruder.id, "member_id": owner.member_id}
         served.foreign = {
+            ("GET", "/v1/households"): [
+                Foreign(
+                    Call(query={"helper_id": "H4113"}),
+                    frozenset({404}),
+                    "the households of a 4113 helper",
+                    empty_ok=True,
+                )
+            ],
             ("POST", "/v1/households"): [
                 Foreign(
                     Call(json=household_body(INTRUDER_REGION, head_number=owner.head_number)),
@@ -589,6 +597,14 @@ async def notifications_served(
             ("GET", "/v1/messages"): Call(query={"household_id": NOTIFIED_HOUSEHOLD}),
         }
         served.foreign = {
+            ("GET", "/v1/messages"): [
+                Foreign(
+                    Call(query={"cause": event.id}),
+                    frozenset({404}),
+                    "the messages a 4113 event caused",
+                    empty_ok=True,
+                )
+            ],
             ("GET", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/attempts"): [
                 Foreign(
                     Call(path={"subscription_id": foreign}),
@@ -721,6 +737,14 @@ async def verification_served(
         }
         refused = frozenset({403, 404, 422})
         served.foreign = {
+            ("GET", "/v1/verifications"): [
+                Foreign(
+                    Call(query={"batch_id": batch["id"]}),
+                    frozenset({404}),
+                    "the verifications of a 4113 batch",
+                    empty_ok=True,
+                )
+            ],
             ("POST", "/v1/batches"): [
                 Foreign(
                     Call(

@@ -1,8 +1,10 @@
 """The message dispatcher: sends queued SMS and email, and follows SMS delivery reports.
 
 Inbox messages are delivered when stored and webhook referrals are queued as deliveries when
-stored, so only SMS and email pass through here. A failure the channel may recover from is
-retried with backoff up to `message_max_attempts`; then the message fails with its reason.
+stored, so only SMS and email pass through here. A refusal (no number, a refused number) fails
+the message at once; any other failure — a channel down, a registry token without `pii:read`,
+anything unforeseen — is retried with backoff up to `message_max_attempts`, then the message
+fails with its reason. Either way one message's failure is its own: the batch goes on.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import structlog
 
 from services.notifications import service, store
@@ -39,13 +42,15 @@ class Dispatcher:
         db: Database,
         settings: NotificationsSettings,
         *,
-        registry: RegistryClient,
+        registry: Callable[[], RegistryClient],
         gateway: SmsGateway,
         mailer: SmtpMailer,
     ):
         self._db = db
         self._settings = settings
-        self._registry = registry
+        # A factory, not a client: a token the registry refuses is renewed by making a new one.
+        self._new_registry = registry
+        self._registry = registry()
         self._gateway = gateway
         self._mailer = mailer
         self._rng = random.Random()
@@ -53,12 +58,19 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, db: Database, settings: NotificationsSettings) -> Dispatcher:
+    def from_settings(
+        cls,
+        db: Database,
+        settings: NotificationsSettings,
+        *,
+        registry: Callable[[], RegistryClient] | None = None,
+    ) -> Dispatcher:
+        """The channels as configured; `registry` makes registry clients (default: settings')."""
         key = settings.sms_gateway_key
         return cls(
             db,
             settings,
-            registry=RegistryClient.from_settings(settings),
+            registry=registry or (lambda: RegistryClient.from_settings(settings)),
             gateway=SmsGateway(
                 settings.sms_gateway_url, api_key=key.get_secret_value() if key else None
             ),
@@ -111,10 +123,10 @@ class Dispatcher:
         try:
             gateway_id = await self._deliver(row)
         except Unsendable as exc:
-            await self._fail(row, str(exc))
+            await self._fail({**row, "attempts": row["attempts"] + 1}, str(exc))
             return
-        except (GatewayUnavailable, MailUnavailable, RegistryUnavailable) as exc:
-            await self._retry(row, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one message's failure must not end the batch
+            await self._retry(row, _reason(exc))
             return
         now = datetime.now(UTC)
         async with self._db.unit_of_work() as uow:
@@ -150,9 +162,7 @@ class Dispatcher:
     async def _phone(self, household_id: str) -> str:
         """The head's mobile number, read from the registry with pii:read; never stored here."""
         try:
-            household = await self._registry.household(
-                household_id, pii=True, purpose="notifications: SMS to the household"
-            )
+            household = await self._household(household_id)
         except HouseholdNotFound as exc:
             raise Unsendable("the household is not in the registry") from exc
         members = household.get("members", [])
@@ -162,12 +172,32 @@ class Dispatcher:
                 return str(member["phone"])
         raise Unsendable("no mobile number on file for the household")
 
+    async def _household(self, household_id: str) -> dict[str, Any]:
+        """The file with identity numbers and phones; a token the registry refuses as no longer
+        valid (401: expired) is renewed once — re-issued in development, re-read from settings
+        in production — and the read repeated."""
+        purpose = "notifications: SMS to the household"
+        try:
+            return await self._registry.household(household_id, pii=True, purpose=purpose)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 401:
+                raise
+        log.info("dispatch.registry_token_renewed")
+        await self._registry.aclose()
+        self._registry = self._new_registry()
+        return await self._registry.household(household_id, pii=True, purpose=purpose)
+
     async def _retry(self, row: Mapping[str, Any], reason: str) -> None:
         attempts = row["attempts"] + 1
         if attempts >= self._settings.message_max_attempts:
-            await self._fail(row, reason)
+            await self._fail({**row, "attempts": attempts}, reason)
             return
-        wait = backoff_seconds(attempts, base=5, cap=600, rng=self._rng)
+        wait = backoff_seconds(
+            attempts,
+            base=self._settings.message_backoff_base_seconds,
+            cap=self._settings.message_backoff_cap_seconds,
+            rng=self._rng,
+        )
         async with self._db.unit_of_work() as uow:
             await store.update_message(
                 uow.session,
@@ -207,10 +237,28 @@ class Dispatcher:
                 await uow.commit()
 
 
+def _reason(exc: Exception) -> str:
+    """Why a send failed, as the message's `reason` says it."""
+    if isinstance(exc, PermissionError):
+        return "the service has no registry token with pii:read to read the phone number"
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return f"the registry refused the service's token ({status}): renew its registry token"
+    if isinstance(exc, (GatewayUnavailable, MailUnavailable, RegistryUnavailable)):
+        return str(exc)
+    log.warning("dispatch.send_failed", error=repr(exc))
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 async def fail(uow: UnitOfWork, row: Mapping[str, Any], reason: str) -> None:
     """Mark a message failed and say so on the bus (`notification.failed`)."""
     await store.update_message(
-        uow.session, row["id"], status="failed", reason=reason, leased_until=None
+        uow.session,
+        row["id"],
+        status="failed",
+        reason=reason,
+        attempts=row["attempts"],
+        leased_until=None,
     )
     uow.publish(
         service.notification_event({**row, "reason": reason}, name="failed", now=datetime.now(UTC))

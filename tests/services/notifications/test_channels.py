@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,9 +22,13 @@ from pydantic import SecretStr
 
 from sandbox.sms.app import SmsSandboxSettings
 from sandbox.sms.app import create_app as create_sms_gateway
+from services.notifications import store
 from services.notifications.app import create_app
+from services.notifications.dispatch import Dispatcher
 from services.notifications.settings import NotificationsSettings
+from shared.db import Database
 from shared.natsserver import free_port
+from shared.registry_client import RegistryClient
 from tests.conftest import running, serving
 from tests.helpers import bearer, household_body, identity_number
 from tests.services.notifications.conftest import Publish, eventually
@@ -312,3 +316,130 @@ class TestMailSandbox:
                 "body": "请督促落实。\n",
             }
         ]
+
+
+class TestSendFailures:
+    """A message that cannot be sent fails alone, after bounded attempts; the batch goes on."""
+
+    async def test_without_a_pii_token_the_sms_fails_after_its_attempts_and_the_mail_goes_out(
+        self,
+        channel_settings: NotificationsSettings,
+        token: Callable[..., str],
+        publish: Publish,
+        registry_server: str,
+        smtp: tuple[int, Mailbox],
+        nats_url: str,
+    ) -> None:
+        # As the shipped Kubernetes config runs it: a registry token without pii:read only.
+        service_token = token("registry:read", regions=["41"], client_id="service:notifications")
+        settings = channel_settings.model_copy(
+            update={
+                "registry_token": SecretStr(service_token),
+                "registry_pii_token": None,
+                "workers": False,
+                "message_max_attempts": 3,
+            }
+        )
+        nc = await nats.connect(nats_url)
+        failed: list[dict[str, Any]] = []
+
+        async def collect(message: Any) -> None:
+            failed.append(json.loads(message.data)["data"])
+
+        await nc.subscribe("bangfu.notifications.notification.failed.>", cb=collect)
+        async with running(create_app(settings)) as client:
+            household_id = await file_household(
+                registry_server, token, phone="13912349999", serial=7
+            )
+            await entitlements(publish, household_id)
+            await eventually(lambda: _count(sms_of(client, token, household_id), 1))
+            await publish(
+                "verification",
+                "verification",
+                "completed",
+                household_id="hh-batch",
+                data=SAMPLES["verification.verification.completed"],
+            )
+            await eventually(lambda: _count(mail_of(client, token, "hh-batch"), 1))
+            url, schema = settings.database
+            database = Database(url, schema=schema)
+            dispatcher = Dispatcher.from_settings(database, settings)
+            try:
+                assert await dispatcher.run_once() == 2  # the SMS first, then the mail
+                [mail] = await mail_of(client, token, "hh-batch")
+                [sms] = await sms_of(client, token, household_id)
+                assert mail["status"] == "sent" and len(smtp[1].mails) == 1
+                assert sms["status"] == "queued" and sms["send_after"] > sms["created_at"]
+
+                async def given_up() -> bool:
+                    await dispatcher.run_once()
+                    [sms] = await sms_of(client, token, household_id)
+                    return bool(sms["status"] == "failed")
+
+                await eventually(given_up)
+                async with database.unit_of_work() as uow:
+                    row = await store.get_message(uow.session, sms["id"])
+            finally:
+                await dispatcher.stop()
+                await database.dispose()
+            [sms] = await sms_of(client, token, household_id)
+            # Published through the outbox, which the app's relay sends.
+            await eventually(lambda: any(f["channel"] == "sms" for f in failed))
+        await nc.close()
+        assert row is not None and row["attempts"] == 3
+        reason = "the service has no registry token with pii:read to read the phone number"
+        assert sms["reason"] == reason
+        [event] = [f for f in failed if f["channel"] == "sms"]
+        assert event["message_id"] == sms["id"] and event["reason"] == reason
+
+    async def test_an_expired_registry_token_is_renewed_and_the_sms_goes_out(
+        self,
+        channel_settings: NotificationsSettings,
+        token: Callable[..., str],
+        publish: Publish,
+        registry_server: str,
+    ) -> None:
+        settings = channel_settings.model_copy(update={"workers": False})
+        expired = token(
+            "registry:read",
+            "pii:read",
+            client_id="service:notifications",
+            ttl=timedelta(hours=1),
+            now=datetime.now(UTC) - timedelta(hours=2),
+        )
+        made: list[RegistryClient] = []
+
+        def registry() -> RegistryClient:
+            """The first client holds a token that has expired; renewal issues a fresh one."""
+            if made:
+                made.append(RegistryClient.from_settings(settings))
+            else:
+                made.append(RegistryClient(registry_server, token=expired, pii_token=expired))
+            return made[-1]
+
+        async with running(create_app(settings)) as client:
+            household_id = await file_household(
+                registry_server, token, phone="13912348888", serial=8
+            )
+            await entitlements(publish, household_id)
+            await eventually(lambda: _count(sms_of(client, token, household_id), 1))
+            url, schema = settings.database
+            database = Database(url, schema=schema)
+            dispatcher = Dispatcher.from_settings(database, settings, registry=registry)
+            try:
+                assert await dispatcher.run_once() == 1
+            finally:
+                await dispatcher.stop()
+                await database.dispose()
+            [sms] = await sms_of(client, token, household_id)
+        assert sms["status"] == "sent" and sms["reason"] is None
+        assert len(made) == 2
+
+
+async def mail_of(
+    client: httpx.AsyncClient, token: Callable[..., str], household_id: str
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/v1/messages?household_id={household_id}", headers=bearer(token("notifications:read"))
+    )
+    return [m for m in response.json() if m["channel"] == "email"]

@@ -390,32 +390,48 @@ class TestMaskMigration:
         self, registry_settings: RegistrySettings, token: Callable[..., str]
     ) -> None:
         from alembic import command
-        from sqlalchemy import text
+        from sqlalchemy import select, text, update
 
+        from services.registry import store
         from shared.db import Database
 
+        child = identity_number(serial=125)
         async with running(create_app(registry_settings)) as registry:
-            await file_household(registry, token)
+            household_id = (await file_household(registry, token)).json()["id"]
+            added = await registry.post(
+                f"/v1/households/{household_id}/members",
+                json={"name": "张小明", "relation": "child", "identity_number": child},
+                headers={**bearer(token("registry:write")), "If-Match": '"1"'},
+            )
+            assert added.status_code == 201, added.text
         url, schema = registry_settings.database
         db = Database(url, schema=schema)
         former = identity_number()[:6] + "*" * 8 + identity_number()[-4:]
+        line = {"field": "members", "old": None, "new": f"张*明 {child[:6]}{'*' * 8}{child[-4:]}"}
         async with db.sessionmaker() as session:
             await session.execute(text("UPDATE member SET identity_masked = :m"), {"m": former})
             await session.execute(
                 text("UPDATE household SET head_identity_masked = :m"), {"m": former}
+            )
+            await session.execute(
+                update(store.history)
+                .where(store.history.c.action == "member_added")
+                .values(changes=[line])
             )
             await session.commit()
         config = alembic_config("registry", url=url, schema=schema)
         await asyncio.to_thread(command.downgrade, config, "registry_0001")
         await asyncio.to_thread(command.upgrade, config, "head")
         async with db.sessionmaker() as session:
-            masks = set(
-                (await session.execute(text("SELECT identity_masked FROM member"))).scalars()
-            )
+            masks = set((await session.execute(select(store.member.c.identity_masked))).scalars())
             heads = set(
-                (
-                    await session.execute(text("SELECT head_identity_masked FROM household"))
-                ).scalars()
+                (await session.execute(select(store.household.c.head_identity_masked))).scalars()
             )
+            [changes] = (
+                await session.execute(
+                    select(store.history.c.changes).where(store.history.c.action == "member_added")
+                )
+            ).scalars()
         await db.dispose()
         assert masks == heads == {identity_number()[:6] + "*" * 11 + identity_number()[-1]}
+        assert changes == [{**line, "new": f"张*明 {child[:6]}{'*' * 11}{child[-1]}"}]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,6 +21,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from sandbox.app import SandboxSettings
+from sandbox.app import create_app as create_sandbox
 from services.benefits.app import create_app as create_benefits
 from services.benefits.settings import BenefitsSettings
 from services.notifications.app import create_app as create_notifications
@@ -30,7 +32,7 @@ from services.registry.settings import RegistrySettings
 from services.verification.app import create_app as create_verification
 from services.verification.domain.departments import Department
 from services.verification.settings import VerificationSettings
-from tests.conftest import running
+from tests.conftest import running, serving
 from tests.helpers import bearer, household_body, identity_number
 from tests.services.benefits.conftest import benefits_settings  # noqa: F401 - a fixture
 from tests.services.notifications.conftest import (  # noqa: F401 - fixtures
@@ -43,8 +45,7 @@ from tests.services.notifications.conftest import (  # noqa: F401 - fixtures
 )
 from tests.services.registry.test_api import Walk
 from tests.services.registry.test_excel import XLSX, ledger, row
-from tests.services.verification.conftest import (  # noqa: F401 - fixtures
-    sandbox_process,
+from tests.services.verification.conftest import (  # noqa: F401 - a fixture
     verification_settings,
 )
 
@@ -618,6 +619,15 @@ async def notifications_served(
 
 
 # -- verification ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_process() -> Iterator[str]:
+    """The department sandbox for one test, over HTTP only: the verification tests' own one
+    lives for the session on the session's NATS, and a second one there would answer (in the
+    same queue group) the queries of their fault tests."""
+    with serving(create_sandbox(SandboxSettings(nats_url="", seed=7))) as url:
+        yield url
 
 
 def _consent(number: str, region: str, **fields: Any) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from sandbox.app import SandboxSettings
 from sandbox.app import create_app as create_sandbox
+from sandbox.settings import SandboxSettings
 from services.benefits.app import create_app as create_benefits
 from services.benefits.settings import BenefitsSettings
 from services.notifications.app import create_app as create_notifications
@@ -53,7 +53,7 @@ OWNER_REGION, INTRUDER_REGION = "411302", "420102"
 OWNER_CLIENT, INTRUDER_CLIENT = "helper:H4113", "helper:H4201"
 TODAY = date.today()
 ALL_DEPARTMENTS = [d.value for d in Department]
-Route = tuple[str, str]
+RouteKey = tuple[str, str]  # (method, path) as the app declares it
 Token = Callable[..., str]
 
 
@@ -87,8 +87,8 @@ class Served:
     app: FastAPI
     client: httpx.AsyncClient
     values: dict[str, str]
-    calls: dict[Route, Call] = field(default_factory=dict)
-    foreign: dict[Route, list[Foreign]] = field(default_factory=dict)
+    calls: dict[RouteKey, Call] = field(default_factory=dict)
+    foreign: dict[RouteKey, list[Foreign]] = field(default_factory=dict)
     owner_markers: set[str] = field(default_factory=set)
     intruder_markers: set[str] = field(default_factory=set)
     # What the owner reads to see that the others' refused writes changed nothing.

@@ -418,6 +418,9 @@ class TestMaskMigration:
                 .where(store.history.c.action == "member_added")
                 .values(changes=[line])
             )
+            await session.execute(
+                update(store.household).values(verification={"discrepancies": [{"member": former}]})
+            )
             await session.commit()
         config = alembic_config("registry", url=url, schema=schema)
         await asyncio.to_thread(command.downgrade, config, "registry_0001")
@@ -427,6 +430,7 @@ class TestMaskMigration:
             heads = set(
                 (await session.execute(select(store.household.c.head_identity_masked))).scalars()
             )
+            [summary] = (await session.execute(select(store.household.c.verification))).scalars()
             [changes] = (
                 await session.execute(
                     select(store.history.c.changes).where(store.history.c.action == "member_added")
@@ -435,3 +439,4 @@ class TestMaskMigration:
         await db.dispose()
         assert masks == heads == {identity_number()[:6] + "*" * 11 + identity_number()[-1]}
         assert changes == [{**line, "new": f"张*明 {child[:6]}{'*' * 11}{child[-1]}"}]
+        assert summary == {"discrepancies": [{"member": next(iter(masks))}]}

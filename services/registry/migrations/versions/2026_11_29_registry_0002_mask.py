@@ -1,8 +1,9 @@
 """mask: stored masked numbers keep the region and the check character only
 
 The former mask (first 6 and last 4) kept the 3-digit sequence, which with a birth date is
-the number. The masked columns, and the member lines of the history (`张*明 411302********123X`),
-are rewritten from themselves: no key is needed.
+the number. The masked columns, the member lines of the history (`张*明 411302********123X`) and
+the attached verification summaries (their discrepancies name members by masked number) are
+rewritten from themselves: no key is needed.
 
 Revision ID: registry_0002
 Revises: registry_0001
@@ -26,6 +27,7 @@ _FORMER = re.compile(r"(\d{6})\*{8}\d{3}([\dX])")
 _history = sa.table(
     "history", sa.column("id", sa.Integer), sa.column("action"), sa.column("changes", sa.JSON)
 )
+_household = sa.table("household", sa.column("id"), sa.column("verification", sa.JSON))
 
 
 def upgrade() -> None:
@@ -46,6 +48,19 @@ def upgrade() -> None:
         if rewritten != changes:
             bind.execute(
                 sa.update(_history).where(_history.c.id == history_id).values(changes=rewritten)
+            )
+    summaries = bind.execute(
+        sa.select(_household.c.id, _household.c.verification).where(
+            _household.c.verification.is_not(None)
+        )
+    )
+    for household_id, summary in summaries.all():
+        rewritten = _remask(summary)
+        if rewritten != summary:
+            bind.execute(
+                sa.update(_household)
+                .where(_household.c.id == household_id)
+                .values(verification=rewritten)
             )
 
 

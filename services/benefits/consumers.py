@@ -64,6 +64,7 @@ def verification_handler(engine: Engine) -> Handler:
         newer = await store.put_verified_income(
             uow.session,
             household_id,
+            region=event.region,
             report_version=int(event.data["report_version"]),
             per_capita_fen=int(event.data["per_capita_income_fen"]),
         )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     insert,
     select,
+    union,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -56,11 +57,13 @@ household_input = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-# The latest 核对报告 per household: its per-capita income wins over the declared one.
+# The latest 核对报告 per household: its per-capita income wins over the declared one. The
+# region is the event's (null for a row older than the column and of a household not held).
 verified_income = Table(
     "verified_income",
     metadata,
     Column("household_id", String(64), primary_key=True),
+    Column("region", String(6)),
     Column("report_version", Integer, nullable=False),
     Column("per_capita_income_fen", BigInteger, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
@@ -71,6 +74,7 @@ income_month = Table(
     metadata,
     Column("household_id", String(64), primary_key=True),
     Column("month", String(7), primary_key=True),
+    Column("region", String(6)),
     Column("income_fen", BigInteger, nullable=False),
     Column("member_count", Integer, nullable=False),
 )
@@ -199,7 +203,12 @@ async def households_under(session: AsyncSession, prefix: str) -> list[dict[str,
 
 
 async def put_verified_income(
-    session: AsyncSession, household_id: str, *, report_version: int, per_capita_fen: int
+    session: AsyncSession,
+    household_id: str,
+    *,
+    region: str,
+    report_version: int,
+    per_capita_fen: int,
 ) -> bool:
     """Keep the newest report only; False when an older or equal version arrives."""
     current = await session.scalar(
@@ -208,6 +217,7 @@ async def put_verified_income(
         )
     )
     values = {
+        "region": region,
         "report_version": report_version,
         "per_capita_income_fen": per_capita_fen,
         "recorded_at": _now(),
@@ -239,14 +249,29 @@ async def get_verified_income(session: AsyncSession, household_id: str) -> dict[
 
 
 async def put_income_month(
-    session: AsyncSession, household_id: str, *, month: str, income_fen: int, member_count: int
+    session: AsyncSession,
+    household_id: str,
+    *,
+    region: str,
+    month: str,
+    income_fen: int,
+    member_count: int,
 ) -> None:
     await _upsert(
         session,
         income_month,
         {"household_id": household_id, "month": month},
-        {"income_fen": income_fen, "member_count": member_count},
+        {"region": region, "income_fen": income_fen, "member_count": member_count},
     )
+
+
+async def event_regions(session: AsyncSession, household_id: str) -> set[str]:
+    """The regions that events gave the household's verified income and income months."""
+    query = union(
+        select(verified_income.c.region).where(verified_income.c.household_id == household_id),
+        select(income_month.c.region).where(income_month.c.household_id == household_id),
+    )
+    return {region for (region,) in await session.execute(query) if region}
 
 
 async def income_months(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:

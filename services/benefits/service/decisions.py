@@ -109,10 +109,14 @@ async def held_inputs(uow: UnitOfWork, ctx: Context, household_id: str) -> House
 
 
 async def check_household(uow: UnitOfWork, ctx: Context, household_id: str | None) -> None:
-    """A household id the caller names is not one held in another region (answered as unknown,
-    so the answer tells nothing of where it is held)."""
-    row = await store.get_household(uow.session, household_id) if household_id else None
-    if row and not ctx.principal.covers(row["region"]):
+    """A household id the caller names is not one this service knows in another region: held
+    there, or (not held) with a verified income or income months from that region's events,
+    which would answer on the caller's card. Answered as unknown, telling nothing of where."""
+    if not household_id:
+        return
+    row = await store.get_household(uow.session, household_id)
+    regions = {row["region"]} if row else await store.event_regions(uow.session, household_id)
+    if not all(ctx.principal.covers(region) for region in regions):
         raise HouseholdNotKnown(household_id)
 
 

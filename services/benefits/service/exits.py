@@ -26,7 +26,12 @@ async def record_income(
 ) -> exits.ExitStatus:
     """A month's income (from the registry's event): re-evaluate 脱困, publish when first met."""
     await store.put_income_month(
-        uow.session, household_id, month=month, income_fen=income_fen, member_count=member_count
+        uow.session,
+        household_id,
+        region=region,
+        month=month,
+        income_fen=income_fen,
+        member_count=member_count,
     )
     status = await _exit_status(uow, engine, household_id=household_id, region=region, on=today)
     if status.eligible and status.latest_month:

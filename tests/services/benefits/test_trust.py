@@ -14,9 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from services.benefits import store
 from services.benefits.app import create_app
 from services.benefits.settings import BenefitsSettings
+from shared.db import Database
+from shared.events.envelope import new_event
 from tests.helpers import bearer
+from tests.services.benefits.test_consumers import eventually, publish
 
 SCOPES = ("benefits:read", "benefits:admin")
 THEIRS, OURS = "130302", "411302"
@@ -312,3 +316,55 @@ class TestLedger:
         county = bearer(token(*SCOPES, regions=["411302"]))
         found = await benefits.get("/v1/ledger/duplicates", params={"region": "41"}, headers=county)
         assert [d["region"] for d in found.json()] == [OURS]
+
+
+class TestHouseholdsKnownFromEvents:
+    async def test_an_id_known_from_another_regions_events_cannot_be_claimed_by_a_put(
+        self,
+        benefits: httpx.AsyncClient,
+        benefits_settings: BenefitsSettings,
+        nats_url: str,
+        token: Callable[..., str],
+    ) -> None:
+        """Its verified income and income months would answer on the claimant's card."""
+        data = {"household_id": "hv13", "report_version": 1, "per_capita_income_fen": 12345}
+        report = new_event(
+            service="verification",
+            aggregate="verification",
+            name="completed",
+            subject="v-13",
+            region=THEIRS,
+            sequence=1,
+            data={**data, "asset_verdicts": {}, "discrepancies": [], "unavailable_departments": []},
+        )
+        month = new_event(
+            service="registry",
+            aggregate="household",
+            name="income_recorded",
+            subject="hv13",
+            region=THEIRS,
+            sequence=1,
+            data={"household_id": "hv13", "month": "2026-10", "income_fen": 1, "member_count": 1},
+        )
+        await publish(nats_url, report, month)
+        url, schema = benefits_settings.database
+        db = Database(url, schema=schema)
+
+        async def consumed() -> bool:
+            async with db.unit_of_work() as uow:
+                verified = await store.get_verified_income(uow.session, "hv13")
+                months = await store.income_months(uow.session, "hv13")
+            return verified is not None and len(months) == 1
+
+        await eventually(consumed)
+        await db.dispose()
+        ours = bearer(token(*SCOPES, regions=["4113"]))
+        claim = await benefits.put(
+            "/v1/households/hv13", json={"household": inputs(OURS)}, headers=ours
+        )
+        assert claim.status_code == 404, claim.text
+        owner = bearer(token(*SCOPES, regions=["13"]))
+        own = await benefits.put(
+            "/v1/households/hv13", json={"household": inputs(THEIRS)}, headers=owner
+        )
+        assert (own.json()["income_source"], own.json()["report_version"]) == ("verified", 1)

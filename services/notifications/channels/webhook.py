@@ -94,7 +94,8 @@ def webhook_client(
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx does not take a network backend; its pool is rebuilt with the same defaults and ours.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        # SSL_CERT_FILE / SSL_CERT_DIR may name a private CA of internal department systems.
+        ssl_context=httpx.create_ssl_context(trust_env=True),
         max_connections=concurrency,
         max_keepalive_connections=concurrency,
         keepalive_expiry=5.0,

@@ -8,12 +8,18 @@ caller's regions, confined in SQL before the page's limit.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from services.notifications import service, store, webhooks
 from services.notifications.app import create_app
@@ -30,15 +36,17 @@ READ = "notifications:read"
 
 
 class ConnectionCounter:
-    """A real HTTP receiver on loopback that counts the TCP connections reaching it."""
+    """A real HTTP receiver on loopback that counts the connections reaching it (with TLS, the
+    connections whose handshake completed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.connections = 0
         self.port = 0
+        self._tls = tls
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -260,6 +268,78 @@ class TestDestinationsAtSend:
 
 async def _nonempty(items: Any) -> bool:
     return bool(await items)
+
+
+def _tls(directory: Path, *, name: str) -> tuple[Path, ssl.SSLContext]:
+    """A CA file, and a server context with a certificate for `name` that the CA signed."""
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+
+    def builder(subject: x509.Name, public: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+        )
+
+    ca = (
+        builder(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(server.public_bytes(pem))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "server.pem", directory / "server.key")
+    return directory / "ca.pem", context
+
+
+class TestTls:
+    """The connection goes to a checked address, but TLS still checks the URL's name."""
+
+    @pytest.mark.parametrize(("certified", "delivered"), [("localhost", True), ("other", False)])
+    async def test_the_certificate_is_verified_for_the_urls_name(
+        self,
+        notifications_settings: NotificationsSettings,
+        token: Callable[..., str],
+        publish: Publish,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        certified: str,
+        delivered: bool,
+    ) -> None:
+        ca_file, server_tls = _tls(tmp_path, name=certified)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        counter = ConnectionCounter(server_tls)
+        await counter.start()
+        try:
+            async with running(create_app(notifications_settings)) as client:
+                created = await _register(client, token, f"https://localhost:{counter.port}/h")
+                await publish("registry", "household", "changed", household_id="h-tls")
+                subscription = created.json()["id"]
+                await eventually(lambda: _nonempty(_attempts(client, token, subscription)))
+                [first, *_] = await _attempts(client, token, subscription)
+        finally:
+            await counter.stop()
+        if delivered:
+            assert first["status_code"] == 204 and counter.connections == 1
+        else:
+            assert first["status_code"] is None and counter.connections == 0
+            assert "CERTIFICATE_VERIFY_FAILED" in first["error"]
 
 
 class TestAttempts:

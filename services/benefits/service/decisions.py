@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -121,11 +122,20 @@ async def check_household(uow: UnitOfWork, ctx: Context, household_id: str | Non
 
 
 async def fetch_household(
-    settings: BenefitsSettings, household_id: str, *, on: date
+    settings: BenefitsSettings,
+    household_id: str,
+    *,
+    on: date,
+    within: Callable[[str], bool] | None = None,
 ) -> HouseholdIn | None:
-    """The registry's file of the household as inputs; None when the registry has none."""
+    """The registry's file of the household as inputs; None when the registry has none, or
+    when its region is not `within` (told by the masked file, before any audited read)."""
     client = RegistryClient.from_settings(settings)
     try:
+        if within is not None:
+            masked = await client.household(household_id)
+            if not within(masked["location"]["region"]):
+                return None
         # Ages need birth dates, which beside the masked number are the number: pii:read.
         file = await client.household(household_id, pii=True, purpose="救助测算: 成员年龄")
         declarations = await client.declarations(household_id)
@@ -140,10 +150,13 @@ async def hold(
     uow: UnitOfWork, ctx: Context, household_id: str, *, settings: BenefitsSettings
 ) -> None:
     """Make sure the household's inputs are held: a file filed before this service ran is
-    fetched from the registry on first request."""
+    fetched from the registry on first request, if it lies in the caller's regions (a caller
+    outside them causes no read of its numbers, and finds nothing)."""
     if not settings.follow_registry or await store.get_household(uow.session, household_id):
         return
-    fetched = await fetch_household(settings, household_id, on=ctx.today)
+    fetched = await fetch_household(
+        settings, household_id, on=ctx.today, within=ctx.principal.covers
+    )
     if fetched is not None:
         await put_household(uow, ctx, fetched)
 

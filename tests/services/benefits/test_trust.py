@@ -7,20 +7,27 @@ from the app's own routes, so a new route without a case here fails before anyon
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats
 import pytest
+from sqlalchemy import func, select
 
 from services.benefits import store
 from services.benefits.app import create_app
 from services.benefits.settings import BenefitsSettings
+from services.registry.settings import RegistrySettings
+from shared import audit
 from shared.db import Database
 from shared.events.envelope import new_event
+from tests.conftest import running
 from tests.helpers import bearer
 from tests.services.benefits.test_consumers import eventually, publish
+from tests.services.registry.test_api import file_household
 
 SCOPES = ("benefits:read", "benefits:admin")
 THEIRS, OURS = "130302", "411302"
@@ -368,3 +375,55 @@ class TestHouseholdsKnownFromEvents:
             "/v1/households/hv13", json={"household": inputs(THEIRS)}, headers=owner
         )
         assert (own.json()["income_source"], own.json()["report_version"]) == ("verified", 1)
+
+
+class TestFetchingFromTheRegistry:
+    async def test_a_caller_outside_the_files_region_causes_no_pii_read_at_the_registry(
+        self,
+        benefits_settings: BenefitsSettings,
+        registry_server: str,
+        registry_settings: RegistrySettings,
+        nats_url: str,
+        token: Callable[..., str],
+    ) -> None:
+        async with httpx.AsyncClient(base_url=registry_server, timeout=10) as registry:
+            household_id = (await file_household(registry, token)).json()["id"]
+        # Only the request may fetch the file: its events are dropped before benefits starts.
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await eventually(lambda: js.stream_info("REGISTRY"))
+        await asyncio.sleep(1)  # let the registry's relay publish what it has
+        await js.purge_stream("REGISTRY")
+        await nc.close()
+        settings = benefits_settings.model_copy(
+            update={"follow_registry": True, "registry_url": registry_server}
+        )
+        async with running(create_app(settings)) as benefits:
+            outsider = bearer(token("benefits:read", regions=["13"]))
+            for path in ("card", "eligibility", "exit"):
+                response = await benefits.get(
+                    f"/v1/households/{household_id}/{path}", headers=outsider
+                )
+                assert response.status_code == 404, (path, response.text)
+            reads = await pii_reads(registry_settings, household_id)
+            assert reads == 0
+            own = await benefits.get(
+                f"/v1/households/{household_id}/card",
+                headers=bearer(token("benefits:read", regions=["4113"])),
+            )
+            assert own.status_code == 200, own.text
+        assert await pii_reads(registry_settings, household_id) == 1
+
+
+async def pii_reads(settings: RegistrySettings, household_id: str) -> int:
+    url, schema = settings.database
+    db = Database(url, schema=schema)
+    async with db.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).where(
+                audit.audit_log.c.action == "household.pii_read",
+                audit.audit_log.c.target == household_id,
+            )
+        )
+    await db.dispose()
+    return int(count or 0)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.migrations import SERVICES
 from shared.settings import ServiceSettings, secret_fields
 from tests.deploy.manifests import K8S, OVERLAYS, pod_specs, render, security_findings
 from tests.deploy.test_compose import settings_for, variables
@@ -216,6 +217,24 @@ def test_every_secret_with_a_development_default_is_set_from_a_secret(
                 if cls.model_fields[field].get_default(call_default_factory=True) is None:
                     continue
                 assert f"{prefix}{field.upper()}" in from_secrets, document["metadata"]["name"]
+
+
+def test_each_service_keeps_its_audit_checkpoint_on_a_volume_that_outlives_the_pod(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """An emptyDir checkpoint dies with its pod, and with it the proof of the newest records."""
+    claims = by_kind(manifests, "PersistentVolumeClaim")
+    for service in SERVICES:
+        deployment = by_kind(manifests, "Deployment")[service]
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        environment = {item["name"]: item.get("value") for item in container.get("env", [])}
+        path = environment[f"BANGFU_{service.upper()}_AUDIT_CHECKPOINT_FILE"]
+        (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+        assert "ReadWriteMany" in claim["spec"]["accessModes"]  # every replica writes it
+        assert path.endswith(f"/{service}.json")
 
 
 def test_each_service_listens_on_the_port_its_probes_and_service_use(

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.migrations import SERVICES
 from shared.settings import ServiceSettings, secret_fields
 from tests.deploy.manifests import K8S, OVERLAYS, pod_specs, render, security_findings
 from tests.deploy.test_compose import settings_for, variables

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -516,37 +516,42 @@ async def create_batch(
     ctx: Context,
     *,
     household_ids: Sequence[str],
+    filed: Collection[str],
     region: str,
     purpose: str,
     departments: Sequence[Department],
 ) -> dict[str, Any]:
     """批量核对: one verification per household, all queued at once under one batch.
 
-    Each is filed under the batch's region; the worker verifies a household only if it is filed
-    there, and reports any other as not in the registry (never where it is).
+    `filed` are the households the registry files in the batch's region: a household named
+    but not among them is failed at once as not in the registry (never told where it is),
+    and never verified.
     """
     parse_region(region)
     if not ctx.principal.covers(region):
         raise RegionNotAllowed(region)
     unique = list(dict.fromkeys(household_ids))
+    outside = sum(h not in filed for h in unique)
     now = datetime.now(UTC)
+    settled = outside == len(unique)
     batch: dict[str, Any] = {
         "id": new_event_id(),
         "region": region,
         "purpose": purpose,
         "requested_by": ctx.actor,
-        "status": "running" if unique else "completed",
+        "status": "completed" if settled else "running",
         "total": len(unique),
         "done": 0,
-        "failed": 0,
+        "failed": outside,
         "cancelled": 0,
         "created_at": now,
-        "finished_at": None if unique else now,
+        "finished_at": now if settled else None,
     }
     await store.insert_rows(uow.session, store.batch, [batch])
     for start in range(0, len(unique), BATCH_CHUNK):
-        queued = [
-            _queued(
+        rows, events = [], []
+        for household_id in unique[start : start + BATCH_CHUNK]:
+            row, event = _queued(
                 household_id=household_id,
                 region=region,
                 purpose=purpose,
@@ -555,10 +560,17 @@ async def create_batch(
                 requested_by=ctx.actor,
                 batch_id=batch["id"],
             )
-            for household_id in unique[start : start + BATCH_CHUNK]
-        ]
-        await store.insert_rows(uow.session, store.verification, [row for row, _ in queued])
-        uow.publish(*(event for _, event in queued))
+            if household_id not in filed:
+                reason = f"household {household_id} is not in the registry"
+                row.update(status="failed", reason=reason, finished_at=now)
+                failed = VerificationFailed(row["id"], household_id, reason)
+                event = to_cloudevent(failed, region=region, sequence=1)
+            rows.append(row)
+            events.append(event)
+        await store.insert_rows(uow.session, store.verification, rows)
+        uow.publish(*events)
+    if settled and unique:
+        publish_progress(uow, batch)
     return batch
 
 

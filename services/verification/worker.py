@@ -300,15 +300,15 @@ class Verifier:
     async def resolve(self, row: Mapping[str, Any]) -> Subject:
         """The members to check: stored with the request, or read from the registry now.
 
-        A household is read only if it is filed in the verification's region: a batch, or an
-        event, naming one filed elsewhere finds it "not in the registry", as for one that is not.
+        A household is verified only where it is filed: one no longer in the verification's
+        region (a batch's were checked when it was made) is "not in the registry", as one that
+        is not there at all.
         """
         if row["members_cipher"]:
             text = decrypt(self.keyring, row["members_cipher"], context=SUBJECT_CONTEXT)
             return Subject.from_json(text)
         household_id = row["household_id"]
         try:
-            await self.filed_household(household_id, inside=lambda region: region == row["region"])
             household = await self.registry.household(
                 household_id, pii=True, purpose=registry_purpose(row["purpose"])
             )
@@ -316,7 +316,7 @@ class Verifier:
         except HouseholdNotFound as exc:
             raise NotVerifiable(f"household {household_id} is not in the registry") from exc
         subject = subject_from_registry(household, declarations)
-        if subject.region != row["region"]:  # moved away between the two reads
+        if subject.region != row["region"]:
             raise NotVerifiable(f"household {household_id} is not in the registry")
         return subject
 
@@ -363,12 +363,18 @@ class Verifier:
         try:
             await self._record(row, subject, checked, previous=previous)
         except Exception:
-            async with self.db.unit_of_work() as uow:
-                await store.insert_rows(
-                    uow.session, store.department_query, self._query_rows(row, subject, checked)
-                )
-                await uow.commit()
+            await self._log_queries(row, subject, checked)
             raise
+
+    async def _log_queries(
+        self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]
+    ) -> None:
+        """Write the questions put to departments in this run to the query log, on their own."""
+        async with self.db.unit_of_work() as uow:
+            await store.insert_rows(
+                uow.session, store.department_query, self._query_rows(row, subject, checked)
+            )
+            await uow.commit()
 
     def _query_rows(
         self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]
@@ -592,7 +598,19 @@ class Verifier:
         return len(rows)
 
     async def refetch(self, row: dict[str, Any]) -> None:
-        """Re-ask the missing items; a new report version only if an answer arrived."""
+        """Re-ask the missing items; a new report version only if an answer arrived.
+
+        A run that raises counts as one without an answer: asked again later, given up in time.
+        """
+        try:
+            if await self._refetch(row):
+                return
+        except Exception:  # noqa: BLE001 - retried at the next interval, like no answer
+            log.exception("verification.refetch_failed", verification_id=row["id"])
+        await self._refetch_later(row)
+
+    async def _refetch(self, row: dict[str, Any]) -> bool:
+        """Whether an answer arrived (and a new report version was recorded)."""
         subject = await self.resolve(row)
         async with self.db.unit_of_work() as uow:
             previous = [item_from_row(r) for r in await store.get_items(uow.session, row["id"])]
@@ -614,7 +632,11 @@ class Verifier:
             self.metrics.record(checked)
         if any(c.item.status is ItemStatus.OK for c in checked):
             await self._record_or_log(row, subject, checked, previous=previous)
-            return
+            return True
+        await self._log_queries(row, subject, checked)
+        return False
+
+    async def _refetch_later(self, row: Mapping[str, Any]) -> None:
         now = datetime.now(UTC)
         interval = 2 * (row["refetch_interval_seconds"] or self.settings.refetch_seconds)
         give_up = as_utc(row["finished_at"]) + timedelta(hours=self.settings.refetch_give_up_hours)

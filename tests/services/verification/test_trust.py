@@ -22,6 +22,7 @@ from shared.db import Database
 from tests.helpers import bearer, identity_number
 from tests.services.registry.test_api import file_household
 from tests.services.verification.conftest import auth, wait_for
+from tests.services.verification.test_background import eventually
 from tests.services.verification.test_verifications import (
     ALL,
     consent_for,
@@ -310,6 +311,34 @@ class TestWorkThatCannotSucceed:
         assert await answered(sandbox) - before == 3 * len(ALL)
         queries = [q for q in looked.json() if q["verification_id"] == status["id"]]
         assert len(queries) == 3 * len(ALL)
+
+    async def test_a_department_asked_again_without_an_answer_is_in_the_query_log(
+        self,
+        make_verification: Callable[..., Any],
+        sandbox: httpx.AsyncClient,
+        token: Callable[..., str],
+    ) -> None:
+        headers = auth(token)
+        number = identity_number(serial=533)
+        await sandbox.put("/admin/departments/finance", json={"fault": "http_500"})
+        async with make_verification(refetch_seconds=0.2) as client:
+            await consent_for(client, headers, number)
+            created = await client.post("/v1/verifications", json=inline(number), headers=headers)
+            status = await finished(client, created.headers["Location"], headers)
+
+            async def asked_again() -> list[dict[str, Any]]:
+                looked = await client.post(
+                    "/v1/persons/queries", json={"identity_number": number}, headers=headers
+                )
+                finance = [q for q in looked.json() if q["department"] == "finance"]
+                return finance if len(finance) >= 3 else []
+
+            finance = await eventually(asked_again, timeout=20)
+            again = await client.get(created.headers["Location"], headers=headers)
+
+        assert {q["outcome"] for q in finance} == {"unavailable"}
+        assert {q["verification_id"] for q in finance} == {status["id"]}
+        assert again.json()["report_version"] == 1
 
     async def test_a_region_without_asset_limits_gets_unknown_verdicts(
         self, make_verification: Callable[..., Any], token: Callable[..., str]

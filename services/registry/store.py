@@ -617,14 +617,18 @@ async def overdue_visits_by_helper(
 
 
 async def open_objections(
-    session: AsyncSession, household_ids: Sequence[str]
-) -> dict[str, list[str]]:
+    session: AsyncSession, *, regions: Sequence[str], status: str, limit: int
+) -> list[tuple[str, str]]:
+    """(household id, text) of unresolved objections to households of `regions` in `status`."""
     rows = await session.execute(
-        select(objection.c.household_id, objection.c.text).where(
-            objection.c.household_id.in_(household_ids), objection.c.resolved_at.is_(None)
+        select(objection.c.household_id, objection.c.text)
+        .join(household, household.c.id == objection.c.household_id)
+        .where(
+            region_condition(household.c.region, regions),
+            household.c.status == status,
+            objection.c.resolved_at.is_(None),
         )
+        .order_by(objection.c.id)
+        .limit(limit)
     )
-    found: dict[str, list[str]] = {}
-    for household_id, text in rows:
-        found.setdefault(household_id, []).append(text)
-    return found
+    return [(r[0], r[1]) for r in rows]

@@ -168,7 +168,7 @@ async def export_ledger(
             action="ledger.pii_export",
             target=region or ",".join(regions),
             outcome="success",
-            purpose=unquote(purpose or ""),
+            purpose=unquote(purpose) if purpose else None,
             trace_id=trace_id_of(current_traceparent()),
             detail={"households": len(households)},
             profile=ctx.keyring.profile,

@@ -174,9 +174,9 @@ async def public_notice(
         uow.session, regions=regions, status=noticed, after=cursor, limit=limit + 1
     )
     page = rows[:limit]
-    # Objections reopen county review; those of the whole region come with the first page.
+    # Objections send a file back to county review; all of them come with the first page.
     objected = (
-        await store.list_households(
+        await store.open_objections(
             uow.session,
             regions=regions,
             status=Status.COUNTY_APPROVED.value,
@@ -185,9 +185,9 @@ async def public_notice(
         if cursor is None
         else []
     )
-    objections = await store.open_objections(
-        uow.session, [r["id"] for r in objected[:NOTICE_PAGE_MAX]]
-    )
+    objections: dict[str, list[str]] = {}
+    for household_id, text in objected[:NOTICE_PAGE_MAX]:
+        objections.setdefault(household_id, []).append(text)
     return {
         "region": region,
         "total_noticed": await store.count_households(uow.session, regions=regions, status=noticed),

@@ -370,6 +370,7 @@ class TestBounds:
         assert len(first["noticed"]) == 2
         assert first["total_noticed"] == 3
         assert first["next_cursor"]
+        assert first["open_objections"] == [] and first["open_objections_truncated"] is False
         rest = (
             await registry.get(
                 "/v1/notices/4113",

@@ -31,7 +31,10 @@ Reader = Annotated[service.Context, Depends(context("registry:read"))]
 
 _SERVICE_ERRORS = {
     service.PersonAlreadyFiled: ("身份证号", "该人员已在其他在册家庭中"),
-    service.PersonFiledElsewhere: ("身份证号", "该人员已在其他地区的在册家庭中，请联系该省解困办"),
+    service.PersonFiledElsewhere: (
+        "身份证号",
+        "该人员已在{province}的在册家庭中，请联系{province}解困办",
+    ),
     service.RegionNotAllowed: ("区县代码", "无权在该地区建档"),
 }
 
@@ -82,6 +85,7 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
             service.RegionNotAllowed,
         ) as exc:
             column, reason = _SERVICE_ERRORS[type(exc)]
+            reason = reason.format(province=getattr(exc, "province", ""))
             errors.append(spreadsheets.RowError(household.first_row, column, reason, household.key))
             continue
         except (RuleBroken, InvalidText, InvalidIdentityNumber, InvalidRegion) as exc:

@@ -113,6 +113,11 @@ class TestFilingConflict:
         )
         assert inside.status_code == 409
         assert inside.json()["household_id"] == other_id
+        report = (
+            await upload(registry, token, ledger([row("A", 1, 身份证号=person)]), regions=["4113"])
+        ).json()
+        assert report["errors"][0]["reason"] == "该人员已在湖北省的在册家庭中，请联系湖北省解困办"
+        assert other_id not in str(report)
 
 
 class TestConfinement:

@@ -32,7 +32,7 @@ from services.notifications.domain.webhooks import (
     signature,
 )
 from services.notifications.settings import NotificationsSettings
-from shared.crypto import Keyring, decrypt
+from shared.crypto import DecryptionError, Keyring, decrypt
 from shared.db import Database, as_utc
 
 log = structlog.get_logger(__name__)
@@ -139,14 +139,19 @@ class DeliveryWorker:
     async def _post(
         self, row: Mapping[str, Any], subscription: Mapping[str, Any] | None
     ) -> Outcome:
+        """One attempt; what goes wrong is this delivery's outcome, never the whole batch's."""
         if subscription is None:
             return Outcome(None, "subscription deleted", 0)
         try:
             # Its form first (stored before the policy, or the allowed networks changed);
             # the connection then checks every address the name resolves to.
             self._destinations.check_url(subscription["url"])
+            secret = self._secret(subscription)
         except DestinationRefused as exc:
             return Outcome(None, str(exc), 0)
+        except DecryptionError as exc:
+            log.warning("webhook.secret_unreadable", subscription=subscription["id"], error=exc)
+            return Outcome(None, "the subscription's secret cannot be decrypted with our keys", 0)
         async with self._gate:
             body = row["body"].encode()
             timestamp = int(time.time())  # signed when sent, not when queued: stays fresh
@@ -154,9 +159,7 @@ class DeliveryWorker:
                 "Content-Type": "application/cloudevents+json",
                 DELIVERY_HEADER: row["id"],
                 TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: signature(
-                    self._secret(subscription), timestamp=timestamp, body=body
-                ),
+                SIGNATURE_HEADER: signature(secret, timestamp=timestamp, body=body),
                 EVENT_TYPE_HEADER: row["event_type"],
             }
             started = time.perf_counter()

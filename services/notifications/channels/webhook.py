@@ -91,11 +91,12 @@ def webhook_client(
 ) -> httpx.AsyncClient:
     """An httpx client whose connections pass the policy; no proxy from the environment (a
     proxy would resolve the name itself), no redirects (httpx follows none unless told)."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    # SSL_CERT_FILE / SSL_CERT_DIR may name a private CA of internal department systems.
+    tls = httpx.create_ssl_context(trust_env=True)
+    transport = httpx.AsyncHTTPTransport(verify=tls, trust_env=False)
     # httpx does not take a network backend; its pool is rebuilt with the same defaults and ours.
     transport._pool = httpcore.AsyncConnectionPool(
-        # SSL_CERT_FILE / SSL_CERT_DIR may name a private CA of internal department systems.
-        ssl_context=httpx.create_ssl_context(trust_env=True),
+        ssl_context=tls,
         max_connections=concurrency,
         max_keepalive_connections=concurrency,
         keepalive_expiry=5.0,

@@ -347,16 +347,62 @@ class TestCrashedWorker:
             await uow.commit()
         async with db.unit_of_work() as uow:  # a worker claims it, then dies before posting
             claimed = await store.claim_deliveries(
-                uow.session, now=now, lease_until=now + timedelta(seconds=0.5), limit=10
+                uow.session, now=now, lease_until=now + timedelta(seconds=1.5), limit=10
             )
             await uow.commit()
         assert len(claimed) == 1
         worker = DeliveryWorker(db, settings, keyring)
         try:
-            assert await worker.run_once() == 0  # still leased
-            await asyncio.sleep(0.6)
+            assert await worker.run_once() == 0  # still leased (with room for a slow machine)
+            await asyncio.sleep(1.6)
             assert await worker.run_once() == 1
             assert await worker.run_once() == 0
         finally:
             await worker.stop()
         assert [e.id for e in receiver.events()] == [event.id]
+
+
+class TestPoisonSubscription:
+    async def test_a_subscription_whose_secret_cannot_be_read_fails_alone(
+        self,
+        notifications_settings: NotificationsSettings,
+        notifications: httpx.AsyncClient,
+        token: Callable[..., str],
+        receiver: Receiver,
+        publish: Publish,
+    ) -> None:
+        url, schema = notifications_settings.database
+        database = Database(url, schema=schema)
+        now = datetime.now(UTC)
+        async with database.unit_of_work() as uow:  # encrypted with a key since dropped
+            await store.insert_subscription(
+                uow.session,
+                {
+                    "id": "unreadable",
+                    "owner": "test-client",
+                    "url": receiver.url,
+                    "secret_cipher": "k0:not-a-ciphertext",
+                    "event_types": ["*"],
+                    "regions": ["41"],
+                    "department": None,
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            await uow.commit()
+        await database.dispose()
+        await _subscribe(notifications, token, receiver)
+        event = await publish("registry", "household", "changed", household_id="h-poison")
+        await eventually(lambda: [e.id for e in receiver.events()] == [event.id])
+        auth = bearer(token(ADMIN))
+        path = "/v1/subscriptions/unreadable/deliveries"
+
+        async def attempted() -> bool:
+            items = (await notifications.get(path, headers=auth)).json()["items"]
+            return bool(items) and items[0]["attempts"] >= 1
+
+        await eventually(attempted)
+        [delivery] = (await notifications.get(path, headers=auth)).json()["items"]
+        assert delivery["status"] == "pending" and delivery["last_status_code"] is None
+        assert delivery["last_error"]

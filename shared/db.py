@@ -128,6 +128,17 @@ class UnitOfWork:
         """Queue CloudEvents for the outbox; they are written in this transaction's commit."""
         self._pending_events.extend(events)
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part of the transaction that an error undoes alone, with the events it queued."""
+        queued = len(self._pending_events)
+        try:
+            async with self.session.begin_nested():
+                yield
+        except BaseException:
+            del self._pending_events[queued:]
+            raise
+
     async def commit(self) -> None:
         from shared.events.outbox import write_outbox  # outbox imports this module
 

@@ -5,7 +5,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.notifications.domain.destinations import DestinationPolicy
@@ -44,6 +44,11 @@ class NotificationsSettings(ServiceSettings):
     recheck_interval_days: int = 365
     schedule_hour: int = 9  # local hour a schedule fires on its day
     scheduler_batch_size: int = 100
+    # A schedule whose firing fails is tried again after min(cap, base × 2^(attempt−1)), at most
+    # `scheduler_max_attempts` times in all; then it ends `failed` with the reason.
+    scheduler_max_attempts: int = Field(default=5, ge=1)
+    scheduler_backoff_base_seconds: float = 60.0
+    scheduler_backoff_cap_seconds: float = 3600.0
     # A name for this replica in the schedule log (which replica fired what).
     replica: str = ""
 

@@ -139,10 +139,13 @@ schedule = Table(
     Column("household_id", String(36), nullable=False),
     Column("period", String(10), nullable=False),
     Column("region", String(6), nullable=False),
+    # When it fires next: a failed attempt moves it on by the backoff.
     Column("due_at", DateTime(timezone=True), nullable=False),
     Column("fired_at", DateTime(timezone=True)),
-    Column("outcome", String(20)),  # sent | skipped | cancelled
+    Column("outcome", String(20)),  # sent | skipped | cancelled | failed
     Column("fired_by", String(100)),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # failed ones
+    Column("reason", Text),  # why the last attempt failed
     UniqueConstraint("kind", "household_id", "period"),
     Index("ix_schedule_due", "fired_at", "due_at"),
 )
@@ -550,6 +553,8 @@ async def add_schedules(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
                     "fired_at": None,
                     "outcome": None,
                     "fired_by": None,
+                    "attempts": 0,
+                    "reason": None,
                 },
                 where=schedule.c.outcome == "cancelled",
             )
@@ -576,6 +581,34 @@ async def mark_fired(
         update(schedule)
         .where(schedule.c.id == schedule_id, schedule.c.fired_at.is_(None))
         .values(fired_at=at, outcome=outcome, fired_by=by)
+    )
+
+
+async def retry_schedule(
+    session: AsyncSession, schedule_id: int, *, due_at: datetime, reason: str
+) -> None:
+    """Count a failed attempt; the schedule is due again at `due_at`."""
+    await session.execute(
+        update(schedule)
+        .where(schedule.c.id == schedule_id, schedule.c.fired_at.is_(None))
+        .values(due_at=due_at, attempts=schedule.c.attempts + 1, reason=reason)
+    )
+
+
+async def fail_schedule(
+    session: AsyncSession, schedule_id: int, *, at: datetime, reason: str, by: str
+) -> None:
+    """Count the last failed attempt: the schedule ends `failed` with the reason."""
+    await session.execute(
+        update(schedule)
+        .where(schedule.c.id == schedule_id, schedule.c.fired_at.is_(None))
+        .values(
+            fired_at=at,
+            outcome="failed",
+            fired_by=by,
+            attempts=schedule.c.attempts + 1,
+            reason=reason,
+        )
     )
 
 

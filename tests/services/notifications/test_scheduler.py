@@ -1,19 +1,28 @@
-"""The durable scheduler: monthly visits, catch-up after downtime, a restart, two replicas."""
+"""The durable scheduler: monthly visits, catch-up after downtime, a restart, two replicas,
+a schedule whose firing fails."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import nats
+import yaml
 from sqlalchemy import func, select
 
 from services.notifications import follow_up, service, store
+from services.notifications.app import create_app
 from services.notifications.scheduler import Scheduler
 from services.notifications.settings import NotificationsSettings
 from shared.db import Database
 from shared.events.envelope import new_event
+from shared.events.outbox import backlog
+from tests.conftest import running
+from tests.services.notifications.conftest import eventually
 
 
 def utc(day: str, hour: int = 12) -> datetime:
@@ -229,3 +238,90 @@ class TestDurability:
         if os.environ.get("BANGFU_TEST_DATABASE_URL"):
             # SKIP LOCKED lets both work at once; SQLite's single writer may let one do it all.
             assert set(by_replica) == {"replica-0", "replica-1"}
+
+
+def rules_with_a_missing_template(tmp_path: Path) -> Path:
+    """The shipped rules, with the notice's end also emailed through a template never deployed:
+    its inbox message is written (and announced) before the email fails to render."""
+    raw = yaml.safe_load(service.RULES_FILE.read_text(encoding="utf-8"))
+    raw["events"]["schedule.notice_ended"] = [
+        {"template": "notice_ended", "to": "county_office", "channels": ["inbox"]},
+        {"template": "notice_closed", "to": "county_office", "channels": ["email"]},
+    ]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+class TestAFiringThatFails:
+    async def test_it_fails_alone_after_bounded_attempts_and_the_other_fires_once(
+        self, settings: NotificationsSettings, nats_url: str, tmp_path: Path
+    ) -> None:
+        faulty = settings.model_copy(
+            update={
+                "rules_file": rules_with_a_missing_template(tmp_path),
+                "workers": False,  # this test drives the scheduler; the app relays its events
+                "scheduler_max_attempts": 5,
+                "scheduler_backoff_base_seconds": 60,
+                "scheduler_backoff_cap_seconds": 180,
+            }
+        )
+        engine = service.Engine.from_settings(faulty)
+        app = create_app(faulty)
+        nc = await nats.connect(nats_url)
+        seen: list[dict[str, Any]] = []
+
+        async def collect(message: Any) -> None:
+            seen.append(json.loads(message.data)["data"])
+
+        await nc.subscribe("bangfu.notifications.>", cb=collect)
+        async with running(app):
+            db: Database = app.state.runtime.db
+            await happen(
+                db,
+                engine,
+                "noticed",
+                "hh-bad",
+                notice_starts_on="2026-11-01",
+                notice_ends_on="2026-11-07",
+            )
+            await enrol(db, engine, "hh-good", helper="H001")
+            scheduler = Scheduler(db, engine, name="a")
+            start = utc("2026-11-23")
+            claimed = [
+                await scheduler.run_once(now=start + timedelta(minutes=minute))
+                for minute in range(15)
+            ]
+            good = "visit_due:hh-good:2026-11"
+            await eventually(lambda: any(e.get("cause") == good for e in seen))
+
+            async def relayed() -> bool:
+                async with db.unit_of_work() as uow:
+                    return (await backlog(uow.session)).count == 0
+
+            await eventually(relayed)
+            await nc.flush()
+            reminders = await messages(db, "visit_due")
+            notices = await messages(db, "notice_ended")
+            async with db.unit_of_work() as uow:
+                [bad] = [
+                    r
+                    for r in await store.schedules_of(uow.session, "hh-bad")
+                    if r["kind"] == "notice_ended"
+                ]
+        await nc.close()
+        # Both at first; then the failing one alone, 1, 2, 3 and 3 minutes later (the cap).
+        assert [(m, n) for m, n in enumerate(claimed) if n] == [
+            (0, 2),
+            (1, 1),
+            (3, 1),
+            (6, 1),
+            (9, 1),
+        ]
+        assert [m["cause"] for m in reminders] == [good]
+        assert notices == []  # its inbox message went with its failed attempts
+        assert (bad["outcome"], bad["attempts"], bad["fired_by"]) == ("failed", 5, "a")
+        assert "notice_closed.email.j2" in bad["reason"]
+        causes = [e.get("cause") for e in seen]
+        assert causes.count(good) == 1
+        assert not [c for c in causes if c and c.startswith("notice_ended:")]

@@ -8,6 +8,7 @@ of valid GB 11643 numbers that agree with all of it is what stands between them 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import date, timedelta
 
 from shared.identity import EARLIEST_BIRTH_DATE
@@ -25,9 +26,14 @@ def candidates(
     today: date,
     birth_year: int | None = None,
     birth_date: date | None = None,
+    birth_dates: Collection[date] | None = None,
     sex: str | None = None,
 ) -> int:
-    """How many valid numbers agree with `mask`, the region, the birth facts and the sex."""
+    """How many valid numbers agree with `mask`, the region, the birth facts and the sex.
+
+    `birth_dates`, when given, are the only days the other facts (an age on a date, a threshold
+    met or not) leave possible.
+    """
     assert len(mask) == 18 and "*" in mask, mask
     known = {i: c for i, c in enumerate(mask) if c != "*"}
     prefix = "".join(known.get(i, region[i]) for i in range(6))
@@ -49,7 +55,8 @@ def candidates(
     day = first
     while day <= min(last, today):
         digits = f"{day:%Y%m%d}"
-        if all(known.get(6 + i, d) == d for i, d in enumerate(digits)):
+        possible = birth_dates is None or day in birth_dates
+        if possible and all(known.get(6 + i, d) == d for i, d in enumerate(digits)):
             body = prefix + digits
             partial = sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=False))
             for seq in sequences:

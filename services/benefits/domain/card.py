@@ -217,31 +217,51 @@ SCHOOL_MEASURES = {
     "compulsory_grant",
     "vocational_grant",
     "disabled_freshman_grant",
-    "orphan_grant",
 }
+ORPHAN_STAGES = {Stage.COLLEGE, Stage.SECONDARY_VOCATIONAL}
+# The age threshold (a parameter) each age-based measure compares the members with; a line of
+# these measures exists only where the region sets it.
+AGE_KEYS = {"health_check": "medical.health_check_min_age", "home_adaptation": "old_age.min_age"}
 
 
-def _member_inputs(code: str, household: Household, on: date) -> list[str]:
-    """The members' facts a member-level measure read, as its explanation names them."""
+def _reached(age: int, years: int) -> str:
+    """`年满65周岁` or `未满65周岁`: the threshold a rule read, never the age itself."""
+    return f"{'年满' if age >= years else '未满'}{years}周岁"
+
+
+def _member_inputs(code: str, household: Household, resolved: Resolved, on: date) -> list[str]:
+    """The members' facts a member-level measure read, as its explanation names them.
+
+    Ages are stated only as the threshold the rule compares them with (年满/未满 N 周岁): an
+    exact age beside the decision's date narrows the birth date, which with the masked
+    identity number and the birth year a file shows would leave few numbers to try.
+    """
     out = []
     for i, person in enumerate(household.members, start=1):
         age = age_on(person.birth_date, on)
         stage, year, boarding = schooling_on(person, on)
-        if code in SCHOOL_MEASURES and stage is not Stage.NONE:
+        if code == "orphan_grant" and person.orphan and stage in ORPHAN_STAGES:
+            reached = _reached(age, rules.ORPHAN_MIN_AGE)
+            out.append(f"成员{i}:孤儿,{reached},{_schooling(stage, year, boarding)}")
+        elif code in SCHOOL_MEASURES and stage is not Stage.NONE:
             extra = f",残疾{person.disability_grade}级" if person.disability_grade else ""
             extra += ",孤儿" if person.orphan else ""
-            board = "寄宿" if boarding else "非寄宿"
-            out.append(f"成员{i}:{age}岁,{STAGE_LABELS[stage]}第{year}学年,{board}{extra}")
+            out.append(f"成员{i}:{_schooling(stage, year, boarding)}{extra}")
         elif code == "medical_tilt" and person.medical_self_paid_fen:
             out.append(f"成员{i}:年度政策内自付{yuan(person.medical_self_paid_fen)}")
-        elif code in ("health_check", "home_adaptation") and age >= 60:
-            out.append(f"成员{i}:{age}岁")
+        elif code in AGE_KEYS and age >= (years := int(resolved.values[AGE_KEYS[code]].value)):
+            out.append(f"成员{i}:{_reached(age, years)}")
         elif code == "graduate_subsidy" and person.graduation_year:
             out.append(f"成员{i}:{person.graduation_year}年高校毕业")
         elif code == "first_business_subsidy" and person.business_started_on:
             months = months_between(person.business_started_on, on)
             out.append(f"成员{i}:{person.business_started_on}首次创业,已经营{months}个月")
     return out
+
+
+def _schooling(stage: Stage, year: int, boarding: bool) -> str:
+    """`初中第2学年,寄宿`."""
+    return f"{STAGE_LABELS[stage]}第{year}学年,{'寄宿' if boarding else '非寄宿'}"
 
 
 def _line(
@@ -261,7 +281,7 @@ def _line(
         f"家庭{size}人,家庭月收入{yuan(income.household_fen)}"
         f"(人均{yuan_per_capita(income.household_fen, size)},{source})"
     )
-    members = _member_inputs(measure.code, household, on)
+    members = _member_inputs(measure.code, household, resolved, on)
     if members:
         inputs += ";" + ";".join(members)
     if measure.code == "dibao_allowance":

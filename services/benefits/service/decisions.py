@@ -244,7 +244,7 @@ async def eligibility_of(
 
 async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
     """Re-run a stored decision on its stored inputs and parameters, and compare."""
-    row = await get_decision(uow, ctx, decision_id)
+    row = await _decision(uow, ctx, decision_id)
     values = [value_from_dict(v) for v in row["parameters"]]
     levels: dict[str, dict[str, tuple[Value, ...]]] = {}
     for v in values:
@@ -269,8 +269,28 @@ async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str,
 
 
 async def get_decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
-    """A receipt of the caller's regions; another region's is not found."""
+    """A receipt of the caller's regions, its members' birth dates shown as years."""
+    row = await _decision(uow, ctx, decision_id)
+    return {**row, "inputs": _without_birth_dates(row["inputs"])}
+
+
+async def _decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+    """A stored receipt of the caller's regions; another region's is not found."""
     row = await store.get_decision(uow.session, decision_id)
     if row is None or not ctx.principal.covers(row["region"]):
         raise DecisionNotFound(decision_id)
     return row
+
+
+def _without_birth_dates(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with each birth date as its year, as a masked registry file shows it.
+
+    A birth date beside the masked identity number (region and check character) leaves ~45
+    numbers to try; the receipt keeps it stored, for re-derivation, and never answers it. A
+    reader who needs it reads the registry's file with pii:read, where the read is audited.
+    """
+    members = [
+        {**m, "birth_date": None, "birth_year": date.fromisoformat(m["birth_date"]).year}
+        for m in inputs["members"]
+    ]
+    return {**inputs, "members": members}

@@ -360,9 +360,37 @@ class TestMeasures:
             )
         )
         lines = {m.code: m for m in card.compute(BOOK, h, on=ON).measures}
-        assert "成员2:13岁,初中第1学年,寄宿" in lines["compulsory_grant"].explanation
+        assert "成员2:初中第1学年,寄宿。" in lines["compulsory_grant"].explanation
         assert "成员1:年度政策内自付30000.00元" in lines["medical_tilt"].explanation
         assert lines["medical_tilt"].explanation.endswith("四(三)4(1)④。")
+
+    def test_ages_are_named_only_as_the_threshold_the_rule_read(self) -> None:
+        """An age beside the decision's date narrows the birth date: only 年满/未满 N 周岁."""
+        studying = (Schooling(Stage.SECONDARY_VOCATIONAL, date(2024, 9, 1)),)
+        h = household(
+            people=(
+                person(70),
+                person(62),
+                person(19, orphan=True, schooling=studying),
+                person(17, orphan=True, schooling=studying),
+            )
+        )
+        lines = {m.code: m.explanation for m in card.compute(BOOK, h, on=ON).measures}
+        assert (
+            "输入:家庭4人,家庭月收入0.00元(人均0.00元,申报收入);成员1:年满65周岁。"
+            in (lines["health_check"])
+        )
+        assert "成员1:年满60周岁;成员2:年满60周岁。" in lines["home_adaptation"]
+        assert (
+            "成员3:孤儿,年满18周岁,中职第1学年,非寄宿;成员4:孤儿,未满18周岁,中职第1学年"
+            in (lines["orphan_grant"])
+        )
+        assert (
+            "成员3:中职第1学年,非寄宿,孤儿;成员4:中职第1学年,非寄宿,孤儿。"
+            in (lines["vocational_grant"])
+        )
+        for explanation in lines.values():
+            assert not any(f"{age}岁" in explanation for age in (17, 19, 62, 70)), explanation
 
     def test_a_child_moving_to_junior_high_changes_the_grant_on_that_day(self) -> None:
         child = person(

@@ -26,6 +26,7 @@ from services.benefits.domain.rules.categories import (
 )
 from services.benefits.domain.rules.measures import (
     MEASURES,
+    ORPHAN_MIN_AGE,
     Amounts,
     Measure,
     Period,
@@ -38,6 +39,7 @@ __all__ = [
     "CATEGORY_NAMES",
     "ENGINE_VERSION",
     "MEASURES",
+    "ORPHAN_MIN_AGE",
     "Amounts",
     "Categories",
     "Category",

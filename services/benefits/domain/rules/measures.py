@@ -143,10 +143,13 @@ def disabled_freshman_grant(cols: Columns, p: Params, cats: Categories) -> Amoun
     return _per_person(p, "education.disabled_freshman_fen", count(cols, kids))
 
 
+ORPHAN_MIN_AGE = 18  # 年满 18 周岁, as the clause states it (not a parameter)
+
+
 def orphan_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """年满 18 周岁孤儿就读高等院校或中职: 每人每年 1 万元."""
     studying = (cols.m_stage == Stage.COLLEGE) | (cols.m_stage == Stage.SECONDARY_VOCATIONAL)
-    kids = _enrolled(cols, cats, studying & cols.m_orphan & (cols.m_age >= 18))
+    kids = _enrolled(cols, cats, studying & cols.m_orphan & (cols.m_age >= ORPHAN_MIN_AGE))
     return _per_person(p, "education.orphan_higher_fen_per_year", count(cols, kids))
 
 

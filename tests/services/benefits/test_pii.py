@@ -1,0 +1,212 @@
+"""No output of the benefits service helps rebuild a member's identity number.
+
+A reader without `pii:read` knows from the registry's masked file the region and check
+character of each member's number (`411302***********X`), the birth year and the sex. The
+benefits outputs of a household decided on many dates — its cards, eligibility and exit
+answers, the decision receipts, re-derivations and events — are gathered, and everything they
+say about a member's age on a date (an age, a threshold met or not, a birth date) narrows the
+birth dates still possible, and so do the categories and amounts of each dated card: a birth
+date is possible only if the rules, run with it, give every result the cards showed. The valid
+numbers left must stay many (≥ 1,000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+
+from services.benefits.domain import rules
+from services.benefits.domain.card import batch_results
+from services.benefits.domain.facts import age_on, columns
+from services.benefits.domain.parameters import Book, load_book
+from services.benefits.schemas import HouseholdIn
+from services.benefits.settings import BenefitsSettings
+from shared.identity import mask_identity_number
+from tests.helpers import bearer, identity_number
+from tests.security.rebuild import candidates
+from tests.services.benefits.test_api import events
+
+ENOUGH = 1_000
+HOUSEHOLD = "h-pii"
+# (birth date, serial, sex, the member's inputs beyond the birth date)
+PEOPLE: list[tuple[date, int, str, dict[str, Any]]] = [
+    (date(1980, 5, 17), 123, "male", {}),
+    (date(1982, 8, 9), 124, "female", {"medical_self_paid_fen": 3_000_000}),
+    (
+        date(2010, 1, 2),
+        125,
+        "male",
+        {"schooling": [{"stage": "junior_high", "start": "2024-09-01", "boarding": True}]},
+    ),
+    (
+        date(2007, 12, 10),
+        126,
+        "female",
+        {
+            "orphan": True,
+            "schooling": [{"stage": "secondary_vocational", "start": "2025-09-01"}],
+        },
+    ),
+    (date(1950, 3, 4), 127, "male", {}),
+]
+# A decision on the first of every month for two years, and a few days apart now and then:
+# around the grandfather's birthday (3月4日) and ten days apart in November.
+DATES = sorted(
+    {date(2025 + m // 12, m % 12 + 1, 1) for m in range(23)}
+    | {date(2026, 3, 6), date(2026, 11, 19), date(2026, 11, 29)}
+)
+STATED_AGE = re.compile(r"成员(\d+):(\d+)岁")
+STATED_THRESHOLD = re.compile(r"成员(\d+):[^;。]*?(年满|未满)(\d+)周岁")
+
+
+def household() -> dict[str, Any]:
+    """A household with no income (低保), an orphan student and a grandfather past 65."""
+    return {
+        "region": "411302",
+        "declared_income_fen": 0,
+        "members": [{"birth_date": birth.isoformat(), **more} for birth, _, _, more in PEOPLE],
+    }
+
+
+def shown_result(card: dict[str, Any]) -> dict[str, Any]:
+    """A card's categories and amounts, as a reader sees them."""
+    return {
+        "eligibility": {d["category"]: d["applies"] for d in card["eligibility"]},
+        "measures": {m["code"]: [m["amount_fen"], m["quantity"]] for m in card["measures"]},
+    }
+
+
+def same_results(
+    book: Book, member: int, days: set[date], cards: list[dict[str, Any]]
+) -> set[date]:
+    """The `days` on which `member`, born then (the others as they are), gets every card shown."""
+    ordered = sorted(days)
+    known = HouseholdIn.model_validate(household()).to_domain()
+    for card in cards:
+        on = date.fromisoformat(card["on"])
+        people = [
+            dataclasses.replace(
+                known,
+                members=tuple(
+                    dataclasses.replace(p, birth_date=day) if i == member else p
+                    for i, p in enumerate(known.members, start=1)
+                ),
+            )
+            for day in ordered
+        ]
+        cols = columns(people, on=on)
+        found = batch_results(
+            rules.evaluate(cols, rules.params_for(book, cols, on=on, keys=rules.ALL_KEYS)),
+            people,
+        )
+        ordered = [
+            day
+            for day, result in zip(ordered, found, strict=True)
+            if {k: result[k] for k in ("eligibility", "measures")} == shown_result(card)
+        ]
+    return set(ordered)
+
+
+def possible_births(birth_year: int, said: list[tuple[date, str]], member: int) -> set[date]:
+    """The days of `birth_year` consistent with what the texts, each dated, say of `member`."""
+    days = {
+        date(birth_year, 1, 1) + timedelta(days=n)
+        for n in range((date(birth_year + 1, 1, 1) - date(birth_year, 1, 1)).days)
+    }
+    for on, text in said:
+        for number, age in STATED_AGE.findall(text):
+            if int(number) == member:
+                days = {d for d in days if age_on(d, on) == int(age)}
+        for number, reached, years in STATED_THRESHOLD.findall(text):
+            if int(number) == member:
+                met = reached == "年满"
+                days = {d for d in days if (age_on(d, on) >= int(years)) == met}
+        for shown in re.findall(r'"birth_date": ?"(\d{4}-\d{2}-\d{2})"', text):
+            shown_date = date.fromisoformat(shown)
+            if shown_date.year == birth_year:
+                days &= {shown_date}
+    return days
+
+
+async def everything_a_benefits_reader_sees(
+    benefits: httpx.AsyncClient, token: Callable[..., str], settings: BenefitsSettings
+) -> list[tuple[date, str]]:
+    """Every benefits output a reader without pii:read gets, each with its decision's date."""
+    admin = bearer(token("benefits:admin", regions=["4113"]))
+    put = await benefits.put(
+        f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
+    )
+    assert put.status_code == 200, put.text
+    reader = bearer(token("benefits:read", regions=["4113"]))
+    said: list[tuple[date, str]] = []
+    decisions: list[str] = []
+    for on in DATES:
+        for what in ("card", "eligibility"):
+            answer = await benefits.get(
+                f"/v1/households/{HOUSEHOLD}/{what}", params={"on": str(on)}, headers=reader
+            )
+            assert answer.status_code == 200, answer.text
+            said.append((on, answer.text))
+            decisions.append(answer.json()["decision_id"])
+    for decision_id in decisions:
+        receipt = await benefits.get(f"/v1/decisions/{decision_id}", headers=reader)
+        assert receipt.status_code == 200, receipt.text
+        said.append((date.fromisoformat(receipt.json()["as_of"]), receipt.text))
+        again = await benefits.post(f"/v1/decisions/{decision_id}/rederive", headers=reader)
+        assert again.status_code == 200, again.text
+        said.append((date.fromisoformat(receipt.json()["as_of"]), again.text))
+    exit_ = await benefits.get(f"/v1/households/{HOUSEHOLD}/exit", headers=reader)
+    assert exit_.status_code == 200, exit_.text
+    said.append((date.today(), exit_.text))
+    for _, event in await events(settings):
+        said.append((date.fromisoformat(event["data"]["as_of"]), json.dumps(event)))
+    return said
+
+
+class TestNoBenefitsOutputRebuildsANumber:
+    async def test_every_members_number_keeps_a_thousand_candidates_across_every_decision(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        said = await everything_a_benefits_reader_sees(benefits, token, benefits_settings)
+        text = "\n".join(t for _, t in said)
+        book = load_book(benefits_settings.parameters_dir)
+        cards = [card for _, t in said if "measures" in (card := json.loads(t)) and "on" in card]
+        for member, (birth, serial, sex, _) in enumerate(PEOPLE, start=1):
+            for shown in (birth.isoformat(), f"{birth:%Y%m%d}", f"{birth:%Y/%m/%d}"):
+                assert shown not in text, f"member {member}'s birth date is shown: {shown}"
+            assert not re.search(rf"成员{member}:\d+岁", text), f"member {member}'s age is shown"
+            days = same_results(book, member, possible_births(birth.year, said, member), cards)
+            assert birth in days
+            found = candidates(
+                mask_identity_number(identity_number(birth=birth, serial=serial)),
+                region="411302",
+                today=date.today(),
+                birth_year=birth.year,
+                birth_dates=days,
+                sex=sex,
+            )
+            assert found >= ENOUGH, f"member {member}: {len(days)} days, {found} candidates"
+
+    async def test_the_explanations_still_name_the_threshold_each_rule_used(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        said = await everything_a_benefits_reader_sees(benefits, token, benefits_settings)
+        card = json.loads(next(t for on, t in said if on == date(2026, 3, 6)))
+        lines = {m["code"]: m["explanation"] for m in card["measures"]}
+        assert "成员5:年满65周岁" in lines["health_check"]
+        assert "成员5:年满60周岁" in lines["home_adaptation"]
+        assert "成员4:孤儿,年满18周岁" in lines["orphan_grant"]
+        assert "成员3:初中第2学年,寄宿" in lines["compulsory_grant"]
+        assert lines["health_check"].endswith("四(三)4(2)①。")

@@ -48,7 +48,9 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
                 return
             delivery = DeliveryWorker(runtime.db, settings, keyring)
             dispatcher = Dispatcher.from_settings(runtime.db, settings)
-            scheduler = Scheduler(runtime.db, engine, name=settings.replica)
+            scheduler = Scheduler(
+                runtime.db, engine, name=settings.replica, registry=runtime.metrics.registry
+            )
             for worker in (delivery, dispatcher, scheduler):
                 worker.start()
             app.state.delivery = delivery

@@ -22,19 +22,37 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from services.notifications import follow_up, service, store
+from services.notifications.domain import schedule as schedules
 from shared.db import Database, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
 
 class Scheduler:
-    def __init__(self, db: Database, engine: service.Engine, *, name: str = ""):
+    def __init__(
+        self,
+        db: Database,
+        engine: service.Engine,
+        *,
+        name: str = "",
+        registry: CollectorRegistry | None = None,
+    ):
         self._db = db
         self._engine = engine
         self.name = name or f"{socket.gethostname()}:{id(self):x}"
         self._task: asyncio.Task[None] | None = None
+        self._failures = Counter(
+            "bangfu_notification_schedule_failures",
+            "Schedule firings that failed, by kind: retrying, or failed after the last attempt",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        for kind in schedules.KINDS:  # the series are there at 0 from the start
+            for outcome in ("retrying", "failed"):
+                self._failures.labels(kind=kind, outcome=outcome)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduler")
@@ -96,6 +114,7 @@ class Scheduler:
         if attempt >= settings.scheduler_max_attempts:
             await store.fail_schedule(uow.session, row["id"], at=now, reason=reason, by=self.name)
             log.error("scheduler.schedule_failed", **about)
+            self._failures.labels(kind=row["kind"], outcome="failed").inc()
             return
         delay = min(
             settings.scheduler_backoff_cap_seconds,
@@ -104,3 +123,4 @@ class Scheduler:
         retry_at = now + timedelta(seconds=delay)
         await store.retry_schedule(uow.session, row["id"], due_at=retry_at, reason=reason)
         log.warning("scheduler.attempt_failed", retry_at=retry_at.isoformat(), **about)
+        self._failures.labels(kind=row["kind"], outcome="retrying").inc()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,48 @@ class TestAFiringThatFails:
         causes = [e.get("cause") for e in seen]
         assert causes.count(good) == 1
         assert not [c for c in causes if c and c.startswith("notice_ended:")]
+
+    async def test_the_services_scheduler_ends_it_failed_and_counts_it_in_the_metrics(
+        self, settings: NotificationsSettings, tmp_path: Path
+    ) -> None:
+        faulty = settings.model_copy(
+            update={
+                "rules_file": rules_with_a_missing_template(tmp_path),
+                "worker_poll_seconds": 0.05,
+                "scheduler_max_attempts": 3,
+                "scheduler_backoff_base_seconds": 0.05,
+                "scheduler_backoff_cap_seconds": 0.1,
+            }
+        )
+        engine = service.Engine.from_settings(faulty)
+        app = create_app(faulty)
+        async with running(app) as client:
+            db: Database = app.state.runtime.db
+            await happen(
+                db,
+                engine,
+                "noticed",
+                "hh-bad",
+                notice_starts_on="2026-11-01",
+                notice_ends_on="2026-11-07",  # long past: due at once
+            )
+
+            async def failed() -> bool:
+                async with db.unit_of_work() as uow:
+                    rows = await store.schedules_of(uow.session, "hh-bad")
+                return [(r["outcome"], r["attempts"]) for r in rows] == [("failed", 3)]
+
+            await eventually(failed)
+            metrics = (await client.get("/metrics")).text
+        failures = {
+            (kind, outcome): float(count)
+            for kind, outcome, count in re.findall(
+                r"^bangfu_notification_schedule_failures_total"
+                r'\{kind="(\w+)",outcome="(\w+)"\} (\S+)$',
+                metrics,
+                re.MULTILINE,
+            )
+        }
+        assert failures[("notice_ended", "retrying")] == 2
+        assert failures[("notice_ended", "failed")] == 1
+        assert failures[("visit_due", "failed")] == 0  # each kind's series is there from the start

@@ -101,7 +101,8 @@ class Scheduler:
         """Count the attempt: due again after the backoff, or `failed` after the last one."""
         settings = self._engine.settings
         attempt = row["attempts"] + 1
-        reason = f"{type(exc).__name__}: {exc}"[:500]
+        # The first line only: a database error goes on with its SQL and parameters.
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         about = {
             "schedule_id": row["id"],
             "kind": row["kind"],

@@ -12,6 +12,7 @@ numbers left must stay many (≥ 1,000).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -20,14 +21,21 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+from alembic import command
+from sqlalchemy import select, update
 
+from services.benefits import store
+from services.benefits.app import create_app
 from services.benefits.domain import rules
 from services.benefits.domain.card import batch_results
 from services.benefits.domain.facts import age_on, columns
 from services.benefits.domain.parameters import Book, load_book
 from services.benefits.schemas import HouseholdIn
 from services.benefits.settings import BenefitsSettings
+from shared.db import Database
 from shared.identity import mask_identity_number
+from shared.migrations import alembic_config
+from tests.conftest import running
 from tests.helpers import bearer, identity_number
 from tests.security.rebuild import candidates
 from tests.services.benefits.test_api import events
@@ -210,3 +218,51 @@ class TestNoBenefitsOutputRebuildsANumber:
         assert "成员4:孤儿,年满18周岁" in lines["orphan_grant"]
         assert "成员3:初中第2学年,寄宿" in lines["compulsory_grant"]
         assert lines["health_check"].endswith("四(三)4(2)①。")
+
+
+class TestReceiptsMadeBefore:
+    async def test_the_ages_their_explanations_stated_are_rewritten_as_thresholds(
+        self, benefits_settings: BenefitsSettings, token: Callable[..., str]
+    ) -> None:
+        """Receipts are kept for years: the ages the former explanations stated go too."""
+        admin = bearer(token("benefits:admin", "benefits:read", regions=["4113"]))
+        async with running(create_app(benefits_settings)) as benefits:
+            put = await benefits.put(
+                f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
+            )
+            assert put.status_code == 200, put.text
+        decision_id = put.json()["decision_id"]
+        former = {
+            "compulsory_grant": "输入:家庭5人;成员3:16岁,初中第3学年,寄宿。结果:1人",
+            "orphan_grant": "输入:家庭5人;成员4:18岁,中职第1学年,非寄宿,孤儿。结果:1人",
+            "health_check": "输入:家庭5人;成员1:62岁;成员5:76岁。结果:1人享受",
+        }
+        url, schema = benefits_settings.database
+        db = Database(url, schema=schema)
+        async with db.sessionmaker() as session:
+            [body] = (
+                await session.execute(
+                    select(store.decision.c.body).where(store.decision.c.id == decision_id)
+                )
+            ).scalars()
+            for line in body["measures"]:
+                line["explanation"] = former.get(line["code"], line["explanation"])
+            await session.execute(
+                update(store.decision).where(store.decision.c.id == decision_id).values(body=body)
+            )
+            await session.commit()
+        await db.dispose()
+        config = alembic_config("benefits", url=url, schema=schema)
+        await asyncio.to_thread(command.downgrade, config, "benefits_0003")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        async with running(create_app(benefits_settings)) as benefits:
+            receipt = await benefits.get(f"/v1/decisions/{decision_id}", headers=admin)
+        assert receipt.status_code == 200, receipt.text
+        lines = {m["code"]: m["explanation"] for m in receipt.json()["body"]["measures"]}
+        assert lines["compulsory_grant"] == "输入:家庭5人;成员3:初中第3学年,寄宿。结果:1人"
+        assert lines["orphan_grant"] == "输入:家庭5人;成员4:中职第1学年,非寄宿,孤儿。结果:1人"
+        # The former text listed the members of 60 or more: true of each, and nothing more.
+        assert (
+            lines["health_check"] == "输入:家庭5人;成员1:年满60周岁;成员5:年满60周岁。结果:1人享受"
+        )
+        assert lines["home_adaptation"].endswith("四(三)6(1)④。")

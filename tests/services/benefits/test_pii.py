@@ -21,6 +21,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from alembic import command
 from sqlalchemy import select, update
 
@@ -203,6 +204,44 @@ class TestNoBenefitsOutputRebuildsANumber:
                 sex=sex,
             )
             assert found >= ENOUGH, f"member {member}: {len(days)} days, {found} candidates"
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="open: a reader picks the day of a card (?on=), so two cards a day apart around "
+        "a member's 65th birthday (the health check counts the members of 65) pin the birth "
+        "date; ~9 such cards find it for any member of an enrolled household",
+    )
+    async def test_cards_on_the_eve_and_the_day_of_a_65th_birthday_leave_a_thousand(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        admin = bearer(token("benefits:admin", regions=["4113"]))
+        put = await benefits.put(
+            f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
+        )
+        assert put.status_code == 200, put.text
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        birth, serial, sex, _ = PEOPLE[0]
+        cards = []
+        for on in (date(birth.year + 65, 5, 16), date(birth.year + 65, 5, 17)):
+            answer = await benefits.get(
+                f"/v1/households/{HOUSEHOLD}/card", params={"on": str(on)}, headers=reader
+            )
+            assert answer.status_code == 200, answer.text
+            cards.append(answer.json())
+        book = load_book(benefits_settings.parameters_dir)
+        days = same_results(book, 1, possible_births(birth.year, [], 1), cards)
+        found = candidates(
+            mask_identity_number(identity_number(birth=birth, serial=serial)),
+            region="411302",
+            today=date.today(),
+            birth_year=birth.year,
+            birth_dates=days,
+            sex=sex,
+        )
+        assert found >= ENOUGH, f"{len(days)} days, {found} candidates"
 
     async def test_the_explanations_still_name_the_threshold_each_rule_used(
         self,

@@ -4,6 +4,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.encoders import jsonable_encoder
@@ -51,6 +52,11 @@ ERRORS: ErrorTable = {
         404, "not-found", f"no inputs held for household {exc}"
     ),
     service.DecisionNotFound: lambda exc: Problem(404, "not-found", f"decision {exc} not found"),
+    # A scope refusal, the same as the token check's: it says nothing of any household.
+    service.ScopeRequired: lambda exc: Problem(
+        403, "forbidden", f"the token lacks the scope {exc.scope}", missing_scopes=[exc.scope]
+    ),
+    service.PurposeRequired: lambda exc: Problem(400, "purpose-required", str(exc)),
     RegistryUnavailable: lambda exc: Problem(
         503, "registry-unavailable", "the registry did not answer: try again later"
     ),
@@ -62,7 +68,10 @@ def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
         request: Request, principal: Annotated[Principal, Depends(require(*scopes))]
     ) -> service.Context:
         return service.Context(
-            principal=principal, engine=request.app.state.engine, today=date.today()
+            principal=principal,
+            engine=request.app.state.engine,
+            today=date.today(),
+            profile=request.app.state.settings.suite.crypto_profile,
         )
 
     return dependency
@@ -76,6 +85,20 @@ Admin = Annotated[service.Context, Depends(context("benefits:admin"))]
 
 def _json(body: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body), status_code=status_code)
+
+
+PURPOSE = Header(
+    alias="Bangfu-Purpose",
+    max_length=500,
+    description="Why the caller reads a household's answer on a day other than today or the "
+    "first of a month (UTF-8, percent-encoded): required with pii:read for such a day, and "
+    "recorded in the audit log",
+)
+Purpose = Annotated[str | None, PURPOSE]
+
+
+def _purpose(value: str | None) -> str | None:
+    return unquote(value) if value else None
 
 
 IdempotencyKey = Annotated[
@@ -146,9 +169,12 @@ async def household_card(
     uow: UnitOfWorkDep,
     ctx: Reader,
     on: date | None = None,
+    purpose: Purpose = None,
 ) -> JSONResponse:
     await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
-    decision_id, card, _ = await service.decide_household(uow, ctx, household_id, on=on)
+    decision_id, card, _ = await service.decide_household(
+        uow, ctx, household_id, on=on, purpose=_purpose(purpose)
+    )
     await uow.commit()
     return _json(service.card_body(card, decision_id))
 
@@ -160,9 +186,12 @@ async def household_eligibility(
     uow: UnitOfWorkDep,
     ctx: Reader,
     on: date | None = None,
+    purpose: Purpose = None,
 ) -> JSONResponse:
     await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
-    decision_id, card = await service.eligibility_of(uow, ctx, household_id, on=on)
+    decision_id, card = await service.eligibility_of(
+        uow, ctx, household_id, on=on, purpose=_purpose(purpose)
+    )
     await uow.commit()
     return _json({"decision_id": decision_id, "eligibility": card.eligibility, "on": card.on})
 
@@ -178,16 +207,24 @@ async def household_exit(
 
 
 @router.get("/decisions/{decision_id}", summary="A decision receipt")
-async def get_decision(decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
-    return _json(await service.get_decision(uow, ctx, decision_id))
+async def get_decision(
+    decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
+) -> JSONResponse:
+    decision = await service.get_decision(uow, ctx, decision_id, purpose=_purpose(purpose))
+    await uow.commit()  # keeps the audit record of a read that needed pii:read
+    return _json(decision)
 
 
 @router.post(
     "/decisions/{decision_id}/rederive",
     summary="Re-derive a decision from its receipt and compare (异议, audit)",
 )
-async def rederive(decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
-    return _json(await service.rederive(uow, ctx, decision_id))
+async def rederive(
+    decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
+) -> JSONResponse:
+    compared = await service.rederive(uow, ctx, decision_id, purpose=_purpose(purpose))
+    await uow.commit()  # keeps the audit record of a read that needed pii:read
+    return _json(compared)
 
 
 @router.get("/parameters/{region}", summary="The parameters in force in a region on a day")
@@ -250,8 +287,12 @@ async def duplicates(region: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONRespon
 
 
 @router.post("/what-if", summary="If a parameter became X from D: who moves, and the cost")
-async def what_if(body: WhatIfIn, uow: UnitOfWorkDep, ctx: Reader) -> JSONResponse:
-    return _json(await service.what_if(uow, ctx, body))
+async def what_if(
+    body: WhatIfIn, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
+) -> JSONResponse:
+    priced = await service.what_if(uow, ctx, body, purpose=_purpose(purpose))
+    await uow.commit()  # keeps the audit record of a date that needed pii:read
+    return _json(priced)
 
 
 def _asyncapi() -> dict[str, Any]:

@@ -21,10 +21,15 @@ log = structlog.get_logger(__name__)
 REFETCH = {"applied", "changed", "member_added", "member_removed", "enrolled", "approved"}
 
 
-def _context(engine: Engine) -> service.Context:
+def _context(settings: BenefitsSettings, engine: Engine) -> service.Context:
     """The service acting for itself, across all regions (the event's region is the file's)."""
     principal = Principal("service:benefits", frozenset(), tuple(sorted(PROVINCE_NAMES)))
-    return service.Context(principal=principal, engine=engine, today=date.today())
+    return service.Context(
+        principal=principal,
+        engine=engine,
+        today=date.today(),
+        profile=settings.suite.crypto_profile,
+    )
 
 
 def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
@@ -32,7 +37,7 @@ def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
         """household.*: a month's income re-evaluates 脱困; a change re-decides the card."""
         name = event.type.split(".")[-2]
         household_id = str(event.data["household_id"])
-        ctx = _context(engine)
+        ctx = _context(settings, engine)
         if name == "income_recorded":
             await service.record_income(
                 uow,
@@ -55,7 +60,7 @@ def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
     return on_household
 
 
-def verification_handler(engine: Engine) -> Handler:
+def verification_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
     async def on_verification_completed(event: CloudEvent, uow: UnitOfWork) -> None:
         """核对报告: its per-capita income wins over the declared one from now on."""
         household_id = str(event.data["household_id"])
@@ -69,7 +74,7 @@ def verification_handler(engine: Engine) -> Handler:
             per_capita_fen=int(event.data["per_capita_income_fen"]),
         )
         if newer and await store.get_household(uow.session, household_id):
-            await service.decide_household(uow, _context(engine), household_id)
+            await service.decide_household(uow, _context(settings, engine), household_id)
 
     return on_verification_completed
 
@@ -87,6 +92,6 @@ def subscriptions(settings: BenefitsSettings, engine: Engine) -> list[Subscripti
             "benefits-verification-completed",
             "VERIFICATION",
             ["bangfu.verification.verification.completed.>"],
-            verification_handler(engine),
+            verification_handler(settings, engine),
         ),
     ]

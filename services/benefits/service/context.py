@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.benefits import store
@@ -18,10 +18,14 @@ from services.benefits.domain.parameters import (
     Source,
     Value,
 )
+from shared import audit
 from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event
+from shared.observability import current_traceparent, trace_id_of
 from shared.regions import normalize_prefix, parse_region
+
+PII_READ = "pii:read"
 
 
 class RegionNotAllowed(Exception):
@@ -38,6 +42,25 @@ class DecisionNotFound(Exception):
 
 class UnknownParameter(Exception):
     pass
+
+
+class ScopeRequired(Exception):
+    """The answer needs a scope the token lacks (`pii:read`)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
+class PurposeRequired(Exception):
+    """An answer read with pii:read that does not say why."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a household's answer on a day other than today or the first of a month tells when "
+            "a member crossed an age threshold, so it needs pii:read and the Bangfu-Purpose "
+            "header (why, UTF-8 percent-encoded); it is kept in the audit log"
+        )
 
 
 class Engine:
@@ -64,6 +87,7 @@ class Context:
     principal: Principal
     engine: Engine
     today: date
+    profile: audit.Profile
 
     @property
     def actor(self) -> str:
@@ -75,6 +99,46 @@ def check_region(ctx: Context, region: str) -> None:
     parse_region(region)
     if not ctx.principal.covers(region):
         raise RegionNotAllowed(region)
+
+
+def open_day(on: date, *, today: date) -> bool:
+    """Today and the first of a month: the days anyone with benefits:read may date a household's
+    answer. Answers on those days tell at most the month a member crossed an age threshold
+    (65, 60, 18 …), which leaves over a thousand identity numbers beside the masked one; a
+    day of the caller's choosing would find the birthday by halving (~9 cards, ~45 numbers)."""
+    return on == today or on.day == 1
+
+
+async def check_day(
+    uow: UnitOfWork,
+    ctx: Context,
+    *,
+    on: date,
+    today: date,
+    purpose: str | None,
+    action: str,
+    target: str,
+) -> None:
+    """A household's answer dated `on`: open on an `open_day`, else it needs pii:read and a
+    purpose, and is audited (who, what, why, when) — as a clear read of the registry is."""
+    if open_day(on, today=today):
+        return
+    if PII_READ not in ctx.principal.scopes:
+        raise ScopeRequired(PII_READ)
+    if not purpose:
+        raise PurposeRequired()
+    await audit.append(
+        uow.session,
+        client_id=ctx.actor,
+        action=action,
+        target=target,
+        outcome="success",
+        purpose=purpose,
+        trace_id=trace_id_of(current_traceparent()),
+        detail={"on": on.isoformat()},
+        profile=ctx.profile,
+        now=datetime.now(UTC),
+    )
 
 
 def check_level(ctx: Context, region: str) -> None:

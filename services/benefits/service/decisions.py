@@ -29,8 +29,10 @@ from services.benefits.service.context import (
     Context,
     DecisionNotFound,
     HouseholdNotKnown,
+    check_day,
     check_region,
     envelope,
+    open_day,
     result_digest,
 )
 from services.benefits.settings import BenefitsSettings
@@ -172,16 +174,35 @@ async def put_household(uow: UnitOfWork, ctx: Context, household: HouseholdIn) -
 
 
 async def decide_household(
-    uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None = None
+    uow: UnitOfWork,
+    ctx: Context,
+    household_id: str,
+    *,
+    on: date | None = None,
+    purpose: str | None = None,
 ) -> tuple[str, cards.Card, bool]:
     """The stored household's card; published as determined (first) or changed (if it differs).
+    A card of a day that is not open (`check_day`: read with pii:read, audited) is a receipt
+    only: events reach readers without pii:read.
 
     Returns (decision id, card, whether an event was published).
     """
     household = await held_inputs(uow, ctx, household_id)
+    day = on or ctx.today
+    await check_day(
+        uow,
+        ctx,
+        on=day,
+        today=ctx.today,
+        purpose=purpose,
+        action="card.dated_read",
+        target=household_id,
+    )
     book = await ctx.engine.book(uow)
-    card = _compute(book, household, on or ctx.today)
+    card = _compute(book, household, day)
     decision_id = await _receipt(uow, ctx, kind="card", household=household, card=card)
+    if not open_day(day, today=ctx.today):
+        return decision_id, card, False
     current = await store.get_current_card(uow.session, household_id)
     digest = result_digest(card.result())
     if current and current["result_digest"] == digest:
@@ -236,15 +257,27 @@ async def decide_household(
 
 
 async def eligibility_of(
-    uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None
+    uow: UnitOfWork, ctx: Context, household_id: str, *, on: date | None, purpose: str | None
 ) -> tuple[str, cards.Card]:
+    """The stored household's categories on a day (a day not open needs pii:read, audited)."""
     household = await held_inputs(uow, ctx, household_id)
+    await check_day(
+        uow,
+        ctx,
+        on=on or ctx.today,
+        today=ctx.today,
+        purpose=purpose,
+        action="eligibility.dated_read",
+        target=household_id,
+    )
     return await compute(uow, ctx, household, on=on, kind="eligibility")
 
 
-async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+async def rederive(
+    uow: UnitOfWork, ctx: Context, decision_id: str, *, purpose: str | None
+) -> dict[str, Any]:
     """Re-run a stored decision on its stored inputs and parameters, and compare."""
-    row = await _decision(uow, ctx, decision_id)
+    row = await _decision(uow, ctx, decision_id, purpose=purpose)
     values = [value_from_dict(v) for v in row["parameters"]]
     levels: dict[str, dict[str, tuple[Value, ...]]] = {}
     for v in values:
@@ -268,17 +301,32 @@ async def rederive(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str,
     }
 
 
-async def get_decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
+async def get_decision(
+    uow: UnitOfWork, ctx: Context, decision_id: str, *, purpose: str | None
+) -> dict[str, Any]:
     """A receipt of the caller's regions, its members' birth dates shown as years."""
-    row = await _decision(uow, ctx, decision_id)
+    row = await _decision(uow, ctx, decision_id, purpose=purpose)
     return {**row, "inputs": _without_birth_dates(row["inputs"])}
 
 
-async def _decision(uow: UnitOfWork, ctx: Context, decision_id: str) -> dict[str, Any]:
-    """A stored receipt of the caller's regions; another region's is not found."""
+async def _decision(
+    uow: UnitOfWork, ctx: Context, decision_id: str, *, purpose: str | None
+) -> dict[str, Any]:
+    """A stored receipt of the caller's regions; another region's is not found. One dated on
+    a day that was not open when it was made (neither that day nor a first of a month: made
+    with pii:read, or inline) is read back as it was made, with pii:read and audited."""
     row = await store.get_decision(uow.session, decision_id)
     if row is None or not ctx.principal.covers(row["region"]):
         raise DecisionNotFound(decision_id)
+    await check_day(
+        uow,
+        ctx,
+        on=row["as_of"],
+        today=row["decided_at"].date(),
+        purpose=purpose,
+        action="decision.dated_read",
+        target=decision_id,
+    )
     return row
 
 

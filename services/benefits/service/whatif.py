@@ -17,6 +17,7 @@ from services.benefits.schemas import WhatIfIn
 from services.benefits.service.context import (
     Context,
     UnknownParameter,
+    check_day,
     check_region,
 )
 from services.benefits.service.decisions import stored_inputs
@@ -24,11 +25,26 @@ from shared.db import UnitOfWork
 from shared.regions import normalize_prefix
 
 
-async def what_if(uow: UnitOfWork, ctx: Context, body: WhatIfIn) -> dict[str, Any]:
-    """The held households under `region` today and under the proposed value from its date."""
+async def what_if(
+    uow: UnitOfWork, ctx: Context, body: WhatIfIn, *, purpose: str | None
+) -> dict[str, Any]:
+    """The held households under `region` today and under the proposed value from its date.
+
+    Its counts are the held households' cards on that date (a county may hold one): a date
+    that is not open needs pii:read and is audited, as a card of that day is.
+    """
     check_region(ctx, body.region)
     if body.key not in SPECS:
         raise UnknownParameter(body.key)
+    await check_day(
+        uow,
+        ctx,
+        on=body.effective_from,
+        today=ctx.today,
+        purpose=purpose,
+        action="what_if.dated_read",
+        target=body.region,
+    )
     before = await ctx.engine.book(uow)
     proposed = Value(
         key=body.key,

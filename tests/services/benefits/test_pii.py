@@ -19,9 +19,9 @@ import re
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-import pytest
 from alembic import command
 from sqlalchemy import select, update
 
@@ -33,6 +33,7 @@ from services.benefits.domain.facts import age_on, columns
 from services.benefits.domain.parameters import Book, load_book
 from services.benefits.schemas import HouseholdIn
 from services.benefits.settings import BenefitsSettings
+from shared import audit
 from shared.db import Database
 from shared.identity import mask_identity_number
 from shared.migrations import alembic_config
@@ -64,14 +65,44 @@ PEOPLE: list[tuple[date, int, str, dict[str, Any]]] = [
     ),
     (date(1950, 3, 4), 127, "male", {}),
 ]
-# A decision on the first of every month for two years, and a few days apart now and then:
-# around the grandfather's birthday (3月4日) and ten days apart in November.
+# A decision on the first of every month for two years, today, and a few days apart now and
+# then: around the grandfather's birthday (3月4日) and ten days apart in November. A reader
+# without pii:read is answered only on today and the firsts (`open_day`).
 DATES = sorted(
     {date(2025 + m // 12, m % 12 + 1, 1) for m in range(23)}
-    | {date(2026, 3, 6), date(2026, 11, 19), date(2026, 11, 29)}
+    | {date(2026, 3, 6), date(2026, 11, 19), date.today()}
 )
+PURPOSE = "异议复核: 2045年健康体检"
 STATED_AGE = re.compile(r"成员(\d+):(\d+)岁")
 STATED_THRESHOLD = re.compile(r"成员(\d+):[^;。]*?(年满|未满)(\d+)周岁")
+
+
+def open_day(on: date) -> bool:
+    """The days a benefits:read caller may date a household's answer: today and the firsts."""
+    return on == date.today() or on.day == 1
+
+
+async def audit_rows(settings: BenefitsSettings) -> list[dict[str, Any]]:
+    """The benefits audit log, oldest first, checked to be an unbroken chain."""
+    url, schema = settings.database
+    db = Database(url, schema=schema)
+    async with db.sessionmaker() as session:
+        rows = (
+            (await session.execute(select(audit.audit_log).order_by(audit.audit_log.c.seq)))
+            .mappings()
+            .all()
+        )
+        assert await audit.verify(session, profile=settings.suite.crypto_profile) == []
+    await db.dispose()
+    return [dict(r) for r in rows]
+
+
+async def hold_household(benefits: httpx.AsyncClient, token: Callable[..., str]) -> None:
+    admin = bearer(token("benefits:admin", regions=["4113"]))
+    put = await benefits.put(
+        f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
+    )
+    assert put.status_code == 200, put.text
 
 
 def household() -> dict[str, Any]:
@@ -147,11 +178,7 @@ async def everything_a_benefits_reader_sees(
     benefits: httpx.AsyncClient, token: Callable[..., str], settings: BenefitsSettings
 ) -> list[tuple[date, str]]:
     """Every benefits output a reader without pii:read gets, each with its decision's date."""
-    admin = bearer(token("benefits:admin", regions=["4113"]))
-    put = await benefits.put(
-        f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
-    )
-    assert put.status_code == 200, put.text
+    await hold_household(benefits, token)
     reader = bearer(token("benefits:read", regions=["4113"]))
     said: list[tuple[date, str]] = []
     decisions: list[str] = []
@@ -160,6 +187,9 @@ async def everything_a_benefits_reader_sees(
             answer = await benefits.get(
                 f"/v1/households/{HOUSEHOLD}/{what}", params={"on": str(on)}, headers=reader
             )
+            if not open_day(on):
+                assert answer.status_code == 403, answer.text
+                continue
             assert answer.status_code == 200, answer.text
             said.append((on, answer.text))
             decisions.append(answer.json()["decision_id"])
@@ -205,27 +235,65 @@ class TestNoBenefitsOutputRebuildsANumber:
             )
             assert found >= ENOUGH, f"member {member}: {len(days)} days, {found} candidates"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="open: a reader picks the day of a card (?on=), so two cards a day apart around "
-        "a member's 65th birthday (the health check counts the members of 65) pin the birth "
-        "date; ~9 such cards find it for any member of an enrolled household",
-    )
-    async def test_cards_on_the_eve_and_the_day_of_a_65th_birthday_leave_a_thousand(
+    async def test_cards_on_the_eve_and_the_day_of_a_65th_birthday_are_refused_without_pii_read(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        """The reader chooses the day: two cards a day apart around a 65th birthday (the health
+        check counts the members of 65) would pin the birth date, ~45 numbers left."""
+        await hold_household(benefits, token)
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        birth = PEOPLE[0][0]
+        for on in (date(birth.year + 65, 5, 16), date(birth.year + 65, 5, 17)):
+            for what in ("card", "eligibility"):
+                answer = await benefits.get(
+                    f"/v1/households/{HOUSEHOLD}/{what}", params={"on": str(on)}, headers=reader
+                )
+                assert answer.status_code == 403, answer.text
+                assert answer.json()["missing_scopes"] == ["pii:read"]
+                assert "pii:read" in answer.json()["detail"]
+                assert "measures" not in answer.text
+
+    async def test_the_same_cards_with_pii_read_pin_the_day_and_each_is_audited(
         self,
         benefits: httpx.AsyncClient,
         token: Callable[..., str],
         benefits_settings: BenefitsSettings,
     ) -> None:
-        admin = bearer(token("benefits:admin", regions=["4113"]))
-        put = await benefits.put(
-            f"/v1/households/{HOUSEHOLD}", json={"household": household()}, headers=admin
-        )
-        assert put.status_code == 200, put.text
+        await hold_household(benefits, token)
+        reader = {
+            **bearer(token("benefits:read", "pii:read", regions=["4113"], client_id="民政-复核")),
+            "Bangfu-Purpose": quote(PURPOSE),
+        }
+        birth, serial, sex, _ = PEOPLE[0]
+        days = [date(birth.year + 65, 5, 16), date(birth.year + 65, 5, 17)]
+        cards = []
+        for on in days:
+            answer = await benefits.get(
+                f"/v1/households/{HOUSEHOLD}/card", params={"on": str(on)}, headers=reader
+            )
+            assert answer.status_code == 200, answer.text
+            cards.append(answer.json())
+        book = load_book(benefits_settings.parameters_dir)
+        assert same_results(book, 1, possible_births(birth.year, [], 1), cards) == {birth}
+        rows = await audit_rows(benefits_settings)
+        assert [
+            (r["client_id"], r["action"], r["target"], r["purpose"], r["detail"]) for r in rows
+        ] == [("民政-复核", "card.dated_read", HOUSEHOLD, PURPOSE, {"on": str(on)}) for on in days]
+        assert all(r["outcome"] == "success" and r["at"] for r in rows)
+
+    async def test_cards_on_the_firsts_around_a_65th_birthday_leave_a_thousand(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        """What stays open to benefits:read — today and the first of every month — tells the
+        month a threshold was crossed, never the day."""
+        await hold_household(benefits, token)
         reader = bearer(token("benefits:read", regions=["4113"]))
         birth, serial, sex, _ = PEOPLE[0]
         cards = []
-        for on in (date(birth.year + 65, 5, 16), date(birth.year + 65, 5, 17)):
+        for on in (date(birth.year + 65, 5, 1), date(birth.year + 65, 6, 1)):
             answer = await benefits.get(
                 f"/v1/households/{HOUSEHOLD}/card", params={"on": str(on)}, headers=reader
             )
@@ -241,7 +309,9 @@ class TestNoBenefitsOutputRebuildsANumber:
             birth_dates=days,
             sex=sex,
         )
+        assert birth in days
         assert found >= ENOUGH, f"{len(days)} days, {found} candidates"
+        assert await audit_rows(benefits_settings) == []
 
     async def test_the_explanations_still_name_the_threshold_each_rule_used(
         self,
@@ -250,7 +320,7 @@ class TestNoBenefitsOutputRebuildsANumber:
         benefits_settings: BenefitsSettings,
     ) -> None:
         said = await everything_a_benefits_reader_sees(benefits, token, benefits_settings)
-        card = json.loads(next(t for on, t in said if on == date(2026, 3, 6)))
+        card = json.loads(next(t for on, t in said if on == date(2026, 4, 1)))
         lines = {m["code"]: m["explanation"] for m in card["measures"]}
         assert "成员5:年满65周岁" in lines["health_check"]
         assert "成员5:年满60周岁" in lines["home_adaptation"]
@@ -305,3 +375,159 @@ class TestReceiptsMadeBefore:
             lines["health_check"] == "输入:家庭5人;成员1:年满60周岁;成员5:年满60周岁。结果:1人享受"
         )
         assert lines["home_adaptation"].endswith("四(三)6(1)④。")
+
+
+class TestADayTheCallerChooses:
+    """A household's answer dated by its reader on a day other than today or a first of a month
+    needs pii:read and a purpose, and is audited: such days find a birthday."""
+
+    async def test_with_pii_read_but_no_purpose_it_is_400_naming_the_header(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        await hold_household(benefits, token)
+        reader = bearer(token("benefits:read", "pii:read", regions=["4113"]))
+        for what in ("card", "eligibility"):
+            answer = await benefits.get(
+                f"/v1/households/{HOUSEHOLD}/{what}", params={"on": "2045-05-17"}, headers=reader
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["type"].endswith("purpose-required")
+            assert "Bangfu-Purpose" in answer.json()["detail"]
+
+    async def test_today_and_the_first_of_a_month_stay_open_and_unaudited(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        await hold_household(benefits, token)
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        for params in ({}, {"on": str(date.today())}, {"on": "2045-05-01"}, {"on": "2019-12-01"}):
+            for what in ("card", "eligibility"):
+                answer = await benefits.get(
+                    f"/v1/households/{HOUSEHOLD}/{what}", params=params, headers=reader
+                )
+                assert answer.status_code == 200, (params, answer.text)
+        assert await audit_rows(benefits_settings) == []
+
+    async def test_another_regions_household_is_not_found_whatever_the_day(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        await hold_household(benefits, token)
+        for scopes in (("benefits:read",), ("benefits:read", "pii:read")):
+            headers = {**bearer(token(*scopes, regions=["4201"])), "Bangfu-Purpose": "x"}
+            answer = await benefits.get(
+                f"/v1/households/{HOUSEHOLD}/card", params={"on": "2045-05-17"}, headers=headers
+            )
+            assert answer.status_code == 404, answer.text
+        assert await audit_rows(benefits_settings) == []
+
+    async def test_an_audited_card_is_a_receipt_only_and_publishes_nothing(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        """Events reach readers without pii:read: a card of a chosen day never travels there."""
+        await hold_household(benefits, token)
+        published = await events(benefits_settings)
+        reader = {
+            **bearer(token("benefits:read", "pii:read", regions=["4113"])),
+            "Bangfu-Purpose": quote(PURPOSE),
+        }
+        answer = await benefits.get(
+            f"/v1/households/{HOUSEHOLD}/card", params={"on": "2045-05-17"}, headers=reader
+        )
+        assert answer.status_code == 200, answer.text
+        assert await events(benefits_settings) == published
+
+    async def test_a_receipt_of_such_a_day_is_read_back_only_with_pii_read(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        await hold_household(benefits, token)
+        clear = {
+            **bearer(token("benefits:read", "pii:read", regions=["4113"], client_id="复核")),
+            "Bangfu-Purpose": quote(PURPOSE),
+        }
+        answer = await benefits.get(
+            f"/v1/households/{HOUSEHOLD}/card", params={"on": "2045-05-17"}, headers=clear
+        )
+        decision_id = answer.json()["decision_id"]
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        receipt = f"/v1/decisions/{decision_id}"
+        assert (await benefits.get(receipt, headers=reader)).status_code == 403
+        assert (await benefits.post(f"{receipt}/rederive", headers=reader)).status_code == 403
+        assert (await benefits.get(receipt, headers=clear)).status_code == 200
+        assert (await benefits.post(f"{receipt}/rederive", headers=clear)).status_code == 200
+        rows = await audit_rows(benefits_settings)
+        assert [(r["action"], r["target"], r["detail"]) for r in rows] == [
+            ("card.dated_read", HOUSEHOLD, {"on": "2045-05-17"}),
+            ("decision.dated_read", decision_id, {"on": "2045-05-17"}),
+            ("decision.dated_read", decision_id, {"on": "2045-05-17"}),
+        ]
+
+    async def test_a_what_if_from_such_a_day_needs_pii_read_too(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        """Its counts of households entering and leaving a category, in a county of one held
+        household, are that household's card on the day."""
+        await hold_household(benefits, token)
+        proposal = {"region": "411302", "value": 70000, "effective_from": "2045-05-17"}
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        refused = await benefits.post("/v1/what-if", json=proposal, headers=reader)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["missing_scopes"] == ["pii:read"]
+        clear = bearer(token("benefits:read", "pii:read", regions=["4113"]))
+        unsaid = await benefits.post("/v1/what-if", json=proposal, headers=clear)
+        assert unsaid.status_code == 400, unsaid.text
+        said = await benefits.post(
+            "/v1/what-if", json=proposal, headers={**clear, "Bangfu-Purpose": quote(PURPOSE)}
+        )
+        assert said.status_code == 200, said.text
+        assert said.json()["households"] == 1
+        first = {**proposal, "effective_from": "2045-05-01"}
+        assert (await benefits.post("/v1/what-if", json=first, headers=reader)).status_code == 200
+        rows = await audit_rows(benefits_settings)
+        assert [(r["action"], r["target"], r["purpose"], r["detail"]) for r in rows] == [
+            ("what_if.dated_read", "411302", PURPOSE, {"on": "2045-05-17"})
+        ]
+
+    async def test_an_inline_card_of_any_day_is_open_and_is_computed_from_what_it_sent(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        """An inline card tells only what its caller sent: naming a held household's id borrows
+        none of its stored birth dates (its grandfather, 76, is sent as 51 like everyone)."""
+        await hold_household(benefits, token)
+        reader = bearer(token("benefits:read", regions=["4113"]))
+        sent = household()
+        sent["members"] = [{**m, "birth_date": "1975-03-04"} for m in sent["members"]]
+        for what in ("cards", "eligibility"):
+            answer = await benefits.post(
+                f"/v1/{what}",
+                json={"household": {**sent, "household_id": HOUSEHOLD}, "on": "2026-03-04"},
+                headers=reader,
+            )
+            assert answer.status_code == 200, answer.text
+        card = await benefits.post(
+            "/v1/cards",
+            json={"household": {**sent, "household_id": HOUSEHOLD}, "on": "2026-03-04"},
+            headers=reader,
+        )
+        assert "health_check" not in {m["code"] for m in card.json()["measures"]}
+        held = await benefits.get(
+            f"/v1/households/{HOUSEHOLD}/card", params={"on": "2026-04-01"}, headers=reader
+        )
+        assert "health_check" in {m["code"] for m in held.json()["measures"]}
+        assert await audit_rows(benefits_settings) == []

@@ -32,7 +32,6 @@ from services.benefits.service.context import (
     check_day,
     check_region,
     envelope,
-    open_day,
     result_digest,
 )
 from services.benefits.settings import BenefitsSettings
@@ -182,8 +181,9 @@ async def decide_household(
     purpose: str | None = None,
 ) -> tuple[str, cards.Card, bool]:
     """The stored household's card; published as determined (first) or changed (if it differs).
-    A card of a day that is not open (`check_day`: read with pii:read, audited) is a receipt
-    only: events reach readers without pii:read.
+    A card of any day but today is a receipt only — not the current card, no event: a reader
+    would otherwise flip the household's card by reading and have the suite publish it. A day
+    that is not open (`check_day`) needs pii:read and is audited.
 
     Returns (decision id, card, whether an event was published).
     """
@@ -201,7 +201,7 @@ async def decide_household(
     book = await ctx.engine.book(uow)
     card = _compute(book, household, day)
     decision_id = await _receipt(uow, ctx, kind="card", household=household, card=card)
-    if not open_day(day, today=ctx.today):
+    if day != ctx.today:
         return decision_id, card, False
     current = await store.get_current_card(uow.session, household_id)
     digest = result_digest(card.result())

@@ -1,5 +1,7 @@
 """`Idempotency-Key` on writes: the same key and body replays the first answer; another body is
-refused (422), so a retry after a lost response never files the same thing twice."""
+refused (422), so a retry after a lost response never files the same thing twice. A replay is
+bound to the powers of the token that made the answer: another token of the same client with
+other regions or scopes is refused too, since nothing checked its powers for that answer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth import Principal
 from shared.db import common_metadata
 from shared.problems import Problem
 
@@ -35,10 +38,16 @@ class StoredResponse:
     headers: dict[str, str]
 
 
-def request_hash(method: str, path: str, body: Any) -> str:
-    """A digest of what was asked: the same key may only ever mean this request."""
+def request_hash(principal: Principal, method: str, path: str, body: Any) -> str:
+    """A digest of what was asked and with which powers (regions, scopes): the same key may only
+    ever mean this request by a token allowed what the first one was."""
+    powers = [sorted(principal.regions), sorted(principal.scopes)]
     canonical = json.dumps(
-        [method, path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        [method, path, body, powers],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -46,7 +55,8 @@ def request_hash(method: str, path: str, body: Any) -> str:
 async def replay(
     session: AsyncSession, *, client_id: str, key: str, digest: str
 ) -> StoredResponse | None:
-    """The stored answer for this key, None when new; 422 when the key came with another body."""
+    """The stored answer for this key, None when new; 422 when the key came with another body or
+    from a token with other regions or scopes (which it does not tell)."""
     if len(key) > 200:
         raise Problem(422, "invalid-input", "Idempotency-Key is longer than 200 characters")
     row = (
@@ -64,7 +74,10 @@ async def replay(
         return None
     if row["request_hash"] != digest:
         raise Problem(
-            422, "idempotency-key-reused", "this Idempotency-Key was used with a different request"
+            422,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used with a different request, or by a token with other "
+            "regions or scopes: send the same request with the same rights, or use a new key",
         )
     return StoredResponse(row["status_code"], row["body"], dict(row["headers"]))
 

@@ -117,7 +117,9 @@ async def _once(
     write: Callable[[], Awaitable[Any]],
 ) -> JSONResponse:
     """Run a write (answering 201) once per Idempotency-Key; a retry replays the answer."""
-    digest = idempotency.request_hash("POST", request.url.path, body.model_dump(mode="json"))
+    digest = idempotency.request_hash(
+        ctx.principal, "POST", request.url.path, body.model_dump(mode="json")
+    )
     if key:
         stored = await idempotency.replay(uow.session, client_id=ctx.actor, key=key, digest=digest)
         if stored:

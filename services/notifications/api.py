@@ -89,7 +89,7 @@ async def register(
     asked = body.model_dump(mode="json") | {
         "secret": blind_index(keyring, body.secret, purpose="webhook.secret")
     }
-    digest = idempotency.request_hash("POST", request.url.path, asked)
+    digest = idempotency.request_hash(principal, "POST", request.url.path, asked)
     if idempotency_key:
         stored = await idempotency.replay(
             uow.session, client_id=principal.client_id, key=idempotency_key, digest=digest

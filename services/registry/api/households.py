@@ -148,7 +148,9 @@ async def apply(
         ),
     ] = None,
 ) -> JSONResponse:
-    digest = idempotency.request_hash("POST", request.url.path, body.model_dump(mode="json"))
+    digest = idempotency.request_hash(
+        ctx.principal, "POST", request.url.path, body.model_dump(mode="json")
+    )
     if idempotency_key:
         stored = await idempotency.replay(
             uow.session, client_id=ctx.actor, key=idempotency_key, digest=digest

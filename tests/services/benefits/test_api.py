@@ -421,3 +421,24 @@ class TestIdempotency:
         assert other.status_code == 422
         assert other.json()["type"].endswith("idempotency-key-reused")
         assert await events(benefits_settings) == []  # no second payment, no duplicate
+
+    async def test_a_token_of_another_region_replays_no_payment(
+        self, benefits: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        """The replay runs no region check: it answers only a token with the first one's powers."""
+        payment = {
+            "department": "民政局",
+            "measure": "temporary_relief",
+            "household_id": "h9",
+            "region": "411302",
+            "period": "2025-03",
+            "amount_fen": 50000,
+        }
+        ours = {**bearer(token(ADMIN, regions=["4113"])), "Idempotency-Key": "pay-1"}
+        first = await benefits.post("/v1/ledger/payments", json=payment, headers=ours)
+        assert first.status_code == 201, first.text
+        theirs = {**bearer(token(ADMIN, regions=["13"])), "Idempotency-Key": "pay-1"}
+        replayed = await benefits.post("/v1/ledger/payments", json=payment, headers=theirs)
+        assert replayed.status_code == 422, replayed.text
+        assert replayed.json()["type"].endswith("idempotency-key-reused")
+        assert "h9" not in replayed.text and "50000" not in replayed.text

@@ -8,7 +8,9 @@ region 4113:
                                                          4113 in a list or a statistic, a
                                                          refusal for a write naming 4113;
   4. with a token whose `regions` claim is empty       → the same, and nothing of 4201 either;
-  5. as the 4201 caller with a 4113 id or identity number inside its own request → refused.
+  5. as the 4201 caller with a 4113 id or identity number inside its own request → refused;
+  6. a write the owner made with an Idempotency-Key, replayed by the owner's client holding a
+     4201 token                                        → refused, not the stored answer.
 Last it calls every route as the owner, who must get what the others are refused, so that a
 refusal proves the confinement and not a wrong request; and a 404 must read exactly as the 404
 for an id nobody has.
@@ -115,6 +117,7 @@ class Route:
     scopes: frozenset[str] | None  # None: no `require` among its dependencies
     parameters: tuple[str, ...]
     has_body: bool
+    idempotent: bool = False  # takes an Idempotency-Key
 
     @property
     def key(self) -> tuple[str, str]:
@@ -161,11 +164,14 @@ def routes_of(app: FastAPI) -> Iterator[Route]:
         dependant = getattr(context.original_route, "dependant", None)
         scopes = _required_scopes(dependant) if dependant is not None else None
         has_body = dependant is not None and any(d.body_params for d in _dependants(dependant))
+        idempotent = dependant is not None and any(
+            h.alias == "Idempotency-Key" for d in _dependants(dependant) for h in d.header_params
+        )
         parameters = tuple(
             part.strip("{}").split(":")[0] for part in path.split("/") if part.startswith("{")
         )
         for method in sorted(methods):
-            yield Route(method, path, scopes, parameters, has_body)
+            yield Route(method, path, scopes, parameters, has_body, idempotent)
 
 
 def all_scopes(apps: list[FastAPI]) -> frozenset[str]:
@@ -286,6 +292,7 @@ class Failure:
 @dataclass
 class Tokens:
     owner: str
+    owner_elsewhere: str  # the owner's client with a 4201 token
     intruder: str
     nowhere: str
     all_scopes: frozenset[str]
@@ -300,6 +307,7 @@ class Tokens:
 def make_tokens(token: Callable[..., str], scopes: frozenset[str]) -> Tokens:
     return Tokens(
         owner=token(*sorted(scopes), regions=["4113"], client_id=OWNER_CLIENT),
+        owner_elsewhere=token(*sorted(scopes), regions=["4201"], client_id=OWNER_CLIENT),
         intruder=token(*sorted(scopes), regions=["4201"], client_id=INTRUDER_CLIENT),
         nowhere=token(*sorted(scopes), regions=[], client_id="matrix-nowhere"),
         all_scopes=scopes,
@@ -574,11 +582,28 @@ async def run_matrix(
 
     # The owner last, reads before writes: what the others were refused, the owner gets.
     for route, request in owner_calls:
+        if route.idempotent:
+            key = {"Idempotency-Key": f"matrix-{route.method}-{route.path}"}
+            request = replace(request, headers={**request.headers, **key})
         response = await request.send(client, tokens.owner)
         calls += 1
         wrong = judge_owner(route, response, request, served.owner_markers)
         if wrong:
             failures.append(Failure(str(route), "owner", *wrong))
+        elif route.idempotent and response.is_success:
+            # The same client's 4201 token replaying the key gets neither the stored answer
+            # nor the write: a replay must check the replaying token.
+            replayed = await request.send(client, tokens.owner_elsewhere)
+            calls += 1
+            if replayed.is_success:
+                failures.append(
+                    Failure(
+                        str(route),
+                        "6 key replayed",
+                        f"{_got(replayed)} to the owner's client with a 4201 token",
+                        "refused: the Idempotency-Key's answer belongs to the 4113 token",
+                    )
+                )
     return failures, calls
 
 

@@ -6,7 +6,9 @@ region 4113:
   2. with a 4113 token holding every scope but the route's → 403 (read from its `require`);
   3. with a 4201 token holding every scope             → 404 for what 4113 owns, nothing of
                                                          4113 in a list or a statistic, a
-                                                         refusal for a write naming 4113;
+                                                         refusal for a write naming 4113 —
+     both of another client and of the owner's own client (a region is not a client's
+     property: a token that no longer covers 4113 sees nothing of it);
   4. with a token whose `regions` claim is empty       → the same, and nothing of 4201 either;
   5. as the 4201 caller with a 4113 id or identity number inside its own request → refused;
   6. a write the owner made with an Idempotency-Key, replayed by the owner's client holding a
@@ -529,6 +531,7 @@ async def run_matrix(
 
         for case, caller, markers in (
             ("3 other region", tokens.intruder, served.owner_markers),
+            ("3 same client", tokens.owner_elsewhere, served.owner_markers),
             ("4 no regions", tokens.nowhere, served.owner_markers | served.intruder_markers),
         ):
             response = await request.send(client, caller)

@@ -91,22 +91,30 @@ class ServiceRuntime:
         for subscription in self.subscriptions:
             # The producer may not have started yet: provision its stream the same way.
             await self._ensure_stream(subscription.stream.lower())
-            runner = ConsumerRunner(
-                self.db,
-                self.js,
-                subscription,
-                batch_size=settings.consumer_batch_size,
-                max_deliver=settings.consumer_max_deliver,
-                ack_wait_seconds=settings.consumer_ack_wait_seconds,
-                on_lag=lambda name, lag: self.metrics.consumer_lag(consumer=name).set(lag),
-                restart_delay_seconds=settings.consumer_restart_delay_seconds,
-                restart_max_delay_seconds=settings.consumer_restart_max_delay_seconds,
-                restart_window_seconds=settings.consumer_restart_window_seconds,
-                on_restart=lambda name: self.consumer_restarts(consumer=name).inc(),
-            )
-            await runner.start()
-            self.consumers.append(runner)
+            await self.start_consumer(subscription)
         log.info("service.started", service=settings.service, database=self.db.dialect)
+
+    async def start_consumer(self, subscription: Subscription) -> ConsumerRunner:
+        """Run a consumer under this runtime: restarted when its loop dies, counted in
+        `bangfu_consumer_restarts_total`, named in /readyz, stopped with the service."""
+        settings = self.settings
+        self.consumer_restarts(consumer=subscription.name)  # at 0 for one started later too
+        runner = ConsumerRunner(
+            self.db,
+            self.js,
+            subscription,
+            batch_size=settings.consumer_batch_size,
+            max_deliver=settings.consumer_max_deliver,
+            ack_wait_seconds=settings.consumer_ack_wait_seconds,
+            on_lag=lambda name, lag: self.metrics.consumer_lag(consumer=name).set(lag),
+            restart_delay_seconds=settings.consumer_restart_delay_seconds,
+            restart_max_delay_seconds=settings.consumer_restart_max_delay_seconds,
+            restart_window_seconds=settings.consumer_restart_window_seconds,
+            on_restart=lambda name: self.consumer_restarts(consumer=name).inc(),
+        )
+        await runner.start()
+        self.consumers.append(runner)
+        return runner
 
     async def _ensure_stream(self, service: str) -> None:
         suite = self.settings.suite

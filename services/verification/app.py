@@ -11,7 +11,6 @@ from services.verification import api, consumers
 from services.verification.metrics import VerificationMetrics
 from services.verification.settings import VerificationSettings
 from services.verification.worker import Departments, Verifier
-from shared.events.consumer import ConsumerRunner
 from shared.events.streams import connect, ensure_stream
 from shared.registry_client import RegistryClient
 from shared.service import ServiceRuntime, create_service_app
@@ -78,22 +77,14 @@ async def _verifier(
         duplicate_window_seconds=suite.stream_duplicate_window_seconds,
         replicas=suite.stream_replicas,
     )
-    feed = ConsumerRunner(
-        runtime.db,
-        runtime.js,
-        consumers.department_feed(settings),
-        batch_size=settings.consumer_batch_size,
-        max_deliver=settings.consumer_max_deliver,
-        ack_wait_seconds=settings.consumer_ack_wait_seconds,
-    )
-    await feed.start()
+    # Under the runtime: supervised, counted and named in /readyz like the event consumers.
+    await runtime.start_consumer(consumers.department_feed(settings))
     verifier.start()
     app.state.verifier = verifier
     try:
         yield
     finally:
         await verifier.stop()
-        await feed.stop()
         await departments.aclose()
         await registry.aclose()
         if own_nc:

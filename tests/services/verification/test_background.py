@@ -271,6 +271,20 @@ class TestFollowingEnrolledHouseholds:
         assert [v["trigger"] for v in found] == ["recheck"]
 
 
+class TestTheDepartmentFeedConsumer:
+    async def test_it_runs_under_the_runtime_named_by_readyz_and_counted(
+        self, verification: httpx.AsyncClient, verification_app: FastAPI
+    ) -> None:
+        name = consumers.department_feed(verification_app.state.settings).name
+        ready = await verification.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"][f"consumer {name}"] == "ok"
+        metrics = (await verification.get("/metrics")).text
+        assert f'bangfu_consumer_restarts_total{{consumer="{name}"}} 0.0' in metrics
+        runners = verification_app.state.runtime.consumers
+        assert name in {runner.subscription.name for runner in runners}
+
+
 class TestEvidence:
     async def test_raw_answers_are_purged_after_their_time_and_the_report_stays(
         self, verification: httpx.AsyncClient, verification_app: FastAPI, token: Callable[..., str]

@@ -43,10 +43,12 @@ async def tail_events(
 ) -> None:
     """Emit every event matching `filters`, from now (or from `since`), until `count` events."""
     try:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same to a user
         raise ConnectionError(f"cannot reach NATS at {url}: is `bangfu up` running?") from exc
-    js = nc.jetstream()
+    # The JetStream API's 5 s default is short for a busy suite (the demo seeding, a CI run):
+    # the tail then died of a timeout before its first event.
+    js = nc.jetstream(timeout=30)
     done = asyncio.Event()
     seen = 0
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from sandbox.behaviour import Behaviour
 from sandbox.changes import ChangeRequest
@@ -62,7 +63,13 @@ _QUERY_DOC: dict[str, Any] = {
 )
 async def query(code: str, request: Request, sandbox: SandboxDep) -> Response:
     """The department's answer, with `Bangfu-Request-Hash` and the consent id echoed."""
-    reply = await sandbox.query(code, raw=await request.body(), headers=request.headers)
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The caller gave up before its query was read (its timeout under load): nobody is
+        # there to answer, and a traceback per such request only slowed the sandbox further.
+        return Response(status_code=499)
+    reply = await sandbox.query(code, raw=raw, headers=request.headers)
     if reply.fault == "http_500":
         return problem_response(
             500, "department-error", "the department's system failed", instance=request.url.path

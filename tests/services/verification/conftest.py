@@ -57,12 +57,28 @@ def sandbox_process(nats_server: NatsServer) -> Iterator[str]:
 
 @pytest.fixture
 async def sandbox(sandbox_process: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The sandbox's admin API; every department is reset to healthy after the test."""
-    async with httpx.AsyncClient(base_url=sandbox_process, timeout=10) as client:
+    """The sandbox's admin API; every department is healthy before and after the test.
+
+    The sandbox is one process for the session: a reset that timed out while it was busy
+    (a 1,000-household batch) left its faults on for every later test, so the reset waits
+    longer, tries again, and runs before each test too.
+    """
+    async with httpx.AsyncClient(base_url=sandbox_process, timeout=60) as client:
+        await _reset_departments(client)
         yield client
-        departments = (await client.get("/admin/departments")).json()
-        for code in departments:
-            await client.delete(f"/admin/departments/{code}")
+        await _reset_departments(client)
+
+
+async def _reset_departments(client: httpx.AsyncClient) -> None:
+    for attempt in range(3):
+        try:
+            departments = (await client.get("/admin/departments")).json()
+            for code in departments:
+                await client.delete(f"/admin/departments/{code}")
+            return
+        except httpx.TimeoutException:
+            if attempt == 2:
+                raise
 
 
 @pytest.fixture

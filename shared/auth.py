@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import anyio
 import jwt
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.problems import Problem
@@ -289,3 +290,23 @@ def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+PURPOSE_HEADER = "Bangfu-Purpose"
+
+
+def purpose(description: str) -> Any:
+    """A dependency: why the caller asks (the `Bangfu-Purpose` header, UTF-8 percent-encoded),
+    decoded; None when absent. Each service says in `description` when it is required."""
+
+    def dependency(
+        value: str | None = Header(
+            None,
+            alias=PURPOSE_HEADER,
+            max_length=500,
+            description=f"{description} (the header is UTF-8, percent-encoded)",
+        ),
+    ) -> str | None:
+        return unquote(value) if value else None
+
+    return Depends(dependency)

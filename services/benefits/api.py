@@ -4,7 +4,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,7 +22,7 @@ from services.benefits.schemas import (
     WhatIfIn,
 )
 from shared import idempotency
-from shared.auth import Principal, require
+from shared.auth import Principal, purpose, require
 from shared.events.asyncapi import asyncapi_document
 from shared.events.envelope import event_type
 from shared.events.schemas import data_schema
@@ -87,18 +86,13 @@ def _json(body: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body), status_code=status_code)
 
 
-PURPOSE = Header(
-    alias="Bangfu-Purpose",
-    max_length=500,
-    description="Why the caller reads a household's answer on a day other than today or the "
-    "first of a month (UTF-8, percent-encoded): required with pii:read for such a day, and "
-    "recorded in the audit log",
-)
-Purpose = Annotated[str | None, PURPOSE]
-
-
-def _purpose(value: str | None) -> str | None:
-    return unquote(value) if value else None
+Purpose = Annotated[
+    str | None,
+    purpose(
+        "Why the caller reads a household's answer on a day other than today or the first of "
+        "a month: required with pii:read for such a day, and recorded in the audit log"
+    ),
+]
 
 
 IdempotencyKey = Annotated[
@@ -175,7 +169,7 @@ async def household_card(
 ) -> JSONResponse:
     await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
     decision_id, card, _ = await service.decide_household(
-        uow, ctx, household_id, on=on, purpose=_purpose(purpose)
+        uow, ctx, household_id, on=on, purpose=purpose
     )
     await uow.commit()
     return _json(service.card_body(card, decision_id))
@@ -191,9 +185,7 @@ async def household_eligibility(
     purpose: Purpose = None,
 ) -> JSONResponse:
     await service.hold(uow, ctx, household_id, settings=request.app.state.settings)
-    decision_id, card = await service.eligibility_of(
-        uow, ctx, household_id, on=on, purpose=_purpose(purpose)
-    )
+    decision_id, card = await service.eligibility_of(uow, ctx, household_id, on=on, purpose=purpose)
     await uow.commit()
     return _json({"decision_id": decision_id, "eligibility": card.eligibility, "on": card.on})
 
@@ -212,7 +204,7 @@ async def household_exit(
 async def get_decision(
     decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
 ) -> JSONResponse:
-    decision = await service.get_decision(uow, ctx, decision_id, purpose=_purpose(purpose))
+    decision = await service.get_decision(uow, ctx, decision_id, purpose=purpose)
     await uow.commit()  # keeps the audit record of a read that needed pii:read
     return _json(decision)
 
@@ -224,7 +216,7 @@ async def get_decision(
 async def rederive(
     decision_id: DecisionId, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
 ) -> JSONResponse:
-    compared = await service.rederive(uow, ctx, decision_id, purpose=_purpose(purpose))
+    compared = await service.rederive(uow, ctx, decision_id, purpose=purpose)
     await uow.commit()  # keeps the audit record of a read that needed pii:read
     return _json(compared)
 
@@ -292,7 +284,7 @@ async def duplicates(region: str, uow: UnitOfWorkDep, ctx: Reader) -> JSONRespon
 async def what_if(
     body: WhatIfIn, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
 ) -> JSONResponse:
-    priced = await service.what_if(uow, ctx, body, purpose=_purpose(purpose))
+    priced = await service.what_if(uow, ctx, body, purpose=purpose)
     await uow.commit()  # keeps the audit record of a date that needed pii:read
     return _json(priced)
 

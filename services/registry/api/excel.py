@@ -2,14 +2,14 @@
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 
 from services.registry import service, spreadsheets, store
-from services.registry.api.households import PURPOSE, context
+from services.registry.api.households import Purpose, context
 from services.registry.api.reports import ID_PATTERN, _confined
 from services.registry.domain.household import Category, Cause, Flag, Location, RuleBroken
 from services.registry.domain.members import InvalidText
@@ -138,7 +138,7 @@ async def export_ledger(
     limit: Annotated[
         int, Query(ge=1, le=EXPORT_MAX_HOUSEHOLDS, description="households in this page")
     ] = EXPORT_MAX_HOUSEHOLDS,
-    purpose: Annotated[str | None, PURPOSE] = None,
+    purpose: Purpose = None,
 ) -> Response:
     regions = _confined(ctx.principal, region)
     clear = service.PII_READ in ctx.principal.scopes
@@ -172,7 +172,7 @@ async def export_ledger(
             action="ledger.pii_export",
             target=region or ",".join(regions),
             outcome="success",
-            purpose=unquote(purpose) if purpose else None,
+            purpose=purpose,
             trace_id=trace_id_of(current_traceparent()),
             detail={"households": len(households)},
             profile=ctx.keyring.profile,

@@ -3,7 +3,6 @@
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,7 +25,7 @@ from services.registry.schemas import (
     VisitIn,
 )
 from shared import idempotency
-from shared.auth import Principal, require
+from shared.auth import Principal, purpose, require
 from shared.crypto import Keyring
 from shared.db import UnitOfWork
 from shared.problems import Problem
@@ -77,12 +76,13 @@ def if_match(
 
 
 IfMatch = Annotated[int, Depends(if_match)]
-PURPOSE = Header(
-    alias="Bangfu-Purpose",
-    max_length=500,
-    description="Why the caller reads identity numbers in clear (UTF-8, percent-encoded): "
-    "required with pii:read, recorded with every unmasked read",
-)
+Purpose = Annotated[
+    str | None,
+    purpose(
+        "Why the caller reads identity numbers in clear: required with pii:read, recorded "
+        "with every unmasked read"
+    ),
+]
 
 
 async def _current(uow: UnitOfWork, household_id: str) -> tuple[dict[str, Any], int]:
@@ -189,11 +189,9 @@ async def read(
     household_id: str,
     uow: UnitOfWorkDep,
     ctx: Reader,
-    purpose: Annotated[str | None, PURPOSE] = None,
+    purpose: Purpose = None,
 ) -> JSONResponse:
-    body = await service.read(
-        uow, ctx, household_id, purpose=unquote(purpose) if purpose else None, now=datetime.now(UTC)
-    )
+    body = await service.read(uow, ctx, household_id, purpose=purpose, now=datetime.now(UTC))
     await uow.commit()  # the audit record of an unmasked read
     return JSONResponse(jsonable_encoder(body), headers={"ETag": f'"{body["version"]}"'})
 

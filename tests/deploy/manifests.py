@@ -16,6 +16,9 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir())
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 HEALTHZ_ONLY = ("StatefulSet/nats", "Deployment/sandbox")
+# The identity provider is ready and alive when it answers its discovery document.
+DISCOVERY = "/.well-known/openid-configuration"
+PROBE_PATHS = {"Deployment/idp": DISCOVERY}
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -68,7 +71,7 @@ def security_findings(documents: list[dict[str, Any]]) -> list[str]:
             for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                 got = container.get(probe, {}).get("httpGet", {}).get("path", "")
                 # NATS and the sandbox have no readiness of their own: /healthz for both.
-                wanted = "/healthz" if name in HEALTHZ_ONLY else path
+                wanted = PROBE_PATHS.get(name, "/healthz" if name in HEALTHZ_ONLY else path)
                 if not got.startswith(wanted):
                     findings.append(f"{where}: {probe} is not on {wanted}")
     return findings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,11 @@ from shared.settings import SuiteSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = ("registry", "verification", "benefits", "notifications")
+# The services that call the registry, each as a client of the identity provider.
+CALLERS = ("verification", "benefits", "notifications")
+IDP_DIR = ROOT / "deploy" / "idp"
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_IDP_VARIABLE = re.compile(r"\bBANGFU_IDP_[A-Z_]+\b")
 
 
 def compose() -> dict[str, Any]:
@@ -50,6 +55,12 @@ def variables(cls: type[BaseSettings]) -> set[str]:
 def interpolated(value: object) -> str:
     """The value Compose would pass with an empty shell: `${X:-default}` -> default."""
     return _INTERPOLATION.sub(lambda match: match.group(2) or "", str(value))
+
+
+def idp_variables() -> set[str]:
+    """The BANGFU_IDP_* variables the provider's program reads (deploy/idp/*.mjs)."""
+    sources = " ".join(path.read_text() for path in IDP_DIR.glob("*.mjs"))
+    return set(_IDP_VARIABLE.findall(sources))
 
 
 def bangfu_containers() -> dict[str, dict[str, Any]]:
@@ -121,6 +132,13 @@ def test_every_variable_set_is_a_setting_of_its_process(
         cls()
 
 
+def test_every_variable_given_to_the_provider_is_one_it_reads() -> None:
+    environment = compose()["services"]["idp"]["environment"]
+    read = idp_variables()
+    assert {"BANGFU_IDP_ISSUER", "BANGFU_IDP_CLIENTS", "BANGFU_IDP_KEYS"} <= read
+    assert sorted(set(environment) - read) == []
+
+
 def test_the_variable_check_catches_a_misspelt_setting() -> None:
     known = variables(SuiteSettings) | variables(SETTINGS["registry"])
     assert "BANGFU_REGISTRY_PORT" in known
@@ -137,6 +155,8 @@ def test_services_start_only_after_the_one_migration_job() -> None:
         depends = services[name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}
         assert depends["nats"] == {"condition": "service_healthy"}
+        # Tokens are validated against the provider's keys: it answers before any service does.
+        assert depends["idp"] == {"condition": "service_healthy"}
     assert services["verification"]["depends_on"]["sandbox"] == {"condition": "service_healthy"}
     # Only the job migrates: no service's start-up runs Alembic.
     for module in ("shared/service.py", "shared/serve.py"):
@@ -146,15 +166,15 @@ def test_services_start_only_after_the_one_migration_job() -> None:
 def test_infrastructure_has_healthchecks_and_named_volumes() -> None:
     document = compose()
     services = document["services"]
-    for name in ("postgres", "nats"):
+    for name in ("postgres", "nats", "idp"):
         assert services[name]["healthcheck"]["test"]
     named = set(document["volumes"])
-    assert named == {"postgres-data", "nats-data", "bangfu-home"}
+    assert named == {"postgres-data", "nats-data", "bangfu-home", "idp-keys"}
     mounted = {
         volume.split(":")[0]
         for spec in services.values()
         for volume in spec.get("volumes", [])
-        if not volume.startswith(".")
+        if not volume.startswith((".", "${"))  # a file of this checkout, maybe overridden
     }
     assert mounted == named
     for spec in services.values():
@@ -188,3 +208,49 @@ def test_both_ends_of_the_change_feeds_take_the_one_feed_key() -> None:
 
     assert services["verification"]["environment"]["BANGFU_VERIFICATION_FEED_INDEX_KEY"] == expected
     assert services["sandbox"]["environment"]["BANGFU_SANDBOX_PERSON_INDEX_KEY"] == expected
+
+
+def test_the_identity_provider_runs_beside_the_services_under_the_one_issuer() -> None:
+    """One issuer URL for the provider and every service: `iss` of each token is the provider's
+    BANGFU_IDP_ISSUER, and a service accepts only BANGFU_AUTH_ISSUER's tokens."""
+    services = compose()["services"]
+    idp = services["idp"]
+    assert idp["build"] == {"context": "deploy/idp"}
+    assert (IDP_DIR / "Dockerfile").is_file()
+    environment = idp["environment"]
+    issuer = environment["BANGFU_IDP_ISSUER"]
+    assert issuer == "http://idp:8180"
+    port = environment["BANGFU_IDP_PORT"]
+    assert issuer.endswith(f":{port}") and idp["ports"] == [f"{port}:{port}"]
+    assert environment["BANGFU_IDP_HOST"] == "0.0.0.0"
+    assert f"http://127.0.0.1:{port}/.well-known/openid-configuration" in str(
+        idp["healthcheck"]["test"]
+    )
+    for name in SERVICES:
+        assert services[name]["environment"]["BANGFU_AUTH_ISSUER"] == issuer, name
+    # Signing keys outlive the container (tokens already issued stay valid across a restart).
+    keys = Path(environment["BANGFU_IDP_KEYS"])
+    assert any(volume == f"idp-keys:{keys.parent}" for volume in idp["volumes"])
+
+
+def test_each_caller_is_a_client_of_the_provider_with_the_scopes_it_needs() -> None:
+    """Each service that reads the registry logs in with the id and (laptop default) secret of
+    a client in the clients file compose mounts, allowed registry:read and pii:read."""
+    services = compose()["services"]
+    idp = services["idp"]
+    mounts = [interpolated(volume).split(":") for volume in idp["volumes"]]
+    clients_path = idp["environment"]["BANGFU_IDP_CLIENTS"]
+    (source,) = [mount[0] for mount in mounts if mount[1] == clients_path]
+    clients_file = ROOT / source
+    clients = {c["client_id"]: c for c in json.loads(clients_file.read_text())["clients"]}
+    for name in CALLERS:
+        environment = services[name]["environment"]
+        prefix = f"BANGFU_{name.upper()}_"
+        secret = environment[f"{prefix}CLIENT_SECRET"]
+        # From the shell or .env when set; the default is the demo file's, for a laptop only.
+        assert secret.startswith(f"${{{prefix}CLIENT_SECRET:-")
+        client = clients[environment[f"{prefix}CLIENT_ID"]]
+        assert client["client_secret"] == interpolated(secret), name
+        assert "client_credentials" in client["grant_types"]
+        assert {"registry:read", "pii:read"} <= set(client["scopes"]), name
+    assert not any("CLIENT_SECRET" in key for key in services["registry"]["environment"])

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+IDP_DOCKERFILE = ROOT / "deploy" / "idp" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 BUILD_TOOLS = ("gcc", "build-essential", "make ", "g++", "cargo", "rustc", "pip install")
 
@@ -45,8 +46,9 @@ def lint(path: Path) -> list[str]:
     return findings
 
 
-def test_the_dockerfile_is_lint_clean() -> None:
-    assert lint(DOCKERFILE) == []
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, IDP_DOCKERFILE], ids=["suite", "idp"])
+def test_the_dockerfile_is_lint_clean(dockerfile: Path) -> None:
+    assert lint(dockerfile) == []
 
 
 @pytest.mark.parametrize(
@@ -127,3 +129,27 @@ def test_the_build_context_holds_exactly_what_the_image_copies() -> None:
             *sources, _ = line.split()[1:]
             copied |= {source.rstrip("/") for source in sources}
     assert copied == included
+
+
+def test_the_provider_image_installs_only_its_locked_runtime_packages() -> None:
+    """deploy/idp/Dockerfile: `npm ci --omit=dev` from the lockfile, the program copied, and a
+    build context (deploy/idp/.dockerignore) without node_modules, the demo clients or keys."""
+    stage = final_stage(IDP_DOCKERFILE.read_text())
+    assert stage[0][1].endswith("-slim")
+    runs = " ".join(args for keyword, args in stage if keyword == "RUN")
+    assert "npm ci --omit=dev" in runs and "npm install" not in runs
+    assert ("USER", "1000:1000") in stage
+    assert "HEALTHCHECK" in [keyword for keyword, _ in stage]
+    rules = [
+        line
+        for line in (IDP_DOCKERFILE.parent / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules[0] == "*"
+    included = {rule.removeprefix("!") for rule in rules if rule.startswith("!")}
+    copied = {
+        source for keyword, args in stage if keyword == "COPY" for source in args.split()[:-1]
+    }
+    assert copied == included
+    assert {"package-lock.json", ".npmrc", "*.mjs"} <= included
+    assert not {"node_modules", "clients.json"} & included

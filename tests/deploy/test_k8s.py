@@ -13,10 +13,19 @@ import pytest
 import yaml
 
 from shared.settings import ServiceSettings, secret_fields
-from tests.deploy.manifests import K8S, OVERLAYS, pod_specs, render, security_findings
-from tests.deploy.test_compose import settings_for, variables
+from tests.deploy.manifests import (
+    DISCOVERY,
+    K8S,
+    OVERLAYS,
+    pod_specs,
+    render,
+    security_findings,
+)
+from tests.deploy.test_compose import CALLERS, idp_variables, settings_for, variables
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
+# Deployments that run something else than the suite's image.
+OTHER_PROGRAMS = {"idp"}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -95,7 +104,7 @@ def test_each_service_has_deployment_service_autoscaler_and_budget(
     manifests: list[dict[str, Any]],
 ) -> None:
     deployments = by_kind(manifests, "Deployment")
-    assert sorted(set(deployments) - {"sandbox"}) == sorted(SERVICES)
+    assert sorted(set(deployments) - {"sandbox", *OTHER_PROGRAMS}) == sorted(SERVICES)
     autoscalers = by_kind(manifests, "HorizontalPodAutoscaler")
     budgets = by_kind(manifests, "PodDisruptionBudget")
     for service in SERVICES:
@@ -172,6 +181,8 @@ def test_every_variable_given_to_a_process_is_one_of_its_settings(
         if document["kind"] not in ("Deployment", "Job"):
             continue
         (container,) = document["spec"]["template"]["spec"]["containers"]
+        if document["metadata"]["name"] in OTHER_PROGRAMS:
+            continue  # the provider's variables: see the provider's own test
         environment: dict[str, str] = {}
         for source in container.get("envFrom", []):
             if "configMapRef" in source:
@@ -203,7 +214,7 @@ def test_every_secret_with_a_development_default_is_set_from_a_secret(
     is in a Secret (as a placeholder that production refuses until ops replace it)."""
     secrets = by_kind(manifests, "Secret")
     for document in manifests:
-        if document["kind"] != "Deployment":
+        if document["kind"] != "Deployment" or document["metadata"]["name"] in OTHER_PROGRAMS:
             continue
         (container,) = document["spec"]["template"]["spec"]["containers"]
         from_secrets: set[str] = set()
@@ -249,7 +260,7 @@ def test_each_service_listens_on_the_port_its_probes_and_service_use(
         assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
         (exposed,) = services[name]["spec"]["ports"]
         assert exposed["targetPort"] == port["name"] and exposed["port"] == port["containerPort"]
-        if name != "sandbox":  # it serves no /metrics
+        if name not in ("sandbox", "idp"):  # they serve no /metrics
             annotations = deployment["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/port"] == str(port["containerPort"])
 
@@ -266,3 +277,56 @@ def test_staging_stands_the_sandbox_in_for_the_departments() -> None:
         ]
         env = {item["name"]: item["value"] for item in container["env"]}
         assert env["BANGFU_VERIFICATION_DEPARTMENTS_URL"] == departments
+
+
+def test_the_identity_provider_runs_beside_the_services_under_the_one_issuer(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """The provider's issuer is the one every process validates against; its clients file and
+    signing keys come from a Secret, mounted read-only, never from the image or a ConfigMap."""
+    deployment = by_kind(manifests, "Deployment")["idp"]
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["image"].rsplit(":", 1)[0].endswith("/bangfu-idp")
+    environment = {item["name"]: item["value"] for item in container["env"]}
+    assert sorted(set(environment) - idp_variables()) == []
+    issuer = environment["BANGFU_IDP_ISSUER"]
+    settings = by_kind(manifests, "ConfigMap")["bangfu-config"]["data"]
+    assert issuer == settings["BANGFU_AUTH_ISSUER"] == "http://idp:8180"
+    # The issuer's host and port are the provider's Service.
+    (port,) = by_kind(manifests, "Service")["idp"]["spec"]["ports"]
+    assert issuer == f"http://idp:{port['port']}"
+    assert "BANGFU_AUTH_JWKS_URL" not in settings  # the JWKS is found through discovery
+    assert container["readinessProbe"]["httpGet"]["path"] == DISCOVERY
+    # One replica: a person's login must finish in the process that started it.
+    assert deployment["spec"]["replicas"] == 1
+    mounted = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    for variable in ("BANGFU_IDP_CLIENTS", "BANGFU_IDP_KEYS"):
+        path = Path(environment[variable])
+        mount = mounted[str(path.parent)]
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["secret"]["secretName"] == "bangfu-idp"
+
+
+def test_each_caller_logs_in_to_the_provider_with_a_client_secret_from_a_secret(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Client secrets only in Secrets: never in a ConfigMap or a container's plain env."""
+    secrets = by_kind(manifests, "Secret")
+    for document in manifests:
+        if document["kind"] == "ConfigMap":
+            assert not [key for key in document["data"] if "SECRET" in key]
+        if document["kind"] in ("Deployment", "StatefulSet", "Job"):
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                assert not [e for e in container.get("env", []) if "SECRET" in e["name"]]
+    deployments = by_kind(manifests, "Deployment")
+    for service in CALLERS:
+        (container,) = deployments[service]["spec"]["template"]["spec"]["containers"]
+        from_secrets: dict[str, str] = {}
+        for source in container["envFrom"]:
+            if "secretRef" in source:
+                from_secrets |= secrets[source["secretRef"]["name"]]["stringData"]
+        prefix = f"BANGFU_{service.upper()}_"
+        assert from_secrets[f"{prefix}CLIENT_ID"] == f"svc-{service}"
+        assert from_secrets[f"{prefix}CLIENT_SECRET"] == "CHANGE-ME"

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from services.registry import api, consumers
+from services.registry import api, consumers, dci
 from services.registry.api.excel import LEDGER_MAX_BYTES
 from services.registry.settings import RegistrySettings
 from shared.service import create_service_app
@@ -18,7 +18,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         errors=api.ERRORS,
         extra_media_types=("multipart/form-data",),  # the ledger upload
         body_limits={"/v1/imports/ledger": LEDGER_MAX_BYTES},
-        subscriptions=consumers.subscriptions(settings),
+        subscriptions=[*consumers.subscriptions(settings), *dci.subscriptions(settings)],
     )
     app.state.keyring = settings.keyring()
+    dci.install(app, settings)  # the DCI social registry API on the same base URL
     return app

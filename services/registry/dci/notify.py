@@ -1,0 +1,117 @@
+"""Household events from JetStream as DCI `/registry/notify` calls to each subscriber.
+
+A consumer of the registry's own household events: for every active subscription whose
+regions hold the household, whose event type the event is, and whose filter the household
+matches, a notify is queued (in the consumer's transaction, deduplicated by its inbox) and the
+delivery worker sends it, in order per subscription, retried, dead after the last attempt.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from services.registry import store as registry_store
+from services.registry.dci import query, store
+from services.registry.dci.envelope import callback_header, now_iso
+from services.registry.dci.mapping import group_record, member_record
+from services.registry.dci.operations import EVENT_TYPES, REG_TYPE
+from shared.crypto import Keyring
+from shared.db import UnitOfWork
+from shared.events.consumer import Handler, Subscription
+from shared.events.envelope import CloudEvent, new_event_id
+from shared.regions import region_in
+
+CONSUMER = "registry-dci-notify"
+
+
+def _event_name(event: CloudEvent) -> str:
+    """`cn.bangfu.registry.household.member_added.v1` -> `member_added`."""
+    return event.type.split(".")[-2]
+
+
+async def _matches(
+    uow: UnitOfWork, subscription: dict[str, Any], household_id: str, keyring: Keyring
+) -> bool:
+    condition = query.condition(
+        subscription["filter_type"], subscription["filter"], keyring=keyring, today=date.today()
+    )
+    household = registry_store.household
+    found = await uow.session.execute(
+        select(household.c.id).where(and_(household.c.id == household_id, condition))
+    )
+    return found.first() is not None
+
+
+def handler(keyring: Keyring, sender_id: str) -> Handler:
+    async def on_household_event(event: CloudEvent, uow: UnitOfWork) -> None:
+        event_type = EVENT_TYPES.get(_event_name(event))
+        if event_type is None:
+            return  # visits, helpers, incomes: not registry events of the DCI
+        subscriptions = [
+            s
+            for s in await store.active_subscriptions(uow.session)
+            if s["event_type"] == event_type
+            and s["sender_uri"]
+            and region_in(event.region, s["regions"])
+        ]
+        if not subscriptions:
+            return
+        row = await registry_store.get_household(uow.session, event.subject)
+        if row is None:
+            return
+        members = await registry_store.get_members(uow.session, event.subject)
+        today = date.today()
+        now = datetime.now(UTC)
+        for subscription in subscriptions:
+            if not await _matches(uow, subscription, event.subject, keyring):
+                continue
+            # Notifications are never in clear: there is no purpose to record for them.
+            if subscription["record_type"] == "Member":
+                records: Any = [member_record(m, keyring=None, today=today) for m in members]
+            else:
+                records = group_record(row, members=members, keyring=None, today=today)
+            message = {
+                "transaction_id": new_event_id(),
+                "notify_event": [
+                    {
+                        "reference_id": event.id,
+                        "timestamp": now_iso(),
+                        "data": {
+                            "version": "1.0.0",
+                            "reg_type": REG_TYPE,
+                            "reg_event_type": event_type,
+                            "reg_record_type": subscription["record_type"],
+                            "reg_records": records,
+                            "subscription_code": subscription["code"],
+                            "event_sequence": event.sequence,
+                        },
+                    }
+                ],
+            }
+            header = callback_header(
+                "notify",
+                sender_id=sender_id,
+                receiver_id=subscription["sender_id"],
+                status="succ",
+                total=1,
+                completed=1,
+            )
+            await store.add_delivery(
+                uow.session,
+                ordering_key=f"sub:{subscription['code']}",
+                url=subscription["sender_uri"],
+                action="notify",
+                body={"header": header, "message": message},
+                now=now,
+            )
+
+    return on_household_event
+
+
+def subscription(keyring: Keyring, sender_id: str) -> Subscription:
+    return Subscription(
+        CONSUMER, "REGISTRY", ["bangfu.registry.household.>"], handler(keyring, sender_id)
+    )

@@ -6,11 +6,14 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shared.settings import SuiteSettings
+
+if TYPE_CHECKING:
+    from bangfu.idp import IdpSettings
 
 app = typer.Typer(
     help="Bangfu (帮扶): data sharing for 城镇困难职工/居民解困脱困.",
@@ -60,12 +63,21 @@ def _dev_token(
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Seed a demo city and file households.")] = False,
+    idp: Annotated[
+        bool,
+        typer.Option(
+            "--idp",
+            help="Also run the suite's OpenID provider (deploy/idp, needs Node.js) on "
+            "BANGFU_IDP_PORT (8180): the services accept only its tokens and get their own "
+            "from it, as in a deployment.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole suite on this machine: NATS, four services, the department sandbox."""
     from bangfu.embedded import AlreadyRunning, Supervisor, run_until_signalled, service_ports
 
     suite = SuiteSettings()
-    supervisor = Supervisor(suite, say=typer.echo)
+    supervisor = Supervisor(suite, say=typer.echo, idp=idp)
     try:
         supervisor.check_not_running()
     except AlreadyRunning as exc:
@@ -73,25 +85,31 @@ def up(
         raise typer.Exit(1) from exc
 
     def on_ready() -> None:
-        token = _dev_token(
-            suite,
-            scopes=ALL_SCOPES,
-            regions=_all_provinces(),
-            client_id="bangfu-dev",
-            ttl=timedelta(days=1),
-        )
         lines = ["", "Bangfu is running (Ctrl-C stops everything):"]
         ports = service_ports()
         for name, port in ports.items():
             docs = "" if name == "sandbox" else f"   API docs http://127.0.0.1:{port}/docs"
             lines.append(f"  {name:<14} http://127.0.0.1:{port}{docs}")
-        lines += [
-            f"  logs           {supervisor.home / 'logs'}",
-            "",
-            "Development token (all scopes, every province, 24 h):",
-            f"  export BANGFU_TOKEN={token}",
-            "Watch events:  bangfu events tail --region 4113",
-        ]
+        if supervisor.idp:
+            lines.append(f"  {'idp':<14} {supervisor.idp.issuer}")
+        lines += [f"  logs           {supervisor.home / 'logs'}", ""]
+        if supervisor.idp:
+            lines += _idp_banner(supervisor.idp)
+            # The services refuse a development token: the demo files through the provider's client.
+            token = _idp_token(supervisor.idp, DEMO_SEEDER) if demo else ""
+        else:
+            token = _dev_token(
+                suite,
+                scopes=ALL_SCOPES,
+                regions=_all_provinces(),
+                client_id="bangfu-dev",
+                ttl=timedelta(days=1),
+            )
+            lines += [
+                "Development token (all scopes, every province, 24 h):",
+                f"  export BANGFU_TOKEN={token}",
+            ]
+        lines.append("Watch events:  bangfu events tail --region 4113")
         if demo:
             from bangfu.demo import seed
 
@@ -108,6 +126,52 @@ def up(
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def _idp_banner(settings: IdpSettings) -> list[str]:
+    """How to get a token from the provider, and who can sign in (development-only secrets)."""
+    from bangfu.idp import read_registrations
+
+    registrations = read_registrations(settings.clients)
+    lines = [f"Identity provider {settings.issuer} (clients {settings.clients}):"]
+    department = registrations.clients.get("dept-4113")
+    if department and department.secret:
+        lines += [
+            "  a department system's token (registry, region 4113):",
+            f"  curl -s -u dept-4113:{department.secret} -d grant_type=client_credentials "
+            f"{settings.issuer}/token",
+        ]
+    if registrations.people:
+        lines.append("  demo people (console sign-in, development-only passwords):")
+        for username, person in registrations.people.items():
+            lines.append(
+                f"    {person.role or person.name:<8} {username} / {person.secret}"
+                f"   regions {' '.join(person.regions)}: {' '.join(person.scopes)}"
+            )
+    return lines
+
+
+# The client `bangfu up --idp --demo` files the demo households with (the demo clients file has it).
+DEMO_SEEDER = "demo-seeder"
+
+
+def _idp_token(settings: IdpSettings, client_id: str) -> str:
+    """A client-credentials token from the provider for a client of its clients file."""
+    import httpx
+
+    from bangfu.idp import read_registrations
+
+    client = read_registrations(settings.clients).clients.get(client_id)
+    if client is None:
+        raise RuntimeError(f"{settings.clients} has no client {client_id}")
+    response = httpx.post(
+        f"{settings.issuer}/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, client.secret or ""),
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"the identity provider refused {client_id}: {response.text}")
+    return str(response.json()["access_token"])
 
 
 @app.command()
@@ -146,34 +210,119 @@ def migrate(
 
 @app.command()
 def token(
-    scope: Annotated[str, typer.Option(help="Space-separated scopes.")] = ALL_SCOPES,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Space-separated scopes. A development token: every scope by default. From the "
+            "identity provider: the client's own scopes by default; a scope it may not have is "
+            "an error."
+        ),
+    ] = None,
     regions: Annotated[
-        str, typer.Option(help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113.")
-    ] = "41",
-    client_id: Annotated[str, typer.Option(help="The department client's id.")] = "bangfu-dev",
-    hours: Annotated[float, typer.Option(help="Lifetime in hours.")] = 12,
+        str | None,
+        typer.Option(
+            help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113 (development token; "
+            "default 41)."
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="The department client's id (development token; default bangfu-dev)."),
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="Lifetime in hours (development token; default 12).")
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option(
+            "--client",
+            help="Fetch the token from the identity provider as this client (client "
+            "credentials) instead of signing a development one.",
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            "--secret",
+            envvar="BANGFU_CLIENT_SECRET",
+            show_envvar=True,
+            help="The client's secret (the variable keeps it out of the process list).",
+        ),
+    ] = None,
+    issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--issuer",
+            help="The provider's issuer URL (default: BANGFU_AUTH_ISSUER when it is a URL, else "
+            "the one `bangfu up --idp` runs, http://127.0.0.1:8180).",
+        ),
+    ] = None,
 ) -> None:
-    """Print a development token signed with the embedded default's key."""
+    """Print an access token: from the identity provider with `--client` and `--secret` (its
+    discovery document names the token endpoint), else a development token signed with the
+    embedded default's key.
+
+    Only the token goes to standard output: `export BANGFU_TOKEN=$(bangfu token ...)`.
+
+    Example: bangfu token --client dept-4113 --secret "$SECRET" --scope registry:read
+    """
     suite = SuiteSettings()
-    if suite.auth_jwks_url:
+    if client is not None:
+        if regions is not None or client_id is not None or hours is not None:
+            typer.echo(
+                "error: --regions, --client-id and --hours are for development tokens; the "
+                "provider's token carries the client's registered regions and lifetime",
+                err=True,
+            )
+            raise typer.Exit(2)
+        if not secret:
+            typer.echo(
+                "error: give the client's secret (--secret or BANGFU_CLIENT_SECRET)", err=True
+            )
+            raise typer.Exit(2)
+        typer.echo(_provider_token(suite, issuer, client, secret, scope))
+        return
+    if issuer is not None or secret is not None:
+        typer.echo("error: --issuer and --secret fetch a client's token: give --client", err=True)
+        raise typer.Exit(2)
+    if suite.uses_identity_provider:
         typer.echo(
-            "tokens come from the identity provider when BANGFU_AUTH_JWKS_URL is set", err=True
+            "error: the services accept only the identity provider's tokens "
+            "(BANGFU_AUTH_ISSUER is its URL or BANGFU_AUTH_JWKS_URL is set): fetch one with "
+            "--client ID --secret S",
+            err=True,
         )
         raise typer.Exit(2)
-    prefixes = regions.replace(",", " ").split()
+    prefixes = (regions or "41").replace(",", " ").split()
     try:
         typer.echo(
             _dev_token(
                 suite,
-                scopes=scope,
+                scopes=scope or ALL_SCOPES,
                 regions=prefixes,
-                client_id=client_id,
-                ttl=timedelta(hours=hours),
+                client_id=client_id or "bangfu-dev",
+                ttl=timedelta(hours=12 if hours is None else hours),
             )
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _provider_token(
+    suite: SuiteSettings, issuer: str | None, client: str, secret: str, scope: str | None
+) -> str:
+    from bangfu.idp import IdpSettings
+    from bangfu.provider_token import TokenNotIssued, fetch_client_token
+    from shared.settings import is_url
+
+    if issuer is None:
+        issuer = suite.auth_issuer if is_url(suite.auth_issuer) else IdpSettings().issuer
+    try:
+        return asyncio.run(fetch_client_token(issuer, client, secret, scope))
+    except TokenNotIssued as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @events_app.command("tail")

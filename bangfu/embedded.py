@@ -2,7 +2,8 @@
 
 Starts a real nats-server from the wheel, migrates a SQLite database per service, runs the four
 services, the department sandbox and the SMS gateway sandbox (with a local SMTP server) as child
-processes, and stops them all on Ctrl-C or SIGTERM.
+processes, and stops them all on Ctrl-C or SIGTERM. With `idp`, the suite's OpenID provider
+(deploy/idp) runs as one more child and the services take their tokens from it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from bangfu import idp as identity
 from sandbox.app import SandboxSettings
 from sandbox.sms.app import SmsSandboxSettings
 from services.benefits.settings import BenefitsSettings
@@ -80,10 +82,11 @@ class AlreadyRunning(Exception):
 class Supervisor:
     """Owns every child process of `bangfu up` and stops them all, whatever happens."""
 
-    def __init__(self, suite: SuiteSettings, *, say: Say = print):
+    def __init__(self, suite: SuiteSettings, *, say: Say = print, idp: bool = False):
         self.suite = suite
         self.home = suite.home.resolve()
         self.say = say
+        self.idp = identity.IdpSettings() if idp else None
         self.children: list[Child] = []
         self.nats: NatsServer | None = None
         self.lock = self.home / "up.pid"
@@ -101,6 +104,8 @@ class Supervisor:
             ports["nats"] = self.suite.embedded_nats_port
         if SmsSandboxSettings().smtp_port:
             ports["smtp"] = SmsSandboxSettings().smtp_port
+        if self.idp:
+            ports["idp"] = self.idp.port
         taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
         if taken:
             raise AlreadyRunning(
@@ -122,6 +127,8 @@ class Supervisor:
             self.nats.start()
             env["BANGFU_NATS_URL"] = self.nats.url
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
+        if self.idp:
+            self._start_idp(self.idp, env)
         sms = SmsSandboxSettings()
         # Notifications sends through the SMS sandbox and its mail server, wherever they listen.
         env.setdefault("BANGFU_NOTIFICATIONS_SMS_GATEWAY_URL", f"http://127.0.0.1:{sms.port}")
@@ -146,6 +153,32 @@ class Supervisor:
                 name, [sys.executable, "-m", module], env, f"http://127.0.0.1:{port}{ready}"
             )
         self._wait_ready()
+
+    def _start_idp(self, settings: identity.IdpSettings, env: dict[str, str]) -> None:
+        """The provider first, so that the services find its discovery document when they start.
+
+        Every service validates its callers' tokens against it, and the ones that call others
+        log in with their client of the clients file (`svc-<service>`).
+        """
+        log = self.home / "logs" / "idp.log"
+        process = identity.start(
+            settings.port,
+            settings.issuer,
+            settings.clients,
+            self.home / "idp-keys.json",
+            access_token_ttl=settings.access_token_ttl,
+            log=log,
+        )
+        discovery = f"{settings.issuer}/.well-known/openid-configuration"
+        self.children.append(Child("idp", process, log, discovery))
+        env["BANGFU_AUTH_ISSUER"] = settings.issuer
+        registrations = identity.read_registrations(settings.clients)
+        for service in SERVICES:
+            client = registrations.service_credentials(service)
+            if client and client.secret:
+                env[f"BANGFU_{service.upper()}_CLIENT_ID"] = client.name
+                env[f"BANGFU_{service.upper()}_CLIENT_SECRET"] = client.secret
+        self.say(f"identity provider {settings.issuer} (clients {settings.clients})")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> None:
         log = self.home / "logs" / f"{name}.log"

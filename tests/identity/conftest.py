@@ -23,7 +23,7 @@ from bangfu.idp import DEMO_CLIENTS, IDP_DIR, Registrations, read_registrations,
 from shared.natsserver import free_port
 
 
-def _require_node() -> None:
+def require_node() -> None:
     if shutil.which("node") and shutil.which("npm"):
         return
     message = "node and npm are needed for the identity provider tests"
@@ -132,7 +132,7 @@ class RunningIdp:
 
 @pytest.fixture(scope="session")
 def _session_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIdp]:
-    _require_node()
+    require_node()
     idp = RunningIdp(tmp_path_factory.mktemp("idp"))
     yield idp
     idp.stop()
@@ -149,7 +149,7 @@ def idp(_session_idp: RunningIdp) -> RunningIdp:
 @pytest.fixture
 def idp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningIdp]]:
     """Start providers of this test's own: `idp_factory(access_token_ttl=60)`."""
-    _require_node()
+    require_node()
     started: list[RunningIdp] = []
 
     def factory(*, access_token_ttl: int = 600) -> RunningIdp:

@@ -1,0 +1,115 @@
+"""`bangfu up --idp`: the provider runs as one more child and the services are pointed at it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bangfu.idp import read_registrations
+from shared.natsserver import free_port, port_open
+from tests.identity.conftest import require_node
+
+BANGFU = [sys.executable, "-m", "bangfu"]
+CHILDREN = ("registry", "verification", "benefits", "notifications", "sandbox", "sms_sandbox")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Free ports for everything and a home of its own, so a developer's `make up` is untouched."""
+    require_node()
+    values = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BANGFU_") or k == "BANGFU_TEST_DATABASE_URL"
+    }
+    values["BANGFU_HOME"] = str(tmp_path / "home")
+    values["BANGFU_EMBEDDED_NATS_PORT"] = str(free_port())
+    for name in CHILDREN:
+        values[f"BANGFU_{name.upper()}_PORT"] = str(free_port())
+    values["BANGFU_SMS_SANDBOX_SMTP_PORT"] = str(free_port())
+    values["BANGFU_IDP_PORT"] = str(free_port())
+    return values
+
+
+@pytest.fixture
+def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    process = subprocess.Popen(
+        [*BANGFU, "up", "--idp"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.startswith("Watch events:"):
+            break
+    assert lines and lines[-1].startswith("Watch events:"), "\n".join(lines)
+    yield process, lines
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = (item.decode(errors="replace").partition("=") for item in raw if item)
+    return {name: value for name, _, value in pairs}
+
+
+def _child_running(parent: int, module: bytes) -> int:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for pid in map(int, children):
+        if module in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return pid
+    raise AssertionError(f"no child runs {module!r}")
+
+
+def test_bangfu_up_idp_serves_discovery_and_points_the_services_at_it(
+    suite_up: tuple[subprocess.Popen[str], list[str]], env: dict[str, str]
+) -> None:
+    process, banner = suite_up
+    issuer = f"http://127.0.0.1:{env['BANGFU_IDP_PORT']}"
+    text = "\n".join(banner)
+    assert f"idp            {issuer}" in text
+    for username in read_registrations().people:
+        assert username in text
+    assert "export BANGFU_TOKEN" not in text  # the services would refuse a development token
+
+    discovery = httpx.get(f"{issuer}/.well-known/openid-configuration")
+    assert discovery.status_code == 200
+    assert discovery.json()["issuer"] == issuer
+    token = httpx.post(
+        f"{issuer}/token",
+        data={"grant_type": "client_credentials"},
+        auth=("dept-4113", "dev-only-dept-4113-secret"),
+    )
+    assert token.status_code == 200, token.text
+    keys = Path(env["BANGFU_HOME"]) / "idp-keys.json"
+    assert keys.exists() and keys.stat().st_mode & 0o077 == 0
+
+    registry = _environment(_child_running(process.pid, b"services.registry"))
+    assert registry["BANGFU_AUTH_ISSUER"] == issuer
+    notifications = _environment(_child_running(process.pid, b"services.notifications"))
+    assert notifications["BANGFU_NOTIFICATIONS_CLIENT_ID"] == "svc-notifications"
+    assert (
+        notifications["BANGFU_NOTIFICATIONS_CLIENT_SECRET"] == "dev-only-svc-notifications-secret"
+    )
+
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    assert not port_open(int(env["BANGFU_IDP_PORT"]))

@@ -37,8 +37,10 @@ function build(cookieKeys) {
   const registrations = readRegistrations(settings.clientsFile);
   const provider = createProvider({ ...settings, keys, registrations, cookieKeys });
   provider.on('server_error', (_ctx, error) => log(`server error: ${error.stack}`));
+  // The detail says why (a wrong secret, a grant type the client may not use); never a secret.
   provider.on('grant.error', (ctx, error) => log(
-    `token refused: client=${ctx.oidc.client?.clientId ?? '?'} ${error.error}: ${error.error_description}`,
+    `token refused: client=${ctx.oidc.client?.clientId ?? ctx.oidc.params?.client_id ?? '?'} `
+    + `${error.error}: ${error.error_detail ?? error.error_description}`,
   ));
   provider.on('grant.success', (ctx) => log(
     `token issued: client=${ctx.oidc.client.clientId} grant=${ctx.oidc.params.grant_type}`,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -134,6 +135,13 @@ class TestClientCredentials:
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_client"
         assert "access_token" not in response.json()
+        assert secret not in idp.log.read_text()
+
+    def test_the_log_says_why_a_token_was_refused(self, idp: RunningIdp) -> None:
+        token_response(idp, {}, auth=("dept-4113", "not-the-secret-of-dept-4113"))
+        assert "token refused: client=dept-4113 invalid_client: invalid secret provided" in (
+            idp.log.read_text()
+        )
 
     def test_the_console_cannot_use_client_credentials(self, idp: RunningIdp) -> None:
         response = token_response(idp, {"client_id": CONSOLE})
@@ -309,6 +317,27 @@ class TestKeyRotation:
         idp.reload(expect="reload failed")
         assert idp.kids() == kids
         assert verified(idp, idp.client_token("dept-4113"))["regions"] == ["4113"]
+
+
+def test_the_clients_file_is_read_again_on_sighup(
+    idp_factory: Callable[..., RunningIdp],
+) -> None:
+    idp = idp_factory()
+    document = json.loads(idp.clients_file.read_text())
+    document["clients"] = [
+        {
+            "client_id": "dept-4201",
+            "client_secret": "dev-only-dept-4201-secret",
+            "scopes": ["registry:read"],
+            "regions": ["4201"],
+        }
+    ]
+    idp.clients_file.write_text(json.dumps(document))
+    idp.reload()
+    claims = verified(idp, idp.token("dept-4201", "dev-only-dept-4201-secret"))
+    assert (claims["scope"], claims["regions"]) == ("registry:read", ["4201"])
+    refused = token_response(idp, {}, auth=("dept-4113", "dev-only-dept-4113-secret"))
+    assert refused.status_code == 401  # gone from the file, gone from the provider
 
 
 def test_the_demo_file_has_a_person_for_every_console_role() -> None:

@@ -34,6 +34,17 @@ _current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("bangfu")  # a proxy: follows whichever provider is set later
 
+# Per process, not per app: a process's service tokens serve all its registry clients (see
+# shared/tokens.py); every service's registry publishes this one counter.
+SERVICE_TOKEN_FETCHES = Counter(
+    "bangfu_service_token_fetches",
+    "Service-to-service token fetches from the identity provider, by client and outcome: ok, "
+    "refused (by the provider), unavailable (provider unreachable), rejected (a fresh token "
+    "the called service refused with 401)",
+    ["client", "outcome"],
+    registry=None,
+)
+
 
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C traceparent with a new span id (and a new trace id unless one is given)."""
@@ -154,6 +165,7 @@ class Metrics:
 
     def __init__(self, service: str):
         self.registry = CollectorRegistry()
+        self.registry.register(SERVICE_TOKEN_FETCHES)
         labels = {"service": service}
         self.requests = Counter(
             "bangfu_http_requests",

@@ -15,7 +15,11 @@ import httpx
 
 from shared.auth import ensure_signing_key, issue_token
 from shared.regions import PROVINCE_NAMES
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, is_url
+from shared.tokens import ClientCredentials, ServiceTokenUnavailable, shared_credentials
+
+READ_SCOPE = "registry:read"
+PII_SCOPE = "registry:read pii:read"
 
 
 class RegistryUnavailable(Exception):
@@ -26,15 +30,24 @@ class HouseholdNotFound(Exception):
     """No such household (or not in the caller's regions, which the registry answers alike)."""
 
 
+class RegistryRefusedToken(Exception):
+    """The registry refused a token fresh from the identity provider: this service's client is
+    misconfigured there (scopes, audience, regions), which no retry mends."""
+
+
 class RegistryClient:
-    """A small async client of the registry's household endpoints."""
+    """A small async client of the registry's household endpoints.
+
+    Its tokens come from `ClientCredentials` (renewed before they expire; one refused with 401
+    is fetched again once and the call repeated), or are given as strings (development).
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
-        token: str,
-        pii_token: str | None = None,
+        token: str | ClientCredentials,
+        pii_token: str | ClientCredentials | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
@@ -46,18 +59,33 @@ class RegistryClient:
     def from_settings(
         cls, settings: ServiceSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> RegistryClient:
-        """Configured tokens, or in development two service tokens signed with the suite key.
+        """Tokens from the identity provider with the service's client credentials, or without a
+        provider two service tokens signed with the development key.
 
         Two tokens because an unmasked read is audited at the registry: a service that needs no
         identity numbers reads without `pii:read` and its reads stay masked and unaudited.
         """
-        if settings.registry_token:
-            token = settings.registry_token.get_secret_value()
-            pii = settings.registry_pii_token
-            pii_token = pii.get_secret_value() if pii else None
-        elif settings.suite.env == "production":
+        suite = settings.suite
+        token: str | ClientCredentials
+        pii_token: str | ClientCredentials
+        if settings.client_id and settings.client_secret and is_url(suite.auth_issuer):
+            secret = settings.client_secret.get_secret_value()
+            token, pii_token = (
+                shared_credentials(
+                    issuer=suite.auth_issuer,
+                    client_id=settings.client_id,
+                    client_secret=secret,
+                    scope=scope,
+                )
+                for scope in (READ_SCOPE, PII_SCOPE)
+            )
+        elif suite.uses_identity_provider:
+            # The settings refuse this on construction; here for settings built without checks.
             prefix = f"BANGFU_{settings.service.upper()}_"
-            raise ValueError(f"{prefix}REGISTRY_TOKEN is required in production")
+            raise ValueError(
+                f"{prefix}CLIENT_ID and {prefix}CLIENT_SECRET, and BANGFU_AUTH_ISSUER as the "
+                "identity provider's URL, are required to call the registry with its tokens"
+            )
         else:
             token = _development_token(settings, ("registry:read",))
             pii_token = _development_token(settings, ("registry:read", "pii:read"))
@@ -112,23 +140,52 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str | int] | None = None,
     ) -> Any:
-        if pii and not self._pii_token:
+        source = self._pii_token if pii else self._token
+        if source is None:
             raise PermissionError("this client has no token with pii:read")
-        token = self._pii_token if pii else self._token
-        try:
-            response = await self._http.get(
-                path,
-                params=params,
-                headers={"Authorization": f"Bearer {token}", **(headers or {})},
-            )
-        except httpx.TransportError as exc:
-            raise RegistryUnavailable(f"registry unreachable: {exc!r}") from exc
+        response = await self._send(path, source, headers=headers, params=params)
+        if response.status_code == 401 and isinstance(source, ClientCredentials):
+            # Expired early, or signed by a key the registry no longer trusts: one new token.
+            refused = _bearer_of(response.request)
+            source.invalidate(refused)
+            response = await self._send(path, source, headers=headers, params=params)
+            if response.status_code == 401:
+                source.rejected(_bearer_of(response.request), by="registry")
+                raise RegistryRefusedToken(
+                    f"the registry refused a fresh token of client {source.client_id} "
+                    f"({source.scope}) for {path}: {response.text[:200]}"
+                )
         if response.status_code == 404:
             raise HouseholdNotFound(path)
         if response.status_code >= 500 or response.status_code == 429:
             raise RegistryUnavailable(f"registry answered {response.status_code} for {path}")
         response.raise_for_status()  # 401/403: a configuration error, not worth retrying
         return response.json()
+
+    async def _send(
+        self,
+        path: str,
+        source: str | ClientCredentials,
+        *,
+        headers: dict[str, str] | None,
+        params: dict[str, str | int] | None,
+    ) -> httpx.Response:
+        try:
+            token = source if isinstance(source, str) else await source.token()
+        except ServiceTokenUnavailable as exc:
+            raise RegistryUnavailable(f"no token to call the registry: {exc}") from exc
+        try:
+            return await self._http.get(
+                path,
+                params=params,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+            )
+        except httpx.TransportError as exc:
+            raise RegistryUnavailable(f"registry unreachable: {exc!r}") from exc
+
+
+def _bearer_of(request: httpx.Request) -> str:
+    return request.headers["Authorization"].removeprefix("Bearer ")
 
 
 def _development_token(settings: ServiceSettings, scopes: tuple[str, ...]) -> str:

@@ -47,6 +47,11 @@ def _holds_secret(annotation: Any) -> bool:
     )
 
 
+def is_url(issuer: str) -> bool:
+    """Whether an issuer names an identity provider to discover (an http(s) URL)."""
+    return issuer.startswith(("https://", "http://"))
+
+
 def _revealed(value: Any) -> Any:
     return value.get_secret_value() if isinstance(value, SecretStr | SecretBytes) else value
 
@@ -69,12 +74,19 @@ class SuiteSettings(BaseSettings):
     # One PostgreSQL for every service, each in its own schema; unset means SQLite under `home`.
     database_url: str | None = None
 
+    # The identity provider's URL (its `iss`): keys and token endpoint come from its OpenID
+    # discovery. Anything else (the default) means the development signer under `home`.
     auth_issuer: str = "bangfu-dev"
     auth_audience: str = "bangfu"
+    # Overrides the discovered jwks_uri.
     auth_jwks_url: str | None = None
     auth_public_key_file: Path | None = None
+    # The provider's keys are fetched again after this long: a removed key is refused from then.
+    auth_jwks_cache_seconds: float = Field(default=300, gt=0)
     # A token whose `kid` the JWKS does not list refetches it at most once per this interval.
-    auth_jwks_refetch_seconds: float = 30
+    auth_jwks_refetch_seconds: float = Field(default=30, ge=0)
+    # Clock skew allowed between the provider and the services, on `exp`, `iat` and `nbf`.
+    auth_leeway_seconds: float = Field(default=30, ge=0, le=120)
 
     crypto_profile: Literal["intl", "gm"] = "intl"
     stream_max_age_days: float = 365
@@ -95,12 +107,18 @@ class SuiteSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_development_auth_in_production(self) -> SuiteSettings:
-        if self.env == "production" and not self.auth_jwks_url:
+        if self.env == "production" and not is_url(self.auth_issuer):
             raise ValueError(
-                "BANGFU_AUTH_JWKS_URL is required when BANGFU_ENV=production: "
-                "production tokens are validated against the identity provider's JWKS"
+                "BANGFU_AUTH_ISSUER must be the identity provider's URL (https://…) when "
+                "BANGFU_ENV=production: tokens are validated against the keys its discovery "
+                f"publishes, and services get theirs from it (got {self.auth_issuer!r})"
             )
         return self
+
+    @property
+    def uses_identity_provider(self) -> bool:
+        """Whether tokens come from an identity provider (else from the development signer)."""
+        return is_url(self.auth_issuer) or self.auth_jwks_url is not None
 
     def nats_tls(self) -> ssl.SSLContext | None:
         """The TLS context for NATS when a CA or client certificate is configured."""
@@ -158,10 +176,12 @@ class ServiceSettings(BaseSettings):
     audit_checkpoint_seconds: float = 5
     # The registry, for services that read household values (events carry none).
     registry_url: str = "http://127.0.0.1:8101"
-    # Bearer tokens from the identity provider: `registry:read`, and `registry:read pii:read`
-    # for a service that must see identity numbers; unset in development means self-signed.
-    registry_token: SecretStr | None = None
-    registry_pii_token: SecretStr | None = None
+    # This service as a client of the identity provider (client credentials): its tokens to
+    # call the registry. Unset without a provider: tokens from the development signer.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # Whether the service calls the registry (and so needs a client of the provider).
+    calls_registry: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> ServiceSettings:
@@ -172,6 +192,25 @@ class ServiceSettings(BaseSettings):
             prefix = f"BANGFU_{self.service.upper()}_"
             raise ValueError(
                 f"{prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY are required in production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _need_a_client_of_the_identity_provider(self) -> ServiceSettings:
+        """With a provider, a service's calls carry tokens only the provider can give it."""
+        if not self.calls_registry or _MIGRATING.get():
+            return self
+        if is_url(self.suite.auth_issuer) and not (self.client_id and self.client_secret):
+            prefix = f"BANGFU_{self.service.upper()}_"
+            raise ValueError(
+                f"{prefix}CLIENT_ID and {prefix}CLIENT_SECRET are required when "
+                "BANGFU_AUTH_ISSUER is an identity provider: the service gets its tokens to "
+                "call the registry from the provider's token endpoint"
+            )
+        if self.suite.uses_identity_provider and not is_url(self.suite.auth_issuer):
+            raise ValueError(
+                "BANGFU_AUTH_JWKS_URL without BANGFU_AUTH_ISSUER as the identity provider's "
+                "URL: the service cannot find the token endpoint to call the registry with"
             )
         return self
 

@@ -11,6 +11,7 @@ from shared.settings import ServiceSettings
 
 class BenefitsSettings(ServiceSettings):
     service: ClassVar[str] = "benefits"
+    calls_registry: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="BANGFU_BENEFITS_", extra="ignore")
 
     # The YAML parameter files (one per region); checked when the app is built.

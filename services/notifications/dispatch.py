@@ -173,9 +173,9 @@ class Dispatcher:
         raise Unsendable("no mobile number on file for the household")
 
     async def _household(self, household_id: str) -> dict[str, Any]:
-        """The file with identity numbers and phones; a token the registry refuses as no longer
-        valid (401: expired) is renewed once — re-issued in development, re-read from settings
-        in production — and the read repeated."""
+        """The file with identity numbers and phones. A token from the identity provider that
+        the registry refuses (401) the client renews once itself; a development token is
+        re-issued here, by making a new client, and the read repeated."""
         purpose = "notifications: SMS to the household"
         try:
             return await self._registry.household(household_id, pii=True, purpose=purpose)
@@ -243,7 +243,7 @@ def _reason(exc: Exception) -> str:
         return "the service has no registry token with pii:read to read the phone number"
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-        return f"the registry refused the service's token ({status}): renew its registry token"
+        return f"the registry refused the service's token ({status})"
     if isinstance(exc, (GatewayUnavailable, MailUnavailable, RegistryUnavailable)):
         return str(exc)
     log.warning("dispatch.send_failed", error=repr(exc))

@@ -14,6 +14,7 @@ from shared.settings import ServiceSettings
 
 class NotificationsSettings(ServiceSettings):
     service: ClassVar[str] = "notifications"
+    calls_registry: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="BANGFU_NOTIFICATIONS_", extra="ignore")
 
     # The rules file (which events cause which messages); unset means the packaged one.

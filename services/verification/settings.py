@@ -58,6 +58,7 @@ _DEFAULT_LIMITS = dict.fromkeys(("41", "13", "15"), _DEFAULT_LIMIT)
 
 class VerificationSettings(ServiceSettings):
     service: ClassVar[str] = "verification"
+    calls_registry: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="BANGFU_VERIFICATION_", extra="ignore")
 
     # Where departments answer by default: the department sandbox of the embedded suite.

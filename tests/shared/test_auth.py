@@ -7,6 +7,7 @@ import json
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +21,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from shared.auth import Principal, RateLimiter, TokenVerifier, ensure_signing_key, issue_token
+from services.registry.app import create_app as create_registry
+from services.registry.settings import RegistrySettings
+from shared.auth import (
+    KeysUnavailable,
+    Principal,
+    RateLimiter,
+    TokenVerifier,
+    ensure_signing_key,
+    issue_token,
+)
 from shared.settings import SuiteSettings
+from tests.conftest import running
+from tests.shared.standin_idp import StandInProvider, forged
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "bangfu"
@@ -503,3 +515,259 @@ class TestUnknownKeyIds:
         verifier = TokenVerifier.from_settings(suite)
 
         assert verifier.jwks_refetch_seconds == 120
+
+
+@pytest.fixture
+def provider() -> Iterator[StandInProvider]:
+    provider = StandInProvider()
+    yield provider
+    provider.stop()
+
+
+def _discovering(provider: StandInProvider, **settings: Any) -> TokenVerifier:
+    """A verifier as the services build it with BANGFU_AUTH_ISSUER set to the provider's URL."""
+    return TokenVerifier.from_settings(SuiteSettings(auth_issuer=provider.issuer, **settings))
+
+
+class TestKeysThroughDiscovery:
+    async def test_the_keys_are_found_through_the_issuers_discovery_document(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider)
+
+        principal = await verifier.verify(provider.sign(regions=["4113"]))
+
+        assert principal == Principal(
+            client_id="svc-test", scopes=frozenset({"registry:read"}), regions=("4113",)
+        )
+        assert provider.requests == {"discovery": 1, "jwks": 1, "token": 0}
+
+    async def test_a_configured_jwks_url_overrides_discovery(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider, auth_jwks_url=f"{provider.issuer}/jwks")
+
+        await verifier.verify(provider.sign())
+
+        assert provider.requests == {"discovery": 0, "jwks": 1, "token": 0}
+
+    async def test_a_discovery_document_stating_another_issuer_is_not_trusted(
+        self, provider: StandInProvider
+    ) -> None:
+        provider.stated_issuer = "https://evil.example.test"
+
+        with pytest.raises(KeysUnavailable, match="evil"):
+            await _discovering(provider).verify(provider.sign())
+
+    async def test_concurrent_first_requests_share_one_fetch(
+        self, provider: StandInProvider
+    ) -> None:
+        provider.delay = 0.2
+        verifier = _discovering(provider)
+        tokens = [provider.sign(jti=str(n)) for n in range(20)]
+
+        principals = await asyncio.gather(*(verifier.verify(t) for t in tokens))
+
+        assert {p.client_id for p in principals} == {"svc-test"}
+        assert provider.requests == {"discovery": 1, "jwks": 1, "token": 0}
+
+    async def test_the_keys_are_fetched_again_once_the_cache_period_is_over(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider, auth_jwks_cache_seconds=0.5)
+        token = provider.sign()
+        for _ in range(5):
+            await verifier.verify(token)
+        assert provider.requests["jwks"] == 1
+
+        await asyncio.sleep(0.6)
+        await verifier.verify(token)
+
+        assert provider.requests["jwks"] == 2
+
+
+class TestKeyRotation:
+    async def test_a_removed_key_is_refused_once_the_cache_refreshes_even_for_a_token_seen(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider, auth_jwks_cache_seconds=0.5)
+        old = provider.sign("k1")
+        await verifier.verify(old)
+        provider.add_key("k2", first=True)
+        del provider.keys["k1"]  # rotated and retired at the provider
+
+        within_the_period = await verifier.verify(old)
+        await asyncio.sleep(0.6)
+
+        assert within_the_period.client_id == "svc-test"  # the cache period is the bound
+        with pytest.raises(jwt.PyJWKClientError, match="k1"):
+            await verifier.verify(old)
+        assert (await verifier.verify(provider.sign("k2"))).client_id == "svc-test"
+
+    async def test_a_new_key_is_picked_up_at_once_through_its_unknown_kid(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider)
+        await verifier.verify(provider.sign("k1"))
+        provider.add_key("k2", first=True)
+
+        principal = await verifier.verify(provider.sign("k2"))
+
+        assert principal.client_id == "svc-test"
+        assert provider.requests["jwks"] == 2
+
+
+class TestProviderDown:
+    async def test_cached_keys_keep_working_while_the_provider_is_down(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(
+            provider, auth_jwks_cache_seconds=0.2, auth_jwks_refetch_seconds=0.2
+        )
+        await verifier.verify(provider.sign())
+        provider.down = True
+
+        await asyncio.sleep(0.3)
+        seen_before = await verifier.verify(provider.sign())  # a new token, the cached key
+        await asyncio.sleep(0.3)
+        another = await verifier.verify(provider.sign(jti="another"))
+
+        assert seen_before.client_id == another.client_id == "svc-test"
+        assert provider.refused_while_down == 2  # tried again each refetch interval only
+
+    async def test_without_any_key_fetched_the_provider_down_is_unavailable_not_unauthorized(
+        self, provider: StandInProvider
+    ) -> None:
+        provider.down = True
+
+        with pytest.raises(KeysUnavailable):
+            await _discovering(provider).verify(provider.sign())
+
+
+class TestForgedTokens:
+    async def test_an_hs256_token_keyed_with_the_published_public_key_is_refused(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider)
+        await verifier.verify(provider.sign())  # the key is known and cached
+        token = forged(provider.claims(), alg="HS256", kid="k1", secret=provider.public_pem("k1"))
+
+        with pytest.raises(jwt.InvalidAlgorithmError):
+            await verifier.verify(token)
+
+    async def test_an_unsigned_token_is_refused(self, provider: StandInProvider) -> None:
+        verifier = _discovering(provider)
+        await verifier.verify(provider.sign())
+
+        with pytest.raises(jwt.InvalidAlgorithmError):
+            await verifier.verify(forged(provider.claims(), alg="none", kid="k1"))
+
+    async def test_a_token_signed_with_another_key_under_a_published_kid_is_refused(
+        self, provider: StandInProvider
+    ) -> None:
+        other = ec.generate_private_key(ec.SECP256R1())
+        token = jwt.encode(provider.claims(), other, "ES256", headers={"kid": "k1"})
+
+        with pytest.raises(jwt.InvalidSignatureError):
+            await _discovering(provider).verify(token)
+
+    async def test_a_token_naming_no_key_is_refused(self, provider: StandInProvider) -> None:
+        token = jwt.encode(provider.claims(), provider.keys["k1"], "ES256")
+
+        with pytest.raises(jwt.InvalidTokenError, match="kid"):
+            await _discovering(provider).verify(token)
+
+    def test_symmetric_keys_in_the_jwks_are_never_used(self) -> None:
+        from shared.auth import _signing_key
+
+        secret = {"kty": "oct", "kid": "h", "k": "c2VjcmV0", "alg": "HS256"}
+        encryption = {
+            **ECAlgorithm.to_jwk(
+                ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True
+            ),
+            "kid": "e",
+            "use": "enc",
+        }
+
+        assert _signing_key(secret) is None
+        assert _signing_key(encryption) is None
+
+
+class TestClockSkew:
+    @pytest.mark.parametrize(("expired_ago", "accepted"), [(20, True), (40, False)])
+    async def test_an_expiry_within_the_leeway_is_accepted(
+        self, provider: StandInProvider, expired_ago: int, accepted: bool
+    ) -> None:
+        verifier = _discovering(provider, auth_leeway_seconds=30)
+        token = provider.sign(exp=int(time.time()) - expired_ago)
+
+        if accepted:
+            assert (await verifier.verify(token)).client_id == "svc-test"
+        else:
+            with pytest.raises(jwt.ExpiredSignatureError):
+                await verifier.verify(token)
+
+    async def test_a_verified_token_leaves_the_cache_when_its_leeway_ends(
+        self, provider: StandInProvider
+    ) -> None:
+        verifier = _discovering(provider, auth_leeway_seconds=1)
+        token = provider.sign(exp=int(time.time()))
+        await verifier.verify(token)
+
+        await asyncio.sleep(2.1)
+
+        with pytest.raises(jwt.ExpiredSignatureError):
+            await verifier.verify(token)
+
+
+class TestThroughARoute:
+    """What a caller of a service sees: 401 for a token not accepted, 503 without keys."""
+
+    async def test_forged_foreign_and_unfit_tokens_are_401_and_no_keys_is_503(
+        self,
+        provider: StandInProvider,
+        registry_settings: RegistrySettings,
+    ) -> None:
+        suite = registry_settings.suite.model_copy(update={"auth_issuer": provider.issuer})
+        app = create_registry(registry_settings.model_copy(update={"suite": suite}))
+        claims = provider.claims(scope="registry:read")
+        stranger = StandInProvider()
+        stranger.stop()
+        answers = {}
+        async with running(app) as client:
+
+            async def status(token: str) -> int:
+                answer = await client.get(
+                    f"/v1/households/{uuid.uuid4()}", headers={"Authorization": f"Bearer {token}"}
+                )
+                return answer.status_code
+
+            answers["fit"] = await status(provider.sign(scope="registry:read"))
+            answers["another issuer"] = await status(
+                provider.sign(scope="registry:read", iss=stranger.issuer)
+            )
+            answers["another audience"] = await status(
+                provider.sign(scope="registry:read", aud="someone-else")
+            )
+            answers["HS256"] = await status(
+                forged(claims, alg="HS256", kid="k1", secret=provider.public_pem("k1"))
+            )
+            answers["none"] = await status(forged(claims, alg="none", kid="k1"))
+        fresh = create_registry(registry_settings.model_copy(update={"suite": suite}))
+        provider.down = True
+        async with running(fresh) as client:
+            no_keys = await client.get(
+                f"/v1/households/{uuid.uuid4()}",
+                headers={"Authorization": f"Bearer {provider.sign(scope='registry:read')}"},
+            )
+
+        assert answers == {
+            "fit": 404,
+            "another issuer": 401,
+            "another audience": 401,
+            "HS256": 401,
+            "none": 401,
+        }
+        assert no_keys.status_code == 503
+        assert no_keys.json()["type"].endswith("/identity-provider-unavailable")
+        assert no_keys.headers["retry-after"] == "30"

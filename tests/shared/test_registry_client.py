@@ -78,10 +78,14 @@ async def test_an_unreachable_registry_is_unavailable_not_an_error_of_the_caller
         await client.aclose()
 
 
-def test_production_needs_a_configured_token(suite: SuiteSettings) -> None:
-    production = suite.model_copy(update={"env": "production", "auth_jwks_url": "http://idp"})
-    settings = VerificationSettings.model_construct(
-        suite=production, registry_url="http://127.0.0.1:1", registry_token=None
+def test_with_an_identity_provider_a_client_of_it_is_required(suite: SuiteSettings) -> None:
+    """Settings refuse this on construction; a client built from unchecked ones refuses too,
+    rather than fall back to development tokens no provider's registry accepts."""
+    production = suite.model_copy(
+        update={"env": "production", "auth_issuer": "https://idp.example.test"}
     )
-    with pytest.raises(ValueError, match="BANGFU_VERIFICATION_REGISTRY_TOKEN"):
+    settings = VerificationSettings.model_construct(
+        suite=production, registry_url="http://127.0.0.1:1", client_id=None, client_secret=None
+    )
+    with pytest.raises(ValueError, match="BANGFU_VERIFICATION_CLIENT_ID"):
         RegistryClient.from_settings(settings)

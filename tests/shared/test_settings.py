@@ -25,6 +25,7 @@ from shared.settings import (
 )
 
 PG_URL = "postgresql+asyncpg://bangfu@db.example.test:5432/bangfu"
+ISSUER = "https://idp.example.test"
 
 
 @pytest.fixture(autouse=True)
@@ -39,22 +40,58 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 class TestSuiteSettings:
-    def test_production_without_a_jwks_url_is_refused_naming_the_variable(self) -> None:
-        with pytest.raises(ValidationError, match="BANGFU_AUTH_JWKS_URL"):
+    def test_production_without_an_identity_provider_is_refused_naming_the_variable(
+        self,
+    ) -> None:
+        with pytest.raises(ValidationError, match="BANGFU_AUTH_ISSUER"):
             SuiteSettings(env="production")
 
-    def test_production_read_from_the_environment_is_refused_without_a_jwks_url(
+    def test_production_read_from_the_environment_is_refused_without_a_provider_url(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("BANGFU_ENV", "production")
+        monkeypatch.setenv("BANGFU_AUTH_ISSUER", "bangfu-dev")
 
-        with pytest.raises(ValidationError, match="BANGFU_AUTH_JWKS_URL"):
+        with pytest.raises(ValidationError, match="BANGFU_AUTH_ISSUER"):
             SuiteSettings()
 
-    def test_production_with_a_jwks_url_is_accepted(self) -> None:
-        suite = SuiteSettings(env="production", auth_jwks_url="https://idp.example.test/jwks")
+    def test_production_with_a_jwks_url_alone_is_refused(self) -> None:
+        """Without the provider's URL the services could neither check `iss` against it nor
+        find its token endpoint for their own tokens."""
+        with pytest.raises(ValidationError, match="BANGFU_AUTH_ISSUER"):
+            SuiteSettings(env="production", auth_jwks_url="https://idp.example.test/jwks")
 
-        assert suite.auth_jwks_url == "https://idp.example.test/jwks"
+    def test_production_with_the_provider_url_as_issuer_is_accepted(self) -> None:
+        suite = SuiteSettings(env="production", auth_issuer=ISSUER)
+
+        assert suite.uses_identity_provider is True
+        assert suite.auth_jwks_url is None  # found through discovery
+
+    def test_the_development_signer_is_used_without_a_provider(self) -> None:
+        suite = SuiteSettings()
+
+        assert suite.uses_identity_provider is False
+        assert (suite.auth_jwks_cache_seconds, suite.auth_jwks_refetch_seconds) == (300, 30)
+        assert suite.auth_leeway_seconds == 30
+
+    @pytest.mark.parametrize("leeway", [-1, 121, 3600])
+    def test_a_clock_skew_leeway_outside_zero_to_two_minutes_is_refused(
+        self, leeway: float
+    ) -> None:
+        with pytest.raises(ValidationError, match="auth_leeway_seconds"):
+            SuiteSettings(auth_leeway_seconds=leeway)
+
+    def test_the_jwks_timings_and_leeway_are_read_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_AUTH_JWKS_CACHE_SECONDS", "60")
+        monkeypatch.setenv("BANGFU_AUTH_JWKS_REFETCH_SECONDS", "5")
+        monkeypatch.setenv("BANGFU_AUTH_LEEWAY_SECONDS", "120")
+
+        suite = SuiteSettings()
+
+        assert (suite.auth_jwks_cache_seconds, suite.auth_jwks_refetch_seconds) == (60, 5)
+        assert suite.auth_leeway_seconds == 120
 
     def test_an_unknown_environment_name_is_refused(self) -> None:
         with pytest.raises(ValidationError, match="env"):
@@ -97,7 +134,7 @@ class TestSuiteSettings:
 
 class TestServiceSettings:
     def test_production_without_encryption_keys_is_refused_naming_the_variables(self) -> None:
-        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+        suite = SuiteSettings(env="production", auth_issuer=ISSUER)
 
         with pytest.raises(ValidationError) as caught:
             RegistrySettings(suite=suite)
@@ -107,14 +144,14 @@ class TestServiceSettings:
         assert "BANGFU_REGISTRY_BLIND_INDEX_KEY" in message
 
     def test_production_with_only_one_of_the_two_keys_is_refused(self) -> None:
-        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+        suite = SuiteSettings(env="production", auth_issuer=ISSUER)
         keys, _ = generate_keys("intl")
 
         with pytest.raises(ValidationError, match="BANGFU_BENEFITS_BLIND_INDEX_KEY"):
             BenefitsSettings(suite=suite, encryption_keys=SecretStr(keys))
 
     def test_production_with_both_keys_is_accepted(self) -> None:
-        suite = SuiteSettings(env="production", auth_jwks_url="http://x")
+        suite = SuiteSettings(env="production", auth_issuer=ISSUER)
         keys, index_key = generate_keys("intl")
 
         settings = RegistrySettings(
@@ -125,6 +162,45 @@ class TestServiceSettings:
         )
 
         assert settings.suite.env == "production"
+
+    @pytest.mark.parametrize(
+        "settings_class", [VerificationSettings, BenefitsSettings, NotificationsSettings]
+    )
+    def test_a_service_calling_the_registry_needs_a_client_of_the_provider(
+        self, settings_class: type[ServiceSettings]
+    ) -> None:
+        suite = SuiteSettings(auth_issuer=ISSUER)
+        prefix = f"BANGFU_{settings_class.service.upper()}_"
+
+        with pytest.raises(ValidationError, match=f"{prefix}CLIENT_ID and {prefix}CLIENT_SECRET"):
+            settings_class(suite=suite, client_id="svc")
+        settings = settings_class(
+            suite=suite, client_id="svc", client_secret=SecretStr("s3cret-of-its-own")
+        )
+        assert settings.client_id == "svc"
+
+    def test_the_registry_calls_no_one_and_needs_no_client(self) -> None:
+        assert RegistrySettings(suite=SuiteSettings(auth_issuer=ISSUER)).client_id is None
+
+    def test_a_jwks_url_without_the_provider_url_leaves_no_token_endpoint(self) -> None:
+        suite = SuiteSettings(auth_jwks_url="https://idp.example.test/jwks")
+
+        with pytest.raises(ValidationError, match="token endpoint"):
+            BenefitsSettings(suite=suite, client_id="svc", client_secret=SecretStr("s"))
+
+    def test_the_client_is_read_with_the_service_prefix(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BANGFU_AUTH_ISSUER", ISSUER)
+        monkeypatch.setenv("BANGFU_NOTIFICATIONS_CLIENT_ID", "svc-notifications")
+        monkeypatch.setenv("BANGFU_NOTIFICATIONS_CLIENT_SECRET", "its-secret")
+
+        settings = NotificationsSettings()
+
+        assert settings.client_id == "svc-notifications"
+        assert settings.client_secret is not None
+        assert settings.client_secret.get_secret_value() == "its-secret"
+        assert "its-secret" not in repr(settings)
 
     def test_variables_are_read_with_the_service_prefix(
         self, monkeypatch: pytest.MonkeyPatch
@@ -144,7 +220,7 @@ class TestServiceSettings:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("BANGFU_ENV", "production")
-        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+        monkeypatch.setenv("BANGFU_AUTH_ISSUER", ISSUER)
 
         with pytest.raises(ValidationError, match="BANGFU_VERIFICATION_ENCRYPTION_KEYS"):
             VerificationSettings()
@@ -247,7 +323,7 @@ class TestMigrationSettings:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("BANGFU_ENV", "production")
-        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+        monkeypatch.setenv("BANGFU_AUTH_ISSUER", ISSUER)
         monkeypatch.setenv("BANGFU_DATABASE_URL", PG_URL)
 
         settings = RegistrySettings.for_migration()
@@ -274,7 +350,9 @@ def _production_environment(
 ) -> None:
     """Production as ops configure it: every secret setting of the service set to its own value."""
     monkeypatch.setenv("BANGFU_ENV", "production")
-    monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "https://idp.example.test/jwks")
+    monkeypatch.setenv("BANGFU_AUTH_ISSUER", ISSUER)
+    if settings.calls_registry:
+        monkeypatch.setenv(_variable(settings, "client_id"), f"svc-{settings.service}")
     keys, index_key = generate_keys("intl")
     own = {"encryption_keys": keys, "blind_index_key": index_key}
     for field in secret_fields(settings):
@@ -302,31 +380,27 @@ class TestDevelopmentSecretsInProduction:
             "registry": [
                 "audit_checkpoint_key",
                 "blind_index_key",
+                "client_secret",
                 "encryption_keys",
-                "registry_pii_token",
-                "registry_token",
             ],
             "verification": [
                 "audit_checkpoint_key",
                 "blind_index_key",
+                "client_secret",
                 "encryption_keys",
                 "feed_index_key",
-                "registry_pii_token",
-                "registry_token",
             ],
             "benefits": [
                 "audit_checkpoint_key",
                 "blind_index_key",
+                "client_secret",
                 "encryption_keys",
-                "registry_pii_token",
-                "registry_token",
             ],
             "notifications": [
                 "audit_checkpoint_key",
                 "blind_index_key",
+                "client_secret",
                 "encryption_keys",
-                "registry_pii_token",
-                "registry_token",
                 "sms_gateway_key",
             ],
         }
@@ -400,6 +474,6 @@ class TestDevelopmentSecretsInProduction:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("BANGFU_ENV", "production")
-        monkeypatch.setenv("BANGFU_AUTH_JWKS_URL", "http://x")
+        monkeypatch.setenv("BANGFU_AUTH_ISSUER", ISSUER)
 
         assert VerificationSettings.for_migration().suite.env == "production"

@@ -330,16 +330,9 @@ class TestSendFailures:
         smtp: tuple[int, Mailbox],
         nats_url: str,
     ) -> None:
-        # As the shipped Kubernetes config runs it: a registry token without pii:read only.
+        # A client of the registry holding a token without pii:read only.
         service_token = token("registry:read", regions=["41"], client_id="service:notifications")
-        settings = channel_settings.model_copy(
-            update={
-                "registry_token": SecretStr(service_token),
-                "registry_pii_token": None,
-                "workers": False,
-                "message_max_attempts": 3,
-            }
-        )
+        settings = channel_settings.model_copy(update={"workers": False, "message_max_attempts": 3})
         nc = await nats.connect(nats_url)
         failed: list[dict[str, Any]] = []
 
@@ -363,7 +356,11 @@ class TestSendFailures:
             await eventually(lambda: _count(mail_of(client, token, "hh-batch"), 1))
             url, schema = settings.database
             database = Database(url, schema=schema)
-            dispatcher = Dispatcher.from_settings(database, settings)
+            dispatcher = Dispatcher.from_settings(
+                database,
+                settings,
+                registry=lambda: RegistryClient(registry_server, token=service_token),
+            )
             try:
                 assert await dispatcher.run_once() == 2  # the SMS first, then the mail
                 [mail] = await mail_of(client, token, "hh-batch")

@@ -210,34 +210,119 @@ def migrate(
 
 @app.command()
 def token(
-    scope: Annotated[str, typer.Option(help="Space-separated scopes.")] = ALL_SCOPES,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Space-separated scopes. A development token: every scope by default. From the "
+            "identity provider: the client's own scopes by default; a scope it may not have is "
+            "an error."
+        ),
+    ] = None,
     regions: Annotated[
-        str, typer.Option(help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113.")
-    ] = "41",
-    client_id: Annotated[str, typer.Option(help="The department client's id.")] = "bangfu-dev",
-    hours: Annotated[float, typer.Option(help="Lifetime in hours.")] = 12,
+        str | None,
+        typer.Option(
+            help="Comma- or space-separated GB/T 2260 prefixes, e.g. 4113 (development token; "
+            "default 41)."
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="The department client's id (development token; default bangfu-dev)."),
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="Lifetime in hours (development token; default 12).")
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option(
+            "--client",
+            help="Fetch the token from the identity provider as this client (client "
+            "credentials) instead of signing a development one.",
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            "--secret",
+            envvar="BANGFU_CLIENT_SECRET",
+            show_envvar=True,
+            help="The client's secret (the variable keeps it out of the process list).",
+        ),
+    ] = None,
+    issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--issuer",
+            help="The provider's issuer URL (default: BANGFU_AUTH_ISSUER when it is a URL, else "
+            "the one `bangfu up --idp` runs, http://127.0.0.1:8180).",
+        ),
+    ] = None,
 ) -> None:
-    """Print a development token signed with the embedded default's key."""
+    """Print an access token: from the identity provider with `--client` and `--secret` (its
+    discovery document names the token endpoint), else a development token signed with the
+    embedded default's key.
+
+    Only the token goes to standard output: `export BANGFU_TOKEN=$(bangfu token ...)`.
+
+    Example: bangfu token --client dept-4113 --secret "$SECRET" --scope registry:read
+    """
     suite = SuiteSettings()
-    if suite.auth_jwks_url:
+    if client is not None:
+        if regions is not None or client_id is not None or hours is not None:
+            typer.echo(
+                "error: --regions, --client-id and --hours are for development tokens; the "
+                "provider's token carries the client's registered regions and lifetime",
+                err=True,
+            )
+            raise typer.Exit(2)
+        if not secret:
+            typer.echo(
+                "error: give the client's secret (--secret or BANGFU_CLIENT_SECRET)", err=True
+            )
+            raise typer.Exit(2)
+        typer.echo(_provider_token(suite, issuer, client, secret, scope))
+        return
+    if issuer is not None or secret is not None:
+        typer.echo("error: --issuer and --secret fetch a client's token: give --client", err=True)
+        raise typer.Exit(2)
+    if suite.uses_identity_provider:
         typer.echo(
-            "tokens come from the identity provider when BANGFU_AUTH_JWKS_URL is set", err=True
+            "error: the services accept only the identity provider's tokens "
+            "(BANGFU_AUTH_ISSUER is its URL or BANGFU_AUTH_JWKS_URL is set): fetch one with "
+            "--client ID --secret S",
+            err=True,
         )
         raise typer.Exit(2)
-    prefixes = regions.replace(",", " ").split()
+    prefixes = (regions or "41").replace(",", " ").split()
     try:
         typer.echo(
             _dev_token(
                 suite,
-                scopes=scope,
+                scopes=scope or ALL_SCOPES,
                 regions=prefixes,
-                client_id=client_id,
-                ttl=timedelta(hours=hours),
+                client_id=client_id or "bangfu-dev",
+                ttl=timedelta(hours=12 if hours is None else hours),
             )
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _provider_token(
+    suite: SuiteSettings, issuer: str | None, client: str, secret: str, scope: str | None
+) -> str:
+    from bangfu.idp import IdpSettings
+    from bangfu.provider_token import TokenNotIssued, fetch_client_token
+    from shared.settings import is_url
+
+    if issuer is None:
+        issuer = suite.auth_issuer if is_url(suite.auth_issuer) else IdpSettings().issuer
+    try:
+        return asyncio.run(fetch_client_token(issuer, client, secret, scope))
+    except TokenNotIssued as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @events_app.command("tail")

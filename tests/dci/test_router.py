@@ -410,3 +410,42 @@ class TestPersistence:
         ]
         assert row["status"] == "subscribe"
         assert SENDER == row["sender_id"]
+
+    async def test_txn_status_shows_a_reply_only_to_a_token_covering_its_regions(
+        self, registry_settings: RegistrySettings, token: Token
+    ) -> None:
+        # A region is not a client's property: the same client with a 4101 token sees nothing.
+        same_client = {"client_id": "dci-both"}
+        async with running(create_registry(settings_for_dci(registry_settings))) as client:
+            household_id, _ = await _file(client, token, OWNER, 631)
+            asked = envelope(
+                "search", search("idtype-value", {"type": "HOUSEHOLD_ID", "value": household_id})
+            )
+            await client.post(
+                "/registry/sync/search",
+                json=asked,
+                headers=bearer(token("dci:search", regions=["4113"], **same_client)),
+            )
+            answers = {}
+            for regions in (["4113"], ["4101"], ["41"]):
+                status = envelope(
+                    "txn-status",
+                    {
+                        "transaction_id": "t",
+                        "txnstatus_request": {
+                            "reference_id": "r",
+                            "txn_type": "search",
+                            "attribute_type": "transaction_id",
+                            "attribute_value": asked["message"]["transaction_id"],
+                        },
+                    },
+                )
+                answer = await client.post(
+                    "/registry/sync/txn/status",
+                    json=status,
+                    headers=bearer(token("dci:search", regions=regions, **same_client)),
+                )
+                answers[regions[0]] = answer.json()
+        assert household_id in str(answers["4113"]) and household_id in str(answers["41"])
+        assert household_id not in str(answers["4101"])
+        assert answers["4101"]["header"]["status"] == "rjct"

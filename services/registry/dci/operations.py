@@ -31,6 +31,7 @@ from shared.crypto import Keyring
 from shared.db import UnitOfWork, region_condition
 from shared.events.envelope import new_event_id
 from shared.observability import current_traceparent, trace_id_of
+from shared.regions import normalize_prefix
 
 REG_TYPE = "ns:org:RegistryType:Social"
 DEFAULT_PAGE_SIZE = 50
@@ -64,6 +65,11 @@ class Caller:
     @property
     def clear(self) -> bool:
         return PII_READ in self.principal.scopes
+
+
+def region_covered(prefix: str, regions: Sequence[str]) -> bool:
+    """Whether everything under `prefix` lies under one of `regions`."""
+    return any(normalize_prefix(prefix).startswith(normalize_prefix(r)) for r in regions)
 
 
 def _consent_purpose(item: SearchItem) -> str | None:
@@ -346,7 +352,12 @@ async def txn_status(
     wanted = {"search": ("search",), "subscribe": ("subscribe", "unsubscribe"), "receipt": ()}[
         criteria.txn_type
     ]
-    rows = [r for r in rows if r["action"] in wanted]
+    rows = [
+        r
+        for r in rows
+        if r["action"] in wanted
+        and all(region_covered(p, caller.principal.regions) for p in r["regions"])
+    ]
     if not rows:
         status = {
             "transaction_id": request.transaction_id,

@@ -200,6 +200,7 @@ async def _record(
             "transaction_id": transaction_id,
             "client_id": principal.client_id,
             "sender_id": header.sender_id,
+            "regions": list(principal.regions),
             "action": action,
             "status": status,
             "reference_ids": reference_ids,

@@ -39,6 +39,9 @@ transaction = Table(
     Column("transaction_id", String(99), nullable=False),
     Column("client_id", String(200), nullable=False),
     Column("sender_id", String(200), nullable=False),
+    # The token's regions when it asked: txn/status shows the reply only to a token of the
+    # same client that covers all of them (a region is not a client's property).
+    Column("regions", JSON, nullable=False),
     Column("action", String(20), nullable=False),  # search | subscribe | unsubscribe | txn-status
     Column("status", String(10), nullable=False),  # rcvd | pdng | succ | rjct (the spec's)
     Column("reference_ids", JSON, nullable=False),

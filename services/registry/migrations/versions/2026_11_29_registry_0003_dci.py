@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("transaction_id", sa.String(length=99), nullable=False),
         sa.Column("client_id", sa.String(length=200), nullable=False),
         sa.Column("sender_id", sa.String(length=200), nullable=False),
+        sa.Column("regions", sa.JSON(), nullable=False),
         sa.Column("action", sa.String(length=20), nullable=False),
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("reference_ids", sa.JSON(), nullable=False),

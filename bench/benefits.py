@@ -82,6 +82,7 @@ def synthetic(n: int, seed: int = 20261123) -> tuple[Columns, np.ndarray]:
         hardship=rng.random(n) < 0.5,
         sudden_spending=np.where(rng.random(n) < 0.1, rng.integers(0, 5_000_000, n), 0),
         no_housing=rng.random(n) < 0.2,
+        dibao_months=np.where(rng.random(n) < 0.3, rng.integers(0, 40, n), -1),
         starts=starts,
         m_household=np.repeat(np.arange(n, dtype=np.int64), size),
         m_age=age,

@@ -43,6 +43,11 @@ PROVINCE_NAMES: dict[str, str] = {
     "82": "澳门特别行政区",
 }
 
+# Placeholder province-level codes, outside GB/T 2260, for a place a seed policy document does
+# not name (services/benefits/parameters/900100.yaml: the city opinion whose city is elided).
+# Accepted as region codes; never a real province, so not in PROVINCE_NAMES.
+PLACEHOLDER_PROVINCES: dict[str, str] = {"90": "占位地区(政策原文未载明)"}
+
 # [0-9] rather than \d: \d also matches Arabic-Indic and full-width digits.
 _CODE = re.compile(r"[0-9]{6}")
 _PREFIX = re.compile(r"[0-9]{2}(?:[0-9]{2}){0,2}")
@@ -103,5 +108,5 @@ def region_in(code: str, prefixes: Iterable[str]) -> bool:
 
 
 def _check_province(province: str, *, what: str) -> None:
-    if province not in PROVINCE_NAMES:
+    if province not in PROVINCE_NAMES and province not in PLACEHOLDER_PROVINCES:
         raise InvalidRegion(f"{what} starts with {province}, which is not a province-level code")

@@ -13,7 +13,7 @@ from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
 from shared.events.envelope import CloudEvent
-from shared.regions import PROVINCE_NAMES
+from shared.regions import PLACEHOLDER_PROVINCES, PROVINCE_NAMES
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +23,8 @@ REFETCH = {"applied", "changed", "member_added", "member_removed", "enrolled", "
 
 def _context(settings: BenefitsSettings, engine: Engine) -> service.Context:
     """The service acting for itself, across all regions (the event's region is the file's)."""
-    principal = Principal("service:benefits", frozenset(), tuple(sorted(PROVINCE_NAMES)))
+    provinces = tuple(sorted({*PROVINCE_NAMES, *PLACEHOLDER_PROVINCES}))
+    principal = Principal("service:benefits", frozenset(), provinces)
     return service.Context(
         principal=principal,
         engine=engine,

@@ -68,6 +68,9 @@ class HouseholdIn(_In):
     hardship: bool = False
     sudden_spending_fen: StrictInt = Field(0, ge=0, le=MAX_FEN)
     no_housing: bool = False
+    dibao_since: date | None = Field(
+        None, description="the day 城市低保 began without a break (民政), for the entry grants"
+    )
 
     def to_domain(self) -> Household:
         return Household(
@@ -103,6 +106,7 @@ class HouseholdIn(_In):
             hardship=self.hardship,
             sudden_spending_fen=self.sudden_spending_fen,
             no_housing=self.no_housing,
+            dibao_since=self.dibao_since,
         )
 
 

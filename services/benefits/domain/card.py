@@ -23,7 +23,7 @@ from services.benefits.domain.facts import (
     schooling_on,
 )
 from services.benefits.domain.parameters import SPECS, Book, Kind, Resolved, Rounding, Value
-from services.benefits.domain.rules import CATEGORY_CLAUSES, CATEGORY_NAMES, Category, Measure
+from services.benefits.domain.rules import CATEGORY_BASIS, CATEGORY_NAMES, Category, Measure
 
 ROUNDING_NAMES = {
     Rounding.FEN: "按分精确计算",
@@ -59,13 +59,25 @@ def show(value: Value) -> str:
 
 
 def cite(value: Value, names: dict[str, str]) -> str:
-    """`城市低保标准(每人每月) 630.00元(2024-01-01起,南阳市,依据《…》四(三)1)`."""
+    """`城市低保标准(每人每月) 630.00元(2024-01-01起,南阳市,依据<title>四(三)1)`."""
     until = f"至{value.effective_to}" if value.effective_to else "起"
     where = names.get(value.region, value.region)
     return (
         f"{SPECS[value.key].label} {show(value)}({value.effective_from}{until},{where},"
-        f"依据{value.citation()})"
+        f"{value.grounds(names)})"
     )
+
+
+NO_BASIS = "本地区文件未规定,亦无默认依据"
+
+
+def basis(resolved: Resolved, key: str, names: dict[str, str]) -> tuple[str, str]:
+    """The clause a rule cites for this region and day, from its `basis.*` value in force (the
+    region's own document, or a default labelled as one): (clause, as a sentence names it)."""
+    value = resolved.get(key)
+    if value is None:
+        return NO_BASIS, NO_BASIS
+    return value.citation(names), value.grounds(names)
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,9 @@ class Line:
     clause: str
     explanation: str
     parameters: list[dict[str, Any]]
+    # What the amount is when it is not cash the suite computed: "金额按当地标准" (owed, the
+    # amount set locally by `department`) or a cap; "" for a computed amount.
+    amount_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,7 @@ def compute(book: Book, household: Household, *, on: date) -> Card:
             name=CATEGORY_NAMES[c],
             applies=bool(flags[0]),
             reason="" if flags[0] else _why_not(c, t, cols, resolved, names),
-            clause=CATEGORY_CLAUSES[c],
+            clause=basis(resolved, CATEGORY_BASIS[c], names)[0],
         )
         for c, flags in result.categories.items()
     ]
@@ -219,6 +234,10 @@ SCHOOL_MEASURES = {
     "disabled_freshman_grant",
 }
 ORPHAN_STAGES = {Stage.COLLEGE, Stage.SECONDARY_VOCATIONAL}
+ENTRY_STAGES = {
+    "high_school_entry_grant": Stage.SENIOR_HIGH,
+    "university_entry_grant": Stage.COLLEGE,
+}
 # The age threshold (a parameter) each age-based measure compares the members with; a line of
 # these measures exists only where the region sets it.
 AGE_KEYS = {"health_check": "medical.health_check_min_age", "home_adaptation": "old_age.min_age"}
@@ -251,6 +270,13 @@ def _member_inputs(code: str, household: Household, resolved: Resolved, on: date
             out.append(f"成员{i}:年度政策内自付{yuan(person.medical_self_paid_fen)}")
         elif code in AGE_KEYS and age >= (years := int(resolved.values[AGE_KEYS[code]].value)):
             out.append(f"成员{i}:{_reached(age, years)}")
+        elif code == "disability_subsidies" and person.disability_grade:
+            out.append(f"成员{i}:残疾{person.disability_grade}级")
+        elif code in ENTRY_STAGES and stage is ENTRY_STAGES[code] and year == 1:
+            out.append(f"成员{i}:{_schooling(stage, year, boarding)}")
+        elif code == "reemployment_tax_relief" and person.supply_side_layoff:
+            if person.business_started_on and person.business_started_on <= on:
+                out.append(f"成员{i}:下岗失业,{person.business_started_on}起从事个体经营")
         elif code == "graduate_subsidy" and person.graduation_year:
             out.append(f"成员{i}:{person.graduation_year}年高校毕业")
         elif code == "first_business_subsidy" and person.business_started_on:
@@ -273,7 +299,12 @@ def _line(
     names: dict[str, str],
     on: date,
 ) -> Line:
-    used = [v for k in measure.keys if (v := resolved.get(k)) is not None]
+    # A basis is cited as the line's clause, not listed among the values.
+    used = [
+        v
+        for k in measure.keys
+        if (v := resolved.get(k)) is not None and SPECS[k].kind is not Kind.BASIS
+    ]
     income = household.income()
     size = len(household.members)
     source = "核对报告核实收入" if income.source == "verified" else "申报收入"
@@ -281,6 +312,10 @@ def _line(
         f"家庭{size}人,家庭月收入{yuan(income.household_fen)}"
         f"(人均{yuan_per_capita(income.household_fen, size)},{source})"
     )
+    if measure.code in ENTRY_STAGES:
+        since = household.dibao_since
+        months = months_between(since, on) if since and since <= on else None
+        inputs += f";连续享受城市低保{months}个月" if months is not None else ";未享受城市低保"
     members = _member_inputs(measure.code, household, resolved, on)
     if members:
         inputs += ";" + ";".join(members)
@@ -291,16 +326,23 @@ def _line(
             f"({yuan(int(std.value))} − {yuan_per_capita(income.household_fen, size)}) × {size}人"
             f" = {yuan(gap)},{show(resolved.values['dibao.rounding'])}得{yuan(fen)}"
         )
-    elif measure.unit == "千瓦时":
-        result = f"{quantity}千瓦时"
+    elif measure.unit in ("千瓦时", "立方米"):
+        result = f"{quantity}{measure.unit}"
+    elif measure.amount_note == rules.AMOUNT_LOCAL:
+        result = f"{quantity}{measure.unit}享受,{rules.AMOUNT_LOCAL},由{measure.department}核定发放"
+    elif measure.amount_note:
+        caps = ";".join(show(v) for v in used if SPECS[v.key].kind is Kind.FEN)
+        result = f"{quantity}{measure.unit}享受,{measure.amount_note}{caps}(不发放现金)"
     elif fen == 0:
         result = f"{quantity}{measure.unit}享受"
     else:
         result = f"{quantity}{measure.unit}合计{yuan(fen)}"
+    clause, grounds = basis(resolved, measure.basis, names)
+    values = ";".join(cite(v, names) for v in used) or "无(金额由当地标准确定)"
     explanation = (
-        f"{measure.name}:{measure.formula}。参数:{';'.join(cite(v, names) for v in used)}。"
+        f"{measure.name}:{measure.formula}。参数:{values}。"
         f"输入:{inputs}。结果:{result}({PERIOD_NAMES[rules.Period(measure.period)]})。"
-        f"依据{measure.clause}。"
+        f"{grounds}。"
     )
     return Line(
         code=measure.code,
@@ -311,9 +353,10 @@ def _line(
         quantity=quantity,
         unit=measure.unit,
         rounding=measure.rounding,
-        clause=measure.clause,
+        clause=clause,
         explanation=explanation,
         parameters=[v.as_dict() for v in used],
+        amount_note=measure.amount_note,
     )
 
 

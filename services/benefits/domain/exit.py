@@ -18,11 +18,9 @@ from numpy.typing import NDArray
 from services.benefits.domain.facts import I64, Bools
 from services.benefits.domain.parameters import Book
 
-EXIT_CLAUSE = (
-    "《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》"
-    "(封政办〔2019〕20号)二(二);《南阳市城镇困难职工居民解困脱困工作实施方案》"
-    "(宛政办〔2023〕50号)四(四)3"
-)
+# Where no level sets `exit.consecutive_months` (no shipped region: every province file does),
+# the six months every seed document that states a number uses, said to be a default.
+DEFAULT_MONTHS = 6
 
 
 def months_above(
@@ -70,9 +68,9 @@ def standards(book: Book, regions: Sequence[str], months: Sequence[str]) -> tupl
 
 
 def required_months(book: Book, regions: Sequence[str], on: date) -> I64:
-    """Each region's `exit.consecutive_months` on `on` (6 where none is set)."""
+    """Each region's `exit.consecutive_months` on `on` (DEFAULT_MONTHS where none is set)."""
     values = [book.resolve(region, on).get("exit.consecutive_months") for region in regions]
-    return np.array([int(v.value) if v else 6 for v in values], dtype=np.int64)
+    return np.array([int(v.value) if v else DEFAULT_MONTHS for v in values], dtype=np.int64)
 
 
 def exit_batch(
@@ -126,6 +124,15 @@ def _months(first: str, last: str) -> list[str]:
     return out
 
 
+def _grounds(book: Book, region: str, on: date) -> str:
+    """The clause that sets the months for this region and day: its own document's, or a
+    default that says it is one; never a constant naming a document."""
+    rule = book.resolve(region, on).get("exit.consecutive_months")
+    if rule is None:
+        return f"本地区文件未规定,按默认{DEFAULT_MONTHS}个月"
+    return rule.grounds(book.names)
+
+
 def evaluate(book: Book, *, region: str, series: Sequence[MonthIncome], on: date) -> ExitStatus:
     """The household's run so far and whether it meets its region's rule on `on`."""
     required = int(required_months(book, [region], on)[0])
@@ -145,6 +152,6 @@ def evaluate(book: Book, *, region: str, series: Sequence[MonthIncome], on: date
     explanation = (
         f"截至{months[-1]},家庭人均收入已连续{run}个月超过当月低保标准,"
         f"本地区脱困须连续{required}个月,{'已' if eligible else '尚未'}达到收入条件。"
-        f"依据{EXIT_CLAUSE}。"
+        f"{_grounds(book, region, on)}。"
     )
     return ExitStatus(run, required, eligible, months[-1], explanation)

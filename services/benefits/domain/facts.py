@@ -92,6 +92,7 @@ class Household:
     hardship: bool = False  # illness, a child at university, unemployment or accident
     sudden_spending_fen: int = 0  # 突发大额支出(损失) in the last twelve months
     no_housing: bool = False  # 无房, waiting for public housing
+    dibao_since: date | None = None  # the day 城市低保 began without a break, as 民政 certifies
     causes: frozenset[str] = field(default_factory=frozenset)
 
     def income(self) -> Income:
@@ -119,6 +120,7 @@ class Columns:
     hardship: Bools
     sudden_spending: I64
     no_housing: Bools
+    dibao_months: I64  # whole months on 城市低保 without a break; -1: not on it
     starts: I64  # first member row of each household
     m_household: I64
     m_age: I64
@@ -184,6 +186,10 @@ def columns(households: Sequence[Household], *, on: date) -> Columns:
         hardship=h_bool([h.hardship for h in households]),
         sudden_spending=np.array([h.sudden_spending_fen for h in households], dtype=np.int64),
         no_housing=h_bool([h.no_housing for h in households]),
+        dibao_months=np.array(
+            [months_between(h.dibao_since, on) if h.dibao_since else -1 for h in households],
+            dtype=np.int64,
+        ),
         starts=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
         m_household=m_int([i for i, _ in people]),
         m_age=m_int([age_on(p.birth_date, on) for _, p in people]),

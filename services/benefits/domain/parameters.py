@@ -29,6 +29,7 @@ class Kind(StrEnum):
     PERCENT = "percent"
     BOOL = "bool"
     ROUNDING = "rounding"  # one of ROUNDINGS
+    BASIS = "basis"  # always true: the value exists to carry the clause that states a rule
 
 
 class Rounding(StrEnum):
@@ -79,6 +80,50 @@ SPECS: dict[str, Spec] = {
     "employment.first_business_min_months": Spec(Kind.INT, "创业正常经营最短月数"),
     "old_age.home_adaptation_fen_per_household": Spec(Kind.FEN, "家庭适老化改造(每户)"),
     "old_age.min_age": Spec(Kind.INT, "老年人年龄(岁及以上)"),
+    "education.high_school_entry_fen": Spec(Kind.FEN, "低保家庭子女考入公办高中一次性补助"),
+    "education.university_entry_fen": Spec(Kind.FEN, "低保家庭子女考入高等院校一次性补助"),
+    "education.entry_dibao_min_months": Spec(Kind.INT, "入学补助须连续享受城市低保的最短月数"),
+    "employment.reemployment_tax_cap_fen_per_year": Spec(
+        Kind.FEN, "再就业个体经营税费扣减限额(每户每年)"
+    ),
+    "utilities.free_water_m3_per_month": Spec(Kind.INT, "低保家庭每月减免自来水量(立方米)"),
+    "utilities.free_gas_m3_per_month": Spec(Kind.INT, "低保家庭每月减免燃气量(立方米)"),
+    # A rule's basis: the clause of the region's own document that states it (a labelled
+    # default where they are silent). Categories are known by it; so is each measure, and a
+    # measure whose amount no document states is owed where its basis is set.
+    **{
+        f"basis.{code}": Spec(Kind.BASIS, f"{name}依据")
+        for code, name in (
+            ("category.tekun", "城镇特困供养认定"),
+            ("category.dibao", "低保困难家庭认定"),
+            ("category.dibao_edge", "低保边缘户认定"),
+            ("category.expenditure", "支出型(意外灾害)困难家庭认定"),
+            ("category.migrant_worker", "进城务工人员困难家庭认定"),
+            ("category.layoff", "供给侧结构性改革下岗失业职工认定"),
+            ("measure.dibao_allowance", "低保金"),
+            ("measure.tekun_support", "特困人员基本生活费和护理补贴"),
+            ("measure.disability_subsidies", "残疾人两项补贴"),
+            ("measure.free_electricity", "低保户免费用电"),
+            ("measure.free_water", "低保家庭减免水费"),
+            ("measure.free_gas", "低保家庭减免燃气费"),
+            ("measure.rent_subsidy", "临时租房补贴"),
+            ("measure.preschool_grant", "学前教育生活补助"),
+            ("measure.compulsory_grant", "义务教育生活补助"),
+            ("measure.vocational_grant", "中职国家助学金"),
+            ("measure.high_school_entry_grant", "低保家庭子女考入高中补助"),
+            ("measure.university_entry_grant", "低保家庭子女考入高校补助"),
+            ("measure.disabled_freshman_grant", "残疾大学新生入学资助"),
+            ("measure.orphan_grant", "孤儿助学"),
+            ("measure.medical_premium", "城乡居民医保参保资助"),
+            ("measure.medical_tilt", "医疗倾斜救助"),
+            ("measure.accident_insurance", "意外伤害保险"),
+            ("measure.health_check", "老年人免费健康体检"),
+            ("measure.graduate_subsidy", "高校毕业生求职创业补贴"),
+            ("measure.first_business_subsidy", "一次性创业开业补贴"),
+            ("measure.reemployment_tax_relief", "再就业个体经营税费扣减"),
+            ("measure.home_adaptation", "家庭适老化改造"),
+        )
+    },
 }
 
 
@@ -102,10 +147,12 @@ class NoParameters(LookupError):
 
 @dataclass(frozen=True)
 class Source:
-    """A policy document: 《title》 and its number (文号)."""
+    """A policy document: its title (书名号 included) and number (文号); or, with `demo`, a
+    labelled default (演示/默认值) standing where the region's own documents are silent."""
 
     title: str
     document: str = ""
+    demo: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,11 +180,24 @@ class Value:
             return ROUNDING_CODES[Rounding(self.value)]
         return self.value
 
-    def citation(self) -> str:
+    def citation(self, names: Mapping[str, str] | None = None) -> str:
+        """`<title>(文号)<clause>`; for a labelled default, that the region's documents are
+        silent and whose default applies (`本地区文件未规定,适用河南省默认值(演示值):…`)."""
+        if self.source.demo:
+            where = (names or {}).get(self.region, self.region)
+            kind = "默认值(演示值)" if self.region.endswith("0000") else "演示值"
+            return f"本地区文件未规定,适用{where}{kind}:{self.clause}"
         doc = f"({self.source.document})" if self.source.document else ""
         return f"{self.source.title}{doc}{self.clause}"
 
+    def grounds(self, names: Mapping[str, str] | None = None) -> str:
+        """`依据<title>…` for a document; a labelled default as it stands (it says so itself)."""
+        citation = self.citation(names)
+        return citation if self.source.demo else f"依据{citation}"
+
     def as_dict(self) -> dict[str, Any]:
+        # `demo` only where true: a receipt stored before the flag existed keeps its digest.
+        demo = {"demo": True} if self.source.demo else {}
         return {
             "key": self.key,
             "value": self.value,
@@ -148,6 +208,7 @@ class Value:
             "document": self.source.document,
             "clause": self.clause,
             "origin": self.origin,
+            **demo,
         }
 
 
@@ -159,7 +220,7 @@ def value_from_dict(raw: Mapping[str, Any]) -> Value:
         effective_from=date.fromisoformat(raw["effective_from"]),
         effective_to=date.fromisoformat(raw["effective_to"]) if raw["effective_to"] else None,
         region=raw["region"],
-        source=Source(raw["source"], raw["document"]),
+        source=Source(raw["source"], raw["document"], bool(raw.get("demo", False))),
         clause=raw["clause"],
         origin=raw["origin"],
     )
@@ -266,7 +327,10 @@ def check_value(value: Value, *, file: str) -> None:
     if spec is None:
         raise ParameterError(file, value.key, "unknown parameter")
     v = value.value
-    if spec.kind is Kind.BOOL:
+    if spec.kind is Kind.BASIS:
+        if v is not True:
+            raise ParameterError(file, value.key, f"a rule's basis is `true`, not {v!r}")
+    elif spec.kind is Kind.BOOL:
         if not isinstance(v, bool):
             raise ParameterError(file, value.key, f"must be true or false, not {v!r}")
     elif spec.kind is Kind.ROUNDING:
@@ -343,7 +407,13 @@ def parse_file(path: Path) -> tuple[str, str, dict[str, tuple[Value, ...]]]:
     for sid, raw in sources_raw.items():
         if not isinstance(raw, dict) or not raw.get("title"):
             raise ParameterError(file, f"sources.{sid}", "needs a title")
-        sources[str(sid)] = Source(str(raw["title"]), str(raw.get("document", "")))
+        extra = set(raw) - {"title", "document", "demo"}
+        if extra:
+            raise ParameterError(file, f"sources.{sid}", f"unknown field {sorted(extra)[0]}")
+        demo = raw.get("demo", False)
+        if not isinstance(demo, bool):
+            raise ParameterError(file, f"sources.{sid}.demo", "must be true or false")
+        sources[str(sid)] = Source(str(raw["title"]), str(raw.get("document", "")), demo)
     values_raw = doc.get("values") or {}
     if not isinstance(values_raw, dict):
         raise ParameterError(file, "values", "must map a parameter key to its dated values")

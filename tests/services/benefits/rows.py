@@ -27,7 +27,8 @@ def household(
     )
 
 
-REGIONS = ["411302", "411303", "411321", "411381", "410727", "130302"]
+# Every seed region: 南阳's counties, 封丘, 秦皇岛, 鄂托克旗 and the placeholder city (900100).
+REGIONS = ["411302", "411303", "411321", "411381", "410727", "130302", "150624", "900100"]
 
 
 def random_household(rng: random.Random, index: int) -> Household:
@@ -52,7 +53,7 @@ def random_household(rng: random.Random, index: int) -> Household:
                 medical_self_paid_fen=rng.choice([0, 1_200_000, 1_200_100, 2_866_667, 5_000_000]),
             )
         )
-    standard_ish = rng.choice([55000, 60000, 62000, 63000, 65000, 70000])
+    standard_ish = rng.choice([50000, 55000, 60000, 62000, 63000, 65000, 70000])
     income = rng.choice(
         [
             0,
@@ -76,4 +77,6 @@ def random_household(rng: random.Random, index: int) -> Household:
         hardship=rng.random() < 0.5,
         sudden_spending_fen=rng.choice([0, 999_999, 1_000_000, 3_000_000]),
         no_housing=rng.random() < 0.3,
+        # 12 months, 11 months and 29 months on 低保 by 2025-03-01, or none.
+        dibao_since=rng.choice([None, date(2024, 3, 1), date(2024, 3, 2), date(2022, 10, 1)]),
     )

@@ -72,7 +72,10 @@ class TestCards:
             "accident_insurance": (12000, 4),
             "health_check": (0, 1),
             "home_adaptation": (300000, 1),
+            "medical_premium": (0, 4),  # owed, 金额按当地标准: no amount, nothing in the sums
         }
+        premium = next(m for m in card["measures"] if m["code"] == "medical_premium")
+        assert (premium["amount_note"], premium["department"]) == ("金额按当地标准", "医保局")
         assert card["monthly_fen"] == 87000
         assert card["income_source"] == "declared"
         compulsory = next(m for m in card["measures"] if m["code"] == "compulsory_grant")

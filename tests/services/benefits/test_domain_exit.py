@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
+import pytest
 
 from services.benefits.domain import exit
 from services.benefits.domain.exit import MonthIncome
@@ -25,7 +26,37 @@ class TestExit:
     def test_six_months_above_meets_the_rule(self) -> None:
         got = status(series(63001, 63001, 63001, 63001, 63001, 63001))
         assert (got.months_above, got.required, got.eligible) == (6, 6, True)
-        assert "已连续6个月超过当月低保标准" in got.explanation and "二(二)" in got.explanation
+        assert got.explanation.endswith(
+            "已连续6个月超过当月低保标准,本地区脱困须连续6个月,已达到收入条件。"
+            "依据《南阳市城镇困难职工居民解困脱困工作实施方案》(宛政办〔2023〕50号)四(四)3。"
+        )
+
+    @pytest.mark.parametrize(
+        ("region", "grounds"),
+        [
+            (
+                "410727",
+                "依据《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》"
+                "(封政办〔2019〕20号)二(二)。",
+            ),
+            (
+                "130302",
+                "依据《秦皇岛市总工会关于进一步做好困难职工解困脱困工作的实施意见》"
+                "(秦工字〔2017〕53号)二(一)。",
+            ),
+            ("150624", "本地区文件未规定,适用内蒙古自治区默认值(演示值):连续6个月超过低保标准。"),
+            (
+                "900100",
+                "本地区文件未规定,适用占位市(意见原文未载明城市名称)演示值:连续6个月超过低保标准。",
+            ),
+        ],
+    )
+    def test_each_region_cites_the_clause_that_sets_its_months(
+        self, region: str, grounds: str
+    ) -> None:
+        """鄂托克旗's plan and the city opinion state no 脱困 rule: a labelled default."""
+        got = status(series(80001, 80001, 80001, 80001, 80001, 80001), region=region)
+        assert got.eligible and got.explanation.endswith(grounds), got.explanation
 
     def test_five_months_do_not(self) -> None:
         got = status(series(63001, 63001, 63001, 63001, 63001))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from services.benefits.domain.facts import Bools, Columns
 from services.benefits.domain.rules.base import ENGINE_VERSION, Params, params_for
 from services.benefits.domain.rules.categories import (
-    CATEGORY_CLAUSES,
+    CATEGORY_BASIS,
     CATEGORY_NAMES,
     CATEGORY_RULES,
     ELIGIBILITY_KEYS,
@@ -25,6 +25,7 @@ from services.benefits.domain.rules.categories import (
     Tests,
 )
 from services.benefits.domain.rules.measures import (
+    AMOUNT_LOCAL,
     MEASURES,
     ORPHAN_MIN_AGE,
     Amounts,
@@ -35,7 +36,8 @@ from services.benefits.domain.rules.measures import (
 
 __all__ = [
     "ALL_KEYS",
-    "CATEGORY_CLAUSES",
+    "AMOUNT_LOCAL",
+    "CATEGORY_BASIS",
     "CATEGORY_NAMES",
     "ENGINE_VERSION",
     "MEASURES",

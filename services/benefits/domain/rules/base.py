@@ -13,12 +13,8 @@ from numpy.typing import NDArray
 from services.benefits.domain.facts import I64, Bools, Columns
 from services.benefits.domain.parameters import ROUNDING_CODES, Book, Resolved, Rounding
 
-ENGINE_VERSION = "benefits-engine 1.0.0"
-
-NANYANG = "《南阳市城镇困难职工居民解困脱困工作实施方案》(宛政办〔2023〕50号)"
-FENGQIU = (
-    "《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》(封政办〔2019〕20号)"
-)
+# 1.1: each rule's clause comes from the region's parameters (`basis.*`), not from the code.
+ENGINE_VERSION = "benefits-engine 1.1.0"
 
 
 class Params:

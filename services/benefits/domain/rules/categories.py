@@ -9,7 +9,7 @@ from enum import StrEnum
 import numpy as np
 
 from services.benefits.domain.facts import I64, Bools, Columns
-from services.benefits.domain.rules.base import FENGQIU, NANYANG, Params, any_member
+from services.benefits.domain.rules.base import Params, any_member
 
 
 class Category(StrEnum):
@@ -30,14 +30,9 @@ CATEGORY_NAMES = {
     Category.LAYOFF: "供给侧结构性改革下岗失业职工",
 }
 
-CATEGORY_CLAUSES = {
-    Category.TEKUN: f"{NANYANG}三、四(三)1(1)②",
-    Category.DIBAO: f"{FENGQIU}三(一);{NANYANG}四(三)1(1)①",
-    Category.DIBAO_EDGE: f"{FENGQIU}三(二)",
-    Category.EXPENDITURE: f"{FENGQIU}三(三)",
-    Category.MIGRANT_WORKER: f"{FENGQIU}三(四)",
-    Category.LAYOFF: f"{FENGQIU}三(五)",
-}
+# The parameter whose clause a category cites: the region's own document (or a labelled
+# default), resolved like any value, so that no rule names a document.
+CATEGORY_BASIS = {c: f"basis.category.{c.value}" for c in Category}
 
 ELIGIBILITY_KEYS = (
     "dibao.standard_fen",

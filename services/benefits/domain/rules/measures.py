@@ -1,4 +1,10 @@
-"""The measures of the 帮扶措施明白卡 (§5, 南阳 四(三)), each a rule over columns."""
+"""The measures of the 帮扶措施明白卡 (RULES.md §5), each a rule over columns.
+
+No measure names a document: the clause a line cites is the region's `basis.measure.<code>`,
+resolved county → city → province like any value. A measure whose amount no document states
+(`AMOUNT_LOCAL`) is owed wherever its basis is set, and its line says the amount follows the
+local standard.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,6 @@ import numpy as np
 
 from services.benefits.domain.facts import I64, Bools, Columns, Stage
 from services.benefits.domain.rules.base import (
-    NANYANG,
     Members,
     Params,
     count,
@@ -37,25 +42,34 @@ class Amounts:
 Rule = Callable[[Columns, Params, Categories], Amounts]
 
 
+AMOUNT_LOCAL = "金额按当地标准"
+
+
 @dataclass(frozen=True)
 class Measure:
-    """One line of the 帮扶措施明白卡: who pays, how often, by which rule and clause."""
+    """One line of the 帮扶措施明白卡: who pays, how often, by which rule; the clause is the
+    region's `basis` parameter."""
 
     code: str
     name: str
     department: str
     period: Period
-    clause: str
     formula: str  # the rule in Chinese, as the explanation states it
     rounding: str
     keys: tuple[str, ...]
     rule: Rule
     unit: str = "人"
+    amount_note: str = ""  # what the amount is when it is not cash paid (AMOUNT_LOCAL, a cap)
+
+    @property
+    def basis(self) -> str:
+        """The parameter whose clause the measure cites."""
+        return f"basis.measure.{self.code}"
 
     def digest(self) -> str:
         """Hash of the rule's code and its declared metadata, for the decision receipt."""
         body = "|".join(
-            [inspect.getsource(self.rule), self.code, self.period, self.clause, self.formula]
+            [inspect.getsource(self.rule), self.code, self.period, self.basis, self.formula]
         )
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -208,54 +222,167 @@ def home_adaptation(cols: Columns, p: Params, cats: Categories) -> Amounts:
     return _per_person(p, "old_age.home_adaptation_fen_per_household", owed.astype(np.int64))
 
 
+def _where_based(p: Params, code: str, people: I64) -> Amounts:
+    """An amount no document states: owed (quantity only) where the region sets its basis."""
+    people = np.where(p.has(f"basis.measure.{code}"), people, 0)
+    return Amounts(fen=np.zeros_like(people), quantity=people)
+
+
+def tekun_support(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """特困人员基本生活费和护理补贴, per member of a certified household; amount local."""
+    return _where_based(p, "tekun_support", np.where(cats[Category.TEKUN], cols.size, 0))
+
+
+def disability_subsidies(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """残疾人两项补贴 (困难残疾人生活补贴、重度残疾人护理补贴) per disabled member; amount local."""
+    disabled = _enrolled(cols, cats, cols.m_disability > 0)
+    return _where_based(p, "disability_subsidies", count(cols, disabled))
+
+
+def medical_premium(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """城乡居民医保参保资助: 特困全额, 低保定额, every member; amount local."""
+    covered = cats[Category.TEKUN] | cats[Category.DIBAO]
+    return _where_based(p, "medical_premium", np.where(covered, cols.size, 0))
+
+
+def _dibao_quantity(p: Params, cats: Categories, key: str) -> Amounts:
+    """A monthly quantity (kWh, m³) off the bill of each 低保 household, no cash."""
+    quantity = np.where(cats[Category.DIBAO], p[key], 0)
+    return Amounts(fen=np.zeros_like(quantity), quantity=quantity)
+
+
+def free_water(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """低保家庭每月减免 3 立方米自来水费."""
+    return _dibao_quantity(p, cats, "utilities.free_water_m3_per_month")
+
+
+def free_gas(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """低保家庭每月减免 3 立方米燃气费."""
+    return _dibao_quantity(p, cats, "utilities.free_gas_m3_per_month")
+
+
+def _entering(cols: Columns, p: Params, cats: Categories, stage: Stage) -> Members:
+    """Members of 低保 households on it long enough, in the first year of `stage`."""
+    needed = p["education.entry_dibao_min_months"]
+    long_enough = cats[Category.DIBAO] & p.has("education.entry_dibao_min_months")
+    long_enough &= cols.dibao_months >= needed
+    entering = (cols.m_stage == stage) & (cols.m_school_year == 1)
+    return np.flatnonzero(entering & long_enough[cols.m_household])
+
+
+def high_school_entry_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """连续一年以上城市低保家庭子女考入公办高中: 当年一次性补助 2000 元."""
+    kids = _entering(cols, p, cats, Stage.SENIOR_HIGH)
+    return _per_person(p, "education.high_school_entry_fen", count(cols, kids))
+
+
+def university_entry_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """连续一年以上城市低保家庭子女考入高等院校: 当年一次性补助 5000 元."""
+    kids = _entering(cols, p, cats, Stage.COLLEGE)
+    return _per_person(p, "education.university_entry_fen", count(cols, kids))
+
+
+def reemployment_tax_relief(cols: Columns, p: Params, cats: Categories) -> Amounts:
+    """下岗失业人员从事个体经营: 每户每年限额内扣减税费 (quantity 1 household; no cash)."""
+    key = "employment.reemployment_tax_cap_fen_per_year"
+    owners = _enrolled(cols, cats, cols.m_layoff & (cols.m_business_months >= 0))
+    owed = (count(cols, owners) > 0) & p.has(key) & (p[key] > 0)
+    quantity = owed.astype(np.int64)
+    return Amounts(fen=np.zeros_like(quantity), quantity=quantity)
+
+
 def _m(
     code: str,
     name: str,
     department: str,
     period: Period,
-    clause: str,
     formula: str,
     rounding: str,
     keys: tuple[str, ...],
     rule: Rule,
     unit: str = "人",
+    amount_note: str = "",
 ) -> Measure:
-    return Measure(
-        code, name, department, period, f"{NANYANG}{clause}", formula, rounding, keys, rule, unit
-    )
+    # A measure whose amount is local is gated by its basis alone, so the rule reads it.
+    if amount_note == AMOUNT_LOCAL:
+        keys = (f"basis.measure.{code}", *keys)
+    return Measure(code, name, department, period, formula, rounding, keys, rule, unit, amount_note)
 
 
 EXACT = "按分精确计算"
+LOCAL = "不涉及本系统计算"
+NO_CASH = "不涉及现金"
 MEASURES: tuple[Measure, ...] = (
     _m(
         "dibao_allowance",
         "最低生活保障金(低保金)",
         "民政局",
         Period.MONTH,
-        "四(三)1(1)①",
         "(低保标准 − 家庭人均收入) × 家庭人数",
         "按参数 dibao.rounding 取整",
         ("dibao.standard_fen", "dibao.rounding"),
         dibao_allowance,
     ),
     _m(
+        "tekun_support",
+        "特困人员基本生活费和护理补贴",
+        "民政局",
+        Period.MONTH,
+        "经民政部门认定的城镇特困供养人员,按当地特困供养标准发放",
+        LOCAL,
+        (),
+        tekun_support,
+        amount_note=AMOUNT_LOCAL,
+    ),
+    _m(
+        "disability_subsidies",
+        "残疾人两项补贴",
+        "民政局",
+        Period.MONTH,
+        "家庭中的残疾人按条件领取困难残疾人生活补贴或重度残疾人护理补贴",
+        LOCAL,
+        (),
+        disability_subsidies,
+        amount_note=AMOUNT_LOCAL,
+    ),
+    _m(
         "free_electricity",
         "低保户免费用电",
         "供电公司",
         Period.MONTH,
-        "四(三)1(7)",
         "每户每月免费用电量",
-        "不涉及现金",
+        NO_CASH,
         ("electricity.free_kwh_per_month",),
         free_electricity,
         unit="千瓦时",
+    ),
+    _m(
+        "free_water",
+        "低保家庭减免自来水费",
+        "自来水公司",
+        Period.MONTH,
+        "凭低保金领取证,每户每月减免水量",
+        NO_CASH,
+        ("utilities.free_water_m3_per_month",),
+        free_water,
+        unit="立方米",
+    ),
+    _m(
+        "free_gas",
+        "低保家庭减免燃气费",
+        "燃气公司",
+        Period.MONTH,
+        "凭低保金领取证,每户每月减免燃气量",
+        NO_CASH,
+        ("utilities.free_gas_m3_per_month",),
+        free_gas,
+        unit="立方米",
     ),
     _m(
         "rent_subsidy",
         "临时租房补贴",
         "住建局",
         Period.MONTH,
-        "四(三)2(1)②",
         "每人每月补贴标准 × 家庭人数",
         EXACT,
         ("housing.rent_subsidy_fen_per_person_month",),
@@ -266,7 +393,6 @@ MEASURES: tuple[Measure, ...] = (
         "学前教育生活补助",
         "教育局",
         Period.YEAR,
-        "四(三)3(1)①",
         "在园儿童人数 × 每生每年标准",
         EXACT,
         ("education.preschool_fen_per_year",),
@@ -277,7 +403,6 @@ MEASURES: tuple[Measure, ...] = (
         "义务教育生活补助",
         "教育局",
         Period.YEAR,
-        "四(三)3(1)②",
         "按小学/初中、寄宿/非寄宿分档, 每生每年标准之和",
         EXACT,
         (
@@ -293,18 +418,36 @@ MEASURES: tuple[Measure, ...] = (
         "中等职业教育国家助学金",
         "教育局",
         Period.YEAR,
-        "四(三)3(1)④",
         "一、二年级中职学生人数 × 每生每年标准",
         EXACT,
         ("education.vocational_grant_fen_per_year", "education.vocational_grant_max_year"),
         vocational_grant,
     ),
     _m(
+        "high_school_entry_grant",
+        "低保家庭子女考入高中一次性补助",
+        "教育局",
+        Period.ONCE,
+        "连续享受城市低保满期限的家庭中,当年计划内录取公办高中的子女人数 × 一次性补助标准",
+        EXACT,
+        ("education.high_school_entry_fen", "education.entry_dibao_min_months"),
+        high_school_entry_grant,
+    ),
+    _m(
+        "university_entry_grant",
+        "低保家庭子女考入高校一次性补助",
+        "教育局",
+        Period.ONCE,
+        "连续享受城市低保满期限的家庭中,当年考取高等院校的子女人数 × 一次性补助标准",
+        EXACT,
+        ("education.university_entry_fen", "education.entry_dibao_min_months"),
+        university_entry_grant,
+    ),
+    _m(
         "disabled_freshman_grant",
         "残疾大学新生入学资助",
         "残联",
         Period.ONCE,
-        "四(三)3(5)",
         "残疾大学新生人数 × 一次性资助标准",
         EXACT,
         ("education.disabled_freshman_fen",),
@@ -315,18 +458,27 @@ MEASURES: tuple[Measure, ...] = (
         "孤儿助学",
         "民政局",
         Period.YEAR,
-        "四(三)3(2)①",
         "年满18周岁在读孤儿人数 × 每人每年标准",
         EXACT,
         ("education.orphan_higher_fen_per_year",),
         orphan_grant,
     ),
     _m(
+        "medical_premium",
+        "城乡居民医保参保资助",
+        "医保局",
+        Period.YEAR,
+        "特困人员全额资助、低保对象定额资助参加城乡居民基本医疗保险,家庭成员人数",
+        LOCAL,
+        (),
+        medical_premium,
+        amount_note=AMOUNT_LOCAL,
+    ),
+    _m(
         "medical_tilt",
         "医疗倾斜救助",
         "医保局",
         Period.YEAR,
-        "四(三)4(1)④",
         "每人 min((年度政策内自付 − 起付线) × 救助比例, 年度限额) 之和",
         "每人向下取整到分",
         (
@@ -341,7 +493,6 @@ MEASURES: tuple[Measure, ...] = (
         "意外伤害保险",
         "财政局",
         Period.YEAR,
-        "四(三)4(3)",
         "每人每年保险金 × 家庭人数",
         EXACT,
         ("medical.accident_insurance_fen_per_person_year",),
@@ -352,9 +503,8 @@ MEASURES: tuple[Measure, ...] = (
         "老年人免费健康体检",
         "卫健委",
         Period.YEAR,
-        "四(三)4(2)①",
         "达到年龄的家庭成员每年一次",
-        "不涉及现金",
+        NO_CASH,
         ("medical.health_check_min_age",),
         health_check,
     ),
@@ -363,7 +513,6 @@ MEASURES: tuple[Measure, ...] = (
         "高校毕业生求职创业补贴",
         "人社局",
         Period.ONCE,
-        "四(三)5(1)③",
         "毕业年度高校毕业生人数 × 一次性补贴标准",
         EXACT,
         ("employment.graduate_subsidy_fen",),
@@ -374,18 +523,29 @@ MEASURES: tuple[Measure, ...] = (
         "一次性创业开业补贴",
         "人社局",
         Period.ONCE,
-        "四(三)5(1)③",
         "首次创业且经营满期限的人数 × 补贴标准",
         EXACT,
         ("employment.first_business_subsidy_fen", "employment.first_business_min_months"),
         first_business_subsidy,
     ),
     _m(
+        "reemployment_tax_relief",
+        "再就业个体经营税费扣减",
+        "税务局",
+        Period.YEAR,
+        "家中下岗失业人员持再就业优惠证从事个体经营的,每户每年在限额内依次扣减"
+        "营业税、城市维护建设税、教育费附加和个人所得税",
+        NO_CASH,
+        ("employment.reemployment_tax_cap_fen_per_year",),
+        reemployment_tax_relief,
+        unit="户",
+        amount_note="每户每年税费扣减限额",
+    ),
+    _m(
         "home_adaptation",
         "家庭适老化改造",
         "民政局",
         Period.ONCE,
-        "四(三)6(1)④",
         "有老年人的家庭每户定额",
         EXACT,
         ("old_age.home_adaptation_fen_per_household", "old_age.min_age"),

@@ -28,11 +28,15 @@ from services.benefits.settings import BenefitsSettings
 from services.notifications.app import create_app as create_notifications
 from services.notifications.settings import NotificationsSettings
 from services.registry.app import create_app as create_registry
+from services.registry.dci import store as dci_store
 from services.registry.settings import RegistrySettings
 from services.verification.app import create_app as create_verification
 from services.verification.domain.departments import Department
 from services.verification.settings import VerificationSettings
 from tests.conftest import running, serving
+from tests.dci.dci import SENDER as DCI_SENDER
+from tests.dci.dci import envelope as dci_envelope
+from tests.dci.dci import search, settings_for_dci, subscribe
 from tests.helpers import bearer, household_body, identity_number
 from tests.services.benefits.conftest import benefits_settings  # noqa: F401 - a fixture
 from tests.services.notifications.conftest import (  # noqa: F401 - fixtures
@@ -180,13 +184,78 @@ async def _etag(client: httpx.AsyncClient, token: Token, household_id: str, regi
     return etag
 
 
+DCI_TRANSACTION = "matrix-dci-search"
+DCI_SUBSCRIPTION = "sub-matrix-owner"
+
+
+def dci_search(id_type: str, value: str) -> dict[str, Any]:
+    message = search("idtype-value", {"type": id_type, "value": value})
+    message["transaction_id"] = DCI_TRANSACTION
+    return message
+
+
+async def _dci_seeded(
+    app: FastAPI, client: httpx.AsyncClient, token: Token, owner: _Filed
+) -> dict[RouteKey, Call]:
+    """The owner's DCI search (for txn status) and subscription (to unsubscribe); the calls."""
+    owner_dci = bearer(token("dci:search", regions=["4113"], client_id=OWNER_CLIENT))
+    by_id = dci_envelope("search", dci_search("HOUSEHOLD_ID", owner.id))
+    assert owner.id in str(
+        _ok(await client.post("/registry/sync/search", json=by_id, headers=owner_dci))
+    )
+    async with app.state.runtime.db.unit_of_work() as uow:
+        await dci_store.add_subscription(
+            uow.session,
+            {
+                "code": DCI_SUBSCRIPTION,
+                "client_id": OWNER_CLIENT,
+                "sender_id": DCI_SENDER,
+                "sender_uri": None,
+                "regions": ["4113"],
+                "event_type": "UPDATE",
+                "filter_type": "idtype-value",
+                "filter": {"type": "HOUSEHOLD_ID", "value": owner.id},
+                "record_type": "Group",
+                "status": "subscribe",
+                "created_at": datetime.now(UTC),
+            },
+        )
+        await uow.commit()
+    status = {
+        "transaction_id": "matrix-dci-status",
+        "txnstatus_request": {
+            "reference_id": "matrix-dci-status",
+            "txn_type": "search",
+            "attribute_type": "transaction_id",
+            "attribute_value": DCI_TRANSACTION,
+        },
+    }
+    unsubscribe = {
+        "transaction_id": "matrix-dci-unsubscribe",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "subscription_codes": [DCI_SUBSCRIPTION],
+    }
+    return {
+        ("POST", "/registry/sync/search"): Call(json=by_id),
+        ("POST", "/registry/search"): Call(json=by_id),
+        ("POST", "/registry/subscribe"): Call(
+            json=dci_envelope(
+                "subscribe", subscribe("UPDATE", {"type": "HOUSEHOLD_ID", "value": owner.id})
+            )
+        ),
+        ("POST", "/registry/unsubscribe"): Call(json=dci_envelope("unsubscribe", unsubscribe)),
+        ("POST", "/registry/txn/status"): Call(json=dci_envelope("txn-status", status)),
+        ("POST", "/registry/sync/txn/status"): Call(json=dci_envelope("txn-status", status)),
+    }
+
+
 @pytest.fixture
 async def registry_served(
     registry_settings: RegistrySettings, token: Token
 ) -> AsyncIterator[Served]:
     """The registry: an enrolled 4113 household with helper, visit, declaration and income;
     a second one in 公示; an enrolled 4201 household."""
-    settings = registry_settings.model_copy(update={"notice_days": {"": 0}})
+    settings = settings_for_dci(registry_settings.model_copy(update={"notice_days": {"": 0}}))
     app = create_registry(settings)
     async with running(app) as client:
         owner = await _file(client, token, OWNER_REGION, serial=411, to="enrolled")
@@ -218,6 +287,7 @@ async def registry_served(
         )
         owner.etag = await _etag(client, token, owner.id, OWNER_REGION)
         intruder.etag = await _etag(client, token, intruder.id, INTRUDER_REGION)
+        dci_calls = await _dci_seeded(app, client, token, owner)
         served = Served(
             app=app,
             client=client,
@@ -307,6 +377,7 @@ async def registry_served(
             ("GET", "/v1/notices/{region}"): Call(path={"region": "41"}),
             ("PUT", "/v1/targets/{region}/{year}"): Call(json={"share_percent": 30}),
             ("POST", "/v1/imports/ledger"): Call(files={"file": _ledger()}),
+            **dci_calls,
         }
         intruder_member = {"household_id": intruder.id, "member_id": owner.member_id}
         served.foreign = {
@@ -345,6 +416,13 @@ async def registry_served(
                     ),
                     frozenset({404, 422}),
                     "a 4113 member under the caller's own household: not found there",
+                )
+            ],
+            ("POST", "/registry/sync/search"): [
+                Foreign(
+                    Call(json=dci_envelope("search", dci_search("UIN", owner.head_number))),
+                    frozenset({200}),
+                    "a 4113 identity number searched with a 4201 token: nothing found",
                 )
             ],
         }

@@ -62,6 +62,7 @@ OPEN: dict[tuple[str, str], str] = {
     ("GET", "/v1/events/schemas"): "the published event contract (JSON Schemas, no data)",
     ("GET", "/v1/events/schemas/{type_}"): "one published event schema (no data)",
     ("GET", "/v1/events/asyncapi.json"): "the published AsyncAPI document (no data)",
+    ("GET", "/.well-known/jwks.json"): "the registry's public DCI signing keys (no data)",
 }
 
 # Routes that need a token but no scope: what they show is the caller's own or nobody's.
@@ -89,6 +90,14 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/consents/search"): ("list", "a search: the body names a 4113 person"),
     ("POST", "/v1/persons/queries"): ("list", "a search: the body names a 4113 person"),
     ("POST", "/v1/imports/ledger"): ("report", "a row-by-row report: 4113 rows not imported"),
+    ("POST", "/registry/sync/search"): ("list", "a DCI search: the body names a 4113 household"),
+    ("POST", "/registry/sync/txn/status"): ("list", "the status of the owner's DCI search"),
+    # Accepted for later (ACK): what follows reaches only the caller's regions, which
+    # tests/dci/test_router.py proves on the callbacks and notifications themselves.
+    ("POST", "/registry/search"): ("async", "a DCI search answered by callback"),
+    ("POST", "/registry/txn/status"): ("async", "a DCI txn status answered by callback"),
+    ("POST", "/registry/subscribe"): ("async", "a subscription confined to the token's regions"),
+    ("POST", "/registry/unsubscribe"): ("async", "the owner's subscription, by its code"),
 }
 
 # Path parameters that name a resource (owned by a region); others name a region, a month…
@@ -191,7 +200,8 @@ def all_scopes(apps: list[FastAPI]) -> frozenset[str]:
 
 def kind_of(route: Route) -> str:
     """owned (404 outside), list (nothing of 4113 outside), named (a write naming a 4113
-    region or person: refused), unconfined (the same for everyone), report (a ledger import)."""
+    region or person: refused), unconfined (the same for everyone), report (a ledger import),
+    async (accepted for a callback: nothing of 4113 in the acknowledgement)."""
     if route.key in KINDS:
         return KINDS[route.key][0]
     if RESOURCE_IDS & set(route.parameters):
@@ -351,6 +361,8 @@ def judge_outside(
             return None
         imported = response.json().get("summary", {}).get("imported") if status == 200 else None
         return None if imported == 0 else (_got(response), "nothing imported, or 403/404")
+    if kind == "async":
+        return None if 200 <= status < 300 else (_got(response), "2xx: an acknowledgement")
     # unconfined
     return None if 200 <= status < 300 else (_got(response), "2xx: not region data")
 

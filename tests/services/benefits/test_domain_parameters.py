@@ -65,6 +65,40 @@ class TestShippedFiles:
                 for v in values:
                     assert v.source.title and v.clause
 
+    def test_every_demonstration_value_is_marked_a_default(self) -> None:
+        """A value whose source is a demonstration must say so: it is cited as a default."""
+        for levels in BOOK.levels.values():
+            for values in levels.values():
+                for v in values:
+                    assert v.source.demo == v.source.title.startswith("演示"), v
+
+    def test_every_seed_region_has_a_basis_for_every_category(self) -> None:
+        for region in ("411302", "410727", "130302", "150624", "900100"):
+            resolved = BOOK.resolve(region, date(2025, 3, 1))
+            missing = [
+                c
+                for c in ("tekun", "dibao", "dibao_edge", "expenditure", "migrant_worker", "layoff")
+                if resolved.get(f"basis.category.{c}") is None
+            ]
+            assert missing == [], region
+
+    def test_the_placeholder_city_is_said_to_be_one(self) -> None:
+        assert "原文未载明城市名称" in BOOK.names["900100"]
+        text = (DEFAULT_DIRECTORY / "900100.yaml").read_text(encoding="utf-8")
+        assert text.startswith("# PLACEHOLDER REGION CODE.")
+
+    def test_a_demonstration_value_is_cited_as_the_default_of_its_level(self) -> None:
+        rounding = BOOK.resolve("410727", date(2025, 3, 1)).get("dibao.rounding")
+        assert rounding is not None
+        assert rounding.citation(BOOK.names) == (
+            "本地区文件未规定,适用河南省默认值(演示值):低保金按分计算不取整"
+        )
+        months = BOOK.resolve("410727", date(2025, 3, 1)).get("exit.consecutive_months")
+        assert months is not None and months.grounds(BOOK.names) == (
+            "依据《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》"
+            "(封政办〔2019〕20号)二(二)"
+        )
+
     def test_qinhuangdao_has_its_own_standard(self) -> None:
         assert std("130302", date(2024, 1, 1)) == 70000
 
@@ -132,6 +166,16 @@ class TestRefusedFiles:
                 "900‰ is below the 低保标准 itself (1000‰)",
             ),
             (
+                "  basis.category.dibao: [{value: false, from: 2024-01-01, source: s, clause: x}]",
+                "basis.category.dibao[0]",
+                "a rule's basis is `true`, not False",
+            ),
+            (
+                "  basis.measure.no_such: [{value: true, from: 2024-01-01, source: s, clause: x}]",
+                "basis.measure.no_such",
+                "unknown parameter",
+            ),
+            (
                 "  dibao.standard_fen: [{value: 1, from: 2024-02-01, to: 2024-01-01, source: s,"
                 " clause: x}]",
                 "dibao.standard_fen[0]",
@@ -163,6 +207,15 @@ class TestRefusedFiles:
     def test_a_file_named_for_another_region_is_refused(self, tmp_path: Path) -> None:
         write(tmp_path, "411302.yaml", GOOD_HEAD)
         with pytest.raises(ParameterError, match=r"^411302.yaml: region: 411300 does not match"):
+            load_book(tmp_path)
+
+    def test_a_source_marks_itself_a_default_only_with_true_or_false(self, tmp_path: Path) -> None:
+        head = GOOD_HEAD.replace("s: {title: 《文件》}", "s: {title: 演示, demo: yes please}")
+        write(tmp_path, "411300.yaml", head)
+        with pytest.raises(ParameterError, match=r"sources.s.demo: must be true or false"):
+            load_book(tmp_path)
+        write(tmp_path, "411300.yaml", GOOD_HEAD.replace("《文件》}", "《文件》, year: 2023}"))
+        with pytest.raises(ParameterError, match=r"sources.s: unknown field year"):
             load_book(tmp_path)
 
     def test_broken_yaml_is_refused(self, tmp_path: Path) -> None:

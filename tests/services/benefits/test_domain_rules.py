@@ -46,6 +46,8 @@ class TestDibaoAllowance:
             ("封丘 按分 550×2−1000.01=99.99元", household("410727", 100001, 2), (9999, 2)),
             ("秦皇岛 700元 − 0", household("130302", 0, 1), (70000, 1)),
             ("南召县 覆盖市标准 600元", household("411321", 0, 1), (60000, 1)),
+            ("鄂托克旗 内蒙古默认标准 700×2−500", household("150624", 50000, 2), (90000, 2)),
+            ("占位市 演示标准 500−100.01 按分", household("900100", 10001, 1), (39999, 1)),
             (
                 "核实收入优先: 人均500元 × 2人",
                 household(income=0, members=2, verified_per_capita_income_fen=50000),
@@ -155,6 +157,33 @@ class TestEligibility:
                 {"layoff"},
             ),
             ("南阳四(三)1(1)② 特困", household(income=0, tekun_certified=True), {"dibao", "tekun"}),
+            (
+                "秦皇岛二(二)第四项 农民工",
+                household(
+                    "130302",
+                    0,
+                    people=(
+                        person(urban_hukou=False, union_member=True, labour_contract_months=12),
+                    ),
+                ),
+                {"dibao", "migrant_worker"},
+            ),
+            (
+                "鄂托克旗二(五) 供给侧下岗",
+                household("150624", 500000, people=(person(supply_side_layoff=True),)),
+                {"layoff"},
+            ),
+            (
+                "鄂托克旗二(三) 支出突增",
+                household("150624", 140000, sudden_spending_fen=1_000_000),
+                {"expenditure"},
+            ),
+            (
+                "占位市二 略高于低保线 + 疾病",
+                household("900100", 50000, hardship=True),
+                {"dibao_edge"},
+            ),
+            ("占位市二 低于低保线", household("900100", 49999), {"dibao"}),
         ],
     )
     def test_categories(self, clause: str, h: Household, expected: set[str]) -> None:
@@ -344,10 +373,152 @@ class TestMeasures:
                 (36000, 3),
             ),
             ("四(三)2(1)② 有房不补", "rent_subsidy", household(members=3), (0, 0)),
+            (
+                "南阳四(三)1(1)④ 残疾人两项补贴 金额按当地标准",
+                "disability_subsidies",
+                household(people=(person(disability_grade=1), person())),
+                (0, 1),
+            ),
+            ("南阳四(三)4(1)③ 参保资助", "medical_premium", household(members=3), (0, 3)),
+            (
+                "南阳四(三)4(1)③ 边缘户不资助",
+                "medical_premium",
+                household(income=63000, hardship=True),
+                (0, 0),
+            ),
+            (
+                "封丘四(二)4 特困 金额按当地标准",
+                "tekun_support",
+                household("410727", 0, 2, tekun_certified=True),
+                (0, 2),
+            ),
+            (
+                "秦皇岛三(二)4 特困",
+                "tekun_support",
+                household("130302", 0, tekun_certified=True),
+                (0, 1),
+            ),
+            (
+                "鄂托克旗三(三) 特困",
+                "tekun_support",
+                household("150624", 0, tekun_certified=True),
+                (0, 1),
+            ),
+            (
+                "鄂托克旗 未规定残疾人补贴",
+                "disability_subsidies",
+                household("150624", 0, people=(person(disability_grade=1),)),
+                (0, 0),
+            ),
+            ("占位市三(二) 每月减免3立方米水", "free_water", household("900100", 0, 3), (0, 3)),
+            ("占位市三(二) 每月减免3立方米燃气", "free_gas", household("900100", 0), (0, 3)),
+            ("南阳 未规定水费减免", "free_water", household(income=0), (0, 0)),
+            (
+                "占位市三(一) 连续低保满12个月 考入高中2000元",
+                "high_school_entry_grant",
+                household(
+                    "900100",
+                    0,
+                    dibao_since=date(2024, 3, 1),
+                    people=(kid(Stage.SENIOR_HIGH, date(2024, 9, 1), age=15),),
+                ),
+                (200000, 1),
+            ),
+            (
+                "占位市三(一) 低保差一天满12个月",
+                "high_school_entry_grant",
+                household(
+                    "900100",
+                    0,
+                    dibao_since=date(2024, 3, 2),
+                    people=(kid(Stage.SENIOR_HIGH, date(2024, 9, 1), age=15),),
+                ),
+                (0, 0),
+            ),
+            (
+                "占位市三(一) 高中二年级: 非考取当年",
+                "high_school_entry_grant",
+                household(
+                    "900100",
+                    0,
+                    dibao_since=date(2020, 1, 1),
+                    people=(kid(Stage.SENIOR_HIGH, date(2023, 9, 1), age=16),),
+                ),
+                (0, 0),
+            ),
+            (
+                "占位市三(一) 考入高校5000元",
+                "university_entry_grant",
+                household(
+                    "900100",
+                    0,
+                    dibao_since=date(2020, 1, 1),
+                    people=(kid(Stage.COLLEGE, date(2024, 9, 1), age=18),),
+                ),
+                (500000, 1),
+            ),
+            (
+                "南阳 未规定考入高校补助",
+                "university_entry_grant",
+                household(
+                    income=0,
+                    dibao_since=date(2020, 1, 1),
+                    people=(kid(Stage.COLLEGE, date(2024, 9, 1), age=18),),
+                ),
+                (0, 0),
+            ),
+            (
+                "占位市三(一) 下岗失业人员个体经营 每户每年限额8000元",
+                "reemployment_tax_relief",
+                household(
+                    "900100",
+                    0,
+                    people=(
+                        person(supply_side_layoff=True, business_started_on=date(2024, 6, 1)),
+                        person(supply_side_layoff=True, business_started_on=date(2024, 6, 1)),
+                    ),
+                ),
+                (0, 1),
+            ),
+            (
+                "占位市三(一) 未下岗不扣减",
+                "reemployment_tax_relief",
+                household("900100", 0, people=(person(business_started_on=date(2024, 6, 1)),)),
+                (0, 0),
+            ),
         ],
     )
     def test_amount(self, clause: str, code: str, h: Household, expected: tuple[int, int]) -> None:
         assert amount(h, code) == expected, clause
+
+    def test_an_amount_no_document_states_is_owed_with_its_department(self) -> None:
+        h = household("410727", 0, people=(person(disability_grade=2),), tekun_certified=True)
+        one = card.compute(BOOK, h, on=ON)
+        lines = {m.code: m for m in one.measures}
+        subsidies = lines["disability_subsidies"]
+        assert (subsidies.amount_fen, subsidies.amount_note, subsidies.department) == (
+            0,
+            "金额按当地标准",
+            "民政局",
+        )
+        assert "结果:1人享受,金额按当地标准,由民政局核定发放(每月)。" in subsidies.explanation
+        assert subsidies.explanation.endswith("(封政办〔2019〕20号)四(二)4。")
+        assert one.monthly_fen == lines["dibao_allowance"].amount_fen
+
+    def test_the_tax_cap_is_stated_and_paid_as_no_cash(self) -> None:
+        h = household(
+            "900100",
+            0,
+            people=(person(supply_side_layoff=True, business_started_on=date(2024, 6, 1)),),
+        )
+        one = card.compute(BOOK, h, on=ON)
+        relief = next(m for m in one.measures if m.code == "reemployment_tax_relief")
+        assert "结果:1户享受,每户每年税费扣减限额8000.00元(不发放现金)(每年)。" in (
+            relief.explanation
+        )
+        assert "成员1:下岗失业,2024-06-01起从事个体经营" in relief.explanation
+        assert relief.department == "税务局" and relief.amount_fen == 0
+        assert one.yearly_fen == 12 * one.monthly_fen
 
     def test_a_county_override_starts_on_its_date(self) -> None:
         h = household(members=3, no_housing=True)  # 宛城区: city 100元 until 2024, own 120元

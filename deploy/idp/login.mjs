@@ -1,5 +1,6 @@
 // The login page of the authorization-code flow: username and password from the clients file.
 // There is no consent page: every client in the file is the suite's own (see loadExistingGrant).
+// Answers /interaction/:uid (GET: the form) and /interaction/:uid/login (POST).
 
 import { timingSafeEqual, createHash } from 'node:crypto';
 
@@ -47,7 +48,6 @@ function samePassword(given, expected) {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-// Answers /interaction/:uid (GET: the form) and /interaction/:uid/login (POST).
 export async function handleInteraction(provider, people, req, res, pathname) {
   const [, , uid, action] = pathname.split('/');
   let details;
@@ -57,7 +57,17 @@ export async function handleInteraction(provider, people, req, res, pathname) {
     send(res, 400, '<!doctype html><p>This sign-in has expired; start again from the console.</p>');
     return;
   }
-  if (details.uid !== uid || details.prompt.name !== 'login') {
+  if (details.uid !== uid) {
+    send(res, 400, '<!doctype html><p>This sign-in is not the one in progress; start again.</p>');
+    return;
+  }
+  // Asked for explicitly (prompt=consent, which offline_access needs): the grant that
+  // loadExistingGrant made from the person's registration is the answer; there is no page.
+  if (details.prompt.name === 'consent' && details.grantId) {
+    await provider.interactionFinished(req, res, { consent: { grantId: details.grantId } });
+    return;
+  }
+  if (details.prompt.name !== 'login') {
     send(res, 400, `<!doctype html><p>Unexpected step ${escape(details.prompt.name)}.</p>`);
     return;
   }

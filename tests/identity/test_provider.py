@@ -172,7 +172,12 @@ def _follow_to_callback(client: httpx.Client, response: httpx.Response) -> dict[
 
 
 def _sign_in(
-    browser: httpx.Client, idp: RunningIdp, username: str, password: str, scope: str
+    browser: httpx.Client,
+    idp: RunningIdp,
+    username: str,
+    password: str,
+    scope: str,
+    **extra: str,
 ) -> tuple[httpx.Response, str]:
     """Start the console's login and fill its form: the answer to the form, the PKCE verifier."""
     verifier, challenge = _pkce()
@@ -186,6 +191,7 @@ def _sign_in(
             "state": "s-123",
             "code_challenge": challenge,
             "code_challenge_method": "S256",
+            **extra,
         },
     )
     assert start.status_code == 303, start.text
@@ -241,6 +247,45 @@ class TestAuthorizationCode:
             issuer=idp.issuer,
         )
         assert id_token["sub"] == "shequ-411302"
+
+    def test_a_refresh_token_renews_the_persons_token(self, idp: RunningIdp) -> None:
+        person = idp.registrations.people["jiedao-411302"]
+        assert person.secret
+        with httpx.Client(follow_redirects=False) as browser:
+            # offline_access needs prompt=consent (OpenID Connect Core §11): no page, answered.
+            answer, verifier = _sign_in(
+                browser,
+                idp,
+                "jiedao-411302",
+                person.secret,
+                "openid offline_access registry:read review:street",
+                prompt="consent",
+            )
+            callback = _follow_to_callback(browser, answer)
+            first = browser.post(
+                idp.token_endpoint,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": callback["code"][0],
+                    "redirect_uri": CALLBACK,
+                    "client_id": CONSOLE,
+                    "code_verifier": verifier,
+                },
+            ).json()
+            renewed = browser.post(
+                idp.token_endpoint,
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": first["refresh_token"],
+                    "client_id": CONSOLE,
+                },
+            )
+        assert renewed.status_code == 200, renewed.text
+        claims = verified(idp, renewed.json()["access_token"])
+        assert claims["sub"] == "jiedao-411302"
+        assert claims["scope"] == "registry:read review:street"
+        assert claims["regions"] == ["411302"]
+        assert renewed.json()["access_token"] != first["access_token"]
 
     def test_the_code_is_refused_without_the_right_verifier(self, idp: RunningIdp) -> None:
         person = idp.registrations.people["jiekunban-411302"]

@@ -604,6 +604,7 @@ class TestOperations:
             "database": "ok",
             "schema": "ok",
             "nats": "ok",
+            "consumer registry-dci-notify": "ok",
             "consumer registry-entitlements-determined": "ok",
             "consumer registry-exit-eligible": "ok",
             "consumer registry-verification-completed": "ok",

@@ -50,7 +50,8 @@ export function createProvider({ issuer, audience, accessTokenTtl, keys, registr
       AuthorizationCode: 60,
       IdToken: 3600,
       Interaction: 600,
-      Grant: 3600,
+      // A working day: the console's refresh token, its grant and the sign-in last as long.
+      Grant: 8 * 3600,
       Session: 8 * 3600,
       RefreshToken: 8 * 3600,
     },
@@ -60,7 +61,8 @@ export function createProvider({ issuer, audience, accessTokenTtl, keys, registr
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => RESOURCE,
-        // The code's resource also when `openid` was asked: the token is for the suite's APIs.
+        // A code's or refresh token's access token is for the suite's APIs even when `openid`
+        // was asked (oidc-provider would otherwise issue an opaque token for its userinfo).
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, indicator, client) => {
           if (indicator !== RESOURCE) throw new errors.InvalidTarget();

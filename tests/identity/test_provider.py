@@ -10,7 +10,9 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -18,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from bangfu.idp import read_registrations
+from bangfu.idp import IdpUnavailable, ensure_installed, read_registrations
 from shared.regions import PROVINCE_NAMES
 from tests.identity.conftest import RunningIdp
 
@@ -393,3 +395,18 @@ def test_the_demo_file_has_a_person_for_every_console_role() -> None:
     assert "review:street" in scopes["街道"] and "review:county" not in scopes["街道"]
     assert "review:county" in scopes["县解困办"]
     assert scopes["帮扶责任人"] == {"registry:read", "registry:write"}
+
+
+@pytest.mark.parametrize("missing", ["node", "npm"])
+def test_without_node_or_npm_the_error_names_what_to_install(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PATH with only the other tool on it.
+    present = "npm" if missing == "node" else "node"
+    found = shutil.which(present)
+    if found is None:
+        pytest.skip(f"{present} is not installed")
+    (tmp_path / present).symlink_to(found)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(IdpUnavailable, match=f"`{missing}` is not on PATH.*Node.js 20"):
+        ensure_installed()

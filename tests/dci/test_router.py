@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -449,3 +450,53 @@ class TestPersistence:
         assert household_id in str(answers["4113"]) and household_id in str(answers["41"])
         assert household_id not in str(answers["4101"])
         assert answers["4101"]["header"]["status"] == "rjct"
+
+
+class TestDelivery:
+    async def test_notifications_are_retried_in_order_and_dead_after_the_last_attempt(
+        self, registry_settings: RegistrySettings, token: Token
+    ) -> None:
+        settings = settings_for_dci(registry_settings, dci_delivery_max_attempts=3)
+        whole_province = [
+            {
+                "seq_num": 1,
+                "expression1": {
+                    "attribute_name": "region",
+                    "operator": "eq",
+                    "attribute_value": "41",
+                },
+            }
+        ]
+        with receiving() as (receiver, url):
+            async with running(create_registry(settings)) as client:
+                await client.post(
+                    "/registry/subscribe",
+                    json=envelope(
+                        "subscribe", subscribe("REGISTER", whole_province), sender_uri=f"{url}/n"
+                    ),
+                    headers=_dci(token, OWNER, "dci:subscribe"),
+                )
+                await receiver.wait_for("on-subscribe")
+                # Down for two attempts: the first notify waits, the second waits behind it.
+                receiver.refuse = 2
+                first, _ = await _file(client, token, OWNER, 641)
+                second, _ = await _file(client, token, OWNER, 642)
+                delivered = await receiver.wait_for("notify", 2)
+                # Down for good: the third is dead after three attempts, and kept.
+                receiver.refuse = 10**6
+                third, _ = await _file(client, token, OWNER, 643)
+                for _ in range(200):
+                    rows = await _rows(registry_settings, dci_store.delivery)
+                    if any(r["status"] == "dead" for r in rows):
+                        break
+                    await asyncio.sleep(0.05)
+        ids = [b["message"]["notify_event"][0]["data"]["reg_records"]["@id"] for b in delivered]
+        assert ids == [first, second]
+        notifies = [r for r in rows if r["action"] == "notify"]
+        assert [(r["status"], r["attempts"]) for r in notifies] == [
+            ("delivered", 3),
+            ("delivered", 1),
+            ("dead", 3),
+        ]
+        assert notifies[2]["last_error"].startswith("HTTP 503")
+        assert third in str(notifies[2]["body"])

@@ -11,6 +11,7 @@ left unread.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
+from sqlalchemy import select, update
 
 from services.benefits import store
+from services.benefits.app import create_app
 from services.benefits.domain import card, exit
 from services.benefits.domain.exit import MonthIncome
 from services.benefits.domain.facts import STAGE_NAMES, Household, Schooling, Stage
@@ -30,6 +34,8 @@ from services.benefits.domain.parameters import DEFAULT_DIRECTORY, Book, chain, 
 from services.benefits.domain.rules import CATEGORY_NAMES
 from services.benefits.settings import BenefitsSettings
 from shared.db import Database
+from shared.migrations import alembic_config
+from tests.conftest import running
 from tests.helpers import bearer
 from tests.services.benefits.rows import person, random_household
 
@@ -293,6 +299,61 @@ class TestThroughTheApi:
         assert {m["code"] for m in answers[0]["measures"]} == SEED_REGIONS[region]
         assert "脱困" in answers[2]["explanation"] or "低保标准" in answers[2]["explanation"]
         check([json.dumps(a, ensure_ascii=False) for a in answers], region=region, on=today)
+
+
+class TestReceiptsMadeBefore:
+    async def test_their_clauses_are_rewritten_from_their_regions_basis(
+        self, benefits_settings: BenefitsSettings, token: Callable[..., str]
+    ) -> None:
+        """A 秦皇岛 receipt made before engine 1.1 cited 封丘 and 南阳: migration 0005 fixes it."""
+        headers = bearer(token("benefits:read", "benefits:admin", regions=["1303"]))
+        today = date.today()
+        async with running(create_app(benefits_settings)) as benefits:
+            put = await benefits.put(
+                "/v1/households/h-old",
+                json={"household": _body(households("130302", today)[0])},
+                headers=headers,
+            )
+            assert put.status_code == 200, put.text
+        decision_id, now = put.json()["decision_id"], put.json()
+        fengqiu = (
+            "《封丘县人民政府办公室关于进一步做好城市困难职工解困脱困工作的实施意见》"
+            "(封政办〔2019〕20号)三(一)"
+        )
+        nanyang = "《南阳市城镇困难职工居民解困脱困工作实施方案》(宛政办〔2023〕50号)四(三)1(1)①"
+        url, schema = benefits_settings.database
+        db = Database(url, schema=schema)
+        async with db.sessionmaker() as session:
+            [body] = (
+                await session.execute(
+                    select(store.decision.c.body).where(store.decision.c.id == decision_id)
+                )
+            ).scalars()
+            for decision in body["eligibility"]:
+                decision["clause"] = fengqiu
+            for line in body["measures"]:
+                cut = line["explanation"].rindex("依据")
+                line["explanation"] = line["explanation"][:cut] + f"依据{nanyang}。"
+                line["clause"] = nanyang
+            await session.execute(
+                update(store.decision).where(store.decision.c.id == decision_id).values(body=body)
+            )
+            await session.commit()
+        await db.dispose()
+        config = alembic_config("benefits", url=url, schema=schema)
+        await asyncio.to_thread(command.downgrade, config, "benefits_0004")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        async with running(create_app(benefits_settings)) as benefits:
+            receipt = await benefits.get(f"/v1/decisions/{decision_id}", headers=headers)
+        assert receipt.status_code == 200, receipt.text
+        check([json.dumps(receipt.json(), ensure_ascii=False)], region="130302", on=today)
+        rewritten = receipt.json()["body"]
+        assert [d["clause"] for d in rewritten["eligibility"]] == [
+            d["clause"] for d in now["eligibility"]
+        ]
+        assert [(m["clause"], m["explanation"]) for m in rewritten["measures"]] == [
+            (m["clause"], m["explanation"]) for m in now["measures"]
+        ]
 
 
 def _body(h: Household) -> dict[str, object]:

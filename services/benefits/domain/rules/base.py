@@ -53,6 +53,10 @@ class Params:
         """Whether every region sets the parameter."""
         return bool(self._set[key].all())
 
+    def anywhere(self, key: str) -> bool:
+        """Whether any region sets the parameter (else a rule that needs it owes nothing)."""
+        return bool(self._set[key].any())
+
     def has(self, key: str) -> Bools:
         if key not in self._present:
             # Set everywhere (the usual case): a read-only view instead of a gathered copy.

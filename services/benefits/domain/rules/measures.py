@@ -222,31 +222,55 @@ def home_adaptation(cols: Columns, p: Params, cats: Categories) -> Amounts:
     return _per_person(p, "old_age.home_adaptation_fen_per_household", owed.astype(np.int64))
 
 
-def _where_based(p: Params, code: str, people: I64) -> Amounts:
-    """An amount no document states: owed (quantity only) where the region sets its basis."""
-    people = np.where(p.has(f"basis.measure.{code}"), people, 0)
-    return Amounts(fen=np.zeros_like(people), quantity=people)
+def _nothing(cols: Columns) -> Amounts:
+    """No household is owed it: no region in the columns sets what the measure needs."""
+    return Amounts(
+        fen=np.zeros(cols.households, dtype=np.int64),
+        quantity=np.zeros(cols.households, dtype=np.int64),
+    )
+
+
+def _where_based(p: Params, code: str, people: Callable[[], I64], cols: Columns) -> Amounts:
+    """An amount no document states: owed (quantity only) where the region sets its basis;
+    the people are counted only if some region does."""
+    key = f"basis.measure.{code}"
+    if not p.anywhere(key):
+        return _nothing(cols)
+    counted = np.where(p.has(key), people(), 0)
+    return Amounts(fen=np.zeros_like(counted), quantity=counted)
 
 
 def tekun_support(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """特困人员基本生活费和护理补贴, per member of a certified household; amount local."""
-    return _where_based(p, "tekun_support", np.where(cats[Category.TEKUN], cols.size, 0))
+    return _where_based(
+        p, "tekun_support", lambda: np.where(cats[Category.TEKUN], cols.size, 0), cols
+    )
 
 
 def disability_subsidies(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """残疾人两项补贴 (困难残疾人生活补贴、重度残疾人护理补贴) per disabled member; amount local."""
-    disabled = _enrolled(cols, cats, cols.m_disability > 0)
-    return _where_based(p, "disability_subsidies", count(cols, disabled))
+    return _where_based(
+        p,
+        "disability_subsidies",
+        lambda: count(cols, _enrolled(cols, cats, cols.m_disability > 0)),
+        cols,
+    )
 
 
 def medical_premium(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """城乡居民医保参保资助: 特困全额, 低保定额, every member; amount local."""
-    covered = cats[Category.TEKUN] | cats[Category.DIBAO]
-    return _where_based(p, "medical_premium", np.where(covered, cols.size, 0))
+    return _where_based(
+        p,
+        "medical_premium",
+        lambda: np.where(cats[Category.TEKUN] | cats[Category.DIBAO], cols.size, 0),
+        cols,
+    )
 
 
 def _dibao_quantity(p: Params, cats: Categories, key: str) -> Amounts:
     """A monthly quantity (kWh, m³) off the bill of each 低保 household, no cash."""
+    if not p.anywhere(key):
+        return _nothing(cats.cols)
     quantity = np.where(cats[Category.DIBAO], p[key], 0)
     return Amounts(fen=np.zeros_like(quantity), quantity=quantity)
 
@@ -272,12 +296,16 @@ def _entering(cols: Columns, p: Params, cats: Categories, stage: Stage) -> Membe
 
 def high_school_entry_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """连续一年以上城市低保家庭子女考入公办高中: 当年一次性补助 2000 元."""
+    if not p.anywhere("education.high_school_entry_fen"):
+        return _nothing(cols)
     kids = _entering(cols, p, cats, Stage.SENIOR_HIGH)
     return _per_person(p, "education.high_school_entry_fen", count(cols, kids))
 
 
 def university_entry_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """连续一年以上城市低保家庭子女考入高等院校: 当年一次性补助 5000 元."""
+    if not p.anywhere("education.university_entry_fen"):
+        return _nothing(cols)
     kids = _entering(cols, p, cats, Stage.COLLEGE)
     return _per_person(p, "education.university_entry_fen", count(cols, kids))
 
@@ -285,6 +313,8 @@ def university_entry_grant(cols: Columns, p: Params, cats: Categories) -> Amount
 def reemployment_tax_relief(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """下岗失业人员从事个体经营: 每户每年限额内扣减税费 (quantity 1 household; no cash)."""
     key = "employment.reemployment_tax_cap_fen_per_year"
+    if not p.anywhere(key):
+        return _nothing(cols)
     owners = _enrolled(cols, cats, cols.m_layoff & (cols.m_business_months >= 0))
     owed = (count(cols, owners) > 0) & p.has(key) & (p[key] > 0)
     quantity = owed.astype(np.int64)

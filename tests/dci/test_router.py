@@ -246,6 +246,56 @@ class TestMaskingAndAudit:
             (f"dci-{OWNER}", "household.pii_read", household_id, "低保复核")
         ]
 
+    async def test_a_clear_reply_is_kept_sealed_and_reopened_only_with_pii_read_and_purpose(
+        self, registry_settings: RegistrySettings, token: Token
+    ) -> None:
+        purpose = {"Bangfu-Purpose": quote("低保复核")}
+        with receiving() as (receiver, url):
+            async with running(create_registry(settings_for_dci(registry_settings))) as client:
+                household_id, number = await _file(client, token, OWNER, 613)
+                asked = envelope(
+                    "search",
+                    search("idtype-value", {"type": "UIN", "value": number}),
+                    sender_uri=f"{url}/registry/on-search",
+                )
+                await client.post(
+                    "/registry/search",
+                    json=asked,
+                    headers=_dci(token, OWNER, "dci:search", "pii:read", **purpose),
+                )
+                [callback] = await receiver.wait_for("on-search")
+                status = envelope(
+                    "txn-status",
+                    {
+                        "transaction_id": "t",
+                        "txnstatus_request": {
+                            "reference_id": "r",
+                            "txn_type": "search",
+                            "attribute_type": "transaction_id",
+                            "attribute_value": asked["message"]["transaction_id"],
+                        },
+                    },
+                )
+                masked = await client.post(
+                    "/registry/sync/txn/status", json=status, headers=_dci(token, OWNER)
+                )
+                clear = await client.post(
+                    "/registry/sync/txn/status",
+                    json=status,
+                    headers=_dci(token, OWNER, "dci:search", "pii:read", **purpose),
+                )
+        assert number in str(callback["message"])
+        kept = await _rows(registry_settings, dci_store.transaction)
+        queued = await _rows(registry_settings, dci_store.delivery)
+        assert number not in str(kept) and number not in str(queued)
+        assert number not in masked.text and masked.json()["header"]["status"] == "rjct"
+        assert number in clear.text
+        rows = await _rows(registry_settings, audit.audit_log)
+        assert [(r["target"], r["detail"]["via"]) for r in rows] == [
+            (household_id, "dci.search"),
+            (household_id, "dci.txn_status"),
+        ]
+
 
 class TestEnvelope:
     async def test_auth_is_enforced_before_the_envelope(

@@ -54,6 +54,7 @@ def install(app: FastAPI, settings: RegistrySettings) -> None:
                 app.state.runtime.db,
                 state.signer,
                 state.policy,
+                app.state.keyring,
                 max_attempts=settings.dci_delivery_max_attempts,
                 backoff_base_seconds=settings.dci_delivery_backoff_base_seconds,
                 backoff_cap_seconds=settings.dci_delivery_backoff_cap_seconds,

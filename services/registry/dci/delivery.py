@@ -21,6 +21,7 @@ import structlog
 
 from services.registry.dci import store
 from services.registry.dci.signing import Signer
+from shared.crypto import Keyring
 from shared.db import Database
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,7 @@ class DeliveryWorker:
         db: Database,
         signer: Signer,
         policy: DestinationPolicy,
+        keyring: Keyring,
         *,
         max_attempts: int,
         backoff_base_seconds: float,
@@ -95,6 +97,7 @@ class DeliveryWorker:
         self.db = db
         self.signer = signer
         self.policy = policy
+        self.keyring = keyring
         self.max_attempts = max_attempts
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
@@ -169,8 +172,13 @@ class DeliveryWorker:
 
     async def _attempt(self, client: httpx.AsyncClient, row: dict[str, Any]) -> str | None:
         """None when delivered, else why not."""
-        body = row["body"]
-        envelope = {"signature": self.signer.sign(body["header"], body["message"]), **body}
+        header = row["body"]["header"]
+        message = store.unseal(self.keyring, row["body"])
+        envelope = {
+            "signature": self.signer.sign(header, message),
+            "header": header,
+            "message": message,
+        }
         try:
             await self.policy.check_resolved(row["url"])
             response = await client.post(row["url"], json=envelope)

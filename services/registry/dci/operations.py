@@ -333,10 +333,52 @@ async def unsubscribe(
     return answer
 
 
+def _households_in(reply: dict[str, Any]) -> list[str]:
+    """The households a search reply shows (a Group's id, a Member's household)."""
+    found: list[str] = []
+    for item in reply.get("search_response", []):
+        for record in (item.get("data") or {}).get("reg_records", []):
+            if record.get("@type") == "Group":
+                found.append(record["@id"])
+            else:
+                attributes = {
+                    a["name"]: a["value"] for a in record.get("additional_attributes", [])
+                }
+                found.append(str(attributes.get("household_id")))
+    return list(dict.fromkeys(found))
+
+
+def _unknown(request: TxnStatusRequest, correlation_id: str, why: str) -> dict[str, Any]:
+    criteria = request.txnstatus_request
+    return {
+        "transaction_id": request.transaction_id,
+        "correlation_id": correlation_id,
+        "search_response": [
+            {
+                "reference_id": criteria.reference_id,
+                "timestamp": now_iso(),
+                "status": "rjct",
+                "status_reason_code": "rjct.reference_id.invalid",
+                "status_reason_message": why[:999],
+            }
+        ],
+    }
+
+
 async def txn_status(
-    uow: UnitOfWork, caller: Caller, request: TxnStatusRequest, *, correlation_id: str
-) -> tuple[str, dict[str, Any]]:
-    """(header status, TxnStatusResponse message): the caller's own transactions only."""
+    uow: UnitOfWork,
+    caller: Caller,
+    request: TxnStatusRequest,
+    *,
+    correlation_id: str,
+    now: datetime,
+) -> tuple[str, dict[str, Any], bool]:
+    """(header status, TxnStatusResponse message, whether it holds identity numbers in clear).
+
+    Only the caller's own transactions, asked with regions its token covers; a reply kept
+    sealed (read with pii:read) is opened only for a caller with pii:read and a purpose, and
+    that read is audited like the search's.
+    """
     criteria = request.txnstatus_request
     values: Sequence[str] = (
         criteria.attribute_value
@@ -358,33 +400,53 @@ async def txn_status(
         if r["action"] in wanted
         and all(region_covered(p, caller.principal.regions) for p in r["regions"])
     ]
+    answer = {"transaction_id": request.transaction_id, "correlation_id": correlation_id}
     if not rows:
-        status = {
-            "transaction_id": request.transaction_id,
-            "correlation_id": correlation_id,
-            "search_response": [
-                {
-                    "reference_id": criteria.reference_id,
-                    "timestamp": now_iso(),
-                    "status": "rjct",
-                    "status_reason_code": "rjct.reference_id.invalid",
-                    "status_reason_message": f"no {criteria.txn_type} transaction of this "
-                    f"client has that {criteria.attribute_type}",
-                }
-            ],
-        }
-        header_status = "rjct"
-    else:
-        row = rows[-1]
-        reply = row["reply"]
-        status = {
-            "transaction_id": row["transaction_id"],
-            "correlation_id": row["correlation_id"],
-            "search_response": reply.get("search_response", []),
-        }
-        header_status = "succ"
-    return header_status, {
-        "transaction_id": request.transaction_id,
-        "correlation_id": correlation_id,
-        "txnstatus_response": {"txn_type": criteria.txn_type, "txn_status": status},
+        status = _unknown(
+            request,
+            correlation_id,
+            f"no {criteria.txn_type} transaction of this client has that {criteria.attribute_type}",
+        )
+        return (
+            "rjct",
+            {**answer, "txnstatus_response": {"txn_type": criteria.txn_type, "txn_status": status}},
+            False,
+        )
+    row = rows[-1]
+    sealed = "sealed" in row["reply"]
+    if sealed and not (caller.clear and caller.purpose):
+        status = _unknown(
+            request,
+            correlation_id,
+            "the reply holds identity numbers in clear: ask with pii:read and a Bangfu-Purpose",
+        )
+        return (
+            "rjct",
+            {**answer, "txnstatus_response": {"txn_type": criteria.txn_type, "txn_status": status}},
+            False,
+        )
+    reply = store.unseal(caller.keyring, row["reply"])
+    if sealed:
+        for household_id in _households_in(reply):
+            await audit.append(
+                uow.session,
+                client_id=caller.principal.client_id,
+                action="household.pii_read",
+                target=household_id,
+                outcome="success",
+                purpose=caller.purpose,
+                trace_id=trace_id_of(current_traceparent()),
+                detail={"via": "dci.txn_status", "correlation_id": row["correlation_id"]},
+                profile=caller.keyring.profile,
+                now=now,
+            )
+    status = {
+        "transaction_id": row["transaction_id"],
+        "correlation_id": row["correlation_id"],
+        "search_response": reply.get("search_response", []),
     }
+    return (
+        "succ",
+        {**answer, "txnstatus_response": {"txn_type": criteria.txn_type, "txn_status": status}},
+        sealed,
+    )

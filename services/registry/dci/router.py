@@ -191,8 +191,11 @@ async def _record(
     status: str,
     callback: str | None,
     now: datetime,
+    clear: bool = False,
 ) -> dict[str, Any]:
-    """Keep the transaction and its reply; queue the callback. Returns the callback header."""
+    """Keep the transaction and its reply (sealed when it holds identity numbers in clear);
+    queue the callback. Returns the callback header."""
+    kept = store.seal(request.app.state.keyring, reply) if clear else {"message": reply}
     await store.add_transaction(
         uow.session,
         {
@@ -204,7 +207,7 @@ async def _record(
             "action": action,
             "status": status,
             "reference_ids": reference_ids,
-            "reply": reply,
+            "reply": kept,
             "created_at": now,
         },
     )
@@ -225,7 +228,7 @@ async def _record(
                 ordering_key=f"txn:{correlation_id}",
                 url=sender_uri,
                 action=callback,
-                body={"header": reply_header, "message": reply},
+                body={"header": reply_header, **kept},
                 now=now,
             )
     return reply_header
@@ -253,13 +256,8 @@ async def _search(
         _sender_uri(request, header)  # refused before any work is done
     now = datetime.now(UTC)
     correlation_id = new_correlation_id()
-    reply = await operations.search(
-        uow,
-        _caller(request, principal, header, why),
-        search,
-        correlation_id=correlation_id,
-        now=now,
-    )
+    caller = _caller(request, principal, header, why)
+    reply = await operations.search(uow, caller, search, correlation_id=correlation_id, now=now)
     reply_header = await _record(
         uow,
         request,
@@ -273,6 +271,7 @@ async def _search(
         status=_search_status(reply),
         callback=None if sync else "on-search",
         now=now,
+        clear=caller.clear,
     )
     if not sync:
         return await _committed_ack(uow, request, correlation_id)
@@ -291,8 +290,8 @@ async def _txn_status(
         _sender_uri(request, header)
     now = datetime.now(UTC)
     correlation_id = new_correlation_id()
-    status, reply = await operations.txn_status(
-        uow, _caller(request, principal, header, why), asked, correlation_id=correlation_id
+    status, reply, clear = await operations.txn_status(
+        uow, _caller(request, principal, header, why), asked, correlation_id=correlation_id, now=now
     )
     reply_header = await _record(
         uow,
@@ -307,6 +306,7 @@ async def _txn_status(
         status=status,
         callback=None if sync else "txn-on-status",
         now=now,
+        clear=clear,
     )
     if not sync:
         return await _committed_ack(uow, request, correlation_id)

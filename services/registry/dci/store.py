@@ -5,6 +5,7 @@ They share the registry's metadata (and so its migrations): the DCI API is the r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.store import metadata
+from shared.crypto import Keyring, decrypt, encrypt
+
+# A reply holding identity numbers in clear (pii:read) is kept and queued sealed, never as text.
+SEALED = "dci.reply"
 
 _big_id = BigInteger().with_variant(Integer, "sqlite")
 
@@ -87,6 +92,19 @@ delivery = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Index("ix_dci_delivery_status_key", "status", "ordering_key", "id"),
 )
+
+
+def seal(keyring: Keyring, message: dict[str, Any]) -> dict[str, str]:
+    return {"sealed": encrypt(keyring, json.dumps(message, ensure_ascii=False), context=SEALED)}
+
+
+def unseal(keyring: Keyring, stored: dict[str, Any]) -> dict[str, Any]:
+    """The message of a stored reply or delivery body, opened if it was sealed."""
+    if "sealed" not in stored:
+        message: dict[str, Any] = stored.get("message", stored)
+        return message
+    opened: dict[str, Any] = json.loads(decrypt(keyring, stored["sealed"], context=SEALED))
+    return opened
 
 
 async def add_transaction(session: AsyncSession, row: dict[str, Any]) -> None:

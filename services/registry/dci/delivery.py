@@ -141,8 +141,10 @@ class DeliveryWorker:
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Send the head of each ordering key that is due; the number of attempts made."""
         now = datetime.now(UTC)
-        async with self.db.sessionmaker() as session:
-            due = await store.due_deliveries(session, now=now, limit=20)
+        lease = now + timedelta(seconds=2 * self.timeout_seconds)
+        async with self.db.sessionmaker() as session, session.begin():
+            found = await store.due_deliveries(session, now=now, limit=20)
+            due = [row for row in found if await store.claim(session, row, until=lease)]
         if not due:
             return 0
         results = await asyncio.gather(*(self._attempt(client, row) for row in due))

@@ -200,6 +200,21 @@ async def due_deliveries(
     return [dict(r) for r in rows.mappings()]
 
 
+async def claim(session: AsyncSession, row: dict[str, Any], *, until: datetime) -> bool:
+    """Take a due delivery for one attempt: another registry process that read it too gets
+    False (its `next_attempt_at` moved), so each attempt is made once."""
+    result = await session.execute(
+        update(delivery)
+        .where(
+            delivery.c.id == row["id"],
+            delivery.c.status == "pending",
+            delivery.c.next_attempt_at == row["next_attempt_at"],
+        )
+        .values(next_attempt_at=until)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def record_attempt(
     session: AsyncSession,
     delivery_id: int,

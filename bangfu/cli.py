@@ -179,6 +179,13 @@ def migrate(
     services: Annotated[
         list[str] | None, typer.Argument(help="Services to migrate (default: all four).")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to keep retrying while the database refuses connections "
+            "(it may start after this job); 0 fails on the first refusal."
+        ),
+    ] = 60,
 ) -> None:
     """Bring each service's database schema to the newest migration.
 
@@ -186,9 +193,11 @@ def migrate(
     Kubernetes `bangfu-migrate` Job); replicas never migrate and answer 503 on /readyz
     until their schema is at head. Reads BANGFU_DATABASE_URL (or each service's own
     BANGFU_{SERVICE}_DATABASE_URL); safe to run again: an up-to-date schema is left alone.
+    A database that is not up yet is waited for (`--wait`), each retry said on the terminal.
 
     Example: bangfu migrate registry verification
     """
+    from bangfu.embedded import DatabaseAway
     from bangfu.embedded import migrate as run
     from shared.migrations import SERVICES
 
@@ -199,7 +208,11 @@ def migrate(
             err=True,
         )
         raise typer.Exit(2)
-    run(tuple(services or SERVICES), say=typer.echo)
+    try:
+        run(tuple(services or SERVICES), say=typer.echo, wait_seconds=wait)
+    except DatabaseAway as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     suite = SuiteSettings()
     if not suite.auth_jwks_url:
         # Created here, once, so that replicas sharing BANGFU_HOME never race to create it.

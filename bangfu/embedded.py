@@ -8,6 +8,7 @@ processes, and stops them all on Ctrl-C or SIGTERM. With `idp`, the suite's Open
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from bangfu import idp as identity
 from sandbox.app import SandboxSettings
@@ -27,6 +35,7 @@ from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
 from shared.auth import ensure_signing_key
+from shared.db import Database, unreachable
 from shared.migrations import SERVICES, upgrade
 from shared.natsserver import NatsServer, die_with_parent, port_open
 from shared.settings import ServiceSettings, SuiteSettings
@@ -59,12 +68,61 @@ def service_ports() -> dict[str, int]:
 SANDBOX_MODULES = {"sandbox": "sandbox", "sms": "sandbox.sms"}
 
 
-def migrate(services: tuple[str, ...] = SERVICES, *, say: Say = print) -> None:
-    """Bring each service's database to head."""
+def migrate(
+    services: tuple[str, ...] = SERVICES, *, say: Say = print, wait_seconds: float = 0
+) -> None:
+    """Bring each service's database to head, waiting up to `wait_seconds` for it to answer."""
     for service in services:
         url, schema = SETTINGS[service].for_migration().database
+        if wait_seconds:
+            wait_for_database(url, wait_seconds=wait_seconds, say=say)
         upgrade(service, url=url, schema=schema)
         say(f"migrated {service} ({url.split('://')[0]}{', schema ' + schema if schema else ''})")
+
+
+class DatabaseAway(Exception):
+    """The database did not answer within the time `bangfu migrate --wait` gives it."""
+
+
+def wait_for_database(url: str, *, wait_seconds: float, say: Say = print) -> None:
+    """Retry connecting, with backoff, until the database answers or `wait_seconds` pass.
+
+    A migration job started with the database (compose, a Kubernetes Job) would otherwise
+    fail on the first refusal while PostgreSQL is still starting. Only an unreachable or
+    starting database is retried: a wrong password or a missing database fails at once.
+    """
+
+    def said(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0
+        say(
+            f"waiting for the database ({type(error).__name__}: {error}); "
+            f"attempt {state.attempt_number}, next in {delay:.1f}s"
+        )
+
+    async def ping() -> None:
+        database = Database(url)
+        try:
+            await database.ping()
+        finally:
+            await database.dispose()
+
+    try:
+        for attempt in Retrying(
+            stop=stop_after_delay(wait_seconds),
+            wait=wait_exponential(multiplier=0.25, max=5),
+            retry=retry_if_exception(unreachable),
+            before_sleep=said,
+            reraise=True,
+        ):
+            with attempt:
+                asyncio.run(ping())
+    except Exception as exc:
+        if unreachable(exc):
+            raise DatabaseAway(
+                f"the database did not answer within {wait_seconds:g}s: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise
 
 
 @dataclass

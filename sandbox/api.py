@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from sandbox.behaviour import Behaviour
@@ -15,6 +15,7 @@ from sandbox.changes import ChangeRequest
 from sandbox.departments import DEPARTMENTS
 from sandbox.protocol import CONSENT_HEADER, PURPOSE_HEADER, QueryBody, Rejected
 from sandbox.service import Sandbox
+from shared.events.streams import BackgroundConnection
 from shared.problems import ErrorTable, Problem, problem_response
 
 DRIP_CHUNK_BYTES = 16
@@ -130,7 +131,19 @@ async def publish_change(change: ChangeRequest, sandbox: SandboxDep) -> dict[str
     return {"subject": event.nats_subject, "event": event.model_dump(mode="json")}
 
 
+def _nats_check(request: Request) -> str:
+    connection: BackgroundConnection | None = request.app.state.nats
+    return connection.check() if connection else "off"
+
+
 @router.get("/healthz", tags=["operations"], summary="Alive")
-async def healthz(sandbox: SandboxDep) -> dict[str, str]:
-    nats = "off" if sandbox.nc is None else ("ok" if sandbox.nc.is_connected else "disconnected")
-    return {"status": "ok", "nats": nats}
+async def healthz(request: Request) -> dict[str, str]:
+    return {"status": "ok", "nats": _nats_check(request)}
+
+
+@router.get("/readyz", tags=["operations"], summary="Ready: answering on NATS (unless it is off)")
+async def readyz(request: Request) -> Response:
+    checks = {"nats": _nats_check(request)}
+    if checks["nats"] in ("ok", "off"):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem_response(503, "not-ready", "a dependency is not ready", checks=checks)

@@ -16,7 +16,7 @@ from sandbox.behaviour import Behaviours
 from sandbox.responder import Responder
 from sandbox.service import Sandbox
 from sandbox.settings import SandboxSettings
-from shared.events.streams import connect
+from shared.events.streams import BackgroundConnection
 from shared.problems import install_problem_handlers
 
 __all__ = ["SandboxSettings", "create_app"]
@@ -34,16 +34,25 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         if not settings.nats_url:
             yield
             return
-        nc = await connect(settings.nats_url, name="bangfu-sandbox")
-        responder = Responder(nc, sandbox, queue=settings.queue_group)
-        await responder.start()
-        sandbox.nc = nc
+        # NATS may come after the sandbox: it serves HTTP meanwhile and answers on NATS then.
+        nats = BackgroundConnection(settings.nats_url, name="bangfu-sandbox")
+        responder = Responder(nats.nc, sandbox, queue=settings.queue_group)
+
+        async def answer_on_nats() -> None:
+            await responder.start()
+            sandbox.nc = nats.nc
+
+        app.state.nats = nats
+        await nats.when_ready(answer_on_nats)
+        await nats.start()
         try:
             yield
         finally:
-            sandbox.nc = None
-            await responder.stop()
-            await nc.drain()
+            await nats.stop_connecting()
+            if sandbox.nc is not None:
+                sandbox.nc = None
+                await responder.stop()
+            await nats.close()
 
     app = FastAPI(
         title="Bangfu department sandbox",
@@ -53,6 +62,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sandbox = sandbox
+    app.state.nats = None  # the connection, once the lifespan opened one
     install_problem_handlers(app, api.ERRORS)
     app.include_router(api.router)
     return app

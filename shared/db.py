@@ -8,8 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from asyncpg.exceptions import (  # type: ignore[import-untyped]
+    CannotConnectNowError,
+    TooManyConnectionsError,
+)
 from sqlalchemy import MetaData, Table, and_, event, false, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -59,6 +64,22 @@ def region_condition(column: Any, prefixes: Sequence[str]) -> Any:
 
 def _next_prefix(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database is away (refused, starting up, full, a dropped connection), not a bad query.
+
+    asyncpg raises a refusal bare but a "starting up" wrapped by SQLAlchemy: the cause chain
+    is searched for either.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError | CannotConnectNowError | TooManyConnectionsError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def as_utc(moment: datetime) -> datetime:

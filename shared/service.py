@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
+from asyncpg.exceptions import (  # type: ignore[import-untyped]
+    CannotConnectNowError,
+    TooManyConnectionsError,
+)
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import audit
 from shared.auth import RateLimiter, TokenVerifier
-from shared.db import Database, UnitOfWork
+from shared.db import Database, UnitOfWork, unreachable
 from shared.events.consumer import ConsumerRunner, Subscription
 from shared.events.outbox import Backlog, OutboxRelay
 from shared.events.streams import (
-    connect,
+    BackgroundConnection,
     ensure_dead_letter_stream,
     ensure_stream,
     service_stream,
@@ -67,15 +73,23 @@ class ServiceRuntime:
             restarts.labels(consumer=subscription.name)  # the series is there at 0 from the start
 
     async def start(self) -> None:
+        """Open the database and start connecting to NATS; neither has to be there yet.
+
+        Returns at once if NATS is away: the service answers /healthz, says what it waits for
+        in /readyz, takes writes into its outbox, and stops on SIGTERM. Once NATS answers, the
+        streams are provisioned, the relay publishes the outbox and the consumers start.
+        """
         settings, suite = self.settings, self.settings.suite
         url, schema = settings.database
         self.db = Database(url, schema=schema)
-        self.nc: NATS = await connect(
-            suite.nats_url, name=f"bangfu-{settings.service}", tls=suite.nats_tls()
+        self.nats = BackgroundConnection(
+            suite.nats_url,
+            name=f"bangfu-{settings.service}",
+            tls=suite.nats_tls(),
+            setups=[self._start_streaming],
         )
+        self.nc: NATS = self.nats.nc
         self.js: JetStreamContext = self.nc.jetstream()
-        await self._ensure_stream(settings.service)
-        await ensure_dead_letter_stream(self.js, replicas=suite.stream_replicas)
         self.relay = OutboxRelay(
             self.db,
             self.js,
@@ -84,15 +98,33 @@ class ServiceRuntime:
             on_backlog=self._record_backlog,
         )
         self.db.after_commit = self.relay.wake
-        self.relay.start()
         self._checkpointer = asyncio.create_task(
             self._checkpoint_periodically(), name="audit-checkpoint"
         )
+        await self.nats.start()
+        log.info(
+            "service.started",
+            service=settings.service,
+            database=self.db.dialect,
+            nats=self.nats.check(),
+        )
+
+    async def _start_streaming(self) -> None:
+        """Streams, relay and consumers: what waits for NATS (retried until it succeeds)."""
+        await self._ensure_stream(self.settings.service)
+        await ensure_dead_letter_stream(self.js, replicas=self.settings.suite.stream_replicas)
+        self.relay.start()
+        started = {runner.subscription.name for runner in self.consumers}
         for subscription in self.subscriptions:
+            if subscription.name in started:  # started before a failure that is now retried
+                continue
             # The producer may not have started yet: provision its stream the same way.
             await self._ensure_stream(subscription.stream.lower())
             await self.start_consumer(subscription)
-        log.info("service.started", service=settings.service, database=self.db.dialect)
+
+    async def when_nats_ready(self, setup: Callable[[], Awaitable[None]]) -> None:
+        """Run a service's own NATS setup (a stream, a consumer) now or once NATS is there."""
+        await self.nats.when_ready(setup)
 
     async def start_consumer(self, subscription: Subscription) -> ConsumerRunner:
         """Run a consumer under this runtime: restarted when its loop dies, counted in
@@ -129,14 +161,14 @@ class ServiceRuntime:
         )
 
     async def stop(self) -> None:
+        await self.nats.stop_connecting()
         await asyncio.gather(*(runner.stop() for runner in self.consumers))
         await self.relay.stop()
         self._checkpointer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._checkpointer
         await self._checkpoint_audit_chain()  # the last word before the process goes
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
+        await self.nats.close()
         await self.db.dispose()
         log.info("service.stopped", service=self.settings.service)
 
@@ -187,9 +219,13 @@ class ServiceRuntime:
             checks["schema"] = "ok" if self._schema_ready else "not at head: run `bangfu migrate`"
         except Exception as exc:  # noqa: BLE001 - report, do not raise
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["nats"] = "ok" if self.nc.is_connected else "disconnected"
+        checks["nats"] = self.nats.check()
         for runner in self.consumers:
             checks[f"consumer {runner.subscription.name}"] = self._consumer_check(runner)
+        started = {runner.subscription.name for runner in self.consumers}
+        for subscription in self.subscriptions:
+            if subscription.name not in started:
+                checks[f"consumer {subscription.name}"] = "waiting for NATS"
         return checks
 
     def _consumer_check(self, runner: ConsumerRunner) -> str:
@@ -240,6 +276,47 @@ async def metrics(request: Request) -> Response:
     )
 
 
+def _from_the_database_driver(exc: BaseException) -> bool:
+    """Raised inside the database driver or SQLAlchemy (not, say, by a file write in a route)."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("asyncpg", "sqlalchemy", "aiosqlite")):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _answer_503_while_the_database_is_away(app: FastAPI) -> None:
+    """A request that needs the database while it is away answers 503 problem+json at once.
+
+    Refused, not resolvable, still starting up, or a pooled connection that PostgreSQL dropped
+    (SQLAlchemy then discards the pool, so the next request connects afresh): no restart is
+    needed when the database comes back. Any other database error stays a logged 500.
+    """
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("request.database_unavailable", path=request.url.path, error=repr(exc))
+        return problem_response(
+            503,
+            "database-unavailable",
+            "the database is not reachable; try again shortly",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    async def maybe_unavailable(request: Request, exc: Exception) -> Response:
+        # A bare OSError counts only from the driver, not from, say, a file a route writes.
+        if unreachable(exc) and (isinstance(exc, DBAPIError) or _from_the_database_driver(exc)):
+            return await unavailable(request, exc)
+        raise exc  # the 500 handler renders and logs it
+
+    for refusal in (CannotConnectNowError, TooManyConnectionsError, PoolTimeout):
+        app.add_exception_handler(refusal, unavailable)
+    for error in (DBAPIError, OSError):
+        app.add_exception_handler(error, maybe_unavailable)
+
+
 def create_service_app(
     *,
     settings: ServiceSettings,
@@ -274,6 +351,7 @@ def create_service_app(
     app.state.token_verifier = TokenVerifier.from_settings(suite)
     app.state.rate_limiter = RateLimiter(rate=suite.rate_limit_per_second)
     install_problem_handlers(app, errors)
+    _answer_503_while_the_database_is_away(app)
     app.add_middleware(
         BodyGuardMiddleware,
         max_body_bytes=suite.max_body_bytes,

@@ -11,7 +11,7 @@ from services.verification import api, consumers
 from services.verification.metrics import VerificationMetrics
 from services.verification.settings import VerificationSettings
 from services.verification.worker import Departments, Verifier
-from shared.events.streams import connect, ensure_stream
+from shared.events.streams import BackgroundConnection, ensure_stream
 from shared.registry_client import RegistryClient
 from shared.service import ServiceRuntime, create_service_app
 
@@ -47,8 +47,9 @@ async def _verifier(
 ) -> AsyncIterator[None]:
     """The department clients, the verifier's loops and the department-feed consumer."""
     suite = settings.suite
-    own_nc = (
-        await connect(
+    # The departments' own NATS, if they have one, may come after the service, like the suite's.
+    own_nats = (
+        BackgroundConnection(
             settings.department_nats_url,
             name="bangfu-verification-departments",
             tls=suite.nats_tls(),
@@ -56,7 +57,9 @@ async def _verifier(
         if settings.department_nats_url
         else None
     )
-    departments = Departments(settings, own_nc or runtime.nc)
+    if own_nats:
+        await own_nats.start()
+    departments = Departments(settings, own_nats.nc if own_nats else runtime.nc)
     registry = RegistryClient.from_settings(settings)
     metrics = VerificationMetrics(runtime.metrics.registry, departments)
     verifier = Verifier(settings, runtime.db, app.state.keyring, departments, registry, metrics)
@@ -68,17 +71,21 @@ async def _verifier(
         verifier.wake()
 
     runtime.db.after_commit = after_commit
-    # Departments publish changes on plain NATS; this stream keeps them until they are handled.
-    await ensure_stream(
-        runtime.js,
-        name=consumers.DEPARTMENT_FEED_STREAM,
-        subjects=consumers.DEPARTMENT_FEED_SUBJECTS,
-        max_age_days=suite.stream_max_age_days,
-        duplicate_window_seconds=suite.stream_duplicate_window_seconds,
-        replicas=suite.stream_replicas,
-    )
-    # Under the runtime: supervised, counted and named in /readyz like the event consumers.
-    await runtime.start_consumer(consumers.department_feed(settings))
+
+    async def follow_department_feed() -> None:
+        # Departments publish changes on plain NATS; this stream keeps them until handled.
+        await ensure_stream(
+            runtime.js,
+            name=consumers.DEPARTMENT_FEED_STREAM,
+            subjects=consumers.DEPARTMENT_FEED_SUBJECTS,
+            max_age_days=suite.stream_max_age_days,
+            duplicate_window_seconds=suite.stream_duplicate_window_seconds,
+            replicas=suite.stream_replicas,
+        )
+        # Under the runtime: supervised, counted and named in /readyz like the event consumers.
+        await runtime.start_consumer(consumers.department_feed(settings))
+
+    await runtime.when_nats_ready(follow_department_feed)
     verifier.start()
     app.state.verifier = verifier
     try:
@@ -87,5 +94,5 @@ async def _verifier(
         await verifier.stop()
         await departments.aclose()
         await registry.aclose()
-        if own_nc:
-            await own_nc.drain()
+        if own_nats:
+            await own_nats.close()

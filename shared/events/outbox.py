@@ -136,7 +136,9 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        """Start publishing (once: a second call, from a retried setup, changes nothing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
         self._stopping = True

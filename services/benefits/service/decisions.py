@@ -239,6 +239,8 @@ async def decide_household(
                 "amount_fen": m.amount_fen,
                 "quantity": m.quantity,
                 "unit": m.unit,
+                # "金额按当地标准": owed, amount set by the department (amount_fen 0 is not 0 yuan)
+                "amount_note": m.amount_note,
             }
             for m in card.measures
         ],

@@ -129,6 +129,33 @@ class TestCards:
 
 
 class TestHeldHouseholds:
+    async def test_a_measure_owed_without_an_amount_is_published_as_such(
+        self,
+        benefits: httpx.AsyncClient,
+        token: Callable[..., str],
+        benefits_settings: BenefitsSettings,
+    ) -> None:
+        """amount_fen 0 of 特困供养 is not 0 yuan: the event says the amount is set locally."""
+        put = await benefits.put(
+            "/v1/households/h-tekun",
+            json={"household": body(tekun_certified=True)},
+            headers=bearer(token(READ, ADMIN)),
+        )
+        assert put.status_code == 200, put.text
+        [determined] = [
+            e["data"]
+            for _, e in await events(benefits_settings)
+            if e["type"] == "cn.bangfu.benefits.entitlements.determined.v1"
+        ]
+        tekun = next(m for m in determined["measures"] if m["code"] == "tekun_support")
+        assert (tekun["amount_fen"], tekun["amount_note"], tekun["department"]) == (
+            0,
+            "金额按当地标准",
+            "民政局",
+        )
+        allowance = next(m for m in determined["measures"] if m["code"] == "dibao_allowance")
+        assert allowance["amount_note"] == ""
+
     async def test_new_inputs_replace_the_held_ones_and_change_the_card(
         self,
         benefits: httpx.AsyncClient,

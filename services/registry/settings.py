@@ -20,9 +20,9 @@ class RegistrySettings(ServiceSettings):
     # Our sender_id in DCI headers and signature keyIds.
     dci_sender_id: str = "bangfu-registry"
     # Our ed25519 signing key (PEM, created when missing); unset: `<home>/dci_ed25519.pem`.
-    dci_signing_key_file: Path | None = None
+    dci_signer_pem: Path | None = None
     # Senders' ed25519 public keys by sender_id (base64 of the 32 raw bytes, or PEM), JSON.
-    dci_sender_keys: dict[str, str] = {}
+    dci_trusted_senders: dict[str, str] = {}
     # Refuse senders without a registered key (err.signature.invalid); off only for trials.
     dci_require_signatures: bool = True
     # Networks besides the public internet that callbacks and notifications may go to.
@@ -34,5 +34,5 @@ class RegistrySettings(ServiceSettings):
     dci_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @property
-    def dci_signing_key_path(self) -> Path:
-        return self.dci_signing_key_file or self.suite.home / "dci_ed25519.pem"
+    def dci_signer_pem_path(self) -> Path:
+        return self.dci_signer_pem or self.suite.home / "dci_ed25519.pem"

@@ -32,7 +32,7 @@ def settings_for_dci(settings: RegistrySettings, **overrides: Any) -> RegistrySe
     )
     return settings.model_copy(
         update={
-            "dci_sender_keys": {SENDER: public.decode()},
+            "dci_trusted_senders": {SENDER: public.decode()},
             "dci_callback_allowed_networks": [ipaddress.ip_network("127.0.0.0/8")],
             "dci_delivery_poll_seconds": 0.1,
             "dci_delivery_backoff_base_seconds": 0.1,

@@ -124,7 +124,7 @@ async def test_the_dci_conformance_suite_passes_every_social_registry_scenario(
     )
     settings = registry_settings.model_copy(
         update={
-            "dci_sender_keys": {seed.SENDER_ID: public.decode()},
+            "dci_trusted_senders": {seed.SENDER_ID: public.decode()},
             "dci_callback_allowed_networks": [ipaddress.ip_network("127.0.0.0/8")],
             "dci_delivery_poll_seconds": 0.2,
         }

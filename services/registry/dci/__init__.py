@@ -37,8 +37,8 @@ def subscriptions(settings: RegistrySettings) -> list[Subscription]:
 
 def install(app: FastAPI, settings: RegistrySettings) -> None:
     state = DciState(
-        signer=load_signer(settings.dci_signing_key_path, settings.dci_sender_id),
-        sender_keys=load_sender_keys(settings.dci_sender_keys),
+        signer=load_signer(settings.dci_signer_pem_path, settings.dci_sender_id),
+        sender_keys=load_sender_keys(settings.dci_trusted_senders),
         require_signatures=settings.dci_require_signatures,
         policy=DestinationPolicy(tuple(settings.dci_callback_allowed_networks)),
     )

@@ -10,16 +10,19 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import structlog
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
+from services.benefits.app import create_app as create_benefits
+from services.benefits.settings import BenefitsSettings
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
@@ -29,9 +32,11 @@ from shared.tokens import shared_credentials
 from tests.conftest import running, serving
 from tests.helpers import bearer, household_body, identity_number
 from tests.identity.conftest import RunningIdp
+from tests.services.benefits.test_consumers import eventually
 from tests.shared.standin_idp import forged
 
 SOMEWHERE_IN_4101 = "410105"
+log = structlog.get_logger(__name__)
 
 
 def _registry_trusting(
@@ -107,69 +112,101 @@ class TestDepartmentClients:
         assert refused.json()["missing_scopes"] == ["registry:write"]
 
 
+def _client_settings(idp: RunningIdp, service: str) -> dict[str, Any]:
+    """The service as the provider's demo client `svc-<service>` (BANGFU_<SERVICE>_CLIENT_*)."""
+    registration = idp.registrations.service_credentials(service)
+    assert registration is not None and registration.secret
+    return {"client_id": registration.name, "client_secret": SecretStr(registration.secret)}
+
+
 class TestServiceTokenRenewal:
     async def test_sixty_second_tokens_expire_during_a_run_of_calls_and_nothing_fails(
         self,
         idp_factory: Callable[..., RunningIdp],
         registry_settings: RegistrySettings,
+        migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
     ) -> None:
-        """Verification reads the registry for 70 s with its own client; the registry allows no
-        clock skew, so a token not renewed before its expiry would be refused."""
+        """For 70 s verification's client reads the registry every second, while benefits
+        follows the registry's events and reads each new file; the registry allows no clock
+        skew, so a token not renewed before its expiry would be refused."""
         idp = idp_factory(access_token_ttl=60)
-        registration = idp.registrations.service_credentials("verification")
-        assert registration is not None and registration.secret
         settings = _registry_trusting(idp, registry_settings, leeway_seconds=0)
+        benefits_url, benefits_schema = await migrated_database("benefits")
         with serving(create_registry(settings)) as url:
-            async with httpx.AsyncClient(base_url=url) as http:
-                filed = await http.post(
-                    "/v1/households",
-                    json=household_body(head_number=identity_number(serial=4)),
-                    headers=bearer(idp.client_token("dept-4113")),
-                )
-            assert filed.status_code == 201, filed.text
-            household_id = filed.json()["id"]
-            verification = VerificationSettings(
+            benefits = BenefitsSettings(
                 suite=settings.suite,
+                database_url=benefits_url,
+                database_schema=benefits_schema,
+                follow_registry=True,
                 registry_url=url,
-                client_id=registration.name,
-                client_secret=SecretStr(registration.secret),
+                **_client_settings(idp, "benefits"),
             )
-            fetched_before = _fetches(registration.name)
-            client = RegistryClient.from_settings(verification)
-            # The client's own credentials (one per client and scope in a process): what they
-            # hand out right after a read is the token that read sent.
-            credentials = [
-                shared_credentials(
-                    issuer=idp.issuer,
-                    client_id=registration.name,
-                    client_secret=registration.secret,
-                    scope=scope,
-                )
-                for scope in (READ_SCOPE, PII_SCOPE)
-            ]
-            started = time.monotonic()
-            reads, tokens_seen = 0, dict[str, float]()
-            try:
-                while time.monotonic() - started < 70:
-                    masked = await client.household(household_id)
-                    clear = await client.household(household_id, pii=True, purpose="核对 test")
-                    assert masked["id"] == clear["id"] == household_id
-                    reads += 2
-                    for sent in [await c.token() for c in credentials]:
-                        tokens_seen.setdefault(sent, round(time.monotonic() - started, 1))
-                    await asyncio.sleep(1)
-            finally:
-                await client.aclose()
-            first = next(iter(tokens_seen))
-            async with httpx.AsyncClient(base_url=url) as http:
-                first_now = await http.get(f"/v1/households/{household_id}", headers=bearer(first))
+            verification = VerificationSettings(
+                suite=settings.suite, registry_url=url, **_client_settings(idp, "verification")
+            )
+            async with (
+                httpx.AsyncClient(base_url=url) as http,
+                running(create_benefits(benefits)),
+            ):
 
-        renewals = sorted(tokens_seen.values())
-        print(f"\n70 s of reads ({reads}): tokens first sent at {renewals} s")  # noqa: T201
-        assert _fetches(registration.name) - fetched_before == len(tokens_seen)
-        # Two scopes, each fetched at the start and renewed after 48 s (80 % of 60).
-        assert len(tokens_seen) == 4
-        assert [s for s in renewals if s > 1] and all(45 <= s <= 52 for s in renewals if s > 1)
+                async def file_and_await_its_card(serial: int) -> str:
+                    """A department files; benefits reads the file and the registry shows
+                    the card benefits published."""
+                    headers = bearer(idp.client_token("dept-4113"))
+                    filed = await http.post(
+                        "/v1/households",
+                        json=household_body(head_number=identity_number(serial=serial)),
+                        headers=headers,
+                    )
+                    assert filed.status_code == 201, filed.text
+                    household_id = str(filed.json()["id"])
+
+                    async def card() -> Any:
+                        file = await http.get(f"/v1/households/{household_id}", headers=headers)
+                        return file.json()["entitlements"]
+
+                    assert (await eventually(card))["monthly_fen"] == 63000
+                    return household_id
+
+                household_id = await file_and_await_its_card(4)
+                fetched = {c: _fetches(c) for c in ("svc-verification", "svc-benefits")}
+                client = RegistryClient.from_settings(verification)
+                # The client's own credentials (one per client and scope in a process): what
+                # they hand out right after a read is the token that read sent.
+                credentials = [
+                    shared_credentials(
+                        issuer=idp.issuer,
+                        client_id="svc-verification",
+                        client_secret=verification.client_secret.get_secret_value(),
+                        scope=scope,
+                    )
+                    for scope in (READ_SCOPE, PII_SCOPE)
+                    if verification.client_secret
+                ]
+                started = time.monotonic()
+                reads, tokens_seen = 0, dict[str, float]()
+                try:
+                    while time.monotonic() - started < 70:
+                        masked = await client.household(household_id)
+                        clear = await client.household(household_id, pii=True, purpose="核对 test")
+                        assert masked["id"] == clear["id"] == household_id
+                        reads += 2
+                        for sent in [await c.token() for c in credentials]:
+                            tokens_seen.setdefault(sent, round(time.monotonic() - started, 1))
+                        await asyncio.sleep(1)
+                finally:
+                    await client.aclose()
+                await file_and_await_its_card(5)  # benefits' first tokens expired 10 s ago
+                first = next(iter(tokens_seen))
+                first_now = await http.get(f"/v1/households/{household_id}", headers=bearer(first))
+                renewed = {c: _fetches(c) - fetched[c] for c in fetched}
+
+        at = sorted(tokens_seen.values())
+        log.info("identity.service_tokens_first_sent", reads=reads, seconds=at, fetches=renewed)
+        # Two scopes, each fetched at the start and renewed once 48 s (80 % of 60) had passed.
+        assert len(tokens_seen) == renewed["svc-verification"] == 4, at
+        assert all(s < 2 or 47 <= s <= 52 for s in at) and max(at) >= 47, at
+        assert renewed["svc-benefits"] >= 1  # its tokens of the first card had expired
         assert first_now.status_code == 401  # the run did span the first token's expiry
 
 

@@ -90,6 +90,8 @@ class VerificationSettings(ServiceSettings):
     discrepancy_threshold_fen: int = Field(default=10_000, ge=0)
     # A batch publishes its progress every this many households (and at its end).
     progress_every: int = Field(default=50, ge=1)
+    # How often running batches are tallied again (a tally lost to a crash is made up).
+    batch_tally_seconds: float = Field(default=5.0, gt=0)
     asset_limits: dict[str, AssetLimitSettings] = Field(default_factory=lambda: _DEFAULT_LIMITS)
 
     def department_config(self, department: Department) -> DepartmentConfig:

@@ -54,7 +54,7 @@ from services.verification.service import (
 from services.verification.settings import VerificationSettings
 from shared import audit
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
-from shared.db import Database, UnitOfWork, as_utc
+from shared.db import Database, as_utc
 from shared.identity import feed_index, mask_identity_number
 from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
 
@@ -205,6 +205,7 @@ class Verifier:
             self._every(min(self.settings.refetch_seconds, 5.0), self.refetch_due, "refetch"),
             self._every(self.settings.recheck_poll_seconds, self.recheck_due, "recheck"),
             self._every(3600, self.purge, "purge"),
+            self._every(self.settings.batch_tally_seconds, self.tally_running, "batch-tally"),
         ]
 
     async def stop(self) -> None:
@@ -495,10 +496,7 @@ class Verifier:
             uow.publish(
                 to_cloudevent(completed_event(row, report), region=row["region"], sequence=version)
             )
-            # The two statements every run queues on (the batch's counter, the audit chain's
-            # lock) come last, so that each is held for as short a time as possible.
-            if first and row["batch_id"]:
-                await self._count(uow, row["batch_id"], "done")
+            # The audit chain's lock, which every run queues on, comes last: held briefly.
             await audit.append(
                 session,
                 client_id=row["requested_by"],
@@ -526,6 +524,8 @@ class Verifier:
                 now=now,
             )
             await uow.commit()
+        if first and row["batch_id"]:
+            await self.tally(row["batch_id"])
         if self.metrics and version == 1:
             self.metrics.completed.labels(outcome="completed").inc()
             waited = (now - as_utc(row["requested_at"])).total_seconds()
@@ -572,18 +572,33 @@ class Verifier:
                     sequence=row["report_version"] + 1,
                 )
             )
-            if row["batch_id"]:
-                await self._count(uow, row["batch_id"], "failed")
             await uow.commit()
+        if row["batch_id"]:
+            await self.tally(row["batch_id"])
         if self.metrics:
             self.metrics.completed.labels(outcome="failed").inc()
         log.info("verification.failed", verification_id=row["id"], reason=reason)
 
-    async def _count(self, uow: UnitOfWork, batch_id: str, outcome: str) -> None:
-        batch = await store.count_batch_outcome(uow.session, batch_id, outcome)
-        settled = batch["done"] + batch["failed"] + batch["cancelled"]
-        if settled % self.settings.progress_every == 0 or batch["status"] != "running":
-            publish_progress(uow, batch)
+    async def tally(self, batch_id: str) -> None:
+        """Bring a batch's counts up to date in a short transaction of its own; announce
+        progress each `progress_every` households settled, and the end."""
+        async with self.db.unit_of_work() as uow:
+            moved = await store.tally_batch(uow.session, batch_id)
+            if moved:
+                before, after = moved
+                every = self.settings.progress_every
+                crossed = _settled(after) // every > _settled(before) // every
+                if crossed or after["status"] != before["status"]:
+                    publish_progress(uow, after)
+            await uow.commit()
+
+    async def tally_running(self) -> int:
+        """Tally every running batch: a tally lost to a crash is made up here."""
+        async with self.db.unit_of_work() as uow:
+            batch_ids = await store.running_batch_ids(uow.session)
+        for batch_id in batch_ids:
+            await self.tally(batch_id)
+        return len(batch_ids)
 
     # -- departments that come back --------------------------------------------------------
 
@@ -713,3 +728,7 @@ def report_body(
         )
     )
     return body
+
+
+def _settled(batch: Mapping[str, Any]) -> int:
+    return int(batch["done"] + batch["failed"] + batch["cancelled"])

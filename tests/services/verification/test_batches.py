@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import nats
 
+from services.verification import store
+from services.verification.domain.departments import Department
+from services.verification.service import _queued
+from services.verification.settings import VerificationSettings
+from shared.db import Database
+from shared.events.envelope import new_event_id
 from tests.helpers import bearer, household_body, identity_number
 from tests.services.verification.conftest import auth, wait_for
 from tests.services.verification.test_verifications import ALL, consent_for
@@ -188,3 +194,71 @@ async def test_cancelling_a_batch_stops_what_has_not_started(
             headers=headers,
         )
         assert len(listed.json()) == final["cancelled"]
+
+
+async def test_a_batch_whose_last_tally_was_lost_is_completed_by_the_periodic_tally(
+    make_verification: Callable[..., Any],
+    verification_settings: VerificationSettings,
+    token: Callable[..., str],
+    nats_url: str,
+) -> None:
+    """A worker that dies between a verification's commit and its batch tally (the tally is
+    a transaction of its own) leaves the batch behind its verifications: the duty catches up."""
+    async with make_verification(batch_tally_seconds=0.2) as verification:
+        url, schema = verification_settings.database
+        db = Database(url, schema=schema)
+        batch_id = new_event_id()
+        rows = []
+        for household_id in (new_event_id(), new_event_id()):
+            row, _ = _queued(
+                household_id=household_id,
+                region="411302",
+                purpose="抽查",
+                departments=list(Department),
+                trigger="batch",
+                requested_by="test-client",
+                batch_id=batch_id,
+            )
+            rows.append(row)
+        now = datetime.now(UTC)
+        rows[0].update(status="completed", report_version=1, reason=None, finished_at=now)
+        rows[1].update(status="failed", report_version=0, reason="不在登记中", finished_at=now)
+        nc = await nats.connect(nats_url)
+        progress: list[dict[str, Any]] = []
+
+        async def on_progress(message: Any) -> None:
+            progress.append(json.loads(message.data)["data"])
+
+        await nc.subscribe("bangfu.verification.batch.progress.>", cb=on_progress)
+        async with db.unit_of_work() as uow:
+            await store.insert_rows(
+                uow.session,
+                store.batch,
+                [
+                    {
+                        "id": batch_id,
+                        "region": "411302",
+                        "purpose": "抽查",
+                        "requested_by": "test-client",
+                        "status": "running",
+                        "total": 2,
+                        "created_at": datetime.now(UTC),
+                    }
+                ],
+            )
+            await store.insert_rows(uow.session, store.verification, rows)
+            await uow.commit()
+
+        final = await wait_for(
+            verification,
+            f"/v1/batches/{batch_id}",
+            auth(token),
+            lambda b: b["status"] == "completed",
+            timeout=10,
+        )
+        await asyncio.sleep(0.5)
+        await nc.close()
+        await db.dispose()
+
+    assert (final["done"], final["failed"], final["cancelled"]) == (1, 1, 0)
+    assert [(p["status"], p["done"], p["failed"]) for p in progress] == [("completed", 1, 1)]

@@ -18,7 +18,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         errors=api.ERRORS,
         extra_media_types=("multipart/form-data",),  # the ledger upload
         body_limits={"/v1/imports/ledger": LEDGER_MAX_BYTES},
-        subscriptions=[*consumers.subscriptions(settings), *dci.subscriptions(settings)],
+        subscriptions=consumers.subscriptions(settings),
     )
     app.state.keyring = settings.keyring()
     dci.install(app, settings)  # the DCI social registry API on the same base URL

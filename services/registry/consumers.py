@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.registry import service
+from services.registry.dci import notify
 from services.registry.settings import RegistrySettings
 from shared.db import UnitOfWork
 from shared.events.consumer import Subscription
@@ -80,4 +81,5 @@ def subscriptions(settings: RegistrySettings) -> list[Subscription]:
             ["bangfu.benefits.exit.eligible.>"],
             on_exit_eligible,
         ),
+        notify.subscription(settings),  # household events as DCI /registry/notify calls
     ]

@@ -51,6 +51,7 @@ async def test_not_ready_until_the_schema_is_at_head(tmp_path: Path, suite: Suit
                 "database": "ok",
                 "schema": "ok",
                 "nats": "ok",
+                "consumer registry-dci-notify": "ok",
                 "consumer registry-entitlements-determined": "ok",
                 "consumer registry-exit-eligible": "ok",
                 "consumer registry-verification-completed": "ok",

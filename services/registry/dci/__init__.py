@@ -1,7 +1,8 @@
 """The DCI social registry API on the registry's app (docs/dci.md): one base URL serves it all.
 
 `install` mounts the endpoints and the JWKS, and runs the callback delivery worker for as long
-as the app's lifespan; `subscriptions` is the notify consumer of household events.
+as the app's lifespan. The notify consumer of household events is one of the registry's
+consumers (services/registry/consumers.py), which the NATS permissions are generated from.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from typing import cast
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.registry.dci import notify
 from services.registry.dci.delivery import DeliveryWorker, DestinationPolicy
 from services.registry.dci.router import DciState, load_sender_keys, router
 from services.registry.dci.signing import load_signer
 from services.registry.settings import RegistrySettings
-from shared.events.consumer import Subscription
 from shared.problems import PROBLEM_BASE, Problem
 
 DCI_PREFIXES = ("/registry/", "/.well-known/")
@@ -29,10 +28,6 @@ _HTTP_ERROR_CODES = {
     404: "err.request.not_found",
     429: "err.request.too_many_requests",
 }
-
-
-def subscriptions(settings: RegistrySettings) -> list[Subscription]:
-    return [notify.subscription(settings.keyring(), settings.dci_sender_id)]
 
 
 def install(app: FastAPI, settings: RegistrySettings) -> None:

@@ -18,6 +18,7 @@ from services.registry.dci import query, store
 from services.registry.dci.envelope import callback_header, now_iso
 from services.registry.dci.mapping import group_record, member_record
 from services.registry.dci.operations import EVENT_TYPES, REG_TYPE
+from services.registry.settings import RegistrySettings
 from shared.crypto import Keyring
 from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
@@ -45,7 +46,11 @@ async def _matches(
     return found.first() is not None
 
 
-def handler(keyring: Keyring, sender_id: str) -> Handler:
+def handler(settings: RegistrySettings) -> Handler:
+    # The keys are read at the first event, not when the consumer is declared: the NATS
+    # permissions are generated from the declaration by a process that holds no keys.
+    keyrings: list[Keyring] = []
+
     async def on_household_event(event: CloudEvent, uow: UnitOfWork) -> None:
         event_type = EVENT_TYPES.get(_event_name(event))
         if event_type is None:
@@ -65,6 +70,8 @@ def handler(keyring: Keyring, sender_id: str) -> Handler:
         members = await registry_store.get_members(uow.session, event.subject)
         today = date.today()
         now = datetime.now(UTC)
+        keyring = keyrings[0] if keyrings else settings.keyring()
+        keyrings[:1] = [keyring]
         for subscription in subscriptions:
             if not await _matches(uow, subscription, event.subject, keyring):
                 continue
@@ -93,7 +100,7 @@ def handler(keyring: Keyring, sender_id: str) -> Handler:
             }
             header = callback_header(
                 "notify",
-                sender_id=sender_id,
+                sender_id=settings.dci_sender_id,
                 receiver_id=subscription["sender_id"],
                 status="succ",
                 total=1,
@@ -111,7 +118,5 @@ def handler(keyring: Keyring, sender_id: str) -> Handler:
     return on_household_event
 
 
-def subscription(keyring: Keyring, sender_id: str) -> Subscription:
-    return Subscription(
-        CONSUMER, "REGISTRY", ["bangfu.registry.household.>"], handler(keyring, sender_id)
-    )
+def subscription(settings: RegistrySettings) -> Subscription:
+    return Subscription(CONSUMER, "REGISTRY", ["bangfu.registry.household.>"], handler(settings))

@@ -169,6 +169,12 @@ class Categories(Mapping[Category, Bools]):
         return len(Category)
 
     @functools.cached_property
+    def oldest(self) -> I64:
+        """Each household's oldest member's age (read by two measures: computed once)."""
+        oldest: I64 = np.maximum.reduceat(self.cols.m_age, self.cols.starts)
+        return oldest
+
+    @functools.cached_property
     def enrolled_members(self) -> Bools:
         """Members of enrolled households."""
         return self.enrolled[self.cols.m_household]

@@ -119,24 +119,25 @@ def preschool_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     return _per_person(p, "education.preschool_fen_per_year", count(cols, kids))
 
 
+# Indexed by band = 2 × junior high + boarding.
+COMPULSORY_KEYS = (
+    "education.primary_day_fen_per_year",
+    "education.primary_boarder_fen_per_year",
+    "education.junior_day_fen_per_year",
+    "education.junior_boarder_fen_per_year",
+)
+
+
 def compulsory_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """义务教育生活补助: 寄宿生小学 1000、初中 1250, 非寄宿生小学 500、初中 625 (每生每年)."""
-    fen = np.zeros(cols.households, dtype=np.int64)
-    people = np.zeros(cols.households, dtype=np.int64)
     stages = cols.m_stage
     pupils = _enrolled(cols, cats, (stages == Stage.PRIMARY) | (stages == Stage.JUNIOR_HIGH))
-    stage_of, boarding_of = stages[pupils], cols.m_boarding[pupils]
-    for stage, boarding, key in (
-        (Stage.PRIMARY, True, "education.primary_boarder_fen_per_year"),
-        (Stage.PRIMARY, False, "education.primary_day_fen_per_year"),
-        (Stage.JUNIOR_HIGH, True, "education.junior_boarder_fen_per_year"),
-        (Stage.JUNIOR_HIGH, False, "education.junior_day_fen_per_year"),
-    ):
-        kids = pupils[(stage_of == stage) & (boarding_of == boarding)]
-        part = _per_person(p, key, count(cols, kids))
-        fen += part.fen
-        people += part.quantity
-    return Amounts(fen=fen, quantity=people)
+    h = cols.m_household[pupils]
+    band = (stages[pupils] == Stage.JUNIOR_HIGH) * 2 + cols.m_boarding[pupils]
+    # Each pupil's rate in one pass (not a pass per band); a pupil counts where it is set.
+    rate = np.choose(band, [p[key][h] for key in COMPULSORY_KEYS])
+    paid = rate > 0
+    return Amounts(fen=total(cols, pupils[paid], rate[paid]), quantity=count(cols, pupils[paid]))
 
 
 def vocational_grant(cols: Columns, p: Params, cats: Categories) -> Amounts:
@@ -186,15 +187,11 @@ def accident_insurance(cols: Columns, p: Params, cats: Categories) -> Amounts:
     )
 
 
-def _oldest(cols: Columns) -> I64:
-    return np.maximum.reduceat(cols.m_age, cols.starts)
-
-
 def health_check(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """65 岁以上老年人每年一次免费健康体检 (a service, no cash)."""
     key = "medical.health_check_min_age"
     # Only households whose oldest member is old enough need their members looked at.
-    reach = cats.enrolled & p.has(key) & (_oldest(cols) >= p[key])
+    reach = cats.enrolled & p.has(key) & (cats.oldest >= p[key])
     members = np.flatnonzero(reach[cols.m_household])
     old = members[cols.m_age[members] >= p[key][cols.m_household[members]]]
     people = count(cols, old)
@@ -218,7 +215,7 @@ def first_business_subsidy(cols: Columns, p: Params, cats: Categories) -> Amount
 def home_adaptation(cols: Columns, p: Params, cats: Categories) -> Amounts:
     """城镇困难老年人家庭适老化改造: 每户 3000 元."""
     key = "old_age.min_age"
-    owed = cats.enrolled & p.has(key) & (_oldest(cols) >= p[key])
+    owed = cats.enrolled & p.has(key) & (cats.oldest >= p[key])
     return _per_person(p, "old_age.home_adaptation_fen_per_household", owed.astype(np.int64))
 
 
@@ -236,7 +233,7 @@ def _where_based(p: Params, code: str, people: Callable[[], I64], cols: Columns)
     key = f"basis.measure.{code}"
     if not p.anywhere(key):
         return _nothing(cols)
-    counted = np.where(p.has(key), people(), 0)
+    counted = people() if p.everywhere(key) else np.where(p.has(key), people(), 0)
     return Amounts(fen=np.zeros_like(counted), quantity=counted)
 
 
@@ -435,12 +432,7 @@ MEASURES: tuple[Measure, ...] = (
         Period.YEAR,
         "按小学/初中、寄宿/非寄宿分档, 每生每年标准之和",
         EXACT,
-        (
-            "education.primary_boarder_fen_per_year",
-            "education.primary_day_fen_per_year",
-            "education.junior_boarder_fen_per_year",
-            "education.junior_day_fen_per_year",
-        ),
+        COMPULSORY_KEYS,
         compulsory_grant,
     ),
     _m(

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 # The share of a token's lifetime after which the next one is fetched.
 RENEW_AT = 0.8
+FETCH_OUTCOMES = ("ok", "refused", "unavailable", "rejected")
 # A token is not sent once it is this close to its expiry (it could expire on the way), or
 # half its time between renewal and expiry for a short-lived one.
 _EXPIRY_MARGIN_SECONDS = 5.0
@@ -109,6 +110,8 @@ class ClientCredentials:
         self._token: _Token | None = None
         self._not_before = 0.0  # no new attempt before this, while the current token is good
         self._shared_fetch = SingleFlight(self._fetch)
+        for outcome in FETCH_OUTCOMES:  # the series are there at 0 from the start
+            SERVICE_TOKEN_FETCHES.labels(client=client_id, outcome=outcome)
 
     async def token(self) -> str:
         """A token good for at least a few seconds more; fetched when none is, or renewed

@@ -275,14 +275,24 @@ class TestRegistryClientWithClientCredentials:
             await registry.aclose()
 
 
-def test_every_service_publishes_the_token_fetch_counter() -> None:
+def test_every_service_publishes_the_token_fetch_counter_from_zero() -> None:
     from prometheus_client import generate_latest
 
     from shared.observability import Metrics
 
+    ClientCredentials(
+        issuer="http://idp.test", client_id="svc-metrics", client_secret="s", scope=""
+    )
     SERVICE_TOKEN_FETCHES.labels(client="svc-metrics", outcome="ok").inc()
 
     for service in ("verification", "notifications"):
         text = generate_latest(Metrics(service).registry).decode()
-        line = 'bangfu_service_token_fetches_total{client="svc-metrics",outcome="ok"} 1.0'
-        assert line in text
+        series = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('bangfu_service_token_fetches_total{client="svc-metrics"')
+        }
+        assert series == {
+            f'bangfu_service_token_fetches_total{{client="svc-metrics",outcome="{outcome}"}}': n
+            for outcome, n in [("ok", 1), ("refused", 0), ("unavailable", 0), ("rejected", 0)]
+        }

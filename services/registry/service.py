@@ -828,26 +828,23 @@ async def annotate(
 ) -> bool:
     """Attach another service's result (a report summary, a measures card) to the file.
 
+    The file's version (its ETag) is left as it is: it guards what people edit, and a result
+    landing from another service is no one's edit, so a reviewer's If-Match read before it
+    still holds (no 412 for a conflict nobody made). People's writes never carry these fields,
+    so neither overwrites the other.
+
     Returns False for a household this registry does not hold (the event is then ignored).
     """
     row = await store.get_household(uow.session, household_id)
     if row is None:
         return False
-    version = row["version"] + 1
-    saved = await store.update_household(
-        uow.session,
-        household_id,
-        expected_version=row["version"],
-        row={field_name: value, "version": version},
-    )
-    if not saved:
-        raise VersionMismatch(row["version"])  # a concurrent write: the redelivery retries
+    await store.attach_result(uow.session, household_id, field_name=field_name, value=value)
     await store.add_history(
         uow.session,
         [
             {
                 "household_id": household_id,
-                "version": version,
+                "version": row["version"],
                 "actor": source,
                 "action": f"{field_name}_attached",
                 "comment": None,
@@ -857,7 +854,9 @@ async def annotate(
     )
     uow.publish(
         to_cloudevent(
-            HouseholdChanged(household_id, (field_name,)), region=row["region"], sequence=version
+            HouseholdChanged(household_id, (field_name,)),
+            region=row["region"],
+            sequence=row["version"],
         )
     )
     return True

@@ -242,6 +242,10 @@ async def insert_household(
     await session.execute(insert(member), list(members))
 
 
+# Columns written by other services' results, never by people's edits (see attach_result).
+ATTACHED_RESULTS = frozenset({"verification", "entitlements", "exit_eligibility"})
+
+
 async def update_household(
     session: AsyncSession,
     household_id: str,
@@ -266,6 +270,19 @@ async def update_household(
             insert(household_cause), [{"household_id": household_id, "cause": c} for c in causes]
         )
     return True
+
+
+async def attach_result(
+    session: AsyncSession, household_id: str, *, field_name: str, value: Any
+) -> None:
+    """Set one of the columns other services' results live in; the version is not touched."""
+    if field_name not in ATTACHED_RESULTS:
+        raise ValueError(f"{field_name!r} is not a result another service attaches")
+    await session.execute(
+        update(household)
+        .where(household.c.id == household_id)
+        .values({field_name: value, "updated_at": _now()})
+    )
 
 
 async def get_household(session: AsyncSession, household_id: str) -> dict[str, Any] | None:

@@ -324,10 +324,22 @@ class TestResultsFromOtherServices:
         assert shown["entitlements"]["measures"][0]["amount_fen"] == 22000
         await asyncio.sleep(0.5)  # time for the second copy of the report to be handled
         shown = (await registry.get(url, headers=bearer(token(*READ)))).json()
-        assert shown["version"] == 3
+        # Results from other services are no one's edit: the version that guards people's
+        # edits stays, so a reviewer who read the file before they landed is not refused.
+        assert shown["version"] == 1
+        edited = await registry.patch(
+            url,
+            json={"causes": ["illness", "disability"]},
+            headers={**bearer(token("registry:write")), "If-Match": '"1"'},
+        )
+        assert edited.status_code == 200, edited.text
+        assert edited.headers["etag"] == '"2"'
+        assert edited.json()["verification"]["per_capita_income_fen"] == 52000
+        assert edited.json()["entitlements"]["measures"][0]["amount_fen"] == 22000
         history = (await registry.get(f"{url}/history", headers=bearer(token(*READ)))).json()
         assert history[0]["action"] == "apply"
         assert sorted(h["action"] for h in history[1:]) == [
+            "change",
             "entitlements_attached",
             "verification_attached",
         ]

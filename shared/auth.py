@@ -84,7 +84,6 @@ class PublishedKeys:
         self.jwks_url = jwks_url
         self.cache_seconds = cache_seconds
         self.refetch_seconds = refetch_seconds
-        self.fetches = 0
         self._timeout = timeout
         self._keys: dict[str, _PublishedKey] = {}
         self._fetched = False
@@ -127,7 +126,6 @@ class PublishedKeys:
         async with httpx.AsyncClient(timeout=self._timeout) as http:
             if self.jwks_url is None:
                 self.jwks_url = str((await discover(http, self.issuer))["jwks_uri"])
-            self.fetches += 1
             response = await http.get(self.jwks_url)
             response.raise_for_status()
             document = response.json()
@@ -138,9 +136,10 @@ class PublishedKeys:
             published = _signing_key(jwk)
             if published is not None:
                 keys[jwk["kid"]] = published
-        removed = sorted(set(self._keys) - set(keys))
-        if removed or set(keys) != set(self._keys):
-            log.info("auth.jwks_changed", kids=sorted(keys), removed=removed)
+        if set(keys) != set(self._keys):
+            log.info(
+                "auth.jwks_changed", kids=sorted(keys), removed=sorted(set(self._keys) - set(keys))
+            )
         self._keys = keys
         self._fetched = True
         self._fresh_until = time.monotonic() + self.cache_seconds

@@ -550,3 +550,79 @@ class TestDelivery:
         ]
         assert notifies[2]["last_error"].startswith("HTTP 503")
         assert third in str(notifies[2]["body"])
+
+
+class TestQueries:
+    async def test_predicates_expressions_pagination_and_sort_over_the_file(
+        self, registry_settings: RegistrySettings, token: Token
+    ) -> None:
+        young = identity_number(region=OWNER, birth=date(date.today().year - 19, 1, 1), serial=652)
+        async with running(create_registry(settings_for_dci(registry_settings))) as client:
+            alone, _ = await _file(client, token, OWNER, 651)
+            family = await client.post(
+                "/v1/households",
+                json=household_body(
+                    OWNER,
+                    head_number=identity_number(region=OWNER, serial=653),
+                    members=[{"name": "李小青", "identity_number": young, "relation": "child"}],
+                ),
+                headers=bearer(token("registry:write", regions=["4113"])),
+            )
+            with_child = family.json()["id"]
+
+            async def found(query_type: str, query: Any, **criteria: Any) -> httpx.Response:
+                return await client.post(
+                    "/registry/sync/search",
+                    json=envelope("search", search(query_type, query, **criteria)),
+                    headers=_dci(token, OWNER),
+                )
+
+            def predicate(name: str, operator: str, value: Any) -> list[dict[str, Any]]:
+                return [
+                    {
+                        "seq_num": 1,
+                        "expression1": {
+                            "attribute_name": name,
+                            "operator": operator,
+                            "attribute_value": value,
+                        },
+                    }
+                ]
+
+            under_25 = await found("predicate", predicate("age", "lt", "25"))
+            pairs = await found(
+                "expression",
+                {
+                    "type": "ns:org:QueryType:expression",
+                    "value": {
+                        "expression": {
+                            "collection": "Group",
+                            "query": {"$and": [{"group_size": {"$gte": 2}}, {"region": "4113"}]},
+                        }
+                    },
+                },
+            )
+            paged = await found(
+                "predicate",
+                predicate("status", "eq", "applied"),
+                sort=[{"attribute_name": "group_size", "sort_order": "desc"}],
+                pagination={"page_size": 1, "page_number": 2},
+            )
+            members = await found(
+                "idtype-value",
+                {"type": "HOUSEHOLD_ID", "value": with_child},
+                response_entity="Member",
+            )
+            unknown = await found("predicate", predicate("poverty_score", "lt", "2.5"))
+        assert [r["@id"] for r in _records(under_25)] == [with_child]
+        assert [r["@id"] for r in _records(pairs)] == [with_child]
+        assert [r["@id"] for r in _records(paged)] == [alone]
+        assert paged.json()["message"]["search_response"][0]["pagination"] == {
+            "page_size": 1,
+            "page_number": 2,
+            "total_count": 2,
+        }
+        assert [m["relationship_head"] for m in _records(members)] == ["self", "child"]
+        refused = unknown.json()["message"]["search_response"][0]
+        assert refused["status_reason_code"] == "rjct.search_criteria.invalid"
+        assert "poverty_score" in refused["status_reason_message"]

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -125,12 +126,34 @@ def wait_for_database(url: str, *, wait_seconds: float, say: Say = print) -> Non
         raise
 
 
+# A child that dies is started again after a backoff (0.5 s, doubling, at most 10 s); one that
+# dies RESTART_LIMIT times within RESTART_WINDOW_SECONDS stops the suite: it is not a blip.
+RESTART_LIMIT = 5
+RESTART_WINDOW_SECONDS = 60.0
+RESTART_FIRST_DELAY_SECONDS = 0.5
+RESTART_MAX_DELAY_SECONDS = 10.0
+
+
 @dataclass
 class Child:
+    """A process of the suite, and how to start it again when it dies."""
+
     name: str
     process: subprocess.Popen[bytes]
     log: Path
     ready_url: str
+    spawn: Callable[[], subprocess.Popen[bytes]]
+    deaths: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None  # when a dead child is due to start again
+
+    def recent_deaths(self, now: float) -> int:
+        while self.deaths and self.deaths[0] < now - RESTART_WINDOW_SECONDS:
+            self.deaths.popleft()
+        return len(self.deaths)
+
+
+class KeepsDying(RuntimeError):
+    """A child died RESTART_LIMIT times within RESTART_WINDOW_SECONDS."""
 
 
 class AlreadyRunning(Exception):
@@ -177,12 +200,13 @@ class Supervisor:
         self.lock.write_text(str(os.getpid()))
         env = {**os.environ, "BANGFU_HOME": str(self.home)}
         if "BANGFU_NATS_URL" not in os.environ:
+            nats_log = self.home / "logs" / "nats.log"
             self.nats = NatsServer(
-                port=self.suite.embedded_nats_port,
-                store_dir=self.home / "nats",
-                log_file=self.home / "logs" / "nats.log",
+                port=self.suite.embedded_nats_port, store_dir=self.home / "nats", log_file=nats_log
             )
             self.nats.start()
+            nats = Child("nats", self._nats_process(), nats_log, "", self._restart_nats)
+            self.children.append(nats)
             env["BANGFU_NATS_URL"] = self.nats.url
             self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
         if self.idp:
@@ -219,16 +243,19 @@ class Supervisor:
         log in with their client of the clients file (`svc-<service>`).
         """
         log = self.home / "logs" / "idp.log"
-        process = identity.start(
-            settings.port,
-            settings.issuer,
-            settings.clients,
-            self.home / "idp-keys.json",
-            access_token_ttl=settings.access_token_ttl,
-            log=log,
-        )
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return identity.start(
+                settings.port,
+                settings.issuer,
+                settings.clients,
+                self.home / "idp-keys.json",
+                access_token_ttl=settings.access_token_ttl,
+                log=log,
+            )
+
         discovery = f"{settings.issuer}/.well-known/openid-configuration"
-        self.children.append(Child("idp", process, log, discovery))
+        self.children.append(Child("idp", spawn(), log, discovery, spawn))
         env["BANGFU_AUTH_ISSUER"] = settings.issuer
         registrations = identity.read_registrations(settings.clients)
         for service in SERVICES:
@@ -240,18 +267,34 @@ class Supervisor:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> None:
         log = self.home / "logs" / f"{name}.log"
-        with open(log, "ab") as output:
-            process = subprocess.Popen(
-                args, env=env, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
-            )
-        self.children.append(Child(name, process, log, ready_url))
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+        def spawn() -> subprocess.Popen[bytes]:
+            with open(log, "ab") as output:
+                return subprocess.Popen(
+                    args,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
+                )
+
+        self.children.append(Child(name, spawn(), log, ready_url, spawn))
+
+    def _nats_process(self) -> subprocess.Popen[bytes]:
+        assert self.nats and self.nats.process
+        return self.nats.process
+
+    def _restart_nats(self) -> subprocess.Popen[bytes]:
+        assert self.nats
+        self.nats.start()  # the same port and store: the streams come back with it
+        return self._nats_process()
+
+    def _wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        pending = list(self.children)
+        pending = [child for child in self.children if child.ready_url]
         while pending:
             for child in list(pending):
-                self.check_children()
+                self.heal()
                 try:
                     if httpx.get(child.ready_url, timeout=1).status_code == 200:
                         pending.remove(child)
@@ -262,28 +305,59 @@ class Supervisor:
                 raise RuntimeError(f"not ready after {timeout:.0f}s: {names}; see {self.home}/logs")
             time.sleep(0.2)
 
-    def check_children(self) -> None:
-        """Raise if a child has died: the suite is not half-running."""
+    def heal(self) -> None:
+        """Start again, after a backoff, each child that died; raise if one keeps dying.
+
+        Said on the terminal each time, with the exit code: a restart must not go unseen.
+        """
+        now = time.monotonic()
         for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._restart(child)
+                continue
             code = child.process.poll()
-            if code is not None:
+            if code is None:
+                continue
+            child.deaths.append(now)
+            deaths = child.recent_deaths(now)
+            if deaths >= RESTART_LIMIT:
                 tail = child.log.read_text(errors="replace").splitlines()[-15:]
-                raise RuntimeError(
-                    f"{child.name} exited with code {code}; last lines of "
+                raise KeepsDying(
+                    f"{child.name} died {deaths} times in {RESTART_WINDOW_SECONDS:.0f}s "
+                    f"(last exit code {code}); giving up and stopping everything. Last lines of "
                     f"{child.log}:\n" + "\n".join(tail)
                 )
+            delay = min(RESTART_MAX_DELAY_SECONDS, RESTART_FIRST_DELAY_SECONDS * 2 ** (deaths - 1))
+            child.restart_at = now + delay
+            self.say(
+                f"{child.name} exited with code {code}; restarting it in {delay:g}s "
+                f"({deaths} of {RESTART_LIMIT} deaths allowed in {RESTART_WINDOW_SECONDS:.0f}s, "
+                f"log {child.log})"
+            )
+
+    def _restart(self, child: Child) -> None:
+        child.restart_at = None
+        try:
+            child.process = child.spawn()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            # Counted as one more death at the next look: the backoff and the limit apply.
+            self.say(f"{child.name} did not start again: {exc}")
+            return
+        self.say(f"{child.name} restarted (pid {child.process.pid})")
 
     def stop(self) -> None:
-        for child in self.children:
+        services = [child for child in self.children if child.name != "nats"]
+        for child in services:
             if child.process.poll() is None:
                 child.process.terminate()
-        for child in self.children:
+        for child in services:
             try:
                 child.process.wait(10)
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
-        if self.nats:
+        if self.nats:  # last: the services drain their connections to it as they stop
             self.nats.stop()
         if self.lock.exists() and self.lock.read_text().strip() == str(os.getpid()):
             self.lock.unlink()
@@ -310,7 +384,7 @@ def run_until_signalled(supervisor: Supervisor, *, on_ready: Callable[[], None])
         supervisor.start()
         on_ready()
         while True:
-            supervisor.check_children()
+            supervisor.heal()
             time.sleep(0.5)
     except KeyboardInterrupt:
         supervisor.say("\nstopping Bangfu…")

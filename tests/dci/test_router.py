@@ -61,7 +61,8 @@ async def _rows(settings: RegistrySettings, table: Any) -> list[dict[str, Any]]:
     db = Database(url, schema=schema)
     try:
         async with db.sessionmaker() as session:
-            return [dict(r) for r in (await session.execute(select(table))).mappings()]
+            ordered = select(table).order_by(*table.primary_key.columns)
+            return [dict(r) for r in (await session.execute(ordered)).mappings()]
     finally:
         await db.dispose()
 
@@ -542,7 +543,7 @@ class TestDelivery:
                     await asyncio.sleep(0.05)
         ids = [b["message"]["notify_event"][0]["data"]["reg_records"]["@id"] for b in delivered]
         assert ids == [first, second]
-        notifies = [r for r in rows if r["action"] == "notify"]
+        notifies = sorted((r for r in rows if r["action"] == "notify"), key=lambda r: r["id"])
         assert [(r["status"], r["attempts"]) for r in notifies] == [
             ("delivered", 3),
             ("delivered", 1),

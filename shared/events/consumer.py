@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import Column, DateTime, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import Database, UnitOfWork, common_metadata
+from shared.db import Database, UnitOfWork, common_metadata, unreachable
 from shared.events.envelope import CloudEvent
 from shared.events.streams import DEAD_LETTER_PREFIX
 from shared.observability import set_current_traceparent, span
@@ -239,6 +239,9 @@ class ConsumerRunner:
                     await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
+            if unreachable(exc):
+                await self._hold_while_the_database_is_away([m for m, _ in events], exc)
+                return
             log.info(
                 "consumer.batch_fallback", consumer=name, error=repr(exc), messages=len(events)
             )
@@ -257,7 +260,9 @@ class ConsumerRunner:
             return
         except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or DLQ
             delivered = message.metadata.num_delivered
-            if delivered >= self._max_deliver:
+            if unreachable(exc) and delivered < self._max_deliver:
+                await self._hold_while_the_database_is_away([message], exc)
+            elif delivered >= self._max_deliver:
                 await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
             else:
                 log.warning(
@@ -271,6 +276,30 @@ class ConsumerRunner:
                 )
             return
         await message.ack()
+
+    async def _hold_while_the_database_is_away(self, messages: list[Msg], exc: Exception) -> None:
+        """Give the messages back and fetch nothing more until the database answers.
+
+        Every delivery counts toward `max_deliver`: retrying on the usual schedule would
+        dead-letter every event in hand during an outage of a minute. Held, a message costs
+        one delivery per outage.
+        """
+        for message in messages:
+            await message.nak()
+        log.warning("consumer.database_away", consumer=self.subscription.name, error=repr(exc))
+        while not self._stopping:
+            self._idle = True
+            try:
+                await asyncio.sleep(1)
+            finally:
+                self._idle = False
+            try:
+                await self._db.ping()
+            except Exception as error:  # noqa: BLE001 - still away, or something else
+                if unreachable(error):
+                    continue
+            log.info("consumer.database_back", consumer=self.subscription.name)
+            return
 
     async def process(self, message: Msg) -> bool:
         """Run the handler in one transaction with the inbox row; False for a duplicate."""

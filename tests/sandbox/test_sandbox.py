@@ -22,7 +22,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
 from sandbox.settings import SandboxSettings
-from services.verification.adapters.transport import HttpTransport, NatsTransport, Query
+from services.verification.adapters.transport import (
+    HttpTransport,
+    NatsTransport,
+    Query,
+    Unavailable,
+)
 from shared.natsserver import NatsServer
 from tests.conftest import plaintext_pii, running
 from tests.helpers import identity_number
@@ -210,6 +215,11 @@ class TestAnswers:
         over_nats = await NatsTransport(nc).send(query, timeout=5)
         assert over_http.echoed_hash == over_nats.echoed_hash == query.request_hash
         assert over_http.raw == over_nats.raw
+
+    async def test_a_department_over_a_nats_not_connected_yet_is_unavailable(self) -> None:
+        query = Query("social_insurance", PERSON, consent_id=CONSENT, purpose=PURPOSE)
+        with pytest.raises(Unavailable, match="NATS is not connected yet"):
+            await NatsTransport(NATS()).send(query, timeout=5)  # as verification before NATS
 
     @pytest.mark.parametrize("missing", ["Bangfu-Consent-Id", "Bangfu-Purpose"])
     async def test_a_query_without_consent_or_purpose_is_refused(

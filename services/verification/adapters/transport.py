@@ -124,6 +124,9 @@ class NatsTransport:
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         subject = f"bangfu.dept.{query.department}.query"
+        if not (self._nc.is_connected or self._nc.is_reconnecting):
+            # Not connected yet (the service started before NATS): the client would fail inside.
+            raise Unavailable("NATS is not connected yet")
         try:
             reply = await self._nc.request(
                 subject, json.dumps(query.body()).encode(), timeout=timeout, headers=query.headers()

@@ -33,7 +33,8 @@ app.add_typer(audit_app, name="audit")
 
 ALL_SCOPES = (
     "registry:read registry:write review:community review:street review:county pii:read "
-    "verification:request benefits:read benefits:admin notifications:read notifications:admin"
+    "verification:request benefits:read benefits:admin notifications:read notifications:admin "
+    "dci:search dci:subscribe"
 )
 
 

@@ -32,7 +32,9 @@ from tests.conftest import serving
 from tests.dci import seed
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE = Path(os.environ.get("BANGFU_DCI_SUITE", ROOT.parent / "shared" / "dci-compliance"))
+# The pinned suite (tests/dci/conformance, from ../shared/dci-compliance), vendored unchanged (its ORIGIN.md says from where), so that a clean clone
+# runs it in CI without anything beside the checkout; BANGFU_DCI_SUITE points at another copy.
+SUITE = Path(os.environ.get("BANGFU_DCI_SUITE", Path(__file__).with_name("conformance")))
 CACHE = ROOT / ".bangfu" / "dci-node-modules"
 SIGNER = Path(__file__).with_name("sign_requests.cjs")
 CLIENT_ID = "dci-conformance"

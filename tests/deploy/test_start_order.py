@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,10 @@ import nats.js.errors
 import pytest
 
 from shared.auth import issue_token
+from shared.db import is_sqlite
 from shared.natsserver import NatsServer, free_port
 from shared.settings import SuiteSettings
+from tests.conftest import POSTGRES_URL, _drop_schema
 from tests.deploy.private_postgres import private_postgres
 from tests.helpers import bearer, household_body
 
@@ -45,6 +48,26 @@ def _env(home: Path, *, nats_port: int, database_url: str | None = None) -> dict
     if database_url:
         env["BANGFU_DATABASE_URL"] = database_url
     return env
+
+
+@pytest.fixture
+def test_database() -> Iterator[Callable[[dict[str, str], str], None]]:
+    """On the test PostgreSQL when there is one (CI): a schema of the test's own per service.
+
+    Else the services keep their SQLite databases under the test's home.
+    """
+    schemas: list[str] = []
+
+    def use(env: dict[str, str], service: str) -> None:
+        if POSTGRES_URL and not is_sqlite(POSTGRES_URL):
+            schema = f"test_order_{service}_{uuid.uuid4().hex[:10]}"
+            env[f"BANGFU_{service.upper()}_DATABASE_URL"] = POSTGRES_URL
+            env[f"BANGFU_{service.upper()}_DATABASE_SCHEMA"] = schema
+            schemas.append(schema)
+
+    yield use
+    for schema in schemas:
+        asyncio.run(_drop_schema(str(POSTGRES_URL), schema))
 
 
 def _migrate(env: dict[str, str], *services: str) -> None:
@@ -181,9 +204,11 @@ class TestWithoutNats:
         tmp_path: Path,
         spawn: Callable[[str, dict[str, str]], Process],
         later_nats: NatsServer,
+        test_database: Callable[[dict[str, str], str], None],
     ) -> None:
         env = _env(tmp_path / "home", nats_port=later_nats.port)
         if name in SERVICES:
+            test_database(env, name)
             _migrate(env, name)
         process = spawn(name, env)
 
@@ -211,9 +236,11 @@ class TestWithoutNats:
         tmp_path: Path,
         spawn: Callable[[str, dict[str, str]], Process],
         later_nats: NatsServer,
+        test_database: Callable[[dict[str, str], str], None],
     ) -> None:
         env = _env(tmp_path / "home", nats_port=later_nats.port)
         if name in SERVICES:
+            test_database(env, name)
             _migrate(env, name)
         process = spawn(name, env)
         process.wait_until("/healthz", 200, within=STARTS_WITHIN)
@@ -232,9 +259,11 @@ class TestWithoutNats:
         tmp_path: Path,
         spawn: Callable[[str, dict[str, str]], Process],
         later_nats: NatsServer,
+        test_database: Callable[[dict[str, str], str], None],
     ) -> None:
         home = tmp_path / "home"
         env = _env(home, nats_port=later_nats.port)
+        test_database(env, "registry")
         _migrate(env, "registry")
         registry = spawn("registry", env)
         registry.wait_until("/healthz", 200, within=STARTS_WITHIN)

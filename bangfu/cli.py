@@ -39,9 +39,9 @@ ALL_SCOPES = (
 
 
 def _all_provinces() -> list[str]:
-    from shared.regions import PROVINCE_NAMES
+    from shared.regions import FILING_PROVINCES
 
-    return sorted(PROVINCE_NAMES)
+    return sorted(FILING_PROVINCES)
 
 
 def _dev_token(

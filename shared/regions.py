@@ -48,6 +48,9 @@ PROVINCE_NAMES: dict[str, str] = {
 # Accepted as region codes; never a real province, so not in PROVINCE_NAMES.
 PLACEHOLDER_PROVINCES: dict[str, str] = {"90": "占位地区(政策原文未载明)"}
 
+# Every province-level code a household may be filed under: what "all regions" covers.
+FILING_PROVINCES: dict[str, str] = {**PROVINCE_NAMES, **PLACEHOLDER_PROVINCES}
+
 # [0-9] rather than \d: \d also matches Arabic-Indic and full-width digits.
 _CODE = re.compile(r"[0-9]{6}")
 _PREFIX = re.compile(r"[0-9]{2}(?:[0-9]{2}){0,2}")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.auth import ensure_signing_key, issue_token
-from shared.regions import PROVINCE_NAMES
+from shared.regions import FILING_PROVINCES
 from shared.settings import ServiceSettings, is_url
 from shared.tokens import ClientCredentials, ServiceTokenUnavailable, shared_credentials
 
@@ -195,7 +195,7 @@ def _development_token(settings: ServiceSettings, scopes: tuple[str, ...]) -> st
         suite.signing_key_file.read_bytes(),
         client_id=f"service:{settings.service}",
         scopes=scopes,
-        regions=sorted(PROVINCE_NAMES),
+        regions=sorted(FILING_PROVINCES),
         issuer=suite.auth_issuer,
         audience=suite.auth_audience,
         ttl=timedelta(days=365),  # the development suite runs for as long as it runs

@@ -13,7 +13,7 @@ from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
 from shared.events.envelope import CloudEvent
-from shared.regions import PLACEHOLDER_PROVINCES, PROVINCE_NAMES
+from shared.regions import FILING_PROVINCES
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +23,7 @@ REFETCH = {"applied", "changed", "member_added", "member_removed", "enrolled", "
 
 def _context(settings: BenefitsSettings, engine: Engine) -> service.Context:
     """The service acting for itself, across all regions (the event's region is the file's)."""
-    provinces = tuple(sorted({*PROVINCE_NAMES, *PLACEHOLDER_PROVINCES}))
+    provinces = tuple(sorted(FILING_PROVINCES))
     principal = Principal("service:benefits", frozenset(), provinces)
     return service.Context(
         principal=principal,

@@ -45,7 +45,7 @@ from shared.db import UnitOfWork
 from shared.events.envelope import CloudEvent, new_event, new_event_id
 from shared.identity import mask_identity_number, mask_phone, parse_identity_number
 from shared.observability import current_traceparent, trace_id_of
-from shared.regions import PROVINCE_NAMES, parse_region
+from shared.regions import FILING_PROVINCES, parse_region
 
 PII_READ = "pii:read"
 IDENTITY = "member.identity_number"
@@ -437,7 +437,7 @@ async def _claim(
         assert holder is not None  # a claim belongs to a filed household
         if ctx.principal.covers(holder["region"]):
             raise PersonAlreadyFiled(exc.household_id, number) from exc
-        province = PROVINCE_NAMES[parse_region(holder["region"]).province]
+        province = FILING_PROVINCES[parse_region(holder["region"]).province]
         raise PersonFiledElsewhere(province, number) from exc
 
 

@@ -21,7 +21,7 @@ import jwt
 import pytest
 
 from bangfu.idp import IdpUnavailable, ensure_installed, read_registrations
-from shared.regions import PROVINCE_NAMES
+from shared.regions import FILING_PROVINCES
 from tests.identity.conftest import RunningIdp
 
 CONSOLE = "bangfu-console"
@@ -88,7 +88,7 @@ class TestClientCredentials:
     def test_a_service_client_reads_every_province_with_pii(self, idp: RunningIdp) -> None:
         claims = verified(idp, idp.client_token("svc-notifications"))
         assert claims["scope"] == "registry:read pii:read"
-        assert claims["regions"] == sorted(PROVINCE_NAMES)
+        assert claims["regions"] == sorted(FILING_PROVINCES)
 
     def test_a_scope_asked_for_narrows_the_token(self, idp: RunningIdp) -> None:
         response = token_response(idp, {"scope": "registry:read"}, auth=self._dept(idp))

@@ -106,6 +106,27 @@ class TestApply:
         listed = await registry.get("/v1/households", headers=bearer(token("registry:read")))
         assert len(listed.json()["items"]) == 1  # nothing of the second was written
 
+    async def test_a_person_filed_in_the_placeholder_region_is_named_by_that_province(
+        self, registry: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        """The unnamed city's opinion is encoded under the placeholder code 900100 (issue 14):
+        a filing there is a filing like any other, and a conflict names its 'province'."""
+        number = identity_number(serial=556)
+        there = await registry.post(
+            "/v1/households",
+            json=household_body("900100", head_number=number),
+            headers=bearer(token(*WRITE, regions=["90"])),
+        )
+        assert there.status_code == 201, there.text
+        here = await registry.post(
+            "/v1/households",
+            json=household_body(head_number=number),
+            headers=bearer(token(*WRITE, regions=["4113"])),
+        )
+        assert here.status_code == 409, here.text
+        assert "占位地区" in here.json()["detail"]
+        assert "household_id" not in here.json()
+
     async def test_a_rejected_household_frees_its_members_for_another_filing(
         self, registry: httpx.AsyncClient, token: Callable[..., str]
     ) -> None:

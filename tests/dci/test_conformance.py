@@ -30,14 +30,16 @@ from services.registry.settings import RegistrySettings
 from shared.db import Database
 from tests.conftest import serving
 from tests.dci import seed
+from tests.identity.conftest import RunningIdp
 
 ROOT = Path(__file__).resolve().parents[2]
-# The pinned suite (tests/dci/conformance, from ../shared/dci-compliance), vendored unchanged (its ORIGIN.md says from where), so that a clean clone
-# runs it in CI without anything beside the checkout; BANGFU_DCI_SUITE points at another copy.
+# The pinned suite, vendored unchanged in tests/dci/conformance (its ORIGIN.md says from
+# where), so that a clean clone runs it in CI with nothing beside the checkout;
+# BANGFU_DCI_SUITE points at another copy.
 SUITE = Path(os.environ.get("BANGFU_DCI_SUITE", Path(__file__).with_name("conformance")))
 CACHE = ROOT / ".bangfu" / "dci-node-modules"
 SIGNER = Path(__file__).with_name("sign_requests.cjs")
-CLIENT_ID = "dci-conformance"
+CLIENT_ID = "dci-4113"  # the shipped provider's DCI client of 南阳 (deploy/idp/clients.json)
 SCENARIOS = 28  # of @profile=sr-registry in the pinned suite (ORIGIN.md)
 
 
@@ -113,7 +115,7 @@ def _outcomes(report: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 async def test_the_dci_conformance_suite_passes_every_social_registry_scenario(
     registry_settings: RegistrySettings,
-    token: Callable[..., str],
+    idp: RunningIdp,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     record_property: Callable[[str, object], None],
@@ -124,8 +126,11 @@ async def test_the_dci_conformance_suite_passes_every_social_registry_scenario(
     public = client_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    # Tokens only from the provider: the registry validates through its discovery and JWKS.
+    suite_settings = registry_settings.suite.model_copy(update={"auth_issuer": idp.issuer})
     settings = registry_settings.model_copy(
         update={
+            "suite": suite_settings,
             "dci_trusted_senders": {seed.SENDER_ID: public.decode()},
             "dci_callback_allowed_networks": [ipaddress.ip_network("127.0.0.0/8")],
             "dci_delivery_poll_seconds": 0.2,
@@ -139,7 +144,7 @@ async def test_the_dci_conformance_suite_passes_every_social_registry_scenario(
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as registry:
                 await seed.load(
                     registry,
-                    write_token=token("registry:write", regions=["4113"]),
+                    write_token=idp.client_token("dept-4113"),
                     database=database,
                     client_id=CLIENT_ID,
                 )
@@ -149,9 +154,7 @@ async def test_the_dci_conformance_suite_passes_every_social_registry_scenario(
         environment = {
             **os.environ,
             "API_BASE_URL": f"{base_url}/",
-            "DCI_AUTH_TOKEN": token(
-                "dci:search", "dci:subscribe", regions=["4113"], client_id=CLIENT_ID
-            ),
+            "DCI_AUTH_TOKEN": idp.client_token(CLIENT_ID),
             "CALLBACK_SERVER_ENABLED": "true",
             "CALLBACK_WAIT_MS": "30000",
             "QUIET_LOGS": "1",

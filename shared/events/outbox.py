@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Database, as_utc, common_metadata
+from shared.db import Database, as_utc, common_metadata, unreachable
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
 from shared.observability import span
 
@@ -235,6 +235,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         last_housekeeping = 0.0
+        database_away = False
         loop = asyncio.get_running_loop()
         while not self._stopping:
             published = 0
@@ -244,7 +245,15 @@ class OutboxRelay:
                     last_housekeeping = loop.time()
                     await self._housekeeping()
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
-                log.exception("outbox.relay_failed", error=repr(exc))
+                if not unreachable(exc):
+                    log.exception("outbox.relay_failed", error=repr(exc))
+                elif not database_away:  # said once per outage, not at every poll
+                    database_away = True
+                    log.warning("outbox.database_away", error=repr(exc))
+            else:
+                if database_away:
+                    database_away = False
+                    log.info("outbox.database_back")
             if published < self._batch_size:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)

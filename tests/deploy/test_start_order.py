@@ -326,6 +326,10 @@ class TestWithoutPostgres:
             postgres.start()
             seconds = process.wait_until("/readyz", 200, within=READY_WITHIN)
             print(f"\n{name}: ready {seconds:.2f}s after PostgreSQL started")
+            logged = process.output()
+            # The relay says the outage once, not a traceback at every poll.
+            assert logged.count('"event": "outbox.database_away"') == 1, logged[-3000:]
+            assert '"event": "outbox.relay_failed"' not in logged
             if name == "registry":
                 filed = process.post(
                     "/v1/households",

@@ -33,7 +33,7 @@ from shared.natsserver import NatsServer, free_port
 from shared.settings import SuiteSettings
 from tests.conftest import POSTGRES_URL, _drop_schema
 from tests.deploy.private_postgres import private_postgres
-from tests.helpers import bearer, household_body
+from tests.helpers import bearer, household_body, identity_number
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
 STARTS_WITHIN = 90.0  # seconds from spawn to /healthz: imports on a busy 2-core machine
@@ -331,12 +331,24 @@ class TestWithoutPostgres:
             assert logged.count('"event": "outbox.database_away"') == 1, logged[-3000:]
             assert '"event": "outbox.relay_failed"' not in logged
             if name == "registry":
-                filed = process.post(
-                    "/v1/households",
-                    headers=bearer(_token(home, "registry:write")),
-                    json=household_body(region="411302"),
-                )
+                write = bearer(_token(home, "registry:write"))
+                filed = process.post("/v1/households", headers=write, json=household_body())
                 assert filed.status_code == 201, filed.text
+
+                # Lost under a running service: its pooled connections are dead, not a 500.
+                postgres.stop("immediate")
+                refused = process.post("/v1/households", headers=write, json=household_body())
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["type"].endswith("/database-unavailable")
+                assert process.get("/readyz").json()["checks"]["database"].startswith("unreachable")
+                postgres.start()
+                process.wait_until("/readyz", 200, within=READY_WITHIN)
+                again = process.post(
+                    "/v1/households",
+                    headers=write,
+                    json=household_body(head_number=identity_number(serial=456)),
+                )
+                assert again.status_code == 201, again.text
             assert process.terminate() < STOPS_WITHIN
 
 

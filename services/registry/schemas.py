@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,11 @@ from services.registry.domain.members import (
     Relation,
 )
 from services.registry.domain.workflow import Channel, ExitKind
+
+# Ids and cursors: id-shaped, never text PostgreSQL cannot hold (a NUL answered 500).
+ID_PATTERN = r"^[0-9A-Za-z_.:-]{1,64}$"
+# Households one batch read may name: a consumer's fetch of events fits, a region does not.
+BATCH_READ_MAX = 100
 
 
 class _In(BaseModel):
@@ -160,6 +165,31 @@ class DeclarationItem(_In):
 
 class DeclarationIn(_In):
     items: list[DeclarationItem] = Field(min_length=1, max_length=200)
+
+
+class HouseholdBatchGet(_In):
+    """Many households read at once, each as `GET /v1/households/{id}` would answer it."""
+
+    ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        min_length=1,
+        max_length=BATCH_READ_MAX,
+        description=f"household ids, at most {BATCH_READ_MAX} (a repeated id is read once)",
+    )
+    include: list[Literal["declarations"]] = Field(
+        [], description="`declarations`: each household's declared items, as its own endpoint"
+    )
+
+
+class HouseholdBatch(BaseModel):
+    items: list[dict[str, Any]] = Field(
+        description="the files found, in the order asked, each as the single read's answer"
+    )
+    not_found: list[str] = Field(
+        description="the ids missing or outside the token's regions (the single read's 404)"
+    )
+    declarations: dict[str, list[dict[str, Any]]] | None = Field(
+        None, description="by household id, when asked for with `include`"
+    )
 
 
 class TargetIn(_In):

@@ -294,6 +294,14 @@ async def get_household(session: AsyncSession, household_id: str) -> dict[str, A
     return dict(row) if row else None
 
 
+async def get_households(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The households with these ids that exist, in one query, in no particular order."""
+    rows = await session.execute(select(household).where(household.c.id.in_(household_ids)))
+    return [dict(r) for r in rows.mappings()]
+
+
 async def get_causes(session: AsyncSession, household_id: str) -> list[str]:
     rows = await session.execute(
         select(household_cause.c.cause)
@@ -453,6 +461,21 @@ async def get_declarations(session: AsyncSession, household_id: str) -> list[dic
         .order_by(declaration.c.id)
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def get_declarations_of(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The declared items of many households in one query, by household, oldest first."""
+    rows = await session.execute(
+        select(declaration)
+        .where(declaration.c.household_id.in_(household_ids))
+        .order_by(declaration.c.household_id, declaration.c.id)
+    )
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.mappings():
+        found.setdefault(row["household_id"], []).append(dict(row))
+    return found
 
 
 async def upsert_monthly_income(session: AsyncSession, row: dict[str, Any]) -> None:

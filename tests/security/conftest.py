@@ -372,6 +372,9 @@ async def registry_served(
             ),
             # A province-wide filter: the county code then shows only in what is found.
             ("GET", "/v1/households"): Call(query={"region": "41"}),
+            ("POST", "/v1/households:batch-get"): Call(
+                json={"ids": [owner.id, noticed.id], "include": ["declarations"]}
+            ),
             ("GET", "/v1/statistics"): Call(query={"region": "41"}),
             ("GET", "/v1/exports/ledger"): Call(query={"region": "41"}),
             ("GET", "/v1/notices/{region}"): Call(path={"region": "41"}),
@@ -387,6 +390,13 @@ async def registry_served(
                     frozenset({404}),
                     "the households of a 4113 helper",
                     empty_ok=True,
+                )
+            ],
+            ("POST", "/v1/households:batch-get"): [
+                Foreign(
+                    Call(json={"ids": [intruder.id, owner.id], "include": ["declarations"]}),
+                    frozenset({200}),
+                    "a 4113 id among the caller's own: its own file, the 4113 one not found",
                 )
             ],
             ("POST", "/v1/households"): [

@@ -10,10 +10,11 @@ from fastapi.responses import Response
 
 from services.registry import service, spreadsheets, store
 from services.registry.api.households import Purpose, context
-from services.registry.api.reports import ID_PATTERN, _confined
+from services.registry.api.reports import _confined
 from services.registry.domain.household import Category, Cause, Flag, Location, RuleBroken
 from services.registry.domain.members import InvalidText
 from services.registry.domain.workflow import Channel
+from services.registry.schemas import ID_PATTERN
 from shared import audit
 from shared.identity import InvalidIdentityNumber
 from shared.observability import current_traceparent, trace_id_of

@@ -15,6 +15,8 @@ from services.registry.domain.workflow import Step
 from services.registry.schemas import (
     DeclarationIn,
     HelperIn,
+    HouseholdBatch,
+    HouseholdBatchGet,
     HouseholdIn,
     HouseholdPatch,
     IncomeIn,
@@ -194,6 +196,33 @@ async def read(
     body = await service.read(uow, ctx, household_id, purpose=purpose, now=datetime.now(UTC))
     await uow.commit()  # the audit record of an unmasked read
     return JSONResponse(jsonable_encoder(body), headers={"ETag": f'"{body["version"]}"'})
+
+
+@router.post(
+    ":batch-get",
+    summary="Many households' files in one call, each as the single read answers it",
+    description=(
+        "For a service catching up on events: confined, masked and audited as "
+        "`GET /v1/households/{household_id}` (with pii:read, the `Bangfu-Purpose` header is "
+        "required and each household found is audited). An id missing or outside the token's "
+        "regions is listed in `not_found`, alike."
+    ),
+)
+async def read_many(
+    body: HouseholdBatchGet, uow: UnitOfWorkDep, ctx: Reader, purpose: Purpose = None
+) -> HouseholdBatch:
+    read = await service.read_many(
+        uow,
+        ctx,
+        body.ids,
+        purpose=purpose,
+        with_declarations="declarations" in body.include,
+        now=datetime.now(UTC),
+    )
+    await uow.commit()  # the audit records of unmasked reads
+    return HouseholdBatch(
+        items=read.files, not_found=read.not_found, declarations=read.declarations
+    )
 
 
 def _same(value: Any) -> Any:

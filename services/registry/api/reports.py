@@ -11,14 +11,11 @@ from services.registry import service, store
 from services.registry.domain.household import Category, Cause
 from services.registry.domain.members import mask_name
 from services.registry.domain.workflow import Status
-from services.registry.schemas import Page, TargetIn
+from services.registry.schemas import ID_PATTERN, Page, TargetIn
 from shared.auth import Principal, require
 from shared.problems import Problem
 from shared.regions import InvalidRegion, normalize_prefix, parse_region
 from shared.service import UnitOfWorkDep
-
-# Ids and cursors: id-shaped, never text PostgreSQL cannot hold (a NUL answered 500).
-ID_PATTERN = r"^[0-9A-Za-z_.:-]{1,64}$"
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 Reader = Annotated[Principal, Depends(require("registry:read"))]

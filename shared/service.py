@@ -42,6 +42,7 @@ from shared.observability import (
 from shared.problems import (
     BodyGuardMiddleware,
     ErrorTable,
+    Problem,
     install_problem_handlers,
     problem_response,
 )
@@ -121,6 +122,18 @@ class ServiceRuntime:
             # The producer may not have started yet: provision its stream the same way.
             await self._ensure_stream(subscription.stream.lower())
             await self.start_consumer(subscription)
+
+    def connected_js(self) -> JetStreamContext:
+        """JetStream for a request that needs it now: 503 problem+json while NATS is away."""
+        state = self.nats.check()
+        if state != "ok":
+            raise Problem(
+                503,
+                "nats-unavailable",
+                f"NATS is not available ({state}); try again shortly",
+                headers={"Retry-After": "5"},
+            )
+        return self.js
 
     async def when_nats_ready(self, setup: Callable[[], Awaitable[None]]) -> None:
         """Run a service's own NATS setup (a stream, a consumer) now or once NATS is there."""

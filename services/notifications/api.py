@@ -249,7 +249,10 @@ async def replay(
 ) -> JSONResponse:
     await webhooks.own_subscription(uow, principal=principal, subscription_id=subscription_id)
     history = await events_between(
-        request.app.state.runtime.js, since=body.since, until=body.until, limit=REPLAY_LIMIT
+        request.app.state.runtime.connected_js(),
+        since=body.since,
+        until=body.until,
+        limit=REPLAY_LIMIT,
     )
     queued = await webhooks.replay(
         uow,

@@ -28,7 +28,8 @@ def _rejected(exc: Rejected) -> Problem:
 ERRORS: ErrorTable = {Rejected: _rejected}
 
 
-def get_sandbox(request: Request) -> Sandbox:
+async def get_sandbox(request: Request) -> Sandbox:
+    # async: a plain function dependency would run in the thread pool, a thread hop per query.
     sandbox: Sandbox = request.app.state.sandbox
     return sandbox
 
@@ -71,6 +72,8 @@ async def query(code: str, request: Request, sandbox: SandboxDep) -> Response:
         # there to answer, and a traceback per such request only slowed the sandbox further.
         return Response(status_code=499)
     reply = await sandbox.query(code, raw=raw, headers=request.headers)
+    if request.client:
+        sandbox.connected(code, f"{request.client.host}:{request.client.port}")
     if reply.fault == "http_500":
         return problem_response(
             500, "department-error", "the department's system failed", instance=request.url.path

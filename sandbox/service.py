@@ -37,6 +37,8 @@ class Sandbox:
         self._sequences: Counter[tuple[str, str]] = Counter()
         self.answered: Counter[str] = Counter()
         self.faulted: Counter[str] = Counter()
+        # Each department's HTTP callers by address: how many connections they opened.
+        self._peers: defaultdict[str, set[str]] = defaultdict(set)
 
     def department(self, code: str) -> Department:
         department = DEPARTMENTS.get(code)
@@ -64,6 +66,10 @@ class Sandbox:
             drip_seconds=self.behaviours.get(code).drip_seconds,
         )
 
+    def connected(self, code: str, peer: str) -> None:
+        """Note the HTTP connection (the caller's host:port) a query came on."""
+        self._peers[code].add(peer)
+
     def view(self, code: str) -> dict[str, Any]:
         """A department as the admin endpoint shows it."""
         department = self.department(code)
@@ -76,6 +82,7 @@ class Sandbox:
             "behaviour": self.behaviours.get(code).model_dump(mode="json"),
             "answered": self.answered[code],
             "faulted": self.faulted[code],
+            "connections": len(self._peers[code]),
         }
 
     def set_behaviour(self, code: str, behaviour: Behaviour | None) -> None:

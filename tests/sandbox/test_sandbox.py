@@ -333,6 +333,18 @@ class TestFaultsOverHttp:
         assert view["behaviour"]["fault"] is None
         assert (view["answered"], view["faulted"]) == (2, 1)
 
+    async def test_the_view_counts_the_connections_queries_came_on(
+        self, make_sandbox: Callable[..., FastAPI]
+    ) -> None:
+        async with serving(make_sandbox()) as url:
+            async with httpx.AsyncClient(base_url=url) as first:
+                for _ in range(3):  # one kept-alive connection
+                    assert (await ask(first, "tax")).status_code == 200
+            async with httpx.AsyncClient(base_url=url) as second:
+                assert (await ask(second, "tax")).status_code == 200
+                view = (await second.get("/admin/departments/tax")).json()
+        assert (view["answered"], view["connections"]) == (4, 2)
+
     @pytest.mark.parametrize(
         "behaviour",
         [

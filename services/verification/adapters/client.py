@@ -126,6 +126,10 @@ class DepartmentClient:
         return answer
 
     async def _send_with_retries(self, query: Query) -> Answer:
+        if self.config.retries == 0:
+            # Straight to the transport: tenacity's machinery per query costs CPU the
+            # department path cannot spare (bench/verification.py).
+            return await self._transport.send(query, timeout=self.config.timeout_seconds)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.retries + 1),
             wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),

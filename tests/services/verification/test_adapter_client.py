@@ -59,6 +59,13 @@ class TestRetries:
         assert answer.body == {"ok": True}
         assert transport.sent == 3
 
+    async def test_without_retries_a_failure_is_asked_once_and_raised(self) -> None:
+        transport = Scripted(Unavailable("down"), True)
+        with pytest.raises(Unavailable):
+            await client(transport, retries=0).query(QUERY)
+        assert transport.sent == 1
+        assert (await client(transport, retries=0).query(QUERY)).body == {"ok": True}
+
     async def test_a_refusal_is_never_retried(self) -> None:
         transport = Scripted(Refused("HTTP 400"))
         with pytest.raises(Refused):

@@ -293,19 +293,25 @@ async def single(suite: Suite, headers: dict[str, str], repeats: int) -> tuple[f
 
 @contextlib.asynccontextmanager
 async def bare_clients(suite: Suite) -> AsyncIterator[dict[str, DepartmentClient]]:
-    """The service's department clients, in this process, on the chosen transport."""
-    async with httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
-    ) as http:
-        nc = await nats.connect(suite.nats.url)
-        transport: HttpTransport | NatsTransport = (
-            NatsTransport(nc)
-            if suite.args.transport == "nats"
-            else HttpTransport(http, suite.url("sandbox"))
-        )
-        config = {"concurrency": suite.args.concurrency, "timeout_seconds": 30, "retries": 0}
-        yield {d: DepartmentClient(DepartmentConfig(d, **config), transport) for d in DEPARTMENTS}
-        await nc.close()
+    """The service's department clients, in this process, on the chosen transport: as the
+    service has them (`services.verification.worker.Departments`), an httpx pool per
+    department as large as its concurrency limit."""
+    limit = suite.args.concurrency
+    config = {"concurrency": limit, "timeout_seconds": 30, "retries": 0}
+    nc = await nats.connect(suite.nats.url)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for d in DEPARTMENTS:
+            transport: HttpTransport | NatsTransport
+            if suite.args.transport == "nats":
+                transport = NatsTransport(nc)
+            else:
+                limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+                http = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+                transport = HttpTransport(http, suite.url("sandbox"))
+            clients[d] = DepartmentClient(DepartmentConfig(d, **config), transport)
+        yield clients
+    await nc.close()
 
 
 async def raw_batch(suite: Suite, numbers: list[str]) -> float:

@@ -75,9 +75,10 @@ class Departments:
     """A client per department, on the transport configuration names for it."""
 
     def __init__(self, settings: VerificationSettings, nc: NATS | None):
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        )
+        # An httpx pool per department, as large as its concurrency limit: every connection
+        # is kept alive and reused, and httpcore checks each pooled connection on every
+        # request, so one pool shared by all departments cost O(all connections) per query.
+        self._http: list[httpx.AsyncClient] = []
         self.clients: dict[Department, DepartmentClient] = {}
         for department in Department:
             config = settings.department_config(department)
@@ -87,7 +88,12 @@ class Departments:
                     raise ValueError(f"{department.value}: NATS transport needs a NATS connection")
                 transport = NatsTransport(nc)
             else:
-                transport = HttpTransport(self._http, settings.department_url(department))
+                pool = config.concurrency
+                http = httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+                )
+                self._http.append(http)
+                transport = HttpTransport(http, settings.department_url(department))
             self.clients[department] = DepartmentClient(config, transport)
 
     def health(self) -> list[dict[str, Any]]:
@@ -103,7 +109,8 @@ class Departments:
         ]
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for http in self._http:
+            await http.aclose()
 
 
 def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:

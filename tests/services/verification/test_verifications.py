@@ -349,6 +349,32 @@ class TestFaults:
         assert {d["transport"] for d in health} == {"nats"}
 
 
+async def test_each_department_is_asked_on_kept_alive_connections_within_its_limit(
+    make_verification: Callable[..., Any], sandbox: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    headers = auth(token)
+    limit = 2
+    numbers = [identity_number(serial=serial) for serial in (381, 382, 383, 384)]
+    departments = {
+        code: {"timeout_seconds": 5.0, "retries": 0, "concurrency": limit} for code in ALL
+    }
+    async with make_verification(departments=departments) as client:
+        for number in numbers:
+            await consent_for(client, headers, number)
+        before = (await sandbox.get("/admin/departments")).json()
+        for _ in range(2):  # 2 households × 4 members: 8 queries to each department
+            created = await client.post("/v1/verifications", json=inline(*numbers), headers=headers)
+            status = await finished(client, created.headers["Location"], headers)
+            assert status["status"] == "completed"
+        after = (await sandbox.get("/admin/departments")).json()
+
+    asked = {code: after[code]["answered"] - before[code]["answered"] for code in ALL}
+    opened = {code: after[code]["connections"] - before[code]["connections"] for code in ALL}
+    assert asked == dict.fromkeys(ALL, 8)
+    # A connection per query (no reuse) would open 8; the pool holds `limit` at most.
+    assert all(1 <= count <= limit for count in opened.values()), opened
+
+
 @pytest.mark.parametrize(
     ("fault", "status"),
     [("http_500", "unavailable"), ("timeout", "unavailable"), ("wrong_schema", "error")],

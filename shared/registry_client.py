@@ -7,6 +7,8 @@ verification) reads them here, as a client of the registry like any department s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +22,9 @@ from shared.tokens import ClientCredentials, ServiceTokenUnavailable, shared_cre
 
 READ_SCOPE = "registry:read"
 PII_SCOPE = "registry:read pii:read"
+# The most ids `POST /v1/households:batch-get` takes (422 above): a consumer's fetch of events
+# fits in one call, a whole region does not.
+BATCH_READ_MAX = 100
 
 
 class RegistryUnavailable(Exception):
@@ -33,6 +38,23 @@ class HouseholdNotFound(Exception):
 class RegistryRefusedToken(Exception):
     """The registry refused a token fresh from the identity provider: this service's client is
     misconfigured there (scopes, audience, regions), which no retry mends."""
+
+
+@dataclass(frozen=True)
+class Households:
+    """Files by household id, and (when asked for) their declared items by household id."""
+
+    files: dict[str, dict[str, Any]]
+    declarations: dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    params: dict[str, str | int] | None
+    json: Any
 
 
 class RegistryClient:
@@ -104,6 +126,34 @@ class RegistryClient:
         assert isinstance(body, dict)
         return body
 
+    async def households(
+        self,
+        household_ids: Sequence[str],
+        *,
+        pii: bool = False,
+        purpose: str | None = None,
+        declarations: bool = False,
+    ) -> Households:
+        """Many files as `household` answers each, in calls of at most `BATCH_READ_MAX` ids
+        (`POST /v1/households:batch-get`); with `declarations`, each one's declared items too.
+        An id missing or outside this client's regions is simply not in the answer."""
+        if pii and not purpose:
+            raise ValueError("a read with pii:read needs a purpose (the Bangfu-Purpose header)")
+        headers = {"Bangfu-Purpose": quote(purpose)} if purpose else {}
+        wanted = list(dict.fromkeys(household_ids))
+        found = Households(files={}, declarations={})
+        for start in range(0, len(wanted), BATCH_READ_MAX):
+            body = {
+                "ids": wanted[start : start + BATCH_READ_MAX],
+                "include": ["declarations"] if declarations else [],
+            }
+            page = await self._call(
+                "POST", "/v1/households:batch-get", pii=pii, headers=headers, json=body
+            )
+            found.files.update((file["id"], file) for file in page["items"])
+            found.declarations.update(page["declarations"] or {})
+        return found
+
     async def household_ids(self, *, region: str, status: str | None = None) -> list[str]:
         """The ids of every household under a region prefix (optionally in one status)."""
         ids: list[str] = []
@@ -140,15 +190,28 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str | int] | None = None,
     ) -> Any:
+        return await self._call("GET", path, pii=pii, headers=headers, params=params)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        pii: bool = False,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str | int] | None = None,
+        json: Any = None,
+    ) -> Any:
         source = self._pii_token if pii else self._token
         if source is None:
             raise PermissionError("this client has no token with pii:read")
-        response = await self._send(path, source, headers=headers, params=params)
+        request = _Request(method, path, headers or {}, params, json)
+        response = await self._send(request, source)
         if response.status_code == 401 and isinstance(source, ClientCredentials):
             # Expired early, or signed by a key the registry no longer trusts: one new token.
             refused = _bearer_of(response.request)
             source.invalidate(refused)
-            response = await self._send(path, source, headers=headers, params=params)
+            response = await self._send(request, source)
             if response.status_code == 401:
                 source.rejected(_bearer_of(response.request), by="registry")
                 raise RegistryRefusedToken(
@@ -162,23 +225,18 @@ class RegistryClient:
         response.raise_for_status()  # 401/403: a configuration error, not worth retrying
         return response.json()
 
-    async def _send(
-        self,
-        path: str,
-        source: str | ClientCredentials,
-        *,
-        headers: dict[str, str] | None,
-        params: dict[str, str | int] | None,
-    ) -> httpx.Response:
+    async def _send(self, request: _Request, source: str | ClientCredentials) -> httpx.Response:
         try:
             token = source if isinstance(source, str) else await source.token()
         except ServiceTokenUnavailable as exc:
             raise RegistryUnavailable(f"no token to call the registry: {exc}") from exc
         try:
-            return await self._http.get(
-                path,
-                params=params,
-                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+            return await self._http.request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers={"Authorization": f"Bearer {token}", **request.headers},
             )
         except httpx.TransportError as exc:
             raise RegistryUnavailable(f"registry unreachable: {exc!r}") from exc

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import date
 
 import structlog
 
 from services.benefits import service, store
+from services.benefits.schemas import HouseholdIn
 from services.benefits.service import Engine
 from services.benefits.settings import BenefitsSettings
 from shared.auth import Principal
@@ -33,7 +36,40 @@ def _context(settings: BenefitsSettings, engine: Engine) -> service.Context:
     )
 
 
-def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
+def _refetches(settings: BenefitsSettings, event: CloudEvent) -> bool:
+    return settings.follow_registry and event.type.split(".")[-2] in REFETCH
+
+
+class RegistryFiles:
+    """The registry's files of the households a batch of events names, read for the whole
+    batch in one call (`prefetch`); an event handled on its own reads its household alone.
+
+    A batch's events of one household see the same file, read after they were all published:
+    the newest, as each of them would have read it one by one.
+    """
+
+    def __init__(self, settings: BenefitsSettings):
+        self._settings = settings
+        self._batch: dict[str, HouseholdIn] | None = None
+
+    @contextlib.asynccontextmanager
+    async def prefetch(self, events: list[CloudEvent]) -> AsyncIterator[None]:
+        wanted = [str(e.data["household_id"]) for e in events if _refetches(self._settings, e)]
+        today = date.today()
+        self._batch = await service.fetch_households(self._settings, wanted, on=today)
+        try:
+            yield
+        finally:
+            self._batch = None
+
+    async def household(self, household_id: str, *, on: date) -> HouseholdIn | None:
+        """The file as inputs, None when the registry has none."""
+        if self._batch is not None:
+            return self._batch.get(household_id)
+        return await service.fetch_household(self._settings, household_id, on=on)
+
+
+def household_handler(settings: BenefitsSettings, engine: Engine, files: RegistryFiles) -> Handler:
     async def on_household(event: CloudEvent, uow: UnitOfWork) -> None:
         """household.*: a month's income re-evaluates 脱困; a change re-decides the card."""
         name = event.type.split(".")[-2]
@@ -50,8 +86,8 @@ def household_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
                 engine=engine,
                 today=ctx.today,
             )
-        elif name in REFETCH and settings.follow_registry:
-            household = await service.fetch_household(settings, household_id, on=ctx.today)
+        elif _refetches(settings, event):
+            household = await files.household(household_id, on=ctx.today)
             if household is None:
                 log.info("benefits.household_gone", household_id=household_id)
                 return
@@ -82,12 +118,14 @@ def verification_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
 
 def subscriptions(settings: BenefitsSettings, engine: Engine) -> list[Subscription]:
     """The durable consumers the benefits service runs."""
+    files = RegistryFiles(settings)
     return [
         Subscription(
             "benefits-household",
             "REGISTRY",
             ["bangfu.registry.household.>"],
-            household_handler(settings, engine),
+            household_handler(settings, engine, files),
+            prefetch=files.prefetch if settings.registry_batch_reads else None,
         ),
         Subscription(
             "benefits-verification-completed",

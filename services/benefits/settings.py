@@ -18,3 +18,8 @@ class BenefitsSettings(ServiceSettings):
     parameters_dir: Path = DEFAULT_DIRECTORY
     # Fetch a household's inputs from the registry when its events arrive.
     follow_registry: bool = True
+    # Read the files of a fetched batch of household events in one registry call. False reads
+    # each on its own (two calls per event, the way before the batch read): for a registry
+    # without `POST /v1/households:batch-get` during an upgrade, and the catch-up bench's
+    # baseline.
+    registry_batch_reads: bool = True

@@ -16,11 +16,10 @@ from services.registry.domain.members import (
     Relation,
 )
 from services.registry.domain.workflow import Channel, ExitKind
+from shared.registry_client import BATCH_READ_MAX
 
 # Ids and cursors: id-shaped, never text PostgreSQL cannot hold (a NUL answered 500).
 ID_PATTERN = r"^[0-9A-Za-z_.:-]{1,64}$"
-# Households one batch read may name: a consumer's fetch of events fits, a region does not.
-BATCH_READ_MAX = 100
 
 
 class _In(BaseModel):

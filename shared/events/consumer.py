@@ -39,16 +39,25 @@ inbox = Table(
 )
 
 Handler = Callable[[CloudEvent, UnitOfWork], Awaitable[None]]
+Prefetch = Callable[[list[CloudEvent]], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
 class Subscription:
-    """A durable consumer: its name, the stream and subjects it reads, and its handler."""
+    """A durable consumer: its name, the stream and subjects it reads, and its handler.
+
+    `prefetch`, if given, is entered with a fetched batch's new events, in stream order, and
+    stays open while the handler runs on each of them: a handler that needs data from another
+    service can have it read for the whole batch in one call (one call per event held a
+    catch-up to ~20 events/s). The handler must still work alone: a message handled on its
+    own (a retry, a batch of one) runs without it.
+    """
 
     name: str
     stream: str
     subjects: list[str]
     handler: Handler = field(compare=False)
+    prefetch: Prefetch | None = field(default=None, compare=False)
 
 
 class MalformedEvent(Exception):
@@ -235,8 +244,10 @@ class ConsumerRunner:
                         ],
                     )
                 traceparents = {event.id: message_traceparent(m, event) for m, event in events}
-                for event in fresh.values():
-                    await self._handle_traced(event, uow, traceparents[event.id])
+                prefetch = self.subscription.prefetch
+                async with prefetch(list(fresh.values())) if prefetch else contextlib.nullcontext():
+                    for event in fresh.values():
+                        await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
             if unreachable(exc):

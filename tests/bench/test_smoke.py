@@ -3,7 +3,7 @@
 A bench is not run by the suite at its full size (minutes each, on a quiet machine); a smoke
 run catches the day it stops running at all (an import moved, a signature changed) instead of
 the day someone needs its figures. Nothing here is timed or compared: the figures of so small
-a run mean nothing. The five start together, so that their start-ups overlap.
+a run mean nothing. The six start together, so that their start-ups overlap.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ BENCHES: dict[str, tuple[list[str], str]] = {
     "notifications": (
         ["--events", "2", "--receivers", "2", "--rounds", "1", "--paced-seconds", "1"],
         "ratio {n} deliveries/s {n} p99_ms {n}",
+    ),
+    "catchup": (
+        ["--households", "20", "--baseline-households", "5"],
+        "ratio {n} households/s {n} seconds {n}",
     ),
 }
 

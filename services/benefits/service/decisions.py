@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
@@ -122,6 +122,10 @@ async def check_household(uow: UnitOfWork, ctx: Context, household_id: str | Non
         raise HouseholdNotKnown(household_id)
 
 
+# Ages need birth dates, which beside the masked number are the number: pii:read, audited.
+AGES_PURPOSE = "救助测算: 成员年龄"
+
+
 async def fetch_household(
     settings: BenefitsSettings,
     household_id: str,
@@ -137,14 +141,33 @@ async def fetch_household(
             masked = await client.household(household_id)
             if not within(masked["location"]["region"]):
                 return None
-        # Ages need birth dates, which beside the masked number are the number: pii:read.
-        file = await client.household(household_id, pii=True, purpose="救助测算: 成员年龄")
+        file = await client.household(household_id, pii=True, purpose=AGES_PURPOSE)
         declarations = await client.declarations(household_id)
     except HouseholdNotFound:
         return None
     finally:
         await client.aclose()
     return from_registry(file, declarations, on=on)
+
+
+async def fetch_households(
+    settings: BenefitsSettings, household_ids: Sequence[str], *, on: date
+) -> dict[str, HouseholdIn]:
+    """The registry's files of many households as inputs, read in calls of up to a hundred;
+    a household the registry has no file for is not in the answer."""
+    if not household_ids:
+        return {}
+    client = RegistryClient.from_settings(settings)
+    try:
+        found = await client.households(
+            household_ids, pii=True, purpose=AGES_PURPOSE, declarations=True
+        )
+    finally:
+        await client.aclose()
+    return {
+        household_id: from_registry(file, found.declarations.get(household_id, []), on=on)
+        for household_id, file in found.files.items()
+    }
 
 
 async def hold(

@@ -10,10 +10,10 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy import select
 
-from services.registry.schemas import BATCH_READ_MAX
 from services.registry.settings import RegistrySettings
 from shared import audit
 from shared.db import Database
+from shared.registry_client import BATCH_READ_MAX
 from tests.helpers import bearer, household_body, identity_number
 
 BATCH = "/v1/households:batch-get"

@@ -60,11 +60,23 @@ async def _receipt(
             "parameters": card.parameters,
             "inputs": household.model_dump(mode="json"),
             "result": result,
-            "body": json.loads(json.dumps(dataclasses.asdict(card), default=str)),
+            "body": json_body(card),
             "decided_by": ctx.actor,
         },
     )
     return decision_id
+
+
+def json_body(card: cards.Card) -> Any:
+    """The card in JSON types, as `dataclasses.asdict` then `json` would give it, without the
+    deep copy asdict makes of every nested value: that copy was a third of deciding a card."""
+    return json.loads(json.dumps(card, default=_fields_or_text))
+
+
+def _fields_or_text(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return str(value)
 
 
 async def compute(

@@ -65,19 +65,22 @@ def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[
     )
     lines: list[str] = []
     assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if line.startswith("Demo: filed"):
-            break
-    assert lines and lines[-1].startswith("Demo: filed"), "\n".join(lines)
-    yield process, lines
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    try:
+        # 180 s: the demo files, reviews and checks 40 households on two busy cores.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if line.startswith("Demo: filed"):
+                break
+        assert lines and lines[-1].startswith("Demo: filed"), "\n".join(lines)
+        yield process, lines
+    finally:  # a suite that did not come up in time is not left running either
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class TestBangfuUp:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,9 +36,21 @@ def die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now, chosen below the kernel's ephemeral range (32768 up).
+
+    A port the kernel hands out for port 0 is an ephemeral one, which any outgoing connection
+    may take as its source port before our server binds it (a CI run lost a test to that);
+    ports below the range are only ever taken by someone binding them on purpose.
+    """
+    for _ in range(100):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32767")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -26,6 +26,7 @@ import httpx
 import nats
 import nats.js.errors
 import pytest
+import structlog
 
 from shared.auth import issue_token
 from shared.db import is_sqlite
@@ -34,6 +35,8 @@ from shared.settings import SuiteSettings
 from tests.conftest import POSTGRES_URL, _drop_schema
 from tests.deploy.private_postgres import private_postgres
 from tests.helpers import bearer, household_body, identity_number
+
+log = structlog.get_logger(__name__)
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
 STARTS_WITHIN = 90.0  # seconds from spawn to /healthz: imports on a busy 2-core machine
@@ -224,7 +227,7 @@ class TestWithoutNats:
 
         later_nats.start()
         seconds = process.wait_until("/readyz", 200, within=READY_WITHIN)
-        print(f"\n{name}: ready {seconds:.2f}s after nats-server listened")
+        log.info("ready after nats-server listened", service=name, seconds=round(seconds, 2))
         checks = process.get("/readyz").json()["checks"]
         assert set(checks.values()) == {"ok"}, checks
         assert process.terminate() < STOPS_WITHIN
@@ -248,7 +251,7 @@ class TestWithoutNats:
 
         seconds = process.terminate()
 
-        print(f"\n{name}: stopped {seconds:.2f}s after SIGTERM, NATS never there")
+        log.info("stopped after SIGTERM without NATS", service=name, seconds=round(seconds, 2))
         # uvicorn re-raises SIGTERM once it has shut down, so the code is -15 (or 0).
         assert process.popen.returncode in (0, -signal.SIGTERM)
         if name in SERVICES:
@@ -325,7 +328,7 @@ class TestWithoutPostgres:
 
             postgres.start()
             seconds = process.wait_until("/readyz", 200, within=READY_WITHIN)
-            print(f"\n{name}: ready {seconds:.2f}s after PostgreSQL started")
+            log.info("ready after PostgreSQL started", service=name, seconds=round(seconds, 2))
             logged = process.output()
             # The relay says the outage once, not a traceback at every poll.
             assert logged.count('"event": "outbox.database_away"') == 1, logged[-3000:]

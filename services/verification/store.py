@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -431,9 +431,9 @@ async def tally_batch(
         counts = (await session.execute(outcomes)).mappings().one()
         # Households failed at creation (not in the registry) have rows too: counted alike.
         after = {**before, **{k: int(counts[k] or 0) for k in ("done", "failed", "cancelled")}}
-        if _settled(after) <= _settled(before):
+        if settled(after) <= settled(before):
             return None
-        if before["status"] == "running" and _settled(after) >= after["total"]:
+        if before["status"] == "running" and settled(after) >= after["total"]:
             after.update(status="completed", finished_at=_now())
         moved = await session.execute(
             update(batch)
@@ -461,7 +461,8 @@ async def running_batch_ids(session: AsyncSession) -> list[str]:
     return list(rows.scalars())
 
 
-def _settled(row: dict[str, Any]) -> int:
+def settled(row: Mapping[str, Any]) -> int:
+    """Households of a batch accounted for: done, failed or cancelled."""
     return int(row["done"] + row["failed"] + row["cancelled"])
 
 

@@ -594,7 +594,7 @@ class Verifier:
             if moved:
                 before, after = moved
                 every = self.settings.progress_every
-                crossed = _settled(after) // every > _settled(before) // every
+                crossed = store.settled(after) // every > store.settled(before) // every
                 if crossed or after["status"] != before["status"]:
                     publish_progress(uow, after)
             await uow.commit()
@@ -735,7 +735,3 @@ def report_body(
         )
     )
     return body
-
-
-def _settled(batch: Mapping[str, Any]) -> int:
-    return int(batch["done"] + batch["failed"] + batch["cancelled"])

@@ -28,7 +28,16 @@ async def connect(url: str, *, name: str, tls: ssl.SSLContext | None = None) -> 
     Waits for NATS however long it takes: a process that must serve without it uses
     `BackgroundConnection` instead.
     """
-    return await nats.connect(url, **_options(url, name=name, tls=tls))
+    return await nats.connect(nats_servers(url), **_options(url, name=name, tls=tls))
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of `BANGFU_NATS_URL`: one URL, or a cluster's nodes separated by commas.
+
+    nats-py takes a list and tries each in turn (the nodes it learns from the cluster too),
+    but reads a single string as one URL.
+    """
+    return [server.strip() for server in url.split(",") if server.strip()]
 
 
 def _options(url: str, *, name: str, tls: ssl.SSLContext | None) -> dict[str, Any]:
@@ -128,7 +137,7 @@ class BackgroundConnection:
             self._settled.set()
 
         options = _options(self.url, name=self._name, tls=self._tls)
-        await self.nc.connect(self.url, **{**options, "error_cb": on_error})
+        await self.nc.connect(nats_servers(self.url), **{**options, "error_cb": on_error})
         log.info("nats.connected", url=self.url, name=self._name, after_attempts=failures + 1)
         delay = 0.5
         while self._setups:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -76,12 +76,20 @@ class NatsServer:
         log_file: Path | None = None,
         config_file: Path | None = None,
         env: Mapping[str, str] | None = None,
+        server_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[int] = (),
+        cluster_name: str = "bangfu",
     ):
         self.port = port
         self.store_dir = store_dir
         self.log_file = log_file
         self.config_file = config_file
         self.env = dict(env or {})
+        self.server_name = server_name
+        self.cluster_port = cluster_port
+        self.routes = tuple(routes)
+        self.cluster_name = cluster_name
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,6 +109,8 @@ class NatsServer:
                 if self.config_file
                 else ["-js", "-sd", str(self.store_dir)]
             ),
+            *(["-n", self.server_name] if self.server_name else []),
+            *(self._cluster_args() if self.cluster_port else []),
         ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -118,6 +128,16 @@ class NatsServer:
                 self.stop()
                 raise TimeoutError(f"nats-server did not listen on {self.port}")
             time.sleep(0.02)
+
+    def _cluster_args(self) -> list[str]:
+        routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes)
+        return [
+            "--cluster_name",
+            self.cluster_name,
+            "--cluster",
+            f"nats://127.0.0.1:{self.cluster_port}",
+            *(["--routes", routes] if routes else []),
+        ]
 
     def kill(self) -> None:
         """SIGKILL: the crash a chaos test wants, no clean shutdown."""

@@ -1,0 +1,313 @@
+"""The pages: work queues, lists, the household file with its workflow step, filing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.console import labels
+from services.console.registry import ApiError, File
+from services.console.sessions import Person, Session
+from services.console.web import (
+    FormRejected,
+    NotSignedIn,
+    access_token,
+    checked_form,
+    console,
+    redirect,
+    render,
+    session_of,
+    signed_in,
+)
+
+router = APIRouter()
+log = structlog.get_logger(__name__)
+
+QUEUE_ROWS = 20
+MEMBER_ROWS = 5  # the head and up to four more on the filing form
+_HOUSEHOLD_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,64}$")
+
+
+def queues(person: Person) -> list[dict[str, Any]]:
+    """The work queues of the person's role, each a title and the list API's filters."""
+    if person.role == "县解困办":
+        return [
+            {"title": "待审核", "filters": {"status": "street_reviewed"}},
+            {"title": "待开始公示", "filters": {"status": "county_approved"}},
+            {"title": "公示中（待纳入）", "filters": {"status": "publicly_noticed"}},
+        ]
+    if person.role == "街道":
+        return [{"title": "待复核", "filters": {"status": "community_reviewed"}}]
+    if person.role == "社区":
+        return [{"title": "待初审", "filters": {"status": "applied"}}]
+    if person.role == "帮扶责任人":
+        return [
+            {"title": "我帮扶的家庭", "filters": {"helper_id": person.sub}},
+            {"title": "走访逾期", "filters": {"helper_id": person.sub, "visit_overdue": "true"}},
+        ]
+    return []
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    session = session_of(request)
+    if session is None or session.person is None:
+        return render(request, "signin.html", session)
+    person = signed_in(request).person
+    assert person is not None
+    token = await access_token(request, session)
+    registry = console(request).registry
+    by_status: dict[str, int] = {}
+    for row in (await registry.statistics(token))["counts"]:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["households"])
+    shown = []
+    for queue in queues(person):
+        page = await registry.households(token, limit=str(QUEUE_ROWS), **queue["filters"])
+        status = queue["filters"].get("status")
+        if status is not None and len(queue["filters"]) == 1:
+            count = str(by_status.get(status, 0))
+        else:
+            count = f"{len(page['items'])}{'+' if page['next_cursor'] else ''}"
+        shown.append({**queue, "count": count, "items": page["items"], "more": page["next_cursor"]})
+    return render(request, "home.html", session, queues=shown, by_status=by_status)
+
+
+_LIST_FILTERS = ("status", "category", "cause", "helper_id", "visit_overdue", "cursor")
+
+
+@router.get("/households")
+async def households(request: Request) -> Response:
+    session = signed_in(request)
+    filters = {k: v for k in _LIST_FILTERS if (v := request.query_params.get(k))}
+    page = await console(request).registry.households(
+        await access_token(request, session), limit="50", **filters
+    )
+    next_query = {**filters, "cursor": page["next_cursor"]} if page["next_cursor"] else None
+    return render(request, "list.html", session, page=page, filters=filters, next_query=next_query)
+
+
+@router.get("/households/new")
+async def new_household(request: Request) -> Response:
+    session = signed_in(request)
+    return render(request, "file_form.html", session, **_filing_defaults(session))
+
+
+def _filing_defaults(session: Session) -> dict[str, Any]:
+    assert session.person is not None
+    county = next((r for r in session.person.regions if len(r) == 6), "")
+    values = {"region": county, "category": "dibao", "causes": []}
+    return {"values": values, "said": None, "rows": range(MEMBER_ROWS)}
+
+
+@router.post("/households/new")
+async def file_household(request: Request) -> Response:
+    session = signed_in(request)
+    form = await checked_form(request, session)
+    values: dict[str, Any] = {k: str(form.get(k) or "").strip() for k in form if k != "causes"}
+    values["causes"] = [str(c) for c in form.getlist("causes")]
+    body, rows = _filing_body(values)
+    key = str(form.get("idempotency_key") or uuid.uuid4())
+    try:
+        filed = await console(request).registry.file(
+            await access_token(request, session), body, idempotency_key=key
+        )
+    except ApiError as error:
+        if error.status in (401,):
+            raise NotSignedIn() from error
+        said = _renumbered(error.said, rows)
+        return render(
+            request,
+            "file_form.html",
+            session,
+            status_code=error.status if 400 <= error.status < 500 else 502,
+            values={**values, "idempotency_key": key},
+            said=said,
+            rows=range(MEMBER_ROWS),
+        )
+    session.flash.append(("ok", "已建档，档案编号 " + filed.body["id"]))
+    return redirect(f"/households/{filed.body['id']}")
+
+
+def _filing_body(values: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """The API's filing body from the form, and which form row each member sent came from."""
+    members, rows = [], []
+    for row in range(MEMBER_ROWS):
+        name = values.get(f"m{row}_name", "")
+        number = values.get(f"m{row}_id", "")
+        if row and not (name or number):
+            continue  # an empty extra row
+        member: dict[str, Any] = {
+            "name": name,
+            "identity_number": number,
+            "relation": "head" if row == 0 else values.get(f"m{row}_relation") or "other",
+        }
+        if values.get(f"m{row}_phone"):
+            member["phone"] = values[f"m{row}_phone"]
+        members.append(member)
+        rows.append(row)
+    location = {"region": values.get("region", ""), "address": values.get("address", "")}
+    if values.get("community_name"):
+        location["community_name"] = values["community_name"]
+    body = {
+        "location": location,
+        "category": values.get("category", ""),
+        "causes": values["causes"],
+        "members": members,
+    }
+    return body, rows
+
+
+def _renumbered(said: labels.Said, rows: list[int]) -> labels.Said:
+    """Field paths `members.<k>.…` of the k-th member sent, as the form row they came from."""
+
+    def row_path(path: str) -> str:
+        match = re.match(r"^members\.(\d+)(\..*)?$", path)
+        if not match or int(match.group(1)) >= len(rows):
+            return path
+        return f"members.{rows[int(match.group(1))]}{match.group(2) or ''}"
+
+    fields = tuple(labels.FieldError(row_path(e.field), e.message) for e in said.fields)
+    return labels.Said(said.message, fields)
+
+
+async def _file_page(
+    request: Request,
+    session: Session,
+    household_id: str,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    comment: str = "",
+) -> Response:
+    token = await access_token(request, session)
+    registry = console(request).registry
+    file = await registry.household(token, household_id)
+    history = await registry.history(token, household_id)
+    return render(
+        request,
+        "household.html",
+        session,
+        status_code=status_code,
+        h=file.body,
+        version=file.version,
+        history=list(reversed(history)),
+        error=error,
+        comment=comment,
+    )
+
+
+def _checked_id(household_id: str) -> str:
+    if not _HOUSEHOLD_ID.match(household_id):
+        raise StarletteHTTPException(404)
+    return household_id
+
+
+@router.get("/households/{household_id}")
+async def household(request: Request, household_id: str) -> Response:
+    session = signed_in(request)
+    return await _file_page(request, session, _checked_id(household_id))
+
+
+@router.post("/households/{household_id}/steps")
+async def take_step(request: Request, household_id: str) -> Response:
+    """A workflow step with the ETag the person's page was rendered with (If-Match)."""
+    session = signed_in(request)
+    household_id = _checked_id(household_id)
+    form = await checked_form(request, session)
+    step = str(form.get("step") or "")
+    comment = str(form.get("comment") or "").strip()
+    version = str(form.get("version") or "")
+    if step not in labels.STEP:
+        return await _file_page(
+            request, session, household_id, status_code=422, error="请选择要进行的步骤。"
+        )
+    if step in labels.STEPS_NEEDING_A_REASON and not comment:
+        return await _file_page(
+            request,
+            session,
+            household_id,
+            status_code=422,
+            error=f"「{labels.STEP[step]}」必须填写意见（理由）。",
+        )
+    try:
+        done: File = await console(request).registry.take_step(
+            await access_token(request, session),
+            household_id,
+            step,
+            version=version,
+            comment=comment or None,
+        )
+    except ApiError as error:
+        if error.status == 401:
+            raise NotSignedIn() from error
+        status = 409 if error.status == 412 else error.status
+        return await _file_page(
+            request,
+            session,
+            household_id,
+            status_code=status if 400 <= status < 500 else 502,
+            error=error.said.message,
+            comment=comment,
+        )
+    now = labels.word(labels.STATUS, done.body["status"])
+    session.flash.append(("ok", f"已完成「{labels.STEP[step]}」，档案状态：{now}"))
+    return redirect(f"/households/{household_id}")
+
+
+@router.get("/households/{household_id}/card.xlsx")
+async def card(request: Request, household_id: str) -> Response:
+    """The 明白卡 as the registry renders it (masked), downloaded with the person's token."""
+    session = signed_in(request)
+    household_id = _checked_id(household_id)
+    content = await console(request).registry.card(
+        await access_token(request, session), household_id
+    )
+    return Response(
+        content,
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="card-{household_id}.xlsx"'},
+    )
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """Every error as a page in Chinese; the details go to the log, never to the browser."""
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        back = request.url.path if request.method == "GET" else "/"
+        return redirect(f"/auth/login?next={back}")
+
+    @app.exception_handler(FormRejected)
+    async def _form_rejected(request: Request, exc: FormRejected) -> Response:
+        log.warning("console.form_rejected", path=request.url.path, reason=str(exc))
+        message = "表单已失效或来源不明，没有提交。请返回页面刷新后再试。"
+        return render(request, "error.html", session_of(request), status_code=403, message=message)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        if exc.status == 401:
+            return redirect("/auth/login")
+        status = exc.status if 400 <= exc.status < 600 else 502
+        return render(
+            request, "error.html", session_of(request), status_code=status, message=exc.said.message
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "没有这个页面。" if exc.status_code == 404 else "请求有误。"
+        return render(
+            request, "error.html", session_of(request), status_code=exc.status_code, message=message
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("console.unhandled_error", path=request.url.path)
+        return render(
+            request, "error.html", None, status_code=500, message="系统出错了，已记录。请稍后再试。"
+        )

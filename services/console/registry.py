@@ -1,0 +1,127 @@
+"""The registry's REST API, called with the signed-in person's access token.
+
+The console holds no household data: every page is the registry's answer of the moment. An
+error answer becomes `ApiError` carrying the problem said in Chinese (labels.problem); the
+registry's own words and any stack trace stay in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from services.console import labels
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """The registry refused, or could not be reached; `said` is for the person."""
+
+    def __init__(self, status: int, said: labels.Said, body: Mapping[str, Any] | None = None):
+        super().__init__(said.message)
+        self.status = status
+        self.said = said
+        self.body = body or {}
+
+
+@dataclass(frozen=True)
+class File:
+    """A household's file and the ETag that guards edits to it."""
+
+    body: dict[str, Any]
+    version: str  # the ETag's value, without quotes: what the step form sends back
+
+
+def _version(etag: str | None) -> str:
+    return (etag or "").strip().removeprefix("W/").strip('"')
+
+
+class Registry:
+    def __init__(self, http: httpx.AsyncClient, base_url: str):
+        self._http = http
+        self._base = base_url.rstrip("/")
+
+    async def household(self, token: str, household_id: str) -> File:
+        response = await self._call("GET", f"/v1/households/{household_id}", token)
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def history(self, token: str, household_id: str) -> list[dict[str, Any]]:
+        response = await self._call("GET", f"/v1/households/{household_id}/history", token)
+        items: list[dict[str, Any]] = response.json()
+        return items
+
+    async def households(self, token: str, **filters: str) -> dict[str, Any]:
+        response = await self._call("GET", "/v1/households", token, params=filters)
+        page: dict[str, Any] = response.json()
+        return page
+
+    async def statistics(self, token: str) -> dict[str, Any]:
+        response = await self._call("GET", "/v1/statistics", token)
+        counts: dict[str, Any] = response.json()
+        return counts
+
+    async def file(self, token: str, body: dict[str, Any], *, idempotency_key: str) -> File:
+        response = await self._call(
+            "POST",
+            "/v1/households",
+            token,
+            json=body,
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def take_step(
+        self, token: str, household_id: str, step: str, *, version: str, comment: str | None
+    ) -> File:
+        response = await self._call(
+            "POST",
+            f"/v1/households/{household_id}/steps/{step}",
+            token,
+            json={"comment": comment} if comment else {},
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def card(self, token: str, household_id: str) -> bytes:
+        response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
+        return response.content
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method,
+                self._base + path,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("console.registry_unreachable", path=path, error=repr(exc))
+            raise ApiError(503, labels.unavailable()) from exc
+        if response.is_success:
+            return response
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        log.info(
+            "console.registry_refused",
+            path=path,
+            status=response.status_code,
+            type=(body or {}).get("type"),
+        )
+        raise ApiError(response.status_code, labels.problem(response.status_code, body), body)

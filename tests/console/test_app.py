@@ -1,0 +1,331 @@
+"""The console over HTTP, signed in through the real provider: cookies, CSRF, CSP, PKCE, pages.
+
+A plain HTTP client plays the browser (the browser tests in test_browser.py do it for real).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from services.console.app import create_app as create_console
+from shared.identity import mask_identity_number
+from tests.conftest import running
+from tests.console.conftest import ConsoleIdp, Stack, console_settings, csrf_of, sign_in
+from tests.helpers import identity_number
+
+COOKIE = "bangfu-console"
+
+
+def _filing_form(csrf: str, *, number: str, **extra: str) -> dict[str, str | list[str]]:
+    return {
+        "csrf": csrf,
+        "region": "411302",
+        "address": "建设路12号",
+        "category": "dibao",
+        "causes": ["illness"],
+        "m0_name": "张三明",
+        "m0_id": number,
+        **extra,
+    }
+
+
+def _file(client: httpx.Client, stack: Stack, number: str) -> tuple[str, httpx.Response]:
+    """File through the console's form; the household's id and its file page."""
+    form = client.get(f"{stack.console_url}/households/new")
+    answer = client.post(
+        f"{stack.console_url}/households/new", data=_filing_form(csrf_of(form), number=number)
+    )
+    assert answer.status_code == 303, answer.text
+    page = client.get(f"{stack.console_url}{answer.headers['location']}")
+    household_id = answer.headers["location"].rsplit("/", 1)[-1]
+    return household_id, page
+
+
+class TestHeaders:
+    def test_every_page_has_a_policy_that_allows_no_script_and_no_framing(
+        self, stack: Stack
+    ) -> None:
+        response = httpx.get(f"{stack.console_url}/")
+        policy = response.headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+        assert directives["default-src"] == "'none'"
+        assert "script-src" not in directives  # default-src 'none' covers it: no script at all
+        assert "unsafe-inline" not in policy
+        assert directives["frame-ancestors"] == "'none'"
+        assert directives["form-action"] == f"'self' {stack.idp.idp.issuer}"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["cache-control"] == "no-store"
+        assert "<script" not in response.text
+
+
+class TestSignIn:
+    def test_the_provider_is_asked_for_a_code_with_pkce_s256_state_and_nonce(
+        self, stack: Stack
+    ) -> None:
+        response = httpx.get(f"{stack.console_url}/auth/login")
+
+        assert response.status_code == 303
+        location = urlsplit(response.headers["location"])
+        assert f"{location.scheme}://{location.netloc}" == stack.idp.idp.issuer
+        query = {k: v[0] for k, v in parse_qs(location.query).items()}
+        assert query["response_type"] == "code"
+        assert query["code_challenge_method"] == "S256"
+        assert len(base64.urlsafe_b64decode(query["code_challenge"] + "=")) == 32
+        assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
+        assert query["redirect_uri"] == f"{stack.console_url}/auth/callback"
+        assert "pii:read" not in query["scope"].split()
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=")
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # served over http here: see the https test below
+
+    def test_a_person_signs_in_and_gets_a_new_session_id(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            before = browser.get(f"{stack.console_url}/auth/login").cookies[COOKIE]
+            browser.cookies.clear()
+            home = sign_in(browser, stack, "shequ-411302")
+            after = browser.cookies.get(COOKIE)
+
+        assert home.status_code == 200, home.text
+        assert "shequ-411302" in home.text
+        assert '<span class="role">社区</span>' in home.text
+        assert "待初审" in home.text
+        assert after and after != before
+
+    def test_a_callback_with_another_state_signs_nobody_in(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            browser.get(f"{stack.console_url}/auth/login")
+            answer = browser.get(
+                f"{stack.console_url}/auth/callback", params={"code": "x", "state": "forged"}
+            )
+            home = browser.get(f"{stack.console_url}/")
+
+        assert answer.status_code == 400
+        assert "登录验证未通过" in answer.text
+        assert "通过统一身份认证登录" in home.text  # still the sign-in page
+
+    def test_a_callback_without_a_sign_in_in_progress_is_refused(self, stack: Stack) -> None:
+        answer = httpx.get(f"{stack.console_url}/auth/callback", params={"code": "x", "state": "y"})
+        assert answer.status_code == 400
+        assert "登录没有完成" in answer.text
+
+    def test_a_page_needing_a_person_sends_the_browser_to_sign_in(self, stack: Stack) -> None:
+        answer = httpx.get(f"{stack.console_url}/households/new")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/auth/login?next=/households/new"
+
+    async def test_over_https_the_cookie_is_secure_and_host_only(
+        self, console_idp: ConsoleIdp, tmp_path: Path
+    ) -> None:
+        settings = console_settings(console_idp, "http://127.0.0.1:9", tmp_path)
+        settings = settings.model_copy(update={"public_url": "https://console.example.gov.cn"})
+        async with running(create_console(settings)) as client:
+            response = await client.get("/auth/login")
+
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("__Host-bangfu-console=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+class TestForms:
+    def test_a_form_without_the_sessions_csrf_token_changes_nothing(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            number = identity_number(serial=501)
+            forged = browser.post(
+                f"{stack.console_url}/households/new",
+                data=_filing_form("not-the-token", number=number),
+            )
+            form = browser.get(f"{stack.console_url}/households/new")
+            elsewhere = browser.post(
+                f"{stack.console_url}/households/new",
+                data=_filing_form(csrf_of(form), number=number),
+                headers={"Origin": "https://evil.example"},
+            )
+            listed = browser.get(f"{stack.console_url}/households")
+
+        assert forged.status_code == 403
+        assert elsewhere.status_code == 403
+        assert "表单已失效或来源不明" in forged.text
+        assert "没有档案" in listed.text
+
+    def test_the_apis_validation_comes_back_in_chinese_beside_the_form(self, stack: Stack) -> None:
+        good = identity_number(serial=502)
+        wrong_check = good[:-1] + ("0" if good[-1] != "0" else "1")
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            form = browser.get(f"{stack.console_url}/households/new")
+            answer = browser.post(
+                f"{stack.console_url}/households/new",
+                data=_filing_form(csrf_of(form), number=wrong_check, m0_phone="12"),
+            )
+
+        assert answer.status_code == 422
+        assert "手机号：格式不正确" in answer.text
+        assert 'value="张三明"' in answer.text  # what was typed is kept
+        assert "Traceback" not in answer.text and "pydantic" not in answer.text
+        # The phone's message stands beside the head's phone field (form row 0).
+        row = answer.text.split('id="member-0"', 1)[1].split('id="member-1"', 1)[0]
+        assert "手机号：格式不正确" in row
+
+    def test_a_wrong_check_character_is_said_plainly(self, stack: Stack) -> None:
+        good = identity_number(serial=503)
+        wrong_check = good[:-1] + ("0" if good[-1] != "0" else "1")
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            form = browser.get(f"{stack.console_url}/households/new")
+            answer = browser.post(
+                f"{stack.console_url}/households/new",
+                data=_filing_form(csrf_of(form), number=wrong_check),
+            )
+
+        assert answer.status_code == 422
+        assert "身份证号校验位不正确" in answer.text
+
+
+class TestFile:
+    def test_a_filed_household_shows_masked_with_its_history_and_queue_count(
+        self, stack: Stack
+    ) -> None:
+        number = identity_number(serial=504)
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id, page = _file(browser, stack, number)
+            home = browser.get(f"{stack.console_url}/")
+
+        assert page.status_code == 200
+        assert "已建档" in page.text
+        assert number not in page.text
+        assert mask_identity_number(number) in page.text
+        assert "建档申请" in page.text  # the history's first line
+        assert "已申请（待初审）" in page.text
+        assert re.search(r'data-queue="待初审">1<', home.text), home.text
+        assert household_id in home.text
+
+    def test_a_step_with_a_stale_version_shows_the_conflict_and_keeps_the_comment(
+        self, stack: Stack
+    ) -> None:
+        with (
+            httpx.Client(follow_redirects=False) as first,
+            httpx.Client(follow_redirects=False) as second,
+        ):
+            sign_in(first, stack, "shequ-411302")
+            sign_in(second, stack, "shequ-411302")
+            household_id, page = _file(first, stack, identity_number(serial=505))
+            url = f"{stack.console_url}/households/{household_id}"
+            theirs = second.get(url)
+            version = re.search(r'name="version" value="(\d+)"', theirs.text)
+            assert version
+            done = first.post(
+                f"{url}/steps",
+                data={
+                    "csrf": csrf_of(page),
+                    "version": version.group(1),
+                    "step": "community_review",
+                },
+            )
+            late = second.post(
+                f"{url}/steps",
+                data={
+                    "csrf": csrf_of(theirs),
+                    "version": version.group(1),
+                    "step": "reject",
+                    "comment": "材料不全",
+                },
+            )
+
+        assert done.status_code == 303
+        assert late.status_code == 409
+        assert "已被他人修改" in late.text
+        assert "材料不全</textarea>" in late.text
+        assert "社区已初审（待复核）" in late.text  # the file as it now is
+
+    def test_a_step_the_role_may_not_take_is_refused_in_chinese(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id, page = _file(browser, stack, identity_number(serial=506))
+            url = f"{stack.console_url}/households/{household_id}"
+            version = re.search(r'name="version" value="(\d+)"', page.text)
+            assert version
+            browser.post(
+                f"{url}/steps",
+                data={
+                    "csrf": csrf_of(page),
+                    "version": version.group(1),
+                    "step": "community_review",
+                },
+            )
+            page = browser.get(url)
+            version = re.search(r'name="version" value="(\d+)"', page.text)
+            assert version
+            refused = browser.post(
+                f"{url}/steps",
+                data={"csrf": csrf_of(page), "version": version.group(1), "step": "street_review"},
+            )
+
+        assert refused.status_code == 403
+        assert "没有进行这项操作的权限" in refused.text
+        assert "社区已初审（待复核）" in refused.text
+
+    def test_rejecting_without_a_reason_is_refused_before_the_api(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id, page = _file(browser, stack, identity_number(serial=507))
+            version = re.search(r'name="version" value="(\d+)"', page.text)
+            assert version
+            answer = browser.post(
+                f"{stack.console_url}/households/{household_id}/steps",
+                data={"csrf": csrf_of(page), "version": version.group(1), "step": "reject"},
+            )
+
+        assert answer.status_code == 422
+        assert "必须填写意见" in answer.text
+        assert "已申请（待初审）" in answer.text
+
+    def test_an_unknown_household_is_a_chinese_page_not_a_trace(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "jiedao-411302")
+            answer = browser.get(f"{stack.console_url}/households/no-such-file")
+
+        assert answer.status_code == 404
+        assert "没有找到这户档案" in answer.text
+
+
+class TestSignOut:
+    def test_sign_out_ends_the_session_and_then_the_providers(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            home = sign_in(browser, stack, "jiekunban-411302")
+            cookie = browser.cookies[COOKIE]
+            refused = browser.post(f"{stack.console_url}/auth/logout", data={"csrf": "wrong"})
+            out = browser.post(f"{stack.console_url}/auth/logout", data={"csrf": csrf_of(home)})
+            browser.cookies.set(COOKIE, cookie)  # a copy of the old cookie
+            after = browser.get(f"{stack.console_url}/households")
+
+        assert refused.status_code == 403
+        assert out.status_code == 303
+        target = urlsplit(out.headers["location"])
+        query = {k: v[0] for k, v in parse_qs(target.query).items()}
+        assert out.headers["location"].startswith(f"{stack.idp.idp.issuer}/session/end")
+        assert query["post_logout_redirect_uri"] == f"{stack.console_url}/"
+        assert query["id_token_hint"].count(".") == 2
+        assert (
+            'bangfu-console=""' in out.headers["set-cookie"]
+            or "Max-Age=0" in out.headers["set-cookie"]
+        )
+        assert after.status_code == 303  # the old cookie names no session any more
+        assert after.headers["location"].startswith("/auth/login")
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil"])
+def test_after_sign_in_the_browser_goes_only_to_a_console_page(target: str) -> None:
+    from services.console.web import local_path
+
+    assert local_path(target) == "/"
+    assert local_path("/households/abc") == "/households/abc"

@@ -1,0 +1,204 @@
+"""The cluster test's pieces: three NATS nodes, a front for a service's replicas, a client that
+retries as a department system would, and the write latencies it saw in each phase."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.natsserver import NatsServer, free_port
+
+GIVE_UP_SECONDS = 90.0  # a department system retries a write this long before it gives up
+RETRY_SECONDS = 0.2
+# What a client retries with the same request: not reached, gone, or refused for now.
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class NatsCluster:
+    """Three nats-servers clustered on loopback, each with its own JetStream store."""
+
+    def __init__(self, directory: Path, size: int = 3):
+        cluster_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(
+                port=free_port(),
+                store_dir=directory / f"node{i}",
+                log_file=directory / f"node{i}.log",
+                server_name=f"node{i}",
+                cluster_port=cluster_ports[i],
+                routes=[port for j, port in enumerate(cluster_ports) if j != i],
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """`BANGFU_NATS_URL` for the services: every node, comma-separated."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class RoundRobinFront:
+    """A TCP front for a service's replicas, as a Kubernetes Service is: each connection goes
+    to the next replica that accepts it, so the services' calls to the registry outlive one
+    replica. Runs its own event loop in a daemon thread."""
+
+    def __init__(self, ports: Sequence[int]):
+        self.port = free_port()
+        self._upstreams = itertools.cycle(ports)
+        self._tries = len(ports)
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._thread.start()
+        started.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._forward, "127.0.0.1", self.port)
+        )
+        started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(self._tries):
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection(
+                    "127.0.0.1", next(self._upstreams)
+                )
+            except OSError:
+                continue  # that replica is gone: the next one
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            return
+        writer.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass  # the other side went away: the client sees its connection closed
+    finally:
+        writer.close()
+
+
+@dataclass
+class Phases:
+    """The phase the test is in, and the write latencies seen in each (by when they began)."""
+
+    current: str = "steady"
+    order: list[str] = field(default_factory=lambda: ["steady"])
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def enter(self, name: str) -> None:
+        self.current = name
+        if name not in self.order:
+            self.order.append(name)
+
+    def summary(self) -> list[str]:
+        lines = []
+        for name in self.order:
+            seconds = sorted(self.latencies[name])
+            if not seconds:
+                continue
+            p50 = statistics.median(seconds)
+            p99 = seconds[min(len(seconds) - 1, round(0.99 * (len(seconds) - 1)))]
+            lines.append(
+                f"write latency, {name}: p50 {p50 * 1000:.0f} ms, "
+                f"p99 {p99 * 1000:.0f} ms, max {seconds[-1] * 1000:.0f} ms "
+                f"({len(seconds)} writes)"
+            )
+        return lines
+
+
+@dataclass(frozen=True)
+class Answer:
+    response: httpx.Response
+    # Tries whose outcome the client cannot know: the connection broke after sending, or a 5xx
+    # came back (a replica may commit, then lose PostgreSQL before it answers).
+    unknown_outcomes: int
+
+
+class DepartmentClient:
+    """Writes to a service's replicas in turn; a write not answered, or answered 5xx, is sent
+    again (to the next replica) with the same body and headers until it is answered."""
+
+    def __init__(self, http: httpx.AsyncClient, ports: Sequence[int], token: str, phases: Phases):
+        self._http = http
+        self._ports = itertools.cycle(ports)
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._phases = phases
+        self.retries = 0
+
+    async def write(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        measured: bool = True,
+    ) -> Answer:
+        phase = self._phases.current
+        started = time.monotonic()
+        unknown = 0
+        while True:
+            url = f"http://127.0.0.1:{next(self._ports)}{path}"
+            try:
+                response = await self._http.request(
+                    method, url, json=body, headers={**self._headers, **(headers or {})}
+                )
+            except httpx.ConnectError:
+                pass  # never sent
+            except httpx.TransportError:
+                unknown += 1
+            else:
+                if response.status_code not in RETRIED_STATUSES:
+                    if measured:
+                        self._phases.latencies[phase].append(time.monotonic() - started)
+                    return Answer(response, unknown)
+                unknown += 1
+            if time.monotonic() - started > GIVE_UP_SECONDS:
+                raise AssertionError(f"{method} {path}: no answer in {GIVE_UP_SECONDS:.0f}s")
+            self.retries += 1
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def read(self, path: str) -> httpx.Response:
+        answer = await self.write("GET", path, body=None, measured=False)
+        return answer.response
+
+
+def new_key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}

@@ -7,7 +7,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -162,6 +162,54 @@ async def append(
     record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
     await session.execute(audit_log.insert().values(**record.__dict__))
     return record
+
+
+async def append_many(
+    session: AsyncSession,
+    *,
+    client_id: str,
+    action: str,
+    targets: Sequence[str],
+    outcome: Outcome,
+    purpose: str | None = None,
+    trace_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    profile: Profile = "intl",
+    now: datetime.datetime,
+) -> list[AuditRecord]:
+    """One record per target, chained in order as `append` would chain them one by one, under
+    one lock and in one statement (a batch read audited record by record cost a lock, a
+    query and an insert per household)."""
+    if not targets:
+        return []
+    common: dict[str, Any] = {
+        "client_id": client_id,
+        "action": action,
+        "purpose": purpose,
+        "trace_id": trace_id,
+    }
+    for target in targets:
+        _check_fields({**common, "target": target}, outcome=outcome)
+    plain = _plain_json(detail or {})
+    at = _utc(now)
+    await _lock_chain(session)
+    last = await _last_link(session)
+    records: list[AuditRecord] = []
+    for target in targets:
+        unsigned = {
+            **common,
+            "target": target,
+            "seq": last.seq + 1,
+            "at": at,
+            "outcome": outcome,
+            "detail": plain,
+            "prev_hash": last.hash,
+        }
+        record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
+        records.append(record)
+        last = _Link(seq=record.seq, hash=record.hash)
+    await session.execute(audit_log.insert(), [record.__dict__ for record in records])
+    return records
 
 
 async def verify(

@@ -744,8 +744,12 @@ async def read_many(
         declarations = {household_id: held.get(household_id, []) for household_id in found}
     if clear:
         assert purpose is not None
-        for household_id in found:
-            await _audit_clear_read(uow, ctx, household_id, purpose=purpose, now=now)
+        await audit.append_many(
+            uow.session,
+            targets=found,
+            now=now,
+            **_clear_read_record(ctx, purpose),
+        )
     files = [
         view(
             rows[household_id],
@@ -763,17 +767,21 @@ async def _audit_clear_read(
     uow: UnitOfWork, ctx: Context, household_id: str, *, purpose: str, now: datetime
 ) -> None:
     await audit.append(
-        uow.session,
-        client_id=ctx.actor,
-        action="household.pii_read",
-        target=household_id,
-        outcome="success",
-        purpose=purpose,
-        trace_id=trace_id_of(current_traceparent()),
-        detail={"fields": ["members.identity_number", "members.birth_date", "members.phone"]},
-        profile=ctx.keyring.profile,
-        now=now,
+        uow.session, target=household_id, now=now, **_clear_read_record(ctx, purpose)
     )
+
+
+def _clear_read_record(ctx: Context, purpose: str) -> dict[str, Any]:
+    """The audit record of a clear read of a household's file, but its target and time."""
+    return {
+        "client_id": ctx.actor,
+        "action": "household.pii_read",
+        "outcome": "success",
+        "purpose": purpose,
+        "trace_id": trace_id_of(current_traceparent()),
+        "detail": {"fields": ["members.identity_number", "members.birth_date", "members.phone"]},
+        "profile": ctx.keyring.profile,
+    }
 
 
 def view(

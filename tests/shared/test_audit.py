@@ -167,6 +167,82 @@ class TestAppend:
         assert await verify(sessions) == []
 
 
+class TestAppendMany:
+    """`audit.append_many`: one record per target under one lock and one statement, chained
+    exactly as `append` would chain them one by one."""
+
+    async def test_one_record_per_target_chained_after_the_head_as_stored(
+        self, sessions: Sessions
+    ) -> None:
+        (first,) = await append_many(sessions, 1)
+        fields: dict[str, Any] = {
+            "client_id": "service:benefits",
+            "action": "household.pii_read",
+            "outcome": "success",
+            "purpose": "救助测算",
+            "trace_id": "trace-b",
+            "detail": {"fields": ["members.birth_date"]},
+            "now": T0 + datetime.timedelta(hours=1),
+        }
+        async with sessions() as session:
+            many = await audit.append_many(session, targets=["h-1", "h-2", "h-3"], **fields)
+            await session.commit()
+        assert [r.seq for r in many] == [2, 3, 4]
+        assert many[0].prev_hash == first.hash
+        assert [r.prev_hash for r in many[1:]] == [r.hash for r in many[:-1]]
+        async with sessions() as session:
+            rows = (await session.execute(select(audit.audit_log).order_by("seq"))).all()
+        assert [(row.seq, row.target, row.hash, row.prev_hash) for row in rows[1:]] == [
+            (r.seq, r.target, r.hash, r.prev_hash) for r in many
+        ]
+        assert await verify(sessions) == []
+        assert len({r.hash for r in many}) == 3
+
+    async def test_the_chain_made_by_append_many_matches_appends_one_by_one(
+        self, sessions: Sessions
+    ) -> None:
+        fields: dict[str, Any] = {
+            "client_id": "c",
+            "action": "a",
+            "outcome": "failure",
+            "purpose": None,
+            "detail": {"n": 1},
+            "now": T0,
+        }
+        async with sessions() as session:
+            many = await audit.append_many(session, targets=["x", "y"], **fields)
+            await session.rollback()
+        async with sessions() as session:
+            single = [await audit.append(session, target=t, **fields) for t in ("x", "y")]
+            await session.commit()
+        assert many == single
+
+    async def test_no_targets_write_nothing(self, sessions: Sessions) -> None:
+        async with sessions() as session:
+            assert (
+                await audit.append_many(
+                    session, client_id="c", action="a", targets=[], outcome="success", now=T0
+                )
+                == []
+            )
+            await session.commit()
+        assert await stored_seqs(sessions) == []
+
+    async def test_a_target_too_long_refuses_the_whole_batch(self, sessions: Sessions) -> None:
+        async with sessions() as session:
+            with pytest.raises(ValueError, match="target is longer than 200"):
+                await audit.append_many(
+                    session,
+                    client_id="c",
+                    action="a",
+                    targets=["ok", "x" * 201],
+                    outcome="success",
+                    now=T0,
+                )
+            await session.commit()
+        assert await stored_seqs(sessions) == []
+
+
 class TestVerify:
     async def test_a_chain_of_50_appends_is_intact(self, sessions: Sessions) -> None:
         await append_many(sessions, 50)

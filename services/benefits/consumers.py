@@ -16,6 +16,7 @@ from shared.auth import Principal
 from shared.db import UnitOfWork
 from shared.events.consumer import Handler, Subscription
 from shared.events.envelope import CloudEvent
+from shared.observability import current_traceparent
 from shared.regions import FILING_PROVINCES
 
 log = structlog.get_logger(__name__)
@@ -40,42 +41,72 @@ def _refetches(settings: BenefitsSettings, event: CloudEvent) -> bool:
     return settings.follow_registry and event.type.split(".")[-2] in REFETCH
 
 
-class RegistryFiles:
-    """The registry's files of the households a batch of events names, read for the whole
-    batch in one call (`prefetch`); an event handled on its own reads its household alone.
+class HouseholdBatches:
+    """The household consumer's batch scope: the registry's files of the households a fetched
+    batch of events names, read for the whole batch in one call, and the households whose
+    holding and card are left to the batch's end, to be done for all of them at once
+    (`service.hold_and_decide`). An event handled on its own reads its household alone and
+    does its work at once.
 
     A batch's events of one household see the same file, read after they were all published:
-    the newest, as each of them would have read it one by one.
+    the newest, as each of them would have read it one by one. Work left to the end is done
+    before any other of the batch's events touches the households (`flush`), so the events'
+    effects follow their order as one by one.
     """
 
-    def __init__(self, settings: BenefitsSettings):
+    def __init__(self, settings: BenefitsSettings, engine: Engine):
         self._settings = settings
-        self._batch: dict[str, HouseholdIn] | None = None
+        self._engine = engine
+        self._files: dict[str, HouseholdIn] | None = None
+        self._uow: UnitOfWork | None = None
+        self._pending: dict[str, service.Filed] = {}
 
     @contextlib.asynccontextmanager
-    async def prefetch(self, events: list[CloudEvent]) -> AsyncIterator[None]:
+    async def scope(self, events: list[CloudEvent], uow: UnitOfWork) -> AsyncIterator[None]:
         wanted = [str(e.data["household_id"]) for e in events if _refetches(self._settings, e)]
-        today = date.today()
-        self._batch = await service.fetch_households(self._settings, wanted, on=today)
+        self._files = await service.fetch_households(self._settings, wanted, on=date.today())
+        self._uow = uow
         try:
             yield
+            await self.flush()
         finally:
-            self._batch = None
+            self._files, self._uow, self._pending = None, None, {}
 
     async def household(self, household_id: str, *, on: date) -> HouseholdIn | None:
         """The file as inputs, None when the registry has none."""
-        if self._batch is not None:
-            return self._batch.get(household_id)
+        if self._files is not None:
+            return self._files.get(household_id)
         return await service.fetch_household(self._settings, household_id, on=on)
 
+    def defer(self, household: HouseholdIn) -> bool:
+        """Leave holding this household and deciding its card to the end of the batch, in the
+        trace of the event being handled; False outside a batch, or when the batch has it
+        pending already (the caller does it now, after `flush`)."""
+        household_id = str(household.household_id)
+        if self._files is None or household_id in self._pending:
+            return False
+        self._pending[household_id] = service.Filed(household, current_traceparent())
+        return True
 
-def household_handler(settings: BenefitsSettings, engine: Engine, files: RegistryFiles) -> Handler:
+    async def flush(self) -> None:
+        """Hold and decide the households left pending, in their order."""
+        if not self._pending:
+            return
+        assert self._uow is not None
+        pending, self._pending = list(self._pending.values()), {}
+        await service.hold_and_decide(self._uow, _context(self._settings, self._engine), pending)
+
+
+def household_handler(
+    settings: BenefitsSettings, engine: Engine, batches: HouseholdBatches
+) -> Handler:
     async def on_household(event: CloudEvent, uow: UnitOfWork) -> None:
         """household.*: a month's income re-evaluates 脱困; a change re-decides the card."""
         name = event.type.split(".")[-2]
         household_id = str(event.data["household_id"])
         ctx = _context(settings, engine)
         if name == "income_recorded":
+            await batches.flush()  # the batch's earlier households first
             await service.record_income(
                 uow,
                 household_id=household_id,
@@ -87,10 +118,13 @@ def household_handler(settings: BenefitsSettings, engine: Engine, files: Registr
                 today=ctx.today,
             )
         elif _refetches(settings, event):
-            household = await files.household(household_id, on=ctx.today)
+            household = await batches.household(household_id, on=ctx.today)
             if household is None:
                 log.info("benefits.household_gone", household_id=household_id)
                 return
+            if batches.defer(household):
+                return
+            await batches.flush()
             await service.put_household(uow, ctx, household)
             await service.decide_household(uow, ctx, household_id)
 
@@ -118,14 +152,14 @@ def verification_handler(settings: BenefitsSettings, engine: Engine) -> Handler:
 
 def subscriptions(settings: BenefitsSettings, engine: Engine) -> list[Subscription]:
     """The durable consumers the benefits service runs."""
-    files = RegistryFiles(settings)
+    batches = HouseholdBatches(settings, engine)
     return [
         Subscription(
             "benefits-household",
             "REGISTRY",
             ["bangfu.registry.household.>"],
-            household_handler(settings, engine, files),
-            prefetch=files.prefetch if settings.registry_batch_reads else None,
+            household_handler(settings, engine, batches),
+            batch=batches.scope if settings.registry_batch_reads else None,
         ),
         Subscription(
             "benefits-verification-completed",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +16,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -193,6 +195,38 @@ async def get_household(session: AsyncSession, household_id: str) -> dict[str, A
     return dict(row) if row else None
 
 
+async def regions_of(session: AsyncSession, household_ids: Sequence[str]) -> dict[str, str]:
+    """The region of each of these households that is held."""
+    rows = await session.execute(
+        select(household_input.c.household_id, household_input.c.region).where(
+            household_input.c.household_id.in_(household_ids)
+        )
+    )
+    return {str(row.household_id): str(row.region) for row in rows}
+
+
+async def put_households(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, held: Collection[str]
+) -> None:
+    """Hold many households' inputs (`household_id`, `region`, `facts`): an update of each
+    one in `held`, one insert of the others. A concurrent insert of one of them fails the
+    statement (the caller's batch, handled again one by one, where `put_household` turns it
+    into an update)."""
+    now = _now()
+    new = [{**row, "updated_at": now} for row in rows if row["household_id"] not in held]
+    changed = [{f"b_{name}": value for name, value in row.items()} for row in rows]
+    changed = [row for row in changed if row["b_household_id"] in held]
+    if new:
+        await session.execute(insert(household_input), new)
+    if changed:
+        await session.execute(
+            update(household_input)
+            .where(household_input.c.household_id == bindparam("b_household_id"))
+            .values(region=bindparam("b_region"), facts=bindparam("b_facts"), updated_at=now),
+            changed,
+        )
+
+
 async def households_under(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(household_input)
@@ -248,6 +282,16 @@ async def get_verified_income(session: AsyncSession, household_id: str) -> dict[
     return dict(row) if row else None
 
 
+async def verified_incomes(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The verified income of each of these households that has one."""
+    rows = await session.execute(
+        select(verified_income).where(verified_income.c.household_id.in_(household_ids))
+    )
+    return {row["household_id"]: dict(row) for row in rows.mappings()}
+
+
 async def put_income_month(
     session: AsyncSession,
     household_id: str,
@@ -274,6 +318,25 @@ async def event_regions(session: AsyncSession, household_id: str) -> set[str]:
     return {region for (region,) in await session.execute(query) if region}
 
 
+async def event_regions_of(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, set[str]]:
+    """`event_regions` of each of these households (those without any are left out)."""
+    query = union_all(
+        select(verified_income.c.household_id, verified_income.c.region).where(
+            verified_income.c.household_id.in_(household_ids)
+        ),
+        select(income_month.c.household_id, income_month.c.region).where(
+            income_month.c.household_id.in_(household_ids)
+        ),
+    )
+    found: dict[str, set[str]] = {}
+    for household_id, region in await session.execute(query):
+        if region:
+            found.setdefault(household_id, set()).add(region)
+    return found
+
+
 async def income_months(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(income_month)
@@ -285,6 +348,11 @@ async def income_months(session: AsyncSession, household_id: str) -> list[dict[s
 
 async def insert_decision(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(decision).values(**row, decided_at=_now()))
+
+
+async def insert_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    now = _now()
+    await session.execute(insert(decision), [{**row, "decided_at": now} for row in rows])
 
 
 async def get_decision(session: AsyncSession, decision_id: str) -> dict[str, Any] | None:
@@ -318,6 +386,38 @@ async def put_current_card(session: AsyncSession, row: dict[str, Any], *, exists
         )
     else:
         await session.execute(insert(current_card).values(**row))
+
+
+async def current_cards(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The current card row of each of these households that has one."""
+    rows = await session.execute(
+        select(current_card).where(current_card.c.household_id.in_(household_ids))
+    )
+    return {row["household_id"]: dict(row) for row in rows.mappings()}
+
+
+async def put_current_cards(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, held: Collection[str]
+) -> None:
+    """`put_current_card` of many: an update of each one in `held`, one insert of the others."""
+    new = [row for row in rows if row["household_id"] not in held]
+    changed = [
+        {f"b_{name}": value for name, value in row.items()}
+        for row in rows
+        if row["household_id"] in held
+    ]
+    if new:
+        await session.execute(insert(current_card), new)
+    if changed:
+        names = [name for name in rows[0] if name != "household_id"]
+        await session.execute(
+            update(current_card)
+            .where(current_card.c.household_id == bindparam("b_household_id"))
+            .values({name: bindparam(f"b_{name}") for name in names}),
+            changed,
+        )
 
 
 async def insert_payment(session: AsyncSession, row: dict[str, Any]) -> None:

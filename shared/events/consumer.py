@@ -39,25 +39,28 @@ inbox = Table(
 )
 
 Handler = Callable[[CloudEvent, UnitOfWork], Awaitable[None]]
-Prefetch = Callable[[list[CloudEvent]], contextlib.AbstractAsyncContextManager[None]]
+BatchScope = Callable[[list[CloudEvent], UnitOfWork], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
 class Subscription:
     """A durable consumer: its name, the stream and subjects it reads, and its handler.
 
-    `prefetch`, if given, is entered with a fetched batch's new events, in stream order, and
-    stays open while the handler runs on each of them: a handler that needs data from another
-    service can have it read for the whole batch in one call (one call per event held a
-    catch-up to ~20 events/s). The handler must still work alone: a message handled on its
-    own (a retry, a batch of one) runs without it.
+    `batch`, if given, is entered with a fetched batch's new events, in stream order, and the
+    batch's unit of work, and stays open while the handler runs on each of them: a handler
+    that needs data from another service can have it read for the whole batch in one call
+    (one call per event held a catch-up to ~20 events/s). Its exit without an error, still
+    in the transaction and before the commit, may finish work the handler left to it, for
+    the whole batch at once (statements and computations per batch instead of per event).
+    The handler must still work alone: a message handled on its own (a retry, a batch of
+    one) runs without it.
     """
 
     name: str
     stream: str
     subjects: list[str]
     handler: Handler = field(compare=False)
-    prefetch: Prefetch | None = field(default=None, compare=False)
+    batch: BatchScope | None = field(default=None, compare=False)
 
 
 class MalformedEvent(Exception):
@@ -244,9 +247,10 @@ class ConsumerRunner:
                         ],
                     )
                 traceparents = {event.id: message_traceparent(m, event) for m, event in events}
-                prefetch = self.subscription.prefetch
-                async with prefetch(list(fresh.values())) if prefetch else contextlib.nullcontext():
-                    for event in fresh.values():
+                scope = self.subscription.batch
+                batch = list(fresh.values())
+                async with scope(batch, uow) if scope else contextlib.nullcontext():
+                    for event in batch:
                         await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time

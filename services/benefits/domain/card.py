@@ -8,6 +8,7 @@ apply, why not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -170,48 +171,66 @@ def yearly(period: str, amount_fen: int) -> int:
 
 def compute(book: Book, household: Household, *, on: date) -> Card:
     """The card of one household on `on`: the batch rules on a batch of one, explained."""
-    cols = columns([household], on=on)
+    return compute_many(book, [household], on=on)[0]
+
+
+def compute_many(book: Book, households: Sequence[Household], *, on: date) -> list[Card]:
+    """The card of each household on `on`, as `compute` gives it for each alone: the rules run
+    once over the batch (on columns of one household, numpy's cost per call was most of a
+    card), then each household is explained. What is per region (its digest, its values) is
+    made once per region."""
+    cols = columns(households, on=on)
     p = rules.params_for(book, cols, on=on, keys=rules.ALL_KEYS)
     result = rules.evaluate(cols, p)
-    resolved = p.resolved[0]
     names = dict(book.names)
-    income = household.income()
-    size = len(household.members)
     t = rules.Tests(cols, p)
-    decisions = [
-        Decision(
-            category=c.value,
-            name=CATEGORY_NAMES[c],
-            applies=bool(flags[0]),
-            reason="" if flags[0] else _why_not(c, t, cols, resolved, names),
-            clause=basis(resolved, CATEGORY_BASIS[c], names)[0],
+    digests = [resolved.digest() for resolved in p.resolved]
+    values = [[r.values[k].as_dict() for k in sorted(r.values)] for r in p.resolved]
+    categories = {c: flags.tolist() for c, flags in result.categories.items()}
+    amounts = {code: (a.quantity.tolist(), a.fen.tolist()) for code, a in result.amounts.items()}
+    cards = []
+    for i, household in enumerate(households):
+        region = int(cols.region[i])
+        resolved = p.resolved[region]
+        income = household.income()
+        size = len(household.members)
+        decisions = [
+            Decision(
+                category=c.value,
+                name=CATEGORY_NAMES[c],
+                applies=bool(flags[i]),
+                reason="" if flags[i] else _why_not(c, t, cols, resolved, names, i),
+                clause=basis(resolved, CATEGORY_BASIS[c], names)[0],
+            )
+            for c, flags in categories.items()
+        ]
+        lines = []
+        for measure in rules.MEASURES:
+            quantities, fens = amounts[measure.code]
+            quantity, fen = int(quantities[i]), int(fens[i])
+            if quantity == 0:
+                continue
+            lines.append(_line(measure, fen, quantity, household, resolved, names, on))
+        cards.append(
+            Card(
+                household_id=household.household_id,
+                region=household.region,
+                on=on,
+                income_fen=income.household_fen,
+                income_source=income.source,
+                report_version=income.report_version,
+                per_capita_income=yuan_per_capita(income.household_fen, size),
+                members=size,
+                eligibility=decisions,
+                measures=lines,
+                monthly_fen=sum(m.amount_fen for m in lines if m.period == rules.Period.MONTH),
+                yearly_fen=sum(yearly(m.period, m.amount_fen) for m in lines),
+                rule_digests=dict(rules.rule_digests()),
+                parameter_digest=digests[region],
+                parameters=values[region],
+            )
         )
-        for c, flags in result.categories.items()
-    ]
-    lines = []
-    for measure in rules.MEASURES:
-        amounts = result.amounts[measure.code]
-        quantity, fen = int(amounts.quantity[0]), int(amounts.fen[0])
-        if quantity == 0:
-            continue
-        lines.append(_line(measure, fen, quantity, household, resolved, names, on))
-    return Card(
-        household_id=household.household_id,
-        region=household.region,
-        on=on,
-        income_fen=income.household_fen,
-        income_source=income.source,
-        report_version=income.report_version,
-        per_capita_income=yuan_per_capita(income.household_fen, size),
-        members=size,
-        eligibility=decisions,
-        measures=lines,
-        monthly_fen=sum(m.amount_fen for m in lines if m.period == rules.Period.MONTH),
-        yearly_fen=sum(yearly(m.period, m.amount_fen) for m in lines),
-        rule_digests=dict(rules.rule_digests()),
-        parameter_digest=resolved.digest(),
-        parameters=[resolved.values[k].as_dict() for k in sorted(resolved.values)],
-    )
+    return cards
 
 
 def yuan_per_capita(household_fen: int, size: int) -> str:
@@ -366,47 +385,49 @@ def _why_not(
     cols: Any,
     resolved: Resolved,
     names: dict[str, str],
+    i: int,
 ) -> str:
-    """The first condition of `category` the household fails, in Chinese, with the values."""
+    """The first condition of `category` household `i` of the columns fails, in Chinese, with
+    the values."""
 
     def param(key: str) -> str:
         value = resolved.get(key)
         return cite(value, names) if value else f"{SPECS[key].label}(本地区未设定)"
 
-    size = int(cols.size[0])
-    pci = yuan_per_capita(int(cols.income[0]), size)
-    if not t.urban_ok[0]:
+    size = int(cols.size[i])
+    pci = yuan_per_capita(int(cols.income[i]), size)
+    if not t.urban_ok[i]:
         return f"不具有城镇户籍:{param('eligibility.urban_hukou_required')}"
     if (
         category in (Category.DIBAO, Category.DIBAO_EDGE, Category.EXPENDITURE)
-        and not (t.has_standard[0])
+        and not (t.has_standard[i])
     ):
         return f"本地区未设定低保标准:{param('dibao.standard_fen')}"
     std = param("dibao.standard_fen")
     if category is Category.TEKUN:
         return "未经民政部门认定为城镇特困供养人员"
     if category is Category.DIBAO:
-        if not t.below[0]:
+        if not t.below[i]:
             return f"家庭人均收入{pci}不低于{std}"
         return "家庭财产状况不符合最低生活保障相关要求"
     if category is Category.DIBAO_EDGE:
-        if t.below[0]:
+        if t.below[i]:
             return f"家庭人均收入{pci}低于{std},属低保而非低保边缘"
-        if not t.within_edge[0]:
+        if not t.within_edge[i]:
             return f"家庭人均收入{pci}超过{param('edge.multiple_permille')}所定上限"
         return "无重大疾病、长期慢性病、子女上大学、失业或意外等致困原因"
     if category is Category.EXPENDITURE:
-        if not t.within_expenditure[0]:
+        if not t.within_expenditure[i]:
             return f"家庭人均收入{pci}超过{param('expenditure.multiple_permille')}所定上限"
-        spent = yuan(int(cols.sudden_spending[0]))
+        spent = yuan(int(cols.sudden_spending[i]))
         return f"突发支出(损失){spent}未达{param('expenditure.min_spending_fen')}"
     if category is Category.MIGRANT_WORKER:
-        if not t.migrant_member[0]:
+        if not t.migrant_member[i]:
             return (
                 "家中无加入工会、劳动合同达到"
                 f"{param('migrant.min_contract_months')}的农业户籍进城务工人员"
             )
-        if cols.rural_roster[0]:
+        if cols.rural_roster[i]:
             return "已纳入农村建档立卡扶贫对象"
         return "不符合低保、低保边缘或支出型困难条件"
     return "家中无因供给侧结构性改革下岗失业的职工"

@@ -13,6 +13,7 @@ from services.benefits.service.context import (
     check_region,
 )
 from services.benefits.service.decisions import (
+    Filed,
     compute,
     decide_household,
     eligibility_of,
@@ -20,6 +21,7 @@ from services.benefits.service.decisions import (
     fetch_households,
     get_decision,
     hold,
+    hold_and_decide,
     put_household,
     rederive,
     stored_inputs,
@@ -38,6 +40,7 @@ __all__ = [
     "Context",
     "DecisionNotFound",
     "Engine",
+    "Filed",
     "HouseholdNotKnown",
     "PurposeRequired",
     "RegionNotAllowed",
@@ -55,6 +58,7 @@ __all__ = [
     "fetch_households",
     "get_decision",
     "hold",
+    "hold_and_decide",
     "parameter_history",
     "post_payment",
     "put_household",

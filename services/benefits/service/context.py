@@ -166,7 +166,10 @@ def result_digest(result: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
-def envelope(event: BenefitsEvent, *, region: str, sequence: int) -> CloudEvent:
+def envelope(
+    event: BenefitsEvent, *, region: str, sequence: int, traceparent: str | None = None
+) -> CloudEvent:
+    """The event's envelope, in the trace of `traceparent` (else of what is being handled)."""
     return new_event(
         service="benefits",
         aggregate=event.aggregate,
@@ -175,6 +178,7 @@ def envelope(event: BenefitsEvent, *, region: str, sequence: int) -> CloudEvent:
         region=region,
         sequence=sequence,
         data=dataclasses.asdict(event),
+        traceparent=traceparent,
     )
 
 

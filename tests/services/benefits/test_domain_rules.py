@@ -606,6 +606,19 @@ class TestOnePathForOneAndMany:
                 if a.quantity[i]
             }, h
 
+    def test_the_cards_of_a_batch_are_each_households_card_alone(self) -> None:
+        """`compute_many` runs the rules once over the batch and explains each household: every
+        card, explanations and refusals included, is the one `compute` gives it alone."""
+        rng = random.Random(20261130)
+        households = [random_household(rng, i) for i in range(400)]
+        assert len({h.region for h in households}) > 1  # per-region values are kept apart
+        many = card.compute_many(BOOK, households, on=ON)
+        assert len(many) == len(households)
+        for h, batched in zip(households, many, strict=True):
+            assert batched == card.compute(BOOK, h, on=ON), h
+        refused = {d.reason for c in many for d in c.eligibility if not d.applies}
+        assert len(refused) > 10  # the refusals of many households, not one repeated
+
     def test_the_random_households_reach_every_category_and_measure(self) -> None:
         rng = random.Random(20261123)
         households = [random_household(rng, i) for i in range(10_000)]

@@ -24,11 +24,20 @@ ${error ? `<p role="alert">${escape(error)}</p>` : ''}
 `;
 }
 
-function send(res, status, html) {
+// Browsers check a form's redirects against form-action too: the login form's answer ends in a
+// redirect to the client's redirect_uri (already checked against its registration), so its
+// origin is allowed beside the provider's own.
+function send(res, status, html, redirectUri) {
+  let formAction = "'self'";
+  try {
+    if (redirectUri) formAction += ` ${new URL(redirectUri).origin}`;
+  } catch {
+    // not a URL: only 'self'
+  }
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
-    'content-security-policy': "default-src 'none'; form-action 'self'",
+    'content-security-policy': `default-src 'none'; form-action ${formAction}`,
   });
   res.end(html);
 }
@@ -71,8 +80,9 @@ export async function handleInteraction(provider, people, req, res, pathname) {
     send(res, 400, `<!doctype html><p>Unexpected step ${escape(details.prompt.name)}.</p>`);
     return;
   }
+  const redirectUri = details.params.redirect_uri;
   if (req.method === 'GET' && action === undefined) {
-    send(res, 200, page(uid));
+    send(res, 200, page(uid), redirectUri);
     return;
   }
   if (req.method !== 'POST' || action !== 'login') {
@@ -85,7 +95,12 @@ export async function handleInteraction(provider, people, req, res, pathname) {
   // A missing person costs the same comparison as a wrong password.
   const ok = samePassword(form.get('password') ?? '', person?.password ?? '\u0000') && person;
   if (!ok) {
-    send(res, 401, page(uid, { username, error: '用户名或密码错误 Wrong username or password' }));
+    send(
+      res,
+      401,
+      page(uid, { username, error: '用户名或密码错误 Wrong username or password' }),
+      redirectUri,
+    );
     return;
   }
   await provider.interactionFinished(

@@ -83,7 +83,24 @@ ACTION = {
     **{f"step:{step}": said for step, said in STEP.items()},
 }
 
+PLAN_GROUP = {
+    "employment": "就业创业",
+    "social_insurance": "社会保险",
+    "medical": "医疗保障",
+    "basic_living": "兜底保障",
+    "education": "子女助学",
+    "union": "工会帮扶",
+    "housing": "住房保障",
+}
+PLAN_STATUS = {
+    "planned": "计划中",
+    "in_progress": "实施中",
+    "delivered": "已落实",
+    "stopped": "已停止",
+}
+
 HUKOU = {"urban": "城镇", "rural": "农村"}
+LABOUR = {"full": "有劳动能力", "partial": "部分丧失劳动能力", "none": "无劳动能力"}
 SEX = {"male": "男", "female": "女"}
 
 VERIFICATION = {
@@ -107,6 +124,10 @@ FIELD = {
     "members.relation": "与户主关系",
     "members.phone": "手机号",
     "comment": "意见",
+    "plan": "帮扶计划",
+    "measures.measure": "帮扶措施",
+    "measures.lead_department": "牵头单位",
+    "measures.group": "措施类别",
     "name": "姓名",
 }
 
@@ -167,6 +188,11 @@ class Said:
     message: str
     fields: tuple[FieldError, ...] = field(default_factory=tuple)
 
+    @property
+    def text(self) -> str:
+        """The sentence and every field's message, for a page with no field to put them by."""
+        return " ".join((self.message, *(error.message for error in self.fields)))
+
     def for_field(self, name: str) -> list[str]:
         return [error.message for error in self.fields if error.field == name]
 
@@ -216,6 +242,7 @@ _REASONS = (
     (re.compile(r"Input should be"), "不是可选的值"),
     (re.compile(r"at most (\d+) character"), "太长了"),
     (re.compile(r"needs a reason"), "必须填写理由"),
+    (re.compile(r"draft help plan"), "街道复核前须先制定帮扶计划（一户一计划）"),
     (re.compile(r"exactly one head|one head"), "必须有且只有一位户主"),
 )
 

@@ -252,11 +252,46 @@ async def take_step(request: Request, household_id: str) -> Response:
             session,
             household_id,
             status_code=status if 400 <= status < 500 else 502,
-            error=error.said.message,
+            error=error.said.text,
             comment=comment,
         )
     now = labels.word(labels.STATUS, done.body["status"])
     session.flash.append(("ok", f"已完成「{labels.STEP[step]}」，档案状态：{now}"))
+    return redirect(f"/households/{household_id}")
+
+
+@router.post("/households/{household_id}/plan")
+async def add_plan_measure(request: Request, household_id: str) -> Response:
+    """One more measure in the help plan (一户一计划): the plan as read, plus this one."""
+    session = signed_in(request)
+    household_id = _checked_id(household_id)
+    form = await checked_form(request, session)
+    measure = {
+        "group": str(form.get("group") or ""),
+        "measure": str(form.get("measure") or "").strip(),
+        "lead_department": str(form.get("lead_department") or "").strip(),
+    }
+    registry = console(request).registry
+    token = await access_token(request, session)
+    version = str(form.get("version") or "")
+    try:
+        current = await registry.household(token, household_id)
+        # The plan of the version the person saw; a newer version is refused by If-Match.
+        await registry.set_plan(
+            token, household_id, [*current.body["plan"], measure], version=version
+        )
+    except ApiError as error:
+        if error.status == 401:
+            raise NotSignedIn() from error
+        status = 409 if error.status == 412 else error.status
+        return await _file_page(
+            request,
+            session,
+            household_id,
+            status_code=status if 400 <= status < 500 else 502,
+            error=error.said.text,
+        )
+    session.flash.append(("ok", "已加入帮扶计划：" + measure["measure"]))
     return redirect(f"/households/{household_id}")
 
 

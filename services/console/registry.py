@@ -87,6 +87,18 @@ class Registry:
         )
         return File(response.json(), _version(response.headers.get("ETag")))
 
+    async def set_plan(
+        self, token: str, household_id: str, measures: list[dict[str, Any]], *, version: str
+    ) -> File:
+        response = await self._call(
+            "PUT",
+            f"/v1/households/{household_id}/plan",
+            token,
+            json={"measures": measures},
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
         return response.content

@@ -63,6 +63,12 @@ class TestHeaders:
         assert response.headers["cache-control"] == "no-store"
         assert "<script" not in response.text
 
+    def test_the_stylesheet_is_served_and_kept_by_the_browser(self, stack: Stack) -> None:
+        response = httpx.get(f"{stack.console_url}/static/console.css")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/css")
+        assert "cache-control" not in response.headers
+
 
 class TestSignIn:
     def test_the_provider_is_asked_for_a_code_with_pkce_s256_state_and_nonce(

@@ -76,6 +76,7 @@ def up(
 ) -> None:
     """Run the whole suite on this machine: NATS, four services, the department sandbox."""
     from bangfu.embedded import AlreadyRunning, Supervisor, run_until_signalled, service_ports
+    from services.console.settings import configured_port as console_port
 
     suite = SuiteSettings()
     supervisor = Supervisor(suite, say=typer.echo, idp=idp)
@@ -93,6 +94,12 @@ def up(
             lines.append(f"  {name:<14} http://127.0.0.1:{port}{docs}")
         if supervisor.idp:
             lines.append(f"  {'idp':<14} {supervisor.idp.issuer}")
+            lines.append(
+                f"  {'console':<14} http://127.0.0.1:{console_port()}"
+                "   sign in as one of the demo people below"
+            )
+        else:
+            lines.append(f"  {'console':<14} not started: it signs people in through --idp")
         lines += [f"  logs           {supervisor.home / 'logs'}", ""]
         if supervisor.idp:
             lines += _idp_banner(supervisor.idp)

@@ -32,6 +32,7 @@ from bangfu import idp as identity
 from sandbox.app import SandboxSettings
 from sandbox.sms.app import SmsSandboxSettings
 from services.benefits.settings import BenefitsSettings
+from services.console.settings import configured_port as console_port
 from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
@@ -187,6 +188,7 @@ class Supervisor:
             ports["smtp"] = SmsSandboxSettings().smtp_port
         if self.idp:
             ports["idp"] = self.idp.port
+            ports["console"] = console_port()
         taken = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
         if taken:
             raise AlreadyRunning(
@@ -234,7 +236,20 @@ class Supervisor:
             self._spawn(
                 name, [sys.executable, "-m", module], env, f"http://127.0.0.1:{port}{ready}"
             )
+        if self.idp:  # the console signs people in through the provider: only with one
+            self._start_console(env, registry_port=service_ports()["registry"])
         self._wait_ready()
+
+    def _start_console(self, env: dict[str, str], *, registry_port: int) -> None:
+        port = console_port()
+        env.setdefault("BANGFU_CONSOLE_REGISTRY_URL", f"http://127.0.0.1:{registry_port}")
+        env.setdefault("BANGFU_CONSOLE_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        self._spawn(
+            "console",
+            [sys.executable, "-m", "services.console"],
+            env,
+            f"http://127.0.0.1:{port}/healthz",
+        )
 
     def _start_idp(self, settings: identity.IdpSettings, env: dict[str, str]) -> None:
         """The provider first, so that the services find its discovery document when they start.

@@ -16,6 +16,20 @@ DEFAULT_SCOPES = (
 )
 
 
+DEFAULT_PORT = 8105
+
+
+class _Port(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BANGFU_CONSOLE_", extra="ignore")
+
+    port: int = DEFAULT_PORT
+
+
+def configured_port() -> int:
+    """`BANGFU_CONSOLE_PORT`, read without the rest (which needs the provider's URL set)."""
+    return _Port().port
+
+
 class ConsoleSettings(BaseSettings):
     """Where the console listens, how browsers reach it, and which services it calls."""
 
@@ -23,7 +37,7 @@ class ConsoleSettings(BaseSettings):
 
     suite: SuiteSettings = Field(default_factory=SuiteSettings)
     host: str = "127.0.0.1"
-    port: int = 8105
+    port: int = DEFAULT_PORT
     # The URL browsers reach the console at: the redirect URI registered with the provider is
     # `{public_url}/auth/callback`. Cookies are `Secure` when it is https.
     public_url: str = "http://127.0.0.1:8105"

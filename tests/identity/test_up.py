@@ -42,6 +42,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         values[f"BANGFU_{name.upper()}_PORT"] = str(free_port())
     values["BANGFU_SMS_SANDBOX_SMTP_PORT"] = str(free_port())
     values["BANGFU_IDP_PORT"] = str(free_port())
+    values["BANGFU_CONSOLE_PORT"] = str(free_port())
     return values
 
 

@@ -28,6 +28,7 @@ from shared.natsserver import free_port
 from shared.settings import SuiteSettings
 from tests.conftest import serving
 from tests.identity.conftest import RunningIdp, require_node
+from tests.identity.conftest import idp_factory as idp_factory  # the fixture, for these tests
 
 CONSOLE_CLIENT = "bangfu-console"
 
@@ -47,10 +48,8 @@ class ConsoleIdp:
         return secret
 
 
-@pytest.fixture(scope="session")
-def console_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleIdp]:
-    require_node()
-    idp = RunningIdp(tmp_path_factory.mktemp("console-idp"))
+def for_the_console(idp: RunningIdp) -> ConsoleIdp:
+    """Register a console on a free port with the provider (redirect and post-logout URIs)."""
     port = free_port()
     document = json.loads(idp.clients_file.read_text(encoding="utf-8"))
     for client in document["clients"]:
@@ -59,7 +58,14 @@ def console_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleIdp
             client["post_logout_redirect_uris"] = [f"http://127.0.0.1:{port}/"]
     idp.clients_file.write_text(json.dumps(document), encoding="utf-8")
     idp.reload()
-    yield ConsoleIdp(idp, port)
+    return ConsoleIdp(idp, port)
+
+
+@pytest.fixture(scope="session")
+def console_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleIdp]:
+    require_node()
+    idp = RunningIdp(tmp_path_factory.mktemp("console-idp"))
+    yield for_the_console(idp)
     idp.stop()
 
 
@@ -79,16 +85,24 @@ def console_settings(console_idp: ConsoleIdp, registry_url: str, home: Path) -> 
     )
 
 
-@pytest.fixture
-def stack(
-    console_idp: ConsoleIdp, registry_settings: RegistrySettings, tmp_path: Path
+@contextlib.contextmanager
+def running_stack(
+    console_idp: ConsoleIdp, registry_settings: RegistrySettings, home: Path
 ) -> Iterator[Stack]:
     """The registry (trusting the provider) over HTTP, and the console on its registered port."""
     suite = registry_settings.suite.model_copy(update={"auth_issuer": console_idp.idp.issuer})
     with serving(create_registry(registry_settings.model_copy(update={"suite": suite}))) as url:
-        settings = console_settings(console_idp, url, tmp_path)
+        settings = console_settings(console_idp, url, home)
         with serving_on(create_console(settings), console_idp.console_port) as console_url:
             yield Stack(console_url, url, console_idp)
+
+
+@pytest.fixture
+def stack(
+    console_idp: ConsoleIdp, registry_settings: RegistrySettings, tmp_path: Path
+) -> Iterator[Stack]:
+    with running_stack(console_idp, registry_settings, tmp_path) as running:
+        yield running
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,10 +15,20 @@ import httpx
 import pytest
 
 from services.console.app import create_app as create_console
+from services.registry.settings import RegistrySettings
 from shared.identity import mask_identity_number
 from tests.conftest import running
-from tests.console.conftest import ConsoleIdp, Stack, console_settings, csrf_of, sign_in
+from tests.console.conftest import (
+    ConsoleIdp,
+    Stack,
+    console_settings,
+    csrf_of,
+    for_the_console,
+    running_stack,
+    sign_in,
+)
 from tests.helpers import identity_number
+from tests.identity.conftest import RunningIdp
 
 COOKIE = "bangfu-console"
 
@@ -302,6 +313,46 @@ class TestFile:
 
         assert answer.status_code == 404
         assert "没有找到这户档案" in answer.text
+
+
+class TestTokens:
+    def test_a_short_lived_access_token_is_renewed_with_the_refresh_token(
+        self,
+        idp_factory: Callable[..., RunningIdp],
+        registry_settings: RegistrySettings,
+        tmp_path: Path,
+    ) -> None:
+        # 30-second tokens are always within the console's renewal margin: every page renews.
+        short = for_the_console(idp_factory(access_token_ttl=30))
+        with (
+            running_stack(short, registry_settings, tmp_path) as stack,
+            httpx.Client(follow_redirects=False) as browser,
+        ):
+            home = sign_in(browser, stack, "jiedao-411302")
+            again = browser.get(f"{stack.console_url}/households")
+
+        assert home.status_code == 200 and again.status_code == 200
+        assert "待复核" in home.text
+        renewals = short.idp.log.read_text().count("client=bangfu-console grant=refresh_token")
+        assert renewals >= 2  # the home page and the list each renewed the token
+
+    def test_a_refused_refresh_token_sends_the_person_to_sign_in_again(
+        self,
+        idp_factory: Callable[..., RunningIdp],
+        registry_settings: RegistrySettings,
+        tmp_path: Path,
+    ) -> None:
+        short = for_the_console(idp_factory(access_token_ttl=30))
+        with (
+            running_stack(short, registry_settings, tmp_path) as stack,
+            httpx.Client(follow_redirects=False) as browser,
+        ):
+            sign_in(browser, stack, "jiedao-411302")
+            short.idp.restart()  # grants and refresh tokens lived in its memory: all gone
+            answer = browser.get(f"{stack.console_url}/households")
+
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/auth/login?next=/households"
 
 
 class TestSignOut:

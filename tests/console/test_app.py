@@ -306,6 +306,27 @@ class TestFile:
         assert "必须填写意见" in answer.text
         assert "已申请（待初审）" in answer.text
 
+    def test_the_card_downloads_through_the_console_with_the_persons_token(
+        self, stack: Stack
+    ) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id, page = _file(browser, stack, identity_number(serial=508))
+            assert f"/households/{household_id}/card.xlsx" in page.text
+            card = browser.get(f"{stack.console_url}/households/{household_id}/card.xlsx")
+
+        assert card.status_code == 200
+        assert card.content[:2] == b"PK"  # an .xlsx is a zip
+        assert "attachment" in card.headers["content-disposition"]
+
+    def test_a_helper_sees_their_own_queues(self, stack: Stack) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            home = sign_in(browser, stack, "bangfuren-411302")
+
+        assert '<span class="role">帮扶责任人</span>' in home.text
+        assert re.search(r'data-queue="我帮扶的家庭">0<', home.text)
+        assert re.search(r'data-queue="走访逾期">0<', home.text)
+
     def test_an_unknown_household_is_a_chinese_page_not_a_trace(self, stack: Stack) -> None:
         with httpx.Client(follow_redirects=False) as browser:
             sign_in(browser, stack, "jiedao-411302")

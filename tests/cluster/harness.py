@@ -9,7 +9,6 @@ import statistics
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,21 +115,20 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @dataclass
 class Phases:
-    """The phase the test is in, and the write latencies seen in each (by when they began)."""
+    """The phases of the test in order, and each write's start and end: a write counts in every
+    phase it overlapped, so the one caught by a fault that began after it counts there too."""
 
-    current: str = "steady"
-    order: list[str] = field(default_factory=lambda: ["steady"])
-    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    marks: list[tuple[str, float]] = field(default_factory=lambda: [("steady", time.monotonic())])
+    writes: list[tuple[float, float]] = field(default_factory=list)
 
     def enter(self, name: str) -> None:
-        self.current = name
-        if name not in self.order:
-            self.order.append(name)
+        self.marks.append((name, time.monotonic()))
 
     def summary(self) -> list[str]:
         lines = []
-        for name in self.order:
-            seconds = sorted(self.latencies[name])
+        ends = [start for _, start in self.marks[1:]] + [float("inf")]
+        for (name, began), ended in zip(self.marks, ends, strict=True):
+            seconds = sorted(b - a for a, b in self.writes if a < ended and b > began)
             if not seconds:
                 continue
             p50 = statistics.median(seconds)
@@ -161,6 +159,7 @@ class DepartmentClient:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._phases = phases
         self.retries = 0
+        self.unknown_outcomes = 0
 
     async def write(
         self,
@@ -171,7 +170,6 @@ class DepartmentClient:
         headers: dict[str, str] | None = None,
         measured: bool = True,
     ) -> Answer:
-        phase = self._phases.current
         started = time.monotonic()
         unknown = 0
         while True:
@@ -187,7 +185,8 @@ class DepartmentClient:
             else:
                 if response.status_code not in RETRIED_STATUSES:
                     if measured:
-                        self._phases.latencies[phase].append(time.monotonic() - started)
+                        self._phases.writes.append((started, time.monotonic()))
+                    self.unknown_outcomes += unknown
                     return Answer(response, unknown)
                 unknown += 1
             if time.monotonic() - started > GIVE_UP_SECONDS:

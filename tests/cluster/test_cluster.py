@@ -68,6 +68,7 @@ STEPS = {
     "start_notice": (("noticed", None), "publicly_noticed"),
     "enroll": (("enrolled", None), "enrolled"),
 }
+UNFINISHED_CHECKS = "SELECT id FROM verification.verification WHERE status IN ('queued', 'running')"
 PLAN = {"measures": [{"group": "basic_living", "measure": "低保金", "lead_department": "民政局"}]}
 
 
@@ -94,14 +95,21 @@ class Suite:
 
 
 def _spawn(
-    module: str, name: str, env: dict[str, str], directory: Path, port: int | None = None
+    module: str,
+    name: str,
+    env: dict[str, str],
+    directory: Path,
+    *,
+    port: int | None = None,
+    port_variable: str | None = None,
 ) -> Process:
     port = port or free_port()
     log_file = directory / f"{name}-{port}.log"
+    port_variable = port_variable or f"BANGFU_{module.split('.')[-1].upper()}_PORT"
     with open(log_file, "wb") as output:
         popen = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**env, f"BANGFU_{module.split('.')[-1].upper()}_PORT": str(port)},
+            env={**env, port_variable: str(port)},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -134,13 +142,27 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
             registry_ports = [free_port() for _ in range(REPLICAS)]
             front = RoundRobinFront(registry_ports)
             sandbox = _spawn("sandbox", "sandbox", env, tmp_path)
-            processes.append(sandbox)
+            # The SMS gateway sandbox, with the mail server that takes the county office's email.
+            smtp_port = free_port()
+            sms = _spawn(
+                "sandbox.sms",
+                "sms-sandbox",
+                {**env, "BANGFU_SMS_SANDBOX_SMTP_PORT": str(smtp_port)},
+                tmp_path,
+                port_variable="BANGFU_SMS_SANDBOX_PORT",
+            )
+            processes += [sandbox, sms]
             for service in SERVICES:
                 prefix = f"BANGFU_{service.upper()}_"
                 # Unacked messages of a killed replica come back after this, not the default 30s.
                 env[f"{prefix}CONSUMER_ACK_WAIT_SECONDS"] = "10"
                 env[f"{prefix}REGISTRY_URL"] = front.url
             env["BANGFU_VERIFICATION_DEPARTMENTS_URL"] = f"http://127.0.0.1:{sandbox.port}"
+            env["BANGFU_NOTIFICATIONS_SMS_GATEWAY_URL"] = f"http://127.0.0.1:{sms.port}"
+            env["BANGFU_NOTIFICATIONS_SMTP_PORT"] = str(smtp_port)
+            # A check claimed by a replica that dies is taken over when its lease ends: 30 s
+            # instead of 5 minutes, so that the test sees the takeover.
+            env["BANGFU_VERIFICATION_LEASE_SECONDS"] = "30"
             replicas: dict[str, list[Process]] = {}
             for service in SERVICES:
                 replicas[service] = []
@@ -150,13 +172,13 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
                     # The registry's replicas on the ports its front forwards to.
                     port = registry_ports[replica] if service == "registry" else None
                     module = f"services.{service}"
-                    process = _spawn(module, name, replica_env, tmp_path, port)
+                    process = _spawn(module, name, replica_env, tmp_path, port=port)
                     replicas[service].append(process)
                     processes.append(process)
             for process in processes:
                 process.wait_until("/healthz", 200, within=STARTS_WITHIN)
             for process in processes:
-                if process.name != "sandbox":
+                if process.name not in ("sandbox", "sms-sandbox"):
                     process.wait_until("/readyz", 200, within=READY_WITHIN)
             yield Suite(home, postgres, cluster, replicas)
         finally:
@@ -187,10 +209,15 @@ class Ledger:
 
 
 async def _file(
-    client: DepartmentClient, ledger: Ledger, department: int, index: int
+    client: DepartmentClient,
+    consents: DepartmentClient,
+    ledger: Ledger,
+    department: int,
+    index: int,
 ) -> tuple[str, str]:
-    """One filing, with a spouse every other time, under an Idempotency-Key kept over retries;
-    the household's id and ETag."""
+    """One filing, with a spouse every other time, under an Idempotency-Key kept over retries,
+    after each member signed a consent (核对授权书) so that its check asks the departments; the
+    household's id and ETag."""
     region = "411302" if index % 3 else "411303"
     spouse: dict[str, object] = {
         "name": "李秀英",
@@ -203,6 +230,18 @@ async def _file(
         region=region, birth=date(1955, 1, 1) + timedelta(days=index), serial=department
     )
     body = household_body(region, head_number=head, members=[spouse] if index % 2 else None)
+    today = date.today()
+    for member in body["members"]:  # type: ignore[attr-defined]
+        consent = {
+            "identity_number": member["identity_number"],
+            "region": region,
+            "signed_by": member["name"],
+            "signed_on": (today - timedelta(days=1)).isoformat(),
+            "expires_on": (today + timedelta(days=365)).isoformat(),
+            "document_ref": f"授权-{department}-{index}",
+        }
+        signed = await consents.write("POST", "/v1/consents", body=consent)
+        assert signed.response.status_code == 201, signed.response.text
     answer = await client.write("POST", "/v1/households", body=body, headers=new_key())
     assert answer.response.status_code == 201, answer.response.text
     household_id: str = answer.response.json()["id"]
@@ -255,13 +294,17 @@ async def _set_plan(client: DepartmentClient, household_id: str, etag: str) -> s
 
 
 async def _department(
-    client: DepartmentClient, ledger: Ledger, department: int, stop: asyncio.Event
+    client: DepartmentClient,
+    consents: DepartmentClient,
+    ledger: Ledger,
+    department: int,
+    stop: asyncio.Event,
 ) -> None:
     """A department system at a steady pace: files, reviews each filing, and walks every third
     to enrolment and records its month's income."""
     index = 0
     while not stop.is_set():
-        household_id, etag = await _file(client, ledger, department, index)
+        household_id, etag = await _file(client, consents, ledger, department, index)
         etag = await _step(client, ledger, household_id, etag, "community_review")
         if index % 3 == 0:
             etag = await _set_plan(client, household_id, etag)
@@ -279,12 +322,18 @@ async def _department(
         await asyncio.sleep(PACE_SECONDS)
 
 
-async def _faults(suite: Suite, phases: Phases) -> None:
-    """Steady load, then each fault in turn, each followed by a steady spell (so that a write
-    is counted in the phase it began in, not the next fault's)."""
+async def _faults(suite: Suite, phases: Phases) -> str:
+    """Steady load, then each fault in turn, each followed by a steady spell; the name of the
+    NATS node killed: the registry stream's leader, whose loss forces an election."""
     await asyncio.sleep(STEADY_SECONDS)
-    node = suite.nats.nodes[0]
-    phases.enter("NATS node SIGKILLed")
+    nc = await nats.connect([node.url for node in suite.nats.nodes])
+    try:
+        cluster = (await nc.jetstream().stream_info("REGISTRY")).cluster
+    finally:
+        await nc.close()
+    assert cluster and cluster.leader, cluster
+    node = next(n for n in suite.nats.nodes if n.server_name == cluster.leader)
+    phases.enter(f"NATS node SIGKILLed ({node.server_name}, the registry stream's leader)")
     node.kill()
     await asyncio.sleep(FAULT_SECONDS)
     await asyncio.to_thread(node.start)
@@ -302,6 +351,7 @@ async def _faults(suite: Suite, phases: Phases) -> None:
     await asyncio.to_thread(suite.postgres.start)
     phases.enter("PostgreSQL started again")
     await asyncio.sleep(STEADY_SECONDS)
+    return str(node.server_name)
 
 
 async def _events(js: JetStreamContext, stream: str) -> list[dict[str, Any]]:
@@ -348,7 +398,7 @@ class TestCluster:
         self, suite: Suite, record_property: Any
     ) -> None:
         scopes = ("registry:read", "registry:write", "review:community", "review:street")
-        token = _token(suite.home, *scopes, "review:county")
+        token = _token(suite.home, *scopes, "review:county", "verification:request")
         phases = Phases()
         ledger = Ledger()
         stop = asyncio.Event()
@@ -357,12 +407,13 @@ class TestCluster:
                 DepartmentClient(http, suite.ports("registry"), token, phases)
                 for _ in range(DEPARTMENTS)
             ]
+            consents = DepartmentClient(http, suite.ports("verification"), token, phases)
             departments = [
-                asyncio.create_task(_department(client, ledger, n, stop))
+                asyncio.create_task(_department(client, consents, ledger, n, stop))
                 for n, client in enumerate(clients)
             ]
             try:
-                await _faults(suite, phases)
+                killed_node = await _faults(suite, phases)
             finally:
                 stop.set()
                 await asyncio.gather(*departments)
@@ -376,18 +427,26 @@ class TestCluster:
             while True:
                 undrained, unsent = await _undrained(js), await _unsent(db)
                 holding = len(await _rows(db, "SELECT household_id FROM benefits.household_input"))
-                if not undrained and not any(unsent.values()) and holding >= expected_inputs:
+                checking = len(await _rows(db, UNFINISHED_CHECKS))
+                drained = not undrained and not any(unsent.values())
+                if drained and holding >= expected_inputs and not checking:
                     break
                 assert time.monotonic() - load_ended < DRAINS_WITHIN, (
                     f"not drained after {DRAINS_WITHIN:.0f}s: consumers {undrained}, "
-                    f"unsent outbox rows {unsent}, benefits holds {holding} of {expected_inputs}"
+                    f"unsent outbox rows {unsent}, benefits holds {holding} of {expected_inputs}, "
+                    f"{checking} checks queued or running"
                 )
                 await asyncio.sleep(1)
             drained_after = time.monotonic() - load_ended
             await asyncio.sleep(3)  # time for a late redelivery to show up as a second effect
+            # Notifications publishes as its workers send (message sent, failed): a row stuck
+            # unsent stays, one just written is gone within a relay's poll.
+            settle = time.monotonic() + 15
+            while any((unsent := await _unsent(db)).values()) and time.monotonic() < settle:
+                await asyncio.sleep(0.5)
             registry_events = await _events(js, "REGISTRY")
+            verification_events = await _events(js, "VERIFICATION")
             dead_letters = (await js.stream_info(DEAD_LETTER_STREAM)).state.messages
-            unsent = await _unsent(db)
             inputs = await _rows(
                 db, "SELECT household_id, region, facts FROM benefits.household_input"
             )
@@ -395,12 +454,22 @@ class TestCluster:
                 db, "SELECT household_id, month, income_fen FROM benefits.income_month"
             )
             checks = await _rows(
-                db, "SELECT household_id FROM verification.verification WHERE trigger = 'applied'"
+                db,
+                "SELECT household_id, status FROM verification.verification "
+                "WHERE trigger = 'applied'",
             )
             messages = await _rows(
                 db,
                 "SELECT household_id, status FROM notifications.message "
                 "WHERE template = 'notice_started'",
+            )
+            verified = await _rows(
+                db, "SELECT household_id, per_capita_income_fen FROM benefits.verified_income"
+            )
+            discrepancy_messages = await _rows(
+                db,
+                "SELECT cause, channel, status FROM notifications.message "
+                "WHERE template = 'verification_discrepancy'",
             )
         finally:
             await nc.close()
@@ -417,16 +486,31 @@ class TestCluster:
             if e["type"].split(".")[-2] == "income_recorded"
         )
         noticed = [h for h, step in ledger.steps if step == "start_notice"]
+        completed = [e for e in verification_events if e["type"].split(".")[-2] == "completed"]
+        newest: dict[str, dict[str, Any]] = {}
+        for event in sorted(completed, key=lambda e: e["data"]["report_version"]):
+            newest[str(event["data"]["household_id"])] = event["data"]
+        flagged = [
+            e["id"]
+            for e in completed
+            if e["data"]["discrepancies"] or e["data"]["unavailable_departments"]
+        ]
+        sent_by_channel = Counter(f"{r.channel} {r.status}" for r in discrepancy_messages)
         figures = [
             f"filed (201): {len(ledger.filed)}, applied events: {sum(applied.values())}",
             f"review steps answered 200: {len(ledger.steps)}, incomes recorded: "
             f"{len(ledger.incomes)} (income events {sum(income_events.values())})",
             f"benefits holds {len(inputs)} households, {len(incomes)} monthly incomes",
-            f"verification checks started on application: {len(checks)}",
+            f"verification checks started on application: {len(checks)} "
+            f"({dict(Counter(status for _, status in checks))})",
+            f"verification reports: {len(completed)}, benefits holds {len(verified)} verified "
+            f"incomes; {len(discrepancy_messages)} discrepancy messages for {len(flagged)} "
+            f"reports flagged ({dict(sent_by_channel)})",
             f"notice_started messages: {len(messages)} for {len(noticed)} notices "
             f"({dict(Counter(status for _, status in messages))})",
             f"dead letters: {dead_letters}, unsent outbox rows: {unsent}",
-            f"client retries: {sum(c.retries for c in clients)}, "
+            f"NATS node killed: {killed_node}; client retries: {sum(c.retries for c in clients)}, "
+            f"tries of unknown outcome: {sum(c.unknown_outcomes for c in clients)}; "
             f"consumers drained {drained_after:.1f}s after the load",
             *phases.summary(),
         ]
@@ -462,8 +546,20 @@ class TestCluster:
         }
         # Verification started one check per application.
         assert Counter(row.household_id for row in checks) == Counter(list(ledger.filed))
+        # Each ran to its report, those a killed replica held too (once its lease ended).
+        assert {row.status for row in checks} == {"completed"}
         # Notifications sent one message per rule firing (公示 started: the county office).
         assert Counter(row.household_id for row in messages) == Counter(noticed)
         assert {status for _, status in messages} <= {"sent", "delivered", "read"}
+        # Benefits took each household's newest report's income, verified by the departments.
+        assert {row.household_id: row.per_capita_income_fen for row in verified} == {
+            household_id: data["per_capita_income_fen"] for household_id, data in newest.items()
+        }
+        # One message per flagged report and channel (inbox and email to the county office).
+        assert Counter(row.cause for row in discrepancy_messages) == Counter(
+            dict.fromkeys(flagged, 2)
+        )
+        # None failed; an email a killed replica had leased waits out its lease (2 minutes).
+        assert {row.status for row in discrepancy_messages} <= {"queued", "sent", "delivered"}
         assert dead_letters == 0
         assert unsent == dict.fromkeys(SERVICES, 0)

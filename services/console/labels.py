@@ -128,6 +128,12 @@ FIELD = {
     "measures.measure": "帮扶措施",
     "measures.lead_department": "牵头单位",
     "measures.group": "措施类别",
+    "helper": "帮扶责任人",
+    "id": "帮扶责任人编号",
+    "unit": "工作单位",
+    "phone": "手机号",
+    "visited_on": "走访日期",
+    "findings": "走访情况",
     "name": "姓名",
 }
 
@@ -143,7 +149,7 @@ _IDENTITY_REASONS = {
 # By the problem's type slug (the part after https://bangfu.org/problems/).
 _TYPES = {
     "precondition-failed": (
-        "这户档案在您打开之后已被他人修改，您的操作没有保存。请重新打开档案，查看最新内容后再提交。"
+        "这户档案在您打开之后已被他人修改，您的操作没有保存。下面是档案的最新内容，请确认后再提交。"
     ),
     "precondition-required": "缺少版本信息，请重新打开档案后再提交。",
     "step-not-allowed": "这一步现在不能进行：档案当前状态为「{current_status}」。",
@@ -243,6 +249,8 @@ _REASONS = (
     (re.compile(r"at most (\d+) character"), "太长了"),
     (re.compile(r"needs a reason"), "必须填写理由"),
     (re.compile(r"draft help plan"), "街道复核前须先制定帮扶计划（一户一计划）"),
+    (re.compile(r"assign a helper before"), "记录走访前须先指定帮扶责任人"),
+    (re.compile(r"cannot be in the future"), "日期不能晚于今天"),
     (re.compile(r"exactly one head|one head"), "必须有且只有一位户主"),
 )
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import labels
-from services.console.registry import ApiError, File
+from services.console.registry import ApiError, File, Registry
 from services.console.sessions import Person, Session
 from services.console.web import (
     FormRejected,
@@ -189,6 +192,7 @@ async def _file_page(
     registry = console(request).registry
     file = await registry.household(token, household_id)
     history = await registry.history(token, household_id)
+    visits = await registry.visits(token, household_id)
     return render(
         request,
         "household.html",
@@ -197,6 +201,8 @@ async def _file_page(
         h=file.body,
         version=file.version,
         history=list(reversed(history)),
+        visits=list(reversed(visits)),
+        today=date.today().isoformat(),
         error=error,
         comment=comment,
     )
@@ -260,26 +266,19 @@ async def take_step(request: Request, household_id: str) -> Response:
     return redirect(f"/households/{household_id}")
 
 
-@router.post("/households/{household_id}/plan")
-async def add_plan_measure(request: Request, household_id: str) -> Response:
-    """One more measure in the help plan (一户一计划): the plan as read, plus this one."""
+FileAction = Callable[[Registry, str, FormData], Awaitable[str]]
+
+
+async def _file_action(request: Request, household_id: str, action: FileAction) -> Response:
+    """A form on the file: CSRF checked, the registry called with the person's token, the
+    file shown again with the problem said in Chinese (a stale version as the conflict), or
+    the file with `action`'s message once done."""
     session = signed_in(request)
     household_id = _checked_id(household_id)
     form = await checked_form(request, session)
-    measure = {
-        "group": str(form.get("group") or ""),
-        "measure": str(form.get("measure") or "").strip(),
-        "lead_department": str(form.get("lead_department") or "").strip(),
-    }
     registry = console(request).registry
-    token = await access_token(request, session)
-    version = str(form.get("version") or "")
     try:
-        current = await registry.household(token, household_id)
-        # The plan of the version the person saw; a newer version is refused by If-Match.
-        await registry.set_plan(
-            token, household_id, [*current.body["plan"], measure], version=version
-        )
+        done = await action(registry, await access_token(request, session), form)
     except ApiError as error:
         if error.status == 401:
             raise NotSignedIn() from error
@@ -291,8 +290,58 @@ async def add_plan_measure(request: Request, household_id: str) -> Response:
             status_code=status if 400 <= status < 500 else 502,
             error=error.said.text,
         )
-    session.flash.append(("ok", "已加入帮扶计划：" + measure["measure"]))
+    session.flash.append(("ok", done))
     return redirect(f"/households/{household_id}")
+
+
+def _text(form: FormData, name: str) -> str:
+    return str(form.get(name) or "").strip()
+
+
+@router.post("/households/{household_id}/plan")
+async def add_plan_measure(request: Request, household_id: str) -> Response:
+    """One more measure in the help plan (一户一计划): the plan as read, plus this one."""
+
+    async def add(registry: Registry, token: str, form: FormData) -> str:
+        measure = {k: _text(form, k) for k in ("group", "measure", "lead_department")}
+        current = await registry.household(token, household_id)
+        # Sent with the version the person saw: a newer file is refused by If-Match.
+        await registry.set_plan(
+            token, household_id, [*current.body["plan"], measure], version=_text(form, "version")
+        )
+        return "已加入帮扶计划：" + measure["measure"]
+
+    return await _file_action(request, household_id, add)
+
+
+@router.post("/households/{household_id}/helper")
+async def assign_helper(request: Request, household_id: str) -> Response:
+    """Assign or replace the helper (帮扶责任人); their id is what their queue is found by."""
+
+    async def assign(registry: Registry, token: str, form: FormData) -> str:
+        helper = {k: _text(form, k) for k in ("id", "name", "unit", "phone", "reason")}
+        body = {k: v for k, v in helper.items() if v or k in ("id", "name", "unit")}
+        await registry.assign_helper(token, household_id, body)
+        return f"已指定帮扶责任人：{helper['name']}"
+
+    return await _file_action(request, household_id, assign)
+
+
+@router.post("/households/{household_id}/visits")
+async def record_visit(request: Request, household_id: str) -> Response:
+    """A home visit (入户走访) by the helper: the date, what was found, whether to follow up."""
+
+    async def record(registry: Registry, token: str, form: FormData) -> str:
+        visited_on = _text(form, "visited_on")
+        body = {
+            "visited_on": visited_on,
+            "findings": _text(form, "findings"),
+            "follow_up_needed": form.get("follow_up_needed") == "yes",
+        }
+        await registry.record_visit(token, household_id, body)
+        return f"已记录 {visited_on} 的走访"
+
+    return await _file_action(request, household_id, record)
 
 
 @router.get("/households/{household_id}/card.xlsx")

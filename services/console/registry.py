@@ -99,6 +99,17 @@ class Registry:
         )
         return File(response.json(), _version(response.headers.get("ETag")))
 
+    async def assign_helper(self, token: str, household_id: str, body: dict[str, Any]) -> None:
+        await self._call("PUT", f"/v1/households/{household_id}/helper", token, json=body)
+
+    async def record_visit(self, token: str, household_id: str, body: dict[str, Any]) -> None:
+        await self._call("POST", f"/v1/households/{household_id}/visits", token, json=body)
+
+    async def visits(self, token: str, household_id: str) -> list[dict[str, Any]]:
+        response = await self._call("GET", f"/v1/households/{household_id}/visits", token)
+        items: list[dict[str, Any]] = response.json()
+        return items
+
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
         return response.content

@@ -319,6 +319,55 @@ class TestFile:
         assert card.content[:2] == b"PK"  # an .xlsx is a zip
         assert "attachment" in card.headers["content-disposition"]
 
+    def test_an_assigned_helper_finds_the_household_and_records_a_visit(self, stack: Stack) -> None:
+        with (
+            httpx.Client(follow_redirects=False) as shequ,
+            httpx.Client(follow_redirects=False) as helper,
+        ):
+            sign_in(shequ, stack, "shequ-411302")
+            household_id, page = _file(shequ, stack, identity_number(serial=509))
+            url = f"{stack.console_url}/households/{household_id}"
+            early = shequ.post(
+                f"{url}/visits",
+                data={"csrf": csrf_of(page), "visited_on": "2026-01-05", "findings": "x"},
+            )
+            assigned = shequ.post(
+                f"{url}/helper",
+                data={
+                    "csrf": csrf_of(page),
+                    "id": "bangfuren-411302",
+                    "name": "赵帮扶",
+                    "unit": "宛城区民政局",
+                },
+            )
+            home = sign_in(helper, stack, "bangfuren-411302")
+            mine = helper.get(f"{url}")
+            future = helper.post(
+                f"{url}/visits",
+                data={"csrf": csrf_of(mine), "visited_on": "2999-01-01", "findings": "x"},
+            )
+            recorded = helper.post(
+                f"{url}/visits",
+                data={
+                    "csrf": csrf_of(mine),
+                    "visited_on": "2026-01-05",
+                    "findings": "家中老人住院，需跟进医疗救助",
+                    "follow_up_needed": "yes",
+                },
+            )
+            after = helper.get(url)
+
+        assert early.status_code == 422
+        assert "记录走访前须先指定帮扶责任人" in early.text
+        assert assigned.status_code == 303
+        assert re.search(r'data-queue="我帮扶的家庭">1<', home.text), home.text
+        assert future.status_code == 422
+        assert "日期不能晚于今天" in future.text
+        assert recorded.status_code == 303
+        assert "家中老人住院，需跟进医疗救助" in after.text
+        assert "赵帮扶（宛城区民政局，编号 bangfuren-411302）" in after.text
+        assert "记录走访" in after.text  # the history's line
+
     def test_a_helper_sees_their_own_queues(self, stack: Stack) -> None:
         with httpx.Client(follow_redirects=False) as browser:
             home = sign_in(browser, stack, "bangfuren-411302")

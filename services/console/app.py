@@ -52,6 +52,7 @@ def templates() -> Jinja2Templates:
         CAUSE=labels.CAUSE,
         RELATION=labels.RELATION,
         HUKOU=labels.HUKOU,
+        EXIT_KIND=labels.EXIT_KIND,
         LABOUR=labels.LABOUR,
         PLAN_GROUP=labels.PLAN_GROUP,
         PLAN_STATUS=labels.PLAN_STATUS,

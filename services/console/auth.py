@@ -29,13 +29,14 @@ log = structlog.get_logger(__name__)
 async def login(request: Request, next: str | None = None) -> Response:
     """Start a sign-in: remember state, nonce and verifier in a session, go to the provider."""
     app = console(request)
-    session = session_of(request) or app.sessions.new()
     try:
-        session.sign_in, url = await app.oidc.start(local_path(next))
+        sign_in, url = await app.oidc.start(local_path(next))
     except (httpx.HTTPError, ValueError, SignInFailed) as exc:
         log.warning("console.provider_unreachable", error=repr(exc))
         message = "统一身份认证服务暂时无法访问，请稍后再试。"
         return render(request, "error.html", None, status_code=503, message=message)
+    session = session_of(request) or app.sessions.new()
+    session.sign_in = sign_in
     response = redirect(url)
     set_session_cookie(response, app.settings, session)
     return response

@@ -34,6 +34,7 @@ STEP = {
     "reapply": "重新申请",
     "exit": "退出",
 }
+EXIT_KIND = {"tuokun": "脱困", "jiekun": "解困", "tuichu": "退出（其他原因）"}
 # Steps whose comment is the reason, so the registry refuses them without one.
 STEPS_NEEDING_A_REASON = frozenset({"reject", "object", "exit"})
 
@@ -134,6 +135,7 @@ FIELD = {
     "phone": "手机号",
     "visited_on": "走访日期",
     "findings": "走访情况",
+    "exit_kind": "退出类型",
     "name": "姓名",
 }
 
@@ -250,6 +252,7 @@ _REASONS = (
     (re.compile(r"needs a reason"), "必须填写理由"),
     (re.compile(r"draft help plan"), "街道复核前须先制定帮扶计划（一户一计划）"),
     (re.compile(r"assign a helper before"), "记录走访前须先指定帮扶责任人"),
+    (re.compile(r"say whether the household left"), "请选择退出类型（脱困、解困或退出）"),
     (re.compile(r"cannot be in the future"), "日期不能晚于今天"),
     (re.compile(r"exactly one head|one head"), "必须有且只有一位户主"),
 )

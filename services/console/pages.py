@@ -81,7 +81,7 @@ async def home(request: Request) -> Response:
     return render(request, "home.html", session, queues=shown, by_status=by_status)
 
 
-_LIST_FILTERS = ("status", "category", "cause", "helper_id", "visit_overdue", "cursor")
+_LIST_FILTERS = ("region", "status", "category", "cause", "helper_id", "visit_overdue", "cursor")
 
 
 @router.get("/households")
@@ -248,6 +248,7 @@ async def take_step(request: Request, household_id: str) -> Response:
             step,
             version=version,
             comment=comment or None,
+            exit_kind=str(form.get("exit_kind") or "") if step == "exit" else None,
         )
     except ApiError as error:
         if error.status == 401:

@@ -76,13 +76,21 @@ class Registry:
         return File(response.json(), _version(response.headers.get("ETag")))
 
     async def take_step(
-        self, token: str, household_id: str, step: str, *, version: str, comment: str | None
+        self,
+        token: str,
+        household_id: str,
+        step: str,
+        *,
+        version: str,
+        comment: str | None,
+        exit_kind: str | None = None,
     ) -> File:
+        body = {"comment": comment, "exit_kind": exit_kind}
         response = await self._call(
             "POST",
             f"/v1/households/{household_id}/steps/{step}",
             token,
-            json={"comment": comment} if comment else {},
+            json={k: v for k, v in body.items() if v},
             headers={"If-Match": f'"{version}"'},
         )
         return File(response.json(), _version(response.headers.get("ETag")))

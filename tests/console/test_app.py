@@ -15,8 +15,11 @@ import httpx
 import pytest
 
 from services.console.app import create_app as create_console
+from services.console.settings import ConsoleSettings
 from services.registry.settings import RegistrySettings
 from shared.identity import mask_identity_number
+from shared.natsserver import free_port
+from shared.settings import SuiteSettings
 from tests.conftest import running
 from tests.console.conftest import (
     ConsoleIdp,
@@ -149,6 +152,17 @@ class TestSignIn:
         assert cookie.startswith("__Host-bangfu-console=")
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
         assert response.headers["strict-transport-security"].startswith("max-age=")
+
+    async def test_a_provider_that_does_not_answer_is_said_plainly(self, tmp_path: Path) -> None:
+        settings = ConsoleSettings(
+            suite=SuiteSettings(home=tmp_path, auth_issuer=f"http://127.0.0.1:{free_port()}")
+        )
+        async with running(create_console(settings)) as client:
+            response = await client.get("/auth/login")
+
+        assert response.status_code == 503
+        assert "统一身份认证服务暂时无法访问" in response.text
+        assert "set-cookie" not in response.headers
 
 
 class TestForms:
@@ -383,6 +397,77 @@ class TestFile:
 
         assert answer.status_code == 404
         assert "没有找到这户档案" in answer.text
+
+
+def _step(client: httpx.Client, url: str, step: str, **data: str) -> httpx.Response:
+    """Take `step` from the file as its page now shows it (its CSRF token and version)."""
+    page = client.get(url)
+    version = re.search(r'name="version" value="(\d+)"', page.text)
+    assert version, page.text[:2000]
+    return client.post(
+        f"{url}/steps",
+        data={"csrf": csrf_of(page), "version": version.group(1), "step": step, **data},
+    )
+
+
+class TestWalk:
+    def test_the_county_enrols_and_exits_a_household_the_exit_with_its_kind(
+        self, console_idp: ConsoleIdp, registry_settings: RegistrySettings, tmp_path: Path
+    ) -> None:
+        # A notice period of 0 days: enrolment is allowed the day the notice starts.
+        settings = registry_settings.model_copy(update={"notice_days": {"": 0}})
+        with (
+            running_stack(console_idp, settings, tmp_path) as stack,
+            httpx.Client(follow_redirects=False) as shequ,
+            httpx.Client(follow_redirects=False) as jiedao,
+            httpx.Client(follow_redirects=False) as county,
+        ):
+            for client, username in (
+                (shequ, "shequ-411302"),
+                (jiedao, "jiedao-411302"),
+                (county, "jiekunban-411302"),
+            ):
+                sign_in(client, stack, username)
+            household_id, page = _file(shequ, stack, identity_number(serial=510))
+            url = f"{stack.console_url}/households/{household_id}"
+            walked = [_step(shequ, url, "community_review").status_code]
+            version = re.search(r'name="version" value="(\d+)"', jiedao.get(url).text)
+            assert version
+            plan = jiedao.post(
+                f"{url}/plan",
+                data={
+                    "csrf": csrf_of(page),  # another person's token: refused
+                    "version": version.group(1),
+                    "group": "medical",
+                    "measure": "大病医疗救助",
+                    "lead_department": "区医保局",
+                },
+            )
+            assert plan.status_code == 403
+            plan = jiedao.post(
+                f"{url}/plan",
+                data={
+                    "csrf": csrf_of(jiedao.get(url)),
+                    "version": version.group(1),
+                    "group": "medical",
+                    "measure": "大病医疗救助",
+                    "lead_department": "区医保局",
+                },
+            )
+            assert plan.status_code == 303, plan.text
+            walked.append(_step(jiedao, url, "street_review").status_code)
+            for step in ("county_approve", "start_notice", "enroll"):
+                walked.append(_step(county, url, step).status_code)
+            no_kind = _step(county, url, "exit", comment="收入已超过低保标准")
+            exited = _step(county, url, "exit", comment="收入已超过低保标准", exit_kind="tuokun")
+            final = county.get(url)
+
+        assert walked == [303] * 5
+        assert no_kind.status_code == 422
+        assert "请选择退出类型" in no_kind.text
+        assert exited.status_code == 303
+        assert '<span class="status s-exited" id="status">已退出</span>' in final.text
+        assert "收入已超过低保标准" in final.text
 
 
 class TestTokens:

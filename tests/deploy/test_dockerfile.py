@@ -82,36 +82,51 @@ def test_the_final_stage_is_slim_non_root_and_checked() -> None:
     assert copies == ["--from=build /opt/bangfu /opt/bangfu"]
 
 
-def test_the_healthcheck_probes_the_configured_port() -> None:
-    """deploy/healthcheck.py: the port comes from BANGFU_<SERVICE>_PORT, 0 exit iff /healthz."""
+HEALTHCHECKS = {
+    # script, the variable naming its port, the path it must find answering 200
+    "service": (
+        [sys.executable, str(ROOT / "deploy" / "healthcheck.py")],
+        "BANGFU_BENEFITS_PORT",
+        "/healthz",
+    ),
+    "provider": (
+        ["node", str(ROOT / "deploy" / "idp" / "healthcheck.mjs")],
+        "BANGFU_IDP_PORT",
+        "/.well-known/openid-configuration",
+    ),
+}
+
+
+@pytest.mark.parametrize("which", sorted(HEALTHCHECKS))
+def test_the_healthcheck_probes_the_configured_port(which: str) -> None:
+    """deploy/healthcheck.py and deploy/idp/healthcheck.mjs: the port comes from the process's
+    own setting; exit 0 iff its liveness path answers, 1 once the server is gone."""
     import os
+    import shutil
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    class Healthz(BaseHTTPRequestHandler):
+    command, variable, path = HEALTHCHECKS[which]
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"{command[0]} is not installed")
+
+    class Liveness(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_response(200 if self.path == path else 404)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Healthz)
+    server = HTTPServer(("127.0.0.1", 0), Liveness)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    script = ROOT / "deploy" / "healthcheck.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANGFU_")}
+    env[variable] = str(server.server_port)
     try:
-        up = subprocess.run(
-            [sys.executable, str(script)],
-            env={**env, "BANGFU_BENEFITS_PORT": str(server.server_port)},
-            check=False,
-        )
+        up = subprocess.run(command, env=env, check=False, timeout=30)
         server.shutdown()
-        down = subprocess.run(
-            [sys.executable, str(script)],
-            env={**env, "BANGFU_BENEFITS_PORT": str(server.server_port)},
-            check=False,
-        )
+        # Stopped serving but still listening: the check must give up on its own.
+        down = subprocess.run(command, env=env, check=False, timeout=30)
     finally:
         server.server_close()
     assert (up.returncode, down.returncode) == (0, 1)

@@ -22,6 +22,8 @@ GIVE_UP_SECONDS = 90.0  # a department system retries a write this long before i
 RETRY_SECONDS = 0.2
 # What a client retries with the same request: not reached, gone, or refused for now.
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+# What /metrics says of events: committed not yet published, and delivered not yet handled.
+WATCHED = ("bangfu_outbox_backlog", "bangfu_consumer_lag")
 
 
 class NatsCluster:
@@ -120,6 +122,8 @@ class Phases:
 
     marks: list[tuple[str, float]] = field(default_factory=lambda: [("steady", time.monotonic())])
     writes: list[tuple[float, float]] = field(default_factory=list)
+    # (when, metric, value): what the services' /metrics said, summed over the replicas.
+    gauges: list[tuple[float, str, float]] = field(default_factory=list)
 
     def enter(self, name: str) -> None:
         self.marks.append((name, time.monotonic()))
@@ -133,12 +137,38 @@ class Phases:
                 continue
             p50 = statistics.median(seconds)
             p99 = seconds[min(len(seconds) - 1, round(0.99 * (len(seconds) - 1)))]
+            peaks = {
+                metric: max(
+                    (v for t, m, v in self.gauges if m == metric and began <= t < ended), default=0
+                )
+                for metric in WATCHED
+            }
             lines.append(
                 f"write latency, {name}: p50 {p50 * 1000:.0f} ms, "
                 f"p99 {p99 * 1000:.0f} ms, max {seconds[-1] * 1000:.0f} ms "
-                f"({len(seconds)} writes)"
+                f"({len(seconds)} writes); peak "
+                + ", ".join(f"{metric} {value:g}" for metric, value in peaks.items())
             )
         return lines
+
+    async def watch(self, http: httpx.AsyncClient, ports: Sequence[int]) -> None:
+        """Every half second, the outbox backlog and consumer lag the replicas export (the
+        dashboard's "Events" row), summed over those that answer."""
+        while True:
+            answers = await asyncio.gather(
+                *(http.get(f"http://127.0.0.1:{port}/metrics") for port in ports),
+                return_exceptions=True,
+            )
+            now = time.monotonic()
+            totals = dict.fromkeys(WATCHED, 0.0)
+            for answer in answers:
+                if isinstance(answer, httpx.Response) and answer.status_code == 200:
+                    for line in answer.text.splitlines():
+                        metric = line.split("{")[0].split(" ")[0]
+                        if metric in totals:
+                            totals[metric] += float(line.rsplit(" ", 1)[1])
+            self.gauges += [(now, metric, value) for metric, value in totals.items()]
+            await asyncio.sleep(0.5)
 
 
 @dataclass(frozen=True)

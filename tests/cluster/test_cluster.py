@@ -408,6 +408,8 @@ class TestCluster:
                 for _ in range(DEPARTMENTS)
             ]
             consents = DepartmentClient(http, suite.ports("verification"), token, phases)
+            every_replica = [port for service in SERVICES for port in suite.ports(service)]
+            watcher = asyncio.create_task(phases.watch(http, every_replica))
             departments = [
                 asyncio.create_task(_department(client, consents, ledger, n, stop))
                 for n, client in enumerate(clients)
@@ -417,6 +419,7 @@ class TestCluster:
             finally:
                 stop.set()
                 await asyncio.gather(*departments)
+                watcher.cancel()
         load_ended = time.monotonic()
 
         nc = await nats.connect([node.url for node in suite.nats.nodes])

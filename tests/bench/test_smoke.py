@@ -25,7 +25,7 @@ BENCHES: dict[str, tuple[list[str], str]] = {
     "events": (
         ["--events", "20", "--rate", "20", "--seconds", "1"]
         + ["--writers", "2", "--latency-writers", "2"],
-        "ratio {n} events/s {n} p50_ms {n} p99_ms {n}",
+        "ratio {n} events/s {n} p50_ms {n} p99_ms {n} raw_ratio {n}",
     ),
     "registry": (
         ["--database", "sqlite", "--requests", "4", "--concurrency", "2", "--warmup", "2"]

@@ -243,11 +243,11 @@ class TimedRunner(ConsumerRunner):
         super().__init__(*args, **options)
         self.tracker = tracker
 
-    async def handle_batch(self, messages: list[Msg]) -> None:
+    async def handle_batch(self, messages: list[Msg], *, ahead: object = None) -> None:
         started = time.perf_counter()
         for message in messages:
             self.tracker.consumed.handling_at.setdefault(msg_id(message), started)
-        await super().handle_batch(messages)
+        await super().handle_batch(messages, ahead=ahead)
         for message in messages:
             self.tracker.record(msg_id(message))
 

@@ -17,6 +17,7 @@ from shared.events.streams import (
     DEAD_LETTER_STREAM,
     ensure_dead_letter_stream,
     ensure_stream,
+    nats_servers,
     service_stream,
 )
 from shared.migrations import SERVICES
@@ -26,7 +27,10 @@ from shared.settings import ServiceSettings, SuiteSettings
 async def create_streams(suite: SuiteSettings) -> None:
     """Create (or bring to the suite's retention and replicas) every stream the suite uses."""
     nc = await nats.connect(
-        suite.nats_url, connect_timeout=3, max_reconnect_attempts=1, tls=suite.nats_tls()
+        nats_servers(suite.nats_url),
+        connect_timeout=3,
+        max_reconnect_attempts=1,
+        tls=suite.nats_tls(),
     )
     try:
         js = nc.jetstream()
@@ -47,7 +51,7 @@ async def create_streams(suite: SuiteSettings) -> None:
 
 async def streams(url: str) -> list[dict[str, Any]]:
     """Every stream: subjects, message count, size, first and last message time, consumers."""
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_servers(url), connect_timeout=3, max_reconnect_attempts=1)
     try:
         infos = await nc.jetstream().streams_info()
         return [
@@ -69,7 +73,7 @@ async def streams(url: str) -> list[dict[str, Any]]:
 
 async def dead_letters(url: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The oldest `limit` dead letters, with the consumer, original subject and reason."""
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_servers(url), connect_timeout=3, max_reconnect_attempts=1)
     js = nc.jetstream()
     found: list[dict[str, Any]] = []
     try:
@@ -108,7 +112,7 @@ async def replay_dead_letters(url: str, seqs: list[int]) -> int:
     Every consumer of that stream sees the event again; the ones that handled it already
     skip it through their inbox, the one that failed gets another chance.
     """
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_servers(url), connect_timeout=3, max_reconnect_attempts=1)
     js = nc.jetstream()
     replayed = 0
     try:

@@ -12,6 +12,7 @@ import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared.events.envelope import region_filter
+from shared.events.streams import nats_servers
 from shared.migrations import SERVICES
 from shared.regions import normalize_prefix
 
@@ -43,7 +44,7 @@ async def tail_events(
 ) -> None:
     """Emit every event matching `filters`, from now (or from `since`), until `count` events."""
     try:
-        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+        nc = await nats.connect(nats_servers(url), connect_timeout=5, max_reconnect_attempts=3)
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same to a user
         raise ConnectionError(f"cannot reach NATS at {url}: is `bangfu up` running?") from exc
     # The JetStream API's 5 s default is short for a busy suite (the demo seeding, a CI run):

@@ -58,10 +58,25 @@ def templates() -> Jinja2Templates:
         PLAN_STATUS=labels.PLAN_STATUS,
         SEX=labels.SEX,
         VERIFICATION=labels.VERIFICATION,
+        ASSET=labels.ASSET,
+        PERIOD=labels.PERIOD,
+        VERDICT=labels.VERDICT,
         NEEDS_REASON=labels.STEPS_NEEDING_A_REASON,
         word=labels.word,
     )
+    environment.env.filters["when"] = when
+    environment.env.filters["yuan"] = yuan
     return environment
+
+
+def when(value: object) -> str:
+    """An ISO timestamp as a person reads it: `2026-11-30 00:27:02` (UTC, as stored)."""
+    return str(value or "")[:19].replace("T", " ")
+
+
+def yuan(fen: object) -> str:
+    """Integer fen as yuan with two decimals (display only: money stays in fen elsewhere)."""
+    return f"{int(str(fen)) / 100:.2f}" if fen is not None else ""
 
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:

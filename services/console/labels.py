@@ -112,6 +112,15 @@ VERIFICATION = {
     "failed": "核对失败",
 }
 
+ASSET = {
+    "deposits_per_capita": "人均存款",
+    "properties": "房产",
+    "vehicles": "车辆",
+    "business_capital": "经营资本",
+}
+PERIOD = {"month": "每月", "year": "每年", "once": "一次性"}
+VERDICT = {"pass": "符合", "fail": "不符合", "unknown": "未能核对"}
+
 # Form fields as the API names them (indexes removed), in the words of the filing form.
 FIELD = {
     "location": "住址",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date
 
 import structlog
@@ -41,6 +42,14 @@ def _refetches(settings: BenefitsSettings, event: CloudEvent) -> bool:
     return settings.follow_registry and event.type.split(".")[-2] in REFETCH
 
 
+@dataclass(frozen=True)
+class Read:
+    """Registry files read ahead of a batch: the households asked for, and those found."""
+
+    asked: frozenset[str]
+    files: dict[str, HouseholdIn]
+
+
 class HouseholdBatches:
     """The household consumer's batch scope: the registry's files of the households a fetched
     batch of events names, read for the whole batch in one call, and the households whose
@@ -61,16 +70,31 @@ class HouseholdBatches:
         self._uow: UnitOfWork | None = None
         self._pending: dict[str, service.Filed] = {}
 
+    async def read_ahead(self, events: list[CloudEvent]) -> Read:
+        """The files the batch of `events` will want, read before it is handled."""
+        wanted = self._wanted(events)
+        files = await service.fetch_households(self._settings, wanted, on=date.today())
+        return Read(asked=frozenset(wanted), files=files)
+
     @contextlib.asynccontextmanager
-    async def scope(self, events: list[CloudEvent], uow: UnitOfWork) -> AsyncIterator[None]:
-        wanted = [str(e.data["household_id"]) for e in events if _refetches(self._settings, e)]
-        self._files = await service.fetch_households(self._settings, wanted, on=date.today())
+    async def scope(
+        self, events: list[CloudEvent], uow: UnitOfWork, ahead: object
+    ) -> AsyncIterator[None]:
+        wanted = self._wanted(events)
+        read = ahead if isinstance(ahead, Read) else Read(asked=frozenset(), files={})
+        files = {h: read.files[h] for h in wanted if h in read.files}
+        missing = [h for h in wanted if h not in read.asked]
+        files |= await service.fetch_households(self._settings, missing, on=date.today())
+        self._files = files
         self._uow = uow
         try:
             yield
             await self.flush()
         finally:
             self._files, self._uow, self._pending = None, None, {}
+
+    def _wanted(self, events: list[CloudEvent]) -> list[str]:
+        return [str(e.data["household_id"]) for e in events if _refetches(self._settings, e)]
 
     async def household(self, household_id: str, *, on: date) -> HouseholdIn | None:
         """The file as inputs, None when the registry has none."""
@@ -160,6 +184,7 @@ def subscriptions(settings: BenefitsSettings, engine: Engine) -> list[Subscripti
             ["bangfu.registry.household.>"],
             household_handler(settings, engine, batches),
             batch=batches.scope if settings.registry_batch_reads else None,
+            read_ahead=batches.read_ahead if settings.registry_batch_reads else None,
         ),
         Subscription(
             "benefits-verification-completed",

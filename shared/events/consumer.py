@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
@@ -39,21 +40,30 @@ inbox = Table(
 )
 
 Handler = Callable[[CloudEvent, UnitOfWork], Awaitable[None]]
-BatchScope = Callable[[list[CloudEvent], UnitOfWork], contextlib.AbstractAsyncContextManager[None]]
+BatchScope = Callable[
+    [list[CloudEvent], UnitOfWork, object], contextlib.AbstractAsyncContextManager[None]
+]
+ReadAhead = Callable[[list[CloudEvent]], Coroutine[Any, Any, object]]
 
 
 @dataclass(frozen=True)
 class Subscription:
     """A durable consumer: its name, the stream and subjects it reads, and its handler.
 
-    `batch`, if given, is entered with a fetched batch's new events, in stream order, and the
-    batch's unit of work, and stays open while the handler runs on each of them: a handler
-    that needs data from another service can have it read for the whole batch in one call
-    (one call per event held a catch-up to ~20 events/s). Its exit without an error, still
-    in the transaction and before the commit, may finish work the handler left to it, for
-    the whole batch at once (statements and computations per batch instead of per event).
-    The handler must still work alone: a message handled on its own (a retry, a batch of
-    one) runs without it.
+    `batch`, if given, is entered with a fetched batch's new events, in stream order, the
+    batch's unit of work and what `read_ahead` read for the batch (None without it), and
+    stays open while the handler runs on each of them: a handler that needs data from
+    another service can have it read for the whole batch in one call (one call per event
+    held a catch-up to ~20 events/s). Its exit without an error, still in the transaction
+    and before the commit, may finish work the handler left to it, for the whole batch at
+    once (statements and computations per batch instead of per event). The handler must
+    still work alone: a message handled on its own (a retry, a batch of one) runs without it.
+
+    `read_ahead`, if given, is started with a fetched batch's events (two or more) while the
+    batch before it is being handled, outside any transaction: the other service's read
+    then overlaps this one's work (one after the other, the read was ~40 % of a catch-up).
+    It is a head start only: the scope must read what it lacks. It does not know the inbox,
+    so an event already handled (a redelivery) may still have its data read.
     """
 
     name: str
@@ -61,6 +71,7 @@ class Subscription:
     subjects: list[str]
     handler: Handler = field(compare=False)
     batch: BatchScope | None = field(default=None, compare=False)
+    read_ahead: ReadAhead | None = field(default=None, compare=False)
 
 
 class MalformedEvent(Exception):
@@ -176,27 +187,70 @@ class ConsumerRunner:
                     self._idle = False
 
     async def _consume(self) -> None:
+        """Fetch and handle batches. With `read_ahead`, a fetched batch is held while the one
+        before it is handled, its data being read meanwhile: the next fetch then takes only
+        what is there already, so that a held batch waits for no new message."""
         loop = asyncio.get_running_loop()
         last_lag = 0.0
-        while not self._stopping:
-            self._idle = True
-            try:
-                messages = await self._pull.fetch(self._batch_size, timeout=0.5)
-            except (NatsTimeoutError, TimeoutError):  # nats-py raises either when idle
-                messages = []
-            except Exception as exc:  # noqa: BLE001 - NATS away: wait for the reconnect
-                log.warning(
-                    "consumer.fetch_failed", consumer=self.subscription.name, error=repr(exc)
-                )
-                await asyncio.sleep(0.5)
-                continue
-            finally:
-                self._idle = False
-            if messages:
-                await self.handle_batch(messages)
-            if self._on_lag and loop.time() - last_lag > 5:
-                last_lag = loop.time()
-                await self._report_lag()
+        held: list[Msg] = []
+        ahead: asyncio.Task[object] | None = None
+        try:
+            while not self._stopping:
+                self._idle = not held
+                try:
+                    messages = await self._pull.fetch(
+                        self._batch_size, timeout=0.05 if held else 0.5
+                    )
+                except (NatsTimeoutError, TimeoutError):  # nats-py raises either when idle
+                    messages = []
+                except Exception as exc:  # noqa: BLE001 - NATS away: wait for the reconnect
+                    log.warning(
+                        "consumer.fetch_failed", consumer=self.subscription.name, error=repr(exc)
+                    )
+                    messages = []
+                    if not held:
+                        await asyncio.sleep(0.5)
+                        continue
+                finally:
+                    self._idle = False
+                if self.subscription.read_ahead is None:
+                    if messages:
+                        await self.handle_batch(messages)
+                else:
+                    following = self._start_read_ahead(messages)
+                    if held:
+                        await self.handle_batch(held, ahead=await self._read(ahead))
+                    held, ahead = messages, following
+                if self._on_lag and loop.time() - last_lag > 5:
+                    last_lag = loop.time()
+                    await self._report_lag()
+            if held:  # stopping: the batch in hand is handled, not left to time out
+                batch, held = held, []
+                await self.handle_batch(batch, ahead=await self._read(ahead))
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+
+    def _start_read_ahead(self, messages: list[Msg]) -> asyncio.Task[object] | None:
+        """`read_ahead` of a batch of two or more events (one is handled on its own)."""
+        assert self.subscription.read_ahead is not None
+        events = []
+        for message in messages:
+            with contextlib.suppress(ValidationError):  # dead-lettered when handled
+                events.append(CloudEvent.from_json(message.data))
+        if len(events) < 2:
+            return None
+        return asyncio.create_task(self.subscription.read_ahead(events))
+
+    async def _read(self, ahead: asyncio.Task[object] | None) -> object:
+        """What `read_ahead` read, or None when it failed (the batch scope reads it then)."""
+        if ahead is None:
+            return None
+        try:
+            return await ahead
+        except Exception as exc:  # noqa: BLE001 - only a head start: the scope reads again
+            log.info("consumer.read_ahead_failed", consumer=self.subscription.name, error=repr(exc))
+            return None
 
     async def _report_lag(self) -> None:
         try:
@@ -206,8 +260,9 @@ class ConsumerRunner:
         assert self._on_lag is not None
         self._on_lag(self.subscription.name, (info.num_pending or 0) + (info.num_ack_pending or 0))
 
-    async def handle_batch(self, messages: list[Msg]) -> None:
-        """Handle a fetched batch in one transaction (one commit, not one per message).
+    async def handle_batch(self, messages: list[Msg], *, ahead: object = None) -> None:
+        """Handle a fetched batch in one transaction (one commit, not one per message);
+        `ahead` is what `read_ahead` read for it, handed to the batch scope.
 
         If anything in it fails, each message is handled again on its own, so that retries
         and dead letters stay per message and one poison message cannot hold up the rest.
@@ -249,7 +304,7 @@ class ConsumerRunner:
                 traceparents = {event.id: message_traceparent(m, event) for m, event in events}
                 scope = self.subscription.batch
                 batch = list(fresh.values())
-                async with scope(batch, uow) if scope else contextlib.nullcontext():
+                async with scope(batch, uow, ahead) if scope else contextlib.nullcontext():
                     for event in batch:
                         await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()

@@ -127,6 +127,14 @@ def test_bangfu_up_idp_serves_discovery_and_the_services_take_only_its_tokens(
     keys = Path(env["BANGFU_HOME"]) / "idp-keys.json"
     assert keys.exists() and keys.stat().st_mode & 0o077 == 0
 
+    # The console is one more child: its URL in the banner, its sign-in sent to the provider.
+    console_url = f"http://127.0.0.1:{env['BANGFU_CONSOLE_PORT']}"
+    assert f"console        {console_url}" in text
+    assert httpx.get(f"{console_url}/healthz").text == "ok"
+    login = httpx.get(f"{console_url}/auth/login")
+    assert login.status_code == 303
+    assert login.headers["location"].startswith(f"{issuer}/auth?")
+
     registry = _environment(_child_running(process.pid, b"services.registry"))
     assert registry["BANGFU_AUTH_ISSUER"] == issuer
     notifications = _environment(_child_running(process.pid, b"services.notifications"))
@@ -138,3 +146,4 @@ def test_bangfu_up_idp_serves_discovery_and_the_services_take_only_its_tokens(
     process.send_signal(signal.SIGINT)
     process.wait(30)
     assert not port_open(int(env["BANGFU_IDP_PORT"]))
+    assert not port_open(int(env["BANGFU_CONSOLE_PORT"]))

@@ -26,15 +26,15 @@ which is CLOCK_MONOTONIC on Linux and so comparable between the two processes.
    OutboxRelay, handled by a ConsumerRunner whose handler inserts the same effect row; both
    with their default settings. events/s = N / (first commit -> last ack).
 4. Latency at a fixed offered load (ours, then the dual write for comparison): writers commit
-   one event at a time on a schedule of `--rate` events/s for `--seconds`. Per event, from just after `uow.commit()` returns (the
-   producer records it by event id) to just after the runner's `handle()` returns in the
-   consumer process, i.e. after the handler's transaction committed and `message.ack()` was
-   handed to the NATS client (a fire-and-forget publish, as in the baseline). The event data
-   also carries the wall-clock time before the commit, for anyone reading the stream. The
-   same interval is split at two more points: when the relay got the stream's PubAck (its
-   `js.publish` returned, seen through a timing proxy) and when the runner's `handle()` was
-   called. The consumer may receive a message before the busy producer loop has processed its
-   PubAck, so the middle part can be slightly negative.
+   one event at a time on a schedule of `--rate` events/s for `--seconds`. Per event, from
+   just after `uow.commit()` returns (the producer records it by event id) to just after the
+   runner's `handle()` returns in the consumer process, i.e. after the handler's transaction
+   committed and `message.ack()` was handed to the NATS client (a fire-and-forget publish, as
+   in the baseline). The event data also carries the wall-clock time before the commit, for
+   anyone reading the stream. The same interval is split at two more points: when the relay
+   got the stream's PubAck (its `js.publish` returned, seen through a timing proxy) and when
+   the runner's `handle()` was called. The consumer may receive a message before the busy
+   producer loop has processed its PubAck, so the middle part can be slightly negative.
 
 Each throughput line also gives the CPU time (user + system, all threads) per event of the
 producer process, the consumer process and nats-server (PostgreSQL's own CPU is not counted).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import statistics
 import threading
 import time
@@ -22,6 +23,7 @@ GIVE_UP_SECONDS = 90.0  # a department system retries a write this long before i
 RETRY_SECONDS = 0.2
 # What a client retries with the same request: not reached, gone, or refused for now.
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # What /metrics says of events: committed not yet published, and delivered not yet handled.
 WATCHED = ("bangfu_outbox_backlog", "bangfu_consumer_lag")
 
@@ -121,7 +123,8 @@ class Phases:
     phase it overlapped, so the one caught by a fault that began after it counts there too."""
 
     marks: list[tuple[str, float]] = field(default_factory=lambda: [("steady", time.monotonic())])
-    writes: list[tuple[float, float]] = field(default_factory=list)
+    # (start, end, what: the method, the route and how many tries it took)
+    writes: list[tuple[float, float, str]] = field(default_factory=list)
     # (when, metric, value): what the services' /metrics said, summed over the replicas.
     gauges: list[tuple[float, str, float]] = field(default_factory=list)
 
@@ -132,9 +135,12 @@ class Phases:
         lines = []
         ends = [start for _, start in self.marks[1:]] + [float("inf")]
         for (name, began), ended in zip(self.marks, ends, strict=True):
-            seconds = sorted(b - a for a, b in self.writes if a < ended and b > began)
-            if not seconds:
+            overlapping = sorted(
+                (b - a, what) for a, b, what in self.writes if a < ended and b > began
+            )
+            if not overlapping:
                 continue
+            seconds = [taken for taken, _ in overlapping]
             p50 = statistics.median(seconds)
             p99 = seconds[min(len(seconds) - 1, round(0.99 * (len(seconds) - 1)))]
             peaks = {
@@ -146,7 +152,7 @@ class Phases:
             lines.append(
                 f"write latency, {name}: p50 {p50 * 1000:.0f} ms, "
                 f"p99 {p99 * 1000:.0f} ms, max {seconds[-1] * 1000:.0f} ms "
-                f"({len(seconds)} writes); peak "
+                f"({len(seconds)} writes, the slowest {overlapping[-1][1]}); peak "
                 + ", ".join(f"{metric} {value:g}" for metric, value in peaks.items())
             )
         return lines
@@ -201,8 +207,9 @@ class DepartmentClient:
         measured: bool = True,
     ) -> Answer:
         started = time.monotonic()
-        unknown = 0
+        unknown = tries = 0
         while True:
+            tries += 1
             url = f"http://127.0.0.1:{next(self._ports)}{path}"
             try:
                 response = await self._http.request(
@@ -215,7 +222,9 @@ class DepartmentClient:
             else:
                 if response.status_code not in RETRIED_STATUSES:
                     if measured:
-                        self._phases.writes.append((started, time.monotonic()))
+                        route = _ID.sub("{id}", path)
+                        what = f"{method} {route}, {tries} tries"
+                        self._phases.writes.append((started, time.monotonic(), what))
                     self.unknown_outcomes += unknown
                     return Answer(response, unknown)
                 unknown += 1

@@ -243,6 +243,8 @@ class Supervisor:
     def _start_console(self, env: dict[str, str], *, registry_port: int) -> None:
         port = console_port()
         env.setdefault("BANGFU_CONSOLE_REGISTRY_URL", f"http://127.0.0.1:{registry_port}")
+        verification = f"http://127.0.0.1:{service_ports()['verification']}"
+        env.setdefault("BANGFU_CONSOLE_VERIFICATION_URL", verification)
         env.setdefault("BANGFU_CONSOLE_PUBLIC_URL", f"http://127.0.0.1:{port}")
         self._spawn(
             "console",

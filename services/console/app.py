@@ -16,11 +16,12 @@ from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from services.console import auth, labels, pages
+from services.console import auth, checks, labels, pages
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
 from services.console.sessions import SessionStore
 from services.console.settings import ConsoleSettings
+from services.console.verification import Verification
 from services.console.web import Console, origin
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +62,8 @@ def templates() -> Jinja2Templates:
         ASSET=labels.ASSET,
         PERIOD=labels.PERIOD,
         VERDICT=labels.VERDICT,
+        DEPARTMENT=labels.DEPARTMENT,
+        ITEM_STATUS=labels.ITEM_STATUS,
         NEEDS_REASON=labels.STEPS_NEEDING_A_REASON,
         word=labels.word,
     )
@@ -102,6 +105,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                     leeway_seconds=settings.suite.auth_leeway_seconds,
                 ),
                 registry=Registry(http, settings.registry_url),
+                verification=Verification(http, settings.verification_url),
                 templates=templates(),
             )
             yield
@@ -133,5 +137,6 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(pages.router)
+    app.include_router(checks.router)
     pages.install_error_pages(app)
     return app

@@ -118,6 +118,27 @@ ASSET = {
     "vehicles": "车辆",
     "business_capital": "经营资本",
 }
+# The verification service's departments (核对部门) and the state of each member × department.
+DEPARTMENT = {
+    "hukou": "户籍（公安局）",
+    "marriage": "婚姻登记（民政局）",
+    "social_insurance": "社会保险（人社局）",
+    "medical_insurance": "医疗保险（医保局）",
+    "housing_fund": "住房公积金",
+    "tax": "税务（税务局）",
+    "market": "市场主体登记（市场监管局）",
+    "real_estate": "不动产登记",
+    "vehicle": "机动车登记（交警）",
+    "finance": "金融资产（人民银行）",
+    "disability": "残疾人证（残联）",
+}
+ITEM_STATUS = {
+    "ok": "已核对",
+    "unavailable": "部门未响应",
+    "no_consent": "无有效授权",
+    "error": "答复无法读取",
+}
+
 PERIOD = {"month": "每月", "year": "每年", "once": "一次性"}
 VERDICT = {"pass": "符合", "fail": "不符合", "unknown": "未能核对"}
 
@@ -145,6 +166,11 @@ FIELD = {
     "visited_on": "走访日期",
     "findings": "走访情况",
     "exit_kind": "退出类型",
+    "signed_on": "签字日期",
+    "expires_on": "有效期至",
+    "document_ref": "授权书编号",
+    "departments": "核对部门",
+    "identity_number": "身份证号",
     "name": "姓名",
 }
 
@@ -156,6 +182,8 @@ _IDENTITY_REASONS = {
     "future_birth_date": "身份证号中的出生日期晚于今天",
     "checksum": "身份证号校验位不正确，请核对每一位",
 }
+
+_UNAVAILABLE_TEXT = "服务暂时不可用，请稍后再试。如果一直如此，请联系系统管理员。"
 
 # By the problem's type slug (the part after https://bangfu.org/problems/).
 _TYPES = {
@@ -175,6 +203,9 @@ _TYPES = {
     "unauthorized": "登录已失效，请重新登录。",
     "too-many-requests": "操作过于频繁，请稍后再试。",
     "content-too-large": "提交的内容过大。",
+    "no-consent": "家庭成员都没有有效的核对授权书，没有向任何部门查询。请先录入授权书。",
+    "household-not-found": "核对服务没有找到这户档案，或它不在您负责的地区内。",
+    "registry-unavailable": _UNAVAILABLE_TEXT,
 }
 _BY_STATUS = {
     400: "请求有误。",
@@ -186,7 +217,7 @@ _BY_STATUS = {
     422: _TYPES["invalid-input"],
     429: _TYPES["too-many-requests"],
 }
-_UNAVAILABLE = "服务暂时不可用，请稍后再试。如果一直如此，请联系系统管理员。"
+_UNAVAILABLE = _UNAVAILABLE_TEXT
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.console import labels
 from services.console.registry import ApiError, File, Registry
 from services.console.sessions import Person, Session
+from services.console.verification import latest_report
 from services.console.web import (
     FormRejected,
     NotSignedIn,
@@ -193,6 +194,7 @@ async def _file_page(
     file = await registry.household(token, household_id)
     history = await registry.history(token, household_id)
     visits = await registry.visits(token, household_id)
+    report, newest = await latest_report(console(request).verification, token, file.body)
     return render(
         request,
         "household.html",
@@ -203,6 +205,8 @@ async def _file_page(
         history=list(reversed(history)),
         visits=list(reversed(visits)),
         today=date.today().isoformat(),
+        report=report,
+        newest=newest,
         error=error,
         comment=comment,
     )

@@ -1,8 +1,8 @@
-"""The registry's REST API, called with the signed-in person's access token.
+"""The suite's REST APIs (registry, verification), called with the signed-in person's token.
 
-The console holds no household data: every page is the registry's answer of the moment. An
+The console holds no household data: every page is the services' answer of the moment. An
 error answer becomes `ApiError` carrying the problem said in Chinese (labels.problem); the
-registry's own words and any stack trace stay in the log.
+service's own words and any stack trace stay in the log.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 
 class ApiError(Exception):
-    """The registry refused, or could not be reached; `said` is for the person."""
+    """A service refused, or could not be reached; `said` is for the person."""
 
     def __init__(self, status: int, said: labels.Said, body: Mapping[str, Any] | None = None):
         super().__init__(said.message)
@@ -41,11 +41,51 @@ def _version(etag: str | None) -> str:
     return (etag or "").strip().removeprefix("W/").strip('"')
 
 
-class Registry:
+class Api:
+    """One service's API: its base URL, and `_call` that turns refusals into ApiError."""
+
     def __init__(self, http: httpx.AsyncClient, base_url: str):
         self._http = http
         self._base = base_url.rstrip("/")
 
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method,
+                self._base + path,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("console.service_unreachable", url=self._base, path=path, error=repr(exc))
+            raise ApiError(503, labels.unavailable()) from exc
+        if response.is_success:
+            return response
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        log.info(
+            "console.service_refused",
+            url=self._base,
+            path=path,
+            status=response.status_code,
+            type=(body or {}).get("type"),
+        )
+        raise ApiError(response.status_code, labels.problem(response.status_code, body), body)
+
+
+class Registry(Api):
     async def household(self, token: str, household_id: str) -> File:
         response = await self._call("GET", f"/v1/households/{household_id}", token)
         return File(response.json(), _version(response.headers.get("ETag")))
@@ -121,38 +161,3 @@ class Registry:
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
         return response.content
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        token: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method,
-                self._base + path,
-                headers={"Authorization": f"Bearer {token}", **(headers or {})},
-                **kwargs,
-            )
-        except httpx.HTTPError as exc:
-            log.warning("console.registry_unreachable", path=path, error=repr(exc))
-            raise ApiError(503, labels.unavailable()) from exc
-        if response.is_success:
-            return response
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = None
-        log.info(
-            "console.registry_refused",
-            path=path,
-            status=response.status_code,
-            type=(body or {}).get("type"),
-        )
-        raise ApiError(response.status_code, labels.problem(response.status_code, body), body)

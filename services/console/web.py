@@ -16,6 +16,7 @@ from services.console.oidc import OidcClient, SignInFailed
 from services.console.registry import Registry
 from services.console.sessions import Session, SessionStore
 from services.console.settings import ConsoleSettings
+from services.console.verification import Verification
 
 # The access token is renewed this long before it expires, so that no call carries one that
 # expires on the way.
@@ -30,6 +31,7 @@ class Console:
     sessions: SessionStore
     oidc: OidcClient
     registry: Registry
+    verification: Verification
     templates: Jinja2Templates
 
 

@@ -68,7 +68,7 @@ class TestResults:
         assert "52.50 元/月" in page
         assert '<span class="warn">人均存款：不符合</span>' in page
         assert "车辆：符合" in page
-        assert "2 项" in page and "tax" in page
+        assert "2 项" in page and "税务（税务局）" in page  # the department said, not its code
         assert "核对结果需要人工复查" in page
         assert "部分丧失劳动能力" in page
 

@@ -20,8 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,40 +35,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.events.streams import DEAD_LETTER_STREAM
 from shared.natsserver import free_port, nats_server_binary
 from tests.cluster.conftest import REPORT
-from tests.cluster.harness import (
-    DepartmentClient,
-    NatsCluster,
-    Phases,
-    RoundRobinFront,
-    new_key,
-)
+from tests.cluster.harness import DepartmentClient, NatsCluster, Phases, RoundRobinFront
+from tests.cluster.load import STEPS, Ledger, department
 from tests.deploy.private_postgres import PrivatePostgres, private_postgres
 from tests.deploy.test_start_order import STARTS_WITHIN, Process, _migrate, _token
-from tests.helpers import household_body, identity_number
 
 log = structlog.get_logger(__name__)
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
 REPLICAS = 2
 DEPARTMENTS = 4  # department systems writing at once, each at its own steady pace
-PACE_SECONDS = 0.3  # between one department's households
 STEADY_SECONDS = 8.0
 FAULT_SECONDS = 6.0
 POSTGRES_DOWN_SECONDS = 4.0
 READY_WITHIN = 90.0  # seconds from the NATS cluster forming to every replica ready
 DRAINS_WITHIN = 180.0  # seconds from the load's end to every consumer caught up
-MONTH = "2026-10"
 APPLIED = "cn.bangfu.registry.household.applied.v1"
-# Each review step, the event it publishes (type and `level`) and the status it leads to.
-STEPS = {
-    "community_review": (("reviewed", "community"), "community_reviewed"),
-    "street_review": (("reviewed", "street"), "street_reviewed"),
-    "county_approve": (("approved", None), "county_approved"),
-    "start_notice": (("noticed", None), "publicly_noticed"),
-    "enroll": (("enrolled", None), "enrolled"),
-}
 UNFINISHED_CHECKS = "SELECT id FROM verification.verification WHERE status IN ('queued', 'running')"
-PLAN = {"measures": [{"group": "basic_living", "measure": "低保金", "lead_department": "民政局"}]}
 
 
 def _needs_the_binaries() -> None:
@@ -163,6 +145,9 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
             # A check claimed by a replica that dies is taken over when its lease ends: 30 s
             # instead of 5 minutes, so that the test sees the takeover.
             env["BANGFU_VERIFICATION_LEASE_SECONDS"] = "30"
+            # A check that failed an attempt (its database or the registry away) is tried again
+            # after 5 s, doubling, instead of 30 s, doubling: the drain is then within a minute.
+            env["BANGFU_VERIFICATION_RETRY_SECONDS"] = "5"
             replicas: dict[str, list[Process]] = {}
             for service in SERVICES:
                 replicas[service] = []
@@ -189,137 +174,6 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
             if front:
                 front.close()
             cluster.stop()
-
-
-@dataclass(frozen=True)
-class Filing:
-    region: str
-    members: int
-
-
-@dataclass
-class Ledger:
-    """What the department clients were told: the writes answered as successful."""
-
-    filed: dict[str, Filing] = field(default_factory=dict)
-    steps: list[tuple[str, str]] = field(default_factory=list)
-    # (household, month): the income recorded, and how many tries had an unknown outcome (a
-    # PUT of an income takes no If-Match: such a try may have recorded it once more).
-    incomes: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-
-
-async def _file(
-    client: DepartmentClient,
-    consents: DepartmentClient,
-    ledger: Ledger,
-    department: int,
-    index: int,
-) -> tuple[str, str]:
-    """One filing, with a spouse every other time, under an Idempotency-Key kept over retries,
-    after each member signed a consent (核对授权书) so that its check asks the departments; the
-    household's id and ETag."""
-    region = "411302" if index % 3 else "411303"
-    spouse: dict[str, object] = {
-        "name": "李秀英",
-        "identity_number": identity_number(
-            region=region, birth=date(1985, 1, 1) + timedelta(days=index), serial=department
-        ),
-        "relation": "spouse",
-    }
-    head = identity_number(
-        region=region, birth=date(1955, 1, 1) + timedelta(days=index), serial=department
-    )
-    body = household_body(region, head_number=head, members=[spouse] if index % 2 else None)
-    today = date.today()
-    for member in body["members"]:  # type: ignore[attr-defined]
-        consent = {
-            "identity_number": member["identity_number"],
-            "region": region,
-            "signed_by": member["name"],
-            "signed_on": (today - timedelta(days=1)).isoformat(),
-            "expires_on": (today + timedelta(days=365)).isoformat(),
-            "document_ref": f"授权-{department}-{index}",
-        }
-        signed = await consents.write("POST", "/v1/consents", body=consent)
-        assert signed.response.status_code == 201, signed.response.text
-    answer = await client.write("POST", "/v1/households", body=body, headers=new_key())
-    assert answer.response.status_code == 201, answer.response.text
-    household_id: str = answer.response.json()["id"]
-    ledger.filed[household_id] = Filing(region, 2 if index % 2 else 1)
-    return household_id, answer.response.headers["ETag"]
-
-
-async def _step(
-    client: DepartmentClient, ledger: Ledger, household_id: str, etag: str, step: str
-) -> str:
-    """Take a review step under If-Match, as a department system does: on 412 read the file
-    again; taken already means a try of unknown outcome took it, else (the suite attached a
-    report to the file meanwhile) try again with the new ETag."""
-    _, reached = STEPS[step]
-    path = f"/v1/households/{household_id}"
-    unknown = 0
-    while True:
-        answer = await client.write(
-            "POST", f"{path}/steps/{step}", body={}, headers={"If-Match": etag}
-        )
-        unknown += answer.unknown_outcomes
-        response = answer.response
-        if response.status_code == 200:
-            break
-        assert response.status_code == 412, f"{step}: {response.status_code} {response.text}"
-        response = await client.read(path)
-        if response.json()["status"] == reached:
-            assert unknown, f"{step} taken without a try that could have taken it"
-            break
-        etag = response.headers["ETag"]
-    ledger.steps.append((household_id, step))
-    return response.headers["ETag"]
-
-
-async def _set_plan(client: DepartmentClient, household_id: str, etag: str) -> str:
-    path = f"/v1/households/{household_id}"
-    unknown = 0
-    while True:
-        answer = await client.write("PUT", f"{path}/plan", body=PLAN, headers={"If-Match": etag})
-        unknown += answer.unknown_outcomes
-        response = answer.response
-        if response.status_code == 200:
-            return response.headers["ETag"]
-        assert response.status_code == 412, f"plan: {response.status_code} {response.text}"
-        response = await client.read(path)
-        if response.json()["plan"]:
-            assert unknown, "the plan set without a try that could have set it"
-            return response.headers["ETag"]
-        etag = response.headers["ETag"]
-
-
-async def _department(
-    client: DepartmentClient,
-    consents: DepartmentClient,
-    ledger: Ledger,
-    department: int,
-    stop: asyncio.Event,
-) -> None:
-    """A department system at a steady pace: files, reviews each filing, and walks every third
-    to enrolment and records its month's income."""
-    index = 0
-    while not stop.is_set():
-        household_id, etag = await _file(client, consents, ledger, department, index)
-        etag = await _step(client, ledger, household_id, etag, "community_review")
-        if index % 3 == 0:
-            etag = await _set_plan(client, household_id, etag)
-            for step in ("street_review", "county_approve", "start_notice", "enroll"):
-                etag = await _step(client, ledger, household_id, etag, step)
-            income = 1000 * (index + 1)
-            answer = await client.write(
-                "PUT",
-                f"/v1/households/{household_id}/incomes/{MONTH}",
-                body={"month": MONTH, "income_fen": income},
-            )
-            assert answer.response.status_code == 200, answer.response.text
-            ledger.incomes[(household_id, MONTH)] = (income, answer.unknown_outcomes)
-        index += 1
-        await asyncio.sleep(PACE_SECONDS)
 
 
 async def _faults(suite: Suite, phases: Phases) -> str:
@@ -411,7 +265,7 @@ class TestCluster:
             every_replica = [port for service in SERVICES for port in suite.ports(service)]
             watcher = asyncio.create_task(phases.watch(http, every_replica))
             departments = [
-                asyncio.create_task(_department(client, consents, ledger, n, stop))
+                asyncio.create_task(department(client, consents, ledger, n, stop))
                 for n, client in enumerate(clients)
             ]
             try:
@@ -427,17 +281,25 @@ class TestCluster:
         db = create_async_engine(suite.postgres.url)
         try:
             expected_inputs = len(ledger.filed)
+            # What was still waiting, and how long after the load's end it was last seen.
+            waited: dict[str, float] = {}
             while True:
                 undrained, unsent = await _undrained(js), await _unsent(db)
                 holding = len(await _rows(db, "SELECT household_id FROM benefits.household_input"))
                 checking = len(await _rows(db, UNFINISHED_CHECKS))
-                drained = not undrained and not any(unsent.values())
-                if drained and holding >= expected_inputs and not checking:
+                waiting = [
+                    *undrained,
+                    *(f"{service} outbox" for service, rows in unsent.items() if rows),
+                    *(["benefits holding"] if holding < expected_inputs else []),
+                    *(["checks queued or running"] if checking else []),
+                ]
+                waited |= dict.fromkeys(waiting, round(time.monotonic() - load_ended))
+                if not waiting:
                     break
                 assert time.monotonic() - load_ended < DRAINS_WITHIN, (
                     f"not drained after {DRAINS_WITHIN:.0f}s: consumers {undrained}, "
                     f"unsent outbox rows {unsent}, benefits holds {holding} of {expected_inputs}, "
-                    f"{checking} checks queued or running"
+                    f"{checking} checks queued or running; waited for {waited}"
                 )
                 await asyncio.sleep(1)
             drained_after = time.monotonic() - load_ended
@@ -458,7 +320,7 @@ class TestCluster:
             )
             checks = await _rows(
                 db,
-                "SELECT household_id, status FROM verification.verification "
+                "SELECT household_id, status, attempts, reason FROM verification.verification "
                 "WHERE trigger = 'applied'",
             )
             messages = await _rows(
@@ -505,7 +367,9 @@ class TestCluster:
             f"{len(ledger.incomes)} (income events {sum(income_events.values())})",
             f"benefits holds {len(inputs)} households, {len(incomes)} monthly incomes",
             f"verification checks started on application: {len(checks)} "
-            f"({dict(Counter(status for _, status in checks))})",
+            f"({dict(Counter(row.status for row in checks))}; attempts "
+            f"{dict(sorted(Counter(row.attempts for row in checks).items()))}, reasons left "
+            f"{dict(Counter(str(row.reason)[:60] for row in checks if row.reason))})",
             f"verification reports: {len(completed)}, benefits holds {len(verified)} verified "
             f"incomes; {len(discrepancy_messages)} discrepancy messages for {len(flagged)} "
             f"reports flagged ({dict(sent_by_channel)})",
@@ -515,6 +379,7 @@ class TestCluster:
             f"NATS node killed: {killed_node}; client retries: {sum(c.retries for c in clients)}, "
             f"tries of unknown outcome: {sum(c.unknown_outcomes for c in clients)}; "
             f"consumers drained {drained_after:.1f}s after the load",
+            f"waited for (seconds after the load, last seen): {waited}",
             *phases.summary(),
         ]
         REPORT.extend(figures)

@@ -245,6 +245,8 @@ class Supervisor:
         env.setdefault("BANGFU_CONSOLE_REGISTRY_URL", f"http://127.0.0.1:{registry_port}")
         verification = f"http://127.0.0.1:{service_ports()['verification']}"
         env.setdefault("BANGFU_CONSOLE_VERIFICATION_URL", verification)
+        benefits = f"http://127.0.0.1:{service_ports()['benefits']}"
+        env.setdefault("BANGFU_CONSOLE_BENEFITS_URL", benefits)
         env.setdefault("BANGFU_CONSOLE_PUBLIC_URL", f"http://127.0.0.1:{port}")
         self._spawn(
             "console",

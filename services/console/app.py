@@ -16,7 +16,8 @@ from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from services.console import auth, checks, labels, pages
+from services.console import auth, checks, labels, pages, prints
+from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
 from services.console.sessions import SessionStore
@@ -106,6 +107,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 ),
                 registry=Registry(http, settings.registry_url),
                 verification=Verification(http, settings.verification_url),
+                benefits=Benefits(http, settings.benefits_url),
                 templates=templates(),
             )
             yield
@@ -138,5 +140,6 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.include_router(checks.router)
+    app.include_router(prints.router)
     pages.install_error_pages(app)
     return app

@@ -105,6 +105,12 @@ class Registry(Api):
         counts: dict[str, Any] = response.json()
         return counts
 
+    async def notice(self, token: str, region: str) -> dict[str, Any]:
+        """The region's public notice (公示): masked names and numbers, with its total."""
+        response = await self._call("GET", f"/v1/notices/{region}", token)
+        notice: dict[str, Any] = response.json()
+        return notice
+
     async def file(self, token: str, body: dict[str, Any], *, idempotency_key: str) -> File:
         response = await self._call(
             "POST",

@@ -10,11 +10,11 @@ from shared.settings import SuiteSettings, is_url
 # What the console asks the provider for. No `pii:read`: with it the registry answers every read
 # in clear (and wants a purpose), and the console shows numbers masked only.
 # `offline_access` gives a refresh token, so a working day needs one sign-in, not one per token.
-# `verification:request` records consents and reads 核对 reports (the provider grants it only
-# to the people registered with it).
+# `verification:request` records consents and reads 核对 reports, `benefits:read` reads the
+# 明白卡 (the provider grants each only to the people registered with it).
 DEFAULT_SCOPES = (
     "openid offline_access registry:read registry:write "
-    "review:community review:street review:county verification:request"
+    "review:community review:street review:county verification:request benefits:read"
 )
 
 
@@ -47,6 +47,7 @@ class ConsoleSettings(BaseSettings):
     scopes: str = DEFAULT_SCOPES
     registry_url: str = "http://127.0.0.1:8101"
     verification_url: str = "http://127.0.0.1:8102"
+    benefits_url: str = "http://127.0.0.1:8103"
     # A session ends this long after sign-in, whatever the tokens say (the provider's is 8 h).
     session_hours: float = Field(default=8, gt=0)
     # Sessions held at once (in memory); the oldest is dropped beyond it.

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
+from services.console.benefits import Benefits
 from services.console.oidc import OidcClient, SignInFailed
 from services.console.registry import Registry
 from services.console.sessions import Session, SessionStore
@@ -32,6 +33,7 @@ class Console:
     oidc: OidcClient
     registry: Registry
     verification: Verification
+    benefits: Benefits
     templates: Jinja2Templates
 
 

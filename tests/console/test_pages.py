@@ -8,6 +8,7 @@ printed on A4).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +21,8 @@ import pytest
 
 from sandbox.app import create_app as create_sandbox
 from sandbox.settings import SandboxSettings
+from services.benefits.app import create_app as create_benefits
+from services.benefits.settings import BenefitsSettings
 from services.console.app import create_app as create_console
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
@@ -35,6 +38,7 @@ from tests.console.conftest import (
     serving_on,
     sign_in,
 )
+from tests.console.test_app import _step
 from tests.helpers import bearer, identity_number
 
 # Quick to give up, so that a department made to fail shows within a test's patience.
@@ -44,31 +48,35 @@ DEPARTMENTS = (
 ).split()
 
 
+def _secret(idp: ConsoleIdp, client_id: str) -> str:
+    secret = idp.idp.registrations.clients[client_id].secret
+    assert secret is not None
+    return secret
+
+
 @contextlib.contextmanager
 def _checked_stack(
     console_idp: ConsoleIdp,
     registry_settings: RegistrySettings,
-    verification_db: tuple[str, str | None],
+    databases: dict[str, tuple[str, str | None]],
     home: Path,
 ) -> Iterator[dict[str, str]]:
-    """Sandbox, registry and verification (each trusting the provider, the verification
-    service calling the registry with its own client), and the console in front."""
+    """Sandbox, registry, verification and benefits (each trusting the provider, the last two
+    calling the registry with their own clients), and the console in front."""
     idp = console_idp.idp
     suite = registry_settings.suite.model_copy(update={"auth_issuer": idp.issuer})
-    secret = idp.registrations.clients["svc-verification"].secret
-    assert secret is not None
     with (
         serving(create_sandbox(SandboxSettings(nats_url="", seed=7))) as sandbox,
         serving(create_registry(registry_settings.model_copy(update={"suite": suite}))) as reg,
     ):
         verification_settings = VerificationSettings(
             suite=suite,
-            database_url=verification_db[0],
-            database_schema=verification_db[1],
+            database_url=databases["verification"][0],
+            database_schema=databases["verification"][1],
             departments_url=sandbox,
             registry_url=reg,
             client_id="svc-verification",
-            client_secret=secret,
+            client_secret=_secret(console_idp, "svc-verification"),
             poll_seconds=0.05,
             refetch_seconds=0.5,
             departments={
@@ -76,9 +84,20 @@ def _checked_stack(
                 for code in DEPARTMENTS
             },
         )
-        with serving(create_verification(verification_settings)) as verification:
+        benefits_settings = BenefitsSettings(
+            suite=suite,
+            database_url=databases["benefits"][0],
+            database_schema=databases["benefits"][1],
+            registry_url=reg,
+            client_id="svc-benefits",
+            client_secret=_secret(console_idp, "svc-benefits"),
+        )
+        with (
+            serving(create_verification(verification_settings)) as verification,
+            serving(create_benefits(benefits_settings)) as benefits,
+        ):
             settings = console_settings(console_idp, reg, home).model_copy(
-                update={"verification_url": verification}
+                update={"verification_url": verification, "benefits_url": benefits}
             )
             with serving_on(create_console(settings), console_idp.console_port) as console_url:
                 yield {
@@ -86,25 +105,49 @@ def _checked_stack(
                     "registry": reg,
                     "verification": verification,
                     "sandbox": sandbox,
+                    "benefits": benefits,
                 }
 
 
 @pytest.fixture
-async def verification_db(
+async def databases(
     migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
-) -> tuple[str, str | None]:
-    return await migrated_database("verification")
+) -> dict[str, tuple[str, str | None]]:
+    return {name: await migrated_database(name) for name in ("verification", "benefits")}
 
 
 @pytest.fixture
 def checked(
     console_idp: ConsoleIdp,
     registry_settings: RegistrySettings,
-    verification_db: tuple[str, str | None],
+    databases: dict[str, tuple[str, str | None]],
     tmp_path: Path,
 ) -> Iterator[dict[str, str]]:
-    with _checked_stack(console_idp, registry_settings, verification_db, tmp_path) as urls:
+    with _checked_stack(console_idp, registry_settings, databases, tmp_path) as urls:
         yield urls
+
+
+READER = "test-benefits-reader"
+
+
+def _reader_token(console_idp: ConsoleIdp) -> str:
+    """A benefits:read token of 411302 from a client registered for the test: to read the card
+    the console shows, straight from the benefits API."""
+    idp = console_idp.idp
+    document = json.loads(idp.clients_file.read_text(encoding="utf-8"))
+    if not any(c["client_id"] == READER for c in document["clients"]):
+        document["clients"].append(
+            {
+                "client_id": READER,
+                "client_secret": "test-only-benefits-reader",
+                "grant_types": ["client_credentials"],
+                "scopes": ["benefits:read"],
+                "regions": ["411302"],
+            }
+        )
+        idp.clients_file.write_text(json.dumps(document), encoding="utf-8")
+        idp.reload()
+    return idp.client_token(READER, "benefits:read")
 
 
 def _file(client: httpx.Client, console_url: str, number: str, **extra: str) -> str:
@@ -241,3 +284,103 @@ class TestConsent:
         assert "录入核对授权书" not in page.text
         assert refused.status_code == 403
         assert "没有进行这项操作的权限" in refused.text
+
+
+def _plan(client: httpx.Client, url: str) -> None:
+    page = client.get(url)
+    version = re.search(r'name="version" value="(\d+)"', page.text)
+    assert version, page.text[:2000]
+    added = client.post(
+        f"{url}/plan",
+        data={
+            "csrf": csrf_of(page),
+            "version": version.group(1),
+            "group": "medical",
+            "measure": "大病医疗救助",
+            "lead_department": "区医保局",
+        },
+    )
+    assert added.status_code == 303, added.text
+
+
+class TestPrinting:
+    def test_the_public_notice_lists_the_noticed_households_masked(
+        self, checked: dict[str, str], console_idp: ConsoleIdp
+    ) -> None:
+        console_url = checked["console"]
+        stack = Stack(console_url, checked["registry"], console_idp)
+        noticed, waiting = identity_number(serial=611), identity_number(serial=612)
+        with (
+            httpx.Client(follow_redirects=False, timeout=30) as shequ,
+            httpx.Client(follow_redirects=False, timeout=30) as jiedao,
+            httpx.Client(follow_redirects=False, timeout=30) as county,
+        ):
+            for client, username in (
+                (shequ, "shequ-411302"),
+                (jiedao, "jiedao-411302"),
+                (county, "jiekunban-411302"),
+            ):
+                sign_in(client, stack, username)
+            household_id = _file(shequ, console_url, noticed, community_name="光武社区")
+            _file(shequ, console_url, waiting, m0_name="王五")
+            url = f"{console_url}/households/{household_id}"
+            walked = [_step(shequ, url, "community_review").status_code]
+            _plan(jiedao, url)
+            walked.append(_step(jiedao, url, "street_review").status_code)
+            for step in ("county_approve", "start_notice"):
+                walked.append(_step(county, url, step).status_code)
+            picked = county.get(f"{console_url}/notices")
+            page = county.get(f"{console_url}{picked.headers['location']}")
+            other = county.get(f"{console_url}/notices/4101")
+            css = httpx.get(f"{console_url}/static/console.css").text
+
+        assert walked == [303] * 4
+        assert picked.status_code == 303
+        assert picked.headers["location"] == "/notices/411302"
+        assert page.status_code == 200
+        assert 'id="notice-total">1<' in page.text
+        rows = page.text.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+        assert rows.count("<tr>") == 1
+        assert mask_identity_number(noticed) in rows and "光武社区" in rows
+        assert "张三明" not in page.text and "张*明" in rows  # the name masked as well
+        assert noticed not in page.text and waiting not in page.text
+        assert mask_identity_number(waiting) not in page.text  # still applied: not noticed
+        assert other.status_code == 404  # another city: not the county's to see
+        assert "@page { size: A4" in css and "@media print" in css
+
+    def test_the_card_shows_each_measure_with_its_amount_and_clause(
+        self, checked: dict[str, str], console_idp: ConsoleIdp
+    ) -> None:
+        console_url = checked["console"]
+        stack = Stack(console_url, checked["registry"], console_idp)
+        head = identity_number(serial=621, birth=date(1950, 2, 3))
+        with httpx.Client(follow_redirects=False, timeout=30) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(
+                browser,
+                console_url,
+                head,
+                m1_name="张小明",
+                m1_id=identity_number(serial=622, birth=date(2015, 6, 1)),
+                m1_relation="child",
+            )
+            file = browser.get(f"{console_url}/households/{household_id}")
+            page = browser.get(f"{console_url}/households/{household_id}/card")
+        card = httpx.get(
+            f"{checked['benefits']}/v1/households/{household_id}/card",
+            headers=bearer(_reader_token(console_idp)),
+        ).json()
+
+        assert f'href="/households/{household_id}/card"' in file.text
+        assert page.status_code == 200, page.text
+        assert card["measures"], card  # a 低保 household of two with no income is helped
+        for measure in card["measures"]:
+            row = page.text.split(f'data-measure="{measure["code"]}">', 1)[1].split("</tr>")[0]
+            assert measure["name"] in row
+            assert measure["clause"] in row
+            assert measure["explanation"] in row
+            if not measure["amount_note"] and measure["amount_fen"]:
+                assert f'class="amount">{_yuan(measure["amount_fen"])}<' in row
+        total = f"每月 {_yuan(card['monthly_fen'])} 元，全年 {_yuan(card['yearly_fen'])} 元"
+        assert total in page.text
+        assert head not in page.text and mask_identity_number(head) in page.text

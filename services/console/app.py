@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from services.console import auth, checks, labels, pages, prints
+from services.console import auth, checks, dashboard, labels, pages, prints
 from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
@@ -65,6 +65,7 @@ def templates() -> Jinja2Templates:
         VERDICT=labels.VERDICT,
         DEPARTMENT=labels.DEPARTMENT,
         ITEM_STATUS=labels.ITEM_STATUS,
+        CIRCUIT=labels.CIRCUIT,
         NEEDS_REASON=labels.STEPS_NEEDING_A_REASON,
         word=labels.word,
     )
@@ -141,5 +142,6 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(checks.router)
     app.include_router(prints.router)
+    app.include_router(dashboard.router)
     pages.install_error_pages(app)
     return app

@@ -139,6 +139,9 @@ ITEM_STATUS = {
     "error": "答复无法读取",
 }
 
+# A department's circuit breaker at the verification service.
+CIRCUIT = {"closed": "正常", "open": "暂停查询", "half_open": "试探恢复"}
+
 PERIOD = {"month": "每月", "year": "每年", "once": "一次性"}
 VERDICT = {"pass": "符合", "fail": "不符合", "unknown": "未能核对"}
 

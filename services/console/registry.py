@@ -105,6 +105,30 @@ class Registry(Api):
         counts: dict[str, Any] = response.json()
         return counts
 
+    async def statistics_of(self, token: str, *, year: int) -> dict[str, Any]:
+        """Counts, the year's exits against its target and overdue visits (the dashboard's)."""
+        response = await self._call("GET", "/v1/statistics", token, params={"year": str(year)})
+        counts: dict[str, Any] = response.json()
+        return counts
+
+    async def count(self, token: str, *, cap: int, **filters: str) -> tuple[int, bool]:
+        """Households matching the list filters, counted a page at a time up to `cap`: the
+        count and whether there are more (the registry's statistics have no such breakdown)."""
+        counted, cursor = 0, None
+        while counted < cap:
+            query = {**filters, "limit": "200", **({"cursor": cursor} if cursor else {})}
+            page = await self.households(token, **query)
+            counted += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return counted, False
+        return counted, True
+
+    async def set_target(self, token: str, region: str, year: int, share_percent: int) -> None:
+        await self._call(
+            "PUT", f"/v1/targets/{region}/{year}", token, json={"share_percent": share_percent}
+        )
+
     async def notice(self, token: str, region: str) -> dict[str, Any]:
         """The region's public notice (公示): masked names and numbers, with its total."""
         response = await self._call("GET", f"/v1/notices/{region}", token)

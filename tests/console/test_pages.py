@@ -384,3 +384,122 @@ class TestPrinting:
         total = f"每月 {_yuan(card['monthly_fen'])} 元，全年 {_yuan(card['yearly_fen'])} 元"
         assert total in page.text
         assert head not in page.text and mask_identity_number(head) in page.text
+
+
+@pytest.fixture
+def registry_settings(registry_settings: RegistrySettings) -> RegistrySettings:
+    """No public-notice wait: the county enrols a household the day its notice starts."""
+    return registry_settings.model_copy(update={"notice_days": {"": 0}})
+
+
+class TestDashboard:
+    def test_the_county_sees_counts_progress_overdue_visits_and_departments(
+        self, checked: dict[str, str], console_idp: ConsoleIdp
+    ) -> None:
+        console_url = checked["console"]
+        stack = Stack(console_url, checked["registry"], console_idp)
+        year = date.today().year
+        with (
+            httpx.Client(follow_redirects=False, timeout=30) as shequ,
+            httpx.Client(follow_redirects=False, timeout=30) as jiedao,
+            httpx.Client(follow_redirects=False, timeout=30) as county,
+            httpx.Client(follow_redirects=False, timeout=30) as helper,
+        ):
+            for client, username in (
+                (shequ, "shequ-411302"),
+                (jiedao, "jiedao-411302"),
+                (county, "jiekunban-411302"),
+                (helper, "bangfuren-411302"),
+            ):
+                sign_in(client, stack, username)
+            enrolled = _file(shequ, console_url, identity_number(serial=631))
+            form = shequ.get(f"{console_url}/households/new")
+            laid_off = shequ.post(
+                f"{console_url}/households/new",
+                data={
+                    "csrf": csrf_of(form),
+                    "region": "411302",
+                    "address": "解放路3号",
+                    "category": "layoff",
+                    "causes": ["unemployment", "illness"],
+                    "m0_name": "刘六",
+                    "m0_id": identity_number(serial=632),
+                },
+            )
+            assert laid_off.status_code == 303, laid_off.text
+            url = f"{console_url}/households/{enrolled}"
+            walked = [_step(shequ, url, "community_review").status_code]
+            _plan(jiedao, url)
+            walked.append(_step(jiedao, url, "street_review").status_code)
+            for step in ("county_approve", "start_notice", "enroll"):
+                walked.append(_step(county, url, step).status_code)
+            page = shequ.get(url)
+            shequ.post(
+                f"{url}/helper",
+                data={
+                    "csrf": csrf_of(page),
+                    "id": "bangfuren-411302",
+                    "name": "赵帮扶",
+                    "unit": "宛城区民政局",
+                },
+            )
+            visited = shequ.post(
+                f"{url}/visits",
+                data={"csrf": csrf_of(page), "visited_on": f"{year}-01-05", "findings": "在家"},
+            )
+            home = county.get(f"{console_url}/")
+            target = county.post(
+                f"{console_url}/dashboard/target",
+                data={
+                    "csrf": csrf_of(home),
+                    "region": "411302",
+                    "year": str(year),
+                    "share_percent": "50",
+                },
+            )
+            board = county.get(f"{console_url}/dashboard")
+            refused = helper.get(f"{console_url}/dashboard")
+
+        assert walked == [303] * 5
+        assert visited.status_code == 303, visited.text
+        assert target.status_code == 303
+        assert board.status_code == 200, board.text
+        assert "统计看板" in home.text  # the county's navigation links to it
+        reader = bearer(console_idp.idp.client_token("dept-4113-reader", "registry:read"))
+        stats = httpx.get(
+            f"{checked['registry']}/v1/statistics",
+            params={"region": "411302", "year": str(year)},
+            headers=reader,
+        ).json()
+        departments = httpx.get(
+            f"{checked['verification']}/v1/departments",
+            headers=bearer(console_idp.idp.client_token("demo-seeder", "verification:request")),
+        ).json()
+
+        def value(chart: str, code: str) -> str:
+            section = board.text.split(f'id="{chart}"', 1)[1].split("</section>", 1)[0]
+            row = section.split(f'data-code="{code}"', 1)[1].split("</tr>", 1)[0]
+            found = re.search(r'class="value">(\d+\+?)<', row)
+            assert found, row
+            return found.group(1)
+
+        assert 'id="total">2<' in board.text
+        assert value("by-status", "enrolled") == "1" and value("by-status", "applied") == "1"
+        assert value("by-status", "rejected") == "0"
+        assert value("by-category", "dibao") == "1" and value("by-category", "layoff") == "1"
+        assert value("by-cause", "illness") == "2" and value("by-cause", "unemployment") == "1"
+        assert value("by-cause", "disability") == "0"
+        assert "<svg" in board.text and "<script" not in board.text
+        progress = next(p for p in stats["progress"] if p["region"] == "411302")
+        assert progress["target_share_percent"] == 50
+        row = board.text.split('data-region="411302">', 1)[1].split("</tr>", 1)[0]
+        assert "<td>50%</td>" in row
+        assert f'class="exited">{progress["exited"]}<' in row
+        assert f"<td>{progress['enrolled']}</td>" in row
+        assert [o["households"] for o in stats["overdue_visits"]] == [1]
+        overdue = board.text.split('data-helper="bangfuren-411302">', 1)[1].split("</tr>")[0]
+        assert 'class="value">1<' in overdue and "赵*扶" in overdue
+        assert board.text.count("data-department=") == len(departments) == 11
+        assert "户籍（公安局）" in board.text
+        assert refused.status_code == 403
+        assert "统计看板供县解困办使用" in refused.text

@@ -165,6 +165,32 @@ async def test_three_people_walk_a_household_through_review(
     assert "入户核实，情况属实" in history
     await county.screenshot(path=screenshots / "household-noticed.png", full_page=True)
 
+    # The county's dashboard, reached with the keyboard alone, and the 公示 as printed on A4.
+    await county.locator("a.brand").focus()
+    for _ in range(10):
+        await county.keyboard.press("Tab")
+        if await county.evaluate("document.activeElement.textContent") == "统计看板":
+            break
+    await county.keyboard.press("Enter")
+    await county.wait_for_url(f"{stack.console_url}/dashboard")
+    noticed = county.locator('#by-status tr[data-code="publicly_noticed"] td.value')
+    assert await noticed.inner_text() == "1"
+    await county.screenshot(path=screenshots / "dashboard-county.png", full_page=True)
+    await county.get_by_role("link", name="公示", exact=True).click()
+    await county.wait_for_url(f"{stack.console_url}/notices/411302")
+    assert await county.inner_text("#notice-total") == "1"
+    assert "李*兰" in await county.inner_text("table.notice")
+    await county.set_viewport_size({"width": 390, "height": 844})
+    wide = await county.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390  # nothing pushes the phone-width page sideways
+    await county.screenshot(path=screenshots / "notice-phone.png", full_page=True)
+    await county.emulate_media(media="print")
+    assert not await county.locator("header.top").is_visible()  # printed without the header
+    assert await county.locator("table.notice").is_visible()
+    await county.pdf(path=str(screenshots / "notice-a4.pdf"), format="A4")
+    await county.emulate_media(media="screen")
+    await county.set_viewport_size({"width": 1366, "height": 768})
+
     # Signing out ends the console's session and, once confirmed, the provider's.
     await county.get_by_role("button", name="退出登录").click()
     await county.get_by_role("button", name="Yes, sign me out").click()

@@ -27,6 +27,10 @@ PII_SCOPE = "registry:read pii:read"
 # The most ids `POST /v1/households:batch-get` takes (422 above): a consumer's fetch of events
 # fits in one call, a whole region does not.
 BATCH_READ_MAX = 100
+# The parts of a household file that other services' results fill (the 核对 summary, the
+# entitlements, exit eligibility), never people's edits: a `household.changed` naming only
+# these changed nothing of the household's circumstances.
+ATTACHED_RESULTS = frozenset({"verification", "entitlements", "exit_eligibility"})
 
 
 class RegistryUnavailable(Exception):

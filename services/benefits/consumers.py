@@ -19,6 +19,7 @@ from shared.events.consumer import Handler, Subscription
 from shared.events.envelope import CloudEvent
 from shared.observability import current_traceparent
 from shared.regions import FILING_PROVINCES
+from shared.registry_client import ATTACHED_RESULTS
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,12 @@ def _context(settings: BenefitsSettings, engine: Engine) -> service.Context:
 
 
 def _refetches(settings: BenefitsSettings, event: CloudEvent) -> bool:
-    return settings.follow_registry and event.type.split(".")[-2] in REFETCH
+    name, fields = event.type.split(".")[-2], set(event.data.get("fields") or ())
+    if name == "changed" and fields and fields <= ATTACHED_RESULTS:
+        # Only another service's result landed on the file (benefits' own card among them):
+        # reading the file again would decide the same card once more.
+        return False
+    return settings.follow_registry and name in REFETCH
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import insert_for, new_metadata, region_condition
+from shared.registry_client import ATTACHED_RESULTS
 
 metadata = new_metadata()
 _id = String(36)
@@ -240,10 +241,6 @@ async def insert_household(
         insert(household_cause), [{"household_id": row["id"], "cause": c} for c in causes]
     )
     await session.execute(insert(member), list(members))
-
-
-# Columns written by other services' results, never by people's edits (see attach_result).
-ATTACHED_RESULTS = frozenset({"verification", "entitlements", "exit_eligibility"})
 
 
 async def update_household(

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import nats
 import pytest
+from sqlalchemy import select
 
 from services.benefits import store
 from services.benefits.app import create_app
@@ -108,6 +109,50 @@ class TestRegistryHouseholds:
             f"/v1/households/{household_id}/card", headers=bearer(token(READ))
         )
         assert held.json()["measures"][0]["amount_fen"] == 63000
+
+    async def test_a_result_attached_to_the_file_is_not_read_again(
+        self,
+        following: httpx.AsyncClient,
+        benefits_settings: BenefitsSettings,
+        registry_server: str,
+        token: Callable[..., str],
+        nats_url: str,
+    ) -> None:
+        """The card benefits attaches to the registry's file comes back as `household.changed`
+        naming only `entitlements`: nothing of the household changed, so benefits neither
+        reads the file again nor decides its card a second time (before: two decisions)."""
+        async with httpx.AsyncClient(base_url=registry_server, timeout=10) as registry:
+            household_id = (await file_household(registry, token)).json()["id"]
+            reader = bearer(token("registry:read"))
+
+            async def annotated() -> Any:
+                file = await registry.get(f"/v1/households/{household_id}", headers=reader)
+                return file.json()["entitlements"]
+
+            await eventually(annotated)
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        published = await js.stream_info("REGISTRY")  # the attachment's event among them
+
+        async def handled_everything() -> bool:
+            info = await js.consumer_info("REGISTRY", "benefits-household")
+            return bool(info.ack_floor.stream_seq >= published.state.last_seq)
+
+        await eventually(handled_everything)
+        await nc.close()
+        url, schema = benefits_settings.database
+        db = Database(url, schema=schema)
+        async with db.unit_of_work() as uow:
+            decisions = (
+                await uow.session.execute(
+                    select(store.decision.c.kind).where(
+                        store.decision.c.household_id == household_id
+                    )
+                )
+            ).scalars()
+            kinds = sorted(decisions)
+        await db.dispose()
+        assert kinds == ["card"]
 
     async def test_a_file_older_than_the_service_is_fetched_on_first_request(
         self,

@@ -95,7 +95,7 @@ async def dashboard(request: Request, year: int | None = None) -> Response:
         overdue=sorted(stats["overdue_visits"], key=lambda r: -int(r["households"])),
         overdue_largest=max((int(r["households"]) for r in stats["overdue_visits"]), default=1),
         departments=departments,
-        county=next((r for r in person.regions if len(r) == 6), person.regions[0]),
+        county=next((r for r in person.regions if len(r) == 6), next(iter(person.regions), "")),
     )
 
 

@@ -176,6 +176,10 @@ async def test_three_people_walk_a_household_through_review(
     noticed = county.locator('#by-status tr[data-code="publicly_noticed"] td.value')
     assert await noticed.inner_text() == "1"
     await county.screenshot(path=screenshots / "dashboard-county.png", full_page=True)
+    await county.set_viewport_size({"width": 390, "height": 844})
+    assert await noticed.is_visible()  # at phone width each bar keeps its number
+    await county.screenshot(path=screenshots / "dashboard-phone.png", full_page=True)
+    await county.set_viewport_size({"width": 1366, "height": 768})
     await county.get_by_role("link", name="公示", exact=True).click()
     await county.wait_for_url(f"{stack.console_url}/notices/411302")
     assert await county.inner_text("#notice-total") == "1"

@@ -375,6 +375,7 @@ async def registry_served(
             ("POST", "/v1/households:batch-get"): Call(
                 json={"ids": [owner.id, noticed.id], "include": ["declarations"]}
             ),
+            ("POST", "/v1/households:search"): Call(json={"identity_number": owner.head_number}),
             ("GET", "/v1/statistics"): Call(query={"region": "41"}),
             ("GET", "/v1/exports/ledger"): Call(query={"region": "41"}),
             ("GET", "/v1/notices/{region}"): Call(path={"region": "41"}),
@@ -397,6 +398,14 @@ async def registry_served(
                     Call(json={"ids": [intruder.id, owner.id], "include": ["declarations"]}),
                     frozenset({200}),
                     "a 4113 id among the caller's own: its own file, the 4113 one not found",
+                )
+            ],
+            ("POST", "/v1/households:search"): [
+                Foreign(
+                    Call(json={"identity_number": owner.head_number}),
+                    frozenset({200}),
+                    "the number of a person filed in 4113: found nowhere",
+                    empty_ok=True,
                 )
             ],
             ("POST", "/v1/households"): [

@@ -89,6 +89,7 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/parameters/{region}/{key}"): ("owned", "a parameter's values in the region"),
     ("POST", "/v1/consents/search"): ("list", "a search: the body names a 4113 person"),
     ("POST", "/v1/persons/queries"): ("list", "a search: the body names a 4113 person"),
+    ("POST", "/v1/households:search"): ("list", "a search: the body names a 4113 person"),
     ("POST", "/v1/households:batch-get"): (
         "list",
         "a batch read: the body names 4113 households, which others get as not found",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.registry import service
-from services.registry.api import excel, households, reports
+from services.registry.api import excel, households, reports, search
 from services.registry.domain.events import EVENT_TYPES
 from services.registry.domain.household import RuleBroken
 from services.registry.domain.members import InvalidText
@@ -18,6 +18,7 @@ from shared.regions import InvalidRegion
 
 router = APIRouter()
 router.include_router(households.router)
+router.include_router(search.router)
 router.include_router(reports.router)
 router.include_router(excel.router)
 router.include_router(schema_router("registry", "household", EVENT_TYPES))

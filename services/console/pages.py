@@ -85,6 +85,40 @@ async def home(request: Request) -> Response:
 _LIST_FILTERS = ("region", "status", "category", "cause", "helper_id", "visit_overdue", "cursor")
 
 
+async def _region_choices(registry: Registry, token: str, person: Person) -> list[str]:
+    """The person's regions and the codes under them that hold households (from the
+    registry's counts: GB/T 2260 names below the province are not in the suite)."""
+    held = {row["region"] for row in (await registry.statistics(token))["counts"]}
+    return sorted(set(person.regions) | held)
+
+
+async def _list_page(
+    request: Request,
+    session: Session,
+    page: dict[str, Any],
+    *,
+    filters: dict[str, str],
+    status_code: int = 200,
+    search: dict[str, str] | None = None,
+    error: str | None = None,
+) -> Response:
+    assert session.person is not None
+    token = await access_token(request, session)
+    next_query = {**filters, "cursor": page["next_cursor"]} if page["next_cursor"] else None
+    return render(
+        request,
+        "list.html",
+        session,
+        status_code=status_code,
+        page=page,
+        filters=filters,
+        next_query=next_query,
+        regions=await _region_choices(console(request).registry, token, session.person),
+        search=search or {},
+        error=error,
+    )
+
+
 @router.get("/households")
 async def households(request: Request) -> Response:
     session = signed_in(request)
@@ -92,8 +126,55 @@ async def households(request: Request) -> Response:
     page = await console(request).registry.households(
         await access_token(request, session), limit="50", **filters
     )
-    next_query = {**filters, "cursor": page["next_cursor"]} if page["next_cursor"] else None
-    return render(request, "list.html", session, page=page, filters=filters, next_query=next_query)
+    return await _list_page(request, session, page, filters=filters)
+
+
+# Digits (ASCII or full-width) or an X: what is typed is an identity number, not a name.
+_NUMBER_LIKE = re.compile(r"^[0-9０-９XxＸｘ\s]+$")
+
+
+@router.post("/households/search")
+async def search_households(request: Request) -> Response:
+    """Find a household by a member's identity number or name. A form POST, so that the
+    number stays out of URLs, history and access logs; the answer is masked as the list is."""
+    session = signed_in(request)
+    form = await checked_form(request, session)
+    typed = _text(form, "q")
+    number = bool(_NUMBER_LIKE.match(typed))
+    # The number is not written back into the page: only a name is shown as typed.
+    search = {"q": "" if number else typed, "by": "身份证号" if number else "姓名"}
+    empty: dict[str, Any] = {"items": [], "next_cursor": None}
+    if not typed:
+        return await _list_page(
+            request,
+            session,
+            empty,
+            filters={},
+            status_code=422,
+            search=search,
+            error="请输入身份证号或姓名。",
+        )
+    try:
+        page = await console(request).registry.search(
+            await access_token(request, session),
+            identity_number=typed if number else None,
+            name=None if number else typed,
+        )
+    except ApiError as error:
+        if error.status == 401:
+            raise NotSignedIn() from error
+        return await _list_page(
+            request,
+            session,
+            empty,
+            filters={},
+            status_code=error.status if 400 <= error.status < 500 else 502,
+            search=search,
+            error=error.said.text,
+        )
+    return await _list_page(
+        request, session, {**page, "next_cursor": None}, filters={}, search=search
+    )
 
 
 @router.get("/households/new")

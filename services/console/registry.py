@@ -100,6 +100,15 @@ class Registry(Api):
         page: dict[str, Any] = response.json()
         return page
 
+    async def search(
+        self, token: str, *, identity_number: str | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """Households with a member of this number or name (the number in the body only)."""
+        body = {"identity_number": identity_number} if identity_number else {"name": name}
+        response = await self._call("POST", "/v1/households:search", token, json=body)
+        page: dict[str, Any] = response.json()
+        return page
+
     async def statistics(self, token: str) -> dict[str, Any]:
         response = await self._call("GET", "/v1/statistics", token)
         counts: dict[str, Any] = response.json()

@@ -32,13 +32,14 @@ from bangfu import idp as identity
 from sandbox.app import SandboxSettings
 from sandbox.sms.app import SmsSandboxSettings
 from services.benefits.settings import BenefitsSettings
+from services.console.settings import SessionStoreSettings
 from services.console.settings import configured_port as console_port
 from services.notifications.settings import NotificationsSettings
 from services.registry.settings import RegistrySettings
 from services.verification.settings import VerificationSettings
 from shared.auth import ensure_signing_key
 from shared.db import Database, unreachable
-from shared.migrations import SERVICES, upgrade
+from shared.migrations import MIGRATED, SERVICES, upgrade
 from shared.natsserver import NatsServer, die_with_parent, port_open
 from shared.settings import ServiceSettings, SuiteSettings
 
@@ -71,11 +72,16 @@ SANDBOX_MODULES = {"sandbox": "sandbox", "sms": "sandbox.sms"}
 
 
 def migrate(
-    services: tuple[str, ...] = SERVICES, *, say: Say = print, wait_seconds: float = 0
+    services: tuple[str, ...] = MIGRATED, *, say: Say = print, wait_seconds: float = 0
 ) -> None:
-    """Bring each service's database to head, waiting up to `wait_seconds` for it to answer."""
+    """Bring each service's database (and the console's) to head, waiting up to `wait_seconds`
+    for it to answer."""
     for service in services:
-        url, schema = SETTINGS[service].for_migration().database
+        url, schema = (
+            SessionStoreSettings().database
+            if service == "console"
+            else SETTINGS[service].for_migration().database
+        )
         if wait_seconds:
             wait_for_database(url, wait_seconds=wait_seconds, say=say)
         upgrade(service, url=url, schema=schema)

@@ -19,6 +19,8 @@ from shared.db import Database, common_metadata, create_engine
 from shared.events import consumer, outbox  # noqa: F401 - likewise
 
 SERVICES = ("registry", "verification", "benefits", "notifications")
+# What `bangfu migrate` brings to head: the services, and the console's sessions table.
+MIGRATED = (*SERVICES, "console")
 
 
 def alembic_config(service: str, *, url: str, schema: str | None = None) -> Config:

@@ -252,39 +252,12 @@ class ServiceSettings(BaseSettings):
 
     def keyring(self) -> Keyring:
         """The keys for PII at rest; in development generated once under `home`."""
-        from shared.crypto import Keyring, generate_keys
-
-        profile = self.suite.crypto_profile
-        if bool(self.encryption_keys) != bool(self.blind_index_key):
-            prefix = f"BANGFU_{self.service.upper()}_"
-            raise ValueError(
-                f"set both {prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY, "
-                "or neither (development keys)"
-            )
-        if self.encryption_keys and self.blind_index_key:
-            keys, index_key = (
-                self.encryption_keys.get_secret_value(),
-                self.blind_index_key.get_secret_value(),
-            )
-        else:
-            path = self.suite.home / f"{self.service}-keys.{profile}.json"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                keys, index_key = generate_keys(profile)
-                path.write_text(json.dumps({"keys": keys, "index_key": index_key}))
-                path.chmod(0o600)
-            stored = json.loads(path.read_text())
-            keys, index_key = stored["keys"], stored["index_key"]
-        return Keyring.from_strings(profile, keys, index_key)
+        return load_keyring(self.suite, self.service, self.encryption_keys, self.blind_index_key)
 
     @property
     def database(self) -> tuple[str, str | None]:
         """The database URL and, when one PostgreSQL serves all services, this service's schema."""
-        if self.database_url:
-            return self.database_url, self.database_schema
-        if self.suite.database_url:
-            return self.suite.database_url, self.service
-        return f"sqlite+aiosqlite:///{self.suite.home / (self.service + '.db')}", None
+        return database_of(self.suite, self.service, self.database_url, self.database_schema)
 
     @property
     def audit_checkpoint_path(self) -> Path:
@@ -296,3 +269,46 @@ class ServiceSettings(BaseSettings):
     def stream(self) -> str:
         """The JetStream stream this service publishes to."""
         return self.service.upper()
+
+
+def load_keyring(
+    suite: SuiteSettings,
+    name: str,
+    encryption_keys: SecretStr | None,
+    blind_index_key: SecretStr | None,
+) -> Keyring:
+    """`name`'s keys for data at rest (`BANGFU_{NAME}_ENCRYPTION_KEYS` and `_BLIND_INDEX_KEY`);
+    in development generated once under `home`."""
+    from shared.crypto import Keyring, generate_keys
+
+    profile = suite.crypto_profile
+    if bool(encryption_keys) != bool(blind_index_key):
+        prefix = f"BANGFU_{name.upper()}_"
+        raise ValueError(
+            f"set both {prefix}ENCRYPTION_KEYS and {prefix}BLIND_INDEX_KEY, "
+            "or neither (development keys)"
+        )
+    if encryption_keys and blind_index_key:
+        keys, index_key = encryption_keys.get_secret_value(), blind_index_key.get_secret_value()
+    else:
+        path = suite.home / f"{name}-keys.{profile}.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            keys, index_key = generate_keys(profile)
+            path.write_text(json.dumps({"keys": keys, "index_key": index_key}))
+            path.chmod(0o600)
+        stored = json.loads(path.read_text())
+        keys, index_key = stored["keys"], stored["index_key"]
+    return Keyring.from_strings(profile, keys, index_key)
+
+
+def database_of(
+    suite: SuiteSettings, name: str, url: str | None, schema: str | None
+) -> tuple[str, str | None]:
+    """`name`'s own database URL and schema, else the suite's database with a schema `name`,
+    else a SQLite file `name.db` under home."""
+    if url:
+        return url, schema
+    if suite.database_url:
+        return suite.database_url, name
+    return f"sqlite+aiosqlite:///{suite.home / (name + '.db')}", None

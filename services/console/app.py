@@ -15,15 +15,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError
 
 from services.console import auth, checks, dashboard, labels, pages, prints
 from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
-from services.console.sessions import SessionStore
+from services.console.sessions import SessionMiddleware, SessionStore
 from services.console.settings import ConsoleSettings
 from services.console.verification import Verification
-from services.console.web import Console, origin
+from services.console.web import Console, cookie_name, origin
+from shared.db import Database
+from shared.migrations import schema_at_head
 
 HERE = Path(__file__).resolve().parent
 log = structlog.get_logger(__name__)
@@ -90,12 +93,16 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url, schema = settings.database
+        database = Database(url, schema=schema)
+        app.state.database = database
         async with httpx.AsyncClient(timeout=settings.request_timeout_seconds) as http:
             app.state.console = Console(
                 settings=settings,
                 sessions=SessionStore(
+                    database,
+                    settings.keyring(),
                     lifetime_seconds=settings.session_hours * 3600,
-                    max_sessions=settings.max_sessions,
                 ),
                 oidc=OidcClient(
                     http=http,
@@ -111,7 +118,10 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 benefits=Benefits(http, settings.benefits_url),
                 templates=templates(),
             )
-            yield
+            try:
+                yield
+            finally:
+                await database.dispose()
 
     app = FastAPI(
         title="Bangfu console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -137,6 +147,18 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> PlainTextResponse:
+        """Ready once the sessions table is at the newest migration (`bangfu migrate`)."""
+        try:
+            ready = await schema_at_head(request.app.state.database, "console")
+        except (OSError, DBAPIError) as exc:  # the database is away
+            log.warning("console.database_unreachable", error=repr(exc))
+            ready = False
+        if not ready:
+            return PlainTextResponse("the console's sessions table is not migrated", 503)
+        return PlainTextResponse("ok")
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(pages.router)
@@ -144,4 +166,5 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(prints.router)
     app.include_router(dashboard.router)
     pages.install_error_pages(app)
+    app.add_middleware(SessionMiddleware, cookie=cookie_name(settings))
     return app

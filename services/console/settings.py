@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import TYPE_CHECKING
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import SuiteSettings, is_url
+from shared.settings import SuiteSettings, database_of, is_url, load_keyring
+
+if TYPE_CHECKING:
+    from shared.crypto import Keyring
 
 # What the console asks the provider for. No `pii:read`: with it the registry answers every read
 # in clear (and wants a purpose), and the console shows numbers masked only.
@@ -32,12 +37,34 @@ def configured_port() -> int:
     return _Port().port
 
 
-class ConsoleSettings(BaseSettings):
-    """Where the console listens, how browsers reach it, and which services it calls."""
+class SessionStoreSettings(BaseSettings):
+    """Where the console keeps who is signed in: a table `sessions` in its own database (the
+    suite's, schema `console`), tokens encrypted with its keys. Apart from the rest so that
+    `bangfu migrate` finds the database without the provider's settings."""
 
     model_config = SettingsConfigDict(env_prefix="BANGFU_CONSOLE_", extra="ignore")
 
     suite: SuiteSettings = Field(default_factory=SuiteSettings)
+    database_url: str | None = None
+    # A PostgreSQL schema for the sessions table (default: `console` in the suite's database).
+    database_schema: str | None = None
+    # `k2:BASE64,k1:BASE64`, the first is current; unset in development means generated keys.
+    encryption_keys: SecretStr | None = None
+    blind_index_key: SecretStr | None = None
+
+    @property
+    def database(self) -> tuple[str, str | None]:
+        return database_of(self.suite, "console", self.database_url, self.database_schema)
+
+    def keyring(self) -> Keyring:
+        return load_keyring(self.suite, "console", self.encryption_keys, self.blind_index_key)
+
+
+class ConsoleSettings(SessionStoreSettings):
+    """Where the console listens, how browsers reach it, and which services it calls."""
+
+    model_config = SettingsConfigDict(env_prefix="BANGFU_CONSOLE_", extra="ignore")
+
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     # The URL browsers reach the console at: the redirect URI registered with the provider is
@@ -50,8 +77,6 @@ class ConsoleSettings(BaseSettings):
     benefits_url: str = "http://127.0.0.1:8103"
     # A session ends this long after sign-in, whatever the tokens say (the provider's is 8 h).
     session_hours: float = Field(default=8, gt=0)
-    # Sessions held at once (in memory); the oldest is dropped beyond it.
-    max_sessions: int = Field(default=10_000, ge=1)
     request_timeout_seconds: float = Field(default=10, gt=0)
 
     @model_validator(mode="after")
@@ -60,6 +85,11 @@ class ConsoleSettings(BaseSettings):
             raise ValueError(
                 "the console signs people in through an OpenID provider: set BANGFU_AUTH_ISSUER "
                 f"to its URL (got {self.suite.auth_issuer!r}; `bangfu up --idp` runs one)"
+            )
+        if self.suite.env == "production" and not (self.encryption_keys and self.blind_index_key):
+            raise ValueError(
+                "BANGFU_CONSOLE_ENCRYPTION_KEYS and BANGFU_CONSOLE_BLIND_INDEX_KEY are required "
+                "in production: they encrypt the signed-in people's tokens in the database"
             )
         self.public_url = self.public_url.rstrip("/")
         return self

@@ -7,6 +7,7 @@ a registry served over HTTP that trusts that provider, and the console in front 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import re
@@ -24,6 +25,7 @@ from services.console.app import create_app as create_console
 from services.console.settings import ConsoleSettings
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
+from shared.migrations import upgrade
 from shared.natsserver import free_port
 from shared.settings import SuiteSettings
 from tests.conftest import serving
@@ -77,12 +79,23 @@ class Stack:
 
 
 def console_settings(console_idp: ConsoleIdp, registry_url: str, home: Path) -> ConsoleSettings:
-    return ConsoleSettings(
+    """Settings for a console on the registered port, its sessions table migrated (in SQLite
+    under `home`)."""
+    settings = ConsoleSettings(
         suite=SuiteSettings(home=home, auth_issuer=console_idp.idp.issuer),
         port=console_idp.console_port,
         public_url=console_idp.console_url,
         registry_url=registry_url,
     )
+    migrate_console(*settings.database)
+    return settings
+
+
+def migrate_console(url: str, schema: str | None) -> None:
+    """The console's migration, in a thread: Alembic runs its own event loop, and async tests
+    call this from theirs."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(upgrade, "console", url=url, schema=schema).result()
 
 
 @contextlib.contextmanager

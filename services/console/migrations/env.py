@@ -1,0 +1,4 @@
+from services.console.sessions import metadata
+from shared.migrations import run_env
+
+run_env(metadata)

@@ -106,3 +106,27 @@ def test_a_service_gets_pii_read_only_in_the_token_it_asks_it_for() -> None:
 def test_no_realm_secret_is_a_real_one() -> None:
     for client in realm()["clients"]:
         assert client.get("secret", "CHANGE-ME") == "CHANGE-ME"
+
+
+def test_the_realm_has_the_demo_people_with_their_scopes_as_roles() -> None:
+    """The realm's people are the provider's demo people (deploy/idp/clients.json), each with a
+    realm role per scope, so the console shows the same roles under either provider."""
+    people = json.loads((ROOT / "deploy" / "idp" / "clients.json").read_text())["people"]
+    users = {
+        user["username"]: user
+        for user in realm()["users"]
+        if not user.get("serviceAccountClientId")
+    }
+    assert set(users) == {person["username"] for person in people}
+    for person in people:
+        user = users[person["username"]]
+        assert sorted(user["realmRoles"]) == sorted(person["scopes"]), person["username"]
+        assert user["attributes"]["regions"] == person["regions"]
+        assert "UPDATE_PASSWORD" in user["requiredActions"]  # no demo password in the realm
+
+
+def test_the_console_client_has_a_post_logout_redirect_uri_of_its_own_site() -> None:
+    (console,) = [c for c in realm()["clients"] if c["clientId"] == "bangfu-console"]
+    (callback,) = console["redirectUris"]
+    site = callback.removesuffix("/auth/callback")
+    assert console["attributes"]["post.logout.redirect.uris"].split("##") == [f"{site}/"]

@@ -1,8 +1,8 @@
 """The image's HEALTHCHECK: exit 0 when this container's server answers `GET /healthz`.
 
-The image runs any one of the services or the sandbox, so the port is the one its settings
-read: `BANGFU_<SERVICE>_PORT` when set (compose and Kubernetes set it), else the defaults
-of every server are tried; only the one this container runs can answer on 127.0.0.1.
+The image runs any one of the services, the console or the sandbox, so the port is the one
+its settings read: `BANGFU_<SERVICE>_PORT` when set (compose and Kubernetes set it), else the
+defaults of every server are tried; only the one this container runs can answer on 127.0.0.1.
 """
 
 import os
@@ -14,6 +14,7 @@ DEFAULT_PORTS = {
     "verification": 8102,
     "benefits": 8103,
     "notifications": 8104,
+    "console": 8105,
     "sandbox": 8190,
 }
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 
 from bangfu.embedded import SETTINGS
 from sandbox.settings import SandboxSettings
+from services.console.settings import ConsoleSettings, SessionStoreSettings
 from shared.identity import DEVELOPMENT_FEED_KEY
 from shared.observability import TracingSettings
 from shared.settings import SuiteSettings
@@ -39,13 +40,15 @@ def compose() -> dict[str, Any]:
 
 def settings_for(command: list[str]) -> list[type[BaseSettings]]:
     """The settings classes the process a container's command starts reads."""
+    if command[0] == "services.console":
+        return [SuiteSettings, ConsoleSettings]
     if command[0].startswith("services."):
         service = SETTINGS[command[0].removeprefix("services.")]
         return [SuiteSettings, service, TracingSettings]
     if command[0] == "sandbox":
         return [SandboxSettings]
     if command[0] == "bangfu":
-        return [SuiteSettings, *SETTINGS.values()]
+        return [SuiteSettings, *SETTINGS.values(), SessionStoreSettings]
     raise AssertionError(f"unknown command {command}")
 
 
@@ -111,12 +114,13 @@ def test_every_process_of_the_suite_runs_from_the_one_image() -> None:
     assert commands == {
         "migrate": ["bangfu", "migrate"],
         **{service: [f"services.{service}"] for service in SERVICES},
+        "console": ["services.console"],
         "sandbox": ["sandbox"],
     }
     assert {spec["build"]["dockerfile"] for spec in containers.values()} == {"deploy/Dockerfile"}
 
 
-@pytest.mark.parametrize("container", ["migrate", *SERVICES, "sandbox"])
+@pytest.mark.parametrize("container", ["migrate", *SERVICES, "console", "sandbox"])
 def test_every_variable_set_is_a_setting_of_its_process(
     container: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,8 +164,12 @@ def test_services_start_only_after_the_one_migration_job() -> None:
         # Tokens are validated against the provider's keys: it answers before any service does.
         assert depends["idp"] == {"condition": "service_healthy"}
     assert services["verification"]["depends_on"]["sandbox"] == {"condition": "service_healthy"}
+    # The console's sessions table is the job's too; it signs people in through the provider.
+    console = services["console"]["depends_on"]
+    assert console["migrate"] == {"condition": "service_completed_successfully"}
+    assert console["idp"] == {"condition": "service_healthy"}
     # Only the job migrates: no service's start-up runs Alembic.
-    for module in ("shared/service.py", "shared/serve.py"):
+    for module in ("shared/service.py", "shared/serve.py", "services/console/app.py"):
         assert "upgrade" not in (ROOT / module).read_text()
 
 
@@ -207,7 +215,7 @@ def test_only_the_servers_people_call_are_published_and_on_loopback() -> None:
     binds 127.0.0.1 unless BANGFU_PUBLISH_ADDRESS says otherwise."""
     services = compose()["services"]
     published = {name for name, spec in services.items() if spec.get("ports")}
-    assert published == {*SERVICES, "sandbox", "idp"}
+    assert published == {*SERVICES, "console", "sandbox", "idp"}
     for name in published:
         for port in services[name]["ports"]:
             assert port.startswith(f"{PUBLISHED_ON}:"), (name, port)
@@ -244,7 +252,7 @@ def test_the_identity_provider_runs_beside_the_services_under_the_one_issuer() -
     assert environment["BANGFU_IDP_HOST"] == "0.0.0.0"
     # The image's own check (deploy/idp/healthcheck.mjs reads BANGFU_IDP_PORT; test_dockerfile).
     assert idp["healthcheck"]["test"] == ["CMD", "node", "healthcheck.mjs"]
-    for name in SERVICES:
+    for name in (*SERVICES, "console"):
         assert services[name]["environment"]["BANGFU_AUTH_ISSUER"] == issuer, name
     # Signing keys outlive the container (tokens already issued stay valid across a restart).
     keys = Path(environment["BANGFU_IDP_KEYS"])
@@ -272,3 +280,21 @@ def test_each_caller_is_a_client_of_the_provider_with_the_scopes_it_needs() -> N
         assert "client_credentials" in client["grant_types"]
         assert {"registry:read", "pii:read"} <= set(client["scopes"]), name
     assert not any("CLIENT_SECRET" in key for key in services["registry"]["environment"])
+
+
+def test_the_console_signs_in_at_a_redirect_uri_the_provider_registers() -> None:
+    """The console's public URL (the browser's address for it) gives the callback and the
+    post-logout URI that bangfu-console has in the clients file compose mounts; it is where
+    compose publishes the console, and it calls the services by their compose names."""
+    environment = compose()["services"]["console"]["environment"]
+    public_url = interpolated(environment["BANGFU_CONSOLE_PUBLIC_URL"])
+    assert public_url == "http://127.0.0.1:8105"
+    clients = json.loads((IDP_DIR / "clients.json").read_text())["clients"]
+    (console,) = [client for client in clients if client["client_id"] == "bangfu-console"]
+    assert f"{public_url}/auth/callback" in console["redirect_uris"]
+    assert f"{public_url}/" in console["post_logout_redirect_uris"]
+    assert environment["BANGFU_CONSOLE_REGISTRY_URL"] == "http://registry:8101"
+    assert environment["BANGFU_CONSOLE_VERIFICATION_URL"] == "http://verification:8102"
+    assert environment["BANGFU_CONSOLE_BENEFITS_URL"] == "http://benefits:8103"
+    # Sessions in the suite's PostgreSQL (schema console), as the migration job made it.
+    assert environment["BANGFU_DATABASE_URL"].startswith("postgresql+asyncpg://")

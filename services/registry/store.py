@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -214,6 +215,14 @@ yearly_target = Table(
 )
 
 
+_INSERT_HOUSEHOLD = insert(household)
+_UPDATE_HOUSEHOLD = (
+    update(household)
+    .where(household.c.id == bindparam("_id"), household.c.version == bindparam("_expected"))
+    .returning(*household.c)
+)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -236,7 +245,9 @@ async def insert_household(
     members: Sequence[dict[str, Any]],
 ) -> None:
     now = _now()
-    await session.execute(insert(household).values(**row, created_at=now, updated_at=now))
+    # Values as parameters of a constant statement: `.values(**row)` builds a new statement of
+    # 35 columns per call, and its cache key costs more than the INSERT's round trip.
+    await session.execute(_INSERT_HOUSEHOLD, {**row, "created_at": now, "updated_at": now})
     await session.execute(
         insert(household_cause), [{"household_id": row["id"], "cause": c} for c in causes]
     )
@@ -250,15 +261,13 @@ async def update_household(
     expected_version: int,
     row: dict[str, Any],
     causes: Sequence[str] | None = None,
-) -> bool:
-    """Write the new state if nobody else changed it first (optimistic concurrency)."""
-    result = await session.execute(
-        update(household)
-        .where(household.c.id == household_id, household.c.version == expected_version)
-        .values(**row, updated_at=_now())
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
+) -> dict[str, Any] | None:
+    """Write the new state if nobody else changed it first (optimistic concurrency): the row as
+    written (results other services attached included), or None when the version moved on."""
+    params = {**row, "updated_at": _now(), "_id": household_id, "_expected": expected_version}
+    written = (await session.execute(_UPDATE_HOUSEHOLD, params)).mappings().one_or_none()
+    if written is None:
+        return None
     if causes is not None:
         await session.execute(
             delete(household_cause).where(household_cause.c.household_id == household_id)
@@ -266,7 +275,7 @@ async def update_household(
         await session.execute(
             insert(household_cause), [{"household_id": household_id, "cause": c} for c in causes]
         )
-    return True
+    return dict(written)
 
 
 async def attach_result(
@@ -363,16 +372,20 @@ async def delete_member(session: AsyncSession, member_id: str) -> None:
 async def claim_persons(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> None:
     """Claim each person for this household; raise naming the household that holds one.
 
-    One INSERT … ON CONFLICT DO NOTHING claims every free person at once, race-free; the
-    select afterwards only looks for someone already held by another household.
+    One INSERT … ON CONFLICT DO NOTHING claims every free person at once, race-free, and
+    returns those it claimed; only when one was not claimed (held already, by this household
+    or another) does a select look for another household holding one.
     """
     if not indexes:
         return
-    await session.execute(
+    claimed = await session.execute(
         insert_for(session, active_person)
         .values([{"identity_index": i, "household_id": household_id} for i in indexes])
         .on_conflict_do_nothing(index_elements=["identity_index"])
+        .returning(active_person.c.identity_index)
     )
+    if set(claimed.scalars()) == set(indexes):
+        return
     holder = (
         await session.execute(
             select(active_person.c.household_id)

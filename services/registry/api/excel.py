@@ -94,7 +94,7 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
             column = str(getattr(exc, "field", ""))
             errors.append(spreadsheets.RowError(household.first_row, column, reason, household.key))
             continue
-        imported[household.key] = filed.id
+        imported[household.key] = filed.household.id
     await uow.commit()
     return {
         "summary": {

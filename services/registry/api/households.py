@@ -59,12 +59,15 @@ Writer = Annotated[service.Context, Depends(context("registry:write"))]
 Reviewer = Annotated[service.Context, Depends(context())]  # each step checks its own scope
 
 
-def if_match(
+async def if_match(
     value: Annotated[
         str | None, Header(alias="If-Match", description='The ETag read before, e.g. "3"')
     ] = None,
 ) -> int:
-    """The version the caller last saw; updates without it are refused (428)."""
+    """The version the caller last saw; updates without it are refused (428).
+
+    Async though it awaits nothing: FastAPI runs a plain `def` dependency in its thread pool.
+    """
     if value is None:
         raise Problem(
             428, "precondition-required", "send If-Match with the ETag of the household you read"
@@ -150,16 +153,17 @@ async def apply(
         ),
     ] = None,
 ) -> JSONResponse:
-    digest = idempotency.request_hash(
-        ctx.principal, "POST", request.url.path, body.model_dump(mode="json")
-    )
+    digest = ""  # the request's hash, needed only to replay or remember it under a key
     if idempotency_key:
+        digest = idempotency.request_hash(
+            ctx.principal, "POST", request.url.path, body.model_dump(mode="json")
+        )
         stored = await idempotency.replay(
             uow.session, client_id=ctx.actor, key=idempotency_key, digest=digest
         )
         if stored:
             return JSONResponse(stored.body, stored.status_code, headers=stored.headers)
-    household = await service.apply(
+    filed = await service.apply(
         uow,
         ctx,
         location=_location(body.location),
@@ -171,9 +175,9 @@ async def apply(
         submitted_by=body.submitted_by,
         members=[_member_spec(m) for m in body.members],
     )
-    await uow.session.flush()
-    answer, version = await _current(uow, household.id)
-    headers = {"ETag": f'"{version}"', "Location": f"/v1/households/{household.id}"}
+    household = filed.household
+    answer = jsonable_encoder(filed.view())
+    headers = {"ETag": f'"{household.version}"', "Location": f"/v1/households/{household.id}"}
     if idempotency_key:
         await idempotency.remember(
             uow.session,
@@ -252,8 +256,11 @@ async def patch(
                 errors=[{"field": name, "reason": "cannot be null"}],
             )
         values[name] = _CONVERTERS.get(name, _same)(value)
-    await service.change(uow, ctx, household_id, if_match=version, values=values)
-    return await _answer(uow, household_id)
+    changed = await service.change(uow, ctx, household_id, if_match=version, values=values)
+    await uow.commit()
+    return JSONResponse(
+        jsonable_encoder(changed.view()), headers={"ETag": f'"{changed.household.version}"'}
+    )
 
 
 @router.post(

@@ -175,6 +175,12 @@ FIELD = {
     "departments": "核对部门",
     "identity_number": "身份证号",
     "name": "姓名",
+    "relation": "与户主关系",
+    "month": "月份",
+    "income_fen": "月收入",
+    "member_id": "家庭成员",
+    "reason": "理由",
+    "status": "档案状态",
 }
 
 _IDENTITY_REASONS = {
@@ -298,6 +304,10 @@ _REASONS = (
     (re.compile(r"say whether the household left"), "请选择退出类型（脱困、解困或退出）"),
     (re.compile(r"cannot be in the future"), "日期不能晚于今天"),
     (re.compile(r"exactly one head|one head"), "必须有且只有一位户主"),
+    (re.compile(r"incomes are recorded for enrolled"), "已纳入的家庭才能登记月收入"),
+    (re.compile(r"head cannot be removed"), "户主不能移除；请先指定新的户主"),
+    (re.compile(r"already a member"), "此人已是本户成员"),
+    (re.compile(r"already has a head"), "本户已有户主"),
 )
 
 

@@ -275,6 +275,8 @@ async def _file_page(
     file = await registry.household(token, household_id)
     history = await registry.history(token, household_id)
     visits = await registry.visits(token, household_id)
+    recorded = file.body["enrolled_on"] is not None  # incomes are kept from enrolment on
+    incomes = await registry.incomes(token, household_id) if recorded else []
     report, newest = await latest_report(console(request).verification, token, file.body)
     return render(
         request,
@@ -285,6 +287,7 @@ async def _file_page(
         version=file.version,
         history=list(reversed(history)),
         visits=list(reversed(visits)),
+        incomes=list(reversed(incomes)),
         today=date.today().isoformat(),
         report=report,
         newest=newest,
@@ -355,6 +358,10 @@ async def take_step(request: Request, household_id: str) -> Response:
 FileAction = Callable[[Registry, str, FormData], Awaitable[str]]
 
 
+class _Refused(Exception):
+    """A form the console refuses before asking the registry, said for the person."""
+
+
 async def _file_action(request: Request, household_id: str, action: FileAction) -> Response:
     """A form on the file: CSRF checked, the registry called with the person's token, the
     file shown again with the problem said in Chinese (a stale version as the conflict), or
@@ -365,6 +372,8 @@ async def _file_action(request: Request, household_id: str, action: FileAction) 
     registry = console(request).registry
     try:
         done = await action(registry, await access_token(request, session), form)
+    except _Refused as refused:
+        return await _file_page(request, session, household_id, status_code=422, error=str(refused))
     except ApiError as error:
         if error.status == 401:
             raise NotSignedIn() from error
@@ -428,6 +437,70 @@ async def record_visit(request: Request, household_id: str) -> Response:
         return f"已记录 {visited_on} 的走访"
 
     return await _file_action(request, household_id, record)
+
+
+_MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+_YUAN = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
+
+
+def _fen(yuan: str) -> int:
+    """Yuan as typed (at most two decimals) in integer fen, exactly: no float on the way."""
+    whole, _, cents = yuan.partition(".")
+    return int(whole) * 100 + int(cents.ljust(2, "0") or "0")
+
+
+@router.post("/households/{household_id}/incomes")
+async def record_income(request: Request, household_id: str) -> Response:
+    """A month's income (月收入) of an enrolled household, typed in yuan, sent in fen."""
+
+    async def record(registry: Registry, token: str, form: FormData) -> str:
+        month, amount = _text(form, "month"), _text(form, "income_yuan").replace(",", "")
+        if not _MONTH.match(month):
+            raise _Refused("请选择月份（年-月）。")
+        if not _YUAN.match(amount):
+            raise _Refused("月收入请填写金额（元），最多两位小数，例如 1250.50。")
+        await registry.record_income(token, household_id, month=month, income_fen=_fen(amount))
+        return f"已登记 {month} 的月收入：{amount} 元"
+
+    return await _file_action(request, household_id, record)
+
+
+@router.post("/households/{household_id}/members")
+async def add_member(request: Request, household_id: str) -> Response:
+    """A member joins the household (新增成员), with the version the page was read at."""
+
+    async def add(registry: Registry, token: str, form: FormData) -> str:
+        member = {
+            "name": _text(form, "name"),
+            "identity_number": _text(form, "identity_number"),
+            "relation": _text(form, "relation"),
+        }
+        if _text(form, "phone"):
+            member["phone"] = _text(form, "phone")
+        await registry.add_member(token, household_id, member, version=_text(form, "version"))
+        return f"已新增家庭成员：{member['name']}"
+
+    return await _file_action(request, household_id, add)
+
+
+@router.post("/households/{household_id}/members/{member_id}/remove")
+async def remove_member(request: Request, household_id: str, member_id: str) -> Response:
+    """A member leaves the household (减少成员): the reason is kept in the file's history."""
+
+    async def remove(registry: Registry, token: str, form: FormData) -> str:
+        reason = _text(form, "reason")
+        if not reason:
+            raise _Refused("移除家庭成员必须填写理由（如迁出、死亡）。")
+        await registry.remove_member(
+            token,
+            household_id,
+            _checked_id(member_id),
+            reason=reason,
+            version=_text(form, "version"),
+        )
+        return f"已移除家庭成员（{reason}）"
+
+    return await _file_action(request, household_id, remove)
 
 
 @router.get("/households/{household_id}/card.xlsx")

@@ -200,3 +200,43 @@ class Registry(Api):
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
         return response.content
+
+    async def record_income(
+        self, token: str, household_id: str, *, month: str, income_fen: int
+    ) -> None:
+        """A month's income of an enrolled household (the registry keeps one per month)."""
+        await self._call(
+            "PUT",
+            f"/v1/households/{household_id}/incomes/{month}",
+            token,
+            json={"month": month, "income_fen": income_fen},
+        )
+
+    async def incomes(self, token: str, household_id: str) -> list[dict[str, Any]]:
+        response = await self._call("GET", f"/v1/households/{household_id}/incomes", token)
+        items: list[dict[str, Any]] = response.json()
+        return items
+
+    async def add_member(
+        self, token: str, household_id: str, member: dict[str, Any], *, version: str
+    ) -> File:
+        response = await self._call(
+            "POST",
+            f"/v1/households/{household_id}/members",
+            token,
+            json=member,
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def remove_member(
+        self, token: str, household_id: str, member_id: str, *, reason: str, version: str
+    ) -> File:
+        response = await self._call(
+            "DELETE",
+            f"/v1/households/{household_id}/members/{member_id}",
+            token,
+            params={"reason": reason},
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))

@@ -5,11 +5,17 @@ member changes from the file, and the county's queues."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import pytest
 
+from services.registry.settings import RegistrySettings
 from shared.identity import mask_identity_number
-from tests.console.conftest import Stack, csrf_of, sign_in
+from tests.console.conftest import ConsoleIdp, Stack, csrf_of, running_stack, sign_in
+from tests.console.test_app import _step
 from tests.helpers import identity_number
 
 
@@ -106,3 +112,193 @@ class TestSearch:
         options = re.findall(r'<option value="(\d+)"( selected)?>', picked.text)
         assert options == [("411302", " selected")]
         assert len(_linked(picked)) == 1
+
+
+def _version(page: httpx.Response) -> str:
+    found = re.search(r'name="version" value="(\d+)"', page.text)
+    assert found, page.text[:2000]
+    return found.group(1)
+
+
+class TestMembers:
+    def test_a_member_joins_and_leaves_with_the_version_read_and_a_reason(
+        self, stack: Stack
+    ) -> None:
+        newcomer = identity_number(serial=703)
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, stack, number=identity_number(serial=701))
+            url = f"{stack.console_url}/households/{household_id}"
+            read = browser.get(url)
+            added = browser.post(
+                f"{url}/members",
+                data={
+                    "csrf": csrf_of(read),
+                    "version": _version(read),
+                    "name": "李芳",
+                    "identity_number": newcomer,
+                    "relation": "spouse",
+                },
+            )
+            with_spouse = browser.get(url)
+            # The page read before the addition is stale now: its version is refused.
+            stale = browser.post(
+                f"{url}/members",
+                data={
+                    "csrf": csrf_of(read),
+                    "version": _version(read),
+                    "name": "张小明",
+                    "identity_number": identity_number(serial=705),
+                    "relation": "child",
+                },
+            )
+            spouse_id = re.findall(r'data-member="([^"]+)"', with_spouse.text)[1]
+            removal = f"{url}/members/{spouse_id}/remove"
+            no_reason = browser.post(
+                removal, data={"csrf": csrf_of(with_spouse), "version": _version(with_spouse)}
+            )
+            removed = browser.post(
+                removal,
+                data={
+                    "csrf": csrf_of(with_spouse),
+                    "version": _version(with_spouse),
+                    "reason": "迁出",
+                },
+            )
+            after = browser.get(url)
+
+        assert added.status_code == 303, added.text
+        assert "<td>李芳</td><td>配偶</td>" in with_spouse.text
+        assert mask_identity_number(newcomer) in with_spouse.text
+        assert stale.status_code == 409
+        assert "这户档案在您打开之后已被他人修改" in stale.text
+        assert "张小明" not in stale.text
+        assert no_reason.status_code == 422
+        assert "移除家庭成员必须填写理由" in no_reason.text
+        assert removed.status_code == 303, removed.text
+        assert "<td>李芳</td><td>配偶</td>" not in after.text
+        assert "已移除家庭成员（迁出）" in after.text
+        assert "减少成员" in after.text  # the history line
+
+    def test_a_wrong_number_and_a_second_head_are_said_in_chinese(self, stack: Stack) -> None:
+        good = identity_number(serial=711)
+        wrong = good[:-1] + ("0" if good[-1] != "0" else "1")
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, stack, number=identity_number(serial=721))
+            url = f"{stack.console_url}/households/{household_id}"
+            answers = []
+            for number, relation in ((wrong, "child"), (good, "head")):
+                read = browser.get(url)
+                answers.append(
+                    browser.post(
+                        f"{url}/members",
+                        data={
+                            "csrf": csrf_of(read),
+                            "version": _version(read),
+                            "name": "张小明",
+                            "identity_number": number,
+                            "relation": relation,
+                        },
+                    )
+                )
+
+        assert [a.status_code for a in answers] == [422, 422]
+        assert "身份证号校验位不正确，请核对每一位" in answers[0].text
+        assert "本户已有户主" in answers[1].text
+
+
+@dataclass
+class County:
+    """A stack whose notice period is 0 days, and its three reviewers signed in."""
+
+    stack: Stack
+    shequ: httpx.Client
+    jiedao: httpx.Client
+    county: httpx.Client
+
+    def enrolled(self, *, serial: int) -> str:
+        """A household walked to enrolment (纳入) through the console; its file's URL."""
+        household_id = _file(self.shequ, self.stack, number=identity_number(serial=serial))
+        url = f"{self.stack.console_url}/households/{household_id}"
+        assert _step(self.shequ, url, "community_review").status_code == 303
+        read = self.jiedao.get(url)
+        plan = self.jiedao.post(
+            f"{url}/plan",
+            data={
+                "csrf": csrf_of(read),
+                "version": _version(read),
+                "group": "medical",
+                "measure": "大病医疗救助",
+                "lead_department": "区医保局",
+            },
+        )
+        assert plan.status_code == 303, plan.text
+        assert _step(self.jiedao, url, "street_review").status_code == 303
+        for step in ("county_approve", "start_notice", "enroll"):
+            assert _step(self.county, url, step).status_code == 303
+        return url
+
+
+@pytest.fixture
+def county(
+    console_idp: ConsoleIdp, registry_settings: RegistrySettings, tmp_path: Path
+) -> Iterator[County]:
+    settings = registry_settings.model_copy(update={"notice_days": {"": 0}})
+    with (
+        running_stack(console_idp, settings, tmp_path) as stack,
+        httpx.Client(follow_redirects=False) as shequ,
+        httpx.Client(follow_redirects=False) as jiedao,
+        httpx.Client(follow_redirects=False) as county,
+    ):
+        for client, username in (
+            (shequ, "shequ-411302"),
+            (jiedao, "jiedao-411302"),
+            (county, "jiekunban-411302"),
+        ):
+            sign_in(client, stack, username)
+        yield County(stack, shequ, jiedao, county)
+
+
+def _income(client: httpx.Client, url: str, month: str, yuan: str) -> httpx.Response:
+    page = client.get(url)
+    return client.post(
+        f"{url}/incomes", data={"csrf": csrf_of(page), "month": month, "income_yuan": yuan}
+    )
+
+
+class TestIncomes:
+    def test_a_months_income_is_recorded_in_fen_and_a_second_entry_corrects_it(
+        self, county: County
+    ) -> None:
+        url = county.enrolled(serial=801)
+        first = _income(county.county, url, "2026-09", "1,250.5")
+        recorded = county.county.get(url)
+        corrected = _income(county.county, url, "2026-09", "980")
+        october = _income(county.county, url, "2026-10", "0.07")
+        page = county.county.get(url)
+
+        assert [a.status_code for a in (first, corrected, october)] == [303] * 3
+        rows = re.findall(r'<tr data-month="([^"]+)"><td>[^<]+</td><td>([^<]+)</td>', page.text)
+        assert rows == [("2026-10", "0.07"), ("2026-09", "980.00")]
+        assert "<td>2026-09</td><td>1250.50</td>" in recorded.text
+        assert "已登记 2026-10 的月收入：0.07 元" in page.text
+
+    def test_a_bad_amount_or_a_household_not_enrolled_is_said_in_chinese(
+        self, county: County
+    ) -> None:
+        url = county.enrolled(serial=811)
+        household_id = _file(county.shequ, county.stack, number=identity_number(serial=821))
+        applied = f"{county.stack.console_url}/households/{household_id}"
+        answers = [
+            _income(county.county, url, "2026-09", "12.345"),
+            _income(county.county, url, "2026-13", "100"),
+            _income(county.county, applied, "2026-09", "100"),
+        ]
+        page = county.county.get(url)
+
+        assert [a.status_code for a in answers] == [422, 422, 422]
+        assert "月收入请填写金额（元），最多两位小数" in answers[0].text
+        assert "请选择月份（年-月）。" in answers[1].text
+        assert "已纳入的家庭才能登记月收入" in answers[2].text
+        assert "尚未登记月收入。" in page.text

@@ -104,7 +104,7 @@ def test_each_service_has_deployment_service_autoscaler_and_budget(
     manifests: list[dict[str, Any]],
 ) -> None:
     deployments = by_kind(manifests, "Deployment")
-    assert sorted(set(deployments) - {"sandbox", *OTHER_PROGRAMS}) == sorted(SERVICES)
+    assert sorted(set(deployments) - {"sandbox", "console", *OTHER_PROGRAMS}) == sorted(SERVICES)
     autoscalers = by_kind(manifests, "HorizontalPodAutoscaler")
     budgets = by_kind(manifests, "PodDisruptionBudget")
     for service in SERVICES:
@@ -168,7 +168,11 @@ def test_only_database_clients_reach_postgresql(manifests: list[dict[str, Any]])
         and label.items() <= document["spec"]["template"]["metadata"]["labels"].items()
     )
     assert clients == sorted(
-        ["Job/bangfu-migrate", *(f"Deployment/{service}" for service in SERVICES)]
+        [
+            "Job/bangfu-migrate",
+            "Deployment/console",  # its sessions table
+            *(f"Deployment/{service}" for service in SERVICES),
+        ]
     )
 
 
@@ -260,7 +264,7 @@ def test_each_service_listens_on_the_port_its_probes_and_service_use(
         assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
         (exposed,) = services[name]["spec"]["ports"]
         assert exposed["targetPort"] == port["name"] and exposed["port"] == port["containerPort"]
-        if name not in ("sandbox", "idp"):  # they serve no /metrics
+        if name not in ("sandbox", "idp", "console"):  # they serve no /metrics
             annotations = deployment["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/port"] == str(port["containerPort"])
 
@@ -330,3 +334,36 @@ def test_each_caller_logs_in_to_the_provider_with_a_client_secret_from_a_secret(
         prefix = f"BANGFU_{service.upper()}_"
         assert from_secrets[f"{prefix}CLIENT_ID"] == f"svc-{service}"
         assert from_secrets[f"{prefix}CLIENT_SECRET"] == "CHANGE-ME"
+
+
+def test_the_console_runs_replicated_on_the_shared_sessions_table(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Deployment, Service, autoscaler (at least two replicas: sessions are in the database,
+    not a pod) and budget; its keys from a Secret; ready only once migrated (/readyz)."""
+    deployment = by_kind(manifests, "Deployment")["console"]
+    assert "replicas" not in deployment["spec"]
+    autoscaler = by_kind(manifests, "HorizontalPodAutoscaler")["console"]
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == "console"
+    assert autoscaler["spec"]["maxReplicas"] >= 2
+    if deployment["metadata"]["namespace"] == "bangfu":  # production (staging starts at one)
+        assert autoscaler["spec"]["minReplicas"] >= 2
+    assert by_kind(manifests, "PodDisruptionBudget")["console"]["spec"]["selector"][
+        "matchLabels"
+    ] == {"app.kubernetes.io/name": "console"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["services.console"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["BANGFU_CONSOLE_REGISTRY_URL"] == "http://registry:8101"
+    assert env["BANGFU_CONSOLE_PUBLIC_URL"].startswith("https://")
+    secrets = by_kind(manifests, "Secret")
+    from_secrets: set[str] = set()
+    for source in container["envFrom"]:
+        if "secretRef" in source:
+            from_secrets |= set(secrets[source["secretRef"]["name"]]["stringData"])
+    assert {
+        "BANGFU_DATABASE_URL",
+        "BANGFU_CONSOLE_ENCRYPTION_KEYS",
+        "BANGFU_CONSOLE_BLIND_INDEX_KEY",
+    } <= from_secrets

@@ -15,6 +15,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import labels
+from services.console.queues import county_queues
 from services.console.registry import ApiError, File, Registry
 from services.console.sessions import Person, Session
 from services.console.verification import latest_report
@@ -79,7 +80,12 @@ async def home(request: Request) -> Response:
         else:
             count = f"{len(page['items'])}{'+' if page['next_cursor'] else ''}"
         shown.append({**queue, "count": count, "items": page["items"], "more": page["next_cursor"]})
-    return render(request, "home.html", session, queues=shown, by_status=by_status)
+    county = (
+        await county_queues(registry, token, person, today=date.today())
+        if person.role == "县解困办"
+        else []
+    )
+    return render(request, "home.html", session, queues=shown, county=county, by_status=by_status)
 
 
 _LIST_FILTERS = ("region", "status", "category", "cause", "helper_id", "visit_overdue", "cursor")

@@ -109,6 +109,14 @@ class Registry(Api):
         page: dict[str, Any] = response.json()
         return page
 
+    async def read_many(self, token: str, household_ids: list[str]) -> list[dict[str, Any]]:
+        """Files (masked) of up to BATCH_READ_MAX households in one call, those found."""
+        response = await self._call(
+            "POST", "/v1/households:batch-get", token, json={"ids": household_ids}
+        )
+        files: list[dict[str, Any]] = response.json()["items"]
+        return files
+
     async def statistics(self, token: str) -> dict[str, Any]:
         response = await self._call("GET", "/v1/statistics", token)
         counts: dict[str, Any] = response.json()

@@ -4,15 +4,19 @@ member changes from the file, and the county's queues."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.registry import service
 from services.registry.settings import RegistrySettings
+from shared.db import Database
 from shared.identity import mask_identity_number
 from tests.console.conftest import ConsoleIdp, Stack, csrf_of, running_stack, sign_in
 from tests.console.test_app import _step
@@ -217,8 +221,9 @@ class County:
     jiedao: httpx.Client
     county: httpx.Client
 
-    def enrolled(self, *, serial: int) -> str:
-        """A household walked to enrolment (纳入) through the console; its file's URL."""
+    def enrolled(self, *, serial: int, last: str = "enroll") -> str:
+        """A household walked through the console up to step `last` (纳入 unless said);
+        its file's URL."""
         household_id = _file(self.shequ, self.stack, number=identity_number(serial=serial))
         url = f"{self.stack.console_url}/households/{household_id}"
         assert _step(self.shequ, url, "community_review").status_code == 303
@@ -235,7 +240,8 @@ class County:
         )
         assert plan.status_code == 303, plan.text
         assert _step(self.jiedao, url, "street_review").status_code == 303
-        for step in ("county_approve", "start_notice", "enroll"):
+        steps = ("county_approve", "start_notice", "enroll")
+        for step in steps[: steps.index(last) + 1]:
             assert _step(self.county, url, step).status_code == 303
         return url
 
@@ -302,3 +308,65 @@ class TestIncomes:
         assert "请选择月份（年-月）。" in answers[1].text
         assert "已纳入的家庭才能登记月收入" in answers[2].text
         assert "尚未登记月收入。" in page.text
+
+
+def _queue(home: httpx.Response, key: str) -> list[tuple[str, str]]:
+    """(household id, note) of the rows of the county queue `key` on the home page."""
+    section = re.search(
+        rf'<section class="queue" aria-labelledby="c-{key}">(.*?)</section>', home.text, re.S
+    )
+    assert section, home.text[:3000]
+    return re.findall(
+        r'<tr data-household="([^"]+)">.*?<td class="note">([^<]*)</td>', section.group(1), re.S
+    )
+
+
+class TestCountyQueues:
+    def test_objections_and_ended_notices_are_queued_for_the_county_with_their_notes(
+        self, county: County
+    ) -> None:
+        ended = county.enrolled(serial=901, last="start_notice")
+        objected = county.enrolled(serial=911, last="start_notice")
+        objection = _step(county.shequ, objected, "object", comment="群众反映家中有营运车辆")
+        county.enrolled(serial=921)  # enrolled: in none of these queues
+        home = county.county.get(f"{county.stack.console_url}/")
+        shequ_home = county.shequ.get(f"{county.stack.console_url}/")
+
+        assert objection.status_code == 303, objection.text
+        today = date.today().isoformat()
+        assert _queue(home, "notice-ended") == [(ended.rsplit("/", 1)[-1], f"公示于 {today} 期满")]
+        assert _queue(home, "objections") == [
+            (objected.rsplit("/", 1)[-1], "群众反映家中有营运车辆")
+        ]
+        assert _queue(home, "exit-flagged") == []  # enrolled, but benefits flagged none
+        assert 'aria-labelledby="c-' not in shequ_home.text  # the county's queues only
+
+    def test_a_household_benefits_flagged_as_able_to_leave_is_queued_for_its_exit(
+        self, county: County, registry_settings: RegistrySettings
+    ) -> None:
+        flagged = county.enrolled(serial=931)
+        county.enrolled(serial=941)  # enrolled, not flagged
+        asyncio.run(_flag_exit(registry_settings, flagged.rsplit("/", 1)[-1]))
+        home = county.county.get(f"{county.stack.console_url}/")
+
+        assert _queue(home, "exit-flagged") == [
+            (flagged.rsplit("/", 1)[-1], "收入已达脱困条件（2026-11-02 提示）")
+        ]
+
+
+async def _flag_exit(settings: RegistrySettings, household_id: str) -> None:
+    """What the registry does on benefits' `exit.eligible` event (consumers.on_exit_eligible),
+    on the stack's database."""
+    url, schema = settings.database
+    db = Database(url, schema=schema)
+    async with db.unit_of_work() as uow:
+        flag = {"flagged_at": "2026-11-02T01:00:00+00:00", "household_id": household_id}
+        assert await service.annotate(
+            uow,
+            household_id=household_id,
+            field_name="exit_eligibility",
+            value=flag,
+            source="bangfu.benefits",
+        )
+        await uow.commit()
+    await db.dispose()

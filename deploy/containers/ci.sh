@@ -1,7 +1,8 @@
 #!/bin/sh
 # The container proof CI runs (.ci/run): build the suite's image and the provider's with podman,
 # start docker-compose.yml (in stages, up.sh), wait for every /readyz, file a household with a
-# token from the provider and see its event on the stream inside the stack, then tear it all
+# token from the provider and see its event on the stream inside the stack, see the console
+# send an unsigned visitor to the provider's sign-in, then tear it all
 # down, volumes included. Prints the image sizes and the build and start-up times.
 # Needs root on Debian bookworm (podman from apt; stand-in base images, see build-bases.sh) and
 # the project's .venv (its python reads the JSON answers).
@@ -71,6 +72,18 @@ assert event["type"] == "cn.bangfu.registry.household.applied.v1", event["type"]
 assert sys.argv[1] in json.dumps(event), event
 print("containers: saw", event["type"], "for", sys.argv[1])
 ' "$household"
+
+# The console answers, shows an unsigned visitor the sign-in, sends a page that needs one to
+# it, and the sign-in to the provider under its compose issuer (its discovery read inside the
+# stack).
+home=$(curl -sS --fail-with-body http://127.0.0.1:8105/)
+case $home in *'href="/auth/login"'*) ;; *) echo "containers: the console's home has no sign-in" >&2; exit 1 ;; esac
+to_login=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1:8105/households)
+[ "$to_login" = "303 http://127.0.0.1:8105/auth/login?next=/households" ] \
+  || { echo "containers: /households answered $to_login, not the sign-in" >&2; exit 1; }
+to_idp=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1:8105/auth/login)
+case $to_idp in "303 http://idp:8180/"*) ;; *) echo "containers: sign-in went to $to_idp" >&2; exit 1 ;; esac
+echo "containers: the console sends an unsigned visitor to sign in at the provider"
 
 trap - EXIT
 down

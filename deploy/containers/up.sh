@@ -7,6 +7,7 @@
 #   2. migrate                      exited 0
 #   3. sandbox                      healthy
 #   4. the four services            /readyz 200 on their published ports
+#   5. the console                  /readyz 200 on 8105 (its sessions table migrated)
 # Usage: deploy/containers/up.sh   (from anywhere; images built beforehand, see ci.sh)
 set -eu
 cd "$(dirname "$0")/../.."
@@ -54,3 +55,6 @@ ready registry 8101
 ready verification 8102
 ready benefits 8103
 ready notifications 8104
+
+compose up -d --no-deps --no-build console
+ready console 8105

@@ -37,6 +37,8 @@ class HouseholdSearch(BaseModel):
         None,
         min_length=1,
         max_length=50,
+        # No control characters: PostgreSQL refuses a NUL in text, which would be a 500.
+        pattern=r"^[^\x00-\x1f\x7f]*$",
         description="the start of a member's name (a family name finds the family)",
     )
     cursor: str | None = Field(

@@ -170,6 +170,8 @@ class TestBadBodies:
             {"identity_number": "411302198005171234", "name": "张"},
             {"identity_number": "411302198005171234", "region": "4113"},
             {"name": "张", "limit": 0},
+            {"name": "张\u0000"},
+            {"name": "张\n三"},
         ],
     )
     async def test_a_body_without_exactly_one_key_is_422(

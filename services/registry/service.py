@@ -328,16 +328,19 @@ async def _save(
     household: Household,
     *,
     expected_version: int,
-    causes_changed: bool = False,
+    causes_before: frozenset[Cause] | None = None,  # given when the causes may have changed
 ) -> dict[str, Any]:
     """Write the new state, its history and its events in the caller's transaction; the row
     as written."""
+    if causes_before is None:
+        causes_before = household.causes
     saved = await store.update_household(
         uow.session,
         household.id,
         expected_version=expected_version,
         row=_household_row(household, ctx.keyring),
-        causes=sorted(c.value for c in household.causes) if causes_changed else None,
+        causes_removed=sorted(c.value for c in causes_before - household.causes),
+        causes_added=sorted(c.value for c in household.causes - causes_before),
     )
     if saved is None:
         current = await store.get_household(uow.session, household.id)
@@ -476,12 +479,10 @@ async def change(
         region = values["location"].region
         if region != household.location.region and not ctx.principal.covers(region):
             raise RegionNotAllowed(region)
-    before = household.version
+    before, causes_before = household.version, household.causes
     if not household.change(actor=ctx.actor, **values):
         return loaded
-    row = await _save(
-        uow, ctx, household, expected_version=before, causes_changed="causes" in values
-    )
+    row = await _save(uow, ctx, household, expected_version=before, causes_before=causes_before)
     return Written(household, row, loaded.members)
 
 

@@ -260,20 +260,29 @@ async def update_household(
     *,
     expected_version: int,
     row: dict[str, Any],
-    causes: Sequence[str] | None = None,
+    causes_removed: Sequence[str] = (),
+    causes_added: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Write the new state if nobody else changed it first (optimistic concurrency): the row as
-    written (results other services attached included), or None when the version moved on."""
+    written (results other services attached included), or None when the version moved on.
+
+    Only the causes that changed are written (one statement, not a delete and an insert of
+    all, when a cause is only added); the version check makes the ones read still current."""
     params = {**row, "updated_at": _now(), "_id": household_id, "_expected": expected_version}
     written = (await session.execute(_UPDATE_HOUSEHOLD, params)).mappings().one_or_none()
     if written is None:
         return None
-    if causes is not None:
+    if causes_removed:
         await session.execute(
-            delete(household_cause).where(household_cause.c.household_id == household_id)
+            delete(household_cause).where(
+                household_cause.c.household_id == household_id,
+                household_cause.c.cause.in_(causes_removed),
+            )
         )
+    if causes_added:
         await session.execute(
-            insert(household_cause), [{"household_id": household_id, "cause": c} for c in causes]
+            insert(household_cause),
+            [{"household_id": household_id, "cause": c} for c in causes_added],
         )
     return dict(written)
 

@@ -8,6 +8,8 @@ delivery worker sends it, in order per subscription, retried, dead after the las
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -46,7 +48,9 @@ async def _matches(
     return found.first() is not None
 
 
-def handler(settings: RegistrySettings) -> Handler:
+def handler(settings: RegistrySettings, batch: list[list[dict[str, Any]]] | None = None) -> Handler:
+    """`batch`, when given, holds the active subscriptions (one list) while the batch scope
+    has them read for a fetched batch; an event handled alone reads them itself."""
     # The keys are read at the first event, not when the consumer is declared: the NATS
     # permissions are generated from the declaration by a process that holds no keys.
     keyrings: list[Keyring] = []
@@ -55,9 +59,10 @@ def handler(settings: RegistrySettings) -> Handler:
         event_type = EVENT_TYPES.get(_event_name(event))
         if event_type is None:
             return  # visits, helpers, incomes: not registry events of the DCI
+        active = batch[0] if batch else await store.active_subscriptions(uow.session)
         subscriptions = [
             s
-            for s in await store.active_subscriptions(uow.session)
+            for s in active
             if s["event_type"] == event_type
             and s["sender_uri"]
             and region_in(event.region, s["regions"])
@@ -119,4 +124,24 @@ def handler(settings: RegistrySettings) -> Handler:
 
 
 def subscription(settings: RegistrySettings) -> Subscription:
-    return Subscription(CONSUMER, "REGISTRY", ["bangfu.registry.household.>"], handler(settings))
+    # A household write brings an event or two: the subscriptions are read once for a fetched
+    # batch, in its transaction, not once per event (a SELECT per event before).
+    held: list[list[dict[str, Any]]] = []
+
+    @contextlib.asynccontextmanager
+    async def batch_scope(
+        _events: list[CloudEvent], uow: UnitOfWork, _ahead: object
+    ) -> AsyncIterator[None]:
+        held[:] = [await store.active_subscriptions(uow.session)]
+        try:
+            yield
+        finally:
+            held.clear()
+
+    return Subscription(
+        CONSUMER,
+        "REGISTRY",
+        ["bangfu.registry.household.>"],
+        handler(settings, held),
+        batch=batch_scope,
+    )

@@ -56,7 +56,12 @@ from shared import audit
 from shared.crypto import Keyring, blind_index, decrypt, encrypt
 from shared.db import Database, as_utc
 from shared.identity import feed_index, mask_identity_number
-from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
+from shared.registry_client import (
+    HouseholdNotFound,
+    Households,
+    RegistryClient,
+    RegistryUnavailable,
+)
 
 if TYPE_CHECKING:
     from services.verification.metrics import VerificationMetrics
@@ -202,7 +207,11 @@ class Verifier:
         self._feed_key = settings.feed_index_key.get_secret_value().encode()
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._reads: set[asyncio.Task[Households]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Batches whose tally is running, and those of them whose count moved again meanwhile.
+        self._tallying: set[str] = set()
+        self._tally_again: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,9 +225,10 @@ class Verifier:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._loops, *self._running]:
+        tasks = [*self._loops, *self._running, *self._reads]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._running, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _every(
         self, seconds: float, duty: Callable[[], Awaitable[int]], name: str
@@ -255,8 +265,9 @@ class Verifier:
                         await uow.commit()
                 except Exception:  # noqa: BLE001 - a database blip must not end the loop
                     log.exception("verification.claim_failed")
+            reads = self._read_households(claimed)
             for row in claimed:
-                task = asyncio.create_task(self._guarded(self._attempt, row))
+                task = asyncio.create_task(self._guarded(self._attempt, row, reads.get(row["id"])))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
             if not claimed or free <= len(claimed):
@@ -268,22 +279,55 @@ class Verifier:
         self._running.discard(task)
         self._wake.set()  # a slot is free
 
-    async def _guarded(self, step: Any, row: dict[str, Any]) -> None:
+    async def _guarded(self, step: Any, row: dict[str, Any], *args: Any) -> None:
         try:
-            await step(row)
+            await step(row, *args)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the lease runs out and the row is tried again
             log.exception("verification.step_failed", verification_id=row["id"])
 
-    async def _attempt(self, row: dict[str, Any]) -> None:
+    def _read_households(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> dict[str, asyncio.Task[Households]]:
+        """One registry read for the households of all the claimed rows that need one.
+
+        A batch's rows arrive by the dozen: one `households:batch-get` per purpose (the
+        registry audits each clear read with it) instead of a file read and a declarations
+        read per household. Each row's run awaits the shared read; a row whose run is
+        cancelled does not cancel the others' read.
+        """
+        wanted: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            if not row["members_cipher"] and row["attempts"] <= self.settings.max_attempts:
+                wanted.setdefault(registry_purpose(row["purpose"]), []).append(row)
+        reads: dict[str, asyncio.Task[Households]] = {}
+        for purpose, group in wanted.items():
+            read = asyncio.create_task(
+                self.registry.households(
+                    [r["household_id"] for r in group], pii=True, purpose=purpose, declarations=True
+                )
+            )
+            self._reads.add(read)
+            read.add_done_callback(self._read_done)
+            reads.update((r["id"], read) for r in group)
+        return reads
+
+    def _read_done(self, read: asyncio.Task[Households]) -> None:
+        self._reads.discard(read)
+        if not read.cancelled():
+            read.exception()  # retrieved here; each row's run raises it on its own
+
+    async def _attempt(
+        self, row: dict[str, Any], read: asyncio.Task[Households] | None = None
+    ) -> None:
         """Run a claimed verification; one that raises is tried again later, a few times."""
         limit = self.settings.max_attempts
         if row["attempts"] > limit:  # its worker stopped while running it, `limit` times
             await self._fail(row, f"gave up after {limit} attempts: its runs never finished")
             return
         try:
-            await self.run(row)
+            await self.run(row, read)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - counted, and tried again or failed for good
@@ -305,8 +349,11 @@ class Verifier:
             raise HouseholdNotFound(household_id)
         return household
 
-    async def resolve(self, row: Mapping[str, Any]) -> Subject:
-        """The members to check: stored with the request, or read from the registry now.
+    async def resolve(
+        self, row: Mapping[str, Any], read: asyncio.Task[Households] | None = None
+    ) -> Subject:
+        """The members to check: stored with the request, or read from the registry now
+        (or by `read`, the claimed rows' shared read).
 
         A household is verified only where it is filed: one no longer in the verification's
         region (a batch's were checked when it was made) is "not in the registry", as one that
@@ -316,22 +363,30 @@ class Verifier:
             text = decrypt(self.keyring, row["members_cipher"], context=SUBJECT_CONTEXT)
             return Subject.from_json(text)
         household_id = row["household_id"]
-        try:
-            household = await self.registry.household(
-                household_id, pii=True, purpose=registry_purpose(row["purpose"])
-            )
-            declarations = await self.registry.declarations(household_id)
-        except HouseholdNotFound as exc:
-            raise NotVerifiable(f"household {household_id} is not in the registry") from exc
+        missing = NotVerifiable(f"household {household_id} is not in the registry")
+        if read is not None:
+            found = await asyncio.shield(read)
+            if household_id not in found.files:
+                raise missing
+            household = found.files[household_id]
+            declarations = found.declarations.get(household_id, [])
+        else:
+            try:
+                household = await self.registry.household(
+                    household_id, pii=True, purpose=registry_purpose(row["purpose"])
+                )
+                declarations = await self.registry.declarations(household_id)
+            except HouseholdNotFound as exc:
+                raise missing from exc
         subject = subject_from_registry(household, declarations)
         if subject.region != row["region"]:
-            raise NotVerifiable(f"household {household_id} is not in the registry")
+            raise missing
         return subject
 
-    async def run(self, row: dict[str, Any]) -> None:
+    async def run(self, row: dict[str, Any], read: asyncio.Task[Households] | None = None) -> None:
         """One verification, first report version."""
         try:
-            subject = await self.resolve(row)
+            subject = await self.resolve(row, read)
         except RegistryUnavailable as exc:
             await self._retry_later(row, str(exc))
             return
@@ -587,6 +642,27 @@ class Verifier:
         log.info("verification.failed", verification_id=row["id"], reason=reason)
 
     async def tally(self, batch_id: str) -> None:
+        """Bring a batch's counts up to date; one tally at a time per batch.
+
+        A tally counts all the batch's rows, and its households finish by the dozen a second:
+        one tally each was O(batch) per household. A household that finishes while its batch
+        is being tallied asks for one more tally after it, which counts every such household.
+        """
+        if batch_id in self._tallying:
+            self._tally_again.add(batch_id)
+            return
+        self._tallying.add(batch_id)
+        try:
+            while True:
+                self._tally_again.discard(batch_id)
+                await self._tally_once(batch_id)
+                if batch_id not in self._tally_again:
+                    return
+        finally:
+            self._tallying.discard(batch_id)
+            self._tally_again.discard(batch_id)
+
+    async def _tally_once(self, batch_id: str) -> None:
         """Bring a batch's counts up to date in a short transaction of its own; announce
         progress each `progress_every` households settled, and the end."""
         async with self.db.unit_of_work() as uow:

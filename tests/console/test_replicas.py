@@ -19,11 +19,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bangfu.embedded import migrate
 from services.console.sessions import sessions_table
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from shared.crypto import generate_keys
-from shared.db import create_engine
+from shared.db import Database, create_engine
+from shared.migrations import schema_at_head
 from shared.natsserver import free_port
 from tests.conftest import serving
 from tests.console.conftest import (
@@ -147,3 +149,21 @@ def stored_states(url: str, schema: str | None) -> list[str]:
             await engine.dispose()
 
     return asyncio.run(rows())
+
+
+async def test_bangfu_migrate_brings_the_sessions_table_to_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bangfu migrate` with no names migrates the console too (its own file under home here)."""
+    for key in [key for key in os.environ if key.startswith("BANGFU_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("BANGFU_HOME", str(tmp_path))
+    said: list[str] = []
+    await asyncio.to_thread(migrate, say=said.append)
+
+    assert any(line.startswith("migrated console (sqlite") for line in said), said
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'console.db'}")
+    try:
+        assert await schema_at_head(database, "console")
+    finally:
+        await database.dispose()

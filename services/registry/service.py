@@ -306,14 +306,13 @@ async def load(uow: UnitOfWork, ctx: Context, household_id: str) -> Household:
 
 async def _load(uow: UnitOfWork, ctx: Context, household_id: str) -> Written:
     """The aggregate with the rows it was read from."""
-    row = await store.get_household(uow.session, household_id)
-    if row is None or not ctx.principal.covers(row["region"]):
+    found = await store.get_household_and_causes(uow.session, household_id)
+    if found is None or not ctx.principal.covers(found[0]["region"]):
         raise HouseholdNotFound(household_id)
+    row, causes = found
     member_rows = await store.get_members(uow.session, household_id)
     members = [_member_from_row(m, ctx.keyring, ctx.today) for m in member_rows]
-    household = _household_from_rows(
-        row, await store.get_causes(uow.session, household_id), members, ctx.keyring
-    )
+    household = _household_from_rows(row, causes, members, ctx.keyring)
     return Written(household, row, member_rows)
 
 

@@ -309,6 +309,28 @@ async def get_household(session: AsyncSession, household_id: str) -> dict[str, A
     return dict(row) if row else None
 
 
+async def get_household_and_causes(
+    session: AsyncSession, household_id: str
+) -> tuple[dict[str, Any], list[str]] | None:
+    """The household and its causes (sorted) in one statement, for a write that loads it."""
+    causes = (
+        select(func.aggregate_strings(household_cause.c.cause, ","))
+        .where(household_cause.c.household_id == household.c.id)
+        .scalar_subquery()
+        .label("_causes")
+    )
+    found = (
+        (await session.execute(select(household, causes).where(household.c.id == household_id)))
+        .mappings()
+        .one_or_none()
+    )
+    if found is None:
+        return None
+    row = dict(found)
+    joined = row.pop("_causes")
+    return row, sorted(joined.split(",")) if joined else []
+
+
 async def get_households(
     session: AsyncSession, household_ids: Sequence[str]
 ) -> list[dict[str, Any]]:

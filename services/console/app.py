@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DBAPIError
 
-from services.console import auth, checks, dashboard, labels, pages, prints
+from services.console import auth, checks, dashboard, labels, pages, prints, results
 from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
@@ -32,16 +32,19 @@ HERE = Path(__file__).resolve().parent
 log = structlog.get_logger(__name__)
 
 
-def content_security_policy(settings: ConsoleSettings) -> str:
-    """No script, no inline style, no framing; forms go to the console, and sign-out's redirect
-    to the provider (browsers check a form's redirects against form-action too)."""
+def content_security_policy(settings: ConsoleSettings, *, framed: bool = False) -> str:
+    """No script, no inline style; forms go to the console, and sign-out's redirect to the
+    provider (browsers check a form's redirects against form-action too). Pages may frame the
+    console's own pages (the file's status frame); only a page that says so may be framed, and
+    by the console alone."""
     return "; ".join(
         (
             "default-src 'none'",
             "style-src 'self'",
             "img-src 'self'",
+            "frame-src 'self'",
             f"form-action 'self' {origin(settings.issuer)}",
-            "frame-ancestors 'none'",
+            "frame-ancestors 'self'" if framed else "frame-ancestors 'none'",
             "base-uri 'none'",
         )
     )
@@ -90,6 +93,7 @@ def yuan(fen: object) -> str:
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     settings = settings or ConsoleSettings()
     policy = content_security_policy(settings)
+    framed_policy = content_security_policy(settings, framed=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,9 +136,10 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = policy
+        framed = getattr(request.state, "framed", False)
+        response.headers["Content-Security-Policy"] = framed_policy if framed else policy
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Frame-Options"] = "SAMEORIGIN" if framed else "DENY"
         response.headers["Referrer-Policy"] = "same-origin"
         if not request.url.path.startswith("/static/"):
             # Pages show people's files: no copy kept by the browser or a proxy.
@@ -164,6 +169,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(checks.router)
     app.include_router(prints.router)
+    app.include_router(results.router)
     app.include_router(dashboard.router)
     pages.install_error_pages(app)
     app.add_middleware(SessionMiddleware, cookie=cookie_name(settings))

@@ -72,6 +72,7 @@ class TestHeaders:
         assert "script-src" not in directives  # default-src 'none' covers it: no script at all
         assert "unsafe-inline" not in policy
         assert directives["frame-ancestors"] == "'none'"
+        assert directives["frame-src"] == "'self'"
         assert directives["form-action"] == f"'self' {stack.idp.idp.issuer}"
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["cache-control"] == "no-store"

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sandbox.settings import SandboxSettings
 from services.benefits.app import create_app as create_benefits
 from services.benefits.settings import BenefitsSettings
 from services.console.app import create_app as create_console
+from services.console.results import card_pending
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from services.verification.app import create_app as create_verification
@@ -503,3 +504,84 @@ class TestDashboard:
         assert "户籍（公安局）" in board.text
         assert refused.status_code == 403
         assert "统计看板供县解困办使用" in refused.text
+
+
+def _policy(response: httpx.Response) -> dict[str, str]:
+    return {
+        d.split(" ", 1)[0]: d.split(" ", 1)[1] if " " in d else ""
+        for d in (p.strip() for p in response.headers["content-security-policy"].split(";"))
+    }
+
+
+class TestResultsFrame:
+    def test_the_frame_reloads_itself_only_while_a_result_is_due(
+        self, checked: dict[str, str], console_idp: ConsoleIdp
+    ) -> None:
+        head = identity_number(serial=611)
+        console_url = checked["console"]
+        stack = Stack(console_url, checked["registry"], console_idp)
+        with httpx.Client(follow_redirects=False, timeout=30) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, console_url, head)
+            url = f"{console_url}/households/{household_id}"
+            page = browser.get(url)
+            before = browser.get(f"{url}/results")
+            recorded = browser.post(
+                f"{url}/consents",
+                data={
+                    "csrf": csrf_of(page),
+                    "document_ref": "授权-2026-611",
+                    "departments": DEPARTMENTS,
+                    "c0_id": head,
+                },
+            )
+            due = browser.get(f"{url}/results")
+            landed = _eventually(browser, f"{url}/results", 'id="frame-income"')
+            settled = landed
+            deadline = time.monotonic() + 60
+            while 'http-equiv="refresh"' in settled.text and time.monotonic() < deadline:
+                time.sleep(0.3)
+                settled = browser.get(f"{url}/results")
+
+        assert '<iframe class="results" id="results-frame"' in page.text
+        assert f'src="/households/{household_id}/results"' in page.text
+        file_policy = _policy(page)
+        assert file_policy["default-src"] == "'none'"
+        assert file_policy["frame-src"] == "'self'"
+        assert file_policy["frame-ancestors"] == "'none'"
+        assert "script-src" not in file_policy
+        assert page.headers["x-frame-options"] == "DENY"
+
+        for frame in (before, due, landed):
+            assert frame.status_code == 200
+            policy = _policy(frame)
+            assert policy["frame-ancestors"] == "'self'"
+            assert policy["default-src"] == "'none'"
+            assert frame.headers["x-frame-options"] == "SAMEORIGIN"
+            assert "<script" not in frame.text
+        assert 'id="frame-income"' not in before.text  # no report before the consents
+        assert recorded.status_code == 303, recorded.text
+        # Right after the request the 核对 is queued or running (or, on a fast machine, just
+        # landed with its card still to come): either way the frame reloads itself.
+        assert '<meta http-equiv="refresh" content="5">' in due.text
+        assert 'id="frame-income"' in landed.text
+        assert f"/households/{household_id}/report" in landed.text
+        assert 'id="frame-running"' not in landed.text
+        assert head not in landed.text
+        # Once the card decided after the 核对 is on the file too, nothing is due: no reloading.
+        assert 'id="frame-card-total"' in settled.text
+        assert 'http-equiv="refresh"' not in settled.text
+        assert "frame-card-pending" not in settled.text
+
+
+def test_a_card_is_due_only_after_a_recent_verification_and_until_one_is_decided() -> None:
+    now = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    landed = {"status": "applied", "verification": {"completed_at": "2026-11-30T00:58:00Z"}}
+    assert card_pending(landed, now=now)
+    assert not card_pending({"status": "applied", "verification": None}, now=now)
+    decided = {"determined_at": "2026-11-30T00:59:00+00:00"}
+    assert not card_pending({**landed, "entitlements": decided}, now=now)
+    older = {"determined_at": "2026-11-29T10:00:00+00:00"}
+    assert card_pending({**landed, "entitlements": older}, now=now)
+    assert not card_pending(landed, now=now + timedelta(minutes=11))  # it is not coming
+    assert not card_pending({**landed, "status": "rejected"}, now=now)

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.console.conftest import Stack
+from tests.console.conftest import ConsoleIdp, Stack
+from tests.console.test_pages import checked as checked  # the fixture, for these tests
+from tests.console.test_pages import databases as databases  # the fixture it needs
 from tests.helpers import identity_number
 
 if TYPE_CHECKING:
@@ -221,3 +223,47 @@ async def test_two_browsers_on_one_file_the_second_sees_the_conflict(
     assert (await second.input_value("#comment")) == "收入材料不全"  # what they typed is not lost
     assert await _status(second) == "社区已初审（待复核）"  # the file as it now is
     await second.screenshot(path=screenshots / "conflict-phone.png", full_page=True)
+
+
+async def test_the_report_lands_in_the_frame_and_the_helper_records_a_visit(
+    browser: Browser, checked: dict[str, str], console_idp: ConsoleIdp, screenshots: Path
+) -> None:
+    stack = Stack(checked["console"], checked["registry"], console_idp)
+    head = identity_number(serial=621)
+    shequ = await _signed_in(browser, stack, "shequ-411302")
+    file_url = await _file_household(shequ, stack, serial=621, name="陈秀英")
+    await shequ.locator("summary", has_text="指定帮扶责任人").click()
+    helper_form = shequ.locator("form.helper")
+    await helper_form.locator("input[name=id]").fill("bangfuren-411302")
+    await helper_form.locator("input[name=name]").fill("赵帮扶")
+    await helper_form.locator("input[name=unit]").fill("宛城区民政局")
+    await helper_form.get_by_role("button", name="保存").click()
+    await shequ.get_by_text("已指定帮扶责任人：赵帮扶").wait_for()
+
+    consent = shequ.locator("form.consent")
+    await consent.locator("input[name=c0_id]").fill(head)
+    await consent.locator("input[name=document_ref]").fill("授权-2026-621")
+    await consent.get_by_role("button", name="录入并申请核对").click()
+    await shequ.get_by_text("已申请核对").first.wait_for()
+    # A comment half typed while the departments answer: the frame reloads, the page does not.
+    await shequ.fill("#comment", "等核对结果出来再初审")
+    frame = shequ.frame_locator("#results-frame")
+    await frame.locator("#frame-income").wait_for(timeout=60_000)
+    await frame.locator("#frame-card-total").wait_for(timeout=60_000)
+    assert await shequ.input_value("#comment") == "等核对结果出来再初审"
+    assert shequ.url == file_url
+    await shequ.screenshot(path=screenshots / "household-report-landed.png", full_page=True)
+
+    # The helper, through the real provider: the household is theirs, a visit is recorded.
+    helper = await _signed_in(browser, stack, "bangfuren-411302", width=390, height=844)
+    assert (await helper.inner_text(".role")) == "帮扶责任人"
+    assert (await helper.inner_text('[data-queue="我帮扶的家庭"]')) == "1"
+    await helper.locator(f'a[href="{urlsplit(file_url).path}"]').first.click()
+    visit = helper.locator("form.visit")
+    await visit.locator("textarea[name=findings]").fill("老人住院，需跟进医疗救助")
+    await visit.locator("input[name=follow_up_needed]").check()
+    await visit.get_by_role("button", name="记录走访").click()
+    await helper.get_by_text("的走访").first.wait_for()
+    visits = await helper.locator("section[aria-labelledby=helper-h] table").text_content()
+    assert visits is not None and "老人住院，需跟进医疗救助" in visits
+    await helper.screenshot(path=screenshots / "helper-visit-phone.png", full_page=True)

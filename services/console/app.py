@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DBAPIError
 
-from services.console import auth, checks, dashboard, labels, pages, prints, results
+from services.console import auth, checks, clear, dashboard, labels, pages, prints, results
 from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
@@ -73,6 +73,7 @@ def templates() -> Jinja2Templates:
         ITEM_STATUS=labels.ITEM_STATUS,
         CIRCUIT=labels.CIRCUIT,
         NEEDS_REASON=labels.STEPS_NEEDING_A_REASON,
+        CLEAR_PURPOSES=clear.PURPOSES,
         word=labels.word,
     )
     environment.env.filters["when"] = when
@@ -170,6 +171,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(checks.router)
     app.include_router(prints.router)
     app.include_router(results.router)
+    app.include_router(clear.router)
     app.include_router(dashboard.router)
     pages.install_error_pages(app)
     app.add_middleware(SessionMiddleware, cookie=cookie_name(settings))

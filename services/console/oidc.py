@@ -23,6 +23,15 @@ from services.console.sessions import Person, SignIn, Tokens
 from shared.auth import Principal, TokenVerifier
 from shared.tokens import SingleFlight, discover
 
+PII_READ = "pii:read"
+# The scopes of the sign-in itself, always asked again when a refresh narrows the token.
+OIDC_SCOPES = frozenset({"openid", "offline_access"})
+
+
+def everyday_scopes(granted: frozenset[str]) -> frozenset[str]:
+    """What the pages are read with: all the person was granted but `pii:read`."""
+    return granted - {PII_READ}
+
 
 class SignInFailed(Exception):
     """The sign-in cannot be completed (a state or nonce that does not match, a refused code)."""
@@ -137,23 +146,34 @@ class OidcClient:
         )
         if person.sub != principal.client_id:
             raise SignInFailed("the ID token and the access token name different people")
+        if PII_READ in principal.scopes:
+            # With pii:read the registry answers every read in clear and wants a purpose: the
+            # pages are read with a token without it, the clear view asks for one of its own.
+            tokens = await self.refresh(tokens, scopes=everyday_scopes(person.scopes))
         return person, tokens
 
-    async def refresh(self, tokens: Tokens) -> Tokens:
+    async def refresh(self, tokens: Tokens, *, scopes: frozenset[str] | None = None) -> Tokens:
         """New tokens from the refresh token (raises SignInFailed when there is none or it is
-        refused: the person signs in again)."""
+        refused: the person signs in again). With `scopes`, the access token carries no more
+        than those (RFC 6749 §6): the everyday token is one without `pii:read`."""
         if not tokens.refresh_token:
             raise SignInFailed("no refresh token")
-        answer = await self._token_request(
-            {
-                "grant_type": "refresh_token",
-                "refresh_token": tokens.refresh_token,
-                "client_id": self._client_id,
-            }
-        )
+        request = {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens.refresh_token,
+            "client_id": self._client_id,
+        }
+        if scopes is not None:
+            request["scope"] = " ".join(sorted(scopes | OIDC_SCOPES))
+        answer = await self._token_request(request)
         renewed = self._tokens(answer, id_token=tokens.id_token, refresh_token=tokens.refresh_token)
         await self._access(renewed.access_token)
         return renewed
+
+    async def clear_view_token(self, tokens: Tokens) -> Tokens:
+        """A token with everything the person was granted, `pii:read` included, for one clear
+        read: used for that call and dropped (the session keeps the renewed refresh token)."""
+        return await self.refresh(tokens)
 
     async def verify_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         """OpenID Connect Core §3.1.3.7: signature by a published key, iss, aud, exp, nonce."""

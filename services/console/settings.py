@@ -12,14 +12,15 @@ from shared.settings import SuiteSettings, database_of, is_url, load_keyring
 if TYPE_CHECKING:
     from shared.crypto import Keyring
 
-# What the console asks the provider for. No `pii:read`: with it the registry answers every read
-# in clear (and wants a purpose), and the console shows numbers masked only.
+# What the console asks the provider for. `pii:read` (granted only to the people registered with
+# it) is kept out of the token the pages are read with: with it the registry answers every read
+# in clear and wants a purpose. The console asks for a token with it for one clear view at a time.
 # `offline_access` gives a refresh token, so a working day needs one sign-in, not one per token.
 # `verification:request` records consents and reads 核对 reports, `benefits:read` reads the
 # 明白卡 (the provider grants each only to the people registered with it).
 DEFAULT_SCOPES = (
     "openid offline_access registry:read registry:write "
-    "review:community review:street review:county verification:request benefits:read"
+    "review:community review:street review:county verification:request benefits:read pii:read"
 )
 
 

@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
 from services.console.benefits import Benefits
-from services.console.oidc import OidcClient, SignInFailed
+from services.console.oidc import OidcClient, SignInFailed, everyday_scopes
 from services.console.registry import Registry
 from services.console.sessions import Session, SessionStore
 from services.console.settings import ConsoleSettings
@@ -111,7 +111,10 @@ async def access_token(request: Request, session: Session) -> str:
         return tokens.access_token
     app = console(request)
     try:
-        session.tokens = await app.oidc.refresh(tokens)
+        assert session.person is not None
+        session.tokens = await app.oidc.refresh(
+            tokens, scopes=everyday_scopes(session.person.scopes)
+        )
     except SignInFailed as exc:
         app.sessions.drop(session.id)
         raise NotSignedIn() from exc

@@ -100,7 +100,8 @@ class TestSignIn:
         assert len(base64.urlsafe_b64decode(query["code_challenge"] + "=")) == 32
         assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
         assert query["redirect_uri"] == f"{stack.console_url}/auth/callback"
-        assert "pii:read" not in query["scope"].split()
+        # Asked for (granted to few), but kept out of the token the pages are read with.
+        assert "pii:read" in query["scope"].split()
         cookie = response.headers["set-cookie"]
         assert cookie.startswith(f"{COOKIE}=")
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie

@@ -17,7 +17,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DBAPIError
 
-from services.console import auth, checks, clear, dashboard, labels, pages, prints, results
+from services.console import (
+    auth,
+    checks,
+    clear,
+    dashboard,
+    imports,
+    labels,
+    pages,
+    prints,
+    results,
+)
 from services.console.benefits import Benefits
 from services.console.oidc import OidcClient
 from services.console.registry import Registry
@@ -172,6 +182,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(prints.router)
     app.include_router(results.router)
     app.include_router(clear.router)
+    app.include_router(imports.router)
     app.include_router(dashboard.router)
     pages.install_error_pages(app)
     app.add_middleware(SessionMiddleware, cookie=cookie_name(settings))

@@ -20,6 +20,8 @@ from shared.auth import PURPOSE_HEADER
 
 log = structlog.get_logger(__name__)
 
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
 
 class ApiError(Exception):
     """A service refused, or could not be reached; `said` is for the person."""
@@ -217,6 +219,18 @@ class Registry(Api):
         response = await self._call("GET", f"/v1/households/{household_id}/visits", token)
         items: list[dict[str, Any]] = response.json()
         return items
+
+    async def import_ledger(self, token: str, filename: str, content: bytes) -> dict[str, Any]:
+        """A county ledger (信息台账, .xlsx): each household filed whole or not at all, and the
+        registry's row-by-row report."""
+        response = await self._call(
+            "POST",
+            "/v1/imports/ledger",
+            token,
+            files={"file": (filename, content, XLSX)},
+        )
+        report: dict[str, Any] = response.json()
+        return report
 
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)

@@ -271,61 +271,53 @@ async def consume_ours(db: Database, js: JetStreamContext, command: Command) -> 
     return tracker.consumed
 
 
-async def consume_baseline(js: JetStreamContext, command: Command) -> Consumed:
-    """A durable pull consumer that fetches in batches and acks each message."""
+async def fetched(
+    js: JetStreamContext, durable: str, tracker: AckTracker, timeout: float
+) -> AsyncIterator[list[Msg]]:
+    """Batches from a new durable pull consumer on the stream, until `tracker` has every
+    event or `timeout` passes."""
     config = ConsumerConfig(
-        durable_name="bench-baseline",
+        durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         filter_subjects=SUBJECTS,
     )
     await js.add_consumer(STREAM, config)
-    pull = await js.pull_subscribe_bind(durable="bench-baseline", stream=STREAM)
-    tracker = AckTracker(command.expected)
-    deadline = time.perf_counter() + command.timeout
+    pull = await js.pull_subscribe_bind(durable=durable, stream=STREAM)
+    deadline = time.perf_counter() + timeout
     try:
         while not tracker.done.is_set() and time.perf_counter() < deadline:
             try:
-                messages = await pull.fetch(FETCH_BATCH, timeout=1)
+                yield await pull.fetch(FETCH_BATCH, timeout=1)
             except (NatsTimeoutError, TimeoutError):
                 continue
-            for message in messages:
-                await message.ack()
-                tracker.record(msg_id(message))
     finally:
         await pull.unsubscribe()
+
+
+async def consume_baseline(js: JetStreamContext, command: Command) -> Consumed:
+    """A durable pull consumer that fetches in batches and acks each message."""
+    tracker = AckTracker(command.expected)
+    async for messages in fetched(js, "bench-baseline", tracker, command.timeout):
+        for message in messages:
+            await message.ack()
+            tracker.record(msg_id(message))
     return tracker.consumed
 
 
 async def consume_dual_write(db: Database, js: JetStreamContext, command: Command) -> Consumed:
     """The dual write's consumer: per message, its effect row in a transaction, then the ack
     (no inbox: a redelivered message would insert again, here a key violation)."""
-    config = ConsumerConfig(
-        durable_name="bench-dual",
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subjects=SUBJECTS,
-    )
-    await js.add_consumer(STREAM, config)
-    pull = await js.pull_subscribe_bind(durable="bench-dual", stream=STREAM)
     tracker = AckTracker(command.expected)
-    deadline = time.perf_counter() + command.timeout
-    try:
-        while not tracker.done.is_set() and time.perf_counter() < deadline:
-            try:
-                messages = await pull.fetch(FETCH_BATCH, timeout=1)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            for message in messages:
-                tracker.consumed.handling_at.setdefault(msg_id(message), time.perf_counter())
-                event = json.loads(message.data)
-                async with db.sessionmaker() as session, session.begin():
-                    row = {"event_id": event["id"], "n": event["data"]["n"]}
-                    await session.execute(insert(bench_effect).values(row))
-                await message.ack()
-                tracker.record(msg_id(message))
-    finally:
-        await pull.unsubscribe()
+    async for messages in fetched(js, "bench-dual", tracker, command.timeout):
+        for message in messages:
+            tracker.consumed.handling_at.setdefault(msg_id(message), time.perf_counter())
+            event = json.loads(message.data)
+            async with db.sessionmaker() as session, session.begin():
+                row = {"event_id": event["id"], "n": event["data"]["n"]}
+                await session.execute(insert(bench_effect).values(row))
+            await message.ack()
+            tracker.record(msg_id(message))
     return tracker.consumed
 
 

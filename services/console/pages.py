@@ -345,23 +345,31 @@ async def take_step(request: Request, household_id: str) -> Response:
             exit_kind=str(form.get("exit_kind") or "") if step == "exit" else None,
         )
     except ApiError as error:
-        if error.status == 401:
-            raise NotSignedIn() from error
-        status = 409 if error.status == 412 else error.status
-        return await _file_page(
-            request,
-            session,
-            household_id,
-            status_code=status if 400 <= status < 500 else 502,
-            error=error.said.text,
-            comment=comment,
-        )
+        return await _refused_by_registry(request, session, household_id, error, comment=comment)
     now = labels.word(labels.STATUS, done.body["status"])
     session.flash.append(("ok", f"已完成「{labels.STEP[step]}」，档案状态：{now}"))
     return redirect(f"/households/{household_id}")
 
 
 FileAction = Callable[[Registry, str, FormData], Awaitable[str]]
+
+
+async def _refused_by_registry(
+    request: Request, session: Session, household_id: str, error: ApiError, *, comment: str = ""
+) -> Response:
+    """The file again with the registry's refusal said in Chinese: a stale version is the
+    conflict (409), a server error the registry's (502); a typed comment kept."""
+    if error.status == 401:
+        raise NotSignedIn() from error
+    status = 409 if error.status == 412 else error.status
+    return await _file_page(
+        request,
+        session,
+        household_id,
+        status_code=status if 400 <= status < 500 else 502,
+        error=error.said.text,
+        comment=comment,
+    )
 
 
 class _Refused(Exception):
@@ -381,16 +389,7 @@ async def _file_action(request: Request, household_id: str, action: FileAction) 
     except _Refused as refused:
         return await _file_page(request, session, household_id, status_code=422, error=str(refused))
     except ApiError as error:
-        if error.status == 401:
-            raise NotSignedIn() from error
-        status = 409 if error.status == 412 else error.status
-        return await _file_page(
-            request,
-            session,
-            household_id,
-            status_code=status if 400 <= status < 500 else 502,
-            error=error.said.text,
-        )
+        return await _refused_by_registry(request, session, household_id, error)
     session.flash.append(("ok", done))
     return redirect(f"/households/{household_id}")
 

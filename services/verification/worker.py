@@ -228,11 +228,11 @@ class Verifier:
     async def stop(self) -> None:
         """Cancel every loop, run and read; give them `STOP_WITHIN` seconds to end.
 
-        A service must stop on SIGTERM at any point: a task that outlives its cancellation
-        (seen once in a test run's teardown, cause not yet found) is named in the log and
-        left, rather than holding the shutdown for ever. Its claimed row's lease runs out.
+        A service must stop on SIGTERM at any point: a task that outlives its cancellation (the
+        queue loop did, see `_queue_loop`) is named in the log and left, rather than holding
+        the shutdown for ever. Its claimed row's lease runs out.
         """
-        tasks = [*self._loops, *self._running, *self._reads]
+        tasks = self.tasks()
         for task in tasks:
             task.cancel()
         if not tasks:
@@ -243,6 +243,10 @@ class Verifier:
                 task.exception()  # retrieved: what a run raised was logged where it ran
         for task in pending:
             log.error("verification.task_did_not_stop", task=task.get_name(), stack=repr(task))
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Its loops, runs and shared registry reads that have not ended."""
+        return [t for t in (*self._loops, *self._running, *self._reads) if not t.done()]
 
     def _every(
         self, seconds: float, duty: Callable[[], Awaitable[int]], name: str
@@ -281,13 +285,20 @@ class Verifier:
                     log.exception("verification.claim_failed")
             reads = self._read_households(claimed)
             for row in claimed:
-                task = asyncio.create_task(self._guarded(self._attempt, row, reads.get(row["id"])))
+                task = asyncio.create_task(
+                    self._guarded(self._attempt, row, reads.get(row["id"])),
+                    name=f"verification-run-{row['id']}",
+                )
                 self._running.add(task)
                 task.add_done_callback(self._finished)
             if not claimed or free <= len(claimed):
                 self._wake.clear()
+                # Not `wait_for`: on Python 3.11 it returns the result of a wait that ended in
+                # the tick its task was cancelled, and drops the cancellation. A commit's wake
+                # just before `stop` then kept this loop running, and `stop` waiting, for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), settings.poll_seconds)
+                    async with asyncio.timeout(settings.poll_seconds):
+                        await self._wake.wait()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -320,7 +331,8 @@ class Verifier:
             read = asyncio.create_task(
                 self.registry.households(
                     [r["household_id"] for r in group], pii=True, purpose=purpose, declarations=True
-                )
+                ),
+                name="verification-registry-read",
             )
             self._reads.add(read)
             read.add_done_callback(self._read_done)

@@ -28,15 +28,22 @@ CARD_PATIENCE = timedelta(minutes=10)
 
 
 def card_pending(household: dict[str, Any], *, now: datetime) -> bool:
-    """A verification landed lately and no card was decided after it."""
-    landed = (household.get("verification") or {}).get("completed_at")
-    if not landed or household.get("status") in ("rejected", "exited"):
+    """A verification landed lately with an income the file's card does not rest on yet.
+
+    Benefits publishes a card only when it differs from the last one, so a report that finds
+    the income the card already uses brings no card, and one that found no income brings none
+    either: waiting for a newer card then would keep the frame reloading for nothing.
+    """
+    verification = household.get("verification") or {}
+    landed, income = verification.get("completed_at"), verification.get("per_capita_income_fen")
+    if not landed or income is None or household.get("status") in ("rejected", "exited"):
         return False
     landed_at = datetime.fromisoformat(str(landed).replace("Z", "+00:00"))
     if now - landed_at > CARD_PATIENCE:
         return False
-    decided = (household.get("entitlements") or {}).get("determined_at")
-    return not decided or str(decided) < str(landed)
+    card = household.get("entitlements") or {}
+    rests_on = card.get("income_source"), card.get("per_capita_income_fen")
+    return rests_on != ("verified", income)
 
 
 @router.get("/households/{household_id}/results")

@@ -181,6 +181,31 @@ def _eventually(
         time.sleep(0.3)
 
 
+def _settled(client: httpx.Client, url: str, *, timeout: float = 60) -> httpx.Response:
+    """The status frame once it no longer reloads itself (or as it is after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    frame = client.get(url)
+    while 'http-equiv="refresh"' in frame.text and time.monotonic() < deadline:
+        time.sleep(0.3)
+        frame = client.get(url)
+    return frame
+
+
+def _request_verification(
+    client: httpx.Client, file_url: str, file_page: httpx.Response, head: str, paper: str
+) -> httpx.Response:
+    """Record the head's consent from the paper form `paper`, which requests a 核对."""
+    return client.post(
+        f"{file_url}/consents",
+        data={
+            "csrf": csrf_of(file_page),
+            "document_ref": paper,
+            "departments": DEPARTMENTS,
+            "c0_id": head,
+        },
+    )
+
+
 def _yuan(fen: int) -> str:
     return f"{fen / 100:.2f}"
 
@@ -526,22 +551,20 @@ class TestResultsFrame:
             url = f"{console_url}/households/{household_id}"
             page = browser.get(url)
             before = browser.get(f"{url}/results")
-            recorded = browser.post(
-                f"{url}/consents",
-                data={
-                    "csrf": csrf_of(page),
-                    "document_ref": "授权-2026-611",
-                    "departments": DEPARTMENTS,
-                    "c0_id": head,
-                },
-            )
+            # One department answers in 1 s, so that the 核对 is still running when the frame is
+            # read right after the request, however fast the rest of the machine is.
+            slow = {"latency_ms": {"fixed": 1000}}
+            slowed = browser.put(f"{checked['sandbox']}/admin/departments/tax", json=slow)
+            recorded = _request_verification(browser, url, page, head, "授权-2026-611")
             due = browser.get(f"{url}/results")
             landed = _eventually(browser, f"{url}/results", 'id="frame-income"')
-            settled = landed
-            deadline = time.monotonic() + 60
-            while 'http-equiv="refresh"' in settled.text and time.monotonic() < deadline:
-                time.sleep(0.3)
-                settled = browser.get(f"{url}/results")
+            settled = _settled(browser, f"{url}/results")
+            file_after = browser.get(url)
+            # A second 核对 finds the same income: no new card follows it, and the frame stops
+            # reloading as soon as the report is in instead of waiting for one.
+            again = _request_verification(browser, url, file_after, head, "授权-2026-611-2")
+            again_due = browser.get(f"{url}/results")
+            again_settled = _settled(browser, f"{url}/results")
 
         assert '<iframe class="results" id="results-frame"' in page.text
         assert f'src="/households/{household_id}/results"' in page.text
@@ -561,27 +584,46 @@ class TestResultsFrame:
             assert "<script" not in frame.text
         assert 'id="frame-income"' not in before.text  # no report before the consents
         assert recorded.status_code == 303, recorded.text
-        # Right after the request the 核对 is queued or running (or, on a fast machine, just
-        # landed with its card still to come): either way the frame reloads itself.
+        assert slowed.status_code == 200, slowed.text
+        # Right after the request the 核对 is queued or running: the frame reloads itself.
         assert '<meta http-equiv="refresh" content="5">' in due.text
+        assert 'id="frame-running"' in due.text
         assert 'id="frame-income"' in landed.text
         assert f"/households/{household_id}/report" in landed.text
         assert 'id="frame-running"' not in landed.text
         assert head not in landed.text
-        # Once the card decided after the 核对 is on the file too, nothing is due: no reloading.
+        # Once the card resting on the 核对's income is on the file, nothing is due: no reloading.
         assert 'id="frame-card-total"' in settled.text
         assert 'http-equiv="refresh"' not in settled.text
         assert "frame-card-pending" not in settled.text
+        # ... and the file's card says so: the income it rests on is the report's.
+        verified = re.search(r'id="frame-income">([^<]+)<', landed.text)
+        card_income = re.search(r'id="card-income">([^<]+)<', file_after.text)
+        assert verified and card_income and card_income[1] == verified[1]
+        assert "核对报告第" in file_after.text
+        assert again.status_code == 303, again.text
+        assert 'id="frame-running"' in again_due.text
+        assert 'http-equiv="refresh"' not in again_settled.text
+        total = re.search(r'id="frame-card-total">([^<]+)<', settled.text)
+        total_again = re.search(r'id="frame-card-total">([^<]+)<', again_settled.text)
+        assert total and total_again and total_again[1] == total[1]
 
 
-def test_a_card_is_due_only_after_a_recent_verification_and_until_one_is_decided() -> None:
+def test_a_card_is_due_only_after_a_recent_verification_until_one_rests_on_its_income() -> None:
     now = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
-    landed = {"status": "applied", "verification": {"completed_at": "2026-11-30T00:58:00Z"}}
+    verification = {"completed_at": "2026-11-30T00:58:00Z", "per_capita_income_fen": 52000}
+    landed = {"status": "applied", "verification": verification}
     assert card_pending(landed, now=now)
     assert not card_pending({"status": "applied", "verification": None}, now=now)
-    decided = {"determined_at": "2026-11-30T00:59:00+00:00"}
-    assert not card_pending({**landed, "entitlements": decided}, now=now)
-    older = {"determined_at": "2026-11-29T10:00:00+00:00"}
-    assert card_pending({**landed, "entitlements": older}, now=now)
+    rests_on_it = {"income_source": "verified", "per_capita_income_fen": 52000}
+    assert not card_pending({**landed, "entitlements": rests_on_it}, now=now)
+    # A card decided before the report, on the declared income or an earlier report's.
+    declared = {"income_source": "declared", "per_capita_income_fen": 52000}
+    assert card_pending({**landed, "entitlements": declared}, now=now)
+    earlier = {"income_source": "verified", "per_capita_income_fen": 61000}
+    assert card_pending({**landed, "entitlements": earlier}, now=now)
+    # A report that found no income leaves the declared one standing: no card follows it.
+    no_income = {**verification, "per_capita_income_fen": None}
+    assert not card_pending({"status": "applied", "verification": no_income}, now=now)
     assert not card_pending(landed, now=now + timedelta(minutes=11))  # it is not coming
     assert not card_pending({**landed, "status": "rejected"}, now=now)

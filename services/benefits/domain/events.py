@@ -37,6 +37,10 @@ class EntitlementsDetermined(BenefitsEvent):
     as_of: str
     categories: list[str]
     income_source: str
+    # The per-capita monthly income the card rests on, and the 核对 report it came from (None
+    # when declared): a reader can tell whether a report that landed is already in this card.
+    per_capita_income_fen: int
+    report_version: int | None
     monthly_fen: int
     yearly_fen: int
     measures: list[dict[str, Any]]

@@ -378,6 +378,8 @@ def _card_change(
         as_of=card.on.isoformat(),
         categories=categories,
         income_source=card.income_source,
+        per_capita_income_fen=card.income_fen // max(card.members, 1),
+        report_version=card.report_version,
         monthly_fen=card.monthly_fen,
         yearly_fen=card.yearly_fen,
         measures=[

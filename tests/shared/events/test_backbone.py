@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import nats
 import pytest
@@ -166,6 +167,24 @@ class TestOutboxAndRelay:
         info = await js.stream_info(STREAM)
         assert info.state.messages == 1
 
+    async def test_a_failed_publish_leaves_its_event_and_its_aggregates_later_ones_unsent(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        failing = [sample_event("h-fails", sequence) for sequence in (1, 2, 3)]
+        await write_events(database, [failing[0], sample_event("h-fine", 1)])
+        await write_events(database, [failing[1], failing[2], sample_event("h-fine", 2)])
+        relay = OutboxRelay(database, FailsOnce(js, failing[1].id))  # type: ignore[arg-type]
+        assert await relay.relay_once() == 3  # h-fails 1 and both of h-fine
+        async with database.sessionmaker() as session:
+            unsent = await session.execute(
+                select(outbox.c.event_id)
+                .where(outbox.c.sent_at.is_(None))
+                .order_by(outbox.c.position)
+            )
+            assert list(unsent.scalars()) == [failing[1].id, failing[2].id]
+        assert await relay.relay_once() == 2
+        assert await _sequences_in_stream(js, "h-fails") == [1, 2, 3]
+
 
 async def _count_is(db: Database, n: int) -> bool:
     return await effect_count(db) >= n
@@ -265,6 +284,31 @@ async def _subjects_in_stream(js: JetStreamContext) -> list[str]:
         CloudEvent.from_json((await js.get_msg(STREAM, seq)).data or b"").subject
         for seq in range(info.state.first_seq, info.state.last_seq + 1)
     ]
+
+
+async def _sequences_in_stream(js: JetStreamContext, aggregate: str) -> list[int]:
+    """The sequence of each of `aggregate`'s events in the stream, in stream order."""
+    info = await js.stream_info(STREAM)
+    events = [
+        CloudEvent.from_json((await js.get_msg(STREAM, seq)).data or b"")
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+    return [event.sequence for event in events if event.subject == aggregate]
+
+
+class FailsOnce:
+    """A JetStream context whose first publish of one event fails, as on a PubAck timeout."""
+
+    def __init__(self, js: JetStreamContext, event_id: str):
+        self._js = js
+        self._event_id = event_id
+        self._failed = False
+
+    async def publish(self, subject: str, payload: bytes, **options: Any) -> Any:
+        if options["headers"]["Nats-Msg-Id"] == self._event_id and not self._failed:
+            self._failed = True
+            raise nats.errors.TimeoutError
+        return await self._js.publish(subject, payload, **options)
 
 
 async def _no_pending(js: JetStreamContext) -> bool:

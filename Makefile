@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 up: install
-	$(BIN)/bangfu up --demo
+	$(BIN)/bangfu up --demo $(if $(shell command -v node 2>/dev/null),--idp)
 
 test: install
 	$(BIN)/pytest

@@ -47,17 +47,29 @@ def _all_provinces() -> list[str]:
 def _dev_token(
     suite: SuiteSettings, *, scopes: str, regions: list[str], client_id: str, ttl: timedelta
 ) -> str:
+    """A development token, signed with the embedded default's key; while `bangfu up --idp`
+    runs (its services accept only the provider's keys), with the provider's own key instead,
+    which is on this machine too: the same command works with and without the provider."""
+    from bangfu.embedded import running_provider
+    from bangfu.idp import signing_key
     from shared.auth import ensure_signing_key, issue_token
 
-    ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+    provider = running_provider(suite.home.resolve())
+    if provider is not None:
+        issuer, keys_file = provider
+        key, kid = signing_key(keys_file)
+    else:
+        ensure_signing_key(suite.signing_key_file, suite.public_key_file)
+        issuer, key, kid = suite.auth_issuer, suite.signing_key_file.read_bytes(), None
     return issue_token(
-        suite.signing_key_file.read_bytes(),
+        key,
         client_id=client_id,
         scopes=scopes.split(),
         regions=regions,
-        issuer=suite.auth_issuer,
+        issuer=issuer,
         audience=suite.auth_audience,
         ttl=ttl,
+        kid=kid,
     )
 
 
@@ -99,24 +111,27 @@ def up(
                 "   sign in as one of the demo people below"
             )
         else:
-            lines.append(f"  {'console':<14} not started: it signs people in through --idp")
+            lines.append(
+                f"  {'console':<14} not started: people sign in through the identity provider, "
+                "which needs Node.js 20+ (bangfu up --idp)"
+            )
         lines += [f"  logs           {supervisor.home / 'logs'}", ""]
         if supervisor.idp:
             lines += _idp_banner(supervisor.idp)
-            # The services refuse a development token: the demo files through the provider's client.
-            token = _idp_token(supervisor.idp, DEMO_SEEDER) if demo else ""
-        else:
-            token = _dev_token(
-                suite,
-                scopes=ALL_SCOPES,
-                regions=_all_provinces(),
-                client_id="bangfu-dev",
-                ttl=timedelta(days=1),
-            )
-            lines += [
-                "Development token (all scopes, every province, 24 h):",
-                f"  export BANGFU_TOKEN={token}",
-            ]
+        token = _dev_token(
+            suite,
+            scopes=ALL_SCOPES,
+            regions=_all_provinces(),
+            client_id="bangfu-dev",
+            ttl=timedelta(days=1),
+        )
+        lines += [
+            "Development token (all scopes, every province, 24 h; `bangfu token` makes others):",
+            f"  export BANGFU_TOKEN={token}",
+        ]
+        if supervisor.idp and demo:
+            # The demo files through the provider's own client, as a department system would.
+            token = _idp_token(supervisor.idp, DEMO_SEEDER)
         lines.append("Watch events:  bangfu events tail --region 4113")
         if demo:
             from bangfu.demo import seed

@@ -206,6 +206,7 @@ class Supervisor:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
         self.lock.write_text(str(os.getpid()))
+        (self.home / PROVIDER_MARK).unlink(missing_ok=True)  # left by one that was killed
         env = {**os.environ, "BANGFU_HOME": str(self.home)}
         if "BANGFU_NATS_URL" not in os.environ:
             nats_log = self.home / "logs" / "nats.log"
@@ -289,6 +290,8 @@ class Supervisor:
                 env[f"BANGFU_{service.upper()}_CLIENT_ID"] = client.name
                 env[f"BANGFU_{service.upper()}_CLIENT_SECRET"] = client.secret
         self.say(f"identity provider {settings.issuer} (clients {settings.clients})")
+        # `bangfu token` signs with the provider's key while this runs (see running_provider).
+        (self.home / PROVIDER_MARK).write_text(settings.issuer)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> None:
         log = self.home / "logs" / f"{name}.log"
@@ -385,7 +388,25 @@ class Supervisor:
         if self.nats:  # last: the services drain their connections to it as they stop
             self.nats.stop()
         if self.lock.exists() and self.lock.read_text().strip() == str(os.getpid()):
+            (self.home / PROVIDER_MARK).unlink(missing_ok=True)
             self.lock.unlink()
+
+
+# Written by a `bangfu up --idp` while its provider runs: the provider's issuer.
+PROVIDER_MARK = "idp.issuer"
+
+
+def running_provider(home: Path) -> tuple[str, Path] | None:
+    """The issuer and keys file of the provider that a running `bangfu up --idp` of this home
+    started, or None: its services accept only that provider's keys."""
+    try:
+        pid = int((home / "up.pid").read_text().strip() or 0)
+        issuer = (home / PROVIDER_MARK).read_text().strip()
+    except (OSError, ValueError):
+        return None
+    if not pid or not _alive(pid) or not issuer:
+        return None
+    return issuer, home / "idp-keys.json"
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.natsserver import die_with_parent
@@ -121,6 +124,20 @@ def start(
                 f"the identity provider did not answer {discovery} in {timeout:.0f}s:\n{_tail(log)}"
             )
         time.sleep(0.05)
+
+
+def signing_key(keys_file: Path) -> tuple[bytes, str]:
+    """The key the provider signs with (the first of its keys file): PEM and kid."""
+    first = json.loads(keys_file.read_text(encoding="utf-8"))["keys"][0]
+    key = ECAlgorithm.from_jwk(json.dumps(first))
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{keys_file}: the first key is not a private P-256 key")
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem, str(first["kid"])
 
 
 def _tail(log: Path, lines: int = 15) -> str:

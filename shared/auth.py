@@ -346,8 +346,10 @@ def issue_token(
     audience: str,
     ttl: timedelta = timedelta(hours=12),
     now: datetime | None = None,
+    kid: str | None = None,
 ) -> str:
-    """Sign a development token (the embedded default's stand-in for an identity provider)."""
+    """Sign a development token (the embedded default's stand-in for an identity provider);
+    `kid` names the key when it is one of a provider's published keys."""
     issued = now or datetime.now(UTC)
     claims = {
         "sub": client_id,
@@ -361,7 +363,7 @@ def issue_token(
     key = serialization.load_pem_private_key(private_key_pem, None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("the signing key must be an EC P-256 key")
-    return jwt.encode(claims, key, "ES256")
+    return jwt.encode(claims, key, "ES256", headers={"kid": kid} if kid else None)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,10 +55,13 @@ def _wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     return [p for p in pids if not _gone(p)]
 
 
-@pytest.fixture
-def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+@contextlib.contextmanager
+def running_up(
+    env: dict[str, str], *flags: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`bangfu up --demo *flags`, once it has filed the demo, and the lines it printed."""
     process = subprocess.Popen(
-        [*BANGFU, "up", "--demo"],
+        [*BANGFU, "up", "--demo", *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -83,12 +87,20 @@ def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[
             process.wait()
 
 
+@pytest.fixture
+def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    with running_up(env) as running:
+        yield running
+
+
 class TestBangfuUp:
     def test_a_household_posted_with_a_bangfu_token_appears_in_bangfu_events_tail(
         self, suite_up: tuple[subprocess.Popen[str], list[str]], env: dict[str, str]
     ) -> None:
         process, banner = suite_up
         assert "Demo: filed 40 households in 南阳市 (region 4113)." in banner
+        [console] = [line for line in banner if line.split()[:1] == ["console"]]
+        assert "not started" in console and "Node.js" in console  # and why: no provider
         registry = f"http://127.0.0.1:{env['BANGFU_REGISTRY_PORT']}"
         for name in SERVICES:
             port = env[f"BANGFU_{name.upper()}_PORT"]

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -16,10 +17,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shared.identity import is_valid_identity_number, mask_identity_number
+from shared.natsserver import free_port
 
 # The fixtures of `bangfu up` on free ports with a home of its own.
-from tests.e2e.test_embedded import env, suite_up  # noqa: F401
+from tests.e2e.test_embedded import env, running_up, suite_up  # noqa: F401
+from tests.identity.conftest import require_node
 
 ROOT = Path(__file__).resolve().parents[2]
 APPLIED = "cn.bangfu.registry.household.applied.v1"
@@ -70,42 +75,80 @@ class TestTryIt:
         suite_up: tuple[subprocess.Popen[str], list[str]],  # noqa: F811
         env: dict[str, str],  # noqa: F811
     ) -> None:
-        block = try_it_block()
-        assert (ROOT / ".venv/bin/bangfu").exists(), "the block runs .venv/bin/bangfu: make install"
-        shell = subprocess.Popen(
-            ["bash", "-c", block],
+        _the_block_files_a_household_and_the_tail_shows_it_masked(env)
+
+    def test_the_block_works_the_same_with_the_provider_and_the_console_as_make_up_runs_them(
+        self,
+        env: dict[str, str],  # noqa: F811
+    ) -> None:
+        require_node()
+        env = {**env, "BANGFU_IDP_PORT": str(free_port()), "BANGFU_CONSOLE_PORT": str(free_port())}
+        with running_up(env, "--idp") as (_, banner):
+            console = f"http://127.0.0.1:{env['BANGFU_CONSOLE_PORT']}"
+            assert any(line.split()[:2] == ["console", console] for line in banner), banner
+            _the_block_files_a_household_and_the_tail_shows_it_masked(env)
+
+
+class TestMakeUp:
+    @pytest.mark.parametrize("node", [True, False])
+    def test_make_up_runs_the_provider_and_console_where_node_is_installed(
+        self, node: bool, tmp_path: Path
+    ) -> None:
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        if node:
+            (tools / "node").symlink_to("/bin/true")
+        (tools / "make").symlink_to(shutil.which("make") or "/usr/bin/make")
+        planned = subprocess.run(
+            ["make", "-n", "up"],
             cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            env={"PATH": f"{tools}:/bin:/usr/bin" if node else f"{tools}"},
+            capture_output=True,
             text=True,
-            start_new_session=True,  # its own group: the tail it leaves running is stopped below
-        )
-        lines: list[str] = []
-        reader = threading.Thread(target=read_lines, args=(shell, lines), daemon=True)
-        reader.start()
-        try:
-            code = shell.wait(60)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not applied(lines):
-                time.sleep(0.2)
-        finally:
-            with contextlib.suppress(ProcessLookupError):  # the group may have ended already
-                os.killpg(shell.pid, signal.SIGTERM)
-        assert shell.stderr is not None
-        household = answer(lines)
-        assert code == 0, f"{household}\n{shell.stderr.read()}"  # curl --fail-with-body: a 2xx
-        assert household is not None
-        assert household["status"] == "applied"
-        assert household["location"]["region"] == "411302"
-        assert [m["name"] for m in household["members"]] == ["张三明"]
-        event = applied(lines)
-        assert event is not None, (
-            [(o.get("type"), o.get("subject")) for o in objects(lines)],
-            lines[-5:],
-            shell.stderr.read()[-2000:],
-        )
-        [number] = re.findall(r'"identity_number": "([^"]*)"', block)
-        assert event["data"]["head_identity_masked"] == mask_identity_number(number)
-        tail = [json.dumps(o, ensure_ascii=False) for o in objects(lines) if "specversion" in o]
-        assert number not in "\n".join(tail)
+            check=True,
+        ).stdout.splitlines()[-1]
+        program, *arguments = planned.split()
+        assert program.endswith("/bangfu")
+        assert arguments == (["up", "--demo", "--idp"] if node else ["up", "--demo"])
+
+
+def _the_block_files_a_household_and_the_tail_shows_it_masked(environment: dict[str, str]) -> None:
+    block = try_it_block()
+    assert (ROOT / ".venv/bin/bangfu").exists(), "the block runs .venv/bin/bangfu: make install"
+    shell = subprocess.Popen(
+        ["bash", "-c", block],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: the tail it leaves running is stopped below
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=read_lines, args=(shell, lines), daemon=True)
+    reader.start()
+    try:
+        code = shell.wait(60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not applied(lines):
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group may have ended already
+            os.killpg(shell.pid, signal.SIGTERM)
+    assert shell.stderr is not None
+    household = answer(lines)
+    assert code == 0, f"{household}\n{shell.stderr.read()}"  # curl --fail-with-body: a 2xx
+    assert household is not None
+    assert household["status"] == "applied"
+    assert household["location"]["region"] == "411302"
+    assert [m["name"] for m in household["members"]] == ["张三明"]
+    event = applied(lines)
+    assert event is not None, (
+        [(o.get("type"), o.get("subject")) for o in objects(lines)],
+        lines[-5:],
+        shell.stderr.read()[-2000:],
+    )
+    [number] = re.findall(r'"identity_number": "([^"]*)"', block)
+    assert event["data"]["head_identity_masked"] == mask_identity_number(number)
+    tail = [json.dumps(o, ensure_ascii=False) for o in objects(lines) if "specversion" in o]
+    assert number not in "\n".join(tail)

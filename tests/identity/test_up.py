@@ -72,6 +72,12 @@ def suite_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[
         process.wait()
 
 
+def _bangfu_token(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [*BANGFU, "token", *args], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _environment(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     pairs = (item.decode(errors="replace").partition("=") for item in raw if item)
@@ -95,7 +101,9 @@ def test_bangfu_up_idp_serves_discovery_and_the_services_take_only_its_tokens(
     assert f"idp            {issuer}" in text
     for username in read_registrations().people:
         assert username in text
-    assert "export BANGFU_TOKEN" not in text  # the services would refuse a development token
+    # A development token, signed with the running provider's own key: `bangfu token` makes
+    # the same, so the README's commands work with and without the provider.
+    [banner_token] = [line.split("=", 1)[1] for line in banner if "export BANGFU_TOKEN=" in line]
 
     discovery = httpx.get(f"{issuer}/.well-known/openid-configuration")
     assert discovery.status_code == 200
@@ -115,15 +123,20 @@ def test_bangfu_up_idp_serves_discovery_and_the_services_take_only_its_tokens(
         f"{registry_url}/v1/households", headers=bearer(token.json()["access_token"]), json=body
     )
     assert created.status_code == 201, created.text
-    development = subprocess.run(
-        [*BANGFU, "token", "--regions", "4113", "--scope", "registry:write"],
-        env={k: v for k, v in env.items() if k != "BANGFU_AUTH_ISSUER"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    # Signed with a development key (another home's, where no provider runs): refused.
+    elsewhere = {**env, "BANGFU_HOME": str(Path(env["BANGFU_HOME"]).parent / "elsewhere")}
+    development = _bangfu_token(elsewhere, "--regions", "4113", "--scope", "registry:write")
     refused = httpx.post(f"{registry_url}/v1/households", headers=bearer(development), json=body)
     assert refused.status_code == 401
+    # `bangfu token` of this home signs with the provider's key: accepted, for what it says.
+    own = _bangfu_token(env, "--regions", "4113", "--scope", "registry:read")
+    listed = httpx.get(f"{registry_url}/v1/households?region=4113", headers=bearer(own))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"]
+    narrow = httpx.post(f"{registry_url}/v1/households", headers=bearer(own), json=body)
+    assert narrow.status_code == 403  # registry:read only
+    seen = httpx.get(f"{registry_url}/v1/households?region=4113", headers=bearer(banner_token))
+    assert seen.status_code == 200, seen.text
     keys = Path(env["BANGFU_HOME"]) / "idp-keys.json"
     assert keys.exists() and keys.stat().st_mode & 0o077 == 0
 

@@ -1155,8 +1155,7 @@ async def explain(url: str, schema: str, item: Filter) -> str:
     plans: list[str] = []
     try:
         async with AsyncSession(engine) as session:
-            await store.list_households(
-                session,
+            matching = store.HouseholdFilter(
                 regions=[normalize_prefix(params["region"])] if "region" in params else ["41"],
                 status=params.get("status"),
                 category=params.get("category"),
@@ -1165,9 +1164,8 @@ async def explain(url: str, schema: str, item: Filter) -> str:
                 visit_overdue_before=date.today() - timedelta(days=31)
                 if params.get("visit_overdue")
                 else None,
-                after=params.get("cursor"),
-                limit=51,
             )
+            await store.list_households(session, matching, after=params.get("cursor"), limit=51)
         statement, parameters = captured[-1]
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()

@@ -73,22 +73,30 @@ async def home(request: Request) -> Response:
         by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["households"])
     shown = []
     for queue in queues(person):
-        page = await registry.households(token, limit=str(QUEUE_ROWS), **queue["filters"])
-        status = queue["filters"].get("status")
-        if status is not None and len(queue["filters"]) == 1:
-            count = str(by_status.get(status, 0))
-        else:
-            count = f"{len(page['items'])}{'+' if page['next_cursor'] else ''}"
+        filters = queue["filters"]
+        page = await registry.households(token, limit=str(QUEUE_ROWS), count="true", **filters)
+        count = page["total"]
         shown.append({**queue, "count": count, "items": page["items"], "more": page["next_cursor"]})
     county = (
-        await county_queues(registry, token, person, today=date.today())
+        await county_queues(registry, token, person, rows=QUEUE_ROWS)
         if person.role == "县解困办"
         else []
     )
     return render(request, "home.html", session, queues=shown, county=county, by_status=by_status)
 
 
-_LIST_FILTERS = ("region", "status", "category", "cause", "helper_id", "visit_overdue", "cursor")
+_LIST_FILTERS = (
+    "region",
+    "status",
+    "category",
+    "cause",
+    "helper_id",
+    "visit_overdue",
+    "objected",
+    "notice_ended",
+    "exit_flagged",
+    "cursor",
+)
 
 
 async def _region_choices(registry: Registry, token: str, person: Person) -> list[str]:

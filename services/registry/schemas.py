@@ -198,3 +198,7 @@ class TargetIn(_In):
 class Page(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class ListPage(Page):
+    total: int | None = None  # with ?count=true: how many match, on every page

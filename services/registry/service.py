@@ -914,6 +914,9 @@ def summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "helper_id": row["helper_id"],
         "enrolled_on": row["enrolled_on"],
         "last_visit_on": row["last_visit_on"],
+        "notice_ends_on": row["notice_ends_on"],
+        # 脱困提示: when benefits flagged the income as above the line, if it did.
+        "exit_flagged_at": (row["exit_eligibility"] or {}).get("flagged_at"),
     }
 
 

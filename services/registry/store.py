@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.db import insert_for, new_metadata, region_condition
 from shared.registry_client import ATTACHED_RESULTS
@@ -559,53 +561,85 @@ async def resolve_objections(session: AsyncSession, household_id: str) -> None:
 # -- lists -------------------------------------------------------------------------------
 
 
-async def list_households(
-    session: AsyncSession,
-    *,
-    regions: Sequence[str],
-    region_prefix: str | None = None,
-    status: str | None = None,
-    category: str | None = None,
-    cause: str | None = None,
-    helper_id: str | None = None,
-    enrolled_from: date | None = None,
-    enrolled_to: date | None = None,
-    visit_overdue_before: date | None = None,
-    after: str | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """One page ordered by id (UUIDv7, so by filing time), confined to `regions`."""
-    query = select(household).where(region_condition(household.c.region, regions))
-    if region_prefix:
-        query = query.where(region_condition(household.c.region, [region_prefix]))
-    if status:
-        query = query.where(household.c.status == status)
-    if category:
-        query = query.where(household.c.category == category)
-    if cause:
-        query = query.where(
-            household.c.id.in_(
-                select(household_cause.c.household_id).where(household_cause.c.cause == cause)
+@dataclass(frozen=True)
+class HouseholdFilter:
+    """Which households a list or count takes, always within `regions`."""
+
+    regions: Sequence[str]
+    region_prefix: str | None = None
+    status: str | None = None
+    category: str | None = None
+    cause: str | None = None
+    helper_id: str | None = None
+    enrolled_from: date | None = None
+    enrolled_to: date | None = None
+    visit_overdue_before: date | None = None
+    # 异议待处理: an objection not yet resolved (the file is back in county review).
+    objected: bool = False
+    # 公示期满: still publicly noticed, the notice ended on or before this day.
+    notice_ended_by: date | None = None
+    # 脱困提示: enrolled, and benefits flagged the income as above the line.
+    exit_flagged: bool = False
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where = [region_condition(household.c.region, self.regions)]
+        if self.region_prefix:
+            where.append(region_condition(household.c.region, [self.region_prefix]))
+        if self.status:
+            where.append(household.c.status == self.status)
+        if self.category:
+            where.append(household.c.category == self.category)
+        if self.cause:
+            causes = select(household_cause.c.household_id).where(
+                household_cause.c.cause == self.cause
             )
-        )
-    if helper_id:
-        query = query.where(household.c.helper_id == helper_id)
-    if enrolled_from:
-        query = query.where(household.c.enrolled_on >= enrolled_from)
-    if enrolled_to:
-        query = query.where(household.c.enrolled_on <= enrolled_to)
-    if visit_overdue_before:
-        query = query.where(
-            household.c.status == "enrolled",
-            or_(
-                household.c.last_visit_on.is_(None),
-                household.c.last_visit_on < visit_overdue_before,
-            ),
-        )
+            where.append(household.c.id.in_(causes))
+        if self.helper_id:
+            where.append(household.c.helper_id == self.helper_id)
+        if self.enrolled_from:
+            where.append(household.c.enrolled_on >= self.enrolled_from)
+        if self.enrolled_to:
+            where.append(household.c.enrolled_on <= self.enrolled_to)
+        if self.visit_overdue_before:
+            where.append(household.c.status == "enrolled")
+            where.append(
+                or_(
+                    household.c.last_visit_on.is_(None),
+                    household.c.last_visit_on < self.visit_overdue_before,
+                )
+            )
+        if self.objected:
+            open_objections = select(objection.c.household_id).where(
+                objection.c.resolved_at.is_(None)
+            )
+            where.append(household.c.id.in_(open_objections))
+        if self.notice_ended_by:
+            where.append(household.c.status == "publicly_noticed")
+            where.append(household.c.notice_ends_on <= self.notice_ended_by)
+        if self.exit_flagged:
+            where.append(household.c.status == "enrolled")
+            # The flag is an object with its day; a file without one holds SQL or JSON null.
+            where.append(household.c.exit_eligibility["flagged_at"].as_string().is_not(None))
+        return where
+
+
+async def list_households(
+    session: AsyncSession, matching: HouseholdFilter, *, after: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """One page ordered by id (UUIDv7, so by filing time)."""
+    query = select(household).where(*matching.conditions())
     if after:
         query = query.where(household.c.id > after)
     rows = await session.execute(query.order_by(household.c.id).limit(limit))
     return [dict(r) for r in rows.mappings()]
+
+
+async def count_matching(session: AsyncSession, matching: HouseholdFilter) -> int:
+    """How many households the filter takes."""
+    count = await session.execute(
+        select(func.count()).select_from(household).where(*matching.conditions())
+    )
+    return int(count.scalar_one())
 
 
 async def count_households(session: AsyncSession, *, regions: Sequence[str], status: str) -> int:

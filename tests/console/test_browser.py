@@ -266,4 +266,12 @@ async def test_the_report_lands_in_the_frame_and_the_helper_records_a_visit(
     await helper.get_by_text("的走访").first.wait_for()
     visits = await helper.locator("section[aria-labelledby=helper-h] table").text_content()
     assert visits is not None and "老人住院，需跟进医疗救助" in visits
+    # At phone width the past findings are there to read, and no column of the file is hidden.
+    assert await helper.get_by_role("cell", name="老人住院，需跟进医疗救助").is_visible()
+    hidden = await helper.evaluate(
+        "[...document.querySelectorAll('main td, main th')]"
+        ".filter(c => getComputedStyle(c).display === 'none').length"
+    )
+    assert hidden == 0
+    assert await helper.evaluate("document.documentElement.scrollWidth") <= 390
     await helper.screenshot(path=screenshots / "helper-visit-phone.png", full_page=True)

@@ -147,7 +147,9 @@ async def export_ledger(
         raise service.PurposeRequired()
     # One query for the page's households, one for their members, one for their causes.
     rows = (
-        await store.list_households(uow.session, regions=regions, after=cursor, limit=limit + 1)
+        await store.list_households(
+            uow.session, store.HouseholdFilter(regions), after=cursor, limit=limit + 1
+        )
         if regions
         else []
     )

@@ -11,7 +11,7 @@ from services.registry import service, store
 from services.registry.domain.household import Category, Cause
 from services.registry.domain.members import mask_name
 from services.registry.domain.workflow import Status
-from services.registry.schemas import ID_PATTERN, Page, TargetIn
+from services.registry.schemas import ID_PATTERN, ListPage, TargetIn
 from shared.auth import Principal, require
 from shared.problems import Problem
 from shared.regions import InvalidRegion, normalize_prefix, parse_region
@@ -49,31 +49,46 @@ async def list_households(
     visit_overdue: Annotated[
         bool, Query(description="enrolled households not visited in the last 31 days")
     ] = False,
+    objected: Annotated[
+        bool, Query(description="households with an objection (异议) not yet resolved")
+    ] = False,
+    notice_ended: Annotated[
+        bool, Query(description="publicly noticed households whose notice (公示) has ended")
+    ] = False,
+    exit_flagged: Annotated[
+        bool, Query(description="enrolled households flagged as able to leave hardship (脱困)")
+    ] = False,
+    count: Annotated[
+        bool, Query(description="also give `total`, how many households match (all pages)")
+    ] = False,
     cursor: Annotated[
         str | None, Query(pattern=ID_PATTERN, description="next_cursor of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> Page:
+) -> ListPage:
     regions = _confined(principal, region)
     if not regions:
-        return Page(items=[], next_cursor=None)
-    rows = await store.list_households(
-        uow.session,
-        regions=regions,
+        return ListPage(items=[], next_cursor=None, total=0 if count else None)
+    today = date.today()
+    matching = store.HouseholdFilter(
+        regions,
         status=status.value if status else None,
         category=category.value if category else None,
         cause=cause.value if cause else None,
         helper_id=helper_id,
         enrolled_from=enrolled_from,
         enrolled_to=enrolled_to,
-        visit_overdue_before=date.today() - timedelta(days=31) if visit_overdue else None,
-        after=cursor,
-        limit=limit + 1,
+        visit_overdue_before=today - timedelta(days=31) if visit_overdue else None,
+        objected=objected,
+        notice_ended_by=today if notice_ended else None,
+        exit_flagged=exit_flagged,
     )
+    rows = await store.list_households(uow.session, matching, after=cursor, limit=limit + 1)
     page = rows[:limit]
-    return Page(
+    return ListPage(
         items=[service.summary(r) for r in page],
         next_cursor=page[-1]["id"] if len(rows) > limit else None,
+        total=await store.count_matching(uow.session, matching) if count else None,
     )
 
 
@@ -168,7 +183,7 @@ async def public_notice(
         raise Problem(404, "not-found", "no public notice of this region for the caller")
     noticed = Status.PUBLICLY_NOTICED.value
     rows = await store.list_households(
-        uow.session, regions=regions, status=noticed, after=cursor, limit=limit + 1
+        uow.session, store.HouseholdFilter(regions, status=noticed), after=cursor, limit=limit + 1
     )
     page = rows[:limit]
     # Objections send a file back to county review; all of them come with the first page.

@@ -185,6 +185,19 @@ class TestOutboxAndRelay:
         assert await relay.relay_once() == 2
         assert await _sequences_in_stream(js, "h-fails") == [1, 2, 3]
 
+    async def test_events_committed_between_passes_follow_in_order(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        # On SQLite a pass reads the next pass's rows as it marks its own: what is committed
+        # after that read must still be published, after them.
+        await write_events(database, [sample_event("h-passes", n) for n in (1, 2, 3)])
+        relay = OutboxRelay(database, js, batch_size=2)
+        assert await relay.relay_once() == 2
+        await write_events(database, [sample_event("h-passes", 4)])
+        assert await relay.relay_once() + await relay.relay_once() == 2
+        assert await relay.relay_once() == 0
+        assert await _sequences_in_stream(js, "h-passes") == [1, 2, 3, 4]
+
 
 async def _count_is(db: Database, n: int) -> bool:
     return await effect_count(db) >= n

@@ -143,18 +143,10 @@ class Registry(Api):
         counts: dict[str, Any] = response.json()
         return counts
 
-    async def count(self, token: str, *, cap: int, **filters: str) -> tuple[int, bool]:
-        """Households matching the list filters, counted a page at a time up to `cap`: the
-        count and whether there are more (the registry's statistics have no such breakdown)."""
-        counted, cursor = 0, None
-        while counted < cap:
-            query = {**filters, "limit": "200", **({"cursor": cursor} if cursor else {})}
-            page = await self.households(token, **query)
-            counted += len(page["items"])
-            cursor = page["next_cursor"]
-            if not cursor:
-                return counted, False
-        return counted, True
+    async def count(self, token: str, **filters: str) -> int:
+        """How many households match the list filters (the list's total)."""
+        page = await self.households(token, limit="1", count="true", **filters)
+        return int(page["total"])
 
     async def set_target(self, token: str, region: str, year: int, share_percent: int) -> None:
         await self._call(

@@ -13,12 +13,17 @@ import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import update
 
+from services.registry import store
+from services.registry.settings import RegistrySettings
+from shared.db import Database
 from tests.console.conftest import ConsoleIdp, Stack
 from tests.console.test_pages import checked as checked  # the fixture, for these tests
 from tests.console.test_pages import databases as databases  # the fixture it needs
@@ -115,8 +120,23 @@ async def _status(page: Page) -> str:
     return await page.inner_text("#status")
 
 
+async def _end_notice(registry_settings: RegistrySettings, file_url: str) -> None:
+    """The 公示's seven days pass: its end moves to today, in the registry's own database."""
+    url, schema = registry_settings.database
+    db = Database(url, schema=schema)
+    household_id = urlsplit(file_url).path.rsplit("/", 1)[1]
+    async with db.sessionmaker() as session:
+        await session.execute(
+            update(store.household)
+            .where(store.household.c.id == household_id)
+            .values(notice_ends_on=date.today())
+        )
+        await session.commit()
+    await db.dispose()
+
+
 async def test_three_people_walk_a_household_through_review(
-    browser: Browser, stack: Stack, screenshots: Path
+    browser: Browser, stack: Stack, screenshots: Path, registry_settings: RegistrySettings
 ) -> None:
     shequ = await _signed_in(browser, stack, "shequ-411302")
     assert (await shequ.inner_text(".role")) == "社区"
@@ -196,6 +216,14 @@ async def test_three_people_walk_a_household_through_review(
     await county.pdf(path=str(screenshots / "notice-a4.pdf"), format="A4")
     await county.emulate_media(media="screen")
     await county.set_viewport_size({"width": 1366, "height": 768})
+
+    # Once the notice has ended, 纳入: the household is enrolled.
+    await _end_notice(registry_settings, file_url)
+    await county.goto(file_url)
+    await county.get_by_role("button", name="纳入").click()
+    await county.get_by_text("已完成「纳入」").wait_for()
+    assert await _status(county) == "已纳入"
+    assert "纳入" in await county.inner_text("ol.history")
 
     # Signing out ends the console's session and, once confirmed, the provider's.
     await county.get_by_role("button", name="退出登录").click()

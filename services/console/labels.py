@@ -102,6 +102,37 @@ PLAN_STATUS = {
 
 HUKOU = {"urban": "城镇", "rural": "农村"}
 LABOUR = {"full": "有劳动能力", "partial": "部分丧失劳动能力", "none": "无劳动能力"}
+EMPLOYMENT = {
+    "employed": "在职",
+    "flexible": "灵活就业",
+    "unemployed": "失业",
+    "laid_off": "下岗",
+    "retired": "退休",
+    "student": "在校学生",
+    "not_working_age": "非劳动年龄",
+}
+EDUCATION = {
+    "none": "未上学",
+    "preschool": "学前",
+    "primary": "小学",
+    "junior_high": "初中",
+    "senior_high": "高中",
+    "secondary_vocational": "中职",
+    "college": "大学（含高职）",
+}
+# 家庭收入、财产申报: each item and whether it is an income (per month) or an asset.
+DECLARED_ITEM = {
+    "wages": ("income", "工资性收入"),
+    "pension": ("income", "养老金"),
+    "unemployment_benefit": ("income", "失业保险金"),
+    "business_income": ("income", "经营性收入"),
+    "other_income": ("income", "其他收入"),
+    "deposits": ("asset", "存款"),
+    "real_estate": ("asset", "房产"),
+    "vehicle": ("asset", "车辆"),
+    "business_shares": ("asset", "经营性股份"),
+    "other_asset": ("asset", "其他财产"),
+}
 SEX = {"male": "男", "female": "女"}
 
 VERIFICATION = {

@@ -292,6 +292,7 @@ async def _file_page(
     recorded = file.body["enrolled_on"] is not None  # incomes are kept from enrolment on
     incomes = await registry.incomes(token, household_id) if recorded else []
     report, newest = await latest_report(console(request).verification, token, file.body)
+    declarations = await registry.declarations(token, household_id)
     return render(
         request,
         "household.html",
@@ -302,6 +303,7 @@ async def _file_page(
         history=list(reversed(history)),
         visits=list(reversed(visits)),
         incomes=list(reversed(incomes)),
+        declarations=declarations,
         today=date.today().isoformat(),
         report=report,
         newest=newest,
@@ -492,6 +494,97 @@ async def add_member(request: Request, household_id: str) -> Response:
             member["phone"] = _text(form, "phone")
         await registry.add_member(token, household_id, member, version=_text(form, "version"))
         return f"已新增家庭成员：{member['name']}"
+
+    return await _file_action(request, household_id, add)
+
+
+# A member's circumstances as the edit form gives them: select fields, sent when chosen.
+_MEMBER_CHOICES = {
+    "relation": labels.RELATION,
+    "hukou_type": labels.HUKOU,
+    "labour_capacity": labels.LABOUR,
+    "employment": labels.EMPLOYMENT,
+    "education_stage": labels.EDUCATION,
+}
+_YES_NO = {"yes": True, "no": False}
+
+
+def member_changes(form: FormData) -> dict[str, Any]:
+    """The PATCH body for what the person changed in a member's form: each select that was
+    given, the union and boarding flags, the contract's months and the health flags. The
+    registry checks the values; a value outside the lists is refused here first."""
+    changes: dict[str, Any] = {}
+    for name, choices in _MEMBER_CHOICES.items():
+        value = _text(form, name)
+        if value:
+            if value not in choices:
+                raise _Refused("请从列表中选择。")
+            changes[name] = value
+    for name in ("union_member", "boarding"):
+        if _text(form, name) in _YES_NO:
+            changes[name] = _YES_NO[_text(form, name)]
+    months = _text(form, "labour_contract_months")
+    if months:
+        if not months.isdigit() or int(months) > 600:
+            raise _Refused("劳动合同期限请填 0 到 600 之间的整数（月）。")
+        changes["labour_contract_months"] = int(months)
+    grade = _text(form, "disability_grade")
+    if grade and grade not in ("1", "2", "3", "4"):
+        raise _Refused("残疾等级请选择一至四级，或不填。")
+    changes["health"] = {
+        "major_illness": form.get("major_illness") == "on",
+        "chronic_illness": form.get("chronic_illness") == "on",
+        "disability_grade": int(grade) if grade else None,
+    }
+    return changes
+
+
+@router.post("/households/{household_id}/members/{member_id}")
+async def update_member(request: Request, household_id: str, member_id: str) -> Response:
+    """A member's circumstances (劳动能力, 就业, 健康, 在学 ...), which the rules read."""
+
+    async def update(registry: Registry, token: str, form: FormData) -> str:
+        done = await registry.update_member(
+            token,
+            household_id,
+            _checked_id(member_id),
+            member_changes(form),
+            version=_text(form, "version"),
+        )
+        name = next((m["name"] for m in done.body["members"] if m["id"] == member_id), "")
+        return f"已更新家庭成员情况：{name}"
+
+    return await _file_action(request, household_id, update)
+
+
+@router.post("/households/{household_id}/declarations")
+async def declare(request: Request, household_id: str) -> Response:
+    """One declared income or asset (家庭收入、财产申报) of a member, in yuan."""
+
+    async def add(registry: Registry, token: str, form: FormData) -> str:
+        item = _text(form, "item")
+        if item not in labels.DECLARED_ITEM:
+            raise _Refused("请选择申报项目。")
+        kind, label = labels.DECLARED_ITEM[item]
+        amount, month = _text(form, "amount_yuan").replace(",", ""), _text(form, "month")
+        if not _YUAN.match(amount):
+            raise _Refused("金额请填写元，最多两位小数，例如 1250.50。")
+        if month and not _MONTH.match(month):
+            raise _Refused("月份请按年-月选择。")
+        if kind == "income" and not month:
+            raise _Refused("收入须填写所属月份。")
+        declared: dict[str, Any] = {
+            "member_id": _checked_id(_text(form, "member_id")),
+            "kind": kind,
+            "item": item,
+            "amount_fen": _fen(amount),
+        }
+        if month:
+            declared["month"] = month
+        if _text(form, "note"):
+            declared["note"] = _text(form, "note")
+        await registry.declare(token, household_id, [declared], version=_text(form, "version"))
+        return f"已登记申报：{label}"
 
     return await _file_action(request, household_id, add)
 

@@ -256,6 +256,43 @@ class Registry(Api):
         )
         return File(response.json(), _version(response.headers.get("ETag")))
 
+    async def update_member(
+        self,
+        token: str,
+        household_id: str,
+        member_id: str,
+        changes: dict[str, Any],
+        *,
+        version: str,
+    ) -> File:
+        """Change a member's circumstances (labour capacity, employment, health, ...)."""
+        response = await self._call(
+            "PATCH",
+            f"/v1/households/{household_id}/members/{member_id}",
+            token,
+            json=changes,
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def declare(
+        self, token: str, household_id: str, items: list[dict[str, Any]], *, version: str
+    ) -> File:
+        """Declared income and assets (家庭收入、财产申报), added to those on file."""
+        response = await self._call(
+            "POST",
+            f"/v1/households/{household_id}/declarations",
+            token,
+            json={"items": items},
+            headers={"If-Match": f'"{version}"'},
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
+    async def declarations(self, token: str, household_id: str) -> list[dict[str, Any]]:
+        response = await self._call("GET", f"/v1/households/{household_id}/declarations", token)
+        items: list[dict[str, Any]] = response.json()
+        return items
+
     async def remove_member(
         self, token: str, household_id: str, member_id: str, *, reason: str, version: str
     ) -> File:

@@ -20,7 +20,7 @@ from shared.db import Database
 from shared.identity import mask_identity_number
 from tests.console.conftest import ConsoleIdp, Stack, csrf_of, running_stack, sign_in
 from tests.console.test_app import _step
-from tests.helpers import identity_number
+from tests.helpers import bearer, identity_number
 
 
 def _file(client: httpx.Client, stack: Stack, *, number: str, name: str = "张三明") -> str:
@@ -210,6 +210,123 @@ class TestMembers:
         assert [a.status_code for a in answers] == [422, 422]
         assert "身份证号校验位不正确，请核对每一位" in answers[0].text
         assert "本户已有户主" in answers[1].text
+
+
+class TestCircumstancesAndDeclarations:
+    def test_a_members_circumstances_change_from_the_file_and_reach_the_registry(
+        self, stack: Stack
+    ) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, stack, number=identity_number(serial=731))
+            url = f"{stack.console_url}/households/{household_id}"
+            read = browser.get(url)
+            [head_id] = re.findall(
+                r'<form method="post" action="[^"]+/members/([^"/]+)" class="member"', read.text
+            )
+            form = {
+                "csrf": csrf_of(read),
+                "version": _version(read),
+                "hukou_type": "urban",
+                "labour_capacity": "partial",
+                "employment": "laid_off",
+                "labour_contract_months": "0",
+                "union_member": "yes",
+                "chronic_illness": "on",
+                "disability_grade": "2",
+                "education_stage": "",
+                "boarding": "no",
+            }
+            changed = browser.post(f"{url}/members/{head_id}", data=form)
+            after = browser.get(url)
+            stale = browser.post(f"{url}/members/{head_id}", data={**form, "employment": "retired"})
+            bad = browser.post(
+                f"{url}/members/{head_id}",
+                data={**form, "version": _version(after), "labour_contract_months": "九"},
+            )
+        file = httpx.get(
+            f"{stack.registry_url}/v1/households/{household_id}",
+            headers=bearer(stack.idp.idp.client_token("dept-411302")),
+        ).json()
+        [head] = file["members"]
+
+        assert changed.status_code == 303, changed.text
+        assert "已更新家庭成员情况：张三明" in after.text
+        assert (head["labour_capacity"], head["employment"], head["union_member"]) == (
+            "partial",
+            "laid_off",
+            True,
+        )
+        assert head["health"] == {
+            "major_illness": False,
+            "chronic_illness": True,
+            "disability_grade": 2,
+        }
+        assert head["labour_contract_months"] == 0
+        assert '<option value="laid_off" selected>下岗</option>' in after.text
+        # The page read before the change is stale: a conflict, and the registry keeps 下岗.
+        assert stale.status_code == 409
+        assert "这户档案在您打开之后已被他人修改" in stale.text
+        assert bad.status_code == 422
+        assert "劳动合同期限请填 0 到 600 之间的整数（月）" in bad.text
+
+    def test_declared_income_and_assets_are_recorded_and_listed_with_checks_in_chinese(
+        self, stack: Stack
+    ) -> None:
+        with httpx.Client(follow_redirects=False) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, stack, number=identity_number(serial=741))
+            url = f"{stack.console_url}/households/{household_id}"
+            read = browser.get(url)
+            head_id = re.findall(r'class="member" data-member="([^"]+)"', read.text)[0]
+            base = {"csrf": csrf_of(read), "member_id": head_id}
+            wages = browser.post(
+                f"{url}/declarations",
+                data={
+                    **base,
+                    "version": _version(read),
+                    "item": "wages",
+                    "month": "2026-10",
+                    "amount_yuan": "1,250.50",
+                    "note": "超市理货",
+                },
+            )
+            read = browser.get(url)
+            deposits = browser.post(
+                f"{url}/declarations",
+                data={**base, "version": _version(read), "item": "deposits", "amount_yuan": "3000"},
+            )
+            read = browser.get(url)
+            no_month = browser.post(
+                f"{url}/declarations",
+                data={**base, "version": _version(read), "item": "pension", "amount_yuan": "900"},
+            )
+            bad_amount = browser.post(
+                f"{url}/declarations",
+                data={
+                    **base,
+                    "version": _version(read),
+                    "item": "wages",
+                    "month": "2026-10",
+                    "amount_yuan": "-5",
+                },
+            )
+            after = browser.get(url)
+        declared = httpx.get(
+            f"{stack.registry_url}/v1/households/{household_id}/declarations",
+            headers=bearer(stack.idp.idp.client_token("dept-411302")),
+        ).json()
+
+        assert (wages.status_code, deposits.status_code) == (303, 303), wages.text
+        assert [(d["kind"], d["item"], d["month"], d["amount_fen"]) for d in declared] == [
+            ("income", "wages", "2026-10", 125050),
+            ("asset", "deposits", None, 300000),
+        ]
+        row = "<td>张三明</td><td>工资性收入</td><td>2026-10</td><td>1250.50</td><td>超市理货</td>"
+        assert f'<tr data-item="wages">{row}</tr>' in after.text
+        assert '<tr data-item="deposits"><td>张三明</td><td>存款</td>' in after.text
+        assert no_month.status_code == 422 and "收入须填写所属月份" in no_month.text
+        assert bad_amount.status_code == 422 and "金额请填写元" in bad_amount.text
 
 
 @dataclass

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     false,
     func,
@@ -315,6 +316,23 @@ async def update_verification(session: AsyncSession, verification_id: str, **val
     )
 
 
+async def update_verifications(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Update several verifications in one statement: each row is its `id` and new values,
+    the same columns in every row."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "id"]
+    statement = (
+        update(verification)
+        .where(verification.c.id == bindparam("verification_id"))
+        .values({c: bindparam(f"new_{c}") for c in columns})
+    )
+    await session.execute(
+        statement,
+        [{"verification_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in rows],
+    )
+
+
 async def get_items(session: AsyncSession, verification_id: str) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(verification_item)
@@ -324,10 +342,11 @@ async def get_items(session: AsyncSession, verification_id: str) -> list[dict[st
     return [dict(r) for r in rows.mappings()]
 
 
-async def replace_items(
+async def delete_items(
     session: AsyncSession, verification_id: str, rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Write these items of the verification, replacing earlier answers for the same pairs."""
+    """Delete the verification's items for the (member, department) pairs of `rows`: the
+    earlier answers that these replace."""
     for member_id in {r["member_id"] for r in rows}:
         departments = [r["department"] for r in rows if r["member_id"] == member_id]
         await session.execute(
@@ -337,8 +356,6 @@ async def replace_items(
                 verification_item.c.department.in_(departments),
             )
         )
-    if rows:
-        await session.execute(insert(verification_item), list(rows))
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -527,6 +544,36 @@ async def watch_household(
         )
 
 
+async def watch_households(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`watch_household` for several households at once: each row is a household's id, region
+    and the same other columns; the last row of a household counts."""
+    latest = {r["household_id"]: dict(r) for r in rows}
+    if not latest:
+        return
+    known = set(
+        (
+            await session.execute(
+                select(watched_household.c.household_id).where(
+                    watched_household.c.household_id.in_(latest)
+                )
+            )
+        ).scalars()
+    )
+    await insert_rows(session, watched_household, [r for h, r in latest.items() if h not in known])
+    moved = [r for h, r in latest.items() if h in known]
+    if moved:  # a household that moved is verified in its new region
+        columns = [c for c in moved[0] if c != "household_id"]
+        await session.execute(
+            update(watched_household)
+            .where(watched_household.c.household_id == bindparam("watched_id"))
+            .values({c: bindparam(f"new_{c}") for c in columns}),
+            [
+                {"watched_id": r["household_id"], **{f"new_{c}": r[c] for c in columns}}
+                for r in moved
+            ],
+        )
+
+
 async def due_for_recheck(
     session: AsyncSession, *, before: datetime, limit: int
 ) -> list[dict[str, Any]]:
@@ -542,16 +589,22 @@ async def due_for_recheck(
     return [dict(r) for r in rows.mappings()]
 
 
-async def watch_persons(
-    session: AsyncSession, household_id: str, feed_indexes: Sequence[str]
-) -> None:
+async def watch_persons(session: AsyncSession, feed_indexes: Mapping[str, Sequence[str]]) -> None:
+    """Follow these people (feed indexes by household id) for their households, instead of
+    whoever the households had."""
+    if not feed_indexes:
+        return
     await session.execute(
-        delete(watched_person).where(watched_person.c.household_id == household_id)
+        delete(watched_person).where(watched_person.c.household_id.in_(feed_indexes))
     )
     await insert_rows(
         session,
         watched_person,
-        [{"feed_index": i, "household_id": household_id} for i in sorted(set(feed_indexes))],
+        [
+            {"feed_index": i, "household_id": household_id}
+            for household_id, indexes in feed_indexes.items()
+            for i in sorted(set(indexes))
+        ],
     )
 
 

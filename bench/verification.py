@@ -18,7 +18,8 @@ and the verification service (uvicorn, SQLite files or one PostgreSQL database).
    concurrency limits allow is C / L households per second (each household asks every
    department once; the departments work in parallel). ratio = households/s / that limit
    (goal at least 0.8). For context, a raw client asking the sandbox the same queries with the
-   same per-department limits, no service at all: what this machine can do.
+   same per-department limits, no service at all: what this machine can do. The CPU time each
+   process (/proc) spent over the batch is printed per household.
 
 The last line is `ratio <batch ratio> single_ratio <x> households/s <n>`.
 """
@@ -328,6 +329,12 @@ async def raw_batch(suite: Suite, numbers: list[str]) -> float:
         return len(numbers) / (time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time of a process so far (`/proc/<pid>/stat`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
     """Households per second for a batch of `count` filed, consented households."""
     numbers = [identity(n) for n in range(count)]
@@ -357,6 +364,8 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
             done.set_result((time.perf_counter(), progress))
 
     await nc.subscribe("bangfu.verification.batch.progress.>", cb=on_progress)
+    pids = {name: process.pid for name, process in suite.processes.items()}
+    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     async with httpx.AsyncClient(base_url=suite.url("verification"), timeout=120) as client:
         began = time.perf_counter()
         response = await client.post(
@@ -366,8 +375,13 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
         )
         response.raise_for_status()
         finished, progress = await asyncio.wait_for(done, 3600)
+    used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     await nc.close()
     print(f"  batch: done {progress['done']:,}, failed {progress['failed']:,}")
+    print(
+        "  CPU per household (ms): "
+        + ", ".join(f"{name} {1000 * used[name] / count:.1f}" for name in sorted(used))
+    )
     return count / (finished - began)
 
 

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.console.registry import ApiError
+from services.console.registry import XLSX, ApiError
 from services.console.sessions import Session
 from services.console.web import NotSignedIn, access_token, checked_form, console, render, signed_in
 
@@ -28,6 +28,18 @@ def _writer(request: Request) -> Session:
 @router.get("/imports/ledger")
 async def ledger_form(request: Request) -> Response:
     return render(request, "import.html", _writer(request), report=None, error=None)
+
+
+@router.get("/imports/ledger/template.xlsx")
+async def ledger_template(request: Request) -> Response:
+    """The registry's empty ledger (its columns, drop-down lists and instructions)."""
+    session = _writer(request)
+    content = await console(request).registry.ledger_template(await access_token(request, session))
+    return Response(
+        content,
+        media_type=XLSX,
+        headers={"Content-Disposition": 'attachment; filename="ledger-template.xlsx"'},
+    )
 
 
 @router.post("/imports/ledger")

@@ -224,6 +224,10 @@ class Registry(Api):
         report: dict[str, Any] = response.json()
         return report
 
+    async def ledger_template(self, token: str) -> bytes:
+        """An empty ledger to fill in, with the import's columns and their lists."""
+        return (await self._call("GET", "/v1/imports/ledger/template", token)).content
+
     async def card(self, token: str, household_id: str) -> bytes:
         response = await self._call("GET", f"/v1/households/{household_id}/card.xlsx", token)
         return response.content

@@ -16,6 +16,8 @@ from typing import IO, Any
 from xml.etree.ElementTree import iterparse
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
 from shared.identity import InvalidIdentityNumber, parse_identity_number
@@ -368,6 +370,54 @@ def write_ledger(households: Iterable[Mapping[str, Any]]) -> bytes:
                     member["phone"] or "",
                 ],
             )
+    return _save(book)
+
+
+# The template's drop-down lists: what each of these columns accepts, in the ledger's words.
+_TEMPLATE_CHOICES = {
+    "类别": [k for k in CATEGORIES if k != "意外灾害"],
+    "与户主关系": list(RELATIONS),
+    "户口性质": list(HUKOU),
+    "劳动能力": list(LABOUR),
+    "就业状况": list(EMPLOYMENT),
+}
+_TEMPLATE_NOTES = (
+    ("户编号", "同一户的成员填同一个编号（本台账内自编，如 A001），户主一行填与户主关系「户主」"),
+    ("区县代码", "本区县的 GB/T 2260 六位行政区划代码"),
+    ("致困原因", f"可填多个，用「、」分开：{'、'.join(_CAUSE_LABELS.values())}"),
+    ("身份证号", "18 位，按文本填写（末位可为 X）"),
+    ("手机", "11 位手机号，可不填"),
+    ("必填列", "、".join(REQUIRED)),
+)
+
+
+def ledger_template() -> bytes:
+    """An empty ledger to fill in: the columns `read_ledger` reads, drop-down lists where a
+    column takes one of a list, and a second sheet saying how to fill the rest (only the
+    first sheet is read on import)."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "信息台账"
+    _append(sheet, COLUMNS)
+    for name, choices in _TEMPLATE_CHOICES.items():
+        column = get_column_letter(COLUMNS.index(name) + 1)
+        listed = DataValidation(
+            type="list",
+            formula1=f'"{",".join(choices)}"',
+            allow_blank=True,
+            showErrorMessage=True,
+            errorTitle=name,
+            error=f"请从列表中选择：{'、'.join(choices)}",
+        )
+        listed.add(f"{column}2:{column}{MAX_ROWS + 1}")
+        sheet.add_data_validation(listed)
+    for name in ("户编号", "区县代码", "身份证号", "手机"):  # text, so leading zeros and X stay
+        column = get_column_letter(COLUMNS.index(name) + 1)
+        sheet.column_dimensions[column].number_format = "@"
+    notes = book.create_sheet("填写说明")
+    _append(notes, ["列", "说明"])
+    for row in _TEMPLATE_NOTES:
+        _append(notes, row)
     return _save(book)
 
 

@@ -7,7 +7,7 @@ import io
 import re
 
 import httpx
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from services.registry.spreadsheets import COLUMNS
 from tests.console.conftest import Stack, csrf_of, sign_in
@@ -99,3 +99,17 @@ def test_a_ledger_is_imported_with_its_row_by_row_report_in_chinese(stack: Stack
         assert re.search(r"[\u4e00-\u9fff]", reason)  # said in Chinese
     assert filed.status_code == 200
     assert "吴秀兰" in filed.text and "吴建军" in filed.text
+
+
+def test_the_registrys_template_downloads_from_the_import_page(stack: Stack) -> None:
+    with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        sign_in(browser, stack, "shequ-411302")
+        form = browser.get(f"{stack.console_url}/imports/ledger")
+        template = browser.get(f"{stack.console_url}/imports/ledger/template.xlsx")
+
+    assert 'href="/imports/ledger/template.xlsx"' in form.text
+    assert template.status_code == 200, template.text
+    assert template.headers["content-type"] == XLSX
+    assert "ledger-template.xlsx" in template.headers["content-disposition"]
+    book = load_workbook(io.BytesIO(template.content))
+    assert [c.value for c in book.worksheets[0][1]] == list(COLUMNS)

@@ -95,6 +95,10 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
         "a batch read: the body names 4113 households, which others get as not found",
     ),
     ("POST", "/v1/imports/ledger"): ("report", "a row-by-row report: 4113 rows not imported"),
+    ("GET", "/v1/imports/ledger/template"): (
+        "unconfined",
+        "an empty ledger to fill in: the columns and their lists, no household",
+    ),
     ("POST", "/registry/sync/search"): ("list", "a DCI search: the body names a 4113 household"),
     ("POST", "/registry/sync/txn/status"): ("list", "the status of the owner's DCI search"),
     # Accepted for later (ACK): what follows reaches only the caller's regions, which

@@ -123,6 +123,20 @@ def _member(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get(
+    "/imports/ledger/template",
+    summary="An empty ledger to fill in (.xlsx): the columns the import reads, with drop-down "
+    "lists and a sheet of instructions",
+    response_class=Response,
+)
+async def ledger_template(ctx: Writer) -> Response:
+    return Response(
+        spreadsheets.ledger_template(),
+        media_type=XLSX,
+        headers={"Content-Disposition": 'attachment; filename="ledger-template.xlsx"'},
+    )
+
+
+@router.get(
     "/exports/ledger",
     summary="Export the ledger of a region as .xlsx, a page of households at a time "
     "(numbers masked unless pii:read; the next page is in the Link header)",

@@ -161,6 +161,46 @@ class TestLedgerImport:
         assert report["errors"][0]["reason"] == "无权在该地区建档"
 
 
+class TestLedgerTemplate:
+    async def test_the_template_lists_each_columns_choices_and_imports_once_filled(
+        self, registry: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        refused = await registry.get(
+            "/v1/imports/ledger/template", headers=bearer(token("registry:read"))
+        )
+        answer = await registry.get(
+            "/v1/imports/ledger/template", headers=bearer(token("registry:write"))
+        )
+        assert refused.status_code == 403
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == XLSX
+        book = load_workbook(io.BytesIO(answer.content))
+        sheet = book.worksheets[0]
+        assert [c.value for c in sheet[1]] == list(COLUMNS)
+        assert sheet.max_row == 1  # no example row that an import would file
+        lists = {
+            str(v.sqref).split(":")[0][:-1]: v.formula1
+            for v in sheet.data_validations.dataValidation
+        }
+        column = {name: chr(ord("A") + i) for i, name in enumerate(COLUMNS)}
+        assert lists[column["与户主关系"]] == '"户主,配偶,子女,父母,祖父母,孙子女,兄弟姐妹,其他"'
+        assert lists[column["劳动能力"]] == '"有,部分,无"'
+        assert set(lists) == {
+            column[c] for c in ("类别", "与户主关系", "户口性质", "劳动能力", "就业状况")
+        }
+        assert book.sheetnames == ["信息台账", "填写说明"]
+
+        # Filled in as a county would, instructions sheet and all, it imports.
+        sheet.append(row("A001", 951))
+        sheet.append(row("A001", 952, relation="配偶", name="李强"))
+        buffer = io.BytesIO()
+        book.save(buffer)
+        imported = await upload(registry, token, buffer.getvalue())
+        assert imported.status_code == 200, imported.text
+        assert list(imported.json()["imported"]) == ["A001"]
+        assert imported.json()["errors"] == []
+
+
 class TestLedgerExportAndCard:
     async def test_export_is_masked_region_confined_and_round_trips_rare_names(
         self, registry: httpx.AsyncClient, token: Callable[..., str]

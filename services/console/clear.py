@@ -44,12 +44,13 @@ async def clear_number(request: Request, household_id: str, member_id: str) -> R
         )
     app = console(request)
     try:
-        clear = await app.oidc.clear_view_token(session.tokens)
+        async with app.sessions.renewing(session) as newest:
+            clear = await app.oidc.clear_view_token(newest)
+            # The provider may have rotated the refresh token: the session keeps the new one.
+            session.tokens = replace(newest, refresh_token=clear.refresh_token)
     except SignInFailed as exc:
         app.sessions.drop(session.id)
         raise NotSignedIn() from exc
-    # The provider may have rotated the refresh token: the session keeps the new one only.
-    session.tokens = replace(session.tokens, refresh_token=clear.refresh_token)
     file = await app.registry.household_in_clear(clear.access_token, household_id, purpose=purpose)
     member = next((m for m in file.body["members"] if m["id"] == member_id), None)
     if member is None:

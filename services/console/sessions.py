@@ -13,6 +13,7 @@ changed before the response starts, so the next request, on any replica, sees it
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import hashlib
@@ -20,11 +21,13 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -193,15 +196,18 @@ class SessionStore:
 
     async def load(self, session_id: str) -> Session | None:
         """The stored session, unless it expired or does not decrypt as this id's."""
-        id_hash = _id_hash(session_id)
         async with self._db.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    sa.select(sessions_table.c.state, sessions_table.c.expires_at).where(
-                        sessions_table.c.id_hash == id_hash
-                    )
+            return await self._read(connection, session_id)
+
+    async def _read(self, connection: AsyncConnection, session_id: str) -> Session | None:
+        id_hash = _id_hash(session_id)
+        row = (
+            await connection.execute(
+                sa.select(sessions_table.c.state, sessions_table.c.expires_at).where(
+                    sessions_table.c.id_hash == id_hash
                 )
-            ).one_or_none()
+            )
+        ).one_or_none()
         if row is None or time.time() >= row.expires_at:
             return None
         try:
@@ -210,6 +216,44 @@ class SessionStore:
             )
         except DecryptionError:
             return None
+
+    @contextlib.asynccontextmanager
+    async def renewing(self, session: Session) -> AsyncIterator[Tokens]:
+        """Hold the session's refresh token while it is used: one request at a time, on every
+        replica. The provider rotates the refresh token at each use and ends the whole grant
+        when a used one comes again, so two requests renewing at once would sign the person
+        out. Yields the newest tokens stored (another request may have renewed them while this
+        one waited); the tokens the caller leaves in `session.tokens` are stored before the
+        hold ends, and the request's own write-back keeps them."""
+        assert session.tokens is not None
+        id_hash = _id_hash(session.id)
+        async with self._db.engine.begin() as connection:
+            # A no-op update takes the row's lock (PostgreSQL) or the database's write lock
+            # (SQLite) until the commit: another renewal of this session waits here.
+            locked = await connection.execute(
+                sa.update(sessions_table)
+                .where(sessions_table.c.id_hash == id_hash)
+                .values(expires_at=sessions_table.c.expires_at)
+            )
+            stored = await self._read(connection, session.id) if locked.rowcount else None
+            if stored is not None and stored.tokens is not None:
+                session.tokens = stored.tokens
+            yield session.tokens
+            if stored is None:
+                return  # a session not stored yet (signed in by this request): nobody else has it
+            stored.tokens = session.tokens
+            sealed = encrypt(self._keyring, _state(stored), context=_context(id_hash))
+            await connection.execute(
+                sa.update(sessions_table)
+                .where(sessions_table.c.id_hash == id_hash)
+                .values(state=sealed)
+            )
+        current = _request.get(None)
+        if current is not None and session.id in current.loaded:
+            # What this request loaded, as far as the tokens go, is what is stored now.
+            loaded = json.loads(current.loaded[session.id])
+            loaded["tokens"] = dataclasses.asdict(session.tokens) if session.tokens else None
+            current.loaded[session.id] = json.dumps(loaded, sort_keys=True, ensure_ascii=False)
 
     async def save(self, request: _Request) -> None:
         """Write back the request's new and changed sessions, delete its dropped ones; a new
@@ -229,6 +273,8 @@ class SessionStore:
                 )
             for session, state in changed:
                 id_hash = _id_hash(session.id)
+                if session.id in request.loaded:
+                    state = await self._keeping_renewed_tokens(connection, session, request)
                 sealed = encrypt(self._keyring, state, context=_context(id_hash))
                 insert = (
                     postgresql.insert(sessions_table)
@@ -245,6 +291,20 @@ class SessionStore:
                 await connection.execute(
                     sa.delete(sessions_table).where(sessions_table.c.expires_at <= time.time())
                 )
+
+    async def _keeping_renewed_tokens(
+        self, connection: AsyncConnection, session: Session, request: _Request
+    ) -> str:
+        """The state to write back for a session this request loaded: its own, but with the
+        tokens another request renewed meanwhile when this one left its tokens as loaded (a
+        flash or a new CSRF token must not put back a used refresh token)."""
+        loaded_tokens = json.loads(request.loaded[session.id])["tokens"]
+        mine = dataclasses.asdict(session.tokens) if session.tokens else None
+        if mine == loaded_tokens:
+            stored = await self._read(connection, session.id)
+            if stored is not None and stored.tokens is not None:
+                session.tokens = stored.tokens
+        return _state(session)
 
 
 def _context(id_hash: str) -> str:

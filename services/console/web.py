@@ -110,11 +110,14 @@ async def access_token(request: Request, session: Session) -> str:
     if tokens.access_expires_at - RENEW_BEFORE_SECONDS > time.time():
         return tokens.access_token
     app = console(request)
+    assert session.person is not None
     try:
-        assert session.person is not None
-        session.tokens = await app.oidc.refresh(
-            tokens, scopes=everyday_scopes(session.person.scopes)
-        )
+        async with app.sessions.renewing(session) as newest:
+            if newest.access_expires_at - RENEW_BEFORE_SECONDS > time.time():
+                return newest.access_token  # renewed by another request while this one waited
+            session.tokens = await app.oidc.refresh(
+                newest, scopes=everyday_scopes(session.person.scopes)
+            )
     except SignInFailed as exc:
         app.sessions.drop(session.id)
         raise NotSignedIn() from exc

@@ -6,6 +6,7 @@ A plain HTTP client plays the browser (the browser tests in test_browser.py do i
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -492,6 +493,36 @@ class TestTokens:
         assert "待复核" in home.text
         renewals = short.idp.log.read_text().count("client=bangfu-console grant=refresh_token")
         assert renewals >= 2  # the home page and the list each renewed the token
+
+    def test_requests_renewing_at_once_keep_the_person_signed_in(
+        self,
+        idp_factory: Callable[..., RunningIdp],
+        registry_settings: RegistrySettings,
+        tmp_path: Path,
+    ) -> None:
+        # Every page renews (30-second tokens), and the provider ends the whole grant when a
+        # refresh token it rotated comes back: pages loaded at once (a tab, the status frame,
+        # a form) must take turns with the refresh token, each using the newest.
+        short = for_the_console(idp_factory(access_token_ttl=30))
+        with (
+            running_stack(short, registry_settings, tmp_path) as stack,
+            httpx.Client(follow_redirects=False) as browser,
+        ):
+            sign_in(browser, stack, "jiedao-411302")
+            cookies = {COOKIE: browser.cookies.get(COOKIE, domain="127.0.0.1")}
+
+            def page(_: int) -> int:
+                with httpx.Client(follow_redirects=False, cookies=cookies, timeout=30) as tab:
+                    return tab.get(f"{stack.console_url}/households").status_code
+
+            with concurrent.futures.ThreadPoolExecutor(6) as tabs:
+                answers = list(tabs.map(page, range(12)))
+            after = browser.get(f"{stack.console_url}/")
+
+        assert answers == [200] * 12
+        assert after.status_code == 200 and "jiedao-411302" in after.text
+        log = short.idp.log.read_text()
+        assert "client=bangfu-console grant=refresh_token" in log
 
     def test_a_refused_refresh_token_sends_the_person_to_sign_in_again(
         self,

@@ -9,13 +9,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import jwt
+import jwt.api_jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +25,7 @@ from jwt.algorithms import ECAlgorithm
 
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
+from shared import auth
 from shared.auth import (
     KeysUnavailable,
     Principal,
@@ -693,6 +696,25 @@ class TestForgedTokens:
         assert _signing_key(encryption) is None
 
 
+class _WallClock:
+    """The wall clock shared.auth's cache and PyJWT's expiry check read, set by the test (the
+    key cache's monotonic clock stays real)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+        self.now = now
+        clock = self
+
+        class Datetime(datetime):
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> Datetime:
+                return cls.fromtimestamp(clock.now, tz)
+
+        monkeypatch.setattr(jwt.api_jwt, "datetime", Datetime)
+        monkeypatch.setattr(
+            auth, "time", SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic)
+        )
+
+
 class TestClockSkew:
     @pytest.mark.parametrize(("expired_ago", "accepted"), [(20, True), (40, False)])
     async def test_an_expiry_within_the_leeway_is_accepted(
@@ -708,14 +730,21 @@ class TestClockSkew:
                 await verifier.verify(token)
 
     async def test_a_verified_token_leaves_the_cache_when_its_leeway_ends(
-        self, provider: StandInProvider
+        self, provider: StandInProvider, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # On the real clock a token signed with exp = now was up to a second into its one
+        # second of leeway before the first verify (discovery and JWKS fetches first), which
+        # under load ran past it. The wall clock of the cache and of PyJWT is moved by hand.
+        expires = int(time.time())
+        clock = _WallClock(monkeypatch, now=expires)
         verifier = _discovering(provider, auth_leeway_seconds=1)
-        token = provider.sign(exp=int(time.time()))
+        token = provider.sign(exp=expires)
         await verifier.verify(token)
 
-        await asyncio.sleep(2.1)
+        clock.now = expires + 0.999
+        assert (await verifier.verify(token)).client_id == "svc-test"  # still within the leeway
 
+        clock.now = expires + 1
         with pytest.raises(jwt.ExpiredSignatureError):
             await verifier.verify(token)
 

@@ -24,6 +24,10 @@ const settings = {
   accessTokenTtl: Number(env.BANGFU_IDP_ACCESS_TOKEN_TTL || 600),
   clientsFile: resolve(env.BANGFU_IDP_CLIENTS || fileURLToPath(new URL('./clients.json', import.meta.url))),
   keysFile: resolve(env.BANGFU_IDP_KEYS || '.bangfu/idp-keys.json'),
+  // Behind a TLS-terminating proxy (Kubernetes' Ingress): take the scheme and host of the
+  // endpoints in discovery, and Secure cookies, from its X-Forwarded-Proto and -Host. Only there:
+  // a client reaching the provider directly could set those headers itself.
+  proxy: env.BANGFU_IDP_PROXY === 'true',
 };
 
 const log = (message) => console.log(`${new Date().toISOString()} bangfu-idp ${message}`);
@@ -36,6 +40,7 @@ function build(cookieKeys) {
   const keys = loadOrCreateKeys(settings.keysFile);
   const registrations = readRegistrations(settings.clientsFile);
   const provider = createProvider({ ...settings, keys, registrations, cookieKeys });
+  provider.proxy = settings.proxy;
   provider.on('server_error', (_ctx, error) => log(`server error: ${error.stack}`));
   // The detail says why (a wrong secret, a grant type the client may not use); never a secret.
   provider.on('grant.error', (ctx, error) => log(

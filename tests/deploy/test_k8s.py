@@ -37,6 +37,25 @@ def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, A
     return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
 
 
+def published_hosts(documents: list[dict[str, Any]]) -> dict[str, str]:
+    """Service name -> the host the Ingresses route to it, each over TLS to the Service's port."""
+    services = by_kind(documents, "Service")
+    hosts: dict[str, str] = {}
+    for ingress in by_kind(documents, "Ingress").values():
+        assert "defaultBackend" not in ingress["spec"]
+        covered = {
+            host for tls in ingress["spec"]["tls"] if tls["secretName"] for host in tls["hosts"]
+        }
+        for rule in ingress["spec"]["rules"]:
+            assert rule["host"] in covered, f"{rule['host']} is not served over TLS"
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                (port,) = services[backend["name"]]["spec"]["ports"]
+                assert backend["port"] in ({"name": port["name"]}, {"number": port["port"]})
+                assert hosts.setdefault(backend["name"], rule["host"]) == rule["host"]
+    return hosts
+
+
 def validate(documents: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(documents))
@@ -296,10 +315,11 @@ def test_the_identity_provider_runs_beside_the_services_under_the_one_issuer(
     assert sorted(set(environment) - idp_variables()) == []
     issuer = environment["BANGFU_IDP_ISSUER"]
     settings = by_kind(manifests, "ConfigMap")["bangfu-config"]["data"]
-    assert issuer == settings["BANGFU_AUTH_ISSUER"] == "http://idp:8180"
-    # The issuer's host and port are the provider's Service.
-    (port,) = by_kind(manifests, "Service")["idp"]["spec"]["ports"]
-    assert issuer == f"http://idp:{port['port']}"
+    assert issuer == settings["BANGFU_AUTH_ISSUER"]
+    # The issuer is the provider's public name: the Ingress's host for the provider's Service.
+    assert issuer == f"https://{published_hosts(manifests)['idp']}"
+    # TLS ends at the Ingress: discovery must name https endpoints all the same.
+    assert environment["BANGFU_IDP_PROXY"] == "true"
     assert "BANGFU_AUTH_JWKS_URL" not in settings  # the JWKS is found through discovery
     assert container["readinessProbe"]["httpGet"]["path"] == DISCOVERY
     # One replica: a person's login must finish in the process that started it.
@@ -367,3 +387,92 @@ def test_the_console_runs_replicated_on_the_shared_sessions_table(
         "BANGFU_CONSOLE_ENCRYPTION_KEYS",
         "BANGFU_CONSOLE_BLIND_INDEX_KEY",
     } <= from_secrets
+
+
+def test_browsers_reach_only_the_console_and_the_provider_and_only_over_tls(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """The Ingress routes one host to the console's Service and one to the provider's, both
+    covered by its TLS Secret; every Service stays inside the cluster (ClusterIP)."""
+    hosts = published_hosts(manifests)
+    assert sorted(hosts) == ["console", "idp"]
+    assert hosts["console"] != hosts["idp"]
+    (ingress,) = by_kind(manifests, "Ingress").values()
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"] == "bangfu-tls" and sorted(tls["hosts"]) == sorted(hosts.values())
+    for name, service in by_kind(manifests, "Service").items():
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", name
+
+
+def test_the_console_and_every_process_use_the_public_https_names(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Browsers must see the console at its public URL (https: Secure, __Host- cookies) and the
+    provider at the issuer; the pods check tokens against that same issuer."""
+    hosts = published_hosts(manifests)
+    (container,) = by_kind(manifests, "Deployment")["console"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["BANGFU_CONSOLE_PUBLIC_URL"] == f"https://{hosts['console']}"
+    settings = by_kind(manifests, "ConfigMap")["bangfu-config"]["data"]
+    assert settings["BANGFU_AUTH_ISSUER"] == f"https://{hosts['idp']}"
+    for document in manifests:
+        if document["kind"] in ("Deployment", "Job"):
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                named = {item["name"] for item in container.get("env", [])}
+                assert not named & {"BANGFU_AUTH_ISSUER", "BANGFU_AUTH_JWKS_URL"}, document
+
+
+def test_the_checks_catch_a_service_published_or_a_host_without_tls(
+    manifests: list[dict[str, Any]],
+) -> None:
+    published = copy.deepcopy(manifests)
+    (ingress,) = by_kind(published, "Ingress").values()
+    rule = copy.deepcopy(ingress["spec"]["rules"][0])
+    rule["http"]["paths"][0]["backend"]["service"] = {"name": "registry", "port": {"number": 8101}}
+    ingress["spec"]["rules"].append(rule)
+    assert sorted(published_hosts(published)) == ["console", "idp", "registry"]
+    rule["host"] = "registry.example.gov.cn"
+    with pytest.raises(AssertionError, match="not served over TLS"):
+        published_hosts(published)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_publishes_the_hosts_of_its_public_yaml(overlay: str) -> None:
+    public = yaml.safe_load((K8S / "overlays" / overlay / "public.yaml").read_text())["data"]
+    assert published_hosts(render(K8S / "overlays" / overlay)) == {
+        "console": public["console-host"],
+        "idp": public["idp-host"],
+    }
+
+
+def test_an_overlay_sets_the_public_names_in_one_place(tmp_path: Path) -> None:
+    """components/public copies the overlay's two host names to the Ingress, the console's
+    public URL and both issuers; nothing keeps the base's placeholders."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "base", tmp_path), "public.yaml"],
+                "components": [os.path.relpath(K8S / "components" / "public", tmp_path)],
+            }
+        )
+    )
+    public = yaml.safe_load((K8S / "overlays" / "production" / "public.yaml").read_text())
+    public["data"] = {"console-host": "console.county.test", "idp-host": "login.county.test"}
+    (tmp_path / "public.yaml").write_text(yaml.safe_dump(public))
+
+    documents = render(tmp_path)
+
+    assert published_hosts(documents) == {
+        "console": "console.county.test",
+        "idp": "login.county.test",
+    }
+    idp = by_kind(documents, "Deployment")["idp"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "BANGFU_IDP_ISSUER", "value": "https://login.county.test"} in idp["env"]
+    assert "bangfu-public" not in by_kind(documents, "ConfigMap")  # local to the build
+    rendered = yaml.safe_dump_all(documents)
+    assert "bangfu.example.gov.cn" not in rendered
+    test_the_console_and_every_process_use_the_public_https_names(documents)

@@ -53,6 +53,27 @@ class TestDiscovery:
         assert config["code_challenge_methods_supported"] == ["S256"]
         assert config["response_types_supported"] == ["code"]
 
+    def test_behind_a_proxy_the_endpoints_take_its_forwarded_scheme_and_host(
+        self,
+        idp: RunningIdp,
+        idp_factory: Callable[..., RunningIdp],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """BANGFU_IDP_PROXY=true (Kubernetes' Ingress ends TLS): discovery names the https
+        endpoints browsers and pods reach; without it a client's X-Forwarded-* change nothing."""
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "idp.county.test"}
+        discovery = "/.well-known/openid-configuration"
+        direct = httpx.get(f"{idp.issuer}{discovery}", headers=forwarded).json()
+        assert direct["token_endpoint"] == f"{idp.issuer}/token"
+
+        monkeypatch.setenv("BANGFU_IDP_PROXY", "true")
+        proxied = idp_factory()
+        config = httpx.get(f"{proxied.issuer}{discovery}", headers=forwarded).json()
+
+        assert config["token_endpoint"] == "https://idp.county.test/token"
+        assert config["authorization_endpoint"] == "https://idp.county.test/auth"
+        assert config["jwks_uri"] == "https://idp.county.test/jwks"
+
     def test_the_jwks_publishes_public_es256_keys_only(self, idp: RunningIdp) -> None:
         (key,) = idp.jwks()["keys"]
         assert key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256"

@@ -32,8 +32,8 @@ which is CLOCK_MONOTONIC on Linux and so comparable between the two processes.
    committed and `message.ack()` was handed to the NATS client (a fire-and-forget publish, as
    in the baseline). The event data also carries the wall-clock time before the commit, for
    anyone reading the stream. The same interval is split at two more points: when the relay
-   got the stream's PubAck (its `js.publish` returned, seen through a timing proxy) and when
-   the runner's `handle()` was called. The consumer may receive a message before the busy
+   got the stream's PubAck (its `publish_async` future done, seen through a timing proxy) and
+   when the runner's `handle()` was called. The consumer may receive a message before the busy
    producer loop has processed its PubAck, so the middle part can be slightly negative.
 
 Each throughput line also gives the CPU time (user + system, all threads) per event of the
@@ -511,9 +511,14 @@ class TimedJetStream:
         self._js = js
         self.published_at: dict[str, float] = {}
 
-    async def publish(self, subject: str, payload: bytes, **options: Any) -> Any:
-        ack = await self._js.publish(subject, payload, **options)
-        self.published_at[options["headers"]["Nats-Msg-Id"]] = time.perf_counter()
+    async def publish_async(self, subject: str, payload: bytes, **options: Any) -> Any:
+        ack = await self._js.publish_async(subject, payload, **options)
+        event_id = options["headers"]["Nats-Msg-Id"]
+
+        def acknowledged(_: Any) -> None:
+            self.published_at[event_id] = time.perf_counter()
+
+        ack.add_done_callback(acknowledged)
         return ack
 
     def __getattr__(self, name: str) -> Any:

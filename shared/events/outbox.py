@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 
 import structlog
 from nats.js.client import JetStreamContext
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -209,46 +208,65 @@ class OutboxRelay:
         )
 
     async def _publish(self, rows: Sequence[Any]) -> list[int]:
-        """Publish aggregates concurrently, each one's events in order, stopping at a failure."""
-
-        async def publish_chain(chain: list[Any]) -> list[int]:
-            done: list[int] = []
-            for row in chain:
-                # The header carries this publish's span; the event body keeps its origin's.
-                with span(
-                    f"publish {row.nats_subject}",
-                    kind=SpanKind.PRODUCER,
-                    parent=row.traceparent,
-                    attributes={
-                        "messaging.system": "nats",
-                        "messaging.destination.name": row.nats_subject,
-                        "messaging.message.id": row.event_id,
-                    },
-                ) as (publish_span, traceparent):
-                    headers = {
-                        "Nats-Msg-Id": row.event_id,
-                        "Content-Type": CONTENT_TYPE,
-                        "traceparent": traceparent,
-                    }
-                    try:
-                        await self._js.publish(
-                            row.nats_subject,
-                            row.body.encode(),
-                            headers=headers,
-                            timeout=self._publish_timeout,
-                        )
-                    except Exception as exc:  # noqa: BLE001 - any failure: retry next pass
-                        publish_span.set_status(StatusCode.ERROR, repr(exc))
-                        log.warning("outbox.publish_failed", event_id=row.event_id, error=repr(exc))
-                        break
-                done.append(row.position)
-            return done
-
+        """Publish aggregates concurrently, each one's events in order, stopping at a failure:
+        the next event of every aggregate at once, an aggregate's following one after its ack."""
         chains: dict[str, list[Any]] = {}
         for row in rows:
             chains.setdefault(row.aggregate, []).append(row)
-        results = await asyncio.gather(*(publish_chain(c) for c in chains.values()))
-        return list(itertools.chain.from_iterable(results))
+        waiting = [list(reversed(chain)) for chain in chains.values()]
+        published: list[int] = []
+        while waiting:
+            heads = [chain.pop() for chain in waiting]
+            acked = await self._publish_together(heads)
+            published += [row.position for row, ok in zip(heads, acked, strict=True) if ok]
+            waiting = [chain for chain, ok in zip(waiting, acked, strict=True) if ok and chain]
+        return published
+
+    async def _publish_together(self, rows: list[Any]) -> list[bool]:
+        """Publish the rows at once and await their PubAcks together; whether each was acked.
+
+        `publish_async` and one wait, not a `publish` each in a task: on a loop busy with
+        writers, each task and timer costs turns of the loop, each as long as their work.
+        """
+        with contextlib.ExitStack() as spans:
+            sent: list[tuple[Any, Span, asyncio.Future[Any] | BaseException]] = []
+            for row in rows:
+                # The header carries this publish's span; the event body keeps its origin's.
+                publish_span, traceparent = spans.enter_context(
+                    span(
+                        f"publish {row.nats_subject}",
+                        kind=SpanKind.PRODUCER,
+                        parent=row.traceparent,
+                        attributes={
+                            "messaging.system": "nats",
+                            "messaging.destination.name": row.nats_subject,
+                            "messaging.message.id": row.event_id,
+                        },
+                    )
+                )
+                headers = {
+                    "Nats-Msg-Id": row.event_id,
+                    "Content-Type": CONTENT_TYPE,
+                    "traceparent": traceparent,
+                }
+                try:
+                    ack: asyncio.Future[Any] | BaseException = await self._js.publish_async(
+                        row.nats_subject, row.body.encode(), headers=headers
+                    )
+                except Exception as exc:  # noqa: BLE001 - any failure: retry next pass
+                    ack = exc
+                sent.append((row, publish_span, ack))
+            futures = [ack for _, _, ack in sent if isinstance(ack, asyncio.Future)]
+            if futures:
+                await asyncio.wait(futures, timeout=self._publish_timeout)
+            acked: list[bool] = []
+            for row, publish_span, ack in sent:
+                error = ack if isinstance(ack, BaseException) else _failure(ack)
+                if error is not None:
+                    publish_span.set_status(StatusCode.ERROR, repr(error))
+                    log.warning("outbox.publish_failed", event_id=row.event_id, error=repr(error))
+                acked.append(error is None)
+            return acked
 
     async def _run(self) -> None:
         last_housekeeping = 0.0
@@ -321,6 +339,16 @@ def _claim_statement(batch_size: int) -> Update:
         .values(sent_at=bindparam("now"))
         .returning(*_RELAYED)
     )
+
+
+def _failure(ack: asyncio.Future[Any]) -> BaseException | None:
+    """Why a publish has no PubAck (none in time: it is given up), or None."""
+    if not ack.done():
+        ack.cancel()
+        return TimeoutError("no PubAck in time")
+    if ack.cancelled():  # by the client, closing
+        return asyncio.CancelledError()
+    return ack.exception()
 
 
 async def _mark_sent(session: AsyncSession, positions: list[int]) -> None:

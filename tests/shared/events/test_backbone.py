@@ -167,13 +167,15 @@ class TestOutboxAndRelay:
         info = await js.stream_info(STREAM)
         assert info.state.messages == 1
 
+    @pytest.mark.parametrize("failure", ["error", "no ack in time"])
     async def test_a_failed_publish_leaves_its_event_and_its_aggregates_later_ones_unsent(
-        self, database: Database, js: JetStreamContext
+        self, database: Database, js: JetStreamContext, failure: str
     ) -> None:
         failing = [sample_event("h-fails", sequence) for sequence in (1, 2, 3)]
         await write_events(database, [failing[0], sample_event("h-fine", 1)])
         await write_events(database, [failing[1], failing[2], sample_event("h-fine", 2)])
-        relay = OutboxRelay(database, FailsOnce(js, failing[1].id))  # type: ignore[arg-type]
+        failing_js = FailsOnce(js, failing[1].id, never_acked=failure == "no ack in time")
+        relay = OutboxRelay(database, failing_js, publish_timeout=0.2)  # type: ignore[arg-type]
         assert await relay.relay_once() == 3  # h-fails 1 and both of h-fine
         async with database.sessionmaker() as session:
             unsent = await session.execute(
@@ -310,18 +312,22 @@ async def _sequences_in_stream(js: JetStreamContext, aggregate: str) -> list[int
 
 
 class FailsOnce:
-    """A JetStream context whose first publish of one event fails, as on a PubAck timeout."""
+    """A JetStream context whose first publish of one event fails or is never acknowledged."""
 
-    def __init__(self, js: JetStreamContext, event_id: str):
+    def __init__(self, js: JetStreamContext, event_id: str, *, never_acked: bool = False):
         self._js = js
         self._event_id = event_id
+        self._never_acked = never_acked  # else an error comes back
         self._failed = False
 
-    async def publish(self, subject: str, payload: bytes, **options: Any) -> Any:
+    async def publish_async(self, subject: str, payload: bytes, **options: Any) -> Any:
         if options["headers"]["Nats-Msg-Id"] == self._event_id and not self._failed:
             self._failed = True
-            raise nats.errors.TimeoutError
-        return await self._js.publish(subject, payload, **options)
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if not self._never_acked:
+                failed.set_exception(nats.js.errors.APIError(description="stream unavailable"))
+            return failed
+        return await self._js.publish_async(subject, payload, **options)
 
 
 async def _no_pending(js: JetStreamContext) -> bool:

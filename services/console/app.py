@@ -75,6 +75,7 @@ def templates() -> Jinja2Templates:
         EMPLOYMENT=labels.EMPLOYMENT,
         EDUCATION=labels.EDUCATION,
         DECLARED_ITEM=labels.DECLARED_ITEM,
+        CONSENT_STATE=labels.CONSENT_STATE,
         PLAN_GROUP=labels.PLAN_GROUP,
         PLAN_STATUS=labels.PLAN_STATUS,
         SEX=labels.SEX,

@@ -60,6 +60,21 @@ async def record_consents(request: Request, household_id: str) -> Response:
     return await _file_action(request, household_id, record)
 
 
+@router.post("/households/{household_id}/consents/{consent_id}/revoke")
+async def revoke_consent(request: Request, household_id: str, consent_id: str) -> Response:
+    """撤回授权: a member withdraws a consent (the reason is kept); no query uses it after."""
+    verification = console(request).verification
+
+    async def revoke(registry: Registry, token: str, form: FormData) -> str:
+        reason = _text(form, "reason")
+        if not reason:
+            raise _refused("撤回授权必须填写理由（如本人书面撤回）。")
+        revoked = await verification.revoke_consent(token, _checked_id(consent_id), reason=reason)
+        return f"已撤回 {revoked['signed_by']} 的核对授权书（{revoked['document_ref']}）"
+
+    return await _file_action(request, household_id, revoke)
+
+
 def _refused(message: str, *errors: labels.FieldError) -> ApiError:
     return ApiError(422, labels.Said(message, tuple(errors)))
 

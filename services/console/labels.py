@@ -120,6 +120,12 @@ EDUCATION = {
     "secondary_vocational": "中职",
     "college": "大学（含高职）",
 }
+CONSENT_STATE = {
+    "valid": "有效",
+    "not_yet_valid": "尚未生效",
+    "expired": "已过期",
+    "revoked": "已撤回",
+}
 # 家庭收入、财产申报: each item and whether it is an income (per month) or an asset.
 DECLARED_ITEM = {
     "wages": ("income", "工资性收入"),

@@ -293,6 +293,11 @@ async def _file_page(
     incomes = await registry.incomes(token, household_id) if recorded else []
     report, newest = await latest_report(console(request).verification, token, file.body)
     declarations = await registry.declarations(token, household_id)
+    consents = (
+        await console(request).verification.household_consents(token, household_id)
+        if session.person is not None and "verification:request" in session.person.scopes
+        else None
+    )
     return render(
         request,
         "household.html",
@@ -304,6 +309,7 @@ async def _file_page(
         visits=list(reversed(visits)),
         incomes=list(reversed(incomes)),
         declarations=declarations,
+        consents=consents,
         today=date.today().isoformat(),
         report=report,
         newest=newest,

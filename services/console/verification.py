@@ -21,6 +21,22 @@ class Verification(Api):
         consent: dict[str, Any] = response.json()
         return consent
 
+    async def household_consents(self, token: str, household_id: str) -> list[dict[str, Any]]:
+        """The consents recorded for the household's members (numbers masked), with their state."""
+        response = await self._call(
+            "POST", "/v1/consents/search", token, json={"household_id": household_id}
+        )
+        consents: list[dict[str, Any]] = response.json()
+        return consents
+
+    async def revoke_consent(self, token: str, consent_id: str, *, reason: str) -> dict[str, Any]:
+        """撤回授权: the consent ends today; queries made under it before stay lawful."""
+        response = await self._call(
+            "POST", f"/v1/consents/{consent_id}/revoke", token, json={"reason": reason}
+        )
+        revoked: dict[str, Any] = response.json()
+        return revoked
+
     async def request(self, token: str, household_id: str, *, purpose: str) -> dict[str, Any]:
         """Ask the departments about a filed household (202: the report follows)."""
         body = {"household_id": household_id, "purpose": purpose}

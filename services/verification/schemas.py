@@ -56,7 +56,16 @@ class ConsentIn(_In):
 
 
 class ConsentSearch(_In):
-    identity_number: str = Field(min_length=1, max_length=40)
+    """A person's consents by their number, or the consents recorded for a household."""
+
+    identity_number: str | None = Field(None, min_length=1, max_length=40)
+    household_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_search(self) -> ConsentSearch:
+        if (self.identity_number is None) == (self.household_id is None):
+            raise ValueError("give either identity_number or household_id, not both or neither")
+        return self
 
 
 class RevokeIn(_In):

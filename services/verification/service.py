@@ -217,6 +217,26 @@ async def find_consents(
     ]
 
 
+async def household_consents(
+    uow: UnitOfWork, ctx: Context, *, household_id: str
+) -> list[dict[str, Any]]:
+    """The consents recorded for a household's members, inside the caller's regions, each in
+    the state its person's revocations leave it (a revocation may end the person's others)."""
+    recorded = await store.consents_of_household(uow.session, household_id)
+    people = sorted({r["person_index"] for r in recorded})
+    by_person: dict[str, list[dict[str, Any]]] = {}
+    for row in await store.consents_of(uow.session, people):
+        by_person.setdefault(row["person_index"], []).append(row)
+    states: dict[str, Consent] = {}
+    for rows in by_person.values():
+        states |= _by_id(rows)
+    return [
+        view(r, states[r["id"]], today=ctx.today)
+        for r in recorded
+        if ctx.principal.covers(r["region"])
+    ]
+
+
 async def revoke_consent(
     uow: UnitOfWork, ctx: Context, consent_id: str, *, reason: str, revoked_on: date | None
 ) -> dict[str, Any]:

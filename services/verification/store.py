@@ -40,7 +40,7 @@ consent = Table(
     Column("person_index", String(128), nullable=False, index=True),
     Column("identity_masked", String(18), nullable=False),
     Column("region", String(6), nullable=False),
-    Column("household_id", String(36)),
+    Column("household_id", String(36), index=True),
     Column("signed_by", String(50), nullable=False),
     Column("signed_on", Date, nullable=False),
     Column("expires_on", Date, nullable=False),
@@ -71,6 +71,15 @@ async def consents_of(session: AsyncSession, person_indexes: Sequence[str]) -> l
     rows = await session.execute(
         select(consent)
         .where(consent.c.person_index.in_(person_indexes))
+        .order_by(consent.c.signed_on, consent.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def consents_of_household(session: AsyncSession, household_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(consent)
+        .where(consent.c.household_id == household_id)
         .order_by(consent.c.signed_on, consent.c.id)
     )
     return [dict(r) for r in rows.mappings()]

@@ -285,6 +285,40 @@ class TestConsent:
         assert "打印核对报告" in done.text
         assert "家庭经济状况核对报告" in printed.text
 
+    def test_the_files_consents_are_listed_and_one_is_withdrawn_with_a_reason(
+        self, checked: dict[str, str], console_idp: ConsoleIdp
+    ) -> None:
+        head = identity_number(serial=605)
+        console_url = checked["console"]
+        stack = Stack(console_url, checked["registry"], console_idp)
+        with httpx.Client(follow_redirects=False, timeout=30) as browser:
+            sign_in(browser, stack, "shequ-411302")
+            household_id = _file(browser, console_url, head)
+            url = f"{console_url}/households/{household_id}"
+            page = browser.get(url)
+            recorded = _request_verification(browser, url, page, head, "授权-2026-605")
+            listed = browser.get(url)
+            consent_id = re.findall(r'<tr data-consent="([^"]+)">', listed.text)
+            revoke = f"{url}/consents/{consent_id[0]}/revoke"
+            no_reason = browser.post(revoke, data={"csrf": csrf_of(listed)})
+            withdrawn = browser.post(
+                revoke, data={"csrf": csrf_of(listed), "reason": "本人书面撤回"}
+            )
+            after = browser.get(url)
+
+        assert "已录入的核对授权书" not in page.text  # none yet
+        assert recorded.status_code == 303, recorded.text
+        assert len(consent_id) == 1
+        row = listed.text.split(f'<tr data-consent="{consent_id[0]}">', 1)[1].split("</tr>", 1)[0]
+        assert "授权-2026-605" in row and mask_identity_number(head) in row and head not in row
+        assert '<td class="consent-state">有效</td>' in row
+        assert no_reason.status_code == 422 and "撤回授权必须填写理由" in no_reason.text
+        assert withdrawn.status_code == 303, withdrawn.text
+        assert "已撤回 张三明 的核对授权书（授权-2026-605）" in after.text
+        row = after.text.split(f'<tr data-consent="{consent_id[0]}">', 1)[1].split("</tr>", 1)[0]
+        assert "已撤回（本人书面撤回）" in row
+        assert "revoke-consent" not in row  # nothing left to withdraw
+
     def test_a_person_without_the_scope_sees_no_consent_form(
         self, checked: dict[str, str], console_idp: ConsoleIdp
     ) -> None:

@@ -44,9 +44,15 @@ async def record_consent(
 @router.post(
     "/consents/search",
     response_model=list[ConsentOut],
-    summary="A person's consents (the number travels in the body, not the URL)",
+    summary="A person's consents (the number travels in the body, not the URL), or those "
+    "recorded for a household's members",
 )
 async def find_consents(body: ConsentSearch, uow: UnitOfWorkDep, ctx: Caller) -> JSONResponse:
+    if body.household_id is not None:
+        return json_response(
+            await service.household_consents(uow, ctx, household_id=body.household_id)
+        )
+    assert body.identity_number is not None  # the schema takes exactly one of the two
     return json_response(
         await service.find_consents(uow, ctx, identity_number=body.identity_number)
     )

@@ -403,3 +403,48 @@ class TestTheRegistrysPurposeHeader:
 
         assert len(quote(sent)) <= REGISTRY_PURPOSE_MAX
         assert sent.endswith("…") and sent[:-1] == f"核对: {purpose}"[: len(sent) - 1]
+
+
+class TestAHouseholdsConsents:
+    async def test_are_listed_with_their_state_only_inside_the_callers_regions(
+        self,
+        verification: httpx.AsyncClient,
+        registry_server: str,
+        token: Callable[..., str],
+    ) -> None:
+        head, spouse = identity_number(serial=521), identity_number(serial=522)
+        household_id = await file_in(registry_server, token, "411302", head)
+        mine = auth(token, ["4113"])
+        first = await consent_for(verification, mine, head, household_id=household_id)
+        second = await consent_for(
+            verification, mine, spouse, household_id=household_id, document_ref="宛城授权-配偶"
+        )
+        await consent_for(verification, mine, identity_number(serial=523))  # no household
+        revoked = await verification.post(
+            f"/v1/consents/{second['id']}/revoke", json={"reason": "本人撤回"}, headers=mine
+        )
+        assert revoked.status_code == 200, revoked.text
+
+        def search(headers: dict[str, str]) -> Any:
+            return verification.post(
+                "/v1/consents/search", json={"household_id": household_id}, headers=headers
+            )
+
+        listed = await search(mine)
+        elsewhere = await search(auth(token, ["4201"]))
+        nowhere = await search(bearer(token("verification:request", regions=[])))
+        both = await verification.post(
+            "/v1/consents/search",
+            json={"household_id": household_id, "identity_number": head},
+            headers=mine,
+        )
+
+        assert listed.status_code == 200, listed.text
+        assert [(c["id"], c["state"]) for c in listed.json()] == [
+            (first["id"], "valid"),
+            (second["id"], "revoked"),
+        ]
+        assert all(head not in json.dumps(c) and spouse not in json.dumps(c) for c in listed.json())
+        assert (elsewhere.status_code, elsewhere.json()) == (200, [])
+        assert (nowhere.status_code, nowhere.json()) == (200, [])
+        assert both.status_code == 422

@@ -18,7 +18,7 @@ from services.console import labels
 from services.console.queues import county_queues
 from services.console.registry import ApiError, File, Registry
 from services.console.sessions import Person, Session
-from services.console.verification import latest_report
+from services.console.verification import consents_on_file, latest_report
 from services.console.web import (
     FormRejected,
     NotSignedIn,
@@ -293,10 +293,11 @@ async def _file_page(
     incomes = await registry.incomes(token, household_id) if recorded else []
     report, newest = await latest_report(console(request).verification, token, file.body)
     declarations = await registry.declarations(token, household_id)
+    may_check = session.person is not None and "verification:request" in session.person.scopes
     consents = (
-        await console(request).verification.household_consents(token, household_id)
-        if session.person is not None and "verification:request" in session.person.scopes
-        else None
+        await consents_on_file(console(request).verification, token, household_id)
+        if may_check
+        else []
     )
     return render(
         request,

@@ -159,6 +159,14 @@ class Registry(Api):
         notice: dict[str, Any] = response.json()
         return notice
 
+    async def _edit(self, method: str, path: str, token: str, version: str, **sent: Any) -> File:
+        """A change to a file with the version the person's page was read at (If-Match): a
+        file changed in between is refused (412), never overwritten."""
+        response = await self._call(
+            method, path, token, headers={"If-Match": f'"{version}"'}, **sent
+        )
+        return File(response.json(), _version(response.headers.get("ETag")))
+
     async def file(self, token: str, body: dict[str, Any], *, idempotency_key: str) -> File:
         response = await self._call(
             "POST",
@@ -180,26 +188,24 @@ class Registry(Api):
         exit_kind: str | None = None,
     ) -> File:
         body = {"comment": comment, "exit_kind": exit_kind}
-        response = await self._call(
+        return await self._edit(
             "POST",
             f"/v1/households/{household_id}/steps/{step}",
             token,
+            version,
             json={k: v for k, v in body.items() if v},
-            headers={"If-Match": f'"{version}"'},
         )
-        return File(response.json(), _version(response.headers.get("ETag")))
 
     async def set_plan(
         self, token: str, household_id: str, measures: list[dict[str, Any]], *, version: str
     ) -> File:
-        response = await self._call(
+        return await self._edit(
             "PUT",
             f"/v1/households/{household_id}/plan",
             token,
+            version,
             json={"measures": measures},
-            headers={"If-Match": f'"{version}"'},
         )
-        return File(response.json(), _version(response.headers.get("ETag")))
 
     async def assign_helper(self, token: str, household_id: str, body: dict[str, Any]) -> None:
         await self._call("PUT", f"/v1/households/{household_id}/helper", token, json=body)
@@ -251,14 +257,9 @@ class Registry(Api):
     async def add_member(
         self, token: str, household_id: str, member: dict[str, Any], *, version: str
     ) -> File:
-        response = await self._call(
-            "POST",
-            f"/v1/households/{household_id}/members",
-            token,
-            json=member,
-            headers={"If-Match": f'"{version}"'},
+        return await self._edit(
+            "POST", f"/v1/households/{household_id}/members", token, version, json=member
         )
-        return File(response.json(), _version(response.headers.get("ETag")))
 
     async def update_member(
         self,
@@ -270,27 +271,25 @@ class Registry(Api):
         version: str,
     ) -> File:
         """Change a member's circumstances (labour capacity, employment, health, ...)."""
-        response = await self._call(
+        return await self._edit(
             "PATCH",
             f"/v1/households/{household_id}/members/{member_id}",
             token,
+            version,
             json=changes,
-            headers={"If-Match": f'"{version}"'},
         )
-        return File(response.json(), _version(response.headers.get("ETag")))
 
     async def declare(
         self, token: str, household_id: str, items: list[dict[str, Any]], *, version: str
     ) -> File:
         """Declared income and assets (家庭收入、财产申报), added to those on file."""
-        response = await self._call(
+        return await self._edit(
             "POST",
             f"/v1/households/{household_id}/declarations",
             token,
+            version,
             json={"items": items},
-            headers={"If-Match": f'"{version}"'},
         )
-        return File(response.json(), _version(response.headers.get("ETag")))
 
     async def declarations(self, token: str, household_id: str) -> list[dict[str, Any]]:
         response = await self._call("GET", f"/v1/households/{household_id}/declarations", token)
@@ -300,11 +299,10 @@ class Registry(Api):
     async def remove_member(
         self, token: str, household_id: str, member_id: str, *, reason: str, version: str
     ) -> File:
-        response = await self._call(
+        return await self._edit(
             "DELETE",
             f"/v1/households/{household_id}/members/{member_id}",
             token,
+            version,
             params={"reason": reason},
-            headers={"If-Match": f'"{version}"'},
         )
-        return File(response.json(), _version(response.headers.get("ETag")))

@@ -130,3 +130,14 @@ async def latest_report(
     except ApiError:
         return None, None
     return (report_view(body, household) if body else None), newest
+
+
+async def consents_on_file(
+    verification: Verification, token: str, household_id: str
+) -> list[dict[str, Any]] | None:
+    """The household's consents, or None when the verification service does not answer: the
+    file never fails for their sake (the page says they cannot be shown)."""
+    try:
+        return await verification.household_consents(token, household_id)
+    except ApiError:
+        return None

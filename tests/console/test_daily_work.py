@@ -252,6 +252,9 @@ class TestCircumstancesAndDeclarations:
 
         assert changed.status_code == 303, changed.text
         assert "已更新家庭成员情况：张三明" in after.text
+        # This stack runs no verification service: the file still shows, and says what it lacks.
+        assert after.status_code == 200
+        assert 'id="consents-unavailable"' in after.text
         assert (head["labour_capacity"], head["employment"], head["union_member"]) == (
             "partial",
             "laid_off",

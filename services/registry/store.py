@@ -566,7 +566,6 @@ class HouseholdFilter:
     """Which households a list or count takes, always within `regions`."""
 
     regions: Sequence[str]
-    region_prefix: str | None = None
     status: str | None = None
     category: str | None = None
     cause: str | None = None
@@ -583,8 +582,6 @@ class HouseholdFilter:
 
     def conditions(self) -> list[ColumnElement[bool]]:
         where = [region_condition(household.c.region, self.regions)]
-        if self.region_prefix:
-            where.append(region_condition(household.c.region, [self.region_prefix]))
         if self.status:
             where.append(household.c.status == self.status)
         if self.category:
@@ -638,16 +635,6 @@ async def count_matching(session: AsyncSession, matching: HouseholdFilter) -> in
     """How many households the filter takes."""
     count = await session.execute(
         select(func.count()).select_from(household).where(*matching.conditions())
-    )
-    return int(count.scalar_one())
-
-
-async def count_households(session: AsyncSession, *, regions: Sequence[str], status: str) -> int:
-    """How many households of `regions` are in `status`."""
-    count = await session.execute(
-        select(func.count())
-        .select_from(household)
-        .where(region_condition(household.c.region, regions), household.c.status == status)
     )
     return int(count.scalar_one())
 

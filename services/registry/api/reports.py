@@ -182,8 +182,9 @@ async def public_notice(
     if not regions:
         raise Problem(404, "not-found", "no public notice of this region for the caller")
     noticed = Status.PUBLICLY_NOTICED.value
+    noticed_in_regions = store.HouseholdFilter(regions, status=noticed)
     rows = await store.list_households(
-        uow.session, store.HouseholdFilter(regions, status=noticed), after=cursor, limit=limit + 1
+        uow.session, noticed_in_regions, after=cursor, limit=limit + 1
     )
     page = rows[:limit]
     # Objections send a file back to county review; all of them come with the first page.
@@ -202,7 +203,7 @@ async def public_notice(
         objections.setdefault(household_id, []).append(text)
     return {
         "region": region,
-        "total_noticed": await store.count_households(uow.session, regions=regions, status=noticed),
+        "total_noticed": await store.count_matching(uow.session, noticed_in_regions),
         "noticed": [
             {
                 "household_id": r["id"],

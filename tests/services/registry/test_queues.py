@@ -122,3 +122,6 @@ async def test_each_queue_filter_takes_exactly_its_households_with_their_total(
     assert await _ids(registry, other, objected="true", count="true") == ([elsewhere.id], 1)
     nobody = token("registry:read", regions=["4102"])
     assert await _ids(registry, nobody, objected="true", count="true") == ([], 0)
+    empty = token("registry:read", regions=[])  # an empty regions claim is nowhere
+    for queue in ("objected", "notice_ended", "exit_flagged"):
+        assert await _ids(registry, empty, **{queue: "true"}, count="true") == ([], 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -473,19 +473,23 @@ class TestWalk:
         assert "收入已超过低保标准" in final.text
 
 
+@pytest.fixture
+def short_lived(
+    idp_factory: Callable[..., RunningIdp], registry_settings: RegistrySettings, tmp_path: Path
+) -> Iterator[tuple[ConsoleIdp, Stack]]:
+    """A stack whose provider issues 30-second access tokens: always within the console's
+    renewal margin, so every page renews."""
+    short = for_the_console(idp_factory(access_token_ttl=30))
+    with running_stack(short, registry_settings, tmp_path) as stack:
+        yield short, stack
+
+
 class TestTokens:
     def test_a_short_lived_access_token_is_renewed_with_the_refresh_token(
-        self,
-        idp_factory: Callable[..., RunningIdp],
-        registry_settings: RegistrySettings,
-        tmp_path: Path,
+        self, short_lived: tuple[ConsoleIdp, Stack]
     ) -> None:
-        # 30-second tokens are always within the console's renewal margin: every page renews.
-        short = for_the_console(idp_factory(access_token_ttl=30))
-        with (
-            running_stack(short, registry_settings, tmp_path) as stack,
-            httpx.Client(follow_redirects=False) as browser,
-        ):
+        short, stack = short_lived
+        with httpx.Client(follow_redirects=False) as browser:
             home = sign_in(browser, stack, "jiedao-411302")
             again = browser.get(f"{stack.console_url}/households")
 
@@ -495,19 +499,13 @@ class TestTokens:
         assert renewals >= 2  # the home page and the list each renewed the token
 
     def test_requests_renewing_at_once_keep_the_person_signed_in(
-        self,
-        idp_factory: Callable[..., RunningIdp],
-        registry_settings: RegistrySettings,
-        tmp_path: Path,
+        self, short_lived: tuple[ConsoleIdp, Stack]
     ) -> None:
-        # Every page renews (30-second tokens), and the provider ends the whole grant when a
-        # refresh token it rotated comes back: pages loaded at once (a tab, the status frame,
-        # a form) must take turns with the refresh token, each using the newest.
-        short = for_the_console(idp_factory(access_token_ttl=30))
-        with (
-            running_stack(short, registry_settings, tmp_path) as stack,
-            httpx.Client(follow_redirects=False) as browser,
-        ):
+        # The provider ends the whole grant when a refresh token it rotated comes back: pages
+        # loaded at once (a tab, the status frame, a form) must take turns with the refresh
+        # token, each using the newest.
+        short, stack = short_lived
+        with httpx.Client(follow_redirects=False) as browser:
             sign_in(browser, stack, "jiedao-411302")
             cookies = {COOKIE: browser.cookies.get(COOKIE, domain="127.0.0.1")}
 
@@ -525,16 +523,10 @@ class TestTokens:
         assert "client=bangfu-console grant=refresh_token" in log
 
     def test_a_refused_refresh_token_sends_the_person_to_sign_in_again(
-        self,
-        idp_factory: Callable[..., RunningIdp],
-        registry_settings: RegistrySettings,
-        tmp_path: Path,
+        self, short_lived: tuple[ConsoleIdp, Stack]
     ) -> None:
-        short = for_the_console(idp_factory(access_token_ttl=30))
-        with (
-            running_stack(short, registry_settings, tmp_path) as stack,
-            httpx.Client(follow_redirects=False) as browser,
-        ):
+        short, stack = short_lived
+        with httpx.Client(follow_redirects=False) as browser:
             sign_in(browser, stack, "jiedao-411302")
             short.idp.restart()  # grants and refresh tokens lived in its memory: all gone
             answer = browser.get(f"{stack.console_url}/households")

@@ -1294,12 +1294,13 @@ async def report(runner: Bench, kinds: Sequence[str]) -> None:
         print(describe(ours))
         ratios[kind] = ours.per_second / baseline.per_second if baseline.per_second else 0.0
         creates[kind] = ours.per_second
-        cpu_ratio = (baseline.cpu["server"] / max(baseline.ops, 1)) / (
-            ours.cpu["server"] / max(ours.ops, 1) or 1
-        )
+        # A smoke run's few ops can leave the baseline's measured CPU at zero.
+        baseline_cpu = baseline.cpu["server"] / max(baseline.ops, 1)
+        ours_cpu = ours.cpu["server"] / max(ours.ops, 1)
+        cpu_times = f"{ours_cpu / baseline_cpu:.1f}x" if baseline_cpu else "n/a (no CPU measured)"
         print(
             f"  ratio {ratios[kind]:.2f} (goal >= {RATIO_GOAL}); server CPU per op: registry "
-            f"{1 / cpu_ratio:.1f}x the baseline's"
+            f"{cpu_times} the baseline's"
         )
     if args.profile is not None:
         kind = "postgres" if "postgres" in kinds else kinds[0]

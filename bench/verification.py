@@ -295,7 +295,7 @@ async def single(suite: Suite, headers: dict[str, str], repeats: int) -> tuple[f
 @contextlib.asynccontextmanager
 async def bare_clients(suite: Suite) -> AsyncIterator[dict[str, DepartmentClient]]:
     """The service's department clients, in this process, on the chosen transport: as the
-    service has them (`services.verification.worker.Departments`), an httpx pool per
+    service has them (`services.verification.worker.Departments`), a connection pool per
     department as large as its concurrency limit."""
     limit = suite.args.concurrency
     config = {"concurrency": limit, "timeout_seconds": 30, "retries": 0}
@@ -307,8 +307,7 @@ async def bare_clients(suite: Suite) -> AsyncIterator[dict[str, DepartmentClient
             if suite.args.transport == "nats":
                 transport = NatsTransport(nc)
             else:
-                limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-                http = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+                http = await stack.enter_async_context(HttpTransport.session(connections=limit))
                 transport = HttpTransport(http, suite.url("sandbox"))
             clients[d] = DepartmentClient(DepartmentConfig(d, **config), transport)
         yield clients

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
 
@@ -83,10 +83,9 @@ class Departments:
     """A client per department, on the transport configuration names for it."""
 
     def __init__(self, settings: VerificationSettings, nc: NATS | None):
-        # An httpx pool per department, as large as its concurrency limit: every connection
-        # is kept alive and reused, and httpcore checks each pooled connection on every
-        # request, so one pool shared by all departments cost O(all connections) per query.
-        self._http: list[httpx.AsyncClient] = []
+        # A pool per department, as large as its concurrency limit: every connection is kept
+        # alive and reused, and no department's queries wait for another's connections.
+        self._http: list[aiohttp.ClientSession] = []
         self.clients: dict[Department, DepartmentClient] = {}
         for department in Department:
             config = settings.department_config(department)
@@ -96,10 +95,7 @@ class Departments:
                     raise ValueError(f"{department.value}: NATS transport needs a NATS connection")
                 transport = NatsTransport(nc)
             else:
-                pool = config.concurrency
-                http = httpx.AsyncClient(
-                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-                )
+                http = HttpTransport.session(connections=config.concurrency)
                 self._http.append(http)
                 transport = HttpTransport(http, settings.department_url(department))
             self.clients[department] = DepartmentClient(config, transport)
@@ -118,7 +114,7 @@ class Departments:
 
     async def aclose(self) -> None:
         for http in self._http:
-            await http.aclose()
+            await http.close()
 
 
 def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:

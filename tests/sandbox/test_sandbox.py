@@ -208,11 +208,15 @@ class TestAnswers:
         )
 
     async def test_the_verification_transports_accept_the_sandbox_binding(
-        self, client: httpx.AsyncClient, nc: NATS
+        self, make_sandbox: Callable[..., FastAPI], nc: NATS
     ) -> None:
         query = Query("social_insurance", PERSON, consent_id=CONSENT, purpose=PURPOSE)
-        over_http = await HttpTransport(client, "http://test").send(query, timeout=5)
-        over_nats = await NatsTransport(nc).send(query, timeout=5)
+        async with (
+            serving(make_sandbox(seed=1)) as url,
+            HttpTransport.session(connections=1) as session,
+        ):
+            over_http = await HttpTransport(session, url).send(query, timeout=5)
+            over_nats = await NatsTransport(nc).send(query, timeout=5)
         assert over_http.echoed_hash == over_nats.echoed_hash == query.request_hash
         assert over_http.raw == over_nats.raw
 

@@ -1,4 +1,4 @@
-"""How a query reaches a department: HTTP (httpx) or NATS request-reply, chosen per department.
+"""How a query reaches a department: HTTP (aiohttp) or NATS request-reply, chosen per department.
 
 Every query carries the consent (授权书) id and the purpose, as X-Road's X-Road-Issue does, and
 is bound to its answer by a request hash computed here and echoed by the department.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -91,43 +91,47 @@ def _parse(raw: bytes) -> dict[str, Any]:
 
 
 class HttpTransport:
-    """`POST {base_url}/departments/{code}/query` through an injected httpx.AsyncClient.
+    """`POST {base_url}/departments/{code}/query` through a department's aiohttp session.
 
-    The request goes straight to the client's transport (its connection pool), past the
-    client's redirect, auth, cookie-jar and header-merging layers, which a department query
-    needs none of: they were about 40 % of the CPU each query cost the service (py-spy,
-    issue 17), and a department's answer sets no cookie and follows no redirect.
+    aiohttp rather than httpx (the suite's client everywhere else): the same 11 queries a
+    household asks cost this side 1.8 ms of CPU with aiohttp against 5.5–5.8 ms with httpx,
+    even with httpx's client layers bypassed (issue 17, bench/README.md). A department query
+    is the service's hottest path: 11 per member, tens of thousands in a batch.
     """
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str):
+    def __init__(self, session: aiohttp.ClientSession, base_url: str):
+        self._session = session
         self._base_url = base_url.rstrip("/")
-        # The transport the client would pick for this URL (its mounts included), once.
-        self._transport = client._transport_for_url(httpx.URL(self._base_url))
+
+    @staticmethod
+    def session(*, connections: int) -> aiohttp.ClientSession:
+        """A pool of at most `connections`, every one kept alive; proxies from the
+        environment (`HTTPS_PROXY`, `NO_PROXY`) as httpx would take them. Call in the loop."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections), trust_env=True
+        )
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
-        request = httpx.Request(
-            "POST",
-            f"{self._base_url}/departments/{query.department}/query",
-            json=query.body(),
-            headers=query.headers(),
-            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
-        )
+        url = f"{self._base_url}/departments/{query.department}/query"
         try:
-            # httpx's timeout bounds each read; a slow drip needs a deadline for the whole answer.
-            async with asyncio.timeout(timeout):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    raw = await response.aread()
-                finally:
-                    await response.aclose()
-        except (httpx.TimeoutException, TimeoutError) as exc:
+            # A deadline for the whole answer: a slow drip must not outlast it either.
+            async with (
+                asyncio.timeout(timeout),
+                self._session.post(
+                    url,
+                    data=json.dumps(query.body()).encode(),
+                    headers={"Content-Type": "application/json", **query.headers()},
+                ) as response,
+            ):
+                raw = await response.read()
+        except TimeoutError as exc:
             raise Unavailable(f"no answer within {timeout:g} s") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise Unavailable(f"cannot reach the department: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise Unavailable(f"HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise Refused(f"HTTP {response.status_code}: {response.text[:200]}")
+        if response.status >= 500:
+            raise Unavailable(f"HTTP {response.status}")
+        if response.status >= 400:
+            raise Refused(f"HTTP {response.status}: {raw[:200].decode(errors='replace')}")
         return Answer(_parse(raw), raw, response.headers.get(HASH_HEADER))
 
 

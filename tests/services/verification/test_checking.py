@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import httpx
@@ -16,7 +17,7 @@ from services.verification.checking import Person, check_household
 from services.verification.domain.consent import Consent
 from services.verification.domain.departments import Department
 from services.verification.domain.report import AssetLimits, ItemStatus, build_report
-from tests.conftest import running
+from tests.conftest import serving
 from tests.helpers import identity_number
 
 TODAY = date.today()
@@ -37,14 +38,25 @@ def consent(departments: frozenset[Department] = frozenset(Department), **kw: ob
     return Consent(**values)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    """The sandbox served on loopback: its admin API, and the service's transport to it."""
+
+    admin: httpx.AsyncClient
+    transport: HttpTransport
+
+
 @pytest.fixture
-async def sandbox() -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(SandboxSettings(nats_url=""))) as client:
-        yield client
+async def sandbox() -> AsyncIterator[Sandbox]:
+    with serving(create_app(SandboxSettings(nats_url=""))) as url:
+        async with (
+            httpx.AsyncClient(base_url=url) as admin,
+            HttpTransport.session(connections=8) as session,
+        ):
+            yield Sandbox(admin, HttpTransport(session, url))
 
 
-def clients(http: httpx.AsyncClient) -> dict[Department, DepartmentClient]:
-    transport = HttpTransport(http, "http://test")
+def clients(transport: HttpTransport) -> dict[Department, DepartmentClient]:
     return {
         d: DepartmentClient(
             DepartmentConfig(d.value, timeout_seconds=1, retries=1), transport, max_backoff=0.01
@@ -54,15 +66,17 @@ def clients(http: httpx.AsyncClient) -> dict[Department, DepartmentClient]:
 
 
 class TestCheckHousehold:
-    async def test_all_departments_healthy_give_a_complete_report(
-        self, sandbox: httpx.AsyncClient
-    ) -> None:
+    async def test_all_departments_healthy_give_a_complete_report(self, sandbox: Sandbox) -> None:
         people = [
             Person("m1", identity_number(serial=1), (consent(),)),
             Person("m2", identity_number(serial=2), (consent(),)),
         ]
         checked = await check_household(
-            people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
+            people,
+            clients(sandbox.transport),
+            departments=list(Department),
+            purpose="申请审核",
+            on=TODAY,
         )
         items = [c.item for c in checked]
         assert len(items) == 22
@@ -80,7 +94,7 @@ class TestCheckHousehold:
         assert report.unavailable_departments == ()
 
     async def test_missing_expired_revoked_or_partial_consent_skips_exactly_those_calls(
-        self, sandbox: httpx.AsyncClient
+        self, sandbox: Sandbox
     ) -> None:
         people = [
             Person("none", identity_number(serial=3), ()),
@@ -98,7 +112,7 @@ class TestCheckHousehold:
         ]
         departments = [Department.TAX, Department.FINANCE]
         checked = await check_household(
-            people, clients(sandbox), departments=departments, purpose="复核", on=TODAY
+            people, clients(sandbox.transport), departments=departments, purpose="复核", on=TODAY
         )
         items = [c.item for c in checked]
         outcome = {(i.member_id, i.department.value): (i.status.value, i.reason) for i in items}
@@ -122,12 +136,16 @@ class TestCheckHousehold:
         ],
     )
     async def test_a_faulty_department_is_named_in_the_report_and_the_rest_is_kept(
-        self, sandbox: httpx.AsyncClient, fault: str, status: str
+        self, sandbox: Sandbox, fault: str, status: str
     ) -> None:
-        await sandbox.put("/admin/departments/finance", json={"fault": fault})
+        await sandbox.admin.put("/admin/departments/finance", json={"fault": fault})
         people = [Person("m1", identity_number(serial=7), (consent(),))]
         checked = await check_household(
-            people, clients(sandbox), departments=list(Department), purpose="申请审核", on=TODAY
+            people,
+            clients(sandbox.transport),
+            departments=list(Department),
+            purpose="申请审核",
+            on=TODAY,
         )
         items = [c.item for c in checked]
         by_department = {i.department: i for i in items}

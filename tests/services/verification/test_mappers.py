@@ -13,14 +13,15 @@ from services.verification.adapters.mappers import to_findings
 from services.verification.adapters.transport import HttpTransport, Malformed, Query
 from services.verification.domain.departments import Department
 from services.verification.domain.report import Findings
-from tests.conftest import running
+from tests.conftest import serving
 from tests.helpers import identity_number
 
 
 @pytest.fixture
 async def departments() -> AsyncIterator[HttpTransport]:
-    async with running(create_app(SandboxSettings(nats_url=""))) as client:
-        yield HttpTransport(client, "http://test")
+    with serving(create_app(SandboxSettings(nats_url=""))) as url:
+        async with HttpTransport.session(connections=8) as session:
+            yield HttpTransport(session, url)
 
 
 async def findings(

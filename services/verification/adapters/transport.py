@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from nats.aio.client import Client as NATS
@@ -93,23 +94,27 @@ def _parse(raw: bytes) -> dict[str, Any]:
 class HttpTransport:
     """`POST {base_url}/departments/{code}/query` through a department's aiohttp session.
 
-    aiohttp rather than httpx (the suite's client everywhere else): the same 11 queries a
-    household asks cost this side 1.8 ms of CPU with aiohttp against 5.5–5.8 ms with httpx,
-    even with httpx's client layers bypassed (issue 17, bench/README.md). A department query
-    is the service's hottest path: 11 per member, tens of thousands in a batch.
+    aiohttp rather than httpx (the suite's client everywhere else): through the department's
+    client, the 11 queries a household asks cost this side 2.1–2.5 ms of CPU with aiohttp
+    against 5.2–5.8 ms with httpx, even with httpx's client layers bypassed (issue 17,
+    bench/README.md). A department query is the service's hottest path: 11 per member, tens
+    of thousands in a batch.
     """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str):
         self._session = session
         self._base_url = base_url.rstrip("/")
+        # The proxy from the environment (`HTTPS_PROXY`, `NO_PROXY`), as httpx takes it, read
+        # once: aiohttp's trust_env reads the environment and ~/.netrc on every request,
+        # which more than doubled the CPU of a query.
+        url = urlsplit(self._base_url)
+        bypass = urllib.request.proxy_bypass(url.hostname or "")
+        self._proxy = None if bypass else urllib.request.getproxies().get(url.scheme)
 
     @staticmethod
     def session(*, connections: int) -> aiohttp.ClientSession:
-        """A pool of at most `connections`, every one kept alive; proxies from the
-        environment (`HTTPS_PROXY`, `NO_PROXY`) as httpx would take them. Call in the loop."""
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections), trust_env=True
-        )
+        """A pool of at most `connections`, every one kept alive. Call in the event loop."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         url = f"{self._base_url}/departments/{query.department}/query"
@@ -121,6 +126,7 @@ class HttpTransport:
                     url,
                     data=json.dumps(query.body()).encode(),
                     headers={"Content-Type": "application/json", **query.headers()},
+                    proxy=self._proxy,
                 ) as response,
             ):
                 raw = await response.read()

@@ -39,7 +39,6 @@ from services.verification.domain.report import (
     Report,
     ReportItem,
     build_report,
-    canonical_json,
 )
 from services.verification.service import (
     INDEX_PURPOSE,
@@ -138,8 +137,9 @@ def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:
 
 def _findings_json(findings: Findings) -> dict[str, Any]:
     return {
-        "incomes": [asdict(i) for i in findings.incomes],
-        "assets": [asdict(a) for a in findings.assets],
+        # Flat dataclasses of plain values: a shallow copy, not asdict's deep one.
+        "incomes": [dict(vars(i)) for i in findings.incomes],
+        "assets": [dict(vars(a)) for a in findings.assets],
         "flags": sorted(findings.flags),
         "facts": dict(findings.facts),
         "amounts": dict(findings.amounts),
@@ -928,24 +928,19 @@ def report_body(
     row: Mapping[str, Any], subject: Subject, report: Report, *, created_at: datetime
 ) -> dict[str, Any]:
     """The stored report: the domain report plus who, why and under which limits — no numbers."""
-    body: dict[str, Any] = json.loads(
-        canonical_json(
-            {
-                "verification_id": row["id"],
-                "household_id": subject.household_id,
-                "region": subject.region,
-                "purpose": row["purpose"],
-                "trigger": row["trigger"],
-                "requested_by": row["requested_by"],
-                "version": report.version,
-                "content_hash": report.content_hash,
-                "created_at": created_at.isoformat(),
-                "members": [
-                    {"member_id": m, "identity_number": mask_identity_number(n)}
-                    for m, n in subject.members
-                ],
-                "report": report.as_dict(),
-            }
-        )
-    )
-    return body
+    return {
+        "verification_id": row["id"],
+        "household_id": subject.household_id,
+        "region": subject.region,
+        "purpose": row["purpose"],
+        "trigger": row["trigger"],
+        "requested_by": row["requested_by"],
+        "version": report.version,
+        "content_hash": report.content_hash,
+        "created_at": created_at.isoformat(),
+        "members": [
+            {"member_id": m, "identity_number": mask_identity_number(n)} for m, n in subject.members
+        ],
+        # The hashed JSON read back: the report's dates and sets as JSON has them.
+        "report": json.loads(report.canonical),
+    }

@@ -116,10 +116,15 @@ class Report:
     discrepancies: tuple[Discrepancy, ...]
     unavailable_departments: tuple[Department, ...]
 
-    @cached_property  # the report is immutable; hashing it is not free
+    @cached_property  # the report is immutable; hashed and stored, made once
+    def canonical(self) -> str:
+        """The report's canonical JSON (sorted keys, no spaces)."""
+        return canonical_json(self.as_dict())
+
+    @cached_property
     def content_hash(self) -> str:
         """SHA-256 of the report's canonical JSON: what a later objection can be held to."""
-        return hashlib.sha256(canonical_json(self.as_dict()).encode()).hexdigest()
+        return hashlib.sha256(self.canonical.encode()).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
         body = asdict(self)

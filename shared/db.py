@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -138,6 +140,16 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can
         # then wait its turn instead of failing with "database is locked" on upgrade.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        # A task cancelled inside a statement gets its connection invalidated and closed
+        # without a rollback. sqlite3's close leaves a connection with statements not yet
+        # finalized open until they are collected, with its transaction and the write lock:
+        # every other connection then waited out the 30 s busy timeout. Roll back first.
+        if in_greenlet():  # not when the garbage collector closes it
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await_(asyncio.shield(dbapi_connection.driver_connection.rollback()))
 
     return engine
 

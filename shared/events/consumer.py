@@ -21,10 +21,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy import Column, DateTime, String, Table, insert, select
+from sqlalchemy import Column, DateTime, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import Database, UnitOfWork, common_metadata, unreachable
+from shared.db import Database, UnitOfWork, common_metadata, insert_for, unreachable
 from shared.events.envelope import CloudEvent
 from shared.events.streams import DEAD_LETTER_PREFIX
 from shared.observability import set_current_traceparent, span
@@ -281,26 +281,23 @@ class ConsumerRunner:
         name = self.subscription.name
         try:
             async with self._db.unit_of_work() as uow:
-                ids = list(dict.fromkeys(event.id for _, event in events))
-                seen = set(
+                # The inbox rows in one statement that also says which were new: a redelivered
+                # event is skipped, without a SELECT of the seen ones first.
+                now = datetime.now(UTC)
+                claimed = insert_for(uow.session, inbox).values(
+                    [
+                        {"consumer": name, "event_id": event_id, "handled_at": now}
+                        for event_id in dict.fromkeys(event.id for _, event in events)
+                    ]
+                )
+                new = set(
                     (
                         await uow.session.execute(
-                            select(inbox.c.event_id).where(
-                                inbox.c.consumer == name, inbox.c.event_id.in_(ids)
-                            )
+                            claimed.on_conflict_do_nothing().returning(inbox.c.event_id)
                         )
                     ).scalars()
                 )
-                fresh = {event.id: event for _, event in events if event.id not in seen}
-                if fresh:
-                    now = datetime.now(UTC)
-                    await uow.session.execute(
-                        insert(inbox),
-                        [
-                            {"consumer": name, "event_id": event_id, "handled_at": now}
-                            for event_id in fresh
-                        ],
-                    )
+                fresh = {event.id: event for _, event in events if event.id in new}
                 traceparents = {event.id: message_traceparent(m, event) for m, event in events}
                 scope = self.subscription.batch
                 batch = list(fresh.values())

@@ -277,6 +277,31 @@ class TestConsumer:
         assert sorted(seq for _, _, seq in await effects(database)) == [1, 2, 4, 5]
         assert CloudEvent.from_json(dead[0].data).sequence == 3
 
+    async def test_a_batch_redelivering_handled_events_runs_the_handler_on_the_new_ones(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        handled: list[int] = []
+
+        async def noting(event: CloudEvent, uow: UnitOfWork) -> None:
+            handled.append(event.sequence)
+            await record_effect(event, uow)
+
+        await write_events(database, [sample_event("h-again", n) for n in range(1, 6)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(database, js, noting)
+        await js.add_consumer(
+            STREAM, ConsumerConfig(durable_name="test-effects", filter_subjects=SUBJECTS)
+        )
+        pull = await js.pull_subscribe_bind(durable="test-effects", stream=STREAM)
+        first, second, *rest = await pull.fetch(5, timeout=2)
+        assert await runner.process(first) is True
+        assert await runner.process(second) is True
+        # Delivered again with three new ones, in one batch (as after a crash before the acks).
+        await runner.handle_batch([first, second, *rest])
+        await pull.unsubscribe()
+        assert handled == [1, 2, 3, 4, 5]
+        assert sorted(seq for _, _, seq in await effects(database)) == [1, 2, 3, 4, 5]
+
     async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
         self, database: Database, js: JetStreamContext
     ) -> None:

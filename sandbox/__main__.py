@@ -12,8 +12,9 @@ if __name__ == "__main__":
         host=settings.host,
         port=settings.port,
         access_log=False,
-        # Longer than httpx's keep-alive expiry (5 s): the caller closes an idle connection
-        # first, never the server one the caller is just reusing (a failed query).
+        # Longer than the callers' keep-alive expiry (5 s, verification's department client
+        # and httpx alike): the caller closes an idle connection first, never the server one
+        # the caller is just reusing (a failed query).
         timeout_keep_alive=75,
         log_level="warning",
     )

@@ -113,8 +113,12 @@ class HttpTransport:
 
     @staticmethod
     def session(*, connections: int) -> aiohttp.ClientSession:
-        """A pool of at most `connections`, every one kept alive. Call in the event loop."""
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
+        """A pool of at most `connections`, each kept alive while in use. Call in the loop."""
+        # Idle for 5 s, a connection is closed here (as httpx does): a department server that
+        # closes idle ones sooner than its caller fails the query that reuses one (a POST is
+        # not retried on a stale connection).
+        connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=5)
+        return aiohttp.ClientSession(connector=connector)
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         url = f"{self._base_url}/departments/{query.department}/query"

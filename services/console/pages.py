@@ -99,7 +99,7 @@ _LIST_FILTERS = (
 )
 
 
-async def _region_choices(registry: Registry, token: str, person: Person) -> list[str]:
+async def region_choices(registry: Registry, token: str, person: Person) -> list[str]:
     """The person's regions and the codes under them that hold households (from the
     registry's counts: GB/T 2260 names below the province are not in the suite)."""
     held = {row["region"] for row in (await registry.statistics(token))["counts"]}
@@ -127,7 +127,7 @@ async def _list_page(
         page=page,
         filters=filters,
         next_query=next_query,
-        regions=await _region_choices(console(request).registry, token, session.person),
+        regions=await region_choices(console(request).registry, token, session.person),
         search=search or {},
         error=error,
     )

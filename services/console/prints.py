@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.console.pages import _checked_id
+from services.console.pages import _checked_id, region_choices
 from services.console.web import access_token, console, redirect, render, signed_in
 
 router = APIRouter()
@@ -36,10 +36,23 @@ async def notices(request: Request, region: str | None = None) -> Response:
 async def notice(request: Request, region: str) -> Response:
     """公示: the households of the region in their notice period, masked, printable."""
     session = signed_in(request)
+    assert session.person is not None
     if not _REGION.match(region):
         raise StarletteHTTPException(404)
-    found = await console(request).registry.notice(await access_token(request, session), region)
-    return render(request, "notice.html", session, notice=found, today=date.today().isoformat())
+    token = await access_token(request, session)
+    registry = console(request).registry
+    found = await registry.notice(token, region)
+    # The picker offers the person's regions and those under them that hold households; a
+    # region asked for by its URL is kept in it.
+    regions = sorted(set(await region_choices(registry, token, session.person)) | {region})
+    return render(
+        request,
+        "notice.html",
+        session,
+        notice=found,
+        regions=regions,
+        today=date.today().isoformat(),
+    )
 
 
 @router.get("/households/{household_id}/card")

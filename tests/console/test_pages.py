@@ -399,6 +399,8 @@ class TestPrinting:
         assert picked.headers["location"] == "/notices/411302"
         assert page.status_code == 200
         assert 'id="notice-total">1<' in page.text
+        picker = page.text.split('<select name="region">', 1)[1].split("</select>", 1)[0]
+        assert '<option value="411302" selected>411302</option>' in picker  # picked, not typed
         rows = page.text.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
         assert rows.count("<tr>") == 1
         assert mask_identity_number(noticed) in rows and "光武社区" in rows

@@ -87,6 +87,8 @@ async def dashboard(request: Request, year: int | None = None) -> Response:
         overdue_largest=max((int(r["households"]) for r in stats["overdue_visits"]), default=1),
         departments=departments,
         county=next((r for r in person.regions if len(r) == 6), next(iter(person.regions), "")),
+        # The target's region is picked as on the list: the person's and those holding files.
+        regions=sorted(set(person.regions) | {row["region"] for row in stats["counts"]}),
     )
 
 

@@ -526,6 +526,8 @@ class TestDashboard:
         assert visited.status_code == 303, visited.text
         assert target.status_code == 303
         assert board.status_code == 200, board.text
+        picker = board.text.split('<select name="region">', 1)[1].split("</select>", 1)[0]
+        assert '<option value="411302" selected>411302</option>' in picker  # picked, not typed
         assert "统计看板" in home.text  # the county's navigation links to it
         reader = bearer(console_idp.idp.client_token("dept-4113-reader", "registry:read"))
         stats = httpx.get(

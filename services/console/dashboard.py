@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.console import labels
+from services.console.pages import offered_regions
 from services.console.registry import ApiError
 from services.console.web import (
     access_token,
@@ -87,8 +88,7 @@ async def dashboard(request: Request, year: int | None = None) -> Response:
         overdue_largest=max((int(r["households"]) for r in stats["overdue_visits"]), default=1),
         departments=departments,
         county=next((r for r in person.regions if len(r) == 6), next(iter(person.regions), "")),
-        # The target's region is picked as on the list: the person's and those holding files.
-        regions=sorted(set(person.regions) | {row["region"] for row in stats["counts"]}),
+        regions=offered_regions(person, stats["counts"]),  # the target's, as on the list
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -99,11 +99,15 @@ _LIST_FILTERS = (
 )
 
 
-async def region_choices(registry: Registry, token: str, person: Person) -> list[str]:
+def offered_regions(person: Person, counts: Sequence[Mapping[str, Any]]) -> list[str]:
     """The person's regions and the codes under them that hold households (from the
     registry's counts: GB/T 2260 names below the province are not in the suite)."""
-    held = {row["region"] for row in (await registry.statistics(token))["counts"]}
-    return sorted(set(person.regions) | held)
+    return sorted(set(person.regions) | {row["region"] for row in counts})
+
+
+async def region_choices(registry: Registry, token: str, person: Person) -> list[str]:
+    """`offered_regions`, with the registry's counts read for them."""
+    return offered_regions(person, (await registry.statistics(token))["counts"])
 
 
 async def _list_page(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,8 @@ from services.verification.domain.report import (
     Report,
     ReportItem,
     build_report,
+    discrepancy_dict,
+    findings_dict,
 )
 from services.verification.service import (
     INDEX_PURPOSE,
@@ -126,23 +128,12 @@ def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:
         "status": item.status.value,
         "source": item.source,
         "as_of": item.as_of,
-        "findings": _findings_json(findings) if findings else None,
+        "findings": findings_dict(findings) if findings else None,
         "reason": item.reason,
         "consent_id": checked.exchange.consent_id if checked.exchange else None,
         "request_hash": item.request_hash,
         "response_digest": checked.exchange.response_digest if checked.exchange else None,
         "fetched_at": checked.exchange.at if checked.exchange else datetime.now(UTC),
-    }
-
-
-def _findings_json(findings: Findings) -> dict[str, Any]:
-    return {
-        # Flat dataclasses of plain values: a shallow copy, not asdict's deep one.
-        "incomes": [dict(vars(i)) for i in findings.incomes],
-        "assets": [dict(vars(a)) for a in findings.assets],
-        "flags": sorted(findings.flags),
-        "facts": dict(findings.facts),
-        "amounts": dict(findings.amounts),
     }
 
 
@@ -177,7 +168,7 @@ def completed_event(row: Mapping[str, Any], report: Report) -> VerificationCompl
         per_capita_income_fen=report.per_capita_income_fen,
         income_complete=report.income_complete,
         asset_verdicts={k: v.value for k, v in report.asset_verdicts.items()},
-        discrepancies=tuple({**asdict(d), "size_fen": d.size_fen} for d in report.discrepancies),
+        discrepancies=tuple(discrepancy_dict(d) for d in report.discrepancies),
         unavailable_departments=tuple(d.value for d in report.unavailable_departments),
         no_consent_departments=tuple(
             sorted({i.department.value for i in report.items if i.status is ItemStatus.NO_CONSENT})
@@ -686,33 +677,37 @@ class Verifier:
                 )
             )
         # The audit chain's lock, which every writer queues on, comes last: held briefly.
-        for made in group:
-            await audit.append(
-                session,
-                client_id=made.row["requested_by"],
-                action="verification.report",
-                target=made.row["id"],
-                outcome="success",
-                purpose=made.row["purpose"],
-                detail={
-                    "report_version": made.report.version,
-                    "content_hash": made.report.content_hash,
-                    "exchanges": [
-                        {
-                            "member_id": e.member_id,
-                            "department": e.department.value,
-                            "consent_id": e.consent_id,
-                            "at": e.at.isoformat(),
-                            "outcome": e.outcome.value,
-                            "request_hash": e.request_hash,
-                            "response_digest": e.response_digest,
-                        }
-                        for e in made.exchanges
-                    ],
-                },
-                profile=self.keyring.profile,
-                now=made.now,
-            )
+        await audit.append_entries(
+            session,
+            [
+                audit.AuditEntry(
+                    client_id=made.row["requested_by"],
+                    action="verification.report",
+                    target=made.row["id"],
+                    outcome="success",
+                    at=made.now,
+                    purpose=made.row["purpose"],
+                    detail={
+                        "report_version": made.report.version,
+                        "content_hash": made.report.content_hash,
+                        "exchanges": [
+                            {
+                                "member_id": e.member_id,
+                                "department": e.department.value,
+                                "consent_id": e.consent_id,
+                                "at": e.at.isoformat(),
+                                "outcome": e.outcome.value,
+                                "request_hash": e.request_hash,
+                                "response_digest": e.response_digest,
+                            }
+                            for e in made.exchanges
+                        ],
+                    },
+                )
+                for made in group
+            ],
+            profile=self.keyring.profile,
+        )
 
     def _completed(self, made: _Made) -> dict[str, Any]:
         """The verification row's new values once its report is written."""

@@ -1,3 +1,4 @@
+from dataclasses import asdict
 from datetime import date
 
 from services.verification.domain.departments import Department
@@ -12,6 +13,7 @@ from services.verification.domain.report import (
     ReportItem,
     Verdict,
     build_report,
+    canonical_json,
 )
 
 LIMITS = AssetLimits(
@@ -179,3 +181,27 @@ class TestReportHash:
         other = [ok("a", Department.TAX, incomes=(Income("wages", 150_001),))]
         assert report(other).content_hash != same
         assert len(same) == 64
+
+    def test_the_canonical_json_is_what_asdict_gave_so_stored_hashes_still_hold(self) -> None:
+        # Reports hashed before as_dict was written out field by field keep their hash.
+        items = [
+            ok(
+                "a",
+                Department.TAX,
+                incomes=(Income("wages", 150_000),),
+                assets=(Asset("vehicle", 3_000_000, 2),),
+                flags=frozenset({"receiving_pension", "business_owner"}),
+                facts={"hukou_type": "urban", "marital_status": "married"},
+                amounts={"medical_self_paid_fen": 12_345},
+            ),
+            missing("b", Department.FINANCE, ItemStatus.UNAVAILABLE),
+            ok("c", Department.REAL_ESTATE, assets=(Asset("real_estate", 0, 2),)),
+        ]
+        declared = [Declared("a", "income", "wages", 100_000)]
+        made = report(items, declared)
+        assert made.discrepancies and made.unavailable_departments
+        reference = asdict(made)
+        reference["discrepancies"] = [
+            {**asdict(d), "size_fen": d.size_fen} for d in made.discrepancies
+        ]
+        assert made.canonical == canonical_json(reference)

@@ -127,6 +127,20 @@ class CheckpointError(Exception):
     """A checkpoint file that is unreadable or whose signature does not verify."""
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """A record to append: what `append` takes, for `append_entries` to chain with others."""
+
+    client_id: str
+    action: str
+    target: str
+    outcome: Outcome
+    at: datetime.datetime
+    purpose: str | None = None
+    trace_id: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -141,26 +155,8 @@ async def append(
     now: datetime.datetime,
 ) -> AuditRecord:
     """Append a record chained to the last one; the caller's unit of work commits it."""
-    fields: dict[str, Any] = {
-        "client_id": client_id,
-        "action": action,
-        "target": target,
-        "purpose": purpose,
-        "trace_id": trace_id,
-    }
-    _check_fields(fields, outcome=outcome)
-    await _lock_chain(session)
-    last = await _last_link(session)
-    unsigned = {
-        **fields,
-        "seq": last.seq + 1,
-        "at": _utc(now),
-        "outcome": outcome,
-        "detail": _plain_json(detail or {}),
-        "prev_hash": last.hash,
-    }
-    record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
-    await session.execute(audit_log.insert().values(**record.__dict__))
+    entry = AuditEntry(client_id, action, target, outcome, now, purpose, trace_id, detail)
+    (record,) = await append_entries(session, [entry], profile=profile)
     return record
 
 
@@ -177,32 +173,39 @@ async def append_many(
     profile: Profile = "intl",
     now: datetime.datetime,
 ) -> list[AuditRecord]:
-    """One record per target, chained in order as `append` would chain them one by one, under
-    one lock and in one statement (a batch read audited record by record cost a lock, a
-    query and an insert per household)."""
-    if not targets:
+    """One record per target, all alike but for the target (a batch read audited household
+    by household): see `append_entries`."""
+    entries = [
+        AuditEntry(client_id, action, target, outcome, now, purpose, trace_id, detail)
+        for target in targets
+    ]
+    return await append_entries(session, entries, profile=profile)
+
+
+async def append_entries(
+    session: AsyncSession, entries: Sequence[AuditEntry], *, profile: Profile = "intl"
+) -> list[AuditRecord]:
+    """The entries chained in order, as appending them one by one would chain them, under one
+    lock, one read of the chain's head and one statement (a lock, a query and an insert per
+    record was most of what auditing a batch cost)."""
+    if not entries:
         return []
-    common: dict[str, Any] = {
-        "client_id": client_id,
-        "action": action,
-        "purpose": purpose,
-        "trace_id": trace_id,
-    }
-    for target in targets:
-        _check_fields({**common, "target": target}, outcome=outcome)
-    plain = _plain_json(detail or {})
-    at = _utc(now)
+    for entry in entries:
+        _check_fields(_fields(entry), outcome=entry.outcome)
+    plain: dict[int, dict[str, Any]] = {}  # entries of a batch share one detail object
     await _lock_chain(session)
     last = await _last_link(session)
     records: list[AuditRecord] = []
-    for target in targets:
+    for entry in entries:
+        detail = plain.get(id(entry.detail))
+        if detail is None:
+            detail = plain[id(entry.detail)] = _plain_json(entry.detail or {})
         unsigned = {
-            **common,
-            "target": target,
+            **_fields(entry),
             "seq": last.seq + 1,
-            "at": at,
-            "outcome": outcome,
-            "detail": plain,
+            "at": _utc(entry.at),
+            "outcome": entry.outcome,
+            "detail": detail,
             "prev_hash": last.hash,
         }
         record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
@@ -210,6 +213,16 @@ async def append_many(
         last = _Link(seq=record.seq, hash=record.hash)
     await session.execute(audit_log.insert(), [record.__dict__ for record in records])
     return records
+
+
+def _fields(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "client_id": entry.client_id,
+        "action": entry.action,
+        "target": entry.target,
+        "purpose": entry.purpose,
+        "trace_id": entry.trace_id,
+    }
 
 
 async def verify(

@@ -598,3 +598,51 @@ class TestCheckpoint:
         audit.write_checkpoint(path, older, key=CHECKPOINT_KEY)
 
         assert audit.read_checkpoint(path, key=CHECKPOINT_KEY) == newer
+
+
+class TestAppendEntries:
+    """`audit.append_entries`: records that differ in every field, chained in one statement as
+    `append` chains them one by one (the verifier audits a group of reports so)."""
+
+    async def test_entries_of_their_own_chain_as_appends_one_by_one_would(
+        self, sessions: Sessions
+    ) -> None:
+        entries = [
+            audit.AuditEntry(
+                client_id=f"client-{n}",
+                action="verification.report",
+                target=f"v-{n}",
+                outcome="success" if n % 2 else "failure",
+                at=T0 + datetime.timedelta(seconds=n),
+                purpose=f"核对 {n}",
+                trace_id=None,
+                detail={"report_version": n, "exchanges": [{"n": n}]},
+            )
+            for n in range(1, 4)
+        ]
+        async with sessions() as session:
+            together = await audit.append_entries(session, entries)
+            await session.commit()
+        assert [(r.target, r.client_id, r.detail["report_version"]) for r in together] == [
+            ("v-1", "client-1", 1),
+            ("v-2", "client-2", 2),
+            ("v-3", "client-3", 3),
+        ]
+        assert await verify(sessions) == []
+        async with sessions() as session:
+            await session.execute(audit.audit_log.delete())
+            one_by_one = [
+                await audit.append(
+                    session,
+                    client_id=e.client_id,
+                    action=e.action,
+                    target=e.target,
+                    outcome=e.outcome,
+                    purpose=e.purpose,
+                    detail=e.detail,
+                    now=e.at,
+                )
+                for e in entries
+            ]
+            await session.rollback()
+        assert together == one_by_one

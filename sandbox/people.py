@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 from shared.identity import IdentityNumber, mask_identity_number
@@ -190,7 +191,7 @@ EMPLOYERS = (
 
 def person_of(identity: IdentityNumber, *, as_of: date, changes: Sequence[Change] = ()) -> Person:
     """The person with this number as the departments see them on `as_of`."""
-    profile = _apply(_profile(Draw("person", identity.number), identity.birth_date), changes)
+    profile = _apply(_drawn_profile(identity.number, identity.birth_date), changes)
     return Person(
         number=identity.number,
         birth_date=identity.birth_date,
@@ -198,6 +199,13 @@ def person_of(identity: IdentityNumber, *, as_of: date, changes: Sequence[Change
         as_of=as_of,
         profile=profile,
     )
+
+
+@lru_cache(maxsize=4096)
+def _drawn_profile(number: str, birth_date: date) -> Profile:
+    """Drawn once per person, not once per department asked: a household's check asks all
+    eleven about each member (the draw was a quarter of the sandbox's work per query)."""
+    return _profile(Draw("person", number), birth_date)
 
 
 def _profile(draw: Draw, birth_date: date) -> Profile:

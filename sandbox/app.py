@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from sandbox import api
 from sandbox.behaviour import Behaviours
@@ -64,5 +66,20 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.state.sandbox = sandbox
     app.state.nats = None  # the connection, once the lifespan opened one
     install_problem_handlers(app, api.ERRORS)
+    app.router.routes.append(api.QUERY_ROUTE)
     app.include_router(api.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema["paths"][api.QUERY_PATH] = api.QUERY_OPENAPI
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

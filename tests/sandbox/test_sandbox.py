@@ -271,6 +271,21 @@ class TestAnswers:
     async def test_health_reports_nats(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok", "nats": "ok"}
 
+    async def test_the_query_is_documented_with_its_headers_and_body(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # A plain Starlette route, which FastAPI would leave out of /openapi.json.
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        post = paths["/departments/{code}/query"]["post"]
+        assert {p["name"] for p in post["parameters"]} == {
+            "code",
+            "Bangfu-Consent-Id",
+            "Bangfu-Purpose",
+        }
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert set(body["properties"]) == {"identity_number", "as_of"}
+        assert "/admin/departments/{code}" in paths
+
 
 class TestFaultsOverHttp:
     async def test_http_500(self, client: httpx.AsyncClient) -> None:

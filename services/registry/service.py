@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from services.registry import store
 from services.registry.domain.events import HouseholdChanged, HouseholdEvent
@@ -306,11 +306,10 @@ async def load(uow: UnitOfWork, ctx: Context, household_id: str) -> Household:
 
 async def _load(uow: UnitOfWork, ctx: Context, household_id: str) -> Written:
     """The aggregate with the rows it was read from."""
-    found = await store.get_household_and_causes(uow.session, household_id)
+    found = await store.get_household_file(uow.session, household_id)
     if found is None or not ctx.principal.covers(found[0]["region"]):
         raise HouseholdNotFound(household_id)
-    row, causes = found
-    member_rows = await store.get_members(uow.session, household_id)
+    row, causes, member_rows = found
     members = [_member_from_row(m, ctx.keyring, ctx.today) for m in member_rows]
     household = _household_from_rows(row, causes, members, ctx.keyring)
     return Written(household, row, member_rows)
@@ -340,29 +339,31 @@ async def _save(
         row=_household_row(household, ctx.keyring),
         causes_removed=sorted(c.value for c in causes_before - household.causes),
         causes_added=sorted(c.value for c in household.causes - causes_before),
+        history=_history_rows(household),
     )
     if saved is None:
         current = await store.get_household(uow.session, household.id)
         raise VersionMismatch(current["version"] if current else expected_version)
-    await _flush_records(uow, household)
+    _publish(uow, household)
     return saved
 
 
-async def _flush_records(uow: UnitOfWork, household: Household) -> None:
-    await store.add_history(
-        uow.session,
-        [
-            {
-                "household_id": household.id,
-                "version": e.version,
-                "actor": e.actor,
-                "action": e.action,
-                "comment": e.comment,
-                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
-            }
-            for e in household.history
-        ],
-    )
+def _history_rows(household: Household) -> list[dict[str, Any]]:
+    return [
+        {
+            "household_id": household.id,
+            "version": e.version,
+            "actor": e.actor,
+            "action": e.action,
+            "comment": e.comment,
+            "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
+        }
+        for e in household.history
+    ]
+
+
+def _publish(uow: UnitOfWork, household: Household) -> None:
+    """Queue the change's events for the outbox; its history has been written with it."""
     # Every event of one change carries the version the change produced.
     uow.publish(
         *(
@@ -431,18 +432,20 @@ async def apply(
         for i, m in enumerate(household.members)
     ]
     row = {"id": household.id, **_household_row(household, ctx.keyring)}
-    await store.insert_household(uow.session, row, sorted(c.value for c in causes), member_rows)
+    try:
+        await store.insert_household(
+            uow.session,
+            row,
+            sorted(c.value for c in causes),
+            member_rows,
+            history=_history_rows(household),
+        )
+    except store.PersonInActiveHousehold as exc:
+        masked = {m["identity_index"]: m["identity_masked"] for m in member_rows}
+        await _refuse_held(uow, ctx, exc, masked)
+    _publish(uow, household)
     # No other service has attached a result to a file filed just now.
-    written = Written(household, {**row, **dict.fromkeys(ATTACHED_RESULTS)}, member_rows)
-    await _claim(
-        uow,
-        ctx,
-        household,
-        [m["identity_index"] for m in member_rows],
-        {m["identity_index"]: m["identity_masked"] for m in member_rows},
-    )
-    await _flush_records(uow, household)
-    return written
+    return Written(household, {**row, **dict.fromkeys(ATTACHED_RESULTS)}, member_rows)
 
 
 async def _claim(
@@ -455,16 +458,21 @@ async def _claim(
     try:
         await store.claim_persons(uow.session, household.id, indexes)
     except store.PersonInActiveHousehold as exc:
-        held = await store.get_members(uow.session, exc.household_id)
-        number = next(
-            (m["identity_masked"] for m in held if m["identity_index"] in masked), "a member"
-        )
-        holder = await store.get_household(uow.session, exc.household_id)
-        assert holder is not None  # a claim belongs to a filed household
-        if ctx.principal.covers(holder["region"]):
-            raise PersonAlreadyFiled(exc.household_id, number) from exc
-        province = FILING_PROVINCES[parse_region(holder["region"]).province]
-        raise PersonFiledElsewhere(province, number) from exc
+        await _refuse_held(uow, ctx, exc, masked)
+
+
+async def _refuse_held(
+    uow: UnitOfWork, ctx: Context, exc: store.PersonInActiveHousehold, masked: Mapping[str, str]
+) -> NoReturn:
+    """Raise the error the caller may see for a person another household holds."""
+    held = await store.get_members(uow.session, exc.household_id)
+    number = next((m["identity_masked"] for m in held if m["identity_index"] in masked), "a member")
+    holder = await store.get_household(uow.session, exc.household_id)
+    assert holder is not None  # a claim belongs to a filed household
+    if ctx.principal.covers(holder["region"]):
+        raise PersonAlreadyFiled(exc.household_id, number) from exc
+    province = FILING_PROVINCES[parse_region(holder["region"]).province]
+    raise PersonFiledElsewhere(province, number) from exc
 
 
 async def change(

@@ -227,6 +227,29 @@ class TestUpdates:
         assert stale.status_code == 412
         assert stale.headers["etag"] == '"2"'
 
+    async def test_changed_causes_are_stored_with_one_history_line_and_a_stale_change_writes_none(
+        self, registry: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        created = (await file_household(registry, token)).json()  # causes: illness
+        url = f"/v1/households/{created['id']}"
+        headers = bearer(token(*WRITE))
+        changed = await registry.patch(
+            url,
+            json={"causes": ["education", "disability"]},
+            headers={**headers, "If-Match": '"1"'},
+        )
+        assert changed.status_code == 200
+        assert changed.json()["causes"] == ["disability", "education"]
+        stale = await registry.patch(
+            url, json={"causes": ["unemployment"]}, headers={**headers, "If-Match": '"1"'}
+        )
+        assert stale.status_code == 412
+        shown = await registry.get(url, headers=headers)
+        assert shown.json()["causes"] == ["disability", "education"]
+        history = (await registry.get(f"{url}/history", headers=headers)).json()
+        assert [h["version"] for h in history] == [1, 2]
+        assert history[1]["changes"][0]["field"] == "causes"
+
     async def test_two_concurrent_updates_of_the_same_version_let_exactly_one_through(
         self, registry: httpx.AsyncClient, token: Callable[..., str]
     ) -> None:

@@ -61,8 +61,7 @@ class Context:
 
 def person_index(keyring: Keyring, identity_number: str, *, today: date) -> str:
     """The blind index a person's consents and queries are filed under."""
-    number = parse_identity_number(identity_number, today=today).number
-    return blind_index(keyring, number, purpose=INDEX_PURPOSE)
+    return person_index_of(keyring, parse_identity_number(identity_number, today=today).number)
 
 
 def to_consent(row: Mapping[str, Any]) -> Consent:
@@ -158,7 +157,7 @@ async def record_consent(
     consent_id = new_event_id()
     row: dict[str, Any] = {
         "id": consent_id,
-        "person_index": blind_index(ctx.keyring, number, purpose=INDEX_PURPOSE),
+        "person_index": person_index_of(ctx.keyring, number),
         "identity_masked": mask_identity_number(number),
         "region": region,
         "household_id": household_id,
@@ -411,22 +410,40 @@ async def request(
 
 
 async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
-    """The members with the consents that count for the household.
+    """The members with the consents that count for the household (`people_with`)."""
+    indexes = [person_index_of(keyring, number) for _, number in subject.members]
+    return people_with(keyring, subject, await consents_by_person(session, indexes))
+
+
+async def consents_by_person(
+    session: AsyncSession, indexes: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The consent rows of these people (by blind index), oldest first, by person."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in await store.consents_of(session, indexes):
+        found.setdefault(row["person_index"], []).append(row)
+    return found
+
+
+def person_index_of(keyring: Keyring, number: str) -> str:
+    """The blind index of a normalized number (`person_index` normalizes one first)."""
+    return blind_index(keyring, number, purpose=INDEX_PURPOSE)
+
+
+def people_with(
+    keyring: Keyring, subject: Subject, consents: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[Person]:
+    """The members, each with the consents of `consents` (rows by person index) that count.
 
     Only a consent recorded for the household's region counts; a revocation counts wherever
     it was recorded (`after_revocations`).
     """
-    indexes = {
-        member_id: blind_index(keyring, number, purpose=INDEX_PURPOSE)
-        for member_id, number in subject.members
-    }
-    rows = await store.consents_of(session, list(indexes.values()))
     people = []
     for member_id, number in subject.members:
-        own = [r for r in rows if r["person_index"] == indexes[member_id]]
+        own = consents.get(person_index_of(keyring, number), ())
         region = {r["id"]: r["region"] for r in own}
-        consents = after_revocations([to_consent(r) for r in own])
-        counted = tuple(c for c in consents if region[c.id] == subject.region)
+        granted = after_revocations([to_consent(r) for r in own])
+        counted = tuple(c for c in granted if region[c.id] == subject.region)
         people.append(Person(member_id, number, counted))
     return people
 

@@ -43,10 +43,12 @@ from services.verification.domain.report import (
     findings_dict,
 )
 from services.verification.service import (
-    INDEX_PURPOSE,
     SUBJECT_CONTEXT,
     Subject,
+    consents_by_person,
     people_of,
+    people_with,
+    person_index_of,
     publish_progress,
     registry_purpose,
     request,
@@ -55,7 +57,7 @@ from services.verification.service import (
 )
 from services.verification.settings import VerificationSettings
 from shared import audit
-from shared.crypto import Keyring, blind_index, decrypt, encrypt
+from shared.crypto import Keyring, decrypt, encrypt
 from shared.db import Database, UnitOfWork, as_utc
 from shared.identity import feed_index, mask_identity_number
 from shared.registry_client import (
@@ -177,6 +179,15 @@ def completed_event(row: Mapping[str, Any], report: Report) -> VerificationCompl
 
 
 @dataclass(frozen=True)
+class GroupRead:
+    """What the claimed rows of a group share: their households, and their members' consent
+    rows by person index."""
+
+    households: Households
+    consents: dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
 class _Made:
     """A report made from a run's answers, waiting to be written with its run's rows."""
 
@@ -213,7 +224,7 @@ class Verifier:
         self._feed_key = settings.feed_index_key.get_secret_value().encode()
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
-        self._reads: set[asyncio.Task[Households]] = set()
+        self._reads: set[asyncio.Task[GroupRead]] = set()
         self._loops: list[asyncio.Task[None]] = []
         # Reports waiting to be written, each with its run's future, and their writer.
         self._to_write: list[tuple[_Made, asyncio.Future[None]]] = []
@@ -324,7 +335,7 @@ class Verifier:
 
     def _read_households(
         self, rows: Sequence[Mapping[str, Any]]
-    ) -> dict[str, asyncio.Task[Households]]:
+    ) -> dict[str, asyncio.Task[GroupRead]]:
         """One registry read for the households of all the claimed rows that need one.
 
         A batch's rows arrive by the dozen: one `households:batch-get` per purpose (the
@@ -336,12 +347,10 @@ class Verifier:
         for row in rows:
             if not row["members_cipher"] and row["attempts"] <= self.settings.max_attempts:
                 wanted.setdefault(registry_purpose(row["purpose"]), []).append(row)
-        reads: dict[str, asyncio.Task[Households]] = {}
+        reads: dict[str, asyncio.Task[GroupRead]] = {}
         for purpose, group in wanted.items():
             read = asyncio.create_task(
-                self.registry.households(
-                    [r["household_id"] for r in group], pii=True, purpose=purpose, declarations=True
-                ),
+                self._read_group([r["household_id"] for r in group], purpose=purpose),
                 name="verification-registry-read",
             )
             self._reads.add(read)
@@ -349,13 +358,28 @@ class Verifier:
             reads.update((r["id"], read) for r in group)
         return reads
 
-    def _read_done(self, read: asyncio.Task[Households]) -> None:
+    async def _read_group(self, household_ids: list[str], *, purpose: str) -> GroupRead:
+        """The households' files and declarations, then their members' consents, in one query
+        for the group rather than one a run (a ninth of the event loop's time in a batch)."""
+        found = await self.registry.households(
+            household_ids, pii=True, purpose=purpose, declarations=True
+        )
+        indexes = [
+            person_index_of(self.keyring, member["identity_number"])
+            for household in found.files.values()
+            for member in household["members"]
+        ]
+        async with self.db.unit_of_work() as uow:
+            consents = await consents_by_person(uow.session, indexes)
+        return GroupRead(found, consents)
+
+    def _read_done(self, read: asyncio.Task[GroupRead]) -> None:
         self._reads.discard(read)
         if not read.cancelled():
             read.exception()  # retrieved here; each row's run raises it on its own
 
     async def _attempt(
-        self, row: dict[str, Any], read: asyncio.Task[Households] | None = None
+        self, row: dict[str, Any], read: asyncio.Task[GroupRead] | None = None
     ) -> None:
         """Run a claimed verification; one that raises is tried again later, a few times."""
         limit = self.settings.max_attempts
@@ -386,7 +410,7 @@ class Verifier:
         return household
 
     async def resolve(
-        self, row: Mapping[str, Any], read: asyncio.Task[Households] | None = None
+        self, row: Mapping[str, Any], read: asyncio.Task[GroupRead] | None = None
     ) -> Subject:
         """The members to check: stored with the request, or read from the registry now
         (or by `read`, the claimed rows' shared read).
@@ -401,7 +425,7 @@ class Verifier:
         household_id = row["household_id"]
         missing = NotVerifiable(f"household {household_id} is not in the registry")
         if read is not None:
-            found = await asyncio.shield(read)
+            found = (await asyncio.shield(read)).households
             if household_id not in found.files:
                 raise missing
             household = found.files[household_id]
@@ -419,7 +443,7 @@ class Verifier:
             raise missing
         return subject
 
-    async def run(self, row: dict[str, Any], read: asyncio.Task[Households] | None = None) -> None:
+    async def run(self, row: dict[str, Any], read: asyncio.Task[GroupRead] | None = None) -> None:
         """One verification, first report version."""
         try:
             subject = await self.resolve(row, read)
@@ -429,8 +453,11 @@ class Verifier:
         except NotVerifiable as exc:
             await self._fail(row, str(exc))
             return
-        async with self.db.unit_of_work() as uow:
-            people = await people_of(uow.session, self.keyring, subject)
+        if read is not None:  # the group's consents were read with its households
+            people = people_with(self.keyring, subject, (await asyncio.shield(read)).consents)
+        else:
+            async with self.db.unit_of_work() as uow:
+                people = await people_of(uow.session, self.keyring, subject)
         departments = [Department(d) for d in row["departments"]]
         checked = await check_household(
             people,
@@ -482,9 +509,7 @@ class Verifier:
         numbers = dict(subject.members)
         return [
             {
-                "person_index": blind_index(
-                    self.keyring, numbers[e.member_id], purpose=INDEX_PURPOSE
-                ),
+                "person_index": person_index_of(self.keyring, numbers[e.member_id]),
                 "verification_id": row["id"],
                 "department": e.department.value,
                 "consent_id": e.consent_id,

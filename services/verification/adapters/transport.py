@@ -11,6 +11,7 @@ import hashlib
 import json
 import urllib.request
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -55,7 +56,7 @@ class Query:
         # Header values are Latin-1: the purpose travels percent-encoded UTF-8.
         return {CONSENT_HEADER: self.consent_id, PURPOSE_HEADER: quote(self.purpose)}
 
-    @property
+    @cached_property  # asked three times a query: the client, the item and the query log
     def request_hash(self) -> str:
         canonical = json.dumps(
             [self.department, self.body(), self.consent_id, self.purpose],
@@ -118,7 +119,9 @@ class HttpTransport:
         # closes idle ones sooner than its caller fails the query that reuses one (a POST is
         # not retried on a stale connection).
         connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=5)
-        return aiohttp.ClientSession(connector=connector)
+        # No session timeout: `send` sets each query's deadline, and aiohttp's own default
+        # (5 minutes) cost a timer armed and cancelled per query.
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout())
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         url = f"{self._base_url}/departments/{query.department}/query"

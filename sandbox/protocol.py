@@ -126,8 +126,12 @@ def parse_query(*, department: str, raw: bytes, headers: Mapping[str, str], toda
 
 
 def _header(headers: Mapping[str, str], name: str, what: str) -> str:
-    wanted = name.lower()
-    value = next((v for k, v in headers.items() if k.lower() == wanted), "").strip()
+    # HTTP's headers look up without case; NATS's are a dict, scanned only if not as written.
+    found = headers.get(name)
+    if found is None:
+        wanted = name.lower()
+        found = next((v for k, v in headers.items() if k.lower() == wanted), "")
+    value = found.strip()
     if not value:
         raise Rejected(400, "missing-header", f"the {name} header is required: it carries {what}")
     return value

@@ -225,6 +225,17 @@ class TestAnswers:
         with pytest.raises(Unavailable, match="NATS is not connected yet"):
             await NatsTransport(NATS()).send(query, timeout=5)  # as verification before NATS
 
+    async def test_header_names_are_read_in_any_case_on_both_transports(
+        self, client: httpx.AsyncClient, nc: NATS
+    ) -> None:
+        lower = {k.lower(): v for k, v in HEADERS.items()}
+        response = await ask(client, "hukou", headers=lower)
+        assert response.status_code == 200
+        assert response.headers["Bangfu-Consent-Id"] == CONSENT
+        reply = await ask_nats(nc, "hukou", headers=lower)
+        assert reply.headers is not None and reply.headers["Bangfu-Consent-Id"] == CONSENT
+        assert json.loads(reply.data)["department"] == "hukou"
+
     @pytest.mark.parametrize("missing", ["Bangfu-Consent-Id", "Bangfu-Purpose"])
     async def test_a_query_without_consent_or_purpose_is_refused(
         self, client: httpx.AsyncClient, nc: NATS, missing: str

@@ -129,7 +129,17 @@ async def latest_report(
         body = await verification.latest_report(token, household["id"])
     except ApiError:
         return None, None
-    return (report_view(body, household) if body else None), newest
+    return (report_view(body, household) if body else None), as_of_report(newest, body)
+
+
+def as_of_report(
+    newest: dict[str, Any] | None, report: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The newest verification as the report read after it shows it: one that completed
+    between the two reads is completed, not still running beside its own report."""
+    if newest is not None and report is not None and report["verification_id"] == newest["id"]:
+        return {**newest, "status": "completed"}
+    return newest
 
 
 async def consents_on_file(

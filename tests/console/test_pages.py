@@ -25,6 +25,7 @@ from services.benefits.app import create_app as create_benefits
 from services.benefits.settings import BenefitsSettings
 from services.console.app import create_app as create_console
 from services.console.results import card_pending
+from services.console.verification import as_of_report
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
 from services.verification.app import create_app as create_verification
@@ -665,3 +666,13 @@ def test_a_card_is_due_only_after_a_recent_verification_until_one_rests_on_its_i
     assert not card_pending({"status": "applied", "verification": no_income}, now=now)
     assert not card_pending(landed, now=now + timedelta(minutes=11))  # it is not coming
     assert not card_pending({**landed, "status": "rejected"}, now=now)
+
+
+def test_a_verification_that_completed_between_the_frames_two_reads_is_not_running() -> None:
+    # The frame reads the newest verification, then the newest report: one that completes in
+    # between showed "running" beside its own report (seen under load in the test above).
+    running = {"id": "v-2", "status": "running"}
+    assert as_of_report(running, {"verification_id": "v-2"}) == {"id": "v-2", "status": "completed"}
+    assert as_of_report(running, {"verification_id": "v-1"}) == running  # an older report
+    assert as_of_report(running, None) == running
+    assert as_of_report(None, None) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -388,8 +388,14 @@ async def request(
     cause: str | None = None,
     subject: Subject | None = None,
     keyring: Keyring | None = None,
+    lease_seconds: float | None = None,
 ) -> str | None:
-    """Queue one verification and announce it: its id, or None if its cause started one."""
+    """Queue one verification and announce it: its id, or None if its cause started one.
+
+    With `lease_seconds`, the row is written already claimed for that long, for a run the
+    caller starts itself once this commits (`Verifier.hand_over`); if that run never ends, the
+    lease runs out and the queue takes the row, as it takes any abandoned run.
+    """
     row, event = _queued(
         household_id=household_id,
         region=region,
@@ -402,6 +408,12 @@ async def request(
         if subject and keyring
         else None,
     )
+    if lease_seconds is not None:
+        row.update(
+            status="running",
+            attempts=1,
+            claimed_until=row["requested_at"] + timedelta(seconds=lease_seconds),
+        )
     if not await store.insert_ignoring_duplicates(uow.session, store.verification, [row]):
         return None
     uow.publish(event)
@@ -484,6 +496,16 @@ def consent_overview(
     ]
 
 
+@dataclass(frozen=True)
+class Requested:
+    """A check queued for a caller: its id, each member's consents as the caller is shown
+    them, and the members with the consents that count (for the run, if handed over)."""
+
+    verification_id: str
+    overview: list[dict[str, Any]]
+    people: list[Person]
+
+
 async def request_verification(
     uow: UnitOfWork,
     ctx: Context,
@@ -491,8 +513,10 @@ async def request_verification(
     subject: Subject,
     purpose: str,
     departments: Sequence[Department],
-) -> tuple[str, list[dict[str, Any]]]:
-    """Queue a check a caller asked for; refused outright when no consent covers anything."""
+    lease_seconds: float | None = None,
+) -> Requested:
+    """Queue a check a caller asked for (claimed already, with `lease_seconds`); refused
+    outright when no consent covers anything."""
     if not ctx.principal.covers(subject.region):
         raise RegionNotAllowed(subject.region)
     people = await people_of(uow.session, ctx.keyring, subject)
@@ -509,9 +533,10 @@ async def request_verification(
         requested_by=ctx.actor,
         subject=subject,
         keyring=ctx.keyring,
+        lease_seconds=lease_seconds,
     )
     assert verification_id is not None  # no cause, so never a duplicate
-    return verification_id, overview
+    return Requested(verification_id, overview, people)
 
 
 async def get_verification(uow: UnitOfWork, ctx: Context, verification_id: str) -> dict[str, Any]:

@@ -25,7 +25,13 @@ from nats.aio.client import Client as NATS
 from services.verification import store
 from services.verification.adapters.client import DepartmentClient
 from services.verification.adapters.transport import HttpTransport, NatsTransport, Transport
-from services.verification.checking import Checked, Exchange, check_household, check_person
+from services.verification.checking import (
+    Checked,
+    Exchange,
+    Person,
+    check_household,
+    check_person,
+)
 from services.verification.domain.departments import DEPARTMENTS, Department
 from services.verification.domain.events import (
     VerificationCompleted,
@@ -188,6 +194,14 @@ class GroupRead:
 
 
 @dataclass(frozen=True)
+class Handed:
+    """What the API read for a run it hands over: the members, and their consents."""
+
+    subject: Subject
+    people: list[Person]
+
+
+@dataclass(frozen=True)
 class _Made:
     """A report made from a run's answers, waiting to be written with its run's rows."""
 
@@ -224,6 +238,8 @@ class Verifier:
         self._feed_key = settings.feed_index_key.get_secret_value().encode()
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._promised = 0  # slots promised to runs the API hands over once committed
+        self._stopping = False
         self._reads: set[asyncio.Task[GroupRead]] = set()
         self._loops: list[asyncio.Task[None]] = []
         # Reports waiting to be written, each with its run's future, and their writer.
@@ -251,6 +267,7 @@ class Verifier:
         queue loop did, see `_queue_loop`) is named in the log and left, rather than holding
         the shutdown for ever. Its claimed row's lease runs out.
         """
+        self._stopping = True  # a run handed over now is left to its lease
         tasks = self.tasks()
         for task in tasks:
             task.cancel()
@@ -294,7 +311,7 @@ class Verifier:
         settings = self.settings
         while True:
             claimed: list[dict[str, Any]] = []
-            free = settings.workers - len(self._running)
+            free = settings.workers - len(self._running) - self._promised
             if free > 0:
                 try:
                     async with self.db.unit_of_work() as uow:
@@ -306,12 +323,7 @@ class Verifier:
                     log.exception("verification.claim_failed")
             reads = self._read_households(claimed)
             for row in claimed:
-                task = asyncio.create_task(
-                    self._guarded(self._attempt, row, reads.get(row["id"])),
-                    name=f"verification-run-{row['id']}",
-                )
-                self._running.add(task)
-                task.add_done_callback(self._finished)
+                self._start(row, reads.get(row["id"]))
             if not claimed or free <= len(claimed):
                 self._wake.clear()
                 # Not `wait_for`: on Python 3.11 it returns the result of a wait that ended in
@@ -320,6 +332,38 @@ class Verifier:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(settings.poll_seconds):
                         await self._wake.wait()
+
+    def _start(
+        self,
+        row: dict[str, Any],
+        read: asyncio.Task[GroupRead] | None = None,
+        handed: Handed | None = None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._guarded(self._attempt, row, read, handed), name=f"verification-run-{row['id']}"
+        )
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    def promise_run(self) -> float | None:
+        """A slot for a run the API will hand over: the lease to write its row claimed for,
+        or None when every slot is taken (the row is queued then)."""
+        if self._stopping or self.settings.workers - len(self._running) - self._promised <= 0:
+            return None
+        self._promised += 1
+        return self.settings.lease_seconds
+
+    def hand_over(self, row: dict[str, Any], subject: Subject, people: list[Person]) -> None:
+        """Run a committed row written claimed (`promise_run`), with the members and consents
+        its request read."""
+        self._promised -= 1
+        if not self._stopping:
+            self._start(row, handed=Handed(subject, people))
+
+    def withdraw_promise(self) -> None:
+        """The promised run's request failed: its slot is free again."""
+        self._promised -= 1
+        self._wake.set()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -379,7 +423,10 @@ class Verifier:
             read.exception()  # retrieved here; each row's run raises it on its own
 
     async def _attempt(
-        self, row: dict[str, Any], read: asyncio.Task[GroupRead] | None = None
+        self,
+        row: dict[str, Any],
+        read: asyncio.Task[GroupRead] | None = None,
+        handed: Handed | None = None,
     ) -> None:
         """Run a claimed verification; one that raises is tried again later, a few times."""
         limit = self.settings.max_attempts
@@ -387,7 +434,7 @@ class Verifier:
             await self._fail(row, f"gave up after {limit} attempts: its runs never finished")
             return
         try:
-            await self.run(row, read)
+            await self.run(row, read, handed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - counted, and tried again or failed for good
@@ -443,21 +490,29 @@ class Verifier:
             raise missing
         return subject
 
-    async def run(self, row: dict[str, Any], read: asyncio.Task[GroupRead] | None = None) -> None:
+    async def run(
+        self,
+        row: dict[str, Any],
+        read: asyncio.Task[GroupRead] | None = None,
+        handed: Handed | None = None,
+    ) -> None:
         """One verification, first report version."""
-        try:
-            subject = await self.resolve(row, read)
-        except RegistryUnavailable as exc:
-            await self._retry_later(row, str(exc))
-            return
-        except NotVerifiable as exc:
-            await self._fail(row, str(exc))
-            return
-        if read is not None:  # the group's consents were read with its households
-            people = people_with(self.keyring, subject, (await asyncio.shield(read)).consents)
+        if handed is not None:
+            subject, people = handed.subject, handed.people
         else:
-            async with self.db.unit_of_work() as uow:
-                people = await people_of(uow.session, self.keyring, subject)
+            try:
+                subject = await self.resolve(row, read)
+            except RegistryUnavailable as exc:
+                await self._retry_later(row, str(exc))
+                return
+            except NotVerifiable as exc:
+                await self._fail(row, str(exc))
+                return
+            if read is not None:  # the group's consents were read with its households
+                people = people_with(self.keyring, subject, (await asyncio.shield(read)).consents)
+            else:
+                async with self.db.unit_of_work() as uow:
+                    people = await people_of(uow.session, self.keyring, subject)
         departments = [Department(d) for d in row["departments"]]
         checked = await check_household(
             people,

@@ -73,14 +73,30 @@ async def request_verification(
     body: VerificationIn, uow: UnitOfWorkDep, ctx: Caller, worker: VerifierDep
 ) -> JSONResponse:
     subject = await _subject(body, ctx, worker)
-    verification_id, overview = await service.request_verification(
-        uow, ctx, subject=subject, purpose=body.purpose, departments=body.departments
-    )
-    await uow.commit()
-    row = await service.get_verification(uow, ctx, verification_id)
-    location = f"/v1/verifications/{verification_id}"
+    # Run it here once committed, if a slot is free, rather than through the queue: its claim
+    # and its consents' second read cost a caller 11 ms of waiting (bench/verification.py).
+    lease = worker.promise_run()
+    handed = False
+    try:
+        requested = await service.request_verification(
+            uow,
+            ctx,
+            subject=subject,
+            purpose=body.purpose,
+            departments=body.departments,
+            lease_seconds=lease,
+        )
+        await uow.commit()
+        row = await service.get_verification(uow, ctx, requested.verification_id)
+        if lease is not None:
+            worker.hand_over(row, subject, requested.people)
+            handed = True
+    finally:
+        if lease is not None and not handed:
+            worker.withdraw_promise()
+    location = f"/v1/verifications/{requested.verification_id}"
     return JSONResponse(
-        jsonable_encoder({**service.verification_view(row), "members": overview}),
+        jsonable_encoder({**service.verification_view(row), "members": requested.overview}),
         status_code=202,
         headers={"Location": location},
     )

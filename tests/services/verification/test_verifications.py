@@ -459,3 +459,32 @@ async def test_the_list_shows_only_the_callers_regions(
 
     assert [v["id"] for v in mine.json()] == [created.json()["id"]]
     assert elsewhere.json() == []
+
+
+async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_free(
+    make_verification: Callable[..., Any],
+    sandbox: httpx.AsyncClient,
+    token: Callable[..., str],
+) -> None:
+    """A caller's check is written claimed and run by the process that took it (no claim by
+    the queue); with every slot taken it is queued, and the queue runs it once one frees."""
+    headers = auth(token)
+    numbers = [identity_number(serial=s) for s in (371, 372)]
+    await sandbox.put("/admin/departments/tax", json={"latency_ms": {"fixed": 1500}})
+    async with make_verification(workers=1) as verification:
+        for number in numbers:
+            await consent_for(verification, headers, number)
+        first = await verification.post(
+            "/v1/verifications", json=inline(numbers[0]), headers=headers
+        )
+        second = await verification.post(
+            "/v1/verifications", json=inline(numbers[1]), headers=headers
+        )
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert first.json()["status"] == "running"  # handed over, in the only slot
+        assert second.json()["status"] == "queued"  # the slot is busy with the first
+        done = [
+            await finished(verification, r.headers["Location"], headers) for r in (first, second)
+        ]
+    assert [d["status"] for d in done] == ["completed", "completed"]
+    assert done[0]["finished_at"] < done[1]["finished_at"]

@@ -11,7 +11,9 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
+from sqlalchemy.engine.default import CacheStats
 
 from shared.db import Database, UnitOfWork
 from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_subject
@@ -301,6 +303,37 @@ class TestConsumer:
         await pull.unsubscribe()
         assert handled == [1, 2, 3, 4, 5]
         assert sorted(seq for _, _, seq in await effects(database)) == [1, 2, 3, 4, 5]
+
+    async def test_a_batch_claims_its_inbox_rows_with_a_statement_compiled_once(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        # Built with its rows, the statement was compiled anew for every batch: ~4 ms of CPU
+        # for 30 events, which every event of the batch waited for.
+        await write_events(database, [sample_event("h-cached", n) for n in range(1, 8)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(database, js)
+        await js.add_consumer(
+            STREAM, ConsumerConfig(durable_name="test-effects", filter_subjects=SUBJECTS)
+        )
+        pull = await js.pull_subscribe_bind(durable="test-effects", stream=STREAM)
+        messages = await pull.fetch(7, timeout=2)
+        inbox_inserts: list[CacheStats] = []
+
+        def note(
+            _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+        ) -> None:
+            if statement.startswith("INSERT INTO inbox"):
+                inbox_inserts.append(context.cache_hit)
+
+        sqlalchemy_event.listen(database.engine.sync_engine, "before_cursor_execute", note)
+        try:
+            await runner.handle_batch(messages[:3])
+            await runner.handle_batch(messages[3:])  # a batch of another size
+        finally:
+            sqlalchemy_event.remove(database.engine.sync_engine, "before_cursor_execute", note)
+            await pull.unsubscribe()
+        assert inbox_inserts[1:] == [CacheStats.CACHE_HIT]
+        assert sorted(seq for _, _, seq in await effects(database)) == list(range(1, 8))
 
     async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
         self, database: Database, js: JetStreamContext

@@ -332,6 +332,8 @@ async def _save(
     as written."""
     if causes_before is None:
         causes_before = household.causes
+    history = _history_rows(household)
+    _publish(uow, household)
     saved = await store.update_household(
         uow.session,
         household.id,
@@ -339,12 +341,12 @@ async def _save(
         row=_household_row(household, ctx.keyring),
         causes_removed=sorted(c.value for c in causes_before - household.causes),
         causes_added=sorted(c.value for c in household.causes - causes_before),
-        history=_history_rows(household),
+        history=history,
+        events=uow.take_events(),
     )
     if saved is None:
         current = await store.get_household(uow.session, household.id)
         raise VersionMismatch(current["version"] if current else expected_version)
-    _publish(uow, household)
     return saved
 
 
@@ -363,7 +365,7 @@ def _history_rows(household: Household) -> list[dict[str, Any]]:
 
 
 def _publish(uow: UnitOfWork, household: Household) -> None:
-    """Queue the change's events for the outbox; its history has been written with it."""
+    """Queue the change's events for the outbox; its history is written with them."""
     # Every event of one change carries the version the change produced.
     uow.publish(
         *(
@@ -432,18 +434,20 @@ async def apply(
         for i, m in enumerate(household.members)
     ]
     row = {"id": household.id, **_household_row(household, ctx.keyring)}
+    history = _history_rows(household)
+    _publish(uow, household)
     try:
         await store.insert_household(
             uow.session,
             row,
             sorted(c.value for c in causes),
             member_rows,
-            history=_history_rows(household),
+            history=history,
+            events=uow.take_events(),
         )
     except store.PersonInActiveHousehold as exc:
         masked = {m["identity_index"]: m["identity_masked"] for m in member_rows}
         await _refuse_held(uow, ctx, exc, masked)
-    _publish(uow, household)
     # No other service has attached a result to a file filed just now.
     return Written(household, {**row, **dict.fromkeys(ATTACHED_RESULTS)}, member_rows)
 

@@ -40,6 +40,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
 from shared.db import insert_for, new_metadata, region_condition
+from shared.events.envelope import CloudEvent
+from shared.events.outbox import outbox_cte, outbox_params, write_outbox
 from shared.registry_client import ATTACHED_RESULTS
 
 metadata = new_metadata()
@@ -253,9 +255,11 @@ async def insert_household(
     members: Sequence[dict[str, Any]],
     *,
     history: Sequence[dict[str, Any]],
+    events: Sequence[CloudEvent],
 ) -> None:
-    """File a new household: its row, causes, members and history, and a claim of each
-    member (raises PersonInActiveHousehold naming the household that holds one)."""
+    """File a new household: its row, causes, members, history and events' outbox rows, and
+    a claim of each member (raises PersonInActiveHousehold naming the household that holds
+    one)."""
     now = _now()
     indexes = [m["identity_index"] for m in members]
     if _is_postgresql(session):
@@ -266,7 +270,7 @@ async def insert_household(
         for i, m in enumerate(members):
             params.update({f"m{i}_{k}": v for k, v in m.items()})
         params["indexes"] = indexes
-        params.update(_history_params(history))
+        params.update(_history_params(history), **outbox_params(events))
         statement = _filing_statement(len(members), len(history))
         claimed = (await session.execute(statement, params)).scalars().all()
         await _check_claimed(session, row["id"], indexes, claimed)
@@ -280,6 +284,7 @@ async def insert_household(
     await session.execute(insert(member), list(members))
     await claim_persons(session, row["id"], indexes)
     await add_history(session, history, now=now)
+    await write_outbox(session, events)
 
 
 async def update_household(
@@ -291,10 +296,12 @@ async def update_household(
     causes_removed: Sequence[str] = (),
     causes_added: Sequence[str] = (),
     history: Sequence[dict[str, Any]] = (),
+    events: Sequence[CloudEvent] = (),
 ) -> dict[str, Any] | None:
-    """Write the new state and its history if nobody else changed it first (optimistic
-    concurrency): the row as written (results other services attached included), or None when
-    the version moved on (the caller then rolls back).
+    """Write the new state, its history and its events' outbox rows if nobody else changed it
+    first (optimistic concurrency): the row as written (results other services attached
+    included), or None when the version moved on (the caller then rolls back; on PostgreSQL
+    the events are not written even if it did not).
 
     Only the causes that changed are written; the version check makes the ones read still
     current."""
@@ -304,7 +311,7 @@ async def update_household(
         # One statement instead of two to four; the causes are changed only through the
         # updated row, so the household's row is locked first, as before.
         params.update(causes_removed=list(causes_removed), causes_added=list(causes_added), now=now)
-        params.update(_history_params(history))
+        params.update(_history_params(history), **outbox_params(events))
         written = (
             (await session.execute(_change_statement(len(history)), params))
             .mappings()
@@ -327,6 +334,7 @@ async def update_household(
             [{"household_id": household_id, "cause": c} for c in causes_added],
         )
     await add_history(session, history, now=now)
+    await write_outbox(session, events)
     return dict(written)
 
 
@@ -382,6 +390,7 @@ def _filing_statement(members: int, history_rows: int) -> Insert:
             for i in range(members)
         ),
         *_history_ctes(household_id, now, history_rows),
+        outbox_cte(),
     ]
     return (
         postgresql.insert(active_person)
@@ -423,7 +432,11 @@ def _change_statement(history_rows: int) -> Select[Any]:
         .cte("added_causes"),
     ]
     now = bindparam("now", type_=household.c.updated_at.type)
-    return select(updated).add_cte(*ctes, *_history_ctes(household_id, now, history_rows))
+    return select(updated).add_cte(
+        *ctes,
+        *_history_ctes(household_id, now, history_rows),
+        outbox_cte(when=select(updated.c.id).exists()),
+    )
 
 
 async def attach_result(

@@ -12,13 +12,20 @@ import pytest
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
 from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 from sqlalchemy.engine.default import CacheStats
 
 from shared.db import Database, UnitOfWork
 from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_subject
 from shared.events.envelope import CloudEvent
-from shared.events.outbox import OutboxRelay, backlog, outbox
+from shared.events.outbox import (
+    OutboxRelay,
+    backlog,
+    outbox,
+    outbox_cte,
+    outbox_params,
+    write_outbox,
+)
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
 from tests.eventkit import effect_count, effects, record_effect, sample_event
 
@@ -201,6 +208,63 @@ class TestOutboxAndRelay:
         assert await relay.relay_once() + await relay.relay_once() == 2
         assert await relay.relay_once() == 0
         assert await _sequences_in_stream(js, "h-passes") == [1, 2, 3, 4]
+
+
+class TestEventsWrittenByTheChangesStatement:
+    """`UnitOfWork.take_events` hands the queued events to a statement that writes their
+    outbox rows itself (PostgreSQL carries them as CTEs of the change's statement)."""
+
+    @staticmethod
+    async def write_taken(uow: UnitOfWork, *, when: bool = True) -> None:
+        events = uow.take_events()
+        if uow.session.get_bind().dialect.name == "postgresql":
+            statement = select(literal(1)).add_cte(outbox_cte(when=literal(when)))
+            await uow.session.execute(statement, outbox_params(events))
+        else:
+            await write_outbox(uow.session, events)
+
+    async def test_taken_events_are_published_as_written_and_wake_the_relay_at_commit(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        woken: list[int] = []
+        database.after_commit = lambda: woken.append(1)
+        events = [sample_event("h-taken", n) for n in range(1, 6)]
+        async with database.unit_of_work() as uow:
+            uow.publish(*events)
+            await self.write_taken(uow)
+            assert uow.take_events() == []  # nothing is left for the commit to write
+            await uow.commit()
+            await uow.commit()  # a second commit with nothing new wakes nobody
+        assert woken == [1]
+        assert await OutboxRelay(database, js).relay_once() == 5
+        assert await _sequences_in_stream(js, "h-taken") == [1, 2, 3, 4, 5]
+        async with database.sessionmaker() as session:
+            bodies = (await session.scalars(select(outbox.c.body).order_by("position"))).all()
+        assert bodies == [e.to_json().decode() for e in events]
+
+    async def test_a_failed_savepoint_gives_back_the_events_it_took(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        before, inside = sample_event("h-savepoint", 1), sample_event("h-undone", 1)
+        async with database.unit_of_work() as uow:
+            uow.publish(before)
+            with pytest.raises(RuntimeError):
+                async with uow.savepoint():
+                    uow.publish(inside)
+                    await self.write_taken(uow)
+                    raise RuntimeError("undo the part")
+            await uow.commit()
+        assert await OutboxRelay(database, js).relay_once() == 1
+        assert await _subjects_in_stream(js) == ["h-savepoint"]
+
+    async def test_a_condition_that_fails_writes_no_row(self, database: Database) -> None:
+        if database.dialect != "postgresql":
+            pytest.skip("the CTEs are PostgreSQL's; SQLite writes the rows beside the change")
+        async with database.unit_of_work() as uow:
+            uow.publish(sample_event("h-not-written", 1))
+            await self.write_taken(uow, when=False)
+            await uow.commit()
+            assert await uow.session.scalar(select(func.count()).select_from(outbox)) == 0
 
 
 async def _count_is(db: Database, n: int) -> bool:

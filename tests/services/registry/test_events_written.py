@@ -1,0 +1,61 @@
+"""A change's events are written by the change's own statement (on PostgreSQL) or beside it
+(SQLite), and the relay publishes exactly the changes that were committed, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import nats
+from sqlalchemy import func, select
+
+from services.registry.settings import RegistrySettings
+from shared.db import Database
+from shared.events.outbox import outbox
+from tests.helpers import bearer, household_body
+
+WRITE = ("registry:write", "registry:read")
+
+
+async def test_each_committed_change_is_published_once_and_a_refused_one_not_at_all(
+    registry: httpx.AsyncClient,
+    registry_settings: RegistrySettings,
+    token: Callable[..., str],
+    nats_url: str,
+) -> None:
+    nc = await nats.connect(nats_url)
+    sub = await nc.subscribe("bangfu.registry.household.>")
+    headers = bearer(token(*WRITE))
+    filed = await registry.post("/v1/households", json=household_body(), headers=headers)
+    url = f"/v1/households/{filed.json()['id']}"
+    first = await registry.patch(
+        url, json={"category": "dibao_edge"}, headers={**headers, "If-Match": '"1"'}
+    )
+    stale = await registry.patch(
+        url, json={"causes": ["education"]}, headers={**headers, "If-Match": '"1"'}
+    )
+    second = await registry.patch(
+        url, json={"causes": ["education"]}, headers={**headers, "If-Match": '"2"'}
+    )
+    events = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(3)]
+    await asyncio.sleep(0.3)  # a fourth would have been relayed with the third
+    extra = sub.pending_msgs
+    await nc.close()
+
+    assert [r.status_code for r in (filed, first, stale, second)] == [201, 200, 412, 200]
+    assert [(e["type"].split(".")[-2], e["sequence"]) for e in events] == [
+        ("applied", 1),
+        ("changed", 2),
+        ("changed", 3),
+    ]
+    assert {e["subject"] for e in events} == {filed.json()["id"]}
+    assert extra == 0
+    database = Database(registry_settings.database_url, schema=registry_settings.database_schema)
+    async with database.unit_of_work() as uow:
+        rows = await uow.session.scalar(
+            select(func.count()).where(outbox.c.aggregate == filed.json()["id"])
+        )
+    await database.engine.dispose()
+    assert rows == 3

@@ -77,6 +77,7 @@ from shared.events.outbox import OutboxRelay, outbox
 from shared.events.streams import ensure_dead_letter_stream, ensure_stream, service_stream
 from shared.natsserver import NatsServer, free_port
 from shared.observability import configure_logging
+from shared.serve import settle_heap
 
 STREAM, SUBJECTS = service_stream("registry")
 REGIONS = ("411302", "411303", "411321", "410102", "410105", "440305")
@@ -329,6 +330,7 @@ async def serve_consumer(setup: Setup, connection: Connection) -> None:
     try:
         while (command := await loop.run_in_executor(None, connection.recv)) is not None:
             await clear(db, bench_effect, inbox)
+            settle_heap()  # as a service's process does once started (shared.serve)
             connection.send("ready")
             cpu = time.process_time()
             if command.kind == "raw":
@@ -477,6 +479,9 @@ class Producer:
         """Reset, start the consumer, produce; returns when production began and what was seen."""
         await fresh_stream(self.js)
         await clear(self.db, outbox, bench_record)
+        # As a service's process does once started (shared.serve); the records of the runs
+        # before are this bench's, not the service's heap.
+        settle_heap()
         await self.consumer.start(Command(kind, expected, timeout))
         cpu, nats_cpu = time.process_time(), process_cpu_seconds(self.nats_pid)
         started = time.perf_counter()

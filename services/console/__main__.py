@@ -1,16 +1,12 @@
 """`python -m services.console`: serve the console with uvicorn."""
 
-import uvicorn
-
 from services.console.settings import ConsoleSettings
+from shared.serve import run
 
 if __name__ == "__main__":
     settings = ConsoleSettings()
-    uvicorn.run(
+    run(
         "services.console.app:create_app",
-        factory=True,
         host=settings.host,
         port=settings.port,
-        access_log=False,
-        log_level="warning",
     )

@@ -283,6 +283,8 @@ def serve(spec: dict[str, Any]) -> None:
     """In the child: build the app and run it under uvicorn until SIGTERM."""
     import uvicorn
 
+    from shared.serve import Server
+
     if spec.get("custom_plans"):
         force_custom_plans()
     if spec["app"] == "registry":
@@ -311,7 +313,7 @@ def serve(spec: dict[str, Any]) -> None:
         signal.signal(signal.SIGTERM, lambda *_: None)
         profiler.enable()
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()  # as the suite's processes run (shared.serve), both apps
     finally:
         if profiler:
             profiler.disable()

@@ -23,7 +23,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-class _Server(uvicorn.Server):
+class Server(uvicorn.Server):
+    """uvicorn's server, settling the heap once started."""
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         settle_heap()  # the lifespan has opened the database, NATS and the workers
@@ -40,7 +42,7 @@ def run(factory: str, *, host: str, port: int, **options: Any) -> None:
         log_level="warning",
         **options,
     )
-    server = _Server(config)
+    server = Server(config)
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)

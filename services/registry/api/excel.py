@@ -60,7 +60,7 @@ async def import_ledger(file: UploadFile, uow: UnitOfWorkDep, ctx: Writer) -> di
             continue
         spec = household.spec
         try:
-            async with uow.session.begin_nested():
+            async with uow.savepoint():  # a household refused takes its events with it
                 filed = await service.apply(
                     uow,
                     ctx,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 from collections.abc import Callable
 
 import httpx
+import nats
 from openpyxl import Workbook, load_workbook
 
 from services.registry.spreadsheets import COLUMNS
@@ -152,6 +155,24 @@ class TestLedgerImport:
             )
         ).json()
         assert rural["hukou_type"] == "rural"
+
+    async def test_a_household_refused_midway_publishes_nothing_and_the_others_their_filing(
+        self, registry: httpx.AsyncClient, token: Callable[..., str], nats_url: str
+    ) -> None:
+        nc = await nats.connect(nats_url)
+        applied = await nc.subscribe("bangfu.registry.household.applied.>")
+        await upload(registry, token, ledger([row("held", 9)]))
+        await applied.next_msg(timeout=5)  # its filing
+        report = (
+            await upload(registry, token, ledger([row("A", 1), row("X", 9), row("B", 2)]))
+        ).json()
+        events = [json.loads((await applied.next_msg(timeout=5)).data) for _ in range(2)]
+        await asyncio.sleep(0.3)  # a third would have been relayed with the second
+        extra = applied.pending_msgs
+        await nc.close()
+        assert sorted(report["imported"]) == ["A", "B"]
+        assert sorted(e["subject"] for e in events) == sorted(report["imported"].values())
+        assert extra == 0
 
     async def test_households_outside_the_callers_regions_are_not_imported(
         self, registry: httpx.AsyncClient, token: Callable[..., str]

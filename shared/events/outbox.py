@@ -79,7 +79,9 @@ def _outbox_row(event: CloudEvent, now: datetime) -> dict[str, Any]:
 
 
 async def write_outbox(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
-    """Insert the events into the outbox within the caller's transaction."""
+    """Insert the events into the outbox within the caller's transaction (none: nothing)."""
+    if not events:  # an INSERT given no rows would write one row of defaults
+        return
     now = datetime.now(UTC)
     await session.execute(insert(outbox), [_outbox_row(event, now) for event in events])
 

@@ -257,6 +257,12 @@ class TestEventsWrittenByTheChangesStatement:
         assert await OutboxRelay(database, js).relay_once() == 1
         assert await _subjects_in_stream(js) == ["h-savepoint"]
 
+    async def test_a_change_with_no_events_writes_no_outbox_row(self, database: Database) -> None:
+        async with database.unit_of_work() as uow:
+            await self.write_taken(uow)  # nothing was queued
+            await uow.commit()
+            assert await uow.session.scalar(select(func.count()).select_from(outbox)) == 0
+
     async def test_a_condition_that_fails_writes_no_row(self, database: Database) -> None:
         if database.dialect != "postgresql":
             pytest.skip("the CTEs are PostgreSQL's; SQLite writes the rows beside the change")

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from asyncpg.exceptions import (  # type: ignore[import-untyped]
     CannotConnectNowError,
     TooManyConnectionsError,
 )
 from sqlalchemy import MetaData, Table, and_, event, false, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import immutabledict
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 NAMING_CONVENTION = {
@@ -121,7 +130,12 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     # One connection per process: sessions queue in the pool instead of sleeping in SQLite's
     # busy handler (which backs off up to 100 ms); SQLite has one writer at a time anyway.
     engine = create_async_engine(
-        url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        url,
+        connect_args={"timeout": 30},
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=60,
+        module=_OneTripDBAPI(aiosqlite, sqlite3),
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -152,6 +166,109 @@ def _sqlite_engine(url: str) -> AsyncEngine:
                 await_(asyncio.shield(dbapi_connection.driver_connection.rollback()))
 
     return engine
+
+
+def _run_statement(
+    connection: aiosqlite.Connection, operation: str, parameters: Any, many: bool
+) -> tuple[Any, list[Any], int, int | None]:
+    """In aiosqlite's thread: a statement's cursor opened, executed, read and closed."""
+    cursor = connection._conn.cursor()  # sqlite3's own, in its thread
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor, each statement one call to aiosqlite's thread.
+
+    SQLAlchemy's own makes four (open the cursor, execute, fetch, close), and each waits for
+    the thread to get the GIL and then for a turn of the event loop: on a busy loop a
+    statement waited up to four switch intervals (5 ms each), a transaction a dozen
+    (bench/events.py on SQLite).
+    """
+
+    __slots__ = ("_description", "_rowcount", "_lastrowid", "_arraysize")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection):
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]  # none is kept between calls
+        self._soft_closed_memoized = immutabledict()
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]  # None before an INSERT
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> None:
+        await self._run(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> None:
+        await self._run(operation, seq_of_parameters, many=True)
+
+    async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        async with self._adapt_connection._execute_mutex:
+            outcome = await connection._execute(  # type: ignore[no-untyped-call]  # its thread
+                _run_statement, connection, operation, parameters, many
+            )
+        self._description, rows, self._rowcount, self._lastrowid = outcome
+        self._rows = collections.deque(rows)
+
+    async def _async_soft_close(self) -> None:
+        """Nothing to close: the statement's cursor was closed in the thread."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneTripCursor  # type: ignore[assignment]  # a subclass of the declared
+
+    def rollback(self) -> None:
+        # SQLAlchemy rolls back every connection given back to its pool, after a commit too,
+        # and a session closed rolls back again: a call to the thread each, for nothing when
+        # no transaction is open. (Reading the flag needs no thread: no statement is running.)
+        driver = self._connection._connection
+        if driver is not None and driver.in_transaction:
+            super().rollback()
+
+
+class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """aiosqlite as SQLAlchemy adapts it, with `_OneTripCursor` for its cursors."""
+
+    def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
+        return _OneTripConnection(self, super().connect(*arg, **kw)._connection)
 
 
 class UnitOfWork:

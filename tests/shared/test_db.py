@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import Database, create_engine, region_condition
@@ -96,3 +98,97 @@ class TestCancelledWrites:
             assert after == 30
         finally:
             await db.dispose()
+
+
+class _CountedQueue:
+    """aiosqlite's queue to its thread, counting the calls put on it."""
+
+    def __init__(self, queue: Any):
+        self.queue, self.calls = queue, 0
+
+    def put_nowait(self, item: Any) -> None:
+        self.calls += 1
+        self.queue.put_nowait(item)
+
+
+class TestSQLiteStatementsInOneTrip:
+    """Each statement is one call to aiosqlite's thread; what it returns is as sqlite3's."""
+
+    @pytest.fixture
+    async def sqlite_engine(self, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/trips.db")
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+        yield engine
+        await engine.dispose()
+
+    async def test_a_transaction_of_three_statements_is_five_calls(
+        self, sqlite_engine: AsyncEngine
+    ) -> None:
+        async with sqlite_engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            counted = _CountedQueue(driver._tx)
+            driver._tx = counted
+            async with connection.begin():  # BEGIN IMMEDIATE, then COMMIT
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+                await connection.execute(text("UPDATE t SET v = 'b' WHERE v = 'a'"))
+                rows = (await connection.execute(text("SELECT v FROM t"))).scalars().all()
+            driver._tx = counted.queue
+        assert rows == ["b"]
+        # SQLAlchemy's own cursor made 3 or 4 calls a statement (open, execute, fetch, close):
+        # 14 here.
+        assert counted.calls == 5
+
+    async def test_a_unit_of_work_is_a_call_a_statement_and_its_commit(
+        self, tmp_path: Path, sqlite_engine: AsyncEngine
+    ) -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/trips.db")
+        async with db.sessionmaker() as session:
+            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert driver is not None
+        counted = _CountedQueue(driver._tx)
+        driver._tx = counted
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await uow.commit()
+        async with db.sessionmaker() as session:
+            assert (await session.execute(text("SELECT v FROM t"))).scalar_one() == "a"
+        driver._tx = counted.queue
+        await db.dispose()
+        # BEGIN, INSERT, COMMIT; BEGIN, SELECT, ROLLBACK (the read's, on closing). The pool's
+        # rollback of each connection given back, with no transaction open, was one more each.
+        assert counted.calls == 6
+
+    async def test_a_failed_unit_of_work_is_rolled_back(
+        self, tmp_path: Path, sqlite_engine: AsyncEngine
+    ) -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/trips.db")
+        with pytest.raises(RuntimeError):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+                raise RuntimeError("undone")
+        async with db.sessionmaker() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+        await db.dispose()
+
+    async def test_results_row_counts_and_errors_are_sqlite3s(
+        self, sqlite_engine: AsyncEngine
+    ) -> None:
+        async with sqlite_engine.begin() as connection:
+            first = await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            assert first.lastrowid == 1
+            await connection.execute(
+                text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}]
+            )
+            updated = await connection.execute(text("UPDATE t SET v = v || '!' WHERE id > 1"))
+            assert updated.rowcount == 2
+            result = await connection.execute(text("SELECT id, v FROM t ORDER BY id"))
+            assert result.fetchone() == (1, "a")
+            assert result.fetchmany(1) == [(2, "b!")]
+            assert result.fetchall() == [(3, "c!")]
+        with pytest.raises(IntegrityError):
+            async with sqlite_engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        async with sqlite_engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3

@@ -947,10 +947,9 @@ async def annotate(
 
     Returns False for a household this registry does not hold (the event is then ignored).
     """
-    row = await store.get_household(uow.session, household_id)
+    row = await store.attach_result(uow.session, household_id, field_name=field_name, value=value)
     if row is None:
         return False
-    await store.attach_result(uow.session, household_id, field_name=field_name, value=value)
     await store.add_history(
         uow.session,
         [

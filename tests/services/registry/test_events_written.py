@@ -59,3 +59,49 @@ async def test_each_committed_change_is_published_once_and_a_refused_one_not_at_
         )
     await database.engine.dispose()
     assert rows == 3
+
+
+async def test_a_result_attached_keeps_the_version_and_one_for_a_file_not_held_writes_nothing(
+    registry: httpx.AsyncClient,
+    registry_settings: RegistrySettings,
+    token: Callable[..., str],
+) -> None:
+    from services.registry import service
+    from services.registry.store import history
+
+    headers = bearer(token(*WRITE))
+    filed = (await registry.post("/v1/households", json=household_body(), headers=headers)).json()
+    await registry.patch(
+        f"/v1/households/{filed['id']}",
+        json={"category": "dibao_edge"},
+        headers={**headers, "If-Match": '"1"'},
+    )
+    database = Database(registry_settings.database_url, schema=registry_settings.database_schema)
+    try:
+        async with database.unit_of_work() as uow:
+            held = await service.annotate(
+                uow, household_id=filed["id"], field_name="verification", value={"v": 1}, source="x"
+            )
+            elsewhere = await service.annotate(
+                uow, household_id="not-held-here", field_name="verification", value={}, source="x"
+            )
+            events = uow.take_events()
+            await uow.commit()
+        async with database.unit_of_work() as uow:
+            attached = (
+                await uow.session.execute(
+                    select(history.c.household_id, history.c.version).where(
+                        history.c.action == "verification_attached"
+                    )
+                )
+            ).all()
+    finally:
+        await database.engine.dispose()
+    assert (held, elsewhere) == (True, False)
+    assert [(e.subject, e.sequence, e.data["fields"]) for e in events] == [
+        (filed["id"], 2, ["verification"])
+    ]
+    assert events[0].region == filed["location"]["region"]
+    assert attached == [(filed["id"], 2)]
+    shown = (await registry.get(f"/v1/households/{filed['id']}", headers=headers)).json()
+    assert (shown["version"], shown["verification"]) == (2, {"v": 1})

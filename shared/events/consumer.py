@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ BatchScope = Callable[
     [list[CloudEvent], UnitOfWork, object], contextlib.AbstractAsyncContextManager[None]
 ]
 ReadAhead = Callable[[list[CloudEvent]], Coroutine[Any, Any, object]]
+Wanted = Callable[[list[CloudEvent], UnitOfWork], Awaitable[Collection[str]]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class Subscription:
     then overlaps this one's work (one after the other, the read was ~40 % of a catch-up).
     It is a head start only: the scope must read what it lacks. It does not know the inbox,
     so an event already handled (a redelivery) may still have its data read.
+
+    `wanted`, if given, is asked which of a fetched batch's events (by id) the handler has
+    anything to do with, in a unit of work of its own that is never committed, before the
+    batch's transaction: the others are acknowledged at once, with no inbox row and no
+    transaction. A consumer that acts on few of the events it reads (the DCI notify consumer:
+    no subscriber for most households) then costs a read, not a write and a commit, per event.
+    It may only narrow: the handler must still decide for itself about the events it keeps.
+    If it fails, every event is kept.
     """
 
     name: str
@@ -72,6 +81,7 @@ class Subscription:
     handler: Handler = field(compare=False)
     batch: BatchScope | None = field(default=None, compare=False)
     read_ahead: ReadAhead | None = field(default=None, compare=False)
+    wanted: Wanted | None = field(default=None, compare=False)
 
 
 class MalformedEvent(Exception):
@@ -273,6 +283,7 @@ class ConsumerRunner:
                 events.append((message, CloudEvent.from_json(message.data)))
             except ValidationError:
                 await self.handle(message)  # dead-letters it
+        events = await self._ack_unwanted(events)
         if len(events) == 1:
             await self.handle(events[0][0])
             return
@@ -316,6 +327,24 @@ class ConsumerRunner:
             return
         for message, _ in events:
             await message.ack()
+
+    async def _ack_unwanted(
+        self, events: list[tuple[Msg, CloudEvent]]
+    ) -> list[tuple[Msg, CloudEvent]]:
+        """Acknowledge the events `wanted` leaves out; the rest, in order."""
+        wanted = self.subscription.wanted
+        if wanted is None or not events:
+            return events
+        try:
+            async with self._db.unit_of_work() as uow:
+                keep = set(await wanted([event for _, event in events], uow))
+        except Exception as exc:  # noqa: BLE001 - a narrowing only: the handler decides
+            log.info("consumer.wanted_failed", consumer=self.subscription.name, error=repr(exc))
+            return events
+        for message, event in events:
+            if event.id not in keep:
+                await message.ack()
+        return [(message, event) for message, event in events if event.id in keep]
 
     async def handle(self, message: Msg) -> None:
         """Process one message, then ack; on failure retry later or, at the limit, dead-letter."""

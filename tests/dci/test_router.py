@@ -12,16 +12,18 @@ import httpx
 from sqlalchemy import select
 
 from services.registry.app import create_app as create_registry
+from services.registry.dci import notify
 from services.registry.dci import store as dci_store
 from services.registry.settings import RegistrySettings
 from shared import audit
 from shared.db import Database
+from shared.events.consumer import inbox
 from shared.identity import mask_identity_number
 from tests.conftest import running
 from tests.dci.dci import SENDER, envelope, receiving, search, settings_for_dci, subscribe
 from tests.helpers import bearer, household_body, identity_number
 
-OWNER, INTRUDER = "411302", "410102"
+OWNER, INTRUDER, ELSEWHERE = "411302", "410102", "410202"
 Token = Callable[..., str]
 
 
@@ -146,6 +148,8 @@ class TestConfinement:
                     )
                     assert answer.json()["message"]["ack_status"] == "ACK", answer.text
                 await receiver.wait_for("on-subscribe", 2)
+                # Filed where nobody subscribed, first: handled before the next one's notify.
+                await _file(client, token, ELSEWHERE, 605)
                 # Notify goes to the sender_uri the subscriber subscribed with.
                 household_id, number = await _file(client, token, OWNER, 603)
                 notified = await receiver.wait_for("notify", 1)
@@ -165,6 +169,16 @@ class TestConfinement:
         )
         assert number not in str(notified)  # notifications are masked
         assert mask_identity_number(number) in str(notified)
+        # Only the events someone listens to took an inbox row (and a transaction): the
+        # unsubscribed region's was acknowledged without.
+        handled = [
+            r["event_id"]
+            for r in await _rows(registry_settings, inbox)
+            if r["consumer"] == notify.CONSUMER
+        ]
+        assert sorted(handled) == sorted(
+            b["message"]["notify_event"][0]["reference_id"] for b in receiver.of("notify")
+        )
 
     async def test_subscribe_with_a_4113_filter_from_a_4101_token_is_refused_nothing(
         self, registry_settings: RegistrySettings, token: Token

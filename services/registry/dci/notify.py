@@ -48,6 +48,28 @@ async def _matches(
     return found.first() is not None
 
 
+def _listening(active: list[dict[str, Any]], event: CloudEvent) -> list[dict[str, Any]]:
+    """The active subscriptions to the event's type whose regions hold its household."""
+    event_type = EVENT_TYPES.get(_event_name(event))
+    return [
+        s
+        for s in active
+        if s["event_type"] == event_type
+        and s["sender_uri"]
+        and region_in(event.region, s["regions"])
+    ]
+
+
+async def wanted(events: list[CloudEvent], uow: UnitOfWork) -> set[str]:
+    """The events some subscription listens to: the rest are acknowledged with no inbox row
+    and no transaction (most households have no subscriber; bench/registry.py)."""
+    typed = [event for event in events if _event_name(event) in EVENT_TYPES]
+    if not typed:
+        return set()
+    active = await store.active_subscriptions(uow.session)
+    return {event.id for event in typed if _listening(active, event)}
+
+
 def handler(settings: RegistrySettings, batch: list[list[dict[str, Any]]] | None = None) -> Handler:
     """`batch`, when given, holds the active subscriptions (one list) while the batch scope
     has them read for a fetched batch; an event handled alone reads them itself."""
@@ -60,13 +82,7 @@ def handler(settings: RegistrySettings, batch: list[list[dict[str, Any]]] | None
         if event_type is None:
             return  # visits, helpers, incomes: not registry events of the DCI
         active = batch[0] if batch else await store.active_subscriptions(uow.session)
-        subscriptions = [
-            s
-            for s in active
-            if s["event_type"] == event_type
-            and s["sender_uri"]
-            and region_in(event.region, s["regions"])
-        ]
+        subscriptions = _listening(active, event)
         if not subscriptions:
             return
         row = await registry_store.get_household(uow.session, event.subject)
@@ -144,4 +160,5 @@ def subscription(settings: RegistrySettings) -> Subscription:
         ["bangfu.registry.household.>"],
         handler(settings, held),
         batch=batch_scope,
+        wanted=wanted,
     )

@@ -24,7 +24,7 @@ from shared.migrations import SERVICES
 # The events integrators may read, by stream: the registry's household events.
 INTEGRATOR_EVENTS = {"REGISTRY": "bangfu.registry.household.*"}
 # What a service needs besides its own subjects: the departments it queries.
-EXTRA_PUBLISH = {"verification": ["bangfu.dept.*.query"]}
+EXTRA_PUBLISH = {"verification": ["bangfu.dept.*.query", "bangfu.dept.*.queries"]}
 # Streams a service reads through short-lived consumers: notifications' event history for
 # webhook replays (services/notifications/history.py), over every service's stream.
 EPHEMERAL_READS = {"notifications": [service.upper() for service in SERVICES]}
@@ -135,7 +135,7 @@ def suite_users() -> list[User]:
             name="sandbox",
             password=password_variable("sandbox"),
             publish=["bangfu.dept.>"],
-            subscribe=["bangfu.dept.*.query"],
+            subscribe=["bangfu.dept.*.query", "bangfu.dept.*.queries"],
             allow_responses=True,
             comment="sandbox: answers department queries, publishes change feeds (not production)",
         ),

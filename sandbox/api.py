@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,7 +14,15 @@ from starlette.routing import Route
 from sandbox.behaviour import Behaviour
 from sandbox.changes import ChangeRequest
 from sandbox.departments import DEPARTMENTS
-from sandbox.protocol import CONSENT_HEADER, PURPOSE_HEADER, QueryBody, Rejected
+from sandbox.protocol import (
+    CONSENT_HEADER,
+    MAX_PEOPLE,
+    PURPOSE_HEADER,
+    PersonQuery,
+    QueryBody,
+    Rejected,
+    Reply,
+)
 from sandbox.service import Sandbox
 from shared.events.streams import BackgroundConnection
 from shared.problems import ErrorTable, Problem, problem_response
@@ -80,8 +88,66 @@ QUERY_OPENAPI: dict[str, Any] = {
 }
 
 
+QUERIES_PATH = "/departments/{code}/queries"
+QUERIES_OPENAPI: dict[str, Any] = {
+    "post": {
+        "tags": ["departments"],
+        "summary": "Ask a department about several people (a household's members) at once",
+        "description": 'One answer per person, in the order asked: `{"answers": [{"status": '
+        '200, "request_hash": …, "answer": {…}} or {"status": 422, "error": {…}}]}`. '
+        "Each request hash is the one that person's query alone would have. Errors of the "
+        "whole request are problem+json (400, 404 unknown department, 422, 500).",
+        "operationId": "query_many_departments__code__queries_post",
+        "parameters": [
+            QUERY_OPENAPI["post"]["parameters"][0],
+            QUERY_OPENAPI["post"]["parameters"][2],
+        ],
+        "requestBody": {
+            "required": True,
+            # Written out: pydantic's schema of the list refers to a `$defs` outside OpenAPI.
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["people"],
+                        "properties": {
+                            "people": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_PEOPLE,
+                                "items": PersonQuery.model_json_schema(),
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "An answer or an error per person",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+}
+
+Answering = Callable[..., Awaitable[Reply]]
+
+
 async def query(request: Request) -> Response:
     """The department's answer, with `Bangfu-Request-Hash` and the consent id echoed."""
+    sandbox: Sandbox = request.app.state.sandbox
+    return await _answer(request, sandbox.query)
+
+
+async def queries(request: Request) -> Response:
+    """The department's answers about several people."""
+    sandbox: Sandbox = request.app.state.sandbox
+    return await _answer(request, sandbox.query_many)
+
+
+async def _answer(request: Request, answering: Answering) -> Response:
     sandbox: Sandbox = request.app.state.sandbox
     code: str = request.path_params["code"]
     try:
@@ -90,7 +156,8 @@ async def query(request: Request) -> Response:
         # The caller gave up before its query was read (its timeout under load): nobody is
         # there to answer, and a traceback per such request only slowed the sandbox further.
         return Response(status_code=499)
-    reply = await sandbox.query(code, raw=raw, headers=request.headers)
+    headers: Mapping[str, str] = request.headers
+    reply = await answering(code, raw=raw, headers=headers)
     if request.client:
         sandbox.connected(code, f"{request.client.host}:{request.client.port}")
     if reply.fault == "http_500":
@@ -109,6 +176,7 @@ async def query(request: Request) -> Response:
 
 
 QUERY_ROUTE = Route(QUERY_PATH, query, methods=["POST"])
+QUERIES_ROUTE = Route(QUERIES_PATH, queries, methods=["POST"])
 
 
 async def _hold(request: Request, *, seconds: float) -> None:

@@ -66,7 +66,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.state.sandbox = sandbox
     app.state.nats = None  # the connection, once the lifespan opened one
     install_problem_handlers(app, api.ERRORS)
-    app.router.routes.append(api.QUERY_ROUTE)
+    app.router.routes.extend([api.QUERY_ROUTE, api.QUERIES_ROUTE])
     app.include_router(api.router)
 
     def openapi() -> dict[str, Any]:
@@ -78,6 +78,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
                 routes=app.routes,
             )
             schema["paths"][api.QUERY_PATH] = api.QUERY_OPENAPI
+            schema["paths"][api.QUERIES_PATH] = api.QUERIES_OPENAPI
             app.openapi_schema = schema
         return app.openapi_schema
 

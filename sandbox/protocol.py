@@ -2,6 +2,10 @@
 
 Every query carries the consent (授权书) id and the purpose in headers, as X-Road's
 X-Road-Issue does; the answer echoes a hash that binds it to the query it answers.
+
+A department also answers for several people in one request (a household's members, 家庭成员
+合并查询): the purpose in its header, each person's consent id in the body beside the number,
+each person's answer bound by the hash the same person's query alone would have.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.behaviour import FaultKind
 from shared.identity import IdentityNumber, InvalidIdentityNumber, parse_identity_number
@@ -23,6 +27,9 @@ CONSENT_HEADER = "Bangfu-Consent-Id"
 PURPOSE_HEADER = "Bangfu-Purpose"
 HASH_HEADER = "Bangfu-Request-Hash"
 STATUS_HEADER = "Bangfu-Status"
+MAX_PEOPLE = 50  # people one request may ask about
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Rejected(Exception):
@@ -47,6 +54,20 @@ class QueryBody(BaseModel):
 
     identity_number: str
     as_of: date | None = None
+
+
+class PersonQuery(QueryBody):
+    """One person of a request about several, with the consent id that covers them."""
+
+    consent_id: str = Field(min_length=1, max_length=200)
+
+
+class QueriesBody(BaseModel):
+    """The request about several people: each asked as their own query would ask."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    people: list[PersonQuery] = Field(min_length=1, max_length=MAX_PEOPLE)
 
 
 @dataclass(frozen=True)
@@ -92,18 +113,68 @@ def parse_query(*, department: str, raw: bytes, headers: Mapping[str, str], toda
     consent_id = _header(headers, CONSENT_HEADER, "the consent (授权书) id")
     # Header values are Latin-1, so the purpose travels as percent-encoded UTF-8.
     purpose = unquote(_header(headers, PURPOSE_HEADER, "the purpose of the query"))
+    document = _json(raw)
+    body = _validated(QueryBody, document)
+    return _person(department, body, document, consent_id=consent_id, purpose=purpose, today=today)
+
+
+def parse_queries(
+    *, department: str, raw: bytes, headers: Mapping[str, str], today: date
+) -> list[Query | Rejected]:
+    """A request about several people: the purpose header and the body's shape are checked
+    for all (Rejected raised), each person on their own (Rejected in their place)."""
+    purpose = unquote(_header(headers, PURPOSE_HEADER, "the purpose of the query"))
+    document = _json(raw)
+    body = _validated(QueriesBody, document)
+    parsed: list[Query | Rejected] = []
+    for person, given in zip(body.people, document["people"], strict=True):
+        # Hashed as this person's query alone would be: its body without the consent id.
+        alone = {k: v for k, v in given.items() if k != "consent_id"}
+        try:
+            parsed.append(
+                _person(
+                    department,
+                    person,
+                    alone,
+                    consent_id=person.consent_id,
+                    purpose=purpose,
+                    today=today,
+                )
+            )
+        except Rejected as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def _json(raw: bytes) -> Any:
     try:
-        document = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise Rejected(400, "malformed-json", "the request body is not valid JSON") from None
+
+
+def _validated(model: type[M], document: Any) -> M:
     try:
-        body = QueryBody.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         reasons = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
             for error in exc.errors()
         )
         raise Rejected(422, "invalid-input", reasons) from None
+
+
+def _person(
+    department: str,
+    body: QueryBody,
+    document: dict[str, Any],
+    *,
+    consent_id: str,
+    purpose: str,
+    today: date,
+) -> Query:
+    """One person's query from its validated body (`document` as sent, for the hash); raise
+    Rejected."""
     try:
         identity = parse_identity_number(body.identity_number, today=today)
     except InvalidIdentityNumber as exc:

@@ -1,4 +1,5 @@
-"""The NATS side: request-reply on `bangfu.dept.<code>.query`, in the queue group `sandbox`.
+"""The NATS side: request-reply on `bangfu.dept.<code>.query` (one person) and
+`bangfu.dept.<code>.queries` (several), in the queue group `sandbox`.
 
 Faults map to what a broken responder does on a bus: a timeout is no reply at all, a 5xx is an
 error reply, a slow drip is a late reply (NATS has no partial messages).
@@ -24,6 +25,10 @@ def query_subject(code: str) -> str:
     return f"bangfu.dept.{code}.query"
 
 
+def queries_subject(code: str) -> str:
+    return f"bangfu.dept.{code}.queries"
+
+
 class Responder:
     """Answers every department's queries; each message in a task of its own."""
 
@@ -36,10 +41,11 @@ class Responder:
 
     async def start(self) -> None:
         for code in DEPARTMENTS:
-            subscription = await self._nc.subscribe(
-                query_subject(code), queue=self._queue, cb=self._on_message
-            )
-            self._subscriptions.append(subscription)
+            for subject in (query_subject(code), queries_subject(code)):
+                subscription = await self._nc.subscribe(
+                    subject, queue=self._queue, cb=self._on_message
+                )
+                self._subscriptions.append(subscription)
         await self._nc.flush()
 
     async def stop(self) -> None:
@@ -59,9 +65,10 @@ class Responder:
     async def _answer(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        code = msg.subject.split(".")[2]
+        _, _, code, kind = msg.subject.split(".")
+        answering = self._sandbox.query_many if kind == "queries" else self._sandbox.query
         try:
-            reply = await self._sandbox.query(code, raw=msg.data, headers=msg.headers or {})
+            reply = await answering(code, raw=msg.data, headers=msg.headers or {})
         except Rejected as exc:
             await self._error(msg, exc)
             return

@@ -14,7 +14,16 @@ from sandbox.behaviour import Behaviour, Behaviours, FaultKind
 from sandbox.changes import ChangeRequest, change_event, check_change
 from sandbox.departments import DEPARTMENTS, Department
 from sandbox.people import Change, person_of
-from sandbox.protocol import CONSENT_HEADER, HASH_HEADER, Rejected, Reply, encode, parse_query
+from sandbox.protocol import (
+    CONSENT_HEADER,
+    HASH_HEADER,
+    Query,
+    Rejected,
+    Reply,
+    encode,
+    parse_queries,
+    parse_query,
+)
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
 from shared.identity import feed_index
 
@@ -48,23 +57,77 @@ class Sandbox:
         return department
 
     async def query(self, code: str, *, raw: bytes, headers: Mapping[str, str]) -> Reply:
-        """Check the query, wait the department's latency, and answer (or fault)."""
+        """Check the query, and answer (or fault) once the department's latency has passed."""
+        answer_at = self._answer_at(code)
         department = self.department(code)
         query = parse_query(department=code, raw=raw, headers=headers, today=self._today())
-        number = query.identity.number
-        person = person_of(query.identity, as_of=query.as_of, changes=self._changes.get(number, ()))
-        answer = department.render(person)
-        await asyncio.sleep(self.behaviours.delay_seconds(code))
-        fault = self.behaviours.fault_for(code, number)
-        self.answered[code] += 1
-        if fault:
-            self.faulted[code] += 1
+        answer = self._render(department, query)
+        await _until(answer_at)
+        fault = self._fault(code, query)
         return Reply(
             body=_broken(answer, fault),
             headers={HASH_HEADER: query.request_hash, CONSENT_HEADER: query.consent_id},
             fault=fault,
             drip_seconds=self.behaviours.get(code).drip_seconds,
         )
+
+    async def query_many(self, code: str, *, raw: bytes, headers: Mapping[str, str]) -> Reply:
+        """Several people in one request: one wait of the department's latency, an answer per
+        person in the order asked (an error in the place of a person it refuses).
+
+        A fault of the whole exchange (a timeout, a 5xx, a slow drip, a body cut off) that any
+        person's query would get is the request's; a wrong schema is that person's answer.
+        """
+        answer_at = self._answer_at(code)
+        department = self.department(code)
+        parsed = parse_queries(department=code, raw=raw, headers=headers, today=self._today())
+        answers = [
+            item if isinstance(item, Rejected) else self._render(department, item)
+            for item in parsed
+        ]
+        await _until(answer_at)
+        items: list[dict[str, Any]] = []
+        request_fault: FaultKind | None = None
+        for query, answer in zip(parsed, answers, strict=True):
+            if isinstance(answer, Rejected):
+                error = {"status": answer.status, "type": answer.type_, "detail": answer.detail}
+                items.append({"status": answer.status, "error": error})
+                continue
+            assert isinstance(query, Query)
+            fault = self._fault(code, query)
+            if fault == "wrong_schema":
+                answer = _wrong_schema(answer)
+            elif fault and request_fault is None:
+                request_fault = fault
+            items.append({"status": 200, "request_hash": query.request_hash, "answer": answer})
+        body = encode({"answers": items})
+        if request_fault == "malformed_json":
+            body = body[: len(body) // 2]
+        return Reply(
+            body=body,
+            headers={},
+            fault=request_fault,
+            drip_seconds=self.behaviours.get(code).drip_seconds,
+        )
+
+    def _answer_at(self, code: str) -> float:
+        """When the department answers a request that arrives now: its latency includes the
+        work of answering, as a department's own does (11 departments share this process and
+        its CPU; each real one has its own)."""
+        return asyncio.get_running_loop().time() + self.behaviours.delay_seconds(code)
+
+    def _render(self, department: Department, query: Query) -> dict[str, Any]:
+        number = query.identity.number
+        person = person_of(query.identity, as_of=query.as_of, changes=self._changes.get(number, ()))
+        return department.render(person)
+
+    def _fault(self, code: str, query: Query) -> FaultKind | None:
+        """The fault this answer gets, if any, counted with the answers."""
+        fault = self.behaviours.fault_for(code, query.identity.number)
+        self.answered[code] += 1
+        if fault:
+            self.faulted[code] += 1
+        return fault
 
     def connected(self, code: str, peer: str) -> None:
         """Note the HTTP connection (the caller's host:port) a query came on."""
@@ -116,22 +179,28 @@ class Sandbox:
         return event
 
 
+async def _until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - asyncio.get_running_loop().time()))
+
+
 def _broken(answer: dict[str, Any], fault: FaultKind | None) -> bytes:
     """The answer's bytes, or what a faulty department sends instead."""
+    if fault == "wrong_schema":
+        return encode(_wrong_schema(answer))
     body = encode(answer)
     if fault == "malformed_json":
         # Cut off mid-document, as a proxy that drops the connection would.
         return body[: len(body) // 2]
-    if fault == "wrong_schema":
-        # Well-formed, but the shape of some other system's API (pinyin abbreviations).
-        return encode(
-            {
-                "code": "0000",
-                "msg": "查询成功",
-                "data": {
-                    "total": 1,
-                    "rows": [{"sfzh": answer["identity_number_masked"], "cxrq": answer["as_of"]}],
-                },
-            }
-        )
     return body
+
+
+def _wrong_schema(answer: dict[str, Any]) -> dict[str, Any]:
+    """Well-formed, but the shape of some other system's API (pinyin abbreviations)."""
+    return {
+        "code": "0000",
+        "msg": "查询成功",
+        "data": {
+            "total": 1,
+            "rows": [{"sfzh": answer["identity_number_masked"], "cxrq": answer["as_of"]}],
+        },
+    }

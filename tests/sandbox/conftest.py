@@ -7,13 +7,17 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
+import nats
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from nats.aio.client import Client as NATS
 
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
 from shared.natsserver import NatsServer, free_port
+from tests.conftest import running
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +43,20 @@ def make_sandbox(department_nats: NatsServer) -> Callable[..., FastAPI]:
         return create_app(SandboxSettings(**settings))
 
     return make
+
+
+@pytest.fixture
+async def client(make_sandbox: Callable[..., FastAPI]) -> AsyncIterator[httpx.AsyncClient]:
+    """The sandbox (seed 1) in process, its lifespan running: it answers on NATS too."""
+    async with running(make_sandbox(seed=1)) as client:
+        yield client
+
+
+@pytest.fixture
+async def nc(department_nats: NatsServer) -> AsyncIterator[NATS]:
+    connection = await nats.connect(department_nats.url)
+    yield connection
+    await connection.close()
 
 
 @contextlib.asynccontextmanager

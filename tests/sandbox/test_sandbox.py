@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +28,6 @@ from services.verification.adapters.transport import (
     Query,
     Unavailable,
 )
-from shared.natsserver import NatsServer
 from tests.conftest import plaintext_pii, running
 from tests.helpers import identity_number
 from tests.sandbox.conftest import serving
@@ -136,19 +135,6 @@ def expected_hash(code: str, body: dict[str, Any], consent: str, purpose: str) -
         [code, body, consent, purpose], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@pytest.fixture
-async def client(make_sandbox: Callable[..., FastAPI]) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(make_sandbox(seed=1)) as client:
-        yield client
-
-
-@pytest.fixture
-async def nc(department_nats: NatsServer) -> AsyncIterator[NATS]:
-    connection = await nats.connect(department_nats.url)
-    yield connection
-    await connection.close()
 
 
 async def set_behaviour(client: httpx.AsyncClient, code: str, **behaviour: Any) -> None:

@@ -30,6 +30,9 @@ class DepartmentSettings(BaseModel):
     retries: int = Field(default=2, ge=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = 30.0
+    # A household's members in one request (`/queries`); 1 for a department that answers one
+    # person a request only.
+    people_per_request: int = Field(default=20, ge=1, le=50)
 
 
 class AssetLimitSettings(BaseModel):
@@ -104,6 +107,7 @@ class VerificationSettings(ServiceSettings):
             retries=own.retries,
             breaker_failures=own.breaker_failures,
             breaker_reset_seconds=own.breaker_reset_seconds,
+            people_per_request=own.people_per_request,
         )
 
     def department_url(self, department: Department) -> str:

@@ -117,6 +117,7 @@ class Departments:
                 "holder_zh": DEPARTMENTS[department].holder_zh,
                 "concurrency": client.config.concurrency,
                 "timeout_seconds": client.config.timeout_seconds,
+                "people_per_request": client.config.people_per_request,
             }
             for department, client in self.clients.items()
         ]

@@ -4,11 +4,12 @@ failures only, a circuit breaker, and the live health `GET /v1/departments` show
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -20,10 +21,14 @@ from tenacity import (
 from services.verification.adapters.transport import (
     Answer,
     Malformed,
+    Outcome,
     Query,
+    Refused,
     Transport,
     Unavailable,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class DepartmentConfig:
     retries: int = 2
     breaker_failures: int = 5  # consecutive unavailable answers that open the circuit
     breaker_reset_seconds: float = 30.0
+    # People one request may ask about (a household's members at once); 1 asks one a request,
+    # for a department that only answers that way.
+    people_per_request: int = 20
 
 
 class BreakerState(StrEnum):
@@ -80,7 +88,20 @@ class CircuitBreaker:
             self._opened_at = self._clock()
 
 
+@dataclass
+class _Waiting:
+    """A caller's people waiting for a free request slot, and where their outcomes go."""
+
+    queries: list[Query]
+    outcomes: asyncio.Future[list[Outcome]]
+
+
 class DepartmentClient:
+    """One department: at most `concurrency` requests at once. People asked while every slot
+    is busy wait, and go together when one frees, up to `people_per_request` a request: the
+    members of a household, and under load the people of several households (a batch), are
+    asked in one request rather than one each."""
+
     def __init__(
         self,
         config: DepartmentConfig,
@@ -91,7 +112,9 @@ class DepartmentClient:
     ):
         self.config = config
         self._transport = transport
-        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._in_flight = 0
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._requests: set[asyncio.Task[None]] = set()
         self.breaker = CircuitBreaker(
             failures=config.breaker_failures,
             reset_seconds=config.breaker_reset_seconds,
@@ -103,33 +126,112 @@ class DepartmentClient:
         self.last_error: str | None = None
 
     async def query(self, query: Query) -> Answer:
-        """Ask once, retrying only what a retry can fix; raise Unavailable, Refused or Malformed."""
-        self.breaker.check()
-        async with self._semaphore:
-            self.calls += 1
-            try:
-                answer = await self._send_with_retries(query)
-            except Unavailable as exc:
-                self.failures += 1
-                self.last_error = str(exc)
-                self.breaker.failed()
-                raise
-            except Exception as exc:
-                # Refused or malformed: the department is up, the answer is the problem.
-                self.failures += 1
-                self.last_error = str(exc)
-                self.breaker.succeeded()
-                raise
-        self.breaker.succeeded()
-        if answer.echoed_hash is not None and answer.echoed_hash != query.request_hash:
-            raise Malformed("the answer is bound to another request (request hash differs)")
-        return answer
+        """Ask about one person, retrying only what a retry can fix; raise Unavailable,
+        Refused or Malformed."""
+        (outcome,) = await self.query_many([query])
+        if isinstance(outcome, Answer):
+            return outcome
+        raise outcome
 
-    async def _send_with_retries(self, query: Query) -> Answer:
+    async def query_many(self, queries: Sequence[Query]) -> list[Outcome]:
+        """Ask about several people (one department, one purpose): an outcome per person, in
+        order. A failure of a whole request is the outcome of every person it asked about."""
+        size = max(1, self.config.people_per_request)
+        if len(queries) > size:
+            parts = await asyncio.gather(
+                *(self.query_many(queries[i : i + size]) for i in range(0, len(queries), size))
+            )
+            return [outcome for part in parts for outcome in part]
+        waiting = _Waiting(list(queries), asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._dispatch()
+        return await waiting.outcomes
+
+    def _dispatch(self) -> None:
+        """Send what waits while a slot is free, as many people together as a request takes."""
+        size = max(1, self.config.people_per_request)
+        while self._in_flight < self.config.concurrency and self._waiting:
+            taken: list[_Waiting] = []
+            people = 0
+            while self._waiting and (not taken or people + len(self._waiting[0].queries) <= size):
+                waiting = self._waiting.popleft()
+                if not waiting.outcomes.done():  # its caller was cancelled meanwhile
+                    taken.append(waiting)
+                    people += len(waiting.queries)
+            if taken:
+                self._in_flight += 1
+                request = asyncio.create_task(self._request(taken))
+                self._requests.add(request)
+                request.add_done_callback(self._requests.discard)
+
+    async def _request(self, taken: list[_Waiting]) -> None:
+        queries = [query for waiting in taken for query in waiting.queries]
+        try:
+            outcomes = await self._ask(queries)
+        except asyncio.CancelledError:
+            for waiting in taken:
+                waiting.outcomes.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - not a department's answer: each caller's error
+            for waiting in taken:
+                if not waiting.outcomes.done():
+                    waiting.outcomes.set_exception(exc)
+            return
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+        start = 0
+        for waiting in taken:
+            end = start + len(waiting.queries)
+            if not waiting.outcomes.done():
+                waiting.outcomes.set_result(outcomes[start:end])
+            start = end
+
+    async def _ask(self, queries: list[Query]) -> list[Outcome]:
+        """One request about these people (one person: the query of one), retried as one."""
+        timeout = self.config.timeout_seconds
+        outcomes: list[Outcome]
+        try:
+            if len(queries) == 1:
+                send, (query,) = self._transport.send, queries
+                outcomes = [await self._exchange(lambda: send(query, timeout=timeout))]
+            else:
+                send_many = self._transport.send_many
+                outcomes = await self._exchange(lambda: send_many(queries, timeout=timeout))
+        except (Unavailable, Refused, Malformed) as exc:
+            return [exc] * len(queries)
+        for n, (query, outcome) in enumerate(zip(queries, outcomes, strict=True)):
+            if isinstance(outcome, Answer) and not _bound(outcome, query):
+                outcomes[n] = Malformed(
+                    "the answer is bound to another request (request hash differs)"
+                )
+        return outcomes
+
+    async def _exchange(self, send: Callable[[], Awaitable[T]]) -> T:
+        """One request through the breaker and the retries."""
+        self.breaker.check()
+        self.calls += 1
+        try:
+            result = await self._send_with_retries(send)
+        except Unavailable as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            self.breaker.failed()
+            raise
+        except Exception as exc:
+            # Refused or malformed: the department is up, the answer is the problem.
+            self.failures += 1
+            self.last_error = str(exc)
+            self.breaker.succeeded()
+            raise
+        self.breaker.succeeded()
+        return result
+
+    async def _send_with_retries(self, send: Callable[[], Awaitable[T]]) -> T:
         if self.config.retries == 0:
             # Straight to the transport: tenacity's machinery per query costs CPU the
             # department path cannot spare (bench/verification.py).
-            return await self._transport.send(query, timeout=self.config.timeout_seconds)
+            return await send()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.retries + 1),
             wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
@@ -138,7 +240,7 @@ class DepartmentClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._transport.send(query, timeout=self.config.timeout_seconds)
+                return await send()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def health(self) -> dict[str, Any]:
@@ -151,3 +253,8 @@ class DepartmentClient:
             "failures": self.failures,
             "last_error": self.last_error,
         }
+
+
+def _bound(answer: Answer, query: Query) -> bool:
+    """Whether the answer is to this query (a department that echoes no hash binds none)."""
+    return answer.echoed_hash is None or answer.echoed_hash == query.request_hash

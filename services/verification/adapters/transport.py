@@ -1,7 +1,9 @@
 """How a query reaches a department: HTTP (aiohttp) or NATS request-reply, chosen per department.
 
 Every query carries the consent (授权书) id and the purpose, as X-Road's X-Road-Issue does, and
-is bound to its answer by a request hash computed here and echoed by the department.
+is bound to its answer by a request hash computed here and echoed by the department. Several
+people (a household's members) go to a department in one request, each person's consent id in
+the body and each answer bound by the hash of that person's query alone.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
@@ -52,6 +55,10 @@ class Query:
             body["as_of"] = self.as_of
         return body
 
+    def person(self) -> dict[str, Any]:
+        """This person in a request about several: the body and the consent id."""
+        return {**self.body(), "consent_id": self.consent_id}
+
     def headers(self) -> dict[str, str]:
         # Header values are Latin-1: the purpose travels percent-encoded UTF-8.
         return {CONSENT_HEADER: self.consent_id, PURPOSE_HEADER: quote(self.purpose)}
@@ -78,8 +85,46 @@ class Answer:
         return hashlib.sha256(self.raw).hexdigest()
 
 
+# Each person's outcome in a request about several: an answer, or why there is none.
+Outcome = Answer | Unavailable | Refused | Malformed
+
+
 class Transport(Protocol):
     async def send(self, query: Query, *, timeout: float) -> Answer: ...
+
+    async def send_many(self, queries: Sequence[Query], *, timeout: float) -> list[Outcome]: ...
+
+
+def _many(queries: Sequence[Query]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a request about several people (one department, one purpose)."""
+    (purpose,) = {q.purpose for q in queries}
+    body = json.dumps({"people": [q.person() for q in queries]}).encode()
+    return body, {PURPOSE_HEADER: quote(purpose)}
+
+
+def _outcomes(raw: bytes, queries: Sequence[Query]) -> list[Outcome]:
+    """Each person's outcome from the answer to a request about several (Malformed, raised,
+    when the answer as a whole is not one)."""
+    answers = _parse(raw).get("answers")
+    if not isinstance(answers, list) or len(answers) != len(queries):
+        raise Malformed(f"not an answer for each of the {len(queries)} people asked")
+    return [_outcome(item) for item in answers]
+
+
+def _outcome(item: Any) -> Outcome:
+    if not isinstance(item, dict) or not isinstance(item.get("status"), int):
+        return Malformed("an answer in the list is not an object with a status")
+    status: int = item["status"]
+    if status >= 500:
+        return Unavailable(f"status {status}")
+    if status >= 400:
+        return Refused(f"status {status}: {json.dumps(item.get('error'), ensure_ascii=False)}")
+    answer = item.get("answer")
+    if not isinstance(answer, dict):
+        return Malformed("an answer in the list has no object")
+    # This person's answer, as their query alone would have had it (the same bytes).
+    raw = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    return Answer(answer, raw, item.get("request_hash"))
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -125,14 +170,27 @@ class HttpTransport:
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         url = f"{self._base_url}/departments/{query.department}/query"
+        raw, headers = await self._post(
+            url, json.dumps(query.body()).encode(), query.headers(), timeout
+        )
+        return Answer(_parse(raw), raw, headers.get(HASH_HEADER))
+
+    async def send_many(self, queries: Sequence[Query], *, timeout: float) -> list[Outcome]:
+        url = f"{self._base_url}/departments/{queries[0].department}/queries"
+        raw, _ = await self._post(url, *_many(queries), timeout)
+        return _outcomes(raw, queries)
+
+    async def _post(
+        self, url: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[bytes, Any]:
         try:
             # A deadline for the whole answer: a slow drip must not outlast it either.
             async with (
                 asyncio.timeout(timeout),
                 self._session.post(
                     url,
-                    data=json.dumps(query.body()).encode(),
-                    headers={"Content-Type": "application/json", **query.headers()},
+                    data=data,
+                    headers={"Content-Type": "application/json", **headers},
                     proxy=self._proxy,
                 ) as response,
             ):
@@ -145,7 +203,7 @@ class HttpTransport:
             raise Unavailable(f"HTTP {response.status}")
         if response.status >= 400:
             raise Refused(f"HTTP {response.status}: {raw[:200].decode(errors='replace')}")
-        return Answer(_parse(raw), raw, response.headers.get(HASH_HEADER))
+        return raw, response.headers
 
 
 class NatsTransport:
@@ -156,13 +214,23 @@ class NatsTransport:
 
     async def send(self, query: Query, *, timeout: float) -> Answer:
         subject = f"bangfu.dept.{query.department}.query"
+        data = json.dumps(query.body()).encode()
+        raw, headers = await self._request(subject, data, query.headers(), timeout)
+        return Answer(_parse(raw), raw, headers.get(HASH_HEADER))
+
+    async def send_many(self, queries: Sequence[Query], *, timeout: float) -> list[Outcome]:
+        subject = f"bangfu.dept.{queries[0].department}.queries"
+        raw, _ = await self._request(subject, *_many(queries), timeout)
+        return _outcomes(raw, queries)
+
+    async def _request(
+        self, subject: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[bytes, dict[str, str]]:
         if not (self._nc.is_connected or self._nc.is_reconnecting):
             # Not connected yet (the service started before NATS): the client would fail inside.
             raise Unavailable("NATS is not connected yet")
         try:
-            reply = await self._nc.request(
-                subject, json.dumps(query.body()).encode(), timeout=timeout, headers=query.headers()
-            )
+            reply = await self._nc.request(subject, data, timeout=timeout, headers=headers)
         except NatsTimeoutError as exc:
             raise Unavailable(f"no answer within {timeout:g} s") from exc
         except NoRespondersError as exc:
@@ -173,4 +241,4 @@ class NatsTransport:
             raise Unavailable(f"status {status}")
         if status.startswith("4"):
             raise Refused(f"status {status}: {reply.data[:200]!r}")
-        return Answer(_parse(reply.data), reply.data, headers.get(HASH_HEADER))
+        return reply.data, headers

@@ -1,6 +1,10 @@
-"""Retries, the circuit breaker and request binding, with a scripted transport (a port fake)."""
+"""Retries, the circuit breaker, request binding and people asked together, with a scripted
+transport (a port fake)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -12,6 +16,7 @@ from services.verification.adapters.client import (
 from services.verification.adapters.transport import (
     Answer,
     Malformed,
+    Outcome,
     Query,
     Refused,
     Unavailable,
@@ -138,3 +143,95 @@ class TestRequestBinding:
         hashes = {QUERY.request_hash, other_consent.request_hash, other_purpose.request_hash}
         assert len(hashes) == 3
         assert QUERY.headers()["Bangfu-Purpose"] == "%E7%94%B3%E8%AF%B7%E5%AE%A1%E6%A0%B8"
+
+
+def queries(count: int) -> list[Query]:
+    return [Query("tax", f"number-{n}", consent_id=f"c-{n}", purpose="复核") for n in range(count)]
+
+
+class Gated:
+    """Holds every request until opened; notes the people each request asked about."""
+
+    def __init__(self, *, misbind: str | None = None, fail: Exception | None = None):
+        self.requests: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.misbind = misbind
+        self.fail = fail
+
+    def _answer(self, query: Query) -> Answer:
+        echoed = "0" * 64 if query.identity_number == self.misbind else query.request_hash
+        return Answer({"number": query.identity_number}, b"{}", echoed)
+
+    async def send(self, query: Query, *, timeout: float) -> Answer:
+        self.requests.append([query.identity_number])
+        await self.gate.wait()
+        if self.fail:
+            raise self.fail
+        return self._answer(query)
+
+    async def send_many(self, queries: Sequence[Query], *, timeout: float) -> list[Outcome]:
+        self.requests.append([q.identity_number for q in queries])
+        await self.gate.wait()
+        if self.fail:
+            raise self.fail
+        return [self._answer(q) for q in queries]
+
+
+def gated_client(transport: Gated, **config: object) -> DepartmentClient:
+    return DepartmentClient(DepartmentConfig("tax", retries=0, **config), transport)  # type: ignore[arg-type]
+
+
+class TestPeopleTogether:
+    async def test_people_waiting_for_a_busy_slot_go_together_when_it_frees(self) -> None:
+        transport = Gated()
+        department = gated_client(transport, concurrency=1)
+        first, *waiting = queries(4)
+        asked = [asyncio.create_task(department.query(q)) for q in (first, *waiting)]
+        await asyncio.sleep(0.01)
+        assert transport.requests == [["number-0"]]  # the slot is busy: the others wait
+        transport.gate.set()
+        answers = await asyncio.gather(*asked)
+        assert transport.requests == [["number-0"], ["number-1", "number-2", "number-3"]]
+        assert [a.body["number"] for a in answers] == [f"number-{n}" for n in range(4)]
+        assert department.calls == 2
+
+    async def test_a_request_asks_at_most_people_per_request(self) -> None:
+        transport = Gated()
+        transport.gate.set()
+        department = gated_client(transport, concurrency=2, people_per_request=2)
+        outcomes = await department.query_many(queries(5))
+        assert sorted(len(r) for r in transport.requests) == [1, 2, 2]
+        assert [o.body["number"] for o in outcomes if isinstance(o, Answer)] == [
+            f"number-{n}" for n in range(5)
+        ]
+
+    async def test_an_answer_bound_to_another_request_fails_only_its_person(self) -> None:
+        transport = Gated(misbind="number-1")
+        transport.gate.set()
+        outcomes = await gated_client(transport).query_many(queries(3))
+        assert [type(o) for o in outcomes] == [Answer, Malformed, Answer]
+        assert "request hash" in str(outcomes[1])
+
+    async def test_a_failed_request_is_the_outcome_of_everyone_it_asked_about(self) -> None:
+        transport = Gated(fail=Unavailable("HTTP 503"))
+        transport.gate.set()
+        department = gated_client(transport, breaker_failures=100)
+        outcomes = await department.query_many(queries(3))
+        assert [str(o) for o in outcomes] == ["HTTP 503"] * 3
+        assert all(isinstance(o, Unavailable) for o in outcomes)
+        assert (department.calls, department.failures) == (1, 1)
+        with pytest.raises(Unavailable, match="HTTP 503"):
+            await department.query(queries(1)[0])
+
+    async def test_a_cancelled_callers_people_are_not_asked(self) -> None:
+        transport = Gated()
+        department = gated_client(transport, concurrency=1)
+        busy = asyncio.create_task(department.query(queries(1)[0]))
+        gone = asyncio.create_task(department.query_many(queries(3)[1:]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        later = asyncio.create_task(department.query(queries(4)[3]))
+        await asyncio.sleep(0.01)
+        transport.gate.set()
+        await asyncio.gather(busy, later)
+        assert transport.requests == [["number-0"], ["number-3"]]

@@ -56,10 +56,16 @@ async def sandbox() -> AsyncIterator[Sandbox]:
             yield Sandbox(admin, HttpTransport(session, url))
 
 
-def clients(transport: HttpTransport) -> dict[Department, DepartmentClient]:
+def clients(
+    transport: HttpTransport, *, people_per_request: int = 20
+) -> dict[Department, DepartmentClient]:
     return {
         d: DepartmentClient(
-            DepartmentConfig(d.value, timeout_seconds=1, retries=1), transport, max_backoff=0.01
+            DepartmentConfig(
+                d.value, timeout_seconds=1, retries=1, people_per_request=people_per_request
+            ),
+            transport,
+            max_backoff=0.01,
         )
         for d in Department
     }
@@ -92,6 +98,35 @@ class TestCheckHousehold:
         )
         assert report.income_complete
         assert report.unavailable_departments == ()
+
+    async def test_a_departments_members_are_asked_in_one_request_for_the_same_report(
+        self, sandbox: Sandbox
+    ) -> None:
+        people = [Person(f"m{n}", identity_number(serial=20 + n), (consent(),)) for n in range(3)]
+        people.append(Person("none", identity_number(serial=30), ()))
+        outcomes = {}
+        for per_request in (20, 1):
+            departments = clients(sandbox.transport, people_per_request=per_request)
+            checked = await check_household(
+                people, departments, departments=list(Department), purpose="申请审核", on=TODAY
+            )
+            calls = {d.value: c.calls for d, c in departments.items()}
+            assert calls == dict.fromkeys(calls, 1 if per_request > 1 else 3)
+            outcomes[per_request] = [
+                (
+                    c.item.member_id,
+                    c.item.department,
+                    c.item.status,
+                    c.item.findings,
+                    c.item.request_hash,
+                    c.exchange.response_digest if c.exchange else None,
+                )
+                for c in checked
+            ]
+        # Member by member, as given; the same items and evidence whichever way they were asked.
+        assert outcomes[20] == outcomes[1]
+        assert [o[0] for o in outcomes[20]] == [p.member_id for p in people for _ in Department]
+        assert {o[2] for o in outcomes[20] if o[0] != "none"} == {ItemStatus.OK}
 
     async def test_missing_expired_revoked_or_partial_consent_skips_exactly_those_calls(
         self, sandbox: Sandbox

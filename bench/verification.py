@@ -115,8 +115,6 @@ class Suite:
             "BANGFU_VERIFICATION_DEPARTMENTS_URL": self.url("sandbox"),
             "BANGFU_VERIFICATION_DEPARTMENTS_TRANSPORT": args.transport,
             "BANGFU_VERIFICATION_DEPARTMENTS": json.dumps(dict.fromkeys(DEPARTMENTS, department)),
-            # Enough households in flight to keep every department's limit busy.
-            "BANGFU_VERIFICATION_WORKERS": str(max(16, 4 * args.concurrency)),
             "BANGFU_VERIFICATION_PROGRESS_EVERY": "500",
         }
         for service in ("registry", "verification"):

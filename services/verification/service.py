@@ -389,8 +389,9 @@ async def request(
     subject: Subject | None = None,
     keyring: Keyring | None = None,
     lease_seconds: float | None = None,
-) -> str | None:
-    """Queue one verification and announce it: its id, or None if its cause started one.
+) -> dict[str, Any] | None:
+    """Queue one verification and announce it: its row as stored, or None if its cause
+    started one.
 
     With `lease_seconds`, the row is written already claimed for that long, for a run the
     caller starts itself once this commits (`Verifier.hand_over`); if that run never ends, the
@@ -414,11 +415,10 @@ async def request(
             attempts=1,
             claimed_until=row["requested_at"] + timedelta(seconds=lease_seconds),
         )
-    if not await store.insert_ignoring_duplicates(uow.session, store.verification, [row]):
-        return None
-    uow.publish(event)
-    verification_id: str = row["id"]
-    return verification_id
+    stored = await store.insert_verification(uow.session, row)
+    if stored is not None:
+        uow.publish(event)
+    return stored
 
 
 async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
@@ -498,10 +498,10 @@ def consent_overview(
 
 @dataclass(frozen=True)
 class Requested:
-    """A check queued for a caller: its id, each member's consents as the caller is shown
+    """A check queued for a caller: its row, each member's consents as the caller is shown
     them, and the members with the consents that count (for the run, if handed over)."""
 
-    verification_id: str
+    row: dict[str, Any]
     overview: list[dict[str, Any]]
     people: list[Person]
 
@@ -523,7 +523,7 @@ async def request_verification(
     overview = consent_overview(people, departments, on=ctx.today)
     if not any(state == "valid" for m in overview for state in m["consent"].values()):
         raise NoConsent(overview)
-    verification_id = await request(
+    row = await request(
         uow,
         household_id=subject.household_id,
         region=subject.region,
@@ -535,8 +535,8 @@ async def request_verification(
         keyring=ctx.keyring,
         lease_seconds=lease_seconds,
     )
-    assert verification_id is not None  # no cause, so never a duplicate
-    return Requested(verification_id, overview, people)
+    assert row is not None  # no cause, so never a duplicate
+    return Requested(row, overview, people)
 
 
 async def get_verification(uow: UnitOfWork, ctx: Context, verification_id: str) -> dict[str, Any]:

@@ -231,20 +231,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def insert_ignoring_duplicates(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]
-) -> int:
-    """Insert rows, skipping any whose unique key exists (a redelivery, a second replica)."""
-    if not rows:
-        return 0
-    # RETURNING names the rows that went in: a driver's row count is not to be trusted here.
+async def insert_verification(session: AsyncSession, row: dict[str, Any]) -> dict[str, Any] | None:
+    """Insert a verification unless its cause started one already: the row as stored (its
+    defaults filled in), or None."""
     statement = (
-        insert_for(session, table)
-        .values(list(rows))
+        insert_for(session, verification)
+        .values(row)
         .on_conflict_do_nothing()
-        .returning(*table.primary_key.columns)
+        .returning(*verification.columns)
     )
-    return len((await session.execute(statement)).all())
+    stored = (await session.execute(statement)).mappings().one_or_none()
+    return dict(stored) if stored else None
 
 
 async def get_verification(session: AsyncSession, verification_id: str) -> dict[str, Any] | None:

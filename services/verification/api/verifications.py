@@ -87,14 +87,15 @@ async def request_verification(
             lease_seconds=lease,
         )
         await uow.commit()
-        row = await service.get_verification(uow, ctx, requested.verification_id)
+        # The row as inserted (RETURNING): a read after the commit cost a caller 1.8 ms.
+        row = requested.row
         if lease is not None:
             worker.hand_over(row, subject, requested.people)
             handed = True
     finally:
         if lease is not None and not handed:
             worker.withdraw_promise()
-    location = f"/v1/verifications/{requested.verification_id}"
+    location = f"/v1/verifications/{row['id']}"
     return JSONResponse(
         jsonable_encoder({**service.verification_view(row), "members": requested.overview}),
         status_code=202,

@@ -1,5 +1,6 @@
-"""One department's client: concurrency limit, retries with jittered backoff for transient
-failures only, a circuit breaker, and the live health `GET /v1/departments` shows."""
+"""One department's client: concurrency limit, people asked together, retries with jittered
+backoff for transient failures only, a circuit breaker, and the live health
+`GET /v1/departments` shows."""
 
 from __future__ import annotations
 

@@ -138,7 +138,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
 
 
 class HttpTransport:
-    """`POST {base_url}/departments/{code}/query` through a department's aiohttp session.
+    """`POST {base_url}/departments/{code}/query` (`/queries` for several people) through a
+    department's aiohttp session.
 
     aiohttp rather than httpx (the suite's client everywhere else): through the department's
     client, the 11 queries a household asks cost this side 2.1–2.5 ms of CPU with aiohttp
@@ -207,7 +208,8 @@ class HttpTransport:
 
 
 class NatsTransport:
-    """Request-reply on `bangfu.dept.<code>.query` over the service's NATS connection."""
+    """Request-reply on `bangfu.dept.<code>.query` (`.queries` for several people) over the
+    service's NATS connection."""
 
     def __init__(self, nc: NATS):
         self._nc = nc

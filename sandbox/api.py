@@ -47,9 +47,10 @@ SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 
 router = APIRouter()
 
-# `query` is a plain Starlette route, outside FastAPI's request handling, which was half of
-# the sandbox's CPU per query (it answers every department of the suite: 11 queries per person
-# checked). FastAPI does not document such a route; this is its entry in /openapi.json.
+# `query` and `queries` are plain Starlette routes, outside FastAPI's request handling, which
+# was half of the sandbox's CPU per query (it answers every department of the suite: 11
+# queries per person checked). FastAPI does not document such a route; these are their
+# entries in /openapi.json.
 QUERY_PATH = "/departments/{code}/query"
 QUERY_OPENAPI: dict[str, Any] = {
     "post": {

@@ -41,10 +41,13 @@ class Rejected(Exception):
         self.type_ = type_
         self.detail = detail
 
+    def error(self) -> dict[str, Any]:
+        """The error as the answer's JSON carries it (where there is no problem+json)."""
+        return {"status": self.status, "type": self.type_, "detail": self.detail}
+
     def error_body(self) -> bytes:
-        """The body of an error on NATS, where there is no problem+json."""
-        error = {"status": self.status, "type": self.type_, "detail": self.detail}
-        return encode({"error": error})
+        """The body of an error on NATS."""
+        return encode({"error": self.error()})
 
 
 class QueryBody(BaseModel):

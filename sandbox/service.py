@@ -90,8 +90,7 @@ class Sandbox:
         request_fault: FaultKind | None = None
         for query, answer in zip(parsed, answers, strict=True):
             if isinstance(answer, Rejected):
-                error = {"status": answer.status, "type": answer.type_, "detail": answer.detail}
-                items.append({"status": answer.status, "error": error})
+                items.append({"status": answer.status, "error": answer.error()})
                 continue
             assert isinstance(query, Query)
             fault = self._fault(code, query)

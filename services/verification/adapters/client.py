@@ -96,6 +96,10 @@ class _Waiting:
     queries: list[Query]
     outcomes: asyncio.Future[list[Outcome]]
 
+    @property
+    def purpose(self) -> str:
+        return self.queries[0].purpose
+
 
 class DepartmentClient:
     """One department: at most `concurrency` requests at once. People asked while every slot
@@ -137,6 +141,8 @@ class DepartmentClient:
     async def query_many(self, queries: Sequence[Query]) -> list[Outcome]:
         """Ask about several people (one department, one purpose): an outcome per person, in
         order. A failure of a whole request is the outcome of every person it asked about."""
+        if not queries:
+            return []
         size = max(1, self.config.people_per_request)
         if len(queries) > size:
             parts = await asyncio.gather(
@@ -149,16 +155,25 @@ class DepartmentClient:
         return await waiting.outcomes
 
     def _dispatch(self) -> None:
-        """Send what waits while a slot is free, as many people together as a request takes."""
+        """Send what waits while a slot is free: the longest waiting people, with those behind
+        them asked for the same purpose (a request carries one), as many as a request takes."""
         size = max(1, self.config.people_per_request)
         while self._in_flight < self.config.concurrency and self._waiting:
             taken: list[_Waiting] = []
             people = 0
-            while self._waiting and (not taken or people + len(self._waiting[0].queries) <= size):
+            left: collections.deque[_Waiting] = collections.deque()
+            while self._waiting and people < size:
                 waiting = self._waiting.popleft()
-                if not waiting.outcomes.done():  # its caller was cancelled meanwhile
+                if waiting.outcomes.done():  # its caller was cancelled meanwhile
+                    continue
+                if not taken or (
+                    waiting.purpose == taken[0].purpose and people + len(waiting.queries) <= size
+                ):
                     taken.append(waiting)
                     people += len(waiting.queries)
+                else:
+                    left.append(waiting)
+            self._waiting.extendleft(reversed(left))
             if taken:
                 self._in_flight += 1
                 request = asyncio.create_task(self._request(taken))

@@ -145,8 +145,8 @@ class TestRequestBinding:
         assert QUERY.headers()["Bangfu-Purpose"] == "%E7%94%B3%E8%AF%B7%E5%AE%A1%E6%A0%B8"
 
 
-def queries(count: int) -> list[Query]:
-    return [Query("tax", f"number-{n}", consent_id=f"c-{n}", purpose="复核") for n in range(count)]
+def queries(count: int, purpose: str = "复核") -> list[Query]:
+    return [Query("tax", f"number-{n}", consent_id=f"c-{n}", purpose=purpose) for n in range(count)]
 
 
 class Gated:
@@ -154,6 +154,7 @@ class Gated:
 
     def __init__(self, *, misbind: str | None = None, fail: Exception | None = None):
         self.requests: list[list[str]] = []
+        self.purposes: list[set[str]] = []  # of each request about several people
         self.gate = asyncio.Event()
         self.misbind = misbind
         self.fail = fail
@@ -171,6 +172,7 @@ class Gated:
 
     async def send_many(self, queries: Sequence[Query], *, timeout: float) -> list[Outcome]:
         self.requests.append([q.identity_number for q in queries])
+        self.purposes.append({q.purpose for q in queries})
         await self.gate.wait()
         if self.fail:
             raise self.fail
@@ -194,6 +196,30 @@ class TestPeopleTogether:
         assert transport.requests == [["number-0"], ["number-1", "number-2", "number-3"]]
         assert [a.body["number"] for a in answers] == [f"number-{n}" for n in range(4)]
         assert department.calls == 2
+
+    async def test_people_asked_for_another_purpose_wait_for_a_request_of_their_own(
+        self,
+    ) -> None:
+        transport = Gated()
+        department = gated_client(transport, concurrency=1)
+        busy = asyncio.create_task(department.query(queries(1)[0]))
+        await asyncio.sleep(0.01)
+        review, application, review_too = (
+            asyncio.create_task(department.query_many(q))
+            for q in (queries(3)[1:], queries(4, "申请审核")[3:], queries(6)[4:])
+        )
+        await asyncio.sleep(0.01)
+        transport.gate.set()
+        await asyncio.gather(busy, review, application, review_too)
+        # The waiting reviews go together, ahead of the application that waited between them.
+        assert transport.requests == [
+            ["number-0"],
+            ["number-1", "number-2", "number-4", "number-5"],
+            ["number-3"],
+        ]
+        assert transport.purposes == [{"复核"}]
+        assert [a.body["number"] for a in application.result()] == ["number-3"]
+        assert await department.query_many([]) == []
 
     async def test_a_request_asks_at_most_people_per_request(self) -> None:
         transport = Gated()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -57,12 +58,16 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 
 
 def clients(
-    transport: HttpTransport, *, people_per_request: int = 20
+    transport: HttpTransport, *, people_per_request: int = 20, concurrency: int = 8
 ) -> dict[Department, DepartmentClient]:
     return {
         d: DepartmentClient(
             DepartmentConfig(
-                d.value, timeout_seconds=1, retries=1, people_per_request=people_per_request
+                d.value,
+                timeout_seconds=1,
+                retries=1,
+                people_per_request=people_per_request,
+                concurrency=concurrency,
             ),
             transport,
             max_backoff=0.01,
@@ -127,6 +132,36 @@ class TestCheckHousehold:
         assert outcomes[20] == outcomes[1]
         assert [o[0] for o in outcomes[20]] == [p.member_id for p in people for _ in Department]
         assert {o[2] for o in outcomes[20] if o[0] != "none"} == {ItemStatus.OK}
+
+    async def test_households_checked_for_different_purposes_are_never_asked_together(
+        self, sandbox: Sandbox
+    ) -> None:
+        # One slot a department: the first household holds it, the other two wait for it and
+        # would go in one request, but a request carries one purpose (its header).
+        departments = clients(sandbox.transport, concurrency=1)
+        purposes = ["申请审核", "动态复核", "申请审核"]
+        households = [
+            [
+                Person(f"h{h}m{n}", identity_number(serial=40 + 2 * h + n), (consent(),))
+                for n in (0, 1)
+            ]
+            for h in range(3)
+        ]
+        checked = await asyncio.gather(
+            *(
+                check_household(
+                    people, departments, departments=list(Department), purpose=purpose, on=TODAY
+                )
+                for people, purpose in zip(households, purposes, strict=True)
+            )
+        )
+        for one in checked:
+            assert [c.item.status for c in one] == [ItemStatus.OK] * 2 * len(Department)
+        # The first household alone, then the second's people, then the third's: the waiting
+        # second and third would fill one request, but their purposes differ.
+        assert {d.value: c.calls for d, c in departments.items()} == {
+            d.value: 3 for d in Department
+        }
 
     async def test_missing_expired_revoked_or_partial_consent_skips_exactly_those_calls(
         self, sandbox: Sandbox

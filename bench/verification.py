@@ -148,6 +148,12 @@ class Suite:
                 raise RuntimeError(f"{name} did not start; see {self.home / (name + '.log')}")
             time.sleep(0.1)
 
+    def failed_attempts(self) -> int:
+        """Runs' attempts that failed so far (each retried later, seconds on): a batch slowed
+        by them measures the retries, not the path."""
+        log = (self.home / "verification.log").read_text(errors="replace")
+        return log.count('"verification.attempt_failed"')
+
     def stop(self, name: str) -> None:
         process = self.processes.pop(name)
         process.terminate()
@@ -381,6 +387,7 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
     await nc.subscribe("bangfu.verification.batch.progress.>", cb=on_progress)
     pids = {name: process.pid for name, process in suite.processes.items()}
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    failed_before = suite.failed_attempts()
     async with httpx.AsyncClient(base_url=suite.url("verification"), timeout=120) as client:
         began = time.perf_counter()
         response = await client.post(
@@ -392,7 +399,10 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
         finished, progress = await asyncio.wait_for(done, 3600)
     used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     await nc.close()
-    print(f"  batch: done {progress['done']:,}, failed {progress['failed']:,}")
+    print(
+        f"  batch: done {progress['done']:,}, failed {progress['failed']:,}; "
+        f"attempts failed and retried later {suite.failed_attempts() - failed_before:,}"
+    )
     print(
         "  CPU per household (ms): "
         + ", ".join(f"{name} {1000 * used[name] / count:.1f}" for name in sorted(used))

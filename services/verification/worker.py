@@ -562,10 +562,11 @@ class Verifier:
         self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]
     ) -> list[dict[str, Any]]:
         """The query log's rows for the questions put to departments in this run."""
-        numbers = dict(subject.members)
+        # A member's index once, not once per department: an HMAC each (0.3 ms a household).
+        indexes = {m: person_index_of(self.keyring, n) for m, n in subject.members}
         return [
             {
-                "person_index": person_index_of(self.keyring, numbers[e.member_id]),
+                "person_index": indexes[e.member_id],
                 "verification_id": row["id"],
                 "department": e.department.value,
                 "consent_id": e.consent_id,

@@ -42,6 +42,10 @@ NAMING_CONVENTION = {
 }
 
 
+# Told the events a commit wrote (CloudEvents; the outbox imports this module), once committed.
+AfterCommit = Callable[[Sequence[Any]], None]
+
+
 def new_metadata() -> MetaData:
     """A MetaData with the suite's constraint naming convention (stable migration diffs)."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -274,11 +278,11 @@ class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
 class UnitOfWork:
     """One transaction and the events it will publish; committed in one place only."""
 
-    def __init__(self, session: AsyncSession, *, after_commit: Callable[[], None] | None = None):
+    def __init__(self, session: AsyncSession, *, after_commit: AfterCommit | None = None) -> None:
         self.session = session
         self._after_commit = after_commit
         self._pending_events: list[Any] = []
-        self._events_taken = False
+        self._taken_events: list[Any] = []
 
     def publish(self, *events: Any) -> None:
         """Queue CloudEvents for the outbox; they are written in this transaction's commit."""
@@ -288,35 +292,35 @@ class UnitOfWork:
         """The queued events, handed to a statement that writes their outbox rows itself (one
         round trip less); the commit then only wakes the relay for them."""
         events, self._pending_events = self._pending_events, []
-        self._events_taken = self._events_taken or bool(events)
+        self._taken_events += events
         return events
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A part of the transaction that an error undoes alone, with the events it queued."""
-        queued = list(self._pending_events)  # events taken inside are undone with it too
+        queued, taken = list(self._pending_events), list(self._taken_events)
         try:
             async with self.session.begin_nested():
                 yield
         except BaseException:
-            self._pending_events = queued
+            self._pending_events, self._taken_events = queued, taken
             raise
 
     async def commit(self) -> None:
         from shared.events.outbox import write_outbox  # outbox imports this module
 
-        had_events = bool(self._pending_events) or self._events_taken
+        events = self._taken_events + self._pending_events
         if self._pending_events:
             await write_outbox(self.session, self._pending_events)
             self._pending_events = []
         await self.session.commit()
-        self._events_taken = False
-        if had_events and self._after_commit:
-            self._after_commit()
+        self._taken_events = []
+        if events and self._after_commit:
+            self._after_commit(events)
 
     async def rollback(self) -> None:
         self._pending_events = []
-        self._events_taken = False
+        self._taken_events = []
         await self.session.rollback()
 
 
@@ -328,7 +332,7 @@ class Database:
         self.schema = schema
         self.engine = create_engine(url, schema=schema)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.after_commit: Callable[[], None] | None = None
+        self.after_commit: AfterCommit | None = None
 
     @property
     def dialect(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 
@@ -11,6 +11,7 @@ from services.verification import api, consumers
 from services.verification.metrics import VerificationMetrics
 from services.verification.settings import VerificationSettings
 from services.verification.worker import Departments, Verifier
+from shared.events.envelope import CloudEvent
 from shared.events.streams import BackgroundConnection, ensure_stream
 from shared.registry_client import RegistryClient
 from shared.service import ServiceRuntime, create_service_app
@@ -65,10 +66,10 @@ async def _verifier(
     verifier = Verifier(settings, runtime.db, app.state.keyring, departments, registry, metrics)
     relay_wake = runtime.db.after_commit
 
-    def after_commit() -> None:
+    def after_commit(events: Sequence[CloudEvent]) -> None:
         if relay_wake:
-            relay_wake()
-        verifier.wake()
+            relay_wake(events)
+        verifier.committed(events)
 
     runtime.db.after_commit = after_commit
 

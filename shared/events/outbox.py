@@ -175,7 +175,7 @@ class OutboxRelay:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
+    def wake(self, events: Sequence[CloudEvent] = ()) -> None:
         """Called after a commit that wrote events: publish now rather than at the next poll."""
         self._wake.set()
 

@@ -76,7 +76,7 @@ async def request_verification(
     # Run it here once committed, if a slot is free, rather than through the queue: its claim
     # and its consents' second read cost a caller 11 ms of waiting (bench/verification.py).
     lease = worker.promise_run()
-    handed = False
+    handed, handing = False, None
     try:
         requested = await service.request_verification(
             uow,
@@ -86,15 +86,18 @@ async def request_verification(
             departments=body.departments,
             lease_seconds=lease,
         )
-        await uow.commit()
         # The row as inserted (RETURNING): a read after the commit cost a caller 1.8 ms.
         row = requested.row
+        if lease is not None:
+            handing = row["id"]
+            worker.handing(handing)  # so that its commit sends the queue to claim nothing
+        await uow.commit()
         if lease is not None:
             worker.hand_over(row, subject, requested.people)
             handed = True
     finally:
         if lease is not None and not handed:
-            worker.withdraw_promise()
+            worker.withdraw_promise(handing)
     location = f"/v1/verifications/{row['id']}"
     return JSONResponse(
         jsonable_encoder({**service.verification_view(row), "members": requested.overview}),

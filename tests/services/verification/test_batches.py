@@ -175,7 +175,8 @@ async def test_cancelling_a_batch_stops_what_has_not_started(
     household_ids = await prepare(
         make_verification, registry_server, token, nats_url, numbers(60, first=2000)
     )
-    async with make_verification(workers=2) as verification:
+    # The poll a minute away: the batch's commit and each freed slot send the queue to claim.
+    async with make_verification(workers=2, poll_seconds=60) as verification:
         await sandbox.put("/admin/departments/tax", json={"latency_ms": {"fixed": 300}})
         created = await verification.post(
             "/v1/batches",

@@ -10,9 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
+from services.verification.app import create_app
 from services.verification.domain.departments import Department
+from services.verification.settings import VerificationSettings
 from shared.identity import mask_identity_number
+from tests.conftest import running
 from tests.helpers import identity_number
 from tests.services.verification.conftest import auth, wait_for
 
@@ -476,11 +480,12 @@ async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_fre
     token: Callable[..., str],
 ) -> None:
     """A caller's check is written claimed and run by the process that took it (no claim by
-    the queue); with every slot taken it is queued, and the queue runs it once one frees."""
+    the queue); with every slot taken it is queued, and the queue runs it once one frees
+    (at once: the poll, a minute away, is not what finds it)."""
     headers = auth(token)
     numbers = [identity_number(serial=s) for s in (371, 372)]
     await sandbox.put("/admin/departments/tax", json={"latency_ms": {"fixed": 1500}})
-    async with make_verification(workers=1) as verification:
+    async with make_verification(workers=1, poll_seconds=60) as verification:
         for number in numbers:
             await consent_for(verification, headers, number)
         first = await verification.post(
@@ -497,3 +502,35 @@ async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_fre
         ]
     assert [d["status"] for d in done] == ["completed", "completed"]
     assert done[0]["finished_at"] < done[1]["finished_at"]
+
+
+async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
+    verification_settings: VerificationSettings,
+    sandbox: httpx.AsyncClient,
+    token: Callable[..., str],
+) -> None:
+    """A check handed over and its report are committed with no claim by the queue after
+    them: each claim took the one SQLite connection as the relay went to publish."""
+    headers = auth(token)
+    number = identity_number(serial=376)
+    app = create_app(verification_settings.model_copy(update={"poll_seconds": 60}))
+    claims: list[str] = []
+
+    def count_claims(*args: Any) -> None:
+        statement = args[2]
+        if "FROM verification" in statement and "verification.not_before <=" in statement:
+            claims.append(statement)
+
+    async with running(app) as verification:
+        await consent_for(verification, headers, number)
+        engine = app.state.runtime.db.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count_claims)
+        response = await verification.post(
+            "/v1/verifications", json=inline(number), headers=headers
+        )
+        assert response.json()["status"] == "running"  # handed over
+        done = await finished(verification, response.headers["Location"], headers)
+        await asyncio.sleep(0.3)  # time for a claim woken by the report's commit or its slot
+        event.remove(engine, "before_cursor_execute", count_claims)
+    assert done["status"] == "completed"
+    assert claims == []

@@ -226,8 +226,8 @@ class TestEventsWrittenByTheChangesStatement:
     async def test_taken_events_are_published_as_written_and_wake_the_relay_at_commit(
         self, database: Database, js: JetStreamContext
     ) -> None:
-        woken: list[int] = []
-        database.after_commit = lambda: woken.append(1)
+        woken: list[list[str]] = []
+        database.after_commit = lambda committed: woken.append([e.id for e in committed])
         events = [sample_event("h-taken", n) for n in range(1, 6)]
         async with database.unit_of_work() as uow:
             uow.publish(*events)
@@ -235,7 +235,7 @@ class TestEventsWrittenByTheChangesStatement:
             assert uow.take_events() == []  # nothing is left for the commit to write
             await uow.commit()
             await uow.commit()  # a second commit with nothing new wakes nobody
-        assert woken == [1]
+        assert woken == [[e.id for e in events]]  # told the events it committed, once
         assert await OutboxRelay(database, js).relay_once() == 5
         assert await _sequences_in_stream(js, "h-taken") == [1, 2, 3, 4, 5]
         async with database.sessionmaker() as session:
@@ -246,6 +246,8 @@ class TestEventsWrittenByTheChangesStatement:
         self, database: Database, js: JetStreamContext
     ) -> None:
         before, inside = sample_event("h-savepoint", 1), sample_event("h-undone", 1)
+        woken: list[list[str]] = []
+        database.after_commit = lambda committed: woken.append([e.id for e in committed])
         async with database.unit_of_work() as uow:
             uow.publish(before)
             with pytest.raises(RuntimeError):
@@ -254,6 +256,7 @@ class TestEventsWrittenByTheChangesStatement:
                     await self.write_taken(uow)
                     raise RuntimeError("undo the part")
             await uow.commit()
+        assert woken == [[before.id]]  # the undone part's event is not among those committed
         assert await OutboxRelay(database, js).relay_once() == 1
         assert await _subjects_in_stream(js) == ["h-savepoint"]
 

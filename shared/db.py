@@ -42,6 +42,8 @@ NAMING_CONVENTION = {
 }
 
 
+_READS_ONLY = "bangfu_reads_only"  # an execution option: `Database.reading`
+
 # Told the events a commit wrote (CloudEvents; the outbox imports this module), once committed.
 AfterCommit = Callable[[Sequence[Any]], None]
 
@@ -157,7 +159,9 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can
         # then wait its turn instead of failing with "database is locked" on upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A session that only reads (`Database.reading`) opens none: each statement is one.
+        if not connection.get_execution_options().get(_READS_ONLY):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
@@ -343,6 +347,15 @@ class Database:
         """A unit of work; closing its session rolls back whatever was not committed."""
         async with self.sessionmaker() as session:
             yield UnitOfWork(session, after_commit=self.after_commit)
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session that only reads and is never committed. On SQLite it opens no transaction,
+        so it neither waits for nor holds the write lock, and saves a call to the driver's
+        thread (a relay's read of new events waited for that call; bench/verification.py)."""
+        async with self.sessionmaker() as session:
+            await session.connection(execution_options={_READS_ONLY: True})
+            yield session
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -214,9 +214,8 @@ class OutboxRelay:
         """
         claimed, self._read_ahead = self._read_ahead, []
         if not claimed:
-            async with self._db.sessionmaker() as session:
+            async with self._db.reading() as session:
                 claimed = (await session.execute(self._unsent())).all()
-                await session.rollback()
         if not claimed:
             return 0
         published = await self._publish(claimed)

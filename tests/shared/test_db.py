@@ -4,6 +4,7 @@ and SQLite's one writer surviving cancelled units of work."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,33 @@ class TestSQLiteStatementsInOneTrip:
         # BEGIN, INSERT, COMMIT; BEGIN, SELECT, ROLLBACK (the read's, on closing). The pool's
         # rollback of each connection given back, with no transaction open, was one more each.
         assert counted.calls == 6
+
+    async def test_a_read_is_one_call_and_does_not_wait_for_a_writer(
+        self, tmp_path: Path, sqlite_engine: AsyncEngine
+    ) -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/trips.db")
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await uow.commit()
+        async with db.sessionmaker() as session:
+            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert driver is not None
+        writer = sqlite3.connect(tmp_path / "trips.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        writer.execute("INSERT INTO t (v) VALUES ('uncommitted')")
+        counted = _CountedQueue(driver._tx)
+        driver._tx = counted
+        try:
+            async with asyncio.timeout(5):  # a BEGIN IMMEDIATE would wait the 30 s busy timeout
+                async with db.reading() as session:
+                    values = (await session.execute(text("SELECT v FROM t"))).scalars().all()
+        finally:
+            driver._tx = counted.queue
+            writer.rollback()
+            writer.close()
+            await db.dispose()
+        assert values == ["a"]
+        assert counted.calls == 1  # the SELECT: no BEGIN, and nothing to roll back on closing
 
     async def test_a_failed_unit_of_work_is_rolled_back(
         self, tmp_path: Path, sqlite_engine: AsyncEngine

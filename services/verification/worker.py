@@ -241,7 +241,7 @@ class Verifier:
         self.registry = registry
         self._feed_key = settings.feed_index_key.get_secret_value().encode()
         self._wake = asyncio.Event()
-        self._wakes = 0  # commits that queued runs, so far
+        self._wakes = 0  # wakes so far: commits that queued runs, the yearly recheck
         self._backlog = True  # the queue may hold runs due: a freed slot wakes its loop
         self._running: set[asyncio.Task[None]] = set()
         self._promised = 0  # slots promised to runs the API hands over once committed

@@ -266,7 +266,7 @@ class TestConsentsBelongToARegion:
         assert shown.json()["state"] == "revoked"
 
         # signed again after the revocation: it counts
-        await consent_for(verification, mine, number, signed_on=TODAY.isoformat())
+        await consent_for(verification, mine, number, signed_on=date.today().isoformat())
         accepted = await verification.post("/v1/verifications", json=inline(number), headers=mine)
         assert accepted.status_code == 202, accepted.text
 

@@ -226,7 +226,7 @@ class TestOutboxAndRelay:
                 "SELECT pg_stat_get_xact_blocks_fetched('outbox'::regclass)"
                 " + pg_stat_get_xact_blocks_fetched('ix_outbox_unsent'::regclass)"
             )
-            async with database.sessionmaker() as session, session.begin():
+            async with database.claiming() as session:
                 before = await session.scalar(read)
                 assert await relay.claim(session) == []
                 return int(await session.scalar(read)) - int(before)

@@ -13,7 +13,8 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServerError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +172,9 @@ class BackgroundConnection:
             await self.nc.close()
 
 
+STORE_NOT_CREATED = 10049  # JetStream's error code
+
+
 def service_stream(service: str) -> tuple[str, list[str]]:
     """The stream a service publishes to and the subjects it captures."""
     return service.upper(), [f"bangfu.{service}.>"]
@@ -195,12 +199,26 @@ async def ensure_stream(
         duplicate_window=duplicate_window_seconds,
         num_replicas=replicas,
     )
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        # Already there with another configuration (say, a longer retention): update it.
-        await js.update_stream(config)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_store_not_created),
+        stop=stop_after_attempt(5),
+        wait=wait_fixed(0.1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                # Already there with another configuration (say, a longer retention): update it.
+                await js.update_stream(config)
     log.info("nats.stream_ready", stream=name, subjects=subjects)
+
+
+def _store_not_created(exc: BaseException) -> bool:
+    """nats-server's "error creating store for stream" (10049): a stream created just as the
+    server removes the directories of deleted ones can find a parent directory gone (seen once
+    in some 600 creations after deleting every stream). Asked again, it succeeds."""
+    return isinstance(exc, ServerError) and exc.err_code == STORE_NOT_CREATED
 
 
 async def ensure_dead_letter_stream(js: JetStreamContext, *, replicas: int = 1) -> None:

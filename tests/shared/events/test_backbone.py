@@ -102,7 +102,14 @@ class TestOutboxAndRelay:
         for sequence in range(1, 51):
             await write_events(database, [sample_event(a, sequence) for a in aggregates])
         # All start together on a full outbox: each claims a slice holding the same aggregates.
-        relays = [OutboxRelay(database, js, batch_size=3, poll_seconds=0.01) for _ in range(3)]
+        # On PostgreSQL each is a replica with a Database of its own, so each claims on a
+        # connection of its own, at the same time as the others.
+        replicas = (
+            [Database(database.url, schema=database.schema) for _ in range(3)]
+            if database.dialect == "postgresql"
+            else [database] * 3
+        )
+        relays = [OutboxRelay(db, js, batch_size=3, poll_seconds=0.01) for db in replicas]
         for relay in relays:
             relay.start()
         runner = consumer(database, js)
@@ -114,6 +121,9 @@ class TestOutboxAndRelay:
             await runner.stop()
             for relay in relays:
                 await relay.stop()
+            for db in replicas:
+                if db is not database:
+                    await db.dispose()
         info = await js.stream_info(STREAM)
         assert info.state.messages == 200  # no event published twice
         per_aggregate = collections.defaultdict(list)

@@ -384,9 +384,8 @@ class Database:
             self._claims = create_engine(
                 self.url, schema=self.schema, pool_size=1, settings=INDEX_SCANS_ONLY
             )
-        async with AsyncSession(self._claims, expire_on_commit=False) as session:
-            async with session.begin():
-                yield session
+        async with AsyncSession(self._claims, expire_on_commit=False) as session, session.begin():
+            yield session
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -21,6 +21,7 @@ log = structlog.get_logger(__name__)
 DEAD_LETTER_STREAM = "DLQ"
 DEAD_LETTER_PREFIX = "bangfu.dlq"
 DAY = 86_400.0
+STORE_NOT_CREATED = 10049  # JetStream's "error creating store for stream"
 
 
 async def connect(url: str, *, name: str, tls: ssl.SSLContext | None = None) -> NATS:
@@ -170,9 +171,6 @@ class BackgroundConnection:
                 await asyncio.wait_for(self.nc.drain(), drain_timeout)
         with contextlib.suppress(Exception):
             await self.nc.close()
-
-
-STORE_NOT_CREATED = 10049  # JetStream's error code
 
 
 def service_stream(service: str) -> tuple[str, list[str]]:

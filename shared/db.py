@@ -43,6 +43,11 @@ NAMING_CONVENTION = {
 
 
 _READS_ONLY = "bangfu_reads_only"  # an execution option: `Database.reading`
+_BY_KEY = "bangfu_by_key"  # an execution option: `Database.unit_of_work(by_key=True)`
+
+# PostgreSQL's plan cache modes: plan each execution with its values (every connection's
+# default), or let a cached statement keep a generic plan after five executions.
+CUSTOM_PLANS, GENERIC_PLANS = "force_custom_plan", "auto"
 
 # Told the events a commit wrote (CloudEvents; the outbox imports this module), once committed.
 AfterCommit = Callable[[Sequence[Any]], None]
@@ -120,13 +125,14 @@ def create_engine(
     server `settings` given."""
     if is_sqlite(url):
         return _sqlite_engine(url)
-    # Custom plans always: a generic plan for a cached statement ignores the values and can
-    # scan a whole index where the values would use a selective one (seen in bench/registry).
-    server_settings = {"plan_cache_mode": "force_custom_plan", **(settings or {})}
+    # Custom plans unless a unit of work finds its rows by key: a generic plan for a cached
+    # statement ignores the values and can scan a whole index where the values would use a
+    # selective one (seen in bench/registry).
+    server_settings = {"plan_cache_mode": CUSTOM_PLANS, **(settings or {})}
     if schema:
         server_settings["search_path"] = schema
     connect_args: dict[str, Any] = {"server_settings": server_settings}
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         connect_args=connect_args,
         # Every connection opened is kept (no overflow): an overflow connection was closed when
@@ -138,6 +144,21 @@ def create_engine(
         # Recycling rather than pre-ping: a ping costs a round trip per unit of work.
         pool_recycle=1800,
     )
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _plan_cache_mode(connection: Any) -> None:
+        # A connection keeps the mode it was last set to: a round trip only when it changes.
+        # Set before the transaction's BEGIN (asyncpg's adapter sends it with the first
+        # statement), so that a rollback does not undo it.
+        wanted = GENERIC_PLANS if connection.get_execution_options().get(_BY_KEY) else CUSTOM_PLANS
+        fairy = connection.connection
+        if fairy.info.get("plan_cache_mode", CUSTOM_PLANS) != wanted:
+            fairy.dbapi_connection.run_async(
+                lambda driver: driver.execute(f"SET plan_cache_mode = {wanted}")
+            )
+            fairy.info["plan_cache_mode"] = wanted
+
+    return engine
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -355,9 +376,17 @@ class Database:
         return self.engine.dialect.name
 
     @contextlib.asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """A unit of work; closing its session rolls back whatever was not committed."""
+    async def unit_of_work(self, *, by_key: bool = False) -> AsyncIterator[UnitOfWork]:
+        """A unit of work; closing its session rolls back whatever was not committed.
+
+        `by_key`: every statement finds its rows by key (an id, a version, a blind index),
+        so no plan depends on the values, and PostgreSQL may keep a cached statement's
+        generic plan instead of planning each execution anew: planning a filing's statement
+        was about a third of PostgreSQL's time per filing (bench/registry.py).
+        """
         async with self.sessionmaker() as session:
+            if by_key:
+                await session.connection(execution_options={_BY_KEY: True})
             yield UnitOfWork(session, after_commit=self.after_commit)
 
     @contextlib.asynccontextmanager

@@ -262,7 +262,14 @@ async def get_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         yield uow
 
 
+async def get_unit_of_work_by_key(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A unit of work whose statements all find their rows by key (`Database.unit_of_work`)."""
+    async with get_runtime(request).db.unit_of_work(by_key=True) as uow:
+        yield uow
+
+
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+UnitOfWorkByKeyDep = Annotated[UnitOfWork, Depends(get_unit_of_work_by_key)]
 
 _operations = APIRouter(tags=["operations"])
 

@@ -220,3 +220,60 @@ class TestSQLiteStatementsInOneTrip:
                 await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
         async with sqlite_engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL's plan cache")
+class TestPlansOnPostgresql:
+    """Custom plans everywhere (a generic plan can misjudge a filter), but a unit of work that
+    finds its rows by key lets PostgreSQL keep a cached statement's generic plan."""
+
+    LOOKUP = text("SELECT count(*) FROM pg_class WHERE relname = :name")
+
+    @pytest.fixture
+    async def database(self) -> AsyncIterator[Database]:
+        assert POSTGRES_URL
+        database = Database(POSTGRES_URL)
+        yield database
+        await database.dispose()
+
+    async def plans(self, database: Database, *, by_key: bool) -> tuple[str, int, int, int]:
+        """One unit of work: its plan cache mode, its backend, and how the lookup statement
+        was planned so far on that connection (generic, custom)."""
+        async with database.unit_of_work(by_key=by_key) as uow:
+            await uow.session.execute(self.LOOKUP, {"name": "pg_class"})
+            mode = (await uow.session.execute(text("SHOW plan_cache_mode"))).scalar_one()
+            backend = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            generic, custom = (
+                await uow.session.execute(
+                    text(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                        " WHERE statement LIKE 'SELECT count(*) FROM pg_class WHERE relname%'"
+                    )
+                )
+            ).one()
+            await uow.commit()
+        return mode, backend, generic, custom
+
+    async def test_units_by_key_keep_a_generic_plan_and_the_others_plan_each_execution(
+        self, database: Database
+    ) -> None:
+        by_key = [await self.plans(database, by_key=True) for _ in range(8)]
+        assert {mode for mode, *_ in by_key} == {"auto"}
+        # PostgreSQL plans the first five executions with their values, then keeps the
+        # generic plan, whose cost is no worse.
+        assert [(generic, custom) for *_, generic, custom in by_key][-1] == (3, 5)
+        others = [await self.plans(database, by_key=False) for _ in range(3)]
+        assert {mode for mode, *_ in others} == {"force_custom_plan"}
+        assert [(generic, custom) for *_, generic, custom in others] == [(3, 6), (3, 7), (3, 8)]
+        assert len({backend for _, backend, *_ in by_key + others}) == 1  # one connection
+
+    async def test_the_mode_outlives_a_rolled_back_unit_of_work(self, database: Database) -> None:
+        assert (await self.plans(database, by_key=True))[0] == "auto"
+        async with database.unit_of_work() as uow:
+            await uow.session.execute(text("SELECT 1"))
+            await uow.rollback()
+        # Set before the transaction began, so the rollback did not undo it: the connection
+        # knows its mode, and the next unit of work needs no change.
+        async with database.unit_of_work() as uow:
+            mode = (await uow.session.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        assert mode == "force_custom_plan"

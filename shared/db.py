@@ -152,11 +152,18 @@ def create_engine(
         # statement), so that a rollback does not undo it.
         wanted = GENERIC_PLANS if connection.get_execution_options().get(_BY_KEY) else CUSTOM_PLANS
         fairy = connection.connection
-        if fairy.info.get("plan_cache_mode", CUSTOM_PLANS) != wanted:
-            fairy.dbapi_connection.run_async(
-                lambda driver: driver.execute(f"SET plan_cache_mode = {wanted}")
-            )
-            fairy.info["plan_cache_mode"] = wanted
+        if fairy.info.get("plan_cache_mode", CUSTOM_PLANS) == wanted:
+            return
+        statement = f"SET plan_cache_mode = {wanted}"
+        fairy.info["plan_cache_mode"] = None  # unknown until the SET is answered
+        try:
+            fairy.dbapi_connection.run_async(lambda driver: driver.execute(statement))
+        except Exception as exc:
+            # As for a statement that found its connection gone: the pool drops it and the
+            # error says so (`unreachable`); kept, every unit of work by key would fail on it.
+            fairy.invalidate(exc)
+            raise DBAPIError(statement, None, exc, connection_invalidated=True) from exc
+        fairy.info["plan_cache_mode"] = wanted
 
     return engine
 

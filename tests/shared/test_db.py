@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import Database, create_engine, region_condition
+from shared.db import Database, create_engine, region_condition, unreachable
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
 
@@ -277,3 +277,20 @@ class TestPlansOnPostgresql:
         async with database.unit_of_work() as uow:
             mode = (await uow.session.execute(text("SHOW plan_cache_mode"))).scalar_one()
         assert mode == "force_custom_plan"
+
+    async def test_a_connection_gone_when_its_mode_changes_is_dropped_as_unreachable(
+        self, database: Database
+    ) -> None:
+        assert POSTGRES_URL
+        _, backend, *_ = await self.plans(database, by_key=False)
+        other = create_engine(POSTGRES_URL)
+        async with other.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:b)"), {"b": backend})
+        await other.dispose()
+        with pytest.raises(DBAPIError) as caught:
+            async with database.unit_of_work(by_key=True) as uow:
+                await uow.session.execute(text("SELECT 1"))
+        assert unreachable(caught.value)
+        # The pool dropped it: the next unit of work by key gets a new connection, switched.
+        mode, again, *_ = await self.plans(database, by_key=True)
+        assert (mode, again != backend) == ("auto", True)

@@ -375,6 +375,10 @@ class Database:
         self.schema = schema
         self.engine = create_engine(url, schema=schema)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool; the option is read by `create_engine`'s hook when a transaction begins.
+        self._by_key_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{_BY_KEY: True}), expire_on_commit=False
+        )
         self.after_commit: AfterCommit | None = None
         self._claims: AsyncEngine | None = None
 
@@ -391,9 +395,8 @@ class Database:
         generic plan instead of planning each execution anew: planning a filing's statement
         was about a third of PostgreSQL's time per filing (bench/registry.py).
         """
-        async with self.sessionmaker() as session:
-            if by_key:
-                await session.connection(execution_options={_BY_KEY: True})
+        sessions = self._by_key_sessionmaker if by_key else self.sessionmaker
+        async with sessions() as session:
             yield UnitOfWork(session, after_commit=self.after_commit)
 
     @contextlib.asynccontextmanager

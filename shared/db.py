@@ -321,9 +321,16 @@ class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
 class UnitOfWork:
     """One transaction and the events it will publish; committed in one place only."""
 
-    def __init__(self, session: AsyncSession, *, after_commit: AfterCommit | None = None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        after_commit: AfterCommit | None = None,
+        one_write: bool = False,
+    ) -> None:
         self.session = session
         self._after_commit = after_commit
+        self._one_write = one_write  # `Database.unit_of_work`: no transaction on PostgreSQL
         self._pending_events: list[Any] = []
         self._taken_events: list[Any] = []
 
@@ -341,6 +348,8 @@ class UnitOfWork:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A part of the transaction that an error undoes alone, with the events it queued."""
+        if self._one_write:
+            raise RuntimeError("a unit of work of one write has no transaction to take part of")
         queued, taken = list(self._pending_events), list(self._taken_events)
         try:
             async with self.session.begin_nested():
@@ -354,6 +363,9 @@ class UnitOfWork:
 
         events = self._taken_events + self._pending_events
         if self._pending_events:
+            if self._one_write:
+                # Their outbox rows would be a second write, committed apart from the first.
+                raise RuntimeError("a unit of work of one write takes its events with the write")
             await write_outbox(self.session, self._pending_events)
             self._pending_events = []
         await self.session.commit()
@@ -376,9 +388,13 @@ class Database:
         self.engine = create_engine(url, schema=schema)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # The same pool; the option is read by `create_engine`'s hook when a transaction begins.
-        self._by_key_sessionmaker = async_sessionmaker(
-            self.engine.execution_options(**{_BY_KEY: True}), expire_on_commit=False
+        by_key = self.engine.execution_options(**{_BY_KEY: True})
+        self._by_key_sessionmaker = async_sessionmaker(by_key, expire_on_commit=False)
+        # SQLite keeps its transaction: its writes are several statements (see `unit_of_work`).
+        autocommit = (
+            by_key if is_sqlite(url) else by_key.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._autocommit_sessionmaker = async_sessionmaker(autocommit, expire_on_commit=False)
         self.after_commit: AfterCommit | None = None
         self._claims: AsyncEngine | None = None
 
@@ -387,17 +403,29 @@ class Database:
         return self.engine.dialect.name
 
     @contextlib.asynccontextmanager
-    async def unit_of_work(self, *, by_key: bool = False) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(
+        self, *, by_key: bool = False, one_write: bool = False
+    ) -> AsyncIterator[UnitOfWork]:
         """A unit of work; closing its session rolls back whatever was not committed.
 
         `by_key`: every statement finds its rows by key (an id, a version, a blind index),
         so no plan depends on the values, and PostgreSQL may keep a cached statement's
         generic plan instead of planning each execution anew: planning a filing's statement
         was about a third of PostgreSQL's time per filing (bench/registry.py).
+
+        `one_write` (implies `by_key`): on PostgreSQL the unit writes with one statement that
+        also writes its events' outbox rows (`UnitOfWork.take_events`) and checks what it read
+        (a version), so each statement may commit on its own: no BEGIN and COMMIT round trips,
+        two of a change's four (bench/registry.py). A read before the write sees what was
+        committed, as it would in a READ COMMITTED transaction. On SQLite, whose writes are
+        several statements, the unit is a transaction as any other.
         """
-        sessions = self._by_key_sessionmaker if by_key else self.sessionmaker
+        if one_write:
+            sessions = self._autocommit_sessionmaker
+        else:
+            sessions = self._by_key_sessionmaker if by_key else self.sessionmaker
         async with sessions() as session:
-            yield UnitOfWork(session, after_commit=self.after_commit)
+            yield UnitOfWork(session, after_commit=self.after_commit, one_write=one_write)
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

@@ -268,8 +268,15 @@ async def get_unit_of_work_by_key(request: Request) -> AsyncIterator[UnitOfWork]
         yield uow
 
 
+async def get_unit_of_work_one_write(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A unit of work by key that writes with one statement (`Database.unit_of_work`)."""
+    async with get_runtime(request).db.unit_of_work(one_write=True) as uow:
+        yield uow
+
+
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 UnitOfWorkByKeyDep = Annotated[UnitOfWork, Depends(get_unit_of_work_by_key)]
+UnitOfWorkOneWriteDep = Annotated[UnitOfWork, Depends(get_unit_of_work_one_write)]
 
 _operations = APIRouter(tags=["operations"])
 

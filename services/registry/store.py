@@ -355,14 +355,19 @@ def _history_params(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _history_ctes(household_id: Any, now: Any, rows: int) -> list[Any]:
+    """The history rows' INSERTs, one row for each `household_id` selected: a parameter, or the
+    id of the row a change updated, so that a change refused for its version writes none."""
     # A CTE per row: SQLAlchemy caches no INSERT of several VALUES rows, and compiling one
     # costs more than the round trips saved.
     return [
         insert(history)
-        .values(
-            household_id=household_id,
-            at=now,
-            **{k: bindparam(f"y{i}_{k}", type_=history.c[k].type) for k in _HISTORY_COLUMNS},
+        .from_select(
+            ["household_id", "at", *_HISTORY_COLUMNS],
+            select(
+                household_id,
+                now,
+                *(bindparam(f"y{i}_{k}", type_=history.c[k].type) for k in _HISTORY_COLUMNS),
+            ),
         )
         .cte(f"added_history_{i}")
         for i in range(rows)
@@ -434,7 +439,7 @@ def _change_statement(history_rows: int) -> Select[Any]:
     now = bindparam("now", type_=household.c.updated_at.type)
     return select(updated).add_cte(
         *ctes,
-        *_history_ctes(household_id, now, history_rows),
+        *_history_ctes(updated.c.id, now, history_rows),
         outbox_cte(when=select(updated.c.id).exists()),
     )
 

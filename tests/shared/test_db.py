@@ -294,3 +294,68 @@ class TestPlansOnPostgresql:
         # The pool dropped it: the next unit of work by key gets a new connection, switched.
         mode, again, *_ = await self.plans(database, by_key=True)
         assert (mode, again != backend) == ("auto", True)
+
+
+class TestUnitOfOneWrite:
+    """A unit of work of one write: on PostgreSQL each statement commits on its own (no BEGIN
+    and COMMIT round trips); on SQLite it is a transaction as any other."""
+
+    @pytest.fixture
+    async def database(self, tmp_path: Path) -> AsyncIterator[Database]:
+        if POSTGRES_URL:
+            schema = "test_db_one_write"
+            database = Database(POSTGRES_URL, schema=schema)
+            async with database.engine.begin() as connection:
+                await connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                await connection.execute(text(f"CREATE SCHEMA {schema}"))
+        else:
+            database = Database(f"sqlite+aiosqlite:///{tmp_path}/one_write.db")
+        async with database.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        yield database
+        if POSTGRES_URL:
+            async with database.engine.begin() as connection:
+                await connection.execute(text("DROP SCHEMA test_db_one_write CASCADE"))
+        await database.dispose()
+
+    async def regions(self, database: Database) -> list[str]:
+        async with database.unit_of_work() as uow:
+            return list((await uow.session.execute(select(place.c.region))).scalars())
+
+    async def test_a_rollback_undoes_nothing_on_postgresql_and_everything_on_sqlite(
+        self, database: Database
+    ) -> None:
+        seen_elsewhere = None
+        async with database.unit_of_work(one_write=True) as uow:
+            await uow.session.execute(insert(place), [{"region": "411302"}])
+            if POSTGRES_URL:  # SQLite's one connection is this unit's until it ends
+                seen_elsewhere = await self.regions(database)
+            await uow.session.execute(insert(place), [{"region": "411303"}])
+            await uow.rollback()
+        kept = sorted(await self.regions(database))
+        if POSTGRES_URL:
+            assert (seen_elsewhere, kept) == (["411302"], ["411302", "411303"])
+        else:
+            assert kept == []
+
+    @pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL's transactions and plan cache")
+    async def test_on_postgresql_no_transaction_is_opened_and_plans_are_kept(
+        self, database: Database
+    ) -> None:
+        current = text("SELECT txid_current()")
+        async with database.unit_of_work(one_write=True) as uow:
+            apart = [(await uow.session.execute(current)).scalar_one() for _ in range(2)]
+            mode = (await uow.session.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        async with database.unit_of_work(by_key=True) as uow:
+            together = [(await uow.session.execute(current)).scalar_one() for _ in range(2)]
+        assert (apart[0] != apart[1], together[0] == together[1]) == (True, True)
+        assert mode == "auto"  # its statements find their rows by key, as `by_key`'s
+
+    async def test_events_must_be_written_by_the_write_itself(self, database: Database) -> None:
+        async with database.unit_of_work(one_write=True) as uow:
+            uow.publish({"type": "queued but not taken"})
+            with pytest.raises(RuntimeError, match="takes its events with the write"):
+                await uow.commit()
+            with pytest.raises(RuntimeError, match="no transaction"):
+                async with uow.savepoint():
+                    pass

@@ -30,7 +30,7 @@ from shared.auth import Principal, purpose, require
 from shared.crypto import Keyring
 from shared.db import UnitOfWork
 from shared.problems import Problem
-from shared.service import UnitOfWorkByKeyDep, UnitOfWorkDep
+from shared.service import UnitOfWorkByKeyDep, UnitOfWorkDep, UnitOfWorkOneWriteDep
 
 router = APIRouter(prefix="/v1/households", tags=["households"])
 
@@ -254,7 +254,11 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 @router.patch("/{household_id}", summary="Change editable fields (needs If-Match)")
 async def patch(
-    household_id: str, body: HouseholdPatch, uow: UnitOfWorkByKeyDep, ctx: Writer, version: IfMatch
+    household_id: str,
+    body: HouseholdPatch,
+    uow: UnitOfWorkOneWriteDep,
+    ctx: Writer,
+    version: IfMatch,
 ) -> JSONResponse:
     values: dict[str, Any] = {}
     for name in body.model_fields_set:

@@ -105,3 +105,53 @@ async def test_a_result_attached_keeps_the_version_and_one_for_a_file_not_held_w
     assert attached == [(filed["id"], 2)]
     shown = (await registry.get(f"/v1/households/{filed['id']}", headers=headers)).json()
     assert (shown["version"], shown["verification"]) == (2, {"v": 1})
+
+
+async def test_a_change_that_finds_its_version_moved_on_writes_nothing_even_uncommitted(
+    registry: httpx.AsyncClient,
+    registry_settings: RegistrySettings,
+    token: Callable[..., str],
+) -> None:
+    """A PATCH reads the file, then writes if its version is still the one read. Another
+    change may land between the two: the write then writes nothing, history included, since a
+    unit of one write has no transaction to roll back on PostgreSQL."""
+    from services.registry import store
+    from shared.registry_client import ATTACHED_RESULTS
+
+    headers = bearer(token(*WRITE))
+    filed = (await registry.post("/v1/households", json=household_body(), headers=headers)).json()
+    url = f"/v1/households/{filed['id']}"
+    moved = await registry.patch(
+        url, json={"category": "dibao_edge"}, headers={**headers, "If-Match": '"1"'}
+    )
+    database = Database(registry_settings.database_url, schema=registry_settings.database_schema)
+    try:
+        async with database.unit_of_work(one_write=True) as uow:
+            current = await store.get_household(uow.session, filed["id"])
+            assert current is not None
+            skipped = ("id", "created_at", *ATTACHED_RESULTS)
+            row = {k: v for k, v in current.items() if k not in skipped}
+            change = {"version": 2, "actor": "late", "action": "changed", "comment": None}
+            written = await store.update_household(
+                uow.session,
+                filed["id"],
+                expected_version=1,  # as read before the other change landed
+                row={**row, "version": 2, "category": "dibao"},
+                history=[{"household_id": filed["id"], **change, "changes": []}],
+            )
+        # Closed without a commit: on SQLite that rolls back, on PostgreSQL there is nothing to.
+        async with database.unit_of_work() as uow:
+            versions = (
+                await uow.session.execute(
+                    select(store.history.c.version, store.history.c.actor)
+                    .where(store.history.c.household_id == filed["id"])
+                    .order_by(store.history.c.version)
+                )
+            ).all()
+    finally:
+        await database.engine.dispose()
+    assert (moved.status_code, written) == (200, None)
+    assert [version for version, _ in versions] == [1, 2]
+    assert "late" not in {actor for _, actor in versions}
+    shown = (await registry.get(url, headers=headers)).json()
+    assert (shown["version"], shown["category"]) == (2, "dibao_edge")

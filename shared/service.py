@@ -262,12 +262,6 @@ async def get_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         yield uow
 
 
-async def get_unit_of_work_by_key(request: Request) -> AsyncIterator[UnitOfWork]:
-    """A unit of work whose statements all find their rows by key (`Database.unit_of_work`)."""
-    async with get_runtime(request).db.unit_of_work(by_key=True) as uow:
-        yield uow
-
-
 async def get_unit_of_work_one_write(request: Request) -> AsyncIterator[UnitOfWork]:
     """A unit of work by key that writes with one statement (`Database.unit_of_work`)."""
     async with get_runtime(request).db.unit_of_work(one_write=True) as uow:
@@ -275,7 +269,6 @@ async def get_unit_of_work_one_write(request: Request) -> AsyncIterator[UnitOfWo
 
 
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
-UnitOfWorkByKeyDep = Annotated[UnitOfWork, Depends(get_unit_of_work_by_key)]
 UnitOfWorkOneWriteDep = Annotated[UnitOfWork, Depends(get_unit_of_work_one_write)]
 
 _operations = APIRouter(tags=["operations"])

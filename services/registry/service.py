@@ -444,6 +444,7 @@ async def apply(
             member_rows,
             history=history,
             events=uow.take_events(),
+            autocommit=uow.autocommit,
         )
     except store.PersonInActiveHousehold as exc:
         masked = {m["identity_index"]: m["identity_masked"] for m in member_rows}

@@ -34,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
@@ -256,10 +257,11 @@ async def insert_household(
     *,
     history: Sequence[dict[str, Any]],
     events: Sequence[CloudEvent],
+    autocommit: bool = False,
 ) -> None:
     """File a new household: its row, causes, members, history and events' outbox rows, and
     a claim of each member (raises PersonInActiveHousehold naming the household that holds
-    one)."""
+    one). `autocommit`: the session's statements commit on their own (`UnitOfWork`)."""
     now = _now()
     indexes = [m["identity_index"] for m in members]
     if _is_postgresql(session):
@@ -271,7 +273,10 @@ async def insert_household(
             params.update({f"m{i}_{k}": v for k, v in m.items()})
         params["indexes"] = indexes
         params.update(_history_params(history), **outbox_params(events))
-        statement = _filing_statement(len(members), len(history))
+        statement = _filing_statement(len(members), len(history), all_or_none=autocommit)
+        if autocommit:
+            await _file_all_or_none(session, statement, params, row["id"], indexes)
+            return
         claimed = (await session.execute(statement, params)).scalars().all()
         await _check_claimed(session, row["id"], indexes, claimed)
         return
@@ -374,8 +379,33 @@ def _history_ctes(household_id: Any, now: Any, rows: int) -> list[Any]:
     ]
 
 
+async def _file_all_or_none(
+    session: AsyncSession,
+    statement: Insert,
+    params: dict[str, Any],
+    household_id: str,
+    indexes: Sequence[str],
+) -> None:
+    """Without a transaction to roll back, a person held already fails the whole filing
+    statement; the holder is looked up after it."""
+    for attempt in (1, 2):
+        try:
+            await session.execute(statement, params)
+            return
+        except IntegrityError as exc:
+            driver_error = exc.orig.__cause__ if exc.orig else None  # asyncpg's
+            if getattr(driver_error, "constraint_name", None) != "pk_active_person":
+                raise
+            holder = await _holder(session, household_id, indexes)
+            if holder is not None:
+                raise PersonInActiveHousehold(holder) from exc
+            if attempt == 2:
+                raise
+            # Released since the statement failed (an exit): the filing may claim it now.
+
+
 @lru_cache(maxsize=64)
-def _filing_statement(members: int, history_rows: int) -> Insert:
+def _filing_statement(members: int, history_rows: int, *, all_or_none: bool = False) -> Insert:
     household_id = bindparam("h_id", type_=household.c.id.type)
     now = bindparam("now", type_=household.c.created_at.type)
     filed_values = {c.name: bindparam(f"h_{c.name}", type_=c.type) for c in _FILED_COLUMNS}
@@ -397,16 +427,15 @@ def _filing_statement(members: int, history_rows: int) -> Insert:
         *_history_ctes(household_id, now, history_rows),
         outbox_cte(),
     ]
-    return (
-        postgresql.insert(active_person)
-        .from_select(
-            ["identity_index", "household_id"],
-            select(func.unnest(bindparam("indexes", type_=_TEXTS)), household_id),
-        )
-        .on_conflict_do_nothing(index_elements=["identity_index"])
-        .returning(active_person.c.identity_index)
-        .add_cte(*ctes)
+    claims = postgresql.insert(active_person).from_select(
+        ["identity_index", "household_id"],
+        select(func.unnest(bindparam("indexes", type_=_TEXTS)), household_id),
     )
+    # In a transaction a claim refused is seen after the statement, which is rolled back;
+    # all or none, the unique key refuses the whole statement.
+    if not all_or_none:
+        claims = claims.on_conflict_do_nothing(index_elements=["identity_index"])
+    return claims.returning(active_person.c.identity_index).add_cte(*ctes)
 
 
 @lru_cache(maxsize=16)
@@ -608,7 +637,14 @@ async def _check_claimed(
 ) -> None:
     if set(claimed) == set(indexes):
         return
-    holder = (
+    holder = await _holder(session, household_id, indexes)
+    if holder is not None:
+        raise PersonInActiveHousehold(holder)
+
+
+async def _holder(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> str | None:
+    """Another household holding one of these persons, if any."""
+    holder: str | None = (
         await session.execute(
             select(active_person.c.household_id)
             .where(
@@ -618,8 +654,7 @@ async def _check_claimed(
             .limit(1)
         )
     ).scalar_one_or_none()
-    if holder is not None:
-        raise PersonInActiveHousehold(holder)
+    return holder
 
 
 async def release_persons(

@@ -1,6 +1,6 @@
 """Routes on one household: filing, edits, members, workflow steps, helper, visits, incomes."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -30,7 +30,7 @@ from shared.auth import Principal, purpose, require
 from shared.crypto import Keyring
 from shared.db import UnitOfWork
 from shared.problems import Problem
-from shared.service import UnitOfWorkByKeyDep, UnitOfWorkDep, UnitOfWorkOneWriteDep
+from shared.service import UnitOfWorkDep, UnitOfWorkOneWriteDep, get_runtime
 
 router = APIRouter(prefix="/v1/households", tags=["households"])
 
@@ -146,6 +146,18 @@ def _member_spec(member: MemberIn) -> dict[str, Any]:
     return spec
 
 
+async def filing_unit_of_work(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> AsyncIterator[UnitOfWork]:
+    """A filing is one write, unless its answer is remembered under an Idempotency-Key in the
+    same transaction (`Database.unit_of_work`)."""
+    async with get_runtime(request).db.unit_of_work(
+        by_key=True, one_write=not idempotency_key
+    ) as uow:
+        yield uow
+
+
 @router.post(
     "",
     status_code=201,
@@ -155,7 +167,7 @@ def _member_spec(member: MemberIn) -> dict[str, Any]:
 async def apply(
     body: HouseholdIn,
     request: Request,
-    uow: UnitOfWorkByKeyDep,
+    uow: Annotated[UnitOfWork, Depends(filing_unit_of_work)],
     ctx: Writer,
     idempotency_key: Annotated[
         str | None,

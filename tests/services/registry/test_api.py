@@ -82,21 +82,25 @@ class TestApply:
         )
         assert shown.json()["members"][0]["identity_number"] == identity_number()
 
+    # Without a key the filing is one statement (no transaction on PostgreSQL); with one,
+    # a transaction that also remembers the answer.
+    @pytest.mark.parametrize("key", [None, "filing-1"], ids=["one-write", "idempotency-key"])
     async def test_one_person_cannot_be_in_two_active_households(
-        self, registry: httpx.AsyncClient, token: Callable[..., str]
+        self, registry: httpx.AsyncClient, token: Callable[..., str], key: str | None
     ) -> None:
         first = await file_household(registry, token)
         # The same person as a child of another household, typed with full-width digits.
         full_width = identity_number().translate(
             str.maketrans("0123456789", "０１２３４５６７８９")
         )
+        keyed = {"Idempotency-Key": key} if key else {}
         second = await registry.post(
             "/v1/households",
             json=household_body(
                 head_number=identity_number(serial=555),
                 members=[{"name": "张三明", "relation": "child", "identity_number": full_width}],
             ),
-            headers=bearer(token("registry:write")),
+            headers={**bearer(token("registry:write")), **keyed},
         )
         assert second.status_code == 409
         assert second.headers["content-type"] == PROBLEM
@@ -105,6 +109,13 @@ class TestApply:
         assert identity_number() not in second.text
         listed = await registry.get("/v1/households", headers=bearer(token("registry:read")))
         assert len(listed.json()["items"]) == 1  # nothing of the second was written
+        # Nor its head's claim: the head files alone now.
+        alone = await registry.post(
+            "/v1/households",
+            json=household_body(head_number=identity_number(serial=555)),
+            headers=bearer(token("registry:write")),
+        )
+        assert alone.status_code == 201, alone.text
 
     async def test_a_person_filed_in_the_placeholder_region_is_named_by_that_province(
         self, registry: httpx.AsyncClient, token: Callable[..., str]

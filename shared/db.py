@@ -319,7 +319,8 @@ class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 
 class UnitOfWork:
-    """One transaction and the events it will publish; committed in one place only."""
+    """One transaction (none for a unit of one write on PostgreSQL: `Database.unit_of_work`)
+    and the events it will publish; committed in one place only."""
 
     def __init__(
         self,
@@ -418,11 +419,12 @@ class Database:
         was about a third of PostgreSQL's time per filing (bench/registry.py).
 
         `one_write` (implies `by_key`): on PostgreSQL the unit writes with one statement that
-        also writes its events' outbox rows (`UnitOfWork.take_events`) and checks what it read
-        (a version), so each statement may commit on its own: no BEGIN and COMMIT round trips,
-        two of a change's four (bench/registry.py). A read before the write sees what was
-        committed, as it would in a READ COMMITTED transaction. On SQLite, whose writes are
-        several statements, the unit is a transaction as any other.
+        also writes its events' outbox rows (`UnitOfWork.take_events`) and fails or does
+        nothing unless what it depends on holds (the version it read, a person free), so each
+        statement may commit on its own: no BEGIN and COMMIT round trips, two of a change's
+        four (bench/registry.py). A read before the write sees what was committed, as it
+        would in a READ COMMITTED transaction. On SQLite, whose writes are several
+        statements, the unit is a transaction as any other.
         """
         if one_write:
             sessions = self._autocommit_sessionmaker

@@ -146,9 +146,14 @@ def _member_spec(member: MemberIn) -> dict[str, Any]:
     return spec
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Retry safely: the same key replays the answer"),
+]
+
+
 async def filing_unit_of_work(
-    request: Request,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    request: Request, idempotency_key: IdempotencyKey = None
 ) -> AsyncIterator[UnitOfWork]:
     """A filing is one write, unless its answer is remembered under an Idempotency-Key in the
     same transaction (`Database.unit_of_work`)."""
@@ -169,12 +174,7 @@ async def apply(
     request: Request,
     uow: Annotated[UnitOfWork, Depends(filing_unit_of_work)],
     ctx: Writer,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key", description="Retry safely: the same key replays the answer"
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     digest = ""  # the request's hash, needed only to replay or remember it under a key
     if idempotency_key:

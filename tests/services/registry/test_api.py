@@ -719,3 +719,12 @@ class TestCryptoProfiles:
         await db.dispose()
         assert stored.startswith("v1.gm.")
         assert identity_number() not in stored
+
+
+async def test_the_filing_documents_its_idempotency_key_once(registry: httpx.AsyncClient) -> None:
+    """The key is read twice (the unit of work it picks, the replay), and documented once."""
+    filing = (await registry.get("/openapi.json")).json()["paths"]["/v1/households"]["post"]
+    headers = [p for p in filing["parameters"] if p["in"] == "header"]
+    assert [(p["name"], p.get("description")) for p in headers] == [
+        ("Idempotency-Key", "Retry safely: the same key replays the answer")
+    ]

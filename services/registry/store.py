@@ -623,23 +623,39 @@ async def claim_persons(session: AsyncSession, household_id: str, indexes: Seque
     """
     if not indexes:
         return
+    claimed = await _claim(session, household_id, indexes)
+    await _check_claimed(session, household_id, indexes, claimed)
+
+
+async def _claim(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> list[str]:
+    """The persons claimed of these: those no household held."""
     claimed = await session.execute(
         insert_for(session, active_person)
         .values([{"identity_index": i, "household_id": household_id} for i in indexes])
         .on_conflict_do_nothing(index_elements=["identity_index"])
         .returning(active_person.c.identity_index)
     )
-    await _check_claimed(session, household_id, indexes, claimed.scalars().all())
+    return list(claimed.scalars())
 
 
 async def _check_claimed(
     session: AsyncSession, household_id: str, indexes: Sequence[str], claimed: Sequence[str]
 ) -> None:
-    if set(claimed) == set(indexes):
-        return
-    holder = await _holder(session, household_id, indexes)
-    if holder is not None:
-        raise PersonInActiveHousehold(holder)
+    """Raise if another household holds a person the claim skipped.
+
+    One held by no other household is held by this one already, or was let go since the claim
+    skipped it (PostgreSQL: the holder's exit committed between the two statements): claimed
+    again, once, or this household would be filed with a person anyone may claim.
+    """
+    unclaimed = sorted(set(indexes) - set(claimed))
+    for attempt in (1, 2):
+        if not unclaimed:
+            return
+        holder = await _holder(session, household_id, unclaimed)
+        if holder is not None:
+            raise PersonInActiveHousehold(holder)
+        if attempt == 1:
+            unclaimed = sorted(set(unclaimed) - set(await _claim(session, household_id, unclaimed)))
 
 
 async def _holder(session: AsyncSession, household_id: str, indexes: Sequence[str]) -> str | None:

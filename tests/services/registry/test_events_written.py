@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import httpx
 import nats
+import pytest
 from sqlalchemy import func, select
 
 from services.registry.settings import RegistrySettings
 from shared.db import Database
 from shared.events.outbox import outbox
+from tests.conftest import POSTGRES_URL
 from tests.helpers import bearer, household_body
 
 WRITE = ("registry:write", "registry:read")
@@ -155,3 +157,43 @@ async def test_a_change_that_finds_its_version_moved_on_writes_nothing_even_unco
     assert "late" not in {actor for _, actor in versions}
     shown = (await registry.get(url, headers=headers)).json()
     assert (shown["version"], shown["category"]) == (2, "dibao_edge")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="SQLite has one writer: no exit commits between")
+async def test_a_person_let_go_between_the_claim_and_the_look_up_is_claimed_not_left_free(
+    registry: httpx.AsyncClient,
+    registry_settings: RegistrySettings,
+    token: Callable[..., str],
+) -> None:
+    """A claim skips a person another household holds; if that household's exit commits before
+    the holder is looked up, the person is claimed then, not left for anyone to claim."""
+    from services.registry import store
+
+    headers = bearer(token(*WRITE))
+    held = (await registry.post("/v1/households", json=household_body(), headers=headers)).json()
+    database = Database(registry_settings.database_url, schema=registry_settings.database_schema)
+    index = (await _claims(database))[held["id"]][0]
+    try:
+        async with database.unit_of_work() as uow:
+            skipped = await store._claim(uow.session, "the-new-household", [index])
+            async with database.unit_of_work() as exiting:  # the holder's exit, committed
+                await store.release_persons(exiting.session, held["id"])
+                await exiting.commit()
+            await store._check_claimed(uow.session, "the-new-household", [index], skipped)
+            await uow.commit()
+        claims = await _claims(database)
+    finally:
+        await database.engine.dispose()
+    assert skipped == []
+    assert claims == {"the-new-household": [index]}
+
+
+async def _claims(database: Database) -> dict[str, list[str]]:
+    from services.registry.store import active_person
+
+    async with database.unit_of_work() as uow:
+        rows = (await uow.session.execute(select(active_person))).all()
+    claims: dict[str, list[str]] = {}
+    for index, household_id in rows:
+        claims.setdefault(household_id, []).append(index)
+    return claims

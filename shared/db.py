@@ -328,16 +328,18 @@ class UnitOfWork:
         *,
         after_commit: AfterCommit | None = None,
         one_write: bool = False,
-        autocommit: bool = False,
     ) -> None:
         self.session = session
         self._after_commit = after_commit
         self._one_write = one_write  # `Database.unit_of_work`
-        # Each statement commits on its own (one write, on PostgreSQL): nothing undoes a
-        # statement's part, so a statement that cannot do all of its work must fail.
-        self.autocommit = autocommit
         self._pending_events: list[Any] = []
         self._taken_events: list[Any] = []
+
+    @property
+    def autocommit(self) -> bool:
+        """Each statement commits on its own (one write, on PostgreSQL): nothing undoes a
+        statement's part, so a statement that cannot do all of its work must fail."""
+        return self._one_write and self.session.get_bind().dialect.name == "postgresql"
 
     def publish(self, *events: Any) -> None:
         """Queue CloudEvents for the outbox; they are written in this transaction's commit."""
@@ -431,12 +433,7 @@ class Database:
         else:
             sessions = self._by_key_sessionmaker if by_key else self.sessionmaker
         async with sessions() as session:
-            yield UnitOfWork(
-                session,
-                after_commit=self.after_commit,
-                one_write=one_write,
-                autocommit=one_write and not is_sqlite(self.url),
-            )
+            yield UnitOfWork(session, after_commit=self.after_commit, one_write=one_write)
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

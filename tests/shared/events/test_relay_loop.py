@@ -14,15 +14,18 @@ from shared.events.outbox import OutboxRelay
 class WokenDuringEachPass(OutboxRelay):
     """A relay whose every pass sees a commit come in, as under a steady load."""
 
-    def __init__(self, passes: int):
-        super().__init__(cast(Database, None), cast(JetStreamContext, None))
+    def __init__(self, passes: int, *, pass_seconds: float = 0):
+        # No pacing by default: as when each pass takes longer than `pass_seconds`.
+        super().__init__(
+            cast(Database, None), cast(JetStreamContext, None), pass_seconds=pass_seconds
+        )
         self.passes_left = passes
         self.turns_between_passes: list[int] = []
         self.turns = 0
         self._turns_at_pass_end: int | None = None
         self.done = asyncio.Event()
 
-    async def relay_once(self) -> int:
+    async def _pass(self) -> int:
         if self._turns_at_pass_end is not None:
             self.turns_between_passes.append(self.turns - self._turns_at_pass_end)
         await asyncio.sleep(0)  # the pass's I/O: other tasks run meanwhile
@@ -53,3 +56,13 @@ async def test_a_relay_woken_during_a_pass_starts_the_next_without_a_turn_of_the
     await relay.stop()
     counter.cancel()
     assert relay.turns_between_passes[:4] == [0, 0, 0, 0]
+
+
+async def test_passes_woken_at_once_are_paced_so_that_commits_gather() -> None:
+    # A pass per commit spent the producer's CPU on passes and the consumer's on one
+    # transaction per event (bench/events.py): passes start at most every `pass_seconds`.
+    relay = WokenDuringEachPass(passes=1000, pass_seconds=0.05)
+    relay.start()
+    await asyncio.sleep(0.3)
+    await relay.stop()
+    assert 2 <= 1000 - relay.passes_left <= 8

@@ -198,7 +198,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can
         # then wait its turn instead of failing with "database is locked" on upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Sent with the transaction's first statement, in its call to the driver's thread.
+        connection.connection.dbapi_connection.begin_immediate = True
 
     @event.listens_for(engine.sync_engine, "invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
@@ -218,11 +219,14 @@ def _query_only(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _run_statement(
-    connection: aiosqlite.Connection, operation: str, parameters: Any, many: bool
+    connection: aiosqlite.Connection, operation: str, parameters: Any, many: bool, begin: bool
 ) -> tuple[Any, list[Any], int, int | None]:
-    """In aiosqlite's thread: a statement's cursor opened, executed, read and closed."""
+    """In aiosqlite's thread: the transaction begun if `begin`, then a statement's cursor
+    opened, executed, read and closed."""
     cursor = connection._conn.cursor()  # sqlite3's own, in its thread
     try:
+        if begin:
+            cursor.execute("BEGIN IMMEDIATE")
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -286,9 +290,11 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
+        adapted: _OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
+            begin, adapted.begin_immediate = adapted.begin_immediate, False
             outcome = await connection._execute(  # type: ignore[no-untyped-call]  # its thread
-                _run_statement, connection, operation, parameters, many
+                _run_statement, connection, operation, parameters, many, begin
             )
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
@@ -301,13 +307,27 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """aiosqlite's connection as SQLAlchemy adapts it; its transaction begins with its first
+    statement, in the same call to the driver's thread (a call less a transaction)."""
+
+    __slots__ = ("begin_immediate",)
     _cursor_cls = _OneTripCursor  # type: ignore[assignment]  # a subclass of the declared
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.begin_immediate = False  # a transaction begun, its BEGIN not yet sent
+
+    def commit(self) -> None:
+        if self.begin_immediate:  # no statement ran: nothing was begun
+            self.begin_immediate = False
+            return
+        super().commit()
 
     def rollback(self) -> None:
         # SQLAlchemy rolls back every connection given back to its pool, after a commit too,
         # and a session closed rolls back again: a call to the thread each, for nothing when
         # no transaction is open. (Reading the flag needs no thread: no statement is running.)
+        self.begin_immediate = False
         driver = self._connection._connection
         if driver is not None and driver.in_transaction:
             super().rollback()

@@ -124,7 +124,7 @@ class TestSQLiteStatementsInOneTrip:
         yield engine
         await engine.dispose()
 
-    async def test_a_transaction_of_three_statements_is_five_calls(
+    async def test_a_transaction_of_three_statements_is_four_calls(
         self, sqlite_engine: AsyncEngine
     ) -> None:
         async with sqlite_engine.connect() as connection:
@@ -132,15 +132,41 @@ class TestSQLiteStatementsInOneTrip:
             assert driver is not None
             counted = _CountedQueue(driver._tx)
             driver._tx = counted
-            async with connection.begin():  # BEGIN IMMEDIATE, then COMMIT
+            async with connection.begin():  # BEGIN IMMEDIATE with the INSERT; COMMIT
                 await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
                 await connection.execute(text("UPDATE t SET v = 'b' WHERE v = 'a'"))
                 rows = (await connection.execute(text("SELECT v FROM t"))).scalars().all()
             driver._tx = counted.queue
         assert rows == ["b"]
         # SQLAlchemy's own cursor made 3 or 4 calls a statement (open, execute, fetch, close):
-        # 14 here.
-        assert counted.calls == 5
+        # 14 here; 5 with the BEGIN a call of its own.
+        assert counted.calls == 4
+
+    async def test_the_write_lock_is_taken_with_the_first_statement_and_not_before(
+        self, tmp_path: Path, sqlite_engine: AsyncEngine
+    ) -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/trips.db")
+        other = sqlite3.connect(tmp_path / "trips.db", isolation_level=None, timeout=0)
+
+        def other_can_write() -> bool:
+            try:
+                other.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # database is locked
+                return False
+            other.execute("ROLLBACK")
+            return True
+
+        try:
+            async with db.unit_of_work() as uow:
+                await uow.session.connection()  # begun: its BEGIN waits for a statement
+                assert other_can_write()
+                await uow.session.execute(text("SELECT count(*) FROM t"))  # a read, first
+                assert not other_can_write()  # IMMEDIATE: the write lock, for the writes after
+                await uow.commit()
+            assert other_can_write()
+        finally:
+            other.close()
+            await db.dispose()
 
     async def test_a_unit_of_work_is_a_call_a_statement_and_its_commit(
         self, tmp_path: Path, sqlite_engine: AsyncEngine
@@ -158,9 +184,10 @@ class TestSQLiteStatementsInOneTrip:
             assert (await session.execute(text("SELECT v FROM t"))).scalar_one() == "a"
         driver._tx = counted.queue
         await db.dispose()
-        # BEGIN, INSERT, COMMIT; BEGIN, SELECT, ROLLBACK (the read's, on closing). The pool's
-        # rollback of each connection given back, with no transaction open, was one more each.
-        assert counted.calls == 6
+        # BEGIN with the INSERT, COMMIT; BEGIN with the SELECT, ROLLBACK (the read's, on
+        # closing). A BEGIN of its own was one more each, and so was the pool's rollback of each
+        # connection given back with no transaction open.
+        assert counted.calls == 4
 
     async def test_a_read_in_the_loop_calls_no_thread_and_does_not_wait_for_a_writer(
         self, tmp_path: Path, sqlite_engine: AsyncEngine

@@ -154,7 +154,7 @@ class OutboxRelay:
     meanwhile then go in one pass, one read and one wait for their PubAcks, and reach the
     consumers in batches. A pass per commit or two spent the producer's CPU on passes and the
     consumer's on a transaction per event (bench/events.py on SQLite, 1 event per commit:
-    0.39-0.46 of the dual write; 0.48-0.86 with 10 ms, 0.82-1.08 with 20 ms, which adds
+    0.39-0.60 of the dual write; 0.48-0.86 with 10 ms, 0.82-1.08 with 20 ms, which adds
     about 10 ms to an event's median time and kept its p99 under 41 ms at 500 events/s).
     """
 

@@ -460,13 +460,14 @@ class Database:
 
     def read_in_loop(self, statement: Executable, parameters: Mapping[str, Any]) -> list[Any]:
         """SQLite: the rows of a short read, run on the calling (event loop's) thread, on a
-        connection of its own; for reads of a millisecond or two only, as the loop waits.
+        connection of its own to the database file (not for `:memory:`, which would be another
+        database); for reads of a millisecond or two only, as the loop waits.
 
         A reader in WAL mode waits for no writer. On the pool's one connection the read
         waited behind every writer queued for it; on an aiosqlite connection of its own its
         thread took the GIL from the writers at each read (bench/events.py, the relay's read
-        of new events at 500 events/s: p99 40 ms and writers held below the rate offered;
-        here 20-33 ms, and kept up). A read that finds the database busy (another process
+        of new events at 500 events/s: p99 35-40 ms, the rate offered kept in 1 run of 3;
+        here 20-33 ms, kept in 2 of 3). A read that finds the database busy (another process
         recovering its WAL) raises after a short wait rather than hold the loop.
         """
         if self._reads is None:

@@ -274,8 +274,9 @@ class OutboxRelay:
     def _mark_later(self, positions: list[int]) -> None:
         """Mark published rows sent within `mark_seconds`, in a task of its own: one
         transaction for what the passes meanwhile published. Under a steady load a pass
-        publishes an event or two; a mark each doubled the transactions the writers wait
-        behind (bench/events.py, 1 event per commit: 495 -> 346 events/s)."""
+        publishes a few events: a mark each would add a transaction a pass for the writers to
+        wait behind (bench/events.py, passes unpaced, 1 event per commit: 304-346 events/s
+        with a mark a pass, 332-374 with the marks gathered)."""
         self._to_mark += positions
         if self._to_mark and (self._marker is None or self._marker.done()):
             self._marker = asyncio.create_task(self._mark_pending(), name="outbox-mark")

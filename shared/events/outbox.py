@@ -143,6 +143,20 @@ _RELAYED = (
 )
 
 
+def pass_interval(dialect: str) -> float:
+    """The least time between two relay passes, by database (bench/events.py, 1 event per
+    commit, 500 events/s offered for the latency).
+
+    SQLite, 20 ms: a pass per commit or two spent the producer's CPU on passes, each taking
+    turns with the writers, and the consumer's on a transaction per event (0.39-0.60 of the
+    dual write; 10 ms: 0.48-0.86; 20 ms: 0.82-1.08, p99 under 41 ms). PostgreSQL, 5 ms: a claim
+    runs on a connection of its own, beside the writers, and 20 ms only added its wait to
+    every event (p99 29-33 ms against 11-20 ms at 5 ms, ratio 1.33-1.61 against 1.21-1.41;
+    unpaced, 1.16-1.76 and p99 9-17 ms).
+    """
+    return 0.02 if dialect == "sqlite" else 0.005
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to JetStream, in order per aggregate, and marks them sent.
 
@@ -150,12 +164,9 @@ class OutboxRelay:
     `FOR UPDATE SKIP LOCKED`, and a row is held back while an earlier unsent row of the same
     aggregate is claimed by another relay, so an aggregate's events never overtake each other.
 
-    Passes start at most every `pass_seconds`: under a steady load the events committed
-    meanwhile then go in one pass, one read and one wait for their PubAcks, and reach the
-    consumers in batches. A pass per commit or two spent the producer's CPU on passes and the
-    consumer's on a transaction per event (bench/events.py on SQLite, 1 event per commit:
-    0.39-0.60 of the dual write; 0.48-0.86 with 10 ms, 0.82-1.08 with 20 ms, which adds
-    about 10 ms to an event's median time and kept its p99 under 41 ms at 500 events/s).
+    Passes start at most every `pass_seconds` (`pass_interval` by default): under a steady
+    load the events committed meanwhile then go in one pass, one read and one wait for their
+    PubAcks, and reach the consumers in batches.
     """
 
     def __init__(
@@ -165,7 +176,7 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         poll_seconds: float = 0.5,
-        pass_seconds: float = 0.02,
+        pass_seconds: float | None = None,
         publish_timeout: float = 5.0,
         keep_sent: timedelta = timedelta(days=7),
         mark_seconds: float = 0.1,
@@ -175,7 +186,7 @@ class OutboxRelay:
         self._js = js
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
-        self._pass_seconds = pass_seconds
+        self._pass_seconds = pass_interval(db.dialect) if pass_seconds is None else pass_seconds
         self._publish_timeout = publish_timeout
         self._keep_sent = keep_sent
         self._mark_seconds = mark_seconds

@@ -445,7 +445,7 @@ def purpose(description: str) -> Any:
     """A dependency: why the caller asks (the `Bangfu-Purpose` header, UTF-8 percent-encoded),
     decoded; None when absent. Each service says in `description` when it is required."""
 
-    def dependency(
+    async def dependency(  # async: a plain def would run in the thread pool, per request
         value: str | None = Header(
             None,
             alias=PURPOSE_HEADER,

@@ -28,7 +28,7 @@ def context(*scopes: str) -> Callable[..., Awaitable[service.Context]]:
 Caller = Annotated[service.Context, Depends(context("verification:request"))]
 
 
-def verifier(request: Request) -> Verifier:
+async def verifier(request: Request) -> Verifier:
     found: Verifier = request.app.state.verifier
     return found
 

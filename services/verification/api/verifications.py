@@ -73,12 +73,13 @@ async def request_verification(
     body: VerificationIn, uow: UnitOfWorkDep, ctx: Caller, worker: VerifierDep
 ) -> JSONResponse:
     subject = await _subject(body, ctx, worker)
-    # Run it here once committed, if a slot is free, rather than through the queue: its claim
-    # and its consents' second read cost a caller 11 ms of waiting (bench/verification.py).
+    # Run it here, if a slot is free, rather than through the queue: its claim and its
+    # consents' second read cost a caller 11 ms of waiting (bench/verification.py).
     lease = worker.promise_run()
-    handed, handing = False, None
+    stored: asyncio.Future[dict[str, Any] | None] | None = None
+    committed: dict[str, Any] | None = None
     try:
-        requested = await service.request_verification(
+        requested = await service.check_request(
             uow,
             ctx,
             subject=subject,
@@ -86,18 +87,18 @@ async def request_verification(
             departments=body.departments,
             lease_seconds=lease,
         )
+        if lease is not None:
+            stored = worker.hand_over(requested.row, subject, requested.people)
         # The row as inserted (RETURNING): a read after the commit cost a caller 1.8 ms.
-        row = requested.row
-        if lease is not None:
-            handing = row["id"]
-            worker.handing(handing)  # so that its commit sends the queue to claim nothing
+        row = await service.insert_queued(uow, requested.row, requested.event)
+        assert row is not None  # no cause, so never a duplicate
         await uow.commit()
-        if lease is not None:
-            worker.hand_over(row, subject, requested.people)
-            handed = True
+        committed = row
     finally:
-        if lease is not None and not handed:
-            worker.withdraw_promise(handing)
+        if stored is not None:
+            stored.set_result(committed)
+        elif lease is not None:
+            worker.withdraw_promise()
     location = f"/v1/verifications/{row['id']}"
     return JSONResponse(
         jsonable_encoder({**service.verification_view(row), "members": requested.overview}),

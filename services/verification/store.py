@@ -26,10 +26,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import insert_for, new_metadata, region_condition
+from shared.db import new_metadata, region_condition
 
 metadata = new_metadata()
 
@@ -231,16 +232,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The row goes as parameters of a constant statement: `.values(row)` built a statement per
+# call, and its cache key cost 0.25 ms of the insert's 0.55 on PostgreSQL (0.3 of 0.8 on SQLite).
+_INSERT_VERIFICATION = {
+    "postgresql": postgresql.insert(verification)
+    .on_conflict_do_nothing()
+    .returning(*verification.columns),
+    "sqlite": sqlite.insert(verification).on_conflict_do_nothing().returning(*verification.columns),
+}
+
+
 async def insert_verification(session: AsyncSession, row: dict[str, Any]) -> dict[str, Any] | None:
     """Insert a verification unless its cause started one already: the row as stored (its
     defaults filled in), or None."""
-    statement = (
-        insert_for(session, verification)
-        .values(row)
-        .on_conflict_do_nothing()
-        .returning(*verification.columns)
-    )
-    stored = (await session.execute(statement)).mappings().one_or_none()
+    statement = _INSERT_VERIFICATION[session.get_bind().dialect.name]
+    stored = (await session.execute(statement, row)).mappings().one_or_none()
     return dict(stored) if stored else None
 
 

@@ -353,13 +353,11 @@ def _queued(
     cause: str | None = None,
     batch_id: str | None = None,
     members_cipher: str | None = None,
-    lease_seconds: float | None = None,
 ) -> tuple[dict[str, Any], CloudEvent]:
-    """A queued verification's row and its `verification.requested` event; with
-    `lease_seconds`, the row is claimed already for that long (see `request`)."""
+    """A queued verification's row and its `verification.requested` event."""
     now, verification_id = datetime.now(UTC), new_event_id()
     codes = tuple(sorted(d.value for d in departments))
-    row: dict[str, Any] = {
+    row = {
         "id": verification_id,
         "household_id": household_id,
         "region": region,
@@ -374,23 +372,8 @@ def _queued(
         "not_before": now,
         "requested_at": now,
     }
-    if lease_seconds is not None:
-        row.update(
-            status="running", attempts=1, claimed_until=now + timedelta(seconds=lease_seconds)
-        )
     event = VerificationRequested(verification_id, household_id, trigger, purpose, codes, batch_id)
     return row, to_cloudevent(event, region=region, sequence=0)
-
-
-async def insert_queued(
-    uow: UnitOfWork, row: dict[str, Any], event: CloudEvent
-) -> dict[str, Any] | None:
-    """Write a row and event of `_queued`: the row as stored, or None if its cause started
-    one already."""
-    stored = await store.insert_verification(uow.session, row)
-    if stored is not None:
-        uow.publish(event)
-    return stored
 
 
 async def request(
@@ -403,9 +386,17 @@ async def request(
     trigger: str,
     requested_by: str,
     cause: str | None = None,
+    subject: Subject | None = None,
+    keyring: Keyring | None = None,
+    lease_seconds: float | None = None,
 ) -> dict[str, Any] | None:
-    """Queue one verification of a filed household and announce it: its row as stored, or
-    None if its cause started one."""
+    """Queue one verification and announce it: its row as stored, or None if its cause
+    started one.
+
+    With `lease_seconds`, the row is written already claimed for that long, for a run the
+    caller starts itself once this commits (`Verifier.hand_over`); if that run never ends, the
+    lease runs out and the queue takes the row, as it takes any abandoned run.
+    """
     row, event = _queued(
         household_id=household_id,
         region=region,
@@ -414,8 +405,20 @@ async def request(
         trigger=trigger,
         requested_by=requested_by,
         cause=cause,
+        members_cipher=encrypt(keyring, subject.to_json(), context=SUBJECT_CONTEXT)
+        if subject and keyring
+        else None,
     )
-    return await insert_queued(uow, row, event)
+    if lease_seconds is not None:
+        row.update(
+            status="running",
+            attempts=1,
+            claimed_until=row["requested_at"] + timedelta(seconds=lease_seconds),
+        )
+    stored = await store.insert_verification(uow.session, row)
+    if stored is not None:
+        uow.publish(event)
+    return stored
 
 
 async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
@@ -495,17 +498,15 @@ def consent_overview(
 
 @dataclass(frozen=True)
 class Requested:
-    """A check a caller asked for, checked and not yet written: its row (claimed already, with
-    a lease) and event, each member's consents as the caller is shown them, and the members
-    with the consents that count (for the run, if handed over)."""
+    """A check queued for a caller: its row, each member's consents as the caller is shown
+    them, and the members with the consents that count (for the run, if handed over)."""
 
     row: dict[str, Any]
-    event: CloudEvent
     overview: list[dict[str, Any]]
     people: list[Person]
 
 
-async def check_request(
+async def request_verification(
     uow: UnitOfWork,
     ctx: Context,
     *,
@@ -514,25 +515,28 @@ async def check_request(
     departments: Sequence[Department],
     lease_seconds: float | None = None,
 ) -> Requested:
-    """A check a caller asks for, to queue with `insert_queued` (claimed already, with
-    `lease_seconds`); refused outright when no consent covers anything."""
+    """Queue a check a caller asked for (claimed already, with `lease_seconds`); refused
+    outright when no consent covers anything."""
     if not ctx.principal.covers(subject.region):
         raise RegionNotAllowed(subject.region)
     people = await people_of(uow.session, ctx.keyring, subject)
     overview = consent_overview(people, departments, on=ctx.today)
     if not any(state == "valid" for m in overview for state in m["consent"].values()):
         raise NoConsent(overview)
-    row, event = _queued(
+    row = await request(
+        uow,
         household_id=subject.household_id,
         region=subject.region,
         purpose=purpose,
         departments=departments,
         trigger="api",
         requested_by=ctx.actor,
-        members_cipher=encrypt(ctx.keyring, subject.to_json(), context=SUBJECT_CONTEXT),
+        subject=subject,
+        keyring=ctx.keyring,
         lease_seconds=lease_seconds,
     )
-    return Requested(row, event, overview, people)
+    assert row is not None  # no cause, so never a duplicate
+    return Requested(row, overview, people)
 
 
 async def get_verification(uow: UnitOfWork, ctx: Context, verification_id: str) -> dict[str, Any]:

@@ -199,12 +199,10 @@ class GroupRead:
 
 @dataclass(frozen=True)
 class Handed:
-    """What the API read for a run it hands over: the members, and their consents; and the
-    row as its request stored it, or None if that was not committed (`Verifier.hand_over`)."""
+    """What the API read for a run it hands over: the members, and their consents."""
 
     subject: Subject
     people: list[Person]
-    stored: asyncio.Future[dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -246,8 +244,8 @@ class Verifier:
         self._wakes = 0  # wakes so far: commits that queued runs, the yearly recheck
         self._backlog = True  # the queue may hold runs due: a freed slot wakes its loop
         self._running: set[asyncio.Task[None]] = set()
-        self._promised = 0  # slots promised to runs the API hands over
-        self._handing: set[str] = set()  # the rows of runs handed over, until committed
+        self._promised = 0  # slots promised to runs the API hands over once committed
+        self._handing: set[str] = set()  # their rows' ids, once known
         self._stopping = False
         self._reads: set[asyncio.Task[GroupRead]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -379,29 +377,22 @@ class Verifier:
         self._promised += 1
         return self.settings.lease_seconds
 
-    def hand_over(
-        self, row: dict[str, Any], subject: Subject, people: list[Person]
-    ) -> asyncio.Future[dict[str, Any] | None]:
-        """Run the promised check (`promise_run`) now, as its request writes its row (claimed,
-        `service.check_request`): the departments are asked while the row is committed, not
-        after (bench/verification.py, one household, alternated: 78.6 ms against 80.7 on
-        PostgreSQL, 69.9 against 71.3 on SQLite).
+    def handing(self, verification_id: str) -> None:
+        """The promised run's row, about to be committed claimed and handed over."""
+        self._handing.add(verification_id)
 
-        The request sets the future returned: to the row as stored once it is committed, or to
-        None if it is not. Only a stored row gets its report; a run whose row was not stored
-        writes what it asked (`_unstored`).
-        """
+    def hand_over(self, row: dict[str, Any], subject: Subject, people: list[Person]) -> None:
+        """Run a committed row written claimed (`promise_run`), with the members and consents
+        its request read."""
         self._promised -= 1
-        stored: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self._handing.add(row["id"])  # so that its commit sends the queue to claim nothing
-        stored.add_done_callback(lambda _: self._handing.discard(row["id"]))
-        if not self._stopping:  # else the row, if committed, is left to its lease
-            self._start(row, handed=Handed(subject, people, stored))
-        return stored
+        self._handing.discard(row["id"])
+        if not self._stopping:
+            self._start(row, handed=Handed(subject, people))
 
-    def withdraw_promise(self) -> None:
-        """The promised run's request failed before it was handed over: its slot is free."""
+    def withdraw_promise(self, verification_id: str | None = None) -> None:
+        """The promised run's request failed: its slot is free again."""
         self._promised -= 1
+        self._handing.discard(verification_id or "")
         self._slot_freed()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -541,8 +532,6 @@ class Verifier:
     ) -> None:
         """One verification, first report version."""
         if handed is not None:
-            if handed.stored.done() and handed.stored.result() is None:
-                return  # its request failed before anything was asked
             subject, people = handed.subject, handed.people
         else:
             try:
@@ -568,12 +557,6 @@ class Verifier:
         )
         if self.metrics:
             self.metrics.record(checked)
-        if handed is not None:
-            stored = await handed.stored
-            if stored is None:
-                await self._unstored(row, subject, checked)
-                return
-            row = stored
         if all(c.exchange is None for c in checked):
             await self._fail(row, "no valid consent covers any member and department asked")
             return
@@ -597,29 +580,6 @@ class Verifier:
         except Exception:
             await self._log_queries(row, subject, checked)
             raise
-
-    async def _unstored(
-        self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]
-    ) -> None:
-        """A handed-over run whose request was not committed (its caller was answered with an
-        error): its row written failed, with the questions the run put, so that the query log
-        shows them ("who looked at my data" reads it by the verification's region). A row
-        committed after all (its caller went away during the commit) is left to its lease.
-        """
-        failed = {
-            **row,
-            "status": "failed",
-            "reason": "its request was not stored; the questions put are in the query log",
-            "claimed_until": None,
-            "finished_at": datetime.now(UTC),
-        }
-        async with self.db.unit_of_work() as uow:
-            await store.insert_verification(uow.session, failed)
-            await store.insert_rows(
-                uow.session, store.department_query, self._query_rows(row, subject, checked)
-            )
-            await uow.commit()
-        log.warning("verification.request_not_stored", verification_id=row["id"])
 
     async def _log_queries(
         self, row: Mapping[str, Any], subject: Subject, checked: Sequence[Checked]

@@ -73,13 +73,12 @@ async def request_verification(
     body: VerificationIn, uow: UnitOfWorkDep, ctx: Caller, worker: VerifierDep
 ) -> JSONResponse:
     subject = await _subject(body, ctx, worker)
-    # Run it here, if a slot is free, rather than through the queue: its claim and its
-    # consents' second read cost a caller 11 ms of waiting (bench/verification.py).
+    # Run it here once committed, if a slot is free, rather than through the queue: its claim
+    # and its consents' second read cost a caller 11 ms of waiting (bench/verification.py).
     lease = worker.promise_run()
-    stored: asyncio.Future[dict[str, Any] | None] | None = None
-    committed: dict[str, Any] | None = None
+    handed, handing = False, None
     try:
-        requested = await service.check_request(
+        requested = await service.request_verification(
             uow,
             ctx,
             subject=subject,
@@ -87,18 +86,18 @@ async def request_verification(
             departments=body.departments,
             lease_seconds=lease,
         )
-        if lease is not None:
-            stored = worker.hand_over(requested.row, subject, requested.people)
         # The row as inserted (RETURNING): a read after the commit cost a caller 1.8 ms.
-        row = await service.insert_queued(uow, requested.row, requested.event)
-        assert row is not None  # no cause, so never a duplicate
+        row = requested.row
+        if lease is not None:
+            handing = row["id"]
+            worker.handing(handing)  # so that its commit sends the queue to claim nothing
         await uow.commit()
-        committed = row
+        if lease is not None:
+            worker.hand_over(row, subject, requested.people)
+            handed = True
     finally:
-        if stored is not None:
-            stored.set_result(committed)
-        elif lease is not None:
-            worker.withdraw_promise()
+        if lease is not None and not handed:
+            worker.withdraw_promise(handing)
     location = f"/v1/verifications/{row['id']}"
     return JSONResponse(
         jsonable_encoder({**service.verification_view(row), "members": requested.overview}),

@@ -507,18 +507,14 @@ async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_fre
 
 
 @contextlib.contextmanager
-def seeing_statements(
-    app: Any, seen: Callable[..., None], *, after: bool = False
-) -> Iterator[None]:
-    """`seen(connection, cursor, statement, ...)` before (or `after`) each statement the app's
-    engine runs."""
+def seeing_statements(app: Any, seen: Callable[..., None]) -> Iterator[None]:
+    """`seen(connection, cursor, statement, ...)` before each statement the app's engine runs."""
     engine = app.state.runtime.db.engine.sync_engine
-    name = "after_cursor_execute" if after else "before_cursor_execute"
-    event.listen(engine, name, seen)
+    event.listen(engine, "before_cursor_execute", seen)
     try:
         yield
     finally:
-        event.remove(engine, name, seen)
+        event.remove(engine, "before_cursor_execute", seen)
 
 
 async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
@@ -549,72 +545,6 @@ async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
             await asyncio.sleep(0.3)  # time for a claim woken by the report's commit or its slot
     assert done["status"] == "completed"
     assert claims == []
-
-
-async def test_a_run_asks_while_its_row_is_committed_and_records_its_questions_if_it_is_not(
-    verification_settings: VerificationSettings,
-    sandbox: httpx.AsyncClient,
-    token: Callable[..., str],
-) -> None:
-    """A check handed over asks the departments while its request's row is being written.
-    When that write fails, the caller gets an error and the run writes the row failed, with
-    the questions it put: the person's query log shows each of them. Its slot frees."""
-    headers = auth(token)
-    number, then = identity_number(serial=378), identity_number(serial=379)
-    app = create_app(verification_settings.model_copy(update={"workers": 1, "poll_seconds": 60}))
-
-    def lose_the_row(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT INTO verification "):  # written, then lost
-            raise RuntimeError("the row is lost")
-
-    async with running(app) as verification:
-        for n in (number, then):
-            await consent_for(verification, headers, n)
-        with seeing_statements(app, lose_the_row, after=True), pytest.raises(RuntimeError):
-            await verification.post("/v1/verifications", json=inline(number), headers=headers)
-        listed = await wait_for(
-            verification, "/v1/verifications?limit=1", headers, lambda b: bool(b)
-        )
-        looked = await verification.post(
-            "/v1/persons/queries", json={"identity_number": number}, headers=headers
-        )
-        after = await verification.post("/v1/verifications", json=inline(then), headers=headers)
-    [lost] = listed
-    assert (lost["status"], lost["report_version"]) == ("failed", 0)
-    assert "not stored" in lost["reason"]
-    assert sorted((q["verification_id"], q["department"], q["outcome"]) for q in looked.json()) == [
-        (lost["id"], d, "ok") for d in sorted(ALL)
-    ]
-    assert after.json()["status"] == "running"  # handed over: the only slot is free again
-
-
-async def test_a_request_whose_row_cannot_be_written_asks_no_department(
-    verification_settings: VerificationSettings,
-    sandbox: httpx.AsyncClient,
-    token: Callable[..., str],
-) -> None:
-    """A run handed over before its row is written asks nothing once that write has failed."""
-    headers = auth(token)
-    number, then = identity_number(serial=380), identity_number(serial=381)
-    app = create_app(verification_settings.model_copy(update={"workers": 1, "poll_seconds": 60}))
-
-    def refuse(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT INTO verification "):
-            raise RuntimeError("the row cannot be written")
-
-    async with running(app) as verification:
-        for n in (number, then):
-            await consent_for(verification, headers, n)
-        with seeing_statements(app, refuse), pytest.raises(RuntimeError):
-            await verification.post("/v1/verifications", json=inline(number), headers=headers)
-        await asyncio.sleep(0.3)  # time for a run to ask and write what it asked
-        looked = await verification.post(
-            "/v1/persons/queries", json={"identity_number": number}, headers=headers
-        )
-        listed = await verification.get("/v1/verifications", headers=headers)
-        after = await verification.post("/v1/verifications", json=inline(then), headers=headers)
-    assert (looked.json(), listed.json()) == ([], [])
-    assert after.json()["status"] == "running"  # handed over: the only slot is free again
 
 
 async def test_a_report_is_written_with_plans_kept_for_statements_by_key(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     bindparam,
     delete,
     false,
@@ -333,15 +335,21 @@ async def update_verifications(session: AsyncSession, rows: Sequence[dict[str, A
     the same columns in every row."""
     if not rows:
         return
-    columns = [c for c in rows[0] if c != "id"]
-    statement = (
+    columns = tuple(c for c in rows[0] if c != "id")
+    await session.execute(
+        _update_verifications(columns),
+        [{"verification_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in rows],
+    )
+
+
+@lru_cache(maxsize=16)
+def _update_verifications(columns: tuple[str, ...]) -> Update:
+    """Built once per set of columns: built at each report's write, its cache key cost 0.1 ms
+    of the update's 0.3 on PostgreSQL."""
+    return (
         update(verification)
         .where(verification.c.id == bindparam("verification_id"))
         .values({c: bindparam(f"new_{c}") for c in columns})
-    )
-    await session.execute(
-        statement,
-        [{"verification_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in rows],
     )
 
 

@@ -721,15 +721,19 @@ class Verifier:
                 await store.delete_items(
                     session, made.row["id"], [item_row(made.row["id"], c) for c in made.checked]
                 )
-        await store.insert_rows(
+        for made in group:
+            uow.publish(
+                to_cloudevent(
+                    completed_event(made.row, made.report),
+                    region=made.row["region"],
+                    sequence=made.report.version,
+                )
+            )
+        verified = [made for made in group if made.subject.household_id]
+        await store.write_reports(
             session,
-            store.verification_item,
-            [item_row(made.row["id"], c) for made in group for c in made.checked],
-        )
-        await store.insert_rows(
-            session,
-            store.raw_answer,
-            [
+            items=[item_row(made.row["id"], c) for made in group for c in made.checked],
+            raw_answers=[
                 {
                     "verification_id": made.row["id"],
                     "member_id": e.member_id,
@@ -745,16 +749,10 @@ class Verifier:
                 for e in made.exchanges
                 if e.raw is not None
             ],
-        )
-        await store.insert_rows(
-            session,
-            store.department_query,
-            [q for made in group for q in self._query_rows(made.row, made.subject, made.checked)],
-        )
-        await store.insert_rows(
-            session,
-            store.report,
-            [
+            queries=[
+                q for made in group for q in self._query_rows(made.row, made.subject, made.checked)
+            ],
+            reports=[
                 {
                     "verification_id": made.row["id"],
                     "version": made.report.version,
@@ -765,12 +763,8 @@ class Verifier:
                 }
                 for made in group
             ],
-        )
-        await store.update_verifications(session, [self._completed(made) for made in group])
-        verified = [made for made in group if made.subject.household_id]
-        await store.watch_households(
-            session,
-            [
+            completed=[self._completed(made) for made in group],
+            watched=[
                 {
                     "household_id": made.subject.household_id,
                     "region": made.subject.region,
@@ -778,24 +772,14 @@ class Verifier:
                 }
                 for made in verified
             ],
-        )
-        await store.watch_persons(
-            session,
-            {
+            feed_indexes={
                 made.subject.household_id or "": [
                     feed_index(n, key=self._feed_key) for _, n in made.subject.members
                 ]
                 for made in verified
             },
+            events=uow.take_events(),
         )
-        for made in group:
-            uow.publish(
-                to_cloudevent(
-                    completed_event(made.row, made.report),
-                    region=made.row["region"],
-                    sequence=made.report.version,
-                )
-            )
         # The audit chain's lock, which every writer queues on, comes last: held briefly.
         await audit.append_entries(
             session,

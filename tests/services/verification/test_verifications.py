@@ -562,7 +562,7 @@ async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
 
     def note_the_unit(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         for table in ("verification_item", "raw_answer", "department_query", "report"):
-            if statement.startswith(f"INSERT INTO {table} "):
+            if f"INSERT INTO {table} " in statement:  # PostgreSQL: one statement
                 by_key = bool(conn.get_execution_options().get(_BY_KEY))
                 writes.setdefault(table, set()).add(by_key)
 

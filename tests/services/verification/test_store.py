@@ -1,0 +1,261 @@
+"""The report's write (`store.write_reports`), on each database the suite runs on: PostgreSQL
+writes it in one statement, SQLite statement by statement, and both must leave the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from services.verification import store
+from services.verification.domain.departments import Department
+from services.verification.service import _queued
+from shared.db import Database, as_utc
+from shared.events.envelope import CloudEvent
+from shared.events.outbox import outbox
+
+NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+def _completed(verification_id: str, version: int) -> dict[str, Any]:
+    return {
+        "id": verification_id,
+        "status": "completed",
+        "report_version": version,
+        "reason": None,
+        "members_cipher": f"cipher-{version}",
+        "claimed_until": None,
+        "finished_at": NOW,
+        "refetch_at": NOW + timedelta(hours=version),
+        "refetch_interval_seconds": 3600.0 * version,
+    }
+
+
+def _rows(verification_id: str, household_id: str, version: int) -> dict[str, Any]:
+    """One report's rows, as the worker makes them: an item with findings, one without."""
+    return {
+        "items": [
+            {
+                "verification_id": verification_id,
+                "member_id": f"m{version}",
+                "department": "tax",
+                "status": "found",
+                "source": "税务",
+                "as_of": date(2026, 11, 30),
+                "findings": {"incomes": [{"fen": 123_400}], "flags": ["有车"]},
+                "reason": None,
+                "consent_id": "c1",
+                "request_hash": "h" * 64,
+                "response_digest": "d" * 64,
+                "fetched_at": NOW,
+            },
+            {
+                "verification_id": verification_id,
+                "member_id": f"m{version}",
+                "department": "vehicle",
+                "status": "unavailable",
+                "source": "车辆",
+                "as_of": None,
+                "findings": None,
+                "reason": "超时",
+                "consent_id": None,
+                "request_hash": None,
+                "response_digest": None,
+                "fetched_at": NOW,
+            },
+        ],
+        "raw_answers": [
+            {
+                "verification_id": verification_id,
+                "member_id": f"m{version}",
+                "department": "tax",
+                "request_hash": "h" * 64,
+                "cipher": f"raw-{version}",
+                "received_at": NOW,
+                "purge_after": NOW + timedelta(days=30),
+            }
+        ],
+        "queries": [
+            {
+                "person_index": f"p{version}",
+                "verification_id": verification_id,
+                "department": "tax",
+                "consent_id": "c1",
+                "purpose": "申请",
+                "requested_by": "test-client",
+                "outcome": "found",
+                "request_hash": "h" * 64,
+                "response_digest": None,
+                "queried_at": NOW,
+            }
+        ],
+        "reports": [
+            {
+                "verification_id": verification_id,
+                "version": version,
+                "household_id": household_id,
+                "content_hash": str(version) * 64,
+                "body": {"版本": version, "items": [None, {"a": 1}]},
+                "created_at": NOW,
+            }
+        ],
+        "completed": [_completed(verification_id, version)],
+    }
+
+
+def _event(verification_id: str, version: int) -> CloudEvent:
+    return CloudEvent(
+        id=f"{verification_id[:30]}-e{version}",
+        source="/bangfu/verification",
+        type="cn.bangfu.verification.verification.completed.v1",
+        subject=verification_id,
+        time=NOW,
+        dataschema="https://example.org/schema.json",
+        region="411302",
+        sequence=version,
+        data={"report_version": version},
+    )
+
+
+async def _write(
+    db: Database, *reports: dict[str, Any], watched: list[dict[str, Any]], feed: dict[str, Any]
+) -> None:
+    async with db.unit_of_work(by_key=True) as uow:
+        await store.write_reports(
+            uow.session,
+            **{k: [r for rows in reports for r in rows[k]] for k in reports[0]},
+            watched=watched,
+            feed_indexes=feed,
+            events=[
+                _event(rows["completed"][0]["id"], rows["completed"][0]["report_version"])
+                for rows in reports
+            ],
+        )
+        await uow.commit()
+
+
+async def _all(db: Database, table: Any, *order: Any) -> list[dict[str, Any]]:
+    async with db.unit_of_work() as uow:
+        found = await uow.session.execute(select(table).order_by(*order))
+        return [dict(r) for r in found.mappings()]
+
+
+async def test_reports_are_written_with_every_row_and_the_household_followed_anew(
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+) -> None:
+    url, schema = await migrated_database("verification")
+    db = Database(url, schema=schema)
+    households = ("h-moved", "h-other")
+    ids = []
+    async with db.unit_of_work() as uow:
+        for household_id in households:
+            row, _ = _queued(
+                household_id=household_id,
+                region="411302",
+                purpose="申请",
+                departments=[Department.TAX, Department.VEHICLE],
+                trigger="api",
+                requested_by="test-client",
+            )
+            await store.insert_verification(uow.session, row)
+            ids.append(row["id"])
+        await uow.commit()
+    moved, other = ids
+    try:
+        await _write(
+            db,
+            _rows(moved, "h-moved", 1),
+            watched=[{"household_id": "h-moved", "region": "411302", "last_verified_at": NOW}],
+            feed={"h-moved": ["f-a", "f-b", "f-a"]},
+        )
+        async with db.unit_of_work() as uow:
+            await store.watch_household(uow.session, "h-moved", region="411302", enrolled=True)
+            await uow.commit()
+        later = NOW + timedelta(days=1)
+        # Two reports in one write: the moved household's second, another household's first.
+        await _write(
+            db,
+            _rows(moved, "h-moved", 2),
+            _rows(other, "h-other", 1),
+            watched=[
+                {"household_id": "h-moved", "region": "411303", "last_verified_at": later},
+                {"household_id": "h-other", "region": "411302", "last_verified_at": later},
+            ],
+            feed={"h-moved": ["f-b", "f-c"], "h-other": ["f-a"]},
+        )
+
+        items = await _all(db, store.verification_item, "verification_id", "member_id")
+        assert [(i["verification_id"], i["member_id"], i["department"]) for i in items] == sorted(
+            [
+                (moved, "m1", "tax"),
+                (moved, "m1", "vehicle"),
+                (moved, "m2", "tax"),
+                (moved, "m2", "vehicle"),
+                (other, "m1", "tax"),
+                (other, "m1", "vehicle"),
+            ]
+        )
+        tax, vehicle = items[0], items[1]
+        assert tax["findings"] == {"incomes": [{"fen": 123_400}], "flags": ["有车"]}
+        assert tax["as_of"] == date(2026, 11, 30)
+        assert as_utc(tax["fetched_at"]) == NOW
+        assert (vehicle["findings"], vehicle["as_of"], vehicle["reason"]) == (None, None, "超时")
+        assert vehicle["consent_id"] is None
+
+        raw = await _all(db, store.raw_answer, "id")
+        assert [(r["verification_id"], r["cipher"]) for r in raw] == [
+            (moved, "raw-1"),
+            (moved, "raw-2"),
+            (other, "raw-1"),
+        ]
+        assert as_utc(raw[0]["purge_after"]) == NOW + timedelta(days=30)
+        queries = await _all(db, store.department_query, "id")
+        assert [(q["person_index"], q["verification_id"]) for q in queries] == [
+            ("p1", moved),
+            ("p2", moved),
+            ("p1", other),
+        ]
+        reports = await _all(db, store.report, "verification_id", "version")
+        assert [(r["verification_id"], r["version"], r["body"]) for r in reports] == sorted(
+            [
+                (moved, 1, {"版本": 1, "items": [None, {"a": 1}]}),
+                (moved, 2, {"版本": 2, "items": [None, {"a": 1}]}),
+                (other, 1, {"版本": 1, "items": [None, {"a": 1}]}),
+            ],
+            key=lambda r: (r[0], r[1]),
+        )
+
+        verifications = {v["id"]: v for v in await _all(db, store.verification, "id")}
+        for verification_id, version in ((moved, 2), (other, 1)):
+            written = verifications[verification_id]
+            expected = _completed(verification_id, version)
+            assert {c: written[c] for c in ("status", "report_version", "members_cipher")} == {
+                c: expected[c] for c in ("status", "report_version", "members_cipher")
+            }
+            assert as_utc(written["refetch_at"]) == expected["refetch_at"]
+            assert written["refetch_interval_seconds"] == expected["refetch_interval_seconds"]
+            assert (written["reason"], written["claimed_until"]) == (None, None)
+
+        watched = {w["household_id"]: w for w in await _all(db, store.watched_household)}
+        assert watched["h-moved"]["region"] == "411303"  # verified in its new region
+        assert watched["h-moved"]["enrolled"] is True  # enrolment is not the write's to undo
+        assert as_utc(watched["h-moved"]["last_verified_at"]) == later
+        assert (watched["h-other"]["region"], watched["h-other"]["enrolled"]) == ("411302", False)
+        followed = await _all(db, store.watched_person, "household_id", "feed_index")
+        assert [(p["household_id"], p["feed_index"]) for p in followed] == [
+            ("h-moved", "f-b"),
+            ("h-moved", "f-c"),
+            ("h-other", "f-a"),
+        ]
+
+        events = await _all(db, outbox, "position")
+        assert [(e["aggregate"], CloudEvent.from_json(e["body"]).sequence) for e in events] == [
+            (moved, 1),
+            (moved, 2),
+            (other, 1),
+        ]
+        assert all(e["sent_at"] is None for e in events)
+    finally:
+        await db.dispose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,14 +14,17 @@ import httpx
 import nats
 
 from services.verification import store
+from services.verification.app import create_app
 from services.verification.domain.departments import Department
 from services.verification.service import _queued
 from services.verification.settings import VerificationSettings
+from services.verification.worker import TALLY_EVERY
 from shared.db import Database
 from shared.events.envelope import new_event_id
+from tests.conftest import running
 from tests.helpers import bearer, household_body, identity_number
 from tests.services.verification.conftest import auth, wait_for
-from tests.services.verification.test_verifications import ALL, consent_for
+from tests.services.verification.test_verifications import ALL, consent_for, seeing_statements
 
 
 def numbers(count: int, *, first: int) -> list[str]:
@@ -273,3 +278,44 @@ async def test_a_batch_whose_last_tally_was_lost_is_completed_by_the_periodic_ta
 
     assert (final["done"], final["failed"], final["cancelled"]) == (1, 1, 0)
     assert [(p["status"], p["done"], p["failed"]) for p in progress] == [("completed", 1, 1)]
+
+
+async def test_a_busy_batch_is_tallied_at_most_every_tally_interval(
+    verification_settings: VerificationSettings,
+    make_verification: Callable[..., Any],
+    sandbox: httpx.AsyncClient,
+    registry_server: str,
+    token: Callable[..., str],
+    nats_url: str,
+) -> None:
+    """A tally counts all the batch's rows: a busy batch is tallied at most every
+    `TALLY_EVERY` (the first at once), and its last households are still counted."""
+    headers = auth(token)
+    household_ids = await prepare(
+        make_verification, registry_server, token, nats_url, numbers(60, first=4000)
+    )
+    app = create_app(verification_settings)
+    tallies: list[float] = []
+
+    def count_tallies(*args: Any) -> None:
+        if "count(*) FILTER" in args[2] and "FROM verification" in args[2]:
+            tallies.append(time.monotonic())
+
+    async with running(app) as verification:
+        await sandbox.put("/admin/departments/tax", json={"latency_ms": {"uniform": [0, 400]}})
+        with seeing_statements(app, count_tallies):
+            created = await verification.post(
+                "/v1/batches",
+                json={"region": "411302", "household_ids": household_ids, "purpose": "抽查"},
+                headers=headers,
+            )
+            done = await wait_for(
+                verification,
+                created.headers["Location"],
+                headers,
+                lambda b: b["status"] == "completed",
+            )
+    assert done["done"] == 60
+    assert len(tallies) >= 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tallies)]
+    assert min(gaps) >= TALLY_EVERY * 0.9, gaps

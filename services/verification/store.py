@@ -470,9 +470,7 @@ def _inserted(table: Table, prefix: str, columns: Sequence[Column[Any]]) -> post
 
 def _reports_statement() -> postgresql.Insert:
     done = _unnested("done", _DONE_COLUMNS).subquery("done")
-    watched = postgresql.insert(watched_household).from_select(
-        [c.name for c in _WATCHED_COLUMNS], _unnested("watched", _WATCHED_COLUMNS)
-    )
+    watched = _inserted(watched_household, "watched", _WATCHED_COLUMNS)
     followed = _unnested("followed", list(watched_person.c)).subquery("followed")
     ctes = [
         _inserted(raw_answer, "raw", _RAW_COLUMNS).cte("raw_written"),

@@ -254,14 +254,19 @@ async def file_all(
 
 @contextlib.asynccontextmanager
 async def completions(nats_url: str) -> AsyncIterator[dict[str, asyncio.Future[float]]]:
-    """Futures keyed by verification id, resolved at the arrival of its completed event."""
+    """Futures keyed by verification id, resolved at the arrival of its completed event.
+
+    An event may arrive before its POST's answer is read (a slow turn of the bench's loop):
+    its future is made then, resolved, for the round to find.
+    """
     waiting: dict[str, asyncio.Future[float]] = {}
     nc = await nats.connect(nats_url)
+    loop = asyncio.get_running_loop()
 
     async def on_message(message: Any) -> None:
         event = json.loads(message.data)
-        future = waiting.get(event["subject"])
-        if future and not future.done():
+        future = waiting.setdefault(event["subject"], loop.create_future())
+        if not future.done():
             future.set_result(time.perf_counter())
 
     await nc.subscribe("bangfu.verification.verification.completed.>", cb=on_message)

@@ -148,6 +148,10 @@ class Suite:
                 raise RuntimeError(f"{name} did not start; see {self.home / (name + '.log')}")
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """The CPU seconds each of the suite's processes has spent so far."""
+        return {name: cpu_seconds(process.pid) for name, process in sorted(self.processes.items())}
+
     def failed_attempts(self) -> int:
         """Runs' attempts that failed so far (each retried later, seconds on): a batch slowed
         by them measures the retries, not the path."""
@@ -277,7 +281,8 @@ async def completions(nats_url: str) -> AsyncIterator[dict[str, asyncio.Future[f
 
 
 async def single(suite: Suite, headers: dict[str, str], repeats: int) -> tuple[float, float]:
-    """Median seconds from POST to the completed event, and of the bare 44 queries."""
+    """Median seconds from POST to the completed event, and of the bare 44 queries; prints the
+    CPU each process spent a household (less noisy than the time on a busy machine)."""
     loop = asyncio.get_running_loop()
     numbers = [identity(900_000 + n) for n in range(4)]
     body = {
@@ -291,14 +296,22 @@ async def single(suite: Suite, headers: dict[str, str], repeats: int) -> tuple[f
         completions(suite.nats.url) as waiting,
     ):
         await consent_all(client, numbers, headers)
+        cpu = suite.cpu_seconds()
         for round_ in range(3 + repeats):
+            if round_ == 3:  # warm-up done
+                cpu = suite.cpu_seconds()
             started = time.perf_counter()
             response = await client.post("/v1/verifications", json=body, headers=headers)
             response.raise_for_status()
             future = waiting.setdefault(response.json()["id"], loop.create_future())
             finished = await asyncio.wait_for(future, 30)
-            if round_ >= 3:  # warm-up
+            if round_ >= 3:
                 times.append(finished - started)
+        used = {name: s - cpu[name] for name, s in suite.cpu_seconds().items()}
+    print(
+        "  one household, CPU per household (ms): "
+        + ", ".join(f"{name} {1000 * s / max(1, repeats):.1f}" for name, s in used.items())
+    )
 
     bare = []
     async with bare_clients(suite) as clients:
@@ -390,8 +403,7 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
             done.set_result((time.perf_counter(), progress))
 
     await nc.subscribe("bangfu.verification.batch.progress.>", cb=on_progress)
-    pids = {name: process.pid for name, process in suite.processes.items()}
-    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu = suite.cpu_seconds()
     failed_before = suite.failed_attempts()
     async with httpx.AsyncClient(base_url=suite.url("verification"), timeout=120) as client:
         began = time.perf_counter()
@@ -402,7 +414,7 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
         )
         response.raise_for_status()
         finished, progress = await asyncio.wait_for(done, 3600)
-    used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+    used = {name: seconds - cpu[name] for name, seconds in suite.cpu_seconds().items()}
     await nc.close()
     print(
         f"  batch: done {progress['done']:,}, failed {progress['failed']:,}; "
@@ -410,7 +422,7 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
     )
     print(
         "  CPU per household (ms): "
-        + ", ".join(f"{name} {1000 * used[name] / count:.1f}" for name in sorted(used))
+        + ", ".join(f"{name} {1000 * used[name] / count:.1f}" for name in used)
     )
     return count / (finished - began)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from sqlalchemy import (
@@ -415,7 +416,7 @@ def _json_default(value: object) -> str:
 
 def _plain_json(detail: Mapping[str, Any]) -> dict[str, Any]:
     # Store exactly what a later read gives back, so the hash verifies after a round trip.
-    return cast(dict[str, Any], json.loads(canonical_json(dict(detail))))
+    return cast(dict[str, Any], orjson.loads(canonical_json(dict(detail))))
 
 
 def _utc(moment: datetime.datetime) -> datetime.datetime:

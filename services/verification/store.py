@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -37,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import new_metadata, region_condition
+from shared.db import json_text, new_metadata, region_condition
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import outbox_cte, outbox_params, write_outbox
 
@@ -441,7 +440,7 @@ def _arrays(
     """`_unnested`'s parameters: a column's values as an array (JSON ones as their text)."""
     rows = list(rows)
     return {
-        f"{prefix}_{c.name}": [json.dumps(r[c.name]) for r in rows]
+        f"{prefix}_{c.name}": [json_text(r[c.name]) for r in rows]
         if isinstance(c.type, JSON)
         else [r[c.name] for r in rows]
         for c in columns

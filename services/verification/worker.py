@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 import structlog
 from nats.aio.client import Client as NATS
 
@@ -1050,5 +1050,5 @@ def report_body(
             {"member_id": m, "identity_number": mask_identity_number(n)} for m, n in subject.members
         ],
         # The hashed JSON read back: the report's dates and sets as JSON has them.
-        "report": json.loads(report.canonical),
+        "report": orjson.loads(report.canonical),
     }

@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,24 @@ from asyncpg.exceptions import (  # type: ignore[import-untyped]
     CannotConnectNowError,
     TooManyConnectionsError,
 )
-from sqlalchemy import Executable, MetaData, Table, and_, event, false, or_, text
+from sqlalchemy import (
+    Column,
+    Executable,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    event,
+    false,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -63,6 +80,29 @@ def json_text(value: Any) -> str:
     record's, a report's) keeps its own canonical form.
     """
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def rows_param(columns: Iterable[Column[Any]], rows: Iterable[Mapping[str, Any]]) -> str:
+    """`recordset`'s parameter: these columns of the rows, as one JSON text."""
+    names = [c.name for c in columns]
+    return json_text([{name: row[name] for name in names} for row in rows])
+
+
+def recordset(name: str, columns: Sequence[Column[Any]]) -> Select[Any]:
+    """PostgreSQL: the rows given as the parameter `name` (`rows_param`), as these columns'
+    values, in their order: one statement writes any number of rows.
+
+    One JSON text rather than an array a column: asyncpg encodes an array element by element,
+    each checked against the collection ABCs. With asyncpg alone on the bench machine, 40
+    arrays of 44 texts (about a household's report) took 1.85 ms of CPU to send, the same
+    values as one JSON text 0.36 ms. The rows come out in the order given.
+    """
+    rows = (
+        func.jsonb_to_recordset(cast(bindparam(name, type_=Text), postgresql.JSONB))
+        .table_valued(*(column(c.name, c.type) for c in columns))
+        .render_derived(name=f"{name}_rows", with_types=True)
+    )
+    return select(*(rows.c[c.name] for c in columns))
 
 
 def new_metadata() -> MetaData:

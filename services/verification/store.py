@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -16,14 +16,12 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
-    Select,
     String,
     Table,
     Text,
     Update,
     any_,
     bindparam,
-    cast,
     delete,
     false,
     func,
@@ -36,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import json_text, new_metadata, region_condition
+from shared.db import new_metadata, recordset, region_condition, rows_param
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import outbox_cte, outbox_params, write_outbox
 
@@ -409,20 +407,19 @@ async def write_reports(
         for i in sorted(set(indexes))
     ]
     params = {
-        **_arrays("item", verification_item.c, items),
-        **_arrays("raw", _RAW_COLUMNS, raw_answers),
-        **_arrays("query", _QUERY_COLUMNS, queries),
-        **_arrays("report", report.c, reports),
-        **_arrays("done", _DONE_COLUMNS, completed),
-        **_arrays("watched", _WATCHED_COLUMNS, latest.values()),
-        **_arrays("followed", watched_person.c, followed),
+        "item": rows_param(verification_item.c, items),
+        "raw": rows_param(_RAW_COLUMNS, raw_answers),
+        "query": rows_param(_QUERY_COLUMNS, queries),
+        "report": rows_param(report.c, reports),
+        "done": rows_param(_DONE_COLUMNS, completed),
+        "watched": rows_param(_WATCHED_COLUMNS, latest.values()),
+        "followed": rows_param(watched_person.c, followed),
         "followed_households": list(feed_indexes),
         **outbox_params(events),
     }
     await session.execute(_REPORTS_STATEMENT, params)
 
 
-_TEXTS = postgresql.ARRAY(Text)
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
 _RAW_COLUMNS = [c for c in raw_answer.c if c.name != "id"]
 _QUERY_COLUMNS = [c for c in department_query.c if c.name != "id"]
@@ -434,43 +431,14 @@ _WATCHED_COLUMNS = [
 ]
 
 
-def _arrays(
-    prefix: str, columns: Iterable[Column[Any]], rows: Iterable[Mapping[str, Any]]
-) -> dict[str, list[Any]]:
-    """`_unnested`'s parameters: a column's values as an array (JSON ones as their text)."""
-    rows = list(rows)
-    return {
-        f"{prefix}_{c.name}": [json_text(r[c.name]) for r in rows]
-        if isinstance(c.type, JSON)
-        else [r[c.name] for r in rows]
-        for c in columns
-    }
-
-
-def _unnested(prefix: str, columns: Sequence[Column[Any]]) -> Select[Any]:
-    """Rows made of `_arrays`' parameters, one per element, in the columns' order."""
-    return select(
-        *(
-            (
-                cast(func.unnest(bindparam(f"{prefix}_{c.name}", type_=_TEXTS)), c.type)
-                if isinstance(c.type, JSON)
-                else func.unnest(bindparam(f"{prefix}_{c.name}", type_=postgresql.ARRAY(c.type)))
-            ).label(c.name)
-            for c in columns
-        )
-    )
-
-
-def _inserted(table: Table, prefix: str, columns: Sequence[Column[Any]]) -> postgresql.Insert:
-    return postgresql.insert(table).from_select(
-        [c.name for c in columns], _unnested(prefix, columns)
-    )
+def _inserted(table: Table, name: str, columns: Sequence[Column[Any]]) -> postgresql.Insert:
+    return postgresql.insert(table).from_select([c.name for c in columns], recordset(name, columns))
 
 
 def _reports_statement() -> postgresql.Insert:
-    done = _unnested("done", _DONE_COLUMNS).subquery("done")
+    done = recordset("done", _DONE_COLUMNS).subquery("done")
     watched = _inserted(watched_household, "watched", _WATCHED_COLUMNS)
-    followed = _unnested("followed", list(watched_person.c)).subquery("followed")
+    followed = recordset("followed", list(watched_person.c)).subquery("followed")
     ctes = [
         _inserted(raw_answer, "raw", _RAW_COLUMNS).cte("raw_written"),
         _inserted(department_query, "query", _QUERY_COLUMNS).cte("queries_written"),

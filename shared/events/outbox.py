@@ -36,10 +36,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Database, as_utc, common_metadata, unreachable
+from shared.db import Database, as_utc, common_metadata, recordset, rows_param, unreachable
 from shared.events.envelope import CONTENT_TYPE, CloudEvent
 from shared.observability import span
 
@@ -86,30 +85,25 @@ async def write_outbox(session: AsyncSession, events: Sequence[CloudEvent]) -> N
     await session.execute(insert(outbox), [_outbox_row(event, now) for event in events])
 
 
-# The columns `outbox_cte` writes from arrays, one element per event, in the events' order.
-_ARRAYED = ("event_id", "aggregate", "nats_subject", "body", "traceparent")
-_TEXTS = postgresql.ARRAY(Text)
+# The columns `outbox_cte` writes, from the rows `outbox_params` gives.
+_WRITTEN = [c for c in outbox.c if c.name not in ("position", "sent_at")]
 
 
 def outbox_cte(*, when: ColumnElement[bool] | None = None) -> CTE:
     """An INSERT of outbox rows (only `when` it holds, if given) for a PostgreSQL statement to
     carry as a CTE: the change's own statement then writes its events, one round trip less.
-    Its values are the parameters `outbox_params` gives, as arrays, so one statement serves
-    any number of events, written in their order (the positions the relay follows)."""
-    values = select(
-        *(func.unnest(bindparam(f"outbox_{k}", type_=_TEXTS)) for k in _ARRAYED),
-        bindparam("outbox_created_at", type_=outbox.c.created_at.type),
-    )
+    Its rows are the parameter `outbox_params` gives (`shared.db.recordset`), so one statement
+    serves any number of events, written in their order (the positions the relay follows)."""
+    values = recordset("outbox", _WRITTEN)
     if when is not None:
         values = values.where(when)
-    return insert(outbox).from_select([*_ARRAYED, "created_at"], values).cte("outbox_written")
+    return insert(outbox).from_select([c.name for c in _WRITTEN], values).cte("outbox_written")
 
 
 def outbox_params(events: Sequence[CloudEvent]) -> dict[str, Any]:
     """The parameters of `outbox_cte` for these events."""
     now = datetime.now(UTC)
-    rows = [_outbox_row(event, now) for event in events]
-    return {f"outbox_{k}": [row[k] for row in rows] for k in _ARRAYED} | {"outbox_created_at": now}
+    return {"outbox": rows_param(_WRITTEN, [_outbox_row(event, now) for event in events])}
 
 
 @dataclass(frozen=True)

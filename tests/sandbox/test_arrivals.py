@@ -40,7 +40,8 @@ async def answer_all(box: Sandbox) -> float:
 async def test_requests_that_arrive_together_are_answered_one_latency_later() -> None:
     # The work of answering all 11 requests, with no latency to wait: the least of three.
     work = min([await answer_all(sandbox(0)) for _ in range(3)])
-    took = await answer_all(sandbox(int(LATENCY * 1000)))
+    # The least of three too: a pause of the machine's makes one run late, not three.
+    took = min([await answer_all(sandbox(int(LATENCY * 1000))) for _ in range(3)])
     # Each request's work fits inside its latency; only the replies' encoding, done once the
     # latency has passed, comes after it. When each clock started only once the requests
     # before it had read and rendered their people, the last answer came about `work` late

@@ -82,6 +82,17 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's value from its text, with orjson (`json_text`).
+
+    SQLite hands a number in a JSON column over as a number; SQLAlchemy keeps it when the
+    deserializer raises TypeError, as `json.loads` does and orjson does not.
+    """
+    if not isinstance(text, str | bytes):
+        raise TypeError(f"JSON text expected, got {type(text).__name__}")
+    return orjson.loads(text)
+
+
 def rows_param(columns: Iterable[Column[Any]], rows: Iterable[Mapping[str, Any]]) -> str:
     """`recordset`'s parameter: these columns of the rows, as one JSON text."""
     names = [c.name for c in columns]
@@ -188,7 +199,7 @@ def create_engine(
         url,
         connect_args=connect_args,
         json_serializer=json_text,
-        json_deserializer=orjson.loads,
+        json_deserializer=json_value,
         # Every connection opened is kept (no overflow): an overflow connection was closed when
         # given back, so each burst of requests opened new ones, each paying a TLS attempt, the
         # dialect's set-up queries and every statement prepared again (bench/registry: ~160
@@ -232,7 +243,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         url,
         connect_args={"timeout": 30},
         json_serializer=json_text,
-        json_deserializer=orjson.loads,
+        json_deserializer=json_value,
         pool_size=1,
         max_overflow=0,
         pool_timeout=60,

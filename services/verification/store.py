@@ -34,9 +34,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import new_metadata, recordset, region_condition, rows_param
+from shared.db import insert_together, new_metadata, recordset, region_condition, rows_param
 from shared.events.envelope import CloudEvent
-from shared.events.outbox import outbox_cte, outbox_params, write_outbox
+from shared.events.outbox import outbox, outbox_cte, outbox_params, outbox_rows
 
 metadata = new_metadata()
 
@@ -391,14 +391,19 @@ async def write_reports(
     ~0.3 ms of CPU and PostgreSQL more, and the report's write was 10 ms of a household's
     75-85 there (bench/README.md)."""
     if session.get_bind().dialect.name != "postgresql":
-        await insert_rows(session, verification_item, items)
-        await insert_rows(session, raw_answer, raw_answers)
-        await insert_rows(session, department_query, queries)
-        await insert_rows(session, report, reports)
+        await insert_together(
+            session,
+            [
+                (verification_item, items),
+                (raw_answer, raw_answers),
+                (department_query, queries),
+                (report, reports),
+                (outbox, outbox_rows(events)),
+            ],
+        )
         await update_verifications(session, completed)
         await watch_households(session, watched)
         await watch_persons(session, feed_indexes)
-        await write_outbox(session, events)
         return
     latest = {r["household_id"]: r for r in watched}  # an upsert changes a row once
     followed = [

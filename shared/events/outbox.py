@@ -66,23 +66,27 @@ outbox = Table(
 )
 
 
-def _outbox_row(event: CloudEvent, now: datetime) -> dict[str, Any]:
-    return {
-        "event_id": event.id,
-        "aggregate": event.subject,
-        "nats_subject": event.nats_subject,
-        "body": event.to_json().decode(),
-        "traceparent": event.traceparent,
-        "created_at": now,
-    }
+def outbox_rows(events: Sequence[CloudEvent]) -> list[dict[str, Any]]:
+    """The outbox's rows for these events, in their order."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "event_id": event.id,
+            "aggregate": event.subject,
+            "nats_subject": event.nats_subject,
+            "body": event.to_json().decode(),
+            "traceparent": event.traceparent,
+            "created_at": now,
+        }
+        for event in events
+    ]
 
 
 async def write_outbox(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
     """Insert the events into the outbox within the caller's transaction (none: nothing)."""
     if not events:  # an INSERT given no rows would write one row of defaults
         return
-    now = datetime.now(UTC)
-    await session.execute(insert(outbox), [_outbox_row(event, now) for event in events])
+    await session.execute(insert(outbox), outbox_rows(events))
 
 
 # The columns `outbox_cte` writes, from the rows `outbox_params` gives.
@@ -102,8 +106,7 @@ def outbox_cte(*, when: ColumnElement[bool] | None = None) -> CTE:
 
 def outbox_params(events: Sequence[CloudEvent]) -> dict[str, Any]:
     """The parameters of `outbox_cte` for these events."""
-    now = datetime.now(UTC)
-    return {"outbox": rows_param(_WRITTEN, [_outbox_row(event, now) for event in events])}
+    return {"outbox": rows_param(_WRITTEN, outbox_rows(events))}
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,28 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, insert, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import Database, create_engine, region_condition, unreachable
+from shared.db import Database, create_engine, insert_together, region_condition, unreachable
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
 
@@ -249,6 +262,111 @@ class TestSQLiteStatementsInOneTrip:
                 await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
         async with sqlite_engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+
+
+typed_metadata = MetaData()
+typed = Table(
+    "typed",
+    typed_metadata,
+    Column("id", String(8), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("day", Date),
+    Column("doc", JSON),
+    Column("note", Text),
+)
+other = Table("other", typed_metadata, Column("v", String(8), primary_key=True))
+defaulted = Table(
+    "defaulted",
+    typed_metadata,
+    Column("id", String(8), primary_key=True),
+    Column("kind", String(8), default="plain"),
+)
+
+
+def _typed_row(n: int, at: datetime) -> dict[str, Any]:
+    # Keys in another order than the table's columns, a JSON null and a SQL NULL among them.
+    return {
+        "note": None if n % 2 else f"note {n}",
+        "doc": None if n % 3 == 0 else {"n": n, "名": ["一", 2.5]},
+        "day": date(2026, 12, n % 28 + 1),
+        "at": at + timedelta(microseconds=n),
+        "id": f"{n}",
+    }
+
+
+class TestInsertTogether:
+    """Several tables' rows in one call to SQLite's thread, stored as SQLAlchemy stores them."""
+
+    @pytest.fixture
+    async def db(self, tmp_path: Path) -> AsyncIterator[Database]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/together.db")
+        async with db.engine.begin() as connection:
+            await connection.run_sync(typed_metadata.create_all)
+        yield db
+        await db.dispose()
+
+    async def test_the_stored_values_are_those_of_sqlalchemys_own_insert(
+        self, db: Database
+    ) -> None:
+        at = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+        ours = [_typed_row(n, at) for n in range(1, 7)]
+        theirs = [{**_typed_row(n, at), "id": f"s{n}"} for n in range(1, 7)]
+        async with db.unit_of_work() as uow:
+            await insert_together(uow.session, [(typed, ours), (other, [])])
+            await uow.session.execute(insert(typed), theirs)
+            await uow.commit()
+        async with db.sessionmaker() as session:
+            stored = (
+                await session.execute(text("SELECT id, at, day, doc, note FROM typed ORDER BY id"))
+            ).all()
+            read = {r.id: r for r in (await session.execute(select(typed))).all()}
+        by_id = {row.id: tuple(row)[1:] for row in stored}
+        assert len(by_id) == 12
+        for n in range(1, 7):
+            assert by_id[f"{n}"] == by_id[f"s{n}"]  # the same text, number and NULL stored
+            assert read[f"{n}"].doc == ours[n - 1]["doc"]
+            assert read[f"{n}"].day == ours[n - 1]["day"]
+        assert by_id["3"][2] == "null"  # JSON's null, as SQLAlchemy writes a None to JSON
+        assert by_id["1"][3] is None
+
+    async def test_the_tables_rows_and_the_transactions_begin_are_one_call(
+        self, db: Database
+    ) -> None:
+        async with db.sessionmaker() as session:
+            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert driver is not None
+        counted = _CountedQueue(driver._tx)
+        driver._tx = counted
+        try:
+            async with db.unit_of_work() as uow:
+                await insert_together(
+                    uow.session,
+                    [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
+                )
+                await uow.commit()
+        finally:
+            driver._tx = counted.queue
+        assert counted.calls == 2  # BEGIN IMMEDIATE and both INSERTs; COMMIT
+        async with db.sessionmaker() as session:
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
+
+    async def test_an_error_is_sqlalchemys_and_undoes_the_unit_of_work(self, db: Database) -> None:
+        with pytest.raises(IntegrityError):
+            async with db.unit_of_work() as uow:
+                await insert_together(
+                    uow.session,
+                    [(other, [{"v": "a"}]), (typed, [_typed_row(1, datetime.now(UTC))] * 2)],
+                )
+                await uow.commit()
+        async with db.sessionmaker() as session:
+            assert (await session.execute(select(other.c.v))).scalars().all() == []
+
+    async def test_a_column_with_a_python_default_must_be_given(self, db: Database) -> None:
+        async with db.unit_of_work() as uow:
+            with pytest.raises(ValueError, match="defaulted.kind"):
+                await insert_together(uow.session, [(defaulted, [{"id": "a"}])])
+            await insert_together(uow.session, [(defaulted, [{"id": "b", "kind": "given"}])])
+            await uow.commit()
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL's plan cache")

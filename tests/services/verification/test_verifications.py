@@ -18,7 +18,7 @@ from services.verification.domain.departments import Department
 from services.verification.settings import VerificationSettings
 from shared.db import _BY_KEY
 from shared.identity import mask_identity_number
-from tests.conftest import running
+from tests.conftest import POSTGRES_URL, running
 from tests.helpers import identity_number
 from tests.services.verification.conftest import auth, wait_for
 
@@ -547,6 +547,11 @@ async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
     assert claims == []
 
 
+@pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason="plans are PostgreSQL's; SQLite writes the report's rows around SQLAlchemy's cursor "
+    "(shared.db.insert_together)",
+)
 async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
     verification_settings: VerificationSettings,
     sandbox: httpx.AsyncClient,

@@ -363,6 +363,11 @@ async def insert_together(
             raise DBAPIError.instance(
                 statements[0][0], None, exc, sqlite3.Error, dialect=connection.dialect
             ) from exc
+        except BaseException:
+            # Cancelled while the call waited: it still runs in the thread, its BEGIN
+            # included, whatever the session does next. A rollback queued behind it undoes it.
+            await asyncio.shield(driver.rollback())
+            raise
 
 
 @functools.lru_cache(maxsize=64)

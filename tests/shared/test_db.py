@@ -4,6 +4,7 @@ and SQLite's one writer surviving cancelled units of work."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -360,6 +361,35 @@ class TestInsertTogether:
                 await uow.commit()
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == []
+
+    async def test_a_write_after_cancelled_inserts_finds_no_transaction_left_open(
+        self, db: Database
+    ) -> None:
+        # A unit of work cancelled while its call waited for the thread: the call still runs
+        # there, its BEGIN included. Unless undone, the connection kept that transaction and
+        # the write lock, and the next unit of work on it could not begin its own.
+        serial = itertools.count()
+
+        async def writer() -> None:
+            while True:
+                async with db.unit_of_work() as uow:
+                    await insert_together(uow.session, [(other, [{"v": f"w{next(serial)}"}])])
+                    await uow.commit()
+
+        for round_ in range(30):
+            writers = [asyncio.create_task(writer()) for _ in range(8)]
+            await asyncio.sleep(0.02 + 0.003 * round_)  # cancelled at varying points
+            for task in writers:
+                task.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
+            async with asyncio.timeout(10), db.unit_of_work() as uow:
+                await insert_together(uow.session, [(other, [{"v": f"after{round_}"}])])
+                await uow.commit()
+        async with db.sessionmaker() as session:
+            stored = (await session.execute(select(other.c.v))).scalars().all()
+        assert sorted(v for v in stored if v.startswith("after")) == sorted(
+            f"after{n}" for n in range(30)
+        )
 
     async def test_a_column_with_a_python_default_must_be_given(self, db: Database) -> None:
         async with db.unit_of_work() as uow:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NUMBER = r"(?:-?[0-9]+(?:\.[0-9]+)?|nan|n/a)"
+# A figure, or what a bench prints for none: inf is events.py's percentile of nothing acked.
+NUMBER = r"(?:-?[0-9]+(?:\.[0-9]+)?|nan|inf|n/a)"
 
 # The smallest run each bench's flags allow; benefits skips OpenFisca, whose environment is
 # installed from PyPI on first use (its figures line then says `ratio n/a`).

@@ -35,21 +35,31 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port free now, chosen below the kernel's ephemeral range (32768 up).
+    """A loopback port free now, chosen below the kernel's ephemeral range (32768 up), and
+    never one this process handed out before.
 
     A port the kernel hands out for port 0 is an ephemeral one, which any outgoing connection
     may take as its source port before our server binds it (a CI run lost a test to that);
-    ports below the range are only ever taken by someone binding them on purpose.
+    ports below the range are only ever taken by someone binding them on purpose. Ports drawn
+    together (a suite's eleven) are not bound until their servers start, so a second draw of
+    the same one would pass the probe: a CI trial lost a test to a sandbox whose port was
+    taken, five restarts running.
     """
     for _ in range(100):
         port = random.randrange(20000, 32768)
+        if port in _handed_out:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free loopback port between 20000 and 32767")
 
 

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,25 @@ class TestRegionCondition:
         assert selected == sorted(code for code in CODES if region_in(code, prefixes))
 
 
+async def _cancelled_in_rounds(
+    writer: Callable[[], Awaitable[None]],
+    after: Callable[[int], Awaitable[None]],
+    *,
+    first: float,
+    step: float,
+) -> None:
+    """30 rounds: 8 writers started, cancelled at a later point each round, then `after(round)`
+    given 10 s (a lock left behind would make it wait out SQLite's 30 s busy timeout)."""
+    for round_ in range(30):
+        writers = [asyncio.create_task(writer()) for _ in range(8)]
+        await asyncio.sleep(first + step * round_)  # cancelled at varying points
+        for task in writers:
+            task.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+        async with asyncio.timeout(10):
+            await after(round_)
+
+
 class TestCancelledWrites:
     async def test_a_write_after_cancelled_writers_does_not_wait_for_their_lock(
         self, tmp_path: Path
@@ -97,16 +116,13 @@ class TestCancelledWrites:
                     await uow.session.execute(text("SELECT count(*) FROM t"))
                     await uow.commit()
 
+        async def after(_round: int) -> None:
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(text("INSERT INTO t (v) VALUES ('after')"))
+                await uow.commit()
+
         try:
-            for round_ in range(30):
-                writers = [asyncio.create_task(writer()) for _ in range(8)]
-                await asyncio.sleep(0.05 + 0.007 * round_)  # cancelled at varying points
-                for task in writers:
-                    task.cancel()
-                await asyncio.gather(*writers, return_exceptions=True)
-                async with asyncio.timeout(10), db.unit_of_work() as uow:
-                    await uow.session.execute(text("INSERT INTO t (v) VALUES ('after')"))
-                    await uow.commit()
+            await _cancelled_in_rounds(writer, after, first=0.05, step=0.007)
             async with db.unit_of_work() as uow:
                 after = (
                     await uow.session.execute(text("SELECT count(*) FROM t WHERE v = 'after'"))
@@ -376,15 +392,12 @@ class TestInsertTogether:
                     await insert_together(uow.session, [(other, [{"v": f"w{next(serial)}"}])])
                     await uow.commit()
 
-        for round_ in range(30):
-            writers = [asyncio.create_task(writer()) for _ in range(8)]
-            await asyncio.sleep(0.02 + 0.003 * round_)  # cancelled at varying points
-            for task in writers:
-                task.cancel()
-            await asyncio.gather(*writers, return_exceptions=True)
-            async with asyncio.timeout(10), db.unit_of_work() as uow:
+        async def after(round_: int) -> None:
+            async with db.unit_of_work() as uow:
                 await insert_together(uow.session, [(other, [{"v": f"after{round_}"}])])
                 await uow.commit()
+
+        await _cancelled_in_rounds(writer, after, first=0.02, step=0.003)
         async with db.sessionmaker() as session:
             stored = (await session.execute(select(other.c.v))).scalars().all()
         assert sorted(v for v in stored if v.startswith("after")) == sorted(

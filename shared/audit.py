@@ -189,6 +189,18 @@ async def append_entries(
     """The entries chained in order, as appending them one by one would chain them, under one
     lock, one read of the chain's head and one statement (a lock, a query and an insert per
     record was most of what auditing a batch cost)."""
+    records = await chain_entries(session, entries, profile=profile)
+    if records:
+        await session.execute(audit_log.insert(), [record.__dict__ for record in records])
+    return records
+
+
+async def chain_entries(
+    session: AsyncSession, entries: Sequence[AuditEntry], *, profile: Profile = "intl"
+) -> list[AuditRecord]:
+    """The entries as records chained to the chain's head, under its lock, not yet written:
+    for a caller that inserts them (`AuditRecord.__dict__`, into `audit_log`) with its other
+    rows in this transaction, and nothing else in the chain before them."""
     if not entries:
         return []
     for entry in entries:
@@ -212,7 +224,6 @@ async def append_entries(
         record = AuditRecord(**unsigned, hash=record_hash(unsigned, profile=profile))
         records.append(record)
         last = _Link(seq=record.seq, hash=record.hash)
-    await session.execute(audit_log.insert(), [record.__dict__ for record in records])
     return records
 
 

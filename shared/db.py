@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    Update,
     and_,
     bindparam,
     cast,
@@ -308,46 +309,61 @@ def _run_statement(
         cursor.close()
 
 
-def _run_inserts(
-    connection: aiosqlite.Connection, statements: Sequence[tuple[str, list[Any]]], begin: bool
+def _run_writes(
+    connection: aiosqlite.Connection,
+    statements: Sequence[tuple[str, list[Any]]],
+    begin: bool,
+    commit: bool,
 ) -> None:
-    """In aiosqlite's thread: the transaction begun if `begin`, then each statement executed
-    with its rows."""
+    """In aiosqlite's thread: the transaction begun if `begin`, each statement executed with
+    its rows, then committed if `commit`."""
     cursor = connection._conn.cursor()
     try:
         if begin:
             cursor.execute("BEGIN IMMEDIATE")
         for operation, rows in statements:
             cursor.executemany(operation, rows)
+        if commit:
+            cursor.execute("COMMIT")
     finally:
         cursor.close()
 
 
-async def insert_together(
-    session: AsyncSession, inserts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
-) -> None:
-    """Insert each table's rows, in order, in the session's transaction; on SQLite in one call
-    to the driver's thread.
+# What `write_together` writes: a table's rows to insert, or an UPDATE (its values and keys
+# bound by name, `bindparam`) with a row of those names per execution.
+Writes = Sequence[tuple[Table | Update, Sequence[Mapping[str, Any]]]]
+
+
+async def write_together(session: AsyncSession, writes: Writes, *, commit: bool = False) -> None:
+    """Insert each table's rows and run each UPDATE with its rows, in order, in the session's
+    transaction; on SQLite in one call to the driver's thread.
 
     SQLAlchemy sends each statement in a call of its own, each a wait for the thread and then
     for a turn of the event loop, and takes each row through its compiled statement: a
     household's report (items, raw answers, query log, report, events) took 4.7 ms of its 81
     (bench/verification.py, stop 35), and three tables of 44 rows 2.5-3.1 ms of CPU, 1.4-1.8
-    in one call. The values still go through the columns' own type processors, so the rows
-    stored are the same.
+    in one call. The values still go through the bound parameters' own type processors, so
+    the rows stored are the same.
 
     A table's rows have the same keys; a column they leave out gets its database default, so
     one with a Python-side default must be given (checked).
+
+    `commit`: these are the transaction's last writes, and on SQLite its COMMIT goes in the
+    same call (one call less); the unit of work's commit, which must follow, then only ends
+    the session's transaction. Elsewhere the unit of work's commit commits.
     """
-    inserts = [(table, rows) for table, rows in inserts if rows]
+    writes = [(statement, rows) for statement, rows in writes if rows]
     if session.get_bind().dialect.name != "sqlite":
-        for table, rows in inserts:
-            await session.execute(sqlalchemy.insert(table), list(rows))
+        for statement, rows in writes:
+            await session.execute(
+                sqlalchemy.insert(statement) if isinstance(statement, Table) else statement,
+                list(rows),
+            )
         return
     connection = await session.connection()
     statements = []
-    for table, rows in inserts:
-        operation, processors = _sqlite_insert(table, tuple(rows[0]), connection.dialect)
+    for statement, rows in writes:
+        operation, processors = _sqlite_write(statement, tuple(rows[0]), connection.dialect)
         values = [
             tuple(process(row[key]) if process else row[key] for key, process in processors)
             for row in rows
@@ -359,10 +375,14 @@ async def insert_together(
     async with adapted._execute_mutex:
         begin, adapted.begin_immediate = adapted.begin_immediate, False
         try:
-            await driver._execute(_run_inserts, driver, statements, begin)  # type: ignore[no-untyped-call]
+            await driver._execute(_run_writes, driver, statements, begin, commit)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, …)
             raise DBAPIError.instance(
-                statements[0][0], None, exc, sqlite3.Error, dialect=connection.dialect
+                statements[0][0] if statements else "COMMIT",
+                None,
+                exc,
+                sqlite3.Error,
+                dialect=connection.dialect,
             ) from exc
         except BaseException:
             # Cancelled while the call waited: it still runs in the thread, its BEGIN
@@ -372,19 +392,26 @@ async def insert_together(
 
 
 @functools.lru_cache(maxsize=64)
-def _sqlite_insert(
-    table: Table, keys: tuple[str, ...], dialect: sqlalchemy.Dialect
+def _sqlite_write(
+    statement: Table | Update, keys: tuple[str, ...], dialect: sqlalchemy.Dialect
 ) -> tuple[str, Sequence[tuple[str, Callable[[Any], Any] | None]]]:
-    """The INSERT of these columns in SQLite's paramstyle, and each key's type processor."""
-    for column_ in table.c:
-        if column_.name not in keys and column_.default is not None:
-            raise ValueError(f"{table.name}.{column_.name} has a Python-side default: give it")
-    compiled = sqlalchemy.insert(table).compile(dialect=dialect, column_keys=list(keys))
-    order = compiled.positiontup or []  # the table's column order, not the keys'
+    """The INSERT of these columns (or the UPDATE) in SQLite's paramstyle, and each key's
+    type processor, in the statement's order of parameters."""
+    if isinstance(statement, Table):
+        for column_ in statement.c:
+            if column_.name not in keys and column_.default is not None:
+                raise ValueError(
+                    f"{statement.name}.{column_.name} has a Python-side default: give it"
+                )
+        compiled = sqlalchemy.insert(statement).compile(dialect=dialect, column_keys=list(keys))
+    else:
+        compiled = statement.compile(dialect=dialect)
+    order = compiled.positiontup or []  # the statement's order, not the keys'
     if sorted(order) != sorted(keys):
-        raise ValueError(f"{table.name}: not a column each: {sorted(set(keys) - set(order))}")
+        raise ValueError(f"{statement}: not a parameter each: {sorted(set(keys) ^ set(order))}")
     processors = [
-        (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in order
+        (key, compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect))
+        for key in order
     ]
     return str(compiled), processors
 
@@ -469,6 +496,9 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def commit(self) -> None:
         if self.begin_immediate:  # no statement ran: nothing was begun
             self.begin_immediate = False
+            return
+        driver = self._connection._connection
+        if driver is not None and not driver.in_transaction:  # `write_together(commit=True)`
             return
         super().commit()
 

@@ -34,7 +34,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.db import insert_together, new_metadata, recordset, region_condition, rows_param
+from shared import audit
+from shared.crypto import Profile
+from shared.db import new_metadata, recordset, region_condition, rows_param, write_together
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import outbox, outbox_cte, outbox_params, outbox_rows
 
@@ -335,16 +337,16 @@ async def update_verification(session: AsyncSession, verification_id: str, **val
     )
 
 
-async def update_verifications(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Update several verifications in one statement: each row is its `id` and new values,
-    the same columns in every row."""
+def _updated_verifications(
+    rows: Sequence[Mapping[str, Any]],
+) -> list[tuple[Update, list[dict[str, Any]]]]:
+    """The UPDATE of several verifications (each row its `id` and new values, the same
+    columns in every row) and its rows; none without rows."""
     if not rows:
-        return
+        return []
     columns = tuple(c for c in rows[0] if c != "id")
-    await session.execute(
-        _update_verifications(columns),
-        [{"verification_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in rows],
-    )
+    params = [{"verification_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in rows]
+    return [(_update_verifications(columns), params)]
 
 
 @lru_cache(maxsize=16)
@@ -382,28 +384,42 @@ async def write_reports(
     watched: Sequence[Mapping[str, Any]],
     feed_indexes: Mapping[str, Sequence[str]],
     events: Sequence[CloudEvent],
+    audit_entries: Sequence[audit.AuditEntry],
+    profile: Profile,
 ) -> None:
     """Write reports with their rows: items, encrypted raw answers, query log, the reports,
     the verifications' new values (`id` and `COMPLETED_COLUMNS`), the followed households
-    (`watch_households`) and people (`watch_persons`), and the events' outbox rows.
+    (`watch_households`) and people (`watch_persons`), the events' outbox rows and the audit
+    records. These are the transaction's last writes: the unit of work's commit must follow.
 
     On PostgreSQL in one statement instead of ten: a statement's round trip costs the service
     ~0.3 ms of CPU and PostgreSQL more, and the report's write was 10 ms of a household's
-    75-85 there (bench/README.md)."""
+    75-85 there (bench/README.md). The audit chain's lock, which every writer queues on,
+    comes after it: held briefly.
+
+    On SQLite, whose transaction holds the database's write lock from its first statement,
+    the audit chain's head is read first; then every row, the updates and the COMMIT go in
+    one call to the driver's thread (`write_together`): statement by statement, the update,
+    the audit record and the commit were three more calls, each a wait for the thread and
+    for SQLAlchemy's statement machinery (bench/verification.py, stop 36).
+    """
     if session.get_bind().dialect.name != "postgresql":
-        await insert_together(
+        records = await audit.chain_entries(session, audit_entries, profile=profile)
+        await watch_households(session, watched)
+        await watch_persons(session, feed_indexes)
+        await write_together(
             session,
             [
                 (verification_item, items),
                 (raw_answer, raw_answers),
                 (department_query, queries),
                 (report, reports),
+                *_updated_verifications(completed),
                 (outbox, outbox_rows(events)),
+                (audit.audit_log, [record.__dict__ for record in records]),
             ],
+            commit=True,
         )
-        await update_verifications(session, completed)
-        await watch_households(session, watched)
-        await watch_persons(session, feed_indexes)
         return
     latest = {r["household_id"]: r for r in watched}  # an upsert changes a row once
     followed = [
@@ -423,6 +439,7 @@ async def write_reports(
         **outbox_params(events),
     }
     await session.execute(_REPORTS_STATEMENT, params)
+    await audit.append_entries(session, audit_entries, profile=profile)
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)

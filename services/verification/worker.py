@@ -783,11 +783,7 @@ class Verifier:
                 for made in verified
             },
             events=uow.take_events(),
-        )
-        # The audit chain's lock, which every writer queues on, comes last: held briefly.
-        await audit.append_entries(
-            session,
-            [
+            audit_entries=[
                 audit.AuditEntry(
                     client_id=made.row["requested_by"],
                     action="verification.report",

@@ -22,14 +22,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import Database, create_engine, insert_together, region_condition, unreachable
+from shared.db import Database, create_engine, region_condition, unreachable, write_together
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
 
@@ -311,8 +313,9 @@ def _typed_row(n: int, at: datetime) -> dict[str, Any]:
     }
 
 
-class TestInsertTogether:
-    """Several tables' rows in one call to SQLite's thread, stored as SQLAlchemy stores them."""
+class TestWriteTogether:
+    """Several tables' rows and updates in one call to SQLite's thread, stored as SQLAlchemy
+    stores them, and the COMMIT with them when asked."""
 
     @pytest.fixture
     async def db(self, tmp_path: Path) -> AsyncIterator[Database]:
@@ -329,7 +332,7 @@ class TestInsertTogether:
         ours = [_typed_row(n, at) for n in range(1, 7)]
         theirs = [{**_typed_row(n, at), "id": f"s{n}"} for n in range(1, 7)]
         async with db.unit_of_work() as uow:
-            await insert_together(uow.session, [(typed, ours), (other, [])])
+            await write_together(uow.session, [(typed, ours), (other, [])])
             await uow.session.execute(insert(typed), theirs)
             await uow.commit()
         async with db.sessionmaker() as session:
@@ -356,7 +359,7 @@ class TestInsertTogether:
         driver._tx = counted
         try:
             async with db.unit_of_work() as uow:
-                await insert_together(
+                await write_together(
                     uow.session,
                     [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
                 )
@@ -367,10 +370,64 @@ class TestInsertTogether:
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
 
+    async def test_an_update_stores_what_sqlalchemys_own_update_stores(self, db: Database) -> None:
+        at = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+        changed = update(typed).where(typed.c.id == bindparam("row_id"))
+        changed = changed.values(at=bindparam("new_at"), doc=bindparam("new_doc"))
+        async with db.unit_of_work() as uow:
+            await write_together(uow.session, [(typed, [_typed_row(n, at) for n in (1, 2, 3, 4)])])
+            await write_together(
+                uow.session,
+                [
+                    (
+                        changed,
+                        [
+                            {"new_doc": {"名": n}, "row_id": f"{n}", "new_at": at + timedelta(n)}
+                            for n in (1, 3)
+                        ],
+                    )
+                ],
+            )
+            await uow.session.execute(
+                changed,
+                [
+                    {"row_id": f"{n}", "new_at": at + timedelta(n - 1), "new_doc": {"名": n - 1}}
+                    for n in (2, 4)
+                ],
+            )
+            await uow.commit()
+        async with db.sessionmaker() as session:
+            stored = dict(
+                (await session.execute(text("SELECT id, at || ' ' || doc FROM typed"))).all()
+            )
+        assert stored["1"] == stored["2"]  # the same text written for the same values
+        assert stored["3"] == stored["4"]
+        assert stored["1"] != stored["3"]
+
+    async def test_with_commit_the_rows_and_the_commit_are_one_call(self, db: Database) -> None:
+        async with db.sessionmaker() as session:
+            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert driver is not None
+        counted = _CountedQueue(driver._tx)
+        driver._tx = counted
+        try:
+            async with db.unit_of_work() as uow:
+                await write_together(uow.session, [(other, [{"v": "a"}])], commit=True)
+                assert not driver.in_transaction  # committed in that call
+                await uow.commit()
+        finally:
+            driver._tx = counted.queue
+        assert counted.calls == 1  # BEGIN IMMEDIATE, the INSERT and COMMIT; nothing after
+        async with db.unit_of_work() as uow:  # the next unit of work begins its own
+            await write_together(uow.session, [(other, [{"v": "b"}])])
+            await uow.rollback()
+        async with db.sessionmaker() as session:
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
+
     async def test_an_error_is_sqlalchemys_and_undoes_the_unit_of_work(self, db: Database) -> None:
         with pytest.raises(IntegrityError):
             async with db.unit_of_work() as uow:
-                await insert_together(
+                await write_together(
                     uow.session,
                     [(other, [{"v": "a"}]), (typed, [_typed_row(1, datetime.now(UTC))] * 2)],
                 )
@@ -389,12 +446,12 @@ class TestInsertTogether:
         async def writer() -> None:
             while True:
                 async with db.unit_of_work() as uow:
-                    await insert_together(uow.session, [(other, [{"v": f"w{next(serial)}"}])])
+                    await write_together(uow.session, [(other, [{"v": f"w{next(serial)}"}])])
                     await uow.commit()
 
         async def after(round_: int) -> None:
             async with db.unit_of_work() as uow:
-                await insert_together(uow.session, [(other, [{"v": f"after{round_}"}])])
+                await write_together(uow.session, [(other, [{"v": f"after{round_}"}])])
                 await uow.commit()
 
         await _cancelled_in_rounds(writer, after, first=0.02, step=0.003)
@@ -407,8 +464,8 @@ class TestInsertTogether:
     async def test_a_column_with_a_python_default_must_be_given(self, db: Database) -> None:
         async with db.unit_of_work() as uow:
             with pytest.raises(ValueError, match="defaulted.kind"):
-                await insert_together(uow.session, [(defaulted, [{"id": "a"}])])
-            await insert_together(uow.session, [(defaulted, [{"id": "b", "kind": "given"}])])
+                await write_together(uow.session, [(defaulted, [{"id": "a"}])])
+            await write_together(uow.session, [(defaulted, [{"id": "b", "kind": "given"}])])
             await uow.commit()
 
 

@@ -1,5 +1,5 @@
 """The report's write (`store.write_reports`), on each database the suite runs on: PostgreSQL
-writes it in one statement, SQLite statement by statement, and both must leave the same rows."""
+writes it in one statement, SQLite in one call to its thread, and both must leave the same rows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import select
 from services.verification import store
 from services.verification.domain.departments import Department
 from services.verification.service import _queued
+from shared import audit
 from shared.db import Database, as_utc
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import outbox
@@ -132,6 +133,19 @@ async def _write(
                 _event(rows["completed"][0]["id"], rows["completed"][0]["report_version"])
                 for rows in reports
             ],
+            audit_entries=[
+                audit.AuditEntry(
+                    client_id="test-client",
+                    action="verification.report",
+                    target=rows["completed"][0]["id"],
+                    outcome="success",
+                    at=NOW,
+                    purpose="申请",
+                    detail={"report_version": rows["completed"][0]["report_version"]},
+                )
+                for rows in reports
+            ],
+            profile="intl",
         )
         await uow.commit()
 
@@ -257,5 +271,14 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
             (other, 1),
         ]
         assert all(e["sent_at"] is None for e in events)
+
+        records = await _all(db, audit.audit_log, "seq")
+        assert [(r["target"], r["detail"]["report_version"]) for r in records] == [
+            (moved, 1),
+            (moved, 2),
+            (other, 1),
+        ]
+        async with db.unit_of_work() as uow:
+            assert await audit.verify(uow.session) == []  # chained, each to the one before
     finally:
         await db.dispose()

@@ -550,7 +550,7 @@ async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
 @pytest.mark.skipif(
     not POSTGRES_URL,
     reason="plans are PostgreSQL's; SQLite writes the report's rows around SQLAlchemy's cursor "
-    "(shared.db.insert_together)",
+    "(shared.db.write_together)",
 )
 async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
     verification_settings: VerificationSettings,

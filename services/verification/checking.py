@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Any
 
 from services.verification.adapters.client import DepartmentClient
@@ -49,7 +50,7 @@ class Exchange:
     raw: bytes | None = None  # the department's answer as received, when there was one
     seconds: float = 0.0  # how long the department took (retries included)
 
-    @property
+    @cached_property  # asked three times a report: its item, the query log and the audit record
     def response_digest(self) -> str | None:
         return hashlib.sha256(self.raw).hexdigest() if self.raw is not None else None
 

@@ -4,6 +4,7 @@ and SQLite's one writer surviving cancelled units of work."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import time
@@ -313,6 +314,21 @@ def _typed_row(n: int, at: datetime) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def _counted_calls(db: Database) -> AsyncIterator[tuple[_CountedQueue, Any]]:
+    """The calls to aiosqlite's thread on the pool's one connection, counted while inside;
+    with that connection's driver."""
+    async with db.sessionmaker() as session:
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+    counted = _CountedQueue(driver._tx)
+    driver._tx = counted
+    try:
+        yield counted, driver
+    finally:
+        driver._tx = counted.queue
+
+
 class TestWriteTogether:
     """Several tables' rows and updates in one call to SQLite's thread, stored as SQLAlchemy
     stores them, and the COMMIT with them when asked."""
@@ -352,20 +368,12 @@ class TestWriteTogether:
     async def test_the_tables_rows_and_the_transactions_begin_are_one_call(
         self, db: Database
     ) -> None:
-        async with db.sessionmaker() as session:
-            driver = (await (await session.connection()).get_raw_connection()).driver_connection
-            assert driver is not None
-        counted = _CountedQueue(driver._tx)
-        driver._tx = counted
-        try:
-            async with db.unit_of_work() as uow:
-                await write_together(
-                    uow.session,
-                    [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
-                )
-                await uow.commit()
-        finally:
-            driver._tx = counted.queue
+        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+            await write_together(
+                uow.session,
+                [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
+            )
+            await uow.commit()
         assert counted.calls == 2  # BEGIN IMMEDIATE and both INSERTs; COMMIT
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
@@ -405,18 +413,10 @@ class TestWriteTogether:
         assert stored["1"] != stored["3"]
 
     async def test_with_commit_the_rows_and_the_commit_are_one_call(self, db: Database) -> None:
-        async with db.sessionmaker() as session:
-            driver = (await (await session.connection()).get_raw_connection()).driver_connection
-            assert driver is not None
-        counted = _CountedQueue(driver._tx)
-        driver._tx = counted
-        try:
-            async with db.unit_of_work() as uow:
-                await write_together(uow.session, [(other, [{"v": "a"}])], commit=True)
-                assert not driver.in_transaction  # committed in that call
-                await uow.commit()
-        finally:
-            driver._tx = counted.queue
+        async with _counted_calls(db) as (counted, driver), db.unit_of_work() as uow:
+            await write_together(uow.session, [(other, [{"v": "a"}])], commit=True)
+            assert not driver.in_transaction  # committed in that call
+            await uow.commit()
         assert counted.calls == 1  # BEGIN IMMEDIATE, the INSERT and COMMIT; nothing after
         async with db.unit_of_work() as uow:  # the next unit of work begins its own
             await write_together(uow.session, [(other, [{"v": "b"}])])

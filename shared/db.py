@@ -502,22 +502,25 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         self.begin_immediate = False  # a transaction begun, its BEGIN not yet sent
 
-    def commit(self) -> None:
-        if self.begin_immediate:  # no statement ran: nothing was begun
-            self.begin_immediate = False
-            return
+    @property
+    def _driver_in_transaction(self) -> bool:
+        # Read without the driver's thread: no statement is running.
         driver = self._connection._connection
-        if driver is not None and not driver.in_transaction:  # `write_together(commit=True)`
-            return
-        super().commit()
+        return driver is not None and driver.in_transaction
+
+    def commit(self) -> None:
+        # Nothing to commit when no statement ran since the begin (its BEGIN never sent) or
+        # `write_together(commit=True)` committed already: no call to the thread then.
+        self.begin_immediate = False
+        if self._driver_in_transaction:
+            super().commit()
 
     def rollback(self) -> None:
         # SQLAlchemy rolls back every connection given back to its pool, after a commit too,
         # and a session closed rolls back again: a call to the thread each, for nothing when
-        # no transaction is open. (Reading the flag needs no thread: no statement is running.)
+        # no transaction is open.
         self.begin_immediate = False
-        driver = self._connection._connection
-        if driver is not None and driver.in_transaction:
+        if self._driver_in_transaction:
             super().rollback()
 
 

@@ -310,11 +310,15 @@ def _run_statement(
         cursor.close()
 
 
+# A table's rows made in the driver's thread by `write_together`, from a cursor in its
+# transaction, once the writes before them are done (`audit.chained_in_thread`).
+RowsMade = Callable[[sqlite3.Cursor], Sequence[Mapping[str, Any]]]
+# A statement and its rows' values, or what makes them in the driver's thread.
+_Step = tuple[str, list[Any]] | Callable[[sqlite3.Cursor], tuple[str, list[Any]]]
+
+
 def _run_writes(
-    connection: aiosqlite.Connection,
-    statements: Sequence[tuple[str, list[Any]]],
-    begin: bool,
-    commit: bool,
+    connection: aiosqlite.Connection, statements: Sequence[_Step], begin: bool, commit: bool
 ) -> None:
     """In aiosqlite's thread: the transaction begun if `begin`, each statement executed with
     its rows, then committed if `commit`."""
@@ -322,17 +326,31 @@ def _run_writes(
     try:
         if begin:
             cursor.execute("BEGIN IMMEDIATE")
-        for operation, rows in statements:
-            cursor.executemany(operation, rows)
+        for step in statements:
+            operation, rows = step(cursor) if callable(step) else step
+            if rows:
+                cursor.executemany(operation, rows)
         if commit:
             cursor.execute("COMMIT")
     finally:
         cursor.close()
 
 
+def _made(
+    table: Table, make: RowsMade, dialect: sqlalchemy.Dialect, cursor: sqlite3.Cursor
+) -> tuple[str, list[Any]]:
+    """In aiosqlite's thread: the INSERT of the rows `make` makes, and their values."""
+    rows = make(cursor)
+    if not rows:
+        return "", []
+    operation, values_of = _sqlite_write(table, tuple(rows[0]), dialect)
+    return operation, [values_of(row) for row in rows]
+
+
 # What `write_together` writes: a table's rows to insert, or an UPDATE (its values and keys
-# bound by name, `bindparam`) with a row of those names per execution.
-Writes = Sequence[tuple[Table | Update, Sequence[Mapping[str, Any]]]]
+# bound by name, `bindparam`) with a row of those names per execution; on SQLite, a table's
+# rows may be made in the driver's thread instead (`RowsMade`).
+Writes = Sequence[tuple[Table | Update, Sequence[Mapping[str, Any]] | RowsMade]]
 
 
 async def write_together(session: AsyncSession, writes: Writes, *, commit: bool = False) -> None:
@@ -356,14 +374,20 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
     writes = [(statement, rows) for statement, rows in writes if rows]
     if session.get_bind().dialect.name != "sqlite":
         for statement, rows in writes:
+            if callable(rows):
+                raise TypeError("rows are made in the driver's thread on SQLite only")
             await session.execute(
                 sqlalchemy.insert(statement) if isinstance(statement, Table) else statement,
                 list(rows),
             )
         return
     connection = await session.connection()
-    statements = []
+    statements: list[_Step] = []
     for statement, rows in writes:
+        if callable(rows):
+            assert isinstance(statement, Table)
+            statements.append(functools.partial(_made, statement, rows, connection.dialect))
+            continue
         operation, values_of = _sqlite_write(statement, tuple(rows[0]), connection.dialect)
         statements.append((operation, [values_of(row) for row in rows]))
     fairy = await connection.get_raw_connection()
@@ -375,7 +399,7 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
             await driver._execute(_run_writes, driver, statements, begin, commit)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, …)
             raise DBAPIError.instance(
-                statements[0][0] if statements else "COMMIT",
+                next((step[0] for step in statements if not callable(step)), "COMMIT"),
                 None,
                 exc,
                 sqlite3.Error,

@@ -397,14 +397,13 @@ async def write_reports(
     75-85 there (bench/README.md). The audit chain's lock, which every writer queues on,
     comes after it: held briefly.
 
-    On SQLite, whose transaction holds the database's write lock from its first statement,
-    the audit chain's head is read first; then every row, the updates and the COMMIT go in
-    one call to the driver's thread (`write_together`): statement by statement, the update,
-    the audit record and the commit were three more calls, each a wait for the thread and
-    for SQLAlchemy's statement machinery (bench/verification.py, stop 36).
+    On SQLite, every row, the updates, the audit records (chained to the head read there,
+    under the write lock its transaction holds) and the COMMIT go in one call to the driver's
+    thread (`write_together`): statement by statement, the update, the audit chain's head,
+    the audit record and the commit were four more calls, each a wait for the thread and for
+    SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37).
     """
     if session.get_bind().dialect.name != "postgresql":
-        records = await audit.chain_entries(session, audit_entries, profile=profile)
         await watch_households(session, watched)
         await watch_persons(session, feed_indexes)
         await write_together(
@@ -416,7 +415,7 @@ async def write_reports(
                 (report, reports),
                 *_updated_verifications(completed),
                 (outbox, outbox_rows(events)),
-                (audit.audit_log, [record.__dict__ for record in records]),
+                (audit.audit_log, audit.chained_in_thread(audit_entries, profile=profile)),
             ],
             commit=True,
         )

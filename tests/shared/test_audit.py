@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import os
 import uuid
@@ -11,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import audit
 from shared.audit import GENESIS_HASH, AuditRecord, ChainBreak, Profile
-from shared.db import common_metadata, create_engine
+from shared.db import common_metadata, create_engine, write_together
 
 T0 = datetime.datetime(2024, 1, 1, 8, 0, tzinfo=datetime.UTC)
 Sessions = async_sessionmaker[AsyncSession]
@@ -646,3 +647,85 @@ class TestAppendEntries:
             ]
             await session.rollback()
         assert together == one_by_one
+
+
+class TestChainedInThread:
+    """`audit.chained_in_thread`: the records `write_together` makes in SQLite's thread are
+    those `append_entries` chains, after records, after a purge's anchor alone, or first."""
+
+    ENTRIES = [
+        audit.AuditEntry(
+            client_id="verification",
+            action="verification.report",
+            target=f"v-{n}",
+            outcome="success",
+            at=T0 + datetime.timedelta(seconds=n),
+            purpose="核对",
+            trace_id=None,
+            detail={"report_version": 1, "exchanges": [{"n": n}]},
+        )
+        for n in (1, 2)
+    ]
+
+    @pytest.fixture(autouse=True)
+    def sqlite_only(self) -> None:
+        if os.environ.get("BANGFU_TEST_DATABASE_URL", "sqlite").startswith("postgresql"):
+            pytest.skip("rows made in the driver's thread: SQLite's")
+
+    async def made_and_appended(self, sessions: Sessions) -> tuple[list[Any], list[AuditRecord]]:
+        """The rows written from the thread, and `append_entries`' records, both rolled back."""
+        async with sessions() as session:
+            before = await session.execute(select(func.count()).select_from(audit.audit_log))
+            count = before.scalar_one()
+            await write_together(
+                session, [(audit.audit_log, audit.chained_in_thread(self.ENTRIES))]
+            )
+            made = (
+                await session.execute(
+                    select(audit.audit_log).order_by(audit.audit_log.c.seq).offset(count)
+                )
+            ).all()
+            await session.rollback()
+            appended = await audit.append_entries(session, self.ENTRIES)
+            await session.rollback()
+        # SQLite gives its times back without their zone (UTC).
+        naive = [dataclasses.replace(r, at=r.at.replace(tzinfo=None)) for r in appended]
+        return [AuditRecord(**row._mapping) for row in made], naive
+
+    async def test_after_records(self, sessions: Sessions) -> None:
+        records = await append_many(sessions, 3)
+        made, appended = await self.made_and_appended(sessions)
+        assert made == appended
+        assert (made[0].seq, made[0].prev_hash) == (4, records[2].hash)
+
+    async def test_after_a_purge_that_left_only_its_anchor(self, sessions: Sessions) -> None:
+        records = await append_many(sessions, 3)
+        await execute(
+            sessions,
+            "INSERT INTO audit_anchor (id, seq, hash, purged_at) "
+            f"VALUES (1, 3, '{records[2].hash}', '2024-01-02 00:00:00')",
+        )
+        await execute(sessions, "DELETE FROM audit_log")
+        made, appended = await self.made_and_appended(sessions)
+        assert made == appended
+        assert (made[0].seq, made[0].prev_hash) == (4, records[2].hash)
+
+    async def test_first(self, sessions: Sessions) -> None:
+        made, appended = await self.made_and_appended(sessions)
+        assert made == appended
+        assert (made[0].seq, made[0].prev_hash, made[1].prev_hash) == (
+            1,
+            GENESIS_HASH,
+            made[0].hash,
+        )
+        async with sessions() as session:
+            await write_together(
+                session, [(audit.audit_log, audit.chained_in_thread(self.ENTRIES))], commit=True
+            )
+            await session.commit()
+        assert await verify(sessions) == []
+
+    def test_an_entry_is_checked_when_given(self) -> None:
+        wrong = dataclasses.replace(self.ENTRIES[0], outcome="maybe")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="outcome"):
+            audit.chained_in_thread([wrong])

@@ -603,14 +603,18 @@ class UnitOfWork:
             raise
 
     async def commit(self) -> None:
-        from shared.events.outbox import write_outbox  # outbox imports this module
+        from shared.events.outbox import outbox, outbox_rows  # outbox imports this module
 
         events = self._taken_events + self._pending_events
         if self._pending_events:
             if self._one_write:
                 # Their outbox rows would be a second write, committed apart from the first.
                 raise RuntimeError("a unit of work of one write takes its events with the write")
-            await write_outbox(self.session, self._pending_events)
+            # On SQLite the COMMIT goes with the rows, in one call to the driver's thread: a
+            # call less for every change that announces itself (a request for a verification:
+            # 0.3-0.5 ms, bench/verification.py). The session's commit then ends its own.
+            rows = outbox_rows(self._pending_events)
+            await write_together(self.session, [(outbox, rows)], commit=True)
             self._pending_events = []
         await self.session.commit()
         self._taken_events = []

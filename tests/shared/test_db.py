@@ -33,6 +33,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import Database, create_engine, region_condition, unreachable, write_together
+from shared.events.envelope import new_event
+from shared.events.outbox import outbox
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
 
@@ -377,6 +379,28 @@ class TestWriteTogether:
         assert counted.calls == 2  # BEGIN IMMEDIATE and both INSERTs; COMMIT
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
+
+    async def test_a_unit_of_works_events_go_with_its_commit(self, db: Database) -> None:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(outbox.create)
+        announced = new_event(
+            service="registry",
+            aggregate="household",
+            name="filed",
+            subject="h1",
+            region="411302",
+            sequence=1,
+            data={"n": 1},
+        )
+        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+            await uow.session.execute(insert(other), {"v": "b"})
+            uow.publish(announced)
+            await uow.commit()
+        assert counted.calls == 2  # BEGIN IMMEDIATE and the INSERT; the event's row and COMMIT
+        async with db.sessionmaker() as session:
+            stored = (await session.execute(select(outbox.c.event_id, outbox.c.sent_at))).all()
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["b"]
+        assert stored == [(announced.id, None)]
 
     async def test_an_update_stores_what_sqlalchemys_own_update_stores(self, db: Database) -> None:
         at = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)

@@ -4,6 +4,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -51,5 +52,15 @@ async def household_in(
         raise service.HouseholdUnknown(household_id) from None
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON written by orjson, which knows dates and times; what it does not know goes through
+    `jsonable_encoder`. The same bytes as `JSONResponse(jsonable_encoder(body))`, without its
+    walk of every value: 0.13 ms of a 202 (4 members' consents) on a quiet machine, before
+    its run could start (bench/verification.py)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=jsonable_encoder, option=orjson.OPT_NON_STR_KEYS)
+
+
 def json_response(body: Any, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(body), status_code=status_code)
+    return FastJSONResponse(body, status_code=status_code)

@@ -13,7 +13,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from services.verification import render, service, store
-from services.verification.api.caller import Caller, VerifierDep, household_in, json_response
+from services.verification.api.caller import (
+    Caller,
+    FastJSONResponse,
+    VerifierDep,
+    household_in,
+    json_response,
+)
 from services.verification.domain.report import Declared
 from services.verification.schemas import (
     ID_PATTERN,
@@ -99,8 +105,8 @@ async def request_verification(
         if lease is not None and not handed:
             worker.withdraw_promise(handing)
     location = f"/v1/verifications/{row['id']}"
-    return JSONResponse(
-        jsonable_encoder({**service.verification_view(row), "members": requested.overview}),
+    return FastJSONResponse(
+        {**service.verification_view(row), "members": requested.overview},
         status_code=202,
         headers={"Location": location},
     )

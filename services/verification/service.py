@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -421,18 +421,24 @@ async def request(
     return stored
 
 
-async def people_of(session: AsyncSession, keyring: Keyring, subject: Subject) -> list[Person]:
-    """The members with the consents that count for the household (`people_with`)."""
+async def people_of(uow: UnitOfWork, keyring: Keyring, subject: Subject) -> list[Person]:
+    """The members with the consents that count for the household (`people_with`), as
+    committed (`UnitOfWork.read_committed`: read first, before the unit writes)."""
     indexes = [person_index_of(keyring, number) for _, number in subject.members]
-    return people_with(keyring, subject, await consents_by_person(session, indexes))
+    rows = await uow.read_committed(store.consents_query(indexes))
+    return people_with(keyring, subject, _by_person(dict(row) for row in rows))
 
 
 async def consents_by_person(
     session: AsyncSession, indexes: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """The consent rows of these people (by blind index), oldest first, by person."""
+    return _by_person(await store.consents_of(session, indexes))
+
+
+def _by_person(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
-    for row in await store.consents_of(session, indexes):
+    for row in rows:
         found.setdefault(row["person_index"], []).append(row)
     return found
 
@@ -519,7 +525,7 @@ async def request_verification(
     outright when no consent covers anything."""
     if not ctx.principal.covers(subject.region):
         raise RegionNotAllowed(subject.region)
-    people = await people_of(uow.session, ctx.keyring, subject)
+    people = await people_of(uow, ctx.keyring, subject)
     overview = consent_overview(people, departments, on=ctx.today)
     if not any(state == "valid" for m in overview for state in m["consent"].values()):
         raise NoConsent(overview)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -76,12 +77,17 @@ async def get_consent(session: AsyncSession, consent_id: str) -> dict[str, Any] 
     return dict(row) if row else None
 
 
-async def consents_of(session: AsyncSession, person_indexes: Sequence[str]) -> list[dict[str, Any]]:
-    rows = await session.execute(
+def consents_query(person_indexes: Sequence[str]) -> Select[Any]:
+    """The consents of these people (by blind index), oldest first."""
+    return (
         select(consent)
         .where(consent.c.person_index.in_(person_indexes))
         .order_by(consent.c.signed_on, consent.c.id)
     )
+
+
+async def consents_of(session: AsyncSession, person_indexes: Sequence[str]) -> list[dict[str, Any]]:
+    rows = await session.execute(consents_query(person_indexes))
     return [dict(r) for r in rows.mappings()]
 
 

@@ -550,7 +550,7 @@ class Verifier:
                 people = people_with(self.keyring, subject, (await asyncio.shield(read)).consents)
             else:
                 async with self.db.unit_of_work() as uow:
-                    people = await people_of(uow.session, self.keyring, subject)
+                    people = await people_of(uow, self.keyring, subject)
         departments = [Department(d) for d in row["departments"]]
         checked = await check_household(
             people,
@@ -954,7 +954,7 @@ class Verifier:
         subject = await self.resolve(row)
         async with self.db.unit_of_work() as uow:
             previous = [item_from_row(r) for r in await store.get_items(uow.session, row["id"])]
-            people = {p.member_id: p for p in await people_of(uow.session, self.keyring, subject)}
+            people = {p.member_id: p for p in await people_of(uow, self.keyring, subject)}
         missing = [i for i in previous if i.status in MISSING and i.member_id in people]
         checked = await asyncio.gather(
             *(

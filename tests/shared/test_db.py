@@ -331,6 +331,52 @@ async def _counted_calls(db: Database) -> AsyncIterator[tuple[_CountedQueue, Any
         driver._tx = counted.queue
 
 
+class TestReadCommitted:
+    """`UnitOfWork.read_committed`: on a SQLite file, a read before the unit's first statement
+    runs on the loop's thread and begins no transaction; after it, the session's."""
+
+    @pytest.fixture
+    async def db(self, tmp_path: Path) -> AsyncIterator[Database]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/committed.db")
+        async with db.engine.begin() as connection:
+            await connection.run_sync(typed_metadata.create_all)
+            await connection.execute(insert(other), [{"v": "a"}])
+        yield db
+        await db.dispose()
+
+    async def test_first_on_the_loops_thread_then_in_the_session(self, db: Database) -> None:
+        values = select(other.c.v).order_by(other.c.v)
+        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+            first = await uow.read_committed(values)
+            assert (counted.calls, uow.session.in_transaction()) == (0, False)
+            await uow.session.execute(insert(other), {"v": "b"})
+            calls = counted.calls
+            after = await uow.read_committed(values)  # its own write, not yet committed
+            assert counted.calls == calls + 1
+        assert [r["v"] for r in first] == ["a"]
+        assert [r["v"] for r in after] == ["a", "b"]
+
+    async def test_a_busy_file_is_read_in_the_session(self, db: Database, tmp_path: Path) -> None:
+        # Another process holding the file (a WAL's recovery, say): the loop's read gives up
+        # at once and the session's waits its turn.
+        await db.engine.dispose()  # no connection of the pool's open: the file is the holder's
+        holder = sqlite3.connect(tmp_path / "committed.db", isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+
+        async def let_go() -> None:
+            await asyncio.sleep(0.5)
+            holder.execute("COMMIT")
+            holder.close()
+
+        letting_go = asyncio.create_task(let_go())
+        async with db.unit_of_work() as uow:
+            rows = await uow.read_committed(select(other.c.v))
+            assert uow.session.in_transaction()  # read in the session, which began one
+        await letting_go
+        assert [r["v"] for r in rows] == ["a"]
+
+
 class TestWriteTogether:
     """Several tables' rows and updates in one call to SQLite's thread, stored as SQLAlchemy
     stores them, and the COMMIT with them when asked."""

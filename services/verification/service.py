@@ -386,17 +386,9 @@ async def request(
     trigger: str,
     requested_by: str,
     cause: str | None = None,
-    subject: Subject | None = None,
-    keyring: Keyring | None = None,
-    lease_seconds: float | None = None,
 ) -> dict[str, Any] | None:
     """Queue one verification and announce it: its row as stored, or None if its cause
-    started one.
-
-    With `lease_seconds`, the row is written already claimed for that long, for a run the
-    caller starts itself once this commits (`Verifier.hand_over`); if that run never ends, the
-    lease runs out and the queue takes the row, as it takes any abandoned run.
-    """
+    started one."""
     row, event = _queued(
         household_id=household_id,
         region=region,
@@ -405,16 +397,13 @@ async def request(
         trigger=trigger,
         requested_by=requested_by,
         cause=cause,
-        members_cipher=encrypt(keyring, subject.to_json(), context=SUBJECT_CONTEXT)
-        if subject and keyring
-        else None,
     )
-    if lease_seconds is not None:
-        row.update(
-            status="running",
-            attempts=1,
-            claimed_until=row["requested_at"] + timedelta(seconds=lease_seconds),
-        )
+    return await file(uow, row, event)
+
+
+async def file(uow: UnitOfWork, row: dict[str, Any], event: CloudEvent) -> dict[str, Any] | None:
+    """Write a queued verification's row and announce it: the row as stored, or None if its
+    cause started one."""
     stored = await store.insert_verification(uow.session, row)
     if stored is not None:
         uow.publish(event)
@@ -504,15 +493,17 @@ def consent_overview(
 
 @dataclass(frozen=True)
 class Requested:
-    """A check queued for a caller: its row, each member's consents as the caller is shown
-    them, and the members with the consents that count (for the run, if handed over)."""
+    """A check a caller asked for, ready to be filed (`file`): its row and event, each
+    member's consents as the caller is shown them, and the members with the consents that
+    count (for the run, if handed over)."""
 
     row: dict[str, Any]
+    event: CloudEvent
     overview: list[dict[str, Any]]
     people: list[Person]
 
 
-async def request_verification(
+async def check_request(
     uow: UnitOfWork,
     ctx: Context,
     *,
@@ -521,28 +512,33 @@ async def request_verification(
     departments: Sequence[Department],
     lease_seconds: float | None = None,
 ) -> Requested:
-    """Queue a check a caller asked for (claimed already, with `lease_seconds`); refused
-    outright when no consent covers anything."""
+    """A check a caller asked for, made ready to file (claimed already, with
+    `lease_seconds`, for a run the caller starts itself: `Verifier.hand_over`); refused
+    outright when no consent covers anything. Nothing is written."""
     if not ctx.principal.covers(subject.region):
         raise RegionNotAllowed(subject.region)
     people = await people_of(uow, ctx.keyring, subject)
     overview = consent_overview(people, departments, on=ctx.today)
     if not any(state == "valid" for m in overview for state in m["consent"].values()):
         raise NoConsent(overview)
-    row = await request(
-        uow,
+    row, event = _queued(
         household_id=subject.household_id,
         region=subject.region,
         purpose=purpose,
         departments=departments,
         trigger="api",
         requested_by=ctx.actor,
-        subject=subject,
-        keyring=ctx.keyring,
-        lease_seconds=lease_seconds,
+        members_cipher=encrypt(ctx.keyring, subject.to_json(), context=SUBJECT_CONTEXT),
     )
-    assert row is not None  # no cause, so never a duplicate
-    return Requested(row, overview, people)
+    if lease_seconds is not None:
+        # If its run never ends, the lease runs out and the queue takes the row, as it takes
+        # any abandoned run.
+        row.update(
+            status="running",
+            attempts=1,
+            claimed_until=row["requested_at"] + timedelta(seconds=lease_seconds),
+        )
+    return Requested(row, event, overview, people)
 
 
 async def get_verification(uow: UnitOfWork, ctx: Context, verification_id: str) -> dict[str, Any]:

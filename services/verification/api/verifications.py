@@ -27,7 +27,7 @@ from services.verification.schemas import (
     PersonQueriesIn,
     VerificationIn,
 )
-from services.verification.worker import Verifier
+from services.verification.worker import NotFiled, Verifier
 from shared.auth import Principal, require
 from shared.registry_client import HouseholdNotFound
 from shared.service import UnitOfWorkDep, get_runtime
@@ -79,12 +79,11 @@ async def request_verification(
     body: VerificationIn, uow: UnitOfWorkDep, ctx: Caller, worker: VerifierDep
 ) -> JSONResponse:
     subject = await _subject(body, ctx, worker)
-    # Run it here once committed, if a slot is free, rather than through the queue: its claim
-    # and its consents' second read cost a caller 11 ms of waiting (bench/verification.py).
+    # Run it here, if a slot is free, rather than through the queue: its claim and its
+    # consents' second read cost a caller 11 ms of waiting (bench/verification.py).
     lease = worker.promise_run()
-    handed, handing = False, None
     try:
-        requested = await service.request_verification(
+        requested = await service.check_request(
             uow,
             ctx,
             subject=subject,
@@ -92,18 +91,25 @@ async def request_verification(
             departments=body.departments,
             lease_seconds=lease,
         )
+    except BaseException:
+        if lease is not None:
+            worker.withdraw_promise()
+        raise
+    filed: asyncio.Future[dict[str, Any]] | None = None
+    if lease is not None:
+        filed = asyncio.get_running_loop().create_future()
+        worker.hand_over(requested.row, subject, requested.people, filed)
+    try:
         # The row as inserted (RETURNING): a read after the commit cost a caller 1.8 ms.
-        row = requested.row
-        if lease is not None:
-            handing = row["id"]
-            worker.handing(handing)  # so that its commit sends the queue to claim nothing
+        row = await service.file(uow, requested.row, requested.event)
+        assert row is not None  # no cause, so never a duplicate
         await uow.commit()
-        if lease is not None:
-            worker.hand_over(row, subject, requested.people)
-            handed = True
-    finally:
-        if lease is not None and not handed:
-            worker.withdraw_promise(handing)
+    except BaseException as exc:
+        if filed is not None:
+            filed.set_exception(NotFiled(f"{type(exc).__name__}: {exc}"))
+        raise
+    if filed is not None:
+        filed.set_result(row)
     location = f"/v1/verifications/{row['id']}"
     return FastJSONResponse(
         {**service.verification_view(row), "members": requested.overview},

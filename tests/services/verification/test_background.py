@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from shared.audit import audit_log
 from shared.events.envelope import CloudEvent, new_event
 from tests.helpers import bearer, identity_number
 from tests.services.registry.test_api import Walk, file_household
-from tests.services.verification.conftest import auth, wait_for
+from tests.services.verification.conftest import auth, eventually, wait_for
 from tests.services.verification.test_verifications import consent_for
 
 TODAY = date.today()
@@ -34,18 +33,6 @@ async def verifications_of(
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()
     return found
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 30) -> Any:
-    """Await `check()` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: last {result!r}")
-        await asyncio.sleep(0.1)
 
 
 async def summarised(

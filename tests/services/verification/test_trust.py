@@ -21,8 +21,7 @@ from shared.audit import audit_log
 from shared.db import Database
 from tests.helpers import bearer, identity_number
 from tests.services.registry.test_api import file_household
-from tests.services.verification.conftest import auth, wait_for
-from tests.services.verification.test_background import eventually
+from tests.services.verification.conftest import auth, eventually, wait_for
 from tests.services.verification.test_verifications import (
     ALL,
     consent_for,

@@ -11,16 +11,20 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event
 
+from services.verification import service, store
 from services.verification.app import create_app
 from services.verification.domain.departments import Department
 from services.verification.settings import VerificationSettings
+from services.verification.worker import NotFiled, Verifier
+from shared.auth import Principal
 from shared.db import _BY_KEY
 from shared.identity import mask_identity_number
 from tests.conftest import POSTGRES_URL, running
 from tests.helpers import identity_number
-from tests.services.verification.conftest import auth, wait_for
+from tests.services.verification.conftest import auth, eventually, wait_for
 
 TODAY = date.today()
 ALL = [d.value for d in Department]
@@ -545,6 +549,110 @@ async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
             await asyncio.sleep(0.3)  # time for a claim woken by the report's commit or its slot
     assert done["status"] == "completed"
     assert claims == []
+
+
+async def handed_over(
+    app: FastAPI, number: str, filed: asyncio.Future[dict[str, Any]]
+) -> service.Requested:
+    """A caller's check made ready and handed over to the app's verifier, as the API does
+    before its request is committed: its row and event are not written yet."""
+    verifier: Verifier = app.state.verifier
+    subject = service.Subject(
+        household_id=None, region="411302", members=(("m0", number),), declared=()
+    )
+    ctx = service.Context(Principal("test", frozenset(), ("4113",)), verifier.keyring, date.today())
+    async with verifier.db.unit_of_work() as uow:
+        requested = await service.check_request(
+            uow,
+            ctx,
+            subject=subject,
+            purpose="复核",
+            departments=list(Department),
+            lease_seconds=verifier.promise_run(),
+        )
+    assert requested.row["status"] == "running"  # claimed: a slot was free
+    verifier.hand_over(requested.row, subject, requested.people, filed)
+    return requested
+
+
+async def answered(sandbox: httpx.AsyncClient) -> int:
+    return int((await sandbox.get("/admin/departments/tax")).json()["answered"])
+
+
+async def _more(sandbox: httpx.AsyncClient, than: int) -> bool:
+    return await answered(sandbox) > than
+
+
+async def test_a_run_handed_over_asks_while_its_request_commits_and_reports_once_filed(
+    verification: httpx.AsyncClient,
+    verification_app: FastAPI,
+    sandbox: httpx.AsyncClient,
+    token: Callable[..., str],
+) -> None:
+    """The departments are asked as the request is written (2 ms of a single household's
+    wait, bench/verification.py); the report waits for the row as stored."""
+    headers = auth(token)
+    number = identity_number(serial=378)
+    await consent_for(verification, headers, number)
+    before = await answered(sandbox)
+    filed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    requested = await handed_over(verification_app, number, filed)
+    row = requested.row
+
+    await eventually(lambda: _more(sandbox, before))  # asked, with nothing written yet
+    await asyncio.sleep(0.2)
+    missing = await verification.get(f"/v1/verifications/{row['id']}", headers=headers)
+    assert missing.status_code == 404
+
+    async with verification_app.state.runtime.db.unit_of_work() as uow:
+        stored = await service.file(uow, row, requested.event)
+        await uow.commit()
+    assert stored is not None
+    filed.set_result(stored)
+    done = await finished(verification, f"/v1/verifications/{row['id']}", headers)
+    assert done["status"] == "completed"
+    report = await report_of(verification, row["id"], headers)
+    assert sorted(i["department"] for i in report["report"]["items"]) == sorted(ALL)
+    assert {i["status"] for i in report["report"]["items"]} == {"ok"}
+
+
+async def test_a_run_whose_request_is_not_committed_is_filed_failed_with_who_looked(
+    verification: httpx.AsyncClient,
+    verification_app: FastAPI,
+    sandbox: httpx.AsyncClient,
+    token: Callable[..., str],
+) -> None:
+    """Its questions were put: they stay in the query log, under a failed verification, and
+    no report is made."""
+    headers = auth(token)
+    number = identity_number(serial=379)
+    await consent_for(verification, headers, number)
+    filed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    row = (await handed_over(verification_app, number, filed)).row
+    filed.set_exception(NotFiled("OperationalError: database is locked"))
+
+    async def filed_once_asked() -> Any:
+        found = await verification.get(f"/v1/verifications/{row['id']}", headers=headers)
+        return found.json() if found.status_code == 200 else None
+
+    done = await eventually(filed_once_asked)
+    assert done["status"] == "failed"
+    assert done["reason"] == "its request was not committed: OperationalError: database is locked"
+    report = await verification.get(f"/v1/verifications/{row['id']}/report", headers=headers)
+    assert report.status_code == 404
+    verifier: Verifier = verification_app.state.verifier
+    async with verifier.db.unit_of_work() as uow:
+        queries = await store.queries_about(
+            uow.session, service.person_index_of(verifier.keyring, number)
+        )
+    assert sorted(q["department"] for q in queries if q["verification_id"] == row["id"]) == sorted(
+        ALL
+    )
+
+    async def slot_free() -> bool:
+        return all(t.get_name() != f"verification-run-{row['id']}" for t in verifier.tasks())
+
+    await eventually(slot_free)
 
 
 @pytest.mark.skipif(

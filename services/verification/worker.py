@@ -254,8 +254,8 @@ class Verifier:
         self._wakes = 0  # wakes so far: commits that queued runs, the yearly recheck
         self._backlog = True  # the queue may hold runs due: a freed slot wakes its loop
         self._running: set[asyncio.Task[None]] = set()
-        self._promised = 0  # slots promised to runs the API hands over once committed
-        self._handing: set[str] = set()  # their rows' ids, once known
+        self._promised = 0  # slots promised to runs the API is about to hand over
+        self._handing: set[str] = set()  # the rows of runs handed over, until their requests commit
         self._stopping = False
         self._reads: set[asyncio.Task[GroupRead]] = set()
         self._loops: list[asyncio.Task[None]] = []

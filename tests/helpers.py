@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 
 from shared.identity import check_character
 
@@ -39,3 +43,15 @@ def household_body(
         "members": [head, *(members or [])],
         **fields,
     }
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30) -> Any:
+    """Await `check()` until it returns something truthy; that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: last {result!r}")
+        await asyncio.sleep(0.1)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -23,21 +22,10 @@ from services.benefits.settings import BenefitsSettings
 from shared.db import Database
 from shared.events.envelope import CloudEvent, new_event
 from tests.conftest import running
-from tests.helpers import bearer, identity_number
+from tests.helpers import bearer, eventually, identity_number
 from tests.services.registry.test_api import file_household
 
 READ = "benefits:read"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: last {result!r}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture

@@ -167,15 +167,3 @@ def auth(token: Callable[..., str], regions: list[str] | None = None) -> dict[st
 def registry_settings(registry_settings: RegistrySettings) -> RegistrySettings:
     """The registry with no public-notice wait, so that a test can enrol a household at once."""
     return registry_settings.model_copy(update={"notice_days": {"": 0}})
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 30) -> Any:
-    """Await `check()` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: last {result!r}")
-        await asyncio.sleep(0.1)

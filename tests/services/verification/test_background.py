@@ -18,9 +18,9 @@ from services.verification import consumers, store
 from services.verification.worker import Verifier
 from shared.audit import audit_log
 from shared.events.envelope import CloudEvent, new_event
-from tests.helpers import bearer, identity_number
+from tests.helpers import bearer, eventually, identity_number
 from tests.services.registry.test_api import Walk, file_household
-from tests.services.verification.conftest import auth, eventually, wait_for
+from tests.services.verification.conftest import auth, wait_for
 from tests.services.verification.test_verifications import consent_for
 
 TODAY = date.today()

@@ -19,9 +19,9 @@ from services.verification.service import REGISTRY_PURPOSE_MAX, registry_purpose
 from services.verification.settings import AssetLimitSettings
 from shared.audit import audit_log
 from shared.db import Database
-from tests.helpers import bearer, identity_number
+from tests.helpers import bearer, eventually, identity_number
 from tests.services.registry.test_api import file_household
-from tests.services.verification.conftest import auth, eventually, wait_for
+from tests.services.verification.conftest import auth, wait_for
 from tests.services.verification.test_verifications import (
     ALL,
     consent_for,

@@ -23,8 +23,8 @@ from shared.auth import Principal
 from shared.db import _BY_KEY
 from shared.identity import mask_identity_number
 from tests.conftest import POSTGRES_URL, running
-from tests.helpers import identity_number
-from tests.services.verification.conftest import auth, eventually, wait_for
+from tests.helpers import eventually, identity_number
+from tests.services.verification.conftest import auth, wait_for
 
 TODAY = date.today()
 ALL = [d.value for d in Department]

@@ -1,6 +1,6 @@
 """`python -m sandbox`: serve the department sandbox."""
 
-from sandbox.app import SandboxSettings
+from sandbox.app import ArrivalStampingProtocol, SandboxSettings
 from shared.serve import run
 
 if __name__ == "__main__":
@@ -13,4 +13,5 @@ if __name__ == "__main__":
         # and httpx alike): the caller closes an idle connection first, never the server one
         # the caller is just reusing (a failed query).
         timeout_keep_alive=75,
+        http=ArrivalStampingProtocol,
     )

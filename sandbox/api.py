@@ -158,7 +158,9 @@ async def _answer(request: Request, answering: Answering) -> Response:
         # there to answer, and a traceback per such request only slowed the sandbox further.
         return Response(status_code=499)
     headers: Mapping[str, str] = request.headers
-    reply = await answering(code, raw=raw, headers=headers)
+    # Read off the connection before the app's turn came (`ArrivalStampingProtocol`).
+    arrived: float | None = getattr(request.state, "arrived", None)
+    reply = await answering(code, raw=raw, headers=headers, arrived=arrived)
     if request.client:
         sandbox.connected(code, f"{request.client.host}:{request.client.port}")
     if reply.fault == "http_500":

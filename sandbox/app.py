@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sandbox import api
 from sandbox.behaviour import Behaviours
@@ -21,7 +22,21 @@ from sandbox.settings import SandboxSettings
 from shared.events.streams import BackgroundConnection
 from shared.problems import install_problem_handlers
 
-__all__ = ["SandboxSettings", "create_app"]
+__all__ = ["ArrivalStampingProtocol", "SandboxSettings", "create_app"]
+
+
+class ArrivalStampingProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, noting in each request's state the loop's time its bytes
+    began to be parsed (`request.state.arrived`), which a department's latency runs from.
+
+    The 11 departments share this process's loop: the handler of the last of a household's 11
+    requests got its turn some 2 ms after the first's, behind the others' routing and reading
+    (bench/verification.py), where a department of its own would have started at once.
+    """
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["state"]["arrived"] = self.loop.time()
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:

@@ -58,17 +58,17 @@ class Responder:
     async def _on_message(self, msg: Msg) -> None:
         # nats.py runs one callback at a time per subscription: a department's latency must
         # not hold up the queries behind it.
-        task = asyncio.create_task(self._answer(msg))
+        task = asyncio.create_task(self._answer(msg, asyncio.get_running_loop().time()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Msg, arrived: float) -> None:
         if not msg.reply:
             return
         _, _, code, kind = msg.subject.split(".")
         answering = self._sandbox.query_many if kind == "queries" else self._sandbox.query
         try:
-            reply = await answering(code, raw=msg.data, headers=msg.headers or {})
+            reply = await answering(code, raw=msg.data, headers=msg.headers or {}, arrived=arrived)
         except Rejected as exc:
             await self._error(msg, exc)
             return

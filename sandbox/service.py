@@ -56,9 +56,12 @@ class Sandbox:
             raise Rejected(404, "unknown-department", f"no department {code!r}; known: {known}")
         return department
 
-    async def query(self, code: str, *, raw: bytes, headers: Mapping[str, str]) -> Reply:
-        """Check the query, and answer (or fault) once the department's latency has passed."""
-        answer_at = await self._arrived(code)
+    async def query(
+        self, code: str, *, raw: bytes, headers: Mapping[str, str], arrived: float | None = None
+    ) -> Reply:
+        """Check the query, and answer (or fault) once the department's latency has passed
+        since it `arrived` (the loop's time; now if not given)."""
+        answer_at = await self._arrived(code, arrived)
         department = self.department(code)
         query = parse_query(department=code, raw=raw, headers=headers, today=self._today())
         answer = self._render(department, query)
@@ -72,14 +75,16 @@ class Sandbox:
         await _until(answer_at)
         return reply
 
-    async def query_many(self, code: str, *, raw: bytes, headers: Mapping[str, str]) -> Reply:
+    async def query_many(
+        self, code: str, *, raw: bytes, headers: Mapping[str, str], arrived: float | None = None
+    ) -> Reply:
         """Several people in one request: one wait of the department's latency, an answer per
         person in the order asked (an error in the place of a person it refuses).
 
         A fault of the whole exchange (a timeout, a 5xx, a slow drip, a body cut off) that any
         person's query would get is the request's; a wrong schema is that person's answer.
         """
-        answer_at = await self._arrived(code)
+        answer_at = await self._arrived(code, arrived)
         department = self.department(code)
         parsed = parse_queries(department=code, raw=raw, headers=headers, today=self._today())
         answers = [
@@ -115,17 +120,21 @@ class Sandbox:
         await _until(answer_at)
         return reply
 
-    async def _arrived(self, code: str) -> float:
-        """When the department answers a request that arrives now; back once the requests
-        that came with it have arrived too.
+    async def _arrived(self, code: str, arrived: float | None) -> float:
+        """When the department answers a request that `arrived` (now if not given); back
+        once the requests that came with it have arrived too.
 
         Its latency includes the work of answering, as a department's own does. But the 11
-        departments share this process and its CPU, where each real one has its own: unless
-        the requests that came together each take their arrival time before any does its
-        work, the last one's clock starts only once the others have read and rendered their
-        people (10 ms of a household's 11 requests, bench/verification.py).
+        departments share this process and its CPU, where each real one has its own: a
+        request's clock starts when its bytes were read (`ArrivalStampingProtocol`, NATS's
+        message callback), not when its handler got its turn behind the others' (2 ms for the
+        last of a household's 11, bench/verification.py). Without that time, the requests
+        that came together each take theirs before any does its work.
         """
-        answer_at = asyncio.get_running_loop().time() + self.behaviours.delay_seconds(code)
+        loop = asyncio.get_running_loop()
+        answer_at = (loop.time() if arrived is None else arrived) + self.behaviours.delay_seconds(
+            code
+        )
         await asyncio.sleep(0)  # the tasks of the others that came are queued behind this one
         return answer_at
 

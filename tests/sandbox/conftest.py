@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from starlette.types import ASGIApp
 
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
@@ -60,10 +61,16 @@ async def nc(department_nats: NatsServer) -> AsyncIterator[NATS]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free port: timeouts and streaming as a network has them."""
+async def serving(app: ASGIApp, **options: Any) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn (and these options) on a free port: timeouts and streaming as
+    a network has them."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", timeout_graceful_shutdown=1
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        **options,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

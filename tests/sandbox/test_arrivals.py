@@ -7,11 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sandbox.app import ArrivalStampingProtocol
 from sandbox.behaviour import Behaviour, Behaviours
 from sandbox.departments import DEPARTMENTS
 from sandbox.service import Sandbox
-from tests.sandbox.test_sandbox import CONSENT, HEADERS, people
+from tests.sandbox.conftest import serving
+from tests.sandbox.test_sandbox import CONSENT, HEADERS, ask, people
 
 LATENCY = 0.2
 BODY = json.dumps(
@@ -49,3 +57,37 @@ async def test_requests_that_arrive_together_are_answered_one_latency_later() ->
     # read and rendered their people, it came about `work` late (0.9 × it); when the replies
     # were encoded after the wait, 0.2–0.3 × it.
     assert LATENCY <= took < LATENCY + 0.6 * work, (took, work)
+
+
+def late(app: ASGIApp, seconds: float) -> ASGIApp:
+    """`app`, reached `seconds` after a request's bytes were read: the loop busy meanwhile, as
+    with the other departments' requests that came just before."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            time.sleep(seconds)  # blocks the loop, as others' work on it does
+        await app(scope, receive, send)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("protocol", "from_arrival"), [(ArrivalStampingProtocol, True), ("httptools", False)]
+)
+async def test_a_departments_latency_runs_from_when_the_request_was_read_not_from_its_turn(
+    make_sandbox: Callable[..., FastAPI], protocol: object, from_arrival: bool
+) -> None:
+    app = make_sandbox(faults={"hukou": {"latency_ms": {"fixed": int(LATENCY * 1000)}}})
+    async with (
+        serving(late(app, 0.15), http=protocol) as url,
+        httpx.AsyncClient(base_url=url, timeout=5) as client,
+    ):
+        await ask(client, "marriage")  # the connection made, the app's first request served
+        started = time.perf_counter()
+        response = await ask(client, "hukou")
+        took = time.perf_counter() - started
+    assert response.status_code == 200
+    if from_arrival:  # `python -m sandbox` serves with `ArrivalStampingProtocol`
+        assert LATENCY <= took + 0.01 < LATENCY + 0.1, took
+    else:  # without it the clock starts at the handler, 0.15 s late
+        assert took >= LATENCY + 0.15, took

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import orjson
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -65,13 +66,17 @@ class Query:
 
     @cached_property  # asked three times a query: the client, the item and the query log
     def request_hash(self) -> str:
-        canonical = json.dumps(
+        """SHA-256 hex of the canonical JSON (sorted keys, compact, UTF-8 unescaped) of
+        [department, body, consent id, purpose], as the department makes it.
+
+        orjson writes the strings it holds as `json.dumps(sort_keys=True, separators=(",",
+        ":"), ensure_ascii=False)` does, in a tenth of the time: 44 a household, before its
+        requests can leave."""
+        canonical = orjson.dumps(
             [self.department, self.body(), self.consent_id, self.purpose],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
+            option=orjson.OPT_SORT_KEYS,
         )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(canonical).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -123,13 +128,30 @@ def _outcome(item: Any) -> Outcome:
     if not isinstance(answer, dict):
         return Malformed("an answer in the list has no object")
     # This person's answer, as their query alone would have had it (the same bytes).
-    raw = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    raw = _compact(answer)
     return Answer(answer, raw, item.get("request_hash"))
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+def _not_json(constant: str) -> Any:
+    """NaN and ±Infinity, which the standard library reads but JSON does not have."""
+    raise json.JSONDecodeError(f"{constant} is not JSON", constant, 0)
+
+
+def _compact(value: Any) -> bytes:
+    """Compact JSON, as a department writes its answer: orjson, which writes what JSON holds
+    as `json.dumps(ensure_ascii=False, separators=(",", ":"))` does but a float under 1e-4
+    (in another form) in a tenth of the time (44 answers a household, on the loop while the
+    rest come in); the standard library for an integer beyond 64 bits, which orjson refuses."""
     try:
-        body = json.loads(raw)
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    # The standard library: orjson reads an integer beyond 64 bits as a float, losing digits.
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from exc
     if not isinstance(body, dict):

@@ -9,8 +9,8 @@ Everything runs for real, each in a process of its own on loopback: a nats-serve
 wheel, the department sandbox with every department at a fixed latency L (50 ms), the registry
 and the verification service (uvicorn, SQLite files or one PostgreSQL database).
 
-The sandbox answers each request L after it arrived, its own work included (as a department's
-latency does). A department is asked about up to P people in one request (20, the service's
+The sandbox answers each request L after it arrived (its bytes were read), its own work
+included (as a department's latency does). A department is asked about up to P people in one request (20, the service's
 default `people_per_request`): a household's members together, and people who wait for one of
 its C request slots go together when one frees. `--people-per-request 1` asks one person a
 request, for a department that answers no other way.

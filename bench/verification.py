@@ -10,10 +10,11 @@ wheel, the department sandbox with every department at a fixed latency L (50 ms)
 and the verification service (uvicorn, SQLite files or one PostgreSQL database).
 
 The sandbox answers each request L after it arrived (its bytes were read), its own work
-included (as a department's latency does). A department is asked about up to P people in one request (20, the service's
-default `people_per_request`): a household's members together, and people who wait for one of
-its C request slots go together when one frees. `--people-per-request 1` asks one person a
-request, for a department that answers no other way.
+included (as a department's latency does). A department is asked about up to P people in one
+request (20, the service's default `people_per_request`): a household's members together, and
+people who wait for one of its C request slots go together when one frees.
+`--people-per-request 1` asks one person a request, for a department that answers no other
+way.
 
 1. One household of 4 members × 11 departments, every member consented: the time from
    `POST /v1/verifications` to the `verification.completed` event on NATS (the report is

@@ -45,13 +45,16 @@ def household_body(
     }
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30) -> Any:
-    """Await `check()` until it returns something truthy; that."""
+async def eventually(
+    check: Callable[[], Awaitable[Any]], what: str = "", *, timeout: float = 30
+) -> Any:
+    """Await `check()` until it returns something truthy; that. `what` names it in the
+    failure."""
     deadline = time.monotonic() + timeout
     while True:
         result = await check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: last {result!r}")
+            raise AssertionError(f"{what or 'it'} did not happen within {timeout} s: {result!r}")
         await asyncio.sleep(0.1)

@@ -10,8 +10,6 @@ that must not show up in an answer to a caller outside 4113.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,7 +35,7 @@ from tests.conftest import running, serving
 from tests.dci.dci import SENDER as DCI_SENDER
 from tests.dci.dci import envelope as dci_envelope
 from tests.dci.dci import search, settings_for_dci, subscribe
-from tests.helpers import bearer, household_body, identity_number
+from tests.helpers import bearer, eventually, household_body, identity_number
 from tests.services.benefits.conftest import benefits_settings  # noqa: F401 - a fixture
 from tests.services.notifications.conftest import (  # noqa: F401 - fixtures
     SECRET,
@@ -105,17 +103,6 @@ def _ok(response: httpx.Response, *expected: int) -> Any:
         f"{response.status_code} {response.text}"
     )
     return response.json() if response.content else None
-
-
-async def _eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"seeding: {what} did not happen in {timeout} s")
-        await asyncio.sleep(0.1)
 
 
 # -- registry --------------------------------------------------------------------------------
@@ -651,8 +638,8 @@ async def notifications_served(
             items: list[dict[str, Any]] = page["items"]
             return items
 
-        message = (await _eventually(inbox, "the helper's inbox message"))[0]
-        delivery = (await _eventually(delivered, "the webhook delivery"))[0]
+        message = (await eventually(inbox, "seeding: the helper's inbox message"))[0]
+        delivery = (await eventually(delivered, "seeding: the webhook delivery"))[0]
         served = Served(
             app=app,
             client=client,
@@ -752,7 +739,7 @@ async def _verified_nothing(
         body: dict[str, Any] = _ok(await client.get(location, headers=bearer(token)))
         return body if body["status"] != "running" else None
 
-    batch = await _eventually(finished, "the batch")
+    batch = await eventually(finished, "seeding: the batch")
     return f"the batch verified {batch['done']} 4113 household(s)" if batch["done"] else None
 
 
@@ -799,7 +786,7 @@ async def verification_served(
             status = _ok(await client.get(f"/v1/verifications/{asked['id']}", headers=owner))
             return bool(status["status"] == "completed")
 
-        await _eventually(completed, "the verification's report")
+        await eventually(completed, "seeding: the verification's report")
         batch = _ok(
             await client.post(
                 "/v1/batches",

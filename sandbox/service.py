@@ -131,12 +131,10 @@ class Sandbox:
         last of a household's 11, bench/verification.py). Without that time, the requests
         that came together each take theirs before any does its work.
         """
-        loop = asyncio.get_running_loop()
-        answer_at = (loop.time() if arrived is None else arrived) + self.behaviours.delay_seconds(
-            code
-        )
-        await asyncio.sleep(0)  # the tasks of the others that came are queued behind this one
-        return answer_at
+        if arrived is None:
+            arrived = asyncio.get_running_loop().time()
+            await asyncio.sleep(0)  # the tasks of the others that came are queued behind this one
+        return arrived + self.behaviours.delay_seconds(code)
 
     def _render(self, department: Department, query: Query) -> dict[str, Any]:
         number = query.identity.number

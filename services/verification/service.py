@@ -419,7 +419,7 @@ async def people_of(uow: UnitOfWork, keyring: Keyring, subject: Subject) -> list
     """The members with the consents that count for the household (`people_with`), as
     committed (`UnitOfWork.read_committed`: read first, before the unit writes)."""
     indexes = [person_index_of(keyring, number) for _, number in subject.members]
-    rows = await uow.read_committed(store.consents_query(indexes))
+    rows = await uow.read_committed(store.CONSENTS_OF, {"person_indexes": indexes})
     return people_with(keyring, subject, _by_person(dict(row) for row in rows))
 
 

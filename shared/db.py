@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
-    Update,
     and_,
     bindparam,
     cast,
@@ -53,6 +52,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.util import immutabledict
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
@@ -348,15 +348,16 @@ def _made(
     return operation, [values_of(row) for row in rows]
 
 
-# What `write_together` writes: a table's rows to insert, or an UPDATE (its values and keys
-# bound by name, `bindparam`) with a row of those names per execution; on SQLite, a table's
-# rows may be made in the driver's thread instead (`RowsMade`).
-Writes = Sequence[tuple[Table | Update, Sequence[Mapping[str, Any]] | RowsMade]]
+# What `write_together` writes: a table's rows to insert, or a statement (an UPDATE, an
+# upsert, a DELETE: its values and keys bound by name, `bindparam`) with a row of those names
+# per execution; on SQLite, a table's rows may be made in the driver's thread instead
+# (`RowsMade`).
+Writes = Sequence[tuple[Table | UpdateBase, Sequence[Mapping[str, Any]] | RowsMade]]
 
 
 async def write_together(session: AsyncSession, writes: Writes, *, commit: bool = False) -> None:
-    """Insert each table's rows and run each UPDATE with its rows, in order, in the session's
-    transaction; on SQLite in one call to the driver's thread.
+    """Insert each table's rows and run each statement with its rows, in order, in the
+    session's transaction; on SQLite in one call to the driver's thread.
 
     SQLAlchemy sends each statement in a call of its own, each a wait for the thread and then
     for a turn of the event loop, and takes each row through its compiled statement: a
@@ -415,9 +416,9 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
 
 @functools.lru_cache(maxsize=64)
 def _sqlite_write(
-    statement: Table | Update, keys: tuple[str, ...], dialect: sqlalchemy.Dialect
+    statement: Table | UpdateBase, keys: tuple[str, ...], dialect: sqlalchemy.Dialect
 ) -> tuple[str, Callable[[Mapping[str, Any]], list[Any]]]:
-    """The INSERT of these columns (or the UPDATE) in SQLite's paramstyle, and what makes a
+    """The INSERT of these columns (or the statement) in SQLite's paramstyle, and what makes a
     row's parameters of it: its values in the statement's order, each through its type's
     processor where the type has one."""
     if isinstance(statement, Table):

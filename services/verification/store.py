@@ -395,8 +395,8 @@ async def write_reports(
 ) -> None:
     """Write reports with their rows: items, encrypted raw answers, query log, the reports,
     the verifications' new values (`id` and `COMPLETED_COLUMNS`), the followed households
-    (`watch_households`) and people (`watch_persons`), the events' outbox rows and the audit
-    records. These are the transaction's last writes: the unit of work's commit must follow.
+    and people, the events' outbox rows and the audit records. These are the transaction's
+    last writes: the unit of work's commit must follow.
 
     On PostgreSQL in one statement instead of ten: a statement's round trip costs the service
     ~0.3 ms of CPU and PostgreSQL more, and the report's write was 10 ms of a household's
@@ -407,11 +407,16 @@ async def write_reports(
     under the write lock its transaction holds) and the COMMIT go in one call to the driver's
     thread (`write_together`): statement by statement, the update, the audit chain's head,
     the audit record and the commit were four more calls, each a wait for the thread and for
-    SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37).
+    SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37), and the
+    followed households and people four more (stop 41).
     """
+    latest = {r["household_id"]: r for r in watched}  # an upsert changes a row once
+    followed = [
+        {"feed_index": i, "household_id": household_id}
+        for household_id, indexes in feed_indexes.items()
+        for i in sorted(set(indexes))
+    ]
     if session.get_bind().dialect.name != "postgresql":
-        await watch_households(session, watched)
-        await watch_persons(session, feed_indexes)
         await write_together(
             session,
             [
@@ -420,18 +425,15 @@ async def write_reports(
                 (department_query, queries),
                 (report, reports),
                 *_updated_verifications(completed),
+                (_WATCH_HOUSEHOLD, [dict(r) for r in latest.values()]),
+                (_UNFOLLOW_HOUSEHOLD, [{"household_id": h} for h in feed_indexes]),
+                (watched_person, followed),
                 (outbox, outbox_rows(events)),
                 (audit.audit_log, audit.chained_in_thread(audit_entries, profile=profile)),
             ],
             commit=True,
         )
         return
-    latest = {r["household_id"]: r for r in watched}  # an upsert changes a row once
-    followed = [
-        {"feed_index": i, "household_id": household_id}
-        for household_id, indexes in feed_indexes.items()
-        for i in sorted(set(indexes))
-    ]
     params = {
         "item": rows_param(verification_item.c, items),
         "raw": rows_param(_RAW_COLUMNS, raw_answers),
@@ -448,6 +450,7 @@ async def write_reports(
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
+
 _RAW_COLUMNS = [c for c in raw_answer.c if c.name != "id"]
 _QUERY_COLUMNS = [c for c in department_query.c if c.name != "id"]
 _DONE_COLUMNS = [verification.c.id, *(verification.c[c] for c in COMPLETED_COLUMNS)]
@@ -456,6 +459,22 @@ _WATCHED_COLUMNS = [
     watched_household.c.region,
     watched_household.c.last_verified_at,
 ]
+
+# SQLite: a followed household's row (its id, region and last verification), inserted or, for
+# a household that moved, updated; and its people removed, before its people now are inserted.
+_watched = sqlite.insert(watched_household).values(
+    {c.name: bindparam(c.name, type_=c.type) for c in _WATCHED_COLUMNS}
+)
+_WATCH_HOUSEHOLD = _watched.on_conflict_do_update(
+    index_elements=[watched_household.c.household_id],
+    set_={
+        "region": _watched.excluded.region,
+        "last_verified_at": _watched.excluded.last_verified_at,
+    },
+)
+_UNFOLLOW_HOUSEHOLD = delete(watched_person).where(
+    watched_person.c.household_id == bindparam("household_id")
+)
 
 
 def _inserted(table: Table, name: str, columns: Sequence[Column[Any]]) -> postgresql.Insert:
@@ -715,36 +734,6 @@ async def watch_household(
         )
 
 
-async def watch_households(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """`watch_household` for several households at once: each row is a household's id, region
-    and the same other columns; the last row of a household counts."""
-    latest = {r["household_id"]: dict(r) for r in rows}
-    if not latest:
-        return
-    known = set(
-        (
-            await session.execute(
-                select(watched_household.c.household_id).where(
-                    watched_household.c.household_id.in_(latest)
-                )
-            )
-        ).scalars()
-    )
-    await insert_rows(session, watched_household, [r for h, r in latest.items() if h not in known])
-    moved = [r for h, r in latest.items() if h in known]
-    if moved:  # a household that moved is verified in its new region
-        columns = [c for c in moved[0] if c != "household_id"]
-        await session.execute(
-            update(watched_household)
-            .where(watched_household.c.household_id == bindparam("watched_id"))
-            .values({c: bindparam(f"new_{c}") for c in columns}),
-            [
-                {"watched_id": r["household_id"], **{f"new_{c}": r[c] for c in columns}}
-                for r in moved
-            ],
-        )
-
-
 async def due_for_recheck(
     session: AsyncSession, *, before: datetime, limit: int
 ) -> list[dict[str, Any]]:
@@ -758,25 +747,6 @@ async def due_for_recheck(
         .limit(limit)
     )
     return [dict(r) for r in rows.mappings()]
-
-
-async def watch_persons(session: AsyncSession, feed_indexes: Mapping[str, Sequence[str]]) -> None:
-    """Follow these people (feed indexes by household id) for their households, instead of
-    whoever the households had."""
-    if not feed_indexes:
-        return
-    await session.execute(
-        delete(watched_person).where(watched_person.c.household_id.in_(feed_indexes))
-    )
-    await insert_rows(
-        session,
-        watched_person,
-        [
-            {"feed_index": i, "household_id": household_id}
-            for household_id, indexes in feed_indexes.items()
-            for i in sorted(set(indexes))
-        ],
-    )
 
 
 async def enrolled_households_of(session: AsyncSession, feed_index: str) -> list[dict[str, Any]]:

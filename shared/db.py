@@ -65,8 +65,6 @@ NAMING_CONVENTION = {
 }
 
 
-_BY_KEY = "bangfu_by_key"  # an execution option: `Database.unit_of_work(by_key=True)`
-
 # PostgreSQL's plan cache modes: plan each execution with its values (every connection's
 # default), or let a cached statement keep a generic plan after five executions.
 CUSTOM_PLANS, GENERIC_PLANS = "force_custom_plan", "auto"
@@ -192,14 +190,14 @@ def create_engine(
     server `settings` given."""
     if is_sqlite(url):
         return _sqlite_engine(url)
-    # Custom plans unless a unit of work finds its rows by key: a generic plan for a cached
-    # statement ignores the values and can scan a whole index where the values would use a
-    # selective one (seen in bench/registry).
+    # Custom plans unless the engine is for units of work by key (`Database.by_key_engine`): a
+    # generic plan for a cached statement ignores the values and can scan a whole index where
+    # the values would use a selective one (seen in bench/registry).
     server_settings = {"plan_cache_mode": CUSTOM_PLANS, **(settings or {})}
     if schema:
         server_settings["search_path"] = schema
     connect_args: dict[str, Any] = {"server_settings": server_settings}
-    engine = create_async_engine(
+    return create_async_engine(
         url,
         connect_args=connect_args,
         json_serializer=json_text,
@@ -213,28 +211,6 @@ def create_engine(
         # Recycling rather than pre-ping: a ping costs a round trip per unit of work.
         pool_recycle=1800,
     )
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _plan_cache_mode(connection: Any) -> None:
-        # A connection keeps the mode it was last set to: a round trip only when it changes.
-        # Set before the transaction's BEGIN (asyncpg's adapter sends it with the first
-        # statement), so that a rollback does not undo it.
-        wanted = GENERIC_PLANS if connection.get_execution_options().get(_BY_KEY) else CUSTOM_PLANS
-        fairy = connection.connection
-        if fairy.info.get("plan_cache_mode", CUSTOM_PLANS) == wanted:
-            return
-        statement = f"SET plan_cache_mode = {wanted}"
-        fairy.info["plan_cache_mode"] = None  # unknown until the SET is answered
-        try:
-            fairy.dbapi_connection.run_async(lambda driver: driver.execute(statement))
-        except Exception as exc:
-            # As for a statement that found its connection gone: the pool drops it and the
-            # error says so (`unreachable`); kept, every unit of work by key would fail on it.
-            fairy.invalidate(exc)
-            raise DBAPIError(statement, None, exc, connection_invalidated=True) from exc
-        fairy.info["plan_cache_mode"] = wanted
-
-    return engine
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -656,12 +632,22 @@ class Database:
         self.schema = schema
         self.engine = create_engine(url, schema=schema)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # The same pool; the option is read by `create_engine`'s hook when a transaction begins.
-        by_key = self.engine.execution_options(**{_BY_KEY: True})
-        self._by_key_sessionmaker = async_sessionmaker(by_key, expire_on_commit=False)
+        # PostgreSQL: the units of work by key have a pool of their own, whose connections keep
+        # a cached statement's generic plan (`unit_of_work`). Sharing one pool, a connection
+        # was switched with a SET, a round trip, whenever a unit of the other kind had it last:
+        # the pool hands its connections round, so nearly every unit paid one (a household's
+        # check two, bench/verification.py). SQLite: one connection, no plans.
+        self.by_key_engine = (
+            self.engine
+            if is_sqlite(url)
+            else create_engine(url, schema=schema, settings={"plan_cache_mode": GENERIC_PLANS})
+        )
+        self._by_key_sessionmaker = async_sessionmaker(self.by_key_engine, expire_on_commit=False)
         # SQLite keeps its transaction: its writes are several statements (see `unit_of_work`).
         autocommit = (
-            by_key if is_sqlite(url) else by_key.execution_options(isolation_level="AUTOCOMMIT")
+            self.by_key_engine
+            if is_sqlite(url)
+            else self.by_key_engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         self._autocommit_sessionmaker = async_sessionmaker(autocommit, expire_on_commit=False)
         self.after_commit: AfterCommit | None = None
@@ -748,6 +734,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.by_key_engine is not self.engine:
+            await self.by_key_engine.dispose()
         if self._claims is not None:
             await self._claims.dispose()
         if self._reads is not None:

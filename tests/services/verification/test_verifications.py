@@ -20,7 +20,6 @@ from services.verification.domain.departments import Department
 from services.verification.settings import VerificationSettings
 from services.verification.worker import NotFiled, Verifier
 from shared.auth import Principal
-from shared.db import _BY_KEY
 from shared.identity import mask_identity_number
 from tests.conftest import POSTGRES_URL, running
 from tests.helpers import eventually, identity_number
@@ -512,13 +511,17 @@ async def test_a_request_runs_at_once_in_a_free_slot_and_queues_when_none_is_fre
 
 @contextlib.contextmanager
 def seeing_statements(app: Any, seen: Callable[..., None]) -> Iterator[None]:
-    """`seen(connection, cursor, statement, ...)` before each statement the app's engine runs."""
-    engine = app.state.runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", seen)
+    """`seen(connection, cursor, statement, ...)` before each statement the app's engines
+    run (the units of work by key have one of their own on PostgreSQL)."""
+    db = app.state.runtime.db
+    engines = {db.engine.sync_engine, db.by_key_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
     try:
         yield
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
 
 
 async def test_only_a_commit_that_queued_a_check_sends_the_queue_to_claim(
@@ -676,7 +679,7 @@ async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
     def note_the_unit(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         for table in ("verification_item", "raw_answer", "department_query", "report"):
             if f"INSERT INTO {table} " in statement:  # PostgreSQL: one statement
-                by_key = bool(conn.get_execution_options().get(_BY_KEY))
+                by_key = conn.engine is app.state.runtime.db.by_key_engine.sync_engine
                 writes.setdefault(table, set()).add(by_key)
 
     async with running(app) as verification:

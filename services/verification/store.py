@@ -450,7 +450,6 @@ async def write_reports(
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
-
 _RAW_COLUMNS = [c for c in raw_answer.c if c.name != "id"]
 _QUERY_COLUMNS = [c for c in department_query.c if c.name != "id"]
 _DONE_COLUMNS = [verification.c.id, *(verification.c[c] for c in COMPLETED_COLUMNS)]

@@ -210,6 +210,8 @@ def create_engine(
         max_overflow=0,
         # Recycling rather than pre-ping: a ping costs a round trip per unit of work.
         pool_recycle=1800,
+        # Which schema a connection works in, without asking the server (`shared.audit`).
+        execution_options={"search_path": schema},
     )
 
 

@@ -143,6 +143,19 @@ def create_common_tables() -> None:
     )
 
 
+def create_audit_append() -> None:
+    """PostgreSQL: the audit log's append function (2026-12), `shared.audit.APPEND_FUNCTION`.
+    Its CREATE OR REPLACE keeps it in step: a later change to it is a migration calling this
+    again."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(audit.APPEND_FUNCTION)
+
+
+def drop_audit_append() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(audit.DROP_APPEND_FUNCTION)
+
+
 def drop_common_tables() -> None:
     for table in ("idempotency_key", "audit_anchor", "audit_log", "inbox", "outbox"):
         op.drop_table(table)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,6 +80,28 @@ async def append_many(
         ]
         await session.commit()
     return records
+
+
+# What another replica does: append three records to the chain at argv's url and schema.
+APPEND_THREE = """
+import asyncio, datetime, sys
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from shared import audit
+from shared.db import create_engine
+
+async def main(url, schema):
+    engine = create_engine(url, schema=schema or None)
+    async with async_sessionmaker(engine)() as session:
+        for i in range(3):
+            await audit.append(
+                session, client_id="replica-2", action="a", target=f"t/{i}", outcome="success",
+                now=datetime.datetime.now(datetime.UTC),
+            )
+        await session.commit()
+    await engine.dispose()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
 
 
 async def verify(sessions: Sessions, **kwargs: Any) -> list[ChainBreak]:
@@ -165,6 +188,66 @@ class TestAppend:
 
         assert sorted(r.seq for r in records) == list(range(1, 21))
         assert await stored_seqs(sessions) == list(range(1, 21))
+        assert await verify(sessions) == []
+
+    async def test_records_appended_by_another_process_between_ours_make_one_chain(
+        self, audit_engine: AsyncEngine, sessions: Sessions
+    ) -> None:
+        # Another replica: its own process, its own idea of the chain's head.
+        await append_many(sessions, 2)
+        url = audit_engine.url.render_as_string(hide_password=False)
+        schema = audit_engine.sync_engine.get_execution_options().get("search_path") or ""
+        replica = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", APPEND_THREE, url, schema, cwd=Path(__file__).parents[2]
+        )
+        assert await replica.wait() == 0
+
+        ours = await append_many(sessions, 2, start=T0 + datetime.timedelta(hours=1))
+
+        assert [r.seq for r in ours] == [6, 7]
+        async with sessions() as session:
+            rows = (await session.execute(select(audit.audit_log).order_by("seq"))).all()
+        assert [row.client_id for row in rows] == ["registry-app"] * 2 + ["replica-2"] * 3 + [
+            "registry-app"
+        ] * 2
+        assert ours[0].prev_hash == rows[4].hash
+        assert await verify(sessions) == []
+
+    async def test_an_append_rolled_back_leaves_the_next_chained_to_the_stored_head(
+        self, sessions: Sessions
+    ) -> None:
+        (kept,) = await append_many(sessions, 1)
+        async with sessions() as session:
+            await audit.append(
+                session, client_id="c", action="a", target="t", outcome="success", now=T0
+            )
+            await session.rollback()
+
+        (record,) = await append_many(sessions, 1)
+
+        assert (record.seq, record.prev_hash) == (2, kept.hash)
+        assert await verify(sessions) == []
+
+    async def test_a_detail_keeps_the_numbers_it_was_hashed_with(self, sessions: Sessions) -> None:
+        # A JSONB round trip would give 1e16 back as 10000000000000000, a hash that no longer
+        # verifies.
+        detail = {"large": 1e16, "small": 1e-7, "tenth": 0.1, "big_int": 2**62, "zero": -0.0}
+        async with sessions() as session:
+            record = await audit.append(
+                session,
+                client_id="c",
+                action="a",
+                target="t",
+                outcome="success",
+                detail=detail,
+                now=T0,
+            )
+            await session.commit()
+
+        async with sessions() as session:
+            row = (await session.execute(select(audit.audit_log))).one()
+        assert row.detail == record.detail == detail
+        assert [type(row.detail[k]) for k in ("large", "big_int")] == [float, int]
         assert await verify(sessions) == []
 
 

@@ -445,20 +445,22 @@ async def test_department_and_verification_metrics_are_exported(
     verification: httpx.AsyncClient, sandbox: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:
     headers = auth(token)
-    number = identity_number(serial=360)
-    await consent_for(verification, headers, number)
+    numbers = [identity_number(serial=360), identity_number(serial=361)]
+    for number in numbers:
+        await consent_for(verification, headers, number)
     await sandbox.put("/admin/departments/vehicle", json={"fault": "http_500"})
-    created = await verification.post("/v1/verifications", json=inline(number), headers=headers)
+    created = await verification.post("/v1/verifications", json=inline(*numbers), headers=headers)
     await finished(verification, created.headers["Location"], headers)
 
     text = (await verification.get("/metrics")).text
 
+    # A question per member and department: two members, two of each.
     assert 'bangfu_department_up{department="tax"} 1.0' in text
-    assert 'bangfu_department_requests_total{department="tax",outcome="ok"} 1.0' in text
+    assert 'bangfu_department_requests_total{department="tax",outcome="ok"} 2.0' in text
     assert (
-        'bangfu_department_requests_total{department="vehicle",outcome="unavailable"} 1.0' in text
+        'bangfu_department_requests_total{department="vehicle",outcome="unavailable"} 2.0' in text
     )
-    assert 'bangfu_department_request_duration_seconds_count{department="finance"} 1.0' in text
+    assert 'bangfu_department_request_duration_seconds_count{department="finance"} 2.0' in text
     assert 'bangfu_verification_completed_total{outcome="completed"} 1.0' in text
     assert "bangfu_verification_duration_seconds_count 1.0" in text
 

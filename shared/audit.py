@@ -27,13 +27,16 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     event,
     func,
     select,
     text,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
 from shared.db import common_metadata, rows_param
 
@@ -209,7 +212,7 @@ async def append_entries(
         records = _chained(entries, await _last_link(session), profile=profile)
         await session.execute(audit_log.insert(), [record.__dict__ for record in records])
         return records
-    chain = (bind.engine.url, bind.get_execution_options().get("search_path"))
+    chain = _chain_of(session)
     head = _heads.get(chain, _GENESIS)
     for _ in range(2):
         records = _chained(entries, head, profile=profile)
@@ -224,6 +227,59 @@ async def append_entries(
             return records
         head = found
     raise RuntimeError("the audit chain's head moved while its lock was held")
+
+
+async def append_with(
+    session: AsyncSession,
+    statement: Executable,
+    parameters: Mapping[str, Any],
+    entries: Sequence[AuditEntry],
+    *,
+    profile: Profile = "intl",
+) -> list[AuditRecord]:
+    """PostgreSQL, in a unit of one write (`Database.unit_of_work(one_write=True)`): execute
+    `statement`, a change that ends in `APPEND_CALL` (`APPEND_CALL.add_cte(...)`), with the
+    entries chained to the head this process last wrote. The change and its records commit
+    together in one round trip, where the change then `append_entries` took four: BEGIN, the
+    change, the append, COMMIT (bench/verification.py, stop 44).
+
+    If the head moved (another replica appended, or this process has not appended yet), the
+    function fails the statement, which undoes the change with it, and the statement is run
+    again chained to the head the failure named; another replica may move it again meanwhile,
+    so up to `_TRIES` times."""
+    if not entries:
+        raise ValueError("a change appended with its records needs records")
+    if session.get_bind().get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        # In a transaction, the failed statement would take the unit's earlier ones with it.
+        raise ValueError("append_with runs in a unit of one write, whose statements commit")
+    _check_entries(entries)
+    chain = _chain_of(session)
+    head = _heads.get(chain, _GENESIS)
+    for _ in range(_TRIES):
+        records = _chained(entries, head, profile=profile)
+        appended = {
+            "audit_seq": head.seq,
+            "audit_hash": head.hash,
+            "audit_records": rows_param(audit_log.c, [record.__dict__ for record in records]),
+        }
+        try:
+            await session.execute(statement, {**parameters, **appended})
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != HEAD_MOVED:
+                raise
+            await session.rollback()  # the session's; the statement undid itself
+            seq, hash_ = str(getattr(exc.orig, "detail", "")).split(" ")
+            head = _Link(seq=int(seq), hash=hash_)
+            continue
+        _heads[chain] = _Link(seq=records[-1].seq, hash=records[-1].hash)
+        return records
+    raise RuntimeError(f"the audit chain's head moved at each of {_TRIES} tries")
+
+
+def _chain_of(session: AsyncSession) -> tuple[URL, str | None]:
+    """The chain a session appends to: its database's, in its schema."""
+    bind = session.get_bind()
+    return (bind.engine.url, bind.get_execution_options().get("search_path"))
 
 
 def chained_in_thread(
@@ -514,11 +570,46 @@ END
 $$
 """
 DROP_APPEND_FUNCTION = "DROP FUNCTION IF EXISTS audit_append(bigint, text, text)"
-# Tables made without the migrations (`create_all`: tests, benches) get the function too.
-_create_function = DDL(APPEND_FUNCTION)  # type: ignore[no-untyped-call]
-event.listen(audit_log, "after_create", _create_function.execute_if(dialect="postgresql"))
+
+# PostgreSQL: `audit_append`, failing its statement with HEAD_MOVED when the head is not the
+# one the records were chained to, the head found in the error's detail (`append_with`): the
+# change it ends commits with its records or not at all.
+HEAD_MOVED = "BFA01"
+APPEND_OR_FAIL_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION audit_append_or_fail(expected_seq bigint, expected_hash text,
+                                                records text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    head_seq bigint;
+    head_hash text;
+BEGIN
+    SELECT h.head_seq, h.head_hash INTO head_seq, head_hash
+    FROM audit_append(expected_seq, expected_hash, records) h;
+    IF head_seq = expected_seq AND head_hash = expected_hash THEN
+        RETURN head_seq;
+    END IF;
+    RAISE EXCEPTION 'the audit chain''s head moved' USING
+        ERRCODE = '{HEAD_MOVED}', DETAIL = head_seq || ' ' || head_hash;
+END
+$$
+"""
+DROP_APPEND_OR_FAIL_FUNCTION = "DROP FUNCTION IF EXISTS audit_append_or_fail(bigint, text, text)"
+# Tables made without the migrations (`create_all`: tests, benches) get the functions too.
+for _function in (APPEND_FUNCTION, APPEND_OR_FAIL_FUNCTION):
+    _create = DDL(_function)  # type: ignore[no-untyped-call]
+    event.listen(audit_log, "after_create", _create.execute_if(dialect="postgresql"))
 
 _APPEND = text("SELECT head_seq, head_hash FROM audit_append(:seq, :hash, :records)")
+# What a change's statement ends in to append its records (`append_with`).
+APPEND_CALL = select(
+    func.audit_append_or_fail(
+        bindparam("audit_seq", type_=BigInteger),
+        bindparam("audit_hash", type_=String),
+        bindparam("audit_records", type_=String),
+    )
+)
+_TRIES = 5
 _GENESIS = _Link(seq=0, hash=GENESIS_HASH)
 # The head each chain (database, schema) had when this process last appended to it.
 _heads: dict[tuple[URL, str | None], _Link] = {}

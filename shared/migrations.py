@@ -156,6 +156,18 @@ def drop_audit_append() -> None:
         op.execute(audit.DROP_APPEND_FUNCTION)
 
 
+def create_audit_append_or_fail() -> None:
+    """PostgreSQL: the append that fails its statement if the head moved (2026-12),
+    `shared.audit.APPEND_OR_FAIL_FUNCTION`."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(audit.APPEND_OR_FAIL_FUNCTION)
+
+
+def drop_audit_append_or_fail() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(audit.DROP_APPEND_OR_FAIL_FUNCTION)
+
+
 def drop_common_tables() -> None:
     for table in ("idempotency_key", "audit_anchor", "audit_log", "inbox", "outbox"):
         op.drop_table(table)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -398,10 +399,11 @@ async def write_reports(
     and people, the events' outbox rows and the audit records. These are the transaction's
     last writes: the unit of work's commit must follow.
 
-    On PostgreSQL in one statement instead of ten: a statement's round trip costs the service
-    ~0.3 ms of CPU and PostgreSQL more, and the report's write was 10 ms of a household's
-    75-85 there (bench/README.md). The audit chain's lock, which every writer queues on,
-    comes after it: held briefly.
+    On PostgreSQL in one statement instead of ten, its audit records appended by it, in a unit
+    of one write (`Database.unit_of_work(one_write=True)`): no BEGIN, no COMMIT, no call of
+    its own for the audit records (`audit.append_with`). A statement's round trip costs the
+    service ~0.3 ms of CPU and PostgreSQL more, and the report's write was 10 ms of a
+    household's 75-85 there (bench/README.md).
 
     On SQLite, every row, the updates, the audit records (chained to the head read there,
     under the write lock its transaction holds) and the COMMIT go in one call to the driver's
@@ -420,7 +422,7 @@ async def write_reports(
         await write_together(
             session,
             [
-                (verification_item, items),
+                (_ITEMS_SQLITE, items),
                 (raw_answer, raw_answers),
                 (department_query, queries),
                 (report, reports),
@@ -445,8 +447,7 @@ async def write_reports(
         "followed_households": list(feed_indexes),
         **outbox_params(events),
     }
-    await session.execute(_REPORTS_STATEMENT, params)
-    await audit.append_entries(session, audit_entries, profile=profile)
+    await audit.append_with(session, _REPORTS_STATEMENT, params, audit_entries, profile=profile)
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
@@ -480,7 +481,19 @@ def _inserted(table: Table, name: str, columns: Sequence[Column[Any]]) -> postgr
     return postgresql.insert(table).from_select([c.name for c in columns], recordset(name, columns))
 
 
-def _reports_statement() -> postgresql.Insert:
+# A report's items replace those of the same member and department that an earlier version
+# had (a re-ask of the missing ones): upserted, in the report's one statement.
+_ITEM_KEY = [c for c in verification_item.c if c.primary_key]
+_ITEM_VALUES = [c.name for c in verification_item.c if not c.primary_key]
+_item_sqlite = sqlite.insert(verification_item).values(
+    {c.name: bindparam(c.name, type_=c.type) for c in verification_item.c}
+)
+_ITEMS_SQLITE = _item_sqlite.on_conflict_do_update(
+    index_elements=_ITEM_KEY, set_={c: _item_sqlite.excluded[c] for c in _ITEM_VALUES}
+)
+
+
+def _reports_statement() -> Select[Any]:
     done = recordset("done", _DONE_COLUMNS).subquery("done")
     watched = _inserted(watched_household, "watched", _WATCHED_COLUMNS)
     followed = recordset("followed", list(watched_person.c)).subquery("followed")
@@ -516,7 +529,14 @@ def _reports_statement() -> postgresql.Insert:
         .cte("followed_written"),
         outbox_cte(),
     ]
-    return _inserted(verification_item, "item", list(verification_item.c)).add_cte(*ctes)
+    items = _inserted(verification_item, "item", list(verification_item.c))
+    ctes.append(
+        items.on_conflict_do_update(
+            index_elements=_ITEM_KEY, set_={c: items.excluded[c] for c in _ITEM_VALUES}
+        ).cte("items_written")
+    )
+    # Ends in the audit records' append, which fails the statement if the chain's head moved.
+    return audit.APPEND_CALL.add_cte(*ctes)
 
 
 _REPORTS_STATEMENT = _reports_statement()
@@ -529,22 +549,6 @@ async def get_items(session: AsyncSession, verification_id: str) -> list[dict[st
         .order_by(verification_item.c.member_id, verification_item.c.department)
     )
     return [dict(r) for r in rows.mappings()]
-
-
-async def delete_items(
-    session: AsyncSession, verification_id: str, rows: Sequence[dict[str, Any]]
-) -> None:
-    """Delete the verification's items for the (member, department) pairs of `rows`: the
-    earlier answers that these replace."""
-    for member_id in {r["member_id"] for r in rows}:
-        departments = [r["department"] for r in rows if r["member_id"] == member_id]
-        await session.execute(
-            delete(verification_item).where(
-                verification_item.c.verification_id == verification_id,
-                verification_item.c.member_id == member_id,
-                verification_item.c.department.in_(departments),
-            )
-        )
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

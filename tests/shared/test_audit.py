@@ -812,3 +812,89 @@ class TestChainedInThread:
         wrong = dataclasses.replace(self.ENTRIES[0], outcome="maybe")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="outcome"):
             audit.chained_in_thread([wrong])
+
+
+class TestAppendWith:
+    """`audit.append_with` (PostgreSQL): a change's statement that appends its records, both
+    committed by the one statement or neither."""
+
+    @pytest.fixture(autouse=True)
+    def postgresql_only(self) -> None:
+        if not os.environ.get("BANGFU_TEST_DATABASE_URL", "sqlite").startswith("postgresql"):
+            pytest.skip("a statement ending in a PL/pgSQL function: PostgreSQL's")
+
+    @pytest.fixture
+    async def notes(self, audit_engine: AsyncEngine) -> AsyncIterator[Sessions]:
+        """Sessions whose statements commit on their own, and a table for a change to write."""
+        async with audit_engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE note (id serial PRIMARY KEY, said text)"))
+        yield async_sessionmaker(
+            audit_engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+
+    NOTE = audit.APPEND_CALL.add_cte(
+        text("INSERT INTO note (said) VALUES (:said) RETURNING id").columns().cte("noted")
+    )
+
+    @staticmethod
+    def entry(n: int) -> audit.AuditEntry:
+        return audit.AuditEntry("c", "note.write", f"note/{n}", "success", T0, detail={"n": n})
+
+    async def said(self, sessions: Sessions) -> list[str]:
+        async with sessions() as session:
+            return list(
+                (await session.execute(text("SELECT said FROM note ORDER BY id"))).scalars()
+            )
+
+    async def test_the_change_and_its_records_are_written_by_one_statement(
+        self, sessions: Sessions, notes: Sessions
+    ) -> None:
+        async with notes() as session:
+            first = await audit.append_with(
+                session, self.NOTE, {"said": "一"}, [self.entry(1), self.entry(2)]
+            )
+            (second,) = await audit.append_with(session, self.NOTE, {"said": "二"}, [self.entry(3)])
+
+        assert [r.seq for r in first] == [1, 2]
+        assert (second.seq, second.prev_hash) == (3, first[1].hash)
+        assert await self.said(notes) == ["一", "二"]
+        assert await stored_seqs(sessions) == [1, 2, 3]
+        assert await verify(sessions) == []
+
+    async def test_after_another_process_appended_the_change_is_undone_and_run_again(
+        self, audit_engine: AsyncEngine, sessions: Sessions, notes: Sessions
+    ) -> None:
+        async with notes() as session:  # this process knows the head: seq 1
+            await audit.append_with(session, self.NOTE, {"said": "一"}, [self.entry(1)])
+        url = audit_engine.url.render_as_string(hide_password=False)
+        schema = audit_engine.sync_engine.get_execution_options().get("search_path") or ""
+        replica = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", APPEND_THREE, url, schema, cwd=Path(__file__).parents[2]
+        )
+        assert await replica.wait() == 0  # the head is now seq 4, written there
+
+        async with notes() as session:
+            (record,) = await audit.append_with(session, self.NOTE, {"said": "二"}, [self.entry(2)])
+
+        # The first try, chained to seq 1, failed and took its note with it: "二" once.
+        assert await self.said(notes) == ["一", "二"]
+        async with sessions() as session:
+            rows = (await session.execute(select(audit.audit_log).order_by("seq"))).all()
+        assert [(row.seq, row.client_id) for row in rows] == [
+            (1, "c"),
+            (2, "replica-2"),
+            (3, "replica-2"),
+            (4, "replica-2"),
+            (5, "c"),
+        ]
+        assert (record.seq, record.prev_hash) == (5, rows[3].hash)
+        assert await verify(sessions) == []
+
+    async def test_in_a_transaction_it_is_refused(
+        self, sessions: Sessions, notes: Sessions
+    ) -> None:
+        # There, a failed try would undo the transaction's earlier statements too.
+        async with sessions() as session:
+            with pytest.raises(ValueError, match="unit of one write"):
+                await audit.append_with(session, self.NOTE, {"said": "一"}, [self.entry(1)])
+        assert await self.said(notes) == []

@@ -123,7 +123,7 @@ def _event(verification_id: str, version: int) -> CloudEvent:
 async def _write(
     db: Database, *reports: dict[str, Any], watched: list[dict[str, Any]], feed: dict[str, Any]
 ) -> None:
-    async with db.unit_of_work(by_key=True) as uow:
+    async with db.unit_of_work(one_write=True) as uow:
         await store.write_reports(
             uow.session,
             **{k: [r for rows in reports for r in rows[k]] for k in reports[0]},
@@ -280,5 +280,42 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
         ]
         async with db.unit_of_work() as uow:
             assert await audit.verify(uow.session) == []  # chained, each to the one before
+    finally:
+        await db.dispose()
+
+
+async def test_a_re_asked_item_replaces_the_earlier_versions_one(
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+) -> None:
+    url, schema = await migrated_database("verification")
+    db = Database(url, schema=schema)
+    async with db.unit_of_work() as uow:
+        row, _ = _queued(
+            household_id="h-1",
+            region="411302",
+            purpose="申请",
+            departments=[Department.TAX, Department.VEHICLE],
+            trigger="api",
+            requested_by="test-client",
+        )
+        await store.insert_verification(uow.session, row)
+        await uow.commit()
+    watched = [{"household_id": "h-1", "region": "411302", "last_verified_at": NOW}]
+    try:
+        await _write(db, _rows(row["id"], "h-1", 1), watched=watched, feed={"h-1": ["f-a"]})
+        # Version 2 re-asked member m1's vehicle, which answered this time.
+        again = _rows(row["id"], "h-1", 2)
+        (vehicle,) = [i for i in again["items"] if i["department"] == "vehicle"]
+        again["items"] = [{**vehicle, "member_id": "m1", "status": "found", "reason": None}]
+        await _write(db, again, watched=watched, feed={"h-1": ["f-a"]})
+
+        items = await _all(db, store.verification_item, "member_id", "department")
+        assert [(i["member_id"], i["department"], i["status"]) for i in items] == [
+            ("m1", "tax", "found"),
+            ("m1", "vehicle", "found"),
+        ]
+        assert items[1]["reason"] is None
+        reports = await _all(db, store.report, "version")
+        assert [r["version"] for r in reports] == [1, 2]
     finally:
         await db.dispose()

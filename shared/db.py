@@ -412,9 +412,13 @@ def _sqlite_write(
     if sorted(order) != sorted(keys):
         raise ValueError(f"{statement}: not a parameter each: {sorted(set(keys) ^ set(order))}")
     processors = [
-        (n, process)
+        (n, _faster(impl, process))
         for n, key in enumerate(order)
-        if (process := compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect))
+        if (
+            process := (impl := compiled.binds[key].type.dialect_impl(dialect)).bind_processor(
+                dialect
+            )
+        )
     ]
     pick = operator.itemgetter(*order)
 
@@ -427,6 +431,25 @@ def _sqlite_write(
         return values
 
     return str(compiled), values_of
+
+
+def _faster(impl: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLite's DATETIME processor in its default storage format, by `isoformat`: the same text
+    (`YYYY-MM-DD HH:MM:SS.ffffff`, the wall time without its zone) in a fifth of the time.
+    A report's rows hold some 180 times, 0.45 ms of a household's after its last answer
+    (bench/verification.py, stop 44). Anything but a `datetime` goes through the original."""
+    if not isinstance(impl, sqlite.DATETIME) or impl._storage_format != _SQLITE_DATETIME_FORMAT:
+        return process
+
+    def process_datetime(value: Any) -> Any:
+        if type(value) is datetime:
+            return value.isoformat(" ", "microseconds")[:26]
+        return process(value)
+
+    return process_datetime
+
+
+_SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
 
 
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):

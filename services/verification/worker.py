@@ -1091,6 +1091,6 @@ def report_body(
         "members": [
             {"member_id": m, "identity_number": mask_identity_number(n)} for m, n in subject.members
         ],
-        # The hashed JSON read back: the report's dates and sets as JSON has them.
-        "report": orjson.loads(report.canonical),
+        # The hashed JSON itself, as its text: no parse and write again (0.3 ms a report).
+        "report": orjson.Fragment(report.canonical),
     }

@@ -9,7 +9,7 @@ import itertools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -392,9 +392,18 @@ class TestWriteTogether:
     async def test_the_stored_values_are_those_of_sqlalchemys_own_insert(
         self, db: Database
     ) -> None:
-        at = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
-        ours = [_typed_row(n, at) for n in range(1, 7)]
-        theirs = [{**_typed_row(n, at), "id": f"s{n}"} for n in range(1, 7)]
+        # Times with and without microseconds, zones and years of fewer digits: the text
+        # SQLite keeps of each (`_faster`) is SQLAlchemy's.
+        ats = [
+            datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC) - timedelta(microseconds=1),
+            datetime(2026, 12, 2, 1, 2, 3, 456788, tzinfo=UTC),
+            datetime(2026, 6, 1, 23, 59, 59, 999998, tzinfo=timezone(timedelta(hours=8))),
+            datetime(999, 1, 2, 3, 4, 5),
+            datetime(9999, 12, 31, 23, 59, 59, 999990),
+            datetime(1, 1, 1, tzinfo=UTC),
+        ]
+        ours = [_typed_row(n, at) for n, at in enumerate(ats, 1)]
+        theirs = [{**_typed_row(n, at), "id": f"s{n}"} for n, at in enumerate(ats, 1)]
         async with db.unit_of_work() as uow:
             await write_together(uow.session, [(typed, ours), (other, [])])
             await uow.session.execute(insert(typed), theirs)
@@ -408,6 +417,7 @@ class TestWriteTogether:
         assert len(by_id) == 12
         for n in range(1, 7):
             assert by_id[f"{n}"] == by_id[f"s{n}"]  # the same text, number and NULL stored
+            assert read[f"{n}"].at.replace(tzinfo=None) == ours[n - 1]["at"].replace(tzinfo=None)
             assert read[f"{n}"].doc == ours[n - 1]["doc"]
             assert read[f"{n}"].day == ours[n - 1]["day"]
         assert by_id["3"][2] == "null"  # JSON's null, as SQLAlchemy writes a None to JSON

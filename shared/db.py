@@ -411,15 +411,11 @@ def _sqlite_write(
     order = compiled.positiontup or []  # the statement's order, not the keys'
     if sorted(order) != sorted(keys):
         raise ValueError(f"{statement}: not a parameter each: {sorted(set(keys) ^ set(order))}")
-    processors = [
-        (n, _faster(impl, process))
-        for n, key in enumerate(order)
-        if (
-            process := (impl := compiled.binds[key].type.dialect_impl(dialect)).bind_processor(
-                dialect
-            )
-        )
-    ]
+    processors = []
+    for n, key in enumerate(order):
+        impl = compiled.binds[key].type.dialect_impl(dialect)
+        if process := impl.bind_processor(dialect):
+            processors.append((n, _faster(impl, process)))
     pick = operator.itemgetter(*order)
 
     def values_of(row: Mapping[str, Any]) -> list[Any]:

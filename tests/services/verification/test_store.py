@@ -150,21 +150,11 @@ async def _write(
         await uow.commit()
 
 
-async def _all(db: Database, table: Any, *order: Any) -> list[dict[str, Any]]:
-    async with db.unit_of_work() as uow:
-        found = await uow.session.execute(select(table).order_by(*order))
-        return [dict(r) for r in found.mappings()]
-
-
-async def test_reports_are_written_with_every_row_and_the_household_followed_anew(
-    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
-) -> None:
-    url, schema = await migrated_database("verification")
-    db = Database(url, schema=schema)
-    households = ("h-moved", "h-other")
+async def _filed(db: Database, *household_ids: str) -> list[str]:
+    """A queued verification of each household, as a request files it; their ids."""
     ids = []
     async with db.unit_of_work() as uow:
-        for household_id in households:
+        for household_id in household_ids:
             row, _ = _queued(
                 household_id=household_id,
                 region="411302",
@@ -176,7 +166,21 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
             await store.insert_verification(uow.session, row)
             ids.append(row["id"])
         await uow.commit()
-    moved, other = ids
+    return ids
+
+
+async def _all(db: Database, table: Any, *order: Any) -> list[dict[str, Any]]:
+    async with db.unit_of_work() as uow:
+        found = await uow.session.execute(select(table).order_by(*order))
+        return [dict(r) for r in found.mappings()]
+
+
+async def test_reports_are_written_with_every_row_and_the_household_followed_anew(
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+) -> None:
+    url, schema = await migrated_database("verification")
+    db = Database(url, schema=schema)
+    moved, other = await _filed(db, "h-moved", "h-other")
     try:
         await _write(
             db,
@@ -289,22 +293,12 @@ async def test_a_re_asked_item_replaces_the_earlier_versions_one(
 ) -> None:
     url, schema = await migrated_database("verification")
     db = Database(url, schema=schema)
-    async with db.unit_of_work() as uow:
-        row, _ = _queued(
-            household_id="h-1",
-            region="411302",
-            purpose="申请",
-            departments=[Department.TAX, Department.VEHICLE],
-            trigger="api",
-            requested_by="test-client",
-        )
-        await store.insert_verification(uow.session, row)
-        await uow.commit()
+    (verification_id,) = await _filed(db, "h-1")
     watched = [{"household_id": "h-1", "region": "411302", "last_verified_at": NOW}]
     try:
-        await _write(db, _rows(row["id"], "h-1", 1), watched=watched, feed={"h-1": ["f-a"]})
+        await _write(db, _rows(verification_id, "h-1", 1), watched=watched, feed={"h-1": ["f-a"]})
         # Version 2 re-asked member m1's vehicle, which answered this time.
-        again = _rows(row["id"], "h-1", 2)
+        again = _rows(verification_id, "h-1", 2)
         (vehicle,) = [i for i in again["items"] if i["department"] == "vehicle"]
         again["items"] = [{**vehicle, "member_id": "m1", "status": "found", "reason": None}]
         await _write(db, again, watched=watched, feed={"h-1": ["f-a"]})

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Text, cast, select
 
 from services.verification import store
 from services.verification.domain.departments import Department
@@ -311,5 +312,29 @@ async def test_a_re_asked_item_replaces_the_earlier_versions_one(
         assert items[1]["reason"] is None
         reports = await _all(db, store.report, "version")
         assert [r["version"] for r in reports] == [1, 2]
+    finally:
+        await db.dispose()
+
+
+async def test_a_reports_body_keeps_the_hashed_text_as_written(
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+) -> None:
+    """The body embeds the report's canonical JSON, the text its hash was taken of
+    (`worker.report_body`); the database keeps it byte for byte, where PostgreSQL's JSONB
+    would rewrite it (spaces, key order, numbers)."""
+    url, schema = await migrated_database("verification")
+    db = Database(url, schema=schema)
+    (verification_id,) = await _filed(db, "h-1")
+    canonical = b'{"items":[{"a":null,"b":1.5}],"total_fen":10000000000000000,"z":"\xe7\x89\x88"}'
+    rows = _rows(verification_id, "h-1", 1)
+    rows["reports"][0]["body"] = {"report": orjson.Fragment(canonical), "version": 1}
+    watched = [{"household_id": "h-1", "region": "411302", "last_verified_at": NOW}]
+    try:
+        await _write(db, rows, watched=watched, feed={"h-1": ["f-a"]})
+        async with db.unit_of_work() as uow:
+            stored = (await uow.session.execute(select(cast(store.report.c.body, Text)))).scalar()
+        assert stored is not None
+        assert canonical.decode() in stored
+        assert orjson.loads(stored)["report"] == orjson.loads(canonical)
     finally:
         await db.dispose()

@@ -113,7 +113,7 @@ def recordset(name: str, columns: Sequence[Column[Any]]) -> Select[Any]:
     `json_to_recordset`, not `jsonb_`: the text is read as it goes rather than made into a
     JSONB value first, and a JSON column's value is stored as given (JSONB rewrote it, key
     order and numbers included, where a report's body is the text its hash was taken of). A
-    household's report statement took 1.69-1.71 ms against 1.93-1.99 (PostgreSQL, replayed).
+    household's report statement took 1.67-1.71 ms against 1.93-1.99 (PostgreSQL, replayed).
     """
     rows = (
         func.json_to_recordset(cast(bindparam(name, type_=Text), postgresql.JSON))

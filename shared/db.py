@@ -749,7 +749,7 @@ class Database:
 
         A claim's plan depends on none of its values, so a cached statement keeps a generic
         plan: planned anew, the relay's claim of one row took 0.39-0.43 ms, 0.22 with its plan
-        kept (asyncpg, this machine's PostgreSQL), on the way of every event to the broker.
+        kept (asyncpg, the bench machine's PostgreSQL), on the way of every event to the broker.
         """
         if self._claims is None:
             self._claims = create_engine(

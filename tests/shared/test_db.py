@@ -660,6 +660,24 @@ class TestUnitOfOneWrite:
         assert (apart[0] != apart[1], together[0] == together[1]) == (True, True)
         assert mode == "auto"  # its statements find their rows by key, as `by_key`'s
 
+    @pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL's transactions")
+    async def test_on_postgresql_a_first_read_by_key_begins_no_transaction(
+        self, database: Database
+    ) -> None:
+        # `UnitOfWork.read_committed`: no BEGIN round trip before the unit's first statement.
+        async with database.unit_of_work() as uow:
+            await uow.session.execute(insert(place), [{"region": "411302"}])
+            await uow.commit()
+        by_region = select(place.c.region).where(place.c.region == "411302")
+        async with database.unit_of_work() as uow:
+            first = await uow.read_committed(by_region)
+            began = uow.session.in_transaction()
+            await uow.session.execute(insert(place), [{"region": "411303"}])
+            # Once begun, in the unit's transaction: its own write, not yet committed.
+            after = await uow.read_committed(select(place.c.region).order_by(place.c.region))
+        assert ([r["region"] for r in first], began) == (["411302"], False)
+        assert [r["region"] for r in after] == ["411302", "411303"]
+
     async def test_events_must_be_written_by_the_write_itself(self, database: Database) -> None:
         async with database.unit_of_work(one_write=True) as uow:
             uow.publish({"type": "queued but not taken"})

@@ -592,7 +592,7 @@ class UnitOfWork:
         read its members' consents so: 1.3 ms of its caller's wait, bench/verification.py).
         On PostgreSQL, by key, with no transaction (`Database.read_by_key`): in the session
         its BEGIN would be a round trip before it (a request for a verification put its first
-        question to a department 0.2-0.5 ms sooner without, bench/verification.py). Once the
+        question to a department 0.2-0.7 ms sooner without, bench/verification.py). Once the
         unit has begun, or if the file is busy, in the session.
         """
         if not self.session.in_transaction():

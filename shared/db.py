@@ -71,6 +71,8 @@ CUSTOM_PLANS, GENERIC_PLANS = "force_custom_plan", "auto"
 
 # Told the events a commit wrote (CloudEvents; the outbox imports this module), once committed.
 AfterCommit = Callable[[Sequence[Any]], None]
+# A read outside a unit's transaction (`Database.read_apart`).
+ReadApart = Callable[[Executable, Mapping[str, Any]], Awaitable[list[RowMapping] | None]]
 
 
 def json_text(value: Any) -> str:
@@ -569,39 +571,26 @@ class UnitOfWork:
         *,
         after_commit: AfterCommit | None = None,
         one_write: bool = False,
-        read_in_loop: Callable[[Executable, Mapping[str, Any]], list[Any]] | None = None,
-        read_by_key: Callable[[Executable, Mapping[str, Any]], Awaitable[list[RowMapping]]]
-        | None = None,
+        read_apart: ReadApart | None = None,
     ) -> None:
         self.session = session
         self._after_commit = after_commit
         self._one_write = one_write  # `Database.unit_of_work`
-        self._read_in_loop = read_in_loop
-        self._read_by_key = read_by_key
+        self._read_apart = read_apart
         self._pending_events: list[Any] = []
         self._taken_events: list[Any] = []
 
     async def read_committed(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> list[RowMapping]:
-        """The rows of a short read of what is committed, before the unit's first statement.
-
-        On a SQLite file, on the loop's thread (`Database.read_in_loop`): in the session it
-        would be a call to the driver's thread, and begin the unit's transaction, which holds
-        the database's write lock from its first statement (a request for a verification
-        read its members' consents so: 1.3 ms of its caller's wait, bench/verification.py).
-        On PostgreSQL, by key, with no transaction (`Database.read_by_key`): in the session
-        its BEGIN would be a round trip before it (a request for a verification put its first
-        question to a department 0.2-0.7 ms sooner without, bench/verification.py). Once the
-        unit has begun, or if the file is busy, in the session.
+        """The rows of a short read by key of what is committed, before the unit's first
+        statement: outside the unit's transaction where the database allows
+        (`Database.read_apart`), else, and once the unit has begun, in the session.
         """
-        if not self.session.in_transaction():
-            if self._read_in_loop is not None:
-                with contextlib.suppress(sqlalchemy.exc.OperationalError):  # busy: the session's
-                    rows = self._read_in_loop(statement, parameters or {})
-                    return [row._mapping for row in rows]
-            elif self._read_by_key is not None:
-                return await self._read_by_key(statement, parameters or {})
+        if self._read_apart is not None and not self.session.in_transaction():
+            rows = await self._read_apart(statement, parameters or {})
+            if rows is not None:
+                return rows
         return list((await self.session.execute(statement, parameters)).mappings())
 
     @property
@@ -722,15 +711,30 @@ class Database:
                 session,
                 after_commit=self.after_commit,
                 one_write=one_write,
-                read_in_loop=self.read_in_loop if self._file_reads else None,
-                read_by_key=None if is_sqlite(self.url) else self.read_by_key,
+                read_apart=self.read_apart,
             )
 
-    async def read_by_key(
+    async def read_apart(
         self, statement: Executable, parameters: Mapping[str, Any]
-    ) -> list[RowMapping]:
-        """PostgreSQL: the rows of a read that finds them by key, on a connection of the units
-        of one write: no transaction, so no BEGIN round trip before it, and its plan kept."""
+    ) -> list[RowMapping] | None:
+        """The rows of a short read by key of what is committed, in no unit's transaction; None
+        where that cannot be (an in-memory SQLite, a busy file): the caller's session reads.
+
+        On a SQLite file, on the loop's thread (`read_in_loop`): in a session it would be a
+        call to the driver's thread, and begin a transaction, which holds the database's write
+        lock from its first statement (a request for a verification read its members'
+        consents so: 1.3 ms of its caller's wait, bench/verification.py). On PostgreSQL, on a
+        connection of the units of one write, with no transaction: in a session its BEGIN
+        would be a round trip before it (a request for a verification put its first question
+        to a department 0.2-0.7 ms sooner without, bench/verification.py); its plan is kept.
+        """
+        if self._file_reads:
+            try:
+                return [row._mapping for row in self.read_in_loop(statement, parameters)]
+            except sqlalchemy.exc.OperationalError:  # busy: another process holds the file
+                return None
+        if is_sqlite(self.url):
+            return None
         async with self._autocommit_sessionmaker() as session:
             return list((await session.execute(statement, parameters)).mappings())
 

@@ -236,10 +236,11 @@ async def append_with(
     entries: Sequence[AuditEntry],
     *,
     profile: Profile = "intl",
-) -> list[AuditRecord]:
+) -> tuple[list[AuditRecord], Row[Any]]:
     """PostgreSQL, in a unit of one write (`Database.unit_of_work(one_write=True)`): execute
-    `statement`, a change that ends in `APPEND_CALL` (`APPEND_CALL.add_cte(...)`), with the
-    entries chained to the head this process last wrote. The change and its records commit
+    `statement`, a change that ends in `APPEND_CALL` (`APPEND_CALL.add_cte(...)`, with more
+    columns if need be), with the entries chained to the head this process last wrote; the
+    records and the statement's row. The change and its records commit
     together in one round trip, where the change then `append_entries` took four: BEGIN, the
     change, the append, COMMIT (bench/verification.py, stop 44).
 
@@ -263,7 +264,7 @@ async def append_with(
             "audit_records": rows_param(audit_log.c, [record.__dict__ for record in records]),
         }
         try:
-            await session.execute(statement, {**parameters, **appended})
+            row = (await session.execute(statement, {**parameters, **appended})).one()
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != HEAD_MOVED:
                 raise
@@ -272,7 +273,7 @@ async def append_with(
             head = _Link(seq=int(seq), hash=hash_)
             continue
         _heads[chain] = _Link(seq=records[-1].seq, hash=records[-1].hash)
-        return records
+        return records, row
     raise RuntimeError(f"the audit chain's head moved at each of {_TRIES} tries")
 
 

@@ -71,6 +71,9 @@ CUSTOM_PLANS, GENERIC_PLANS = "force_custom_plan", "auto"
 
 # Told the events a commit wrote (CloudEvents; the outbox imports this module), once committed.
 AfterCommit = Callable[[Sequence[Any]], None]
+# Where a statement that wrote outbox rows notes, in its session's `info`, the ids of the events
+# it found free to be published at once (`shared.events.outbox.at_once`).
+OUTBOX_AT_ONCE = "outbox_at_once"
 # A read outside a unit's transaction (`Database.read_apart`).
 ReadApart = Callable[[Executable, Mapping[str, Any]], Awaitable[list[RowMapping] | None]]
 
@@ -570,11 +573,13 @@ class UnitOfWork:
         session: AsyncSession,
         *,
         after_commit: AfterCommit | None = None,
+        publish_at_once: AfterCommit | None = None,
         one_write: bool = False,
         read_apart: ReadApart | None = None,
     ) -> None:
         self.session = session
         self._after_commit = after_commit
+        self._publish_at_once = publish_at_once
         self._one_write = one_write  # `Database.unit_of_work`
         self._read_apart = read_apart
         self._pending_events: list[Any] = []
@@ -639,12 +644,18 @@ class UnitOfWork:
             self._pending_events = []
         await self.session.commit()
         self._taken_events = []
+        # Only a unit of one write: its statement committed as it ran, when it found no
+        # earlier event of an aggregate unsent; in a transaction one may be sent meanwhile.
+        at_once = set(self.session.info.pop(OUTBOX_AT_ONCE, ()))
+        if at_once and self.autocommit and self._publish_at_once:
+            self._publish_at_once([e for e in events if e.id in at_once])
         if events and self._after_commit:
             self._after_commit(events)
 
     async def rollback(self) -> None:
         self._pending_events = []
         self._taken_events = []
+        self.session.info.pop(OUTBOX_AT_ONCE, None)
         await self.session.rollback()
 
 
@@ -675,6 +686,8 @@ class Database:
         )
         self._autocommit_sessionmaker = async_sessionmaker(autocommit, expire_on_commit=False)
         self.after_commit: AfterCommit | None = None
+        # Given the events a unit of one write may publish at once (`OutboxRelay`).
+        self.publish_at_once: AfterCommit | None = None
         self._claims: AsyncEngine | None = None
         self._reads: sqlalchemy.Engine | None = None  # `read_in_loop`
         self._file_reads = is_sqlite(url) and ":memory:" not in url
@@ -710,6 +723,7 @@ class Database:
             yield UnitOfWork(
                 session,
                 after_commit=self.after_commit,
+                publish_at_once=self.publish_at_once,
                 one_write=one_write,
                 read_apart=self.read_apart,
             )

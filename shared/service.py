@@ -99,6 +99,7 @@ class ServiceRuntime:
             on_backlog=self._record_backlog,
         )
         self.db.after_commit = self.relay.wake
+        self.db.publish_at_once = self.relay.publish_at_once
         self._checkpointer = asyncio.create_task(
             self._checkpoint_periodically(), name="audit-checkpoint"
         )

@@ -39,7 +39,14 @@ from shared import audit
 from shared.crypto import Profile
 from shared.db import new_metadata, recordset, region_condition, rows_param, write_together
 from shared.events.envelope import CloudEvent
-from shared.events.outbox import outbox, outbox_cte, outbox_params, outbox_rows
+from shared.events.outbox import (
+    at_once,
+    note_at_once,
+    outbox,
+    outbox_cte,
+    outbox_params,
+    outbox_rows,
+)
 
 metadata = new_metadata()
 
@@ -447,7 +454,10 @@ async def write_reports(
         "followed_households": list(feed_indexes),
         **outbox_params(events),
     }
-    await audit.append_with(session, _REPORTS_STATEMENT, params, audit_entries, profile=profile)
+    _, row = await audit.append_with(
+        session, _REPORTS_STATEMENT, params, audit_entries, profile=profile
+    )
+    note_at_once(session, row.outbox_at_once)
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
@@ -527,7 +537,7 @@ def _reports_statement() -> Select[Any]:
         .from_select(["feed_index", "household_id"], select(followed))
         .on_conflict_do_nothing()
         .cte("followed_written"),
-        outbox_cte(),
+        written := outbox_cte(),
     ]
     items = _inserted(verification_item, "item", list(verification_item.c))
     ctes.append(
@@ -536,7 +546,7 @@ def _reports_statement() -> Select[Any]:
         ).cte("items_written")
     )
     # Ends in the audit records' append, which fails the statement if the chain's head moved.
-    return audit.APPEND_CALL.add_cte(*ctes)
+    return audit.APPEND_CALL.add_columns(at_once(written)).add_cte(*ctes)
 
 
 _REPORTS_STATEMENT = _reports_statement()

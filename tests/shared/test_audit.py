@@ -850,11 +850,15 @@ class TestAppendWith:
         self, sessions: Sessions, notes: Sessions
     ) -> None:
         async with notes() as session:
-            first = await audit.append_with(
+            first, first_row = await audit.append_with(
                 session, self.NOTE, {"said": "一"}, [self.entry(1), self.entry(2)]
             )
-            (second,) = await audit.append_with(session, self.NOTE, {"said": "二"}, [self.entry(3)])
+            (second,), second_row = await audit.append_with(
+                session, self.NOTE, {"said": "二"}, [self.entry(3)]
+            )
 
+        # The statement's row: the append's head, each chained to the one before.
+        assert (first_row[0], second_row[0]) == (0, 2)
         assert [r.seq for r in first] == [1, 2]
         assert (second.seq, second.prev_hash) == (3, first[1].hash)
         assert await self.said(notes) == ["一", "二"]
@@ -874,7 +878,9 @@ class TestAppendWith:
         assert await replica.wait() == 0  # the head is now seq 4, written there
 
         async with notes() as session:
-            (record,) = await audit.append_with(session, self.NOTE, {"said": "二"}, [self.entry(2)])
+            (record,), _ = await audit.append_with(
+                session, self.NOTE, {"said": "二"}, [self.entry(2)]
+            )
 
         # The first try, chained to seq 1, failed and took its note with it: "二" once.
         assert await self.said(notes) == ["一", "二"]

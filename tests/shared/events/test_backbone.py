@@ -21,7 +21,9 @@ from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_sub
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import (
     OutboxRelay,
+    at_once,
     backlog,
+    note_at_once,
     outbox,
     outbox_cte,
     outbox_params,
@@ -370,6 +372,111 @@ class TestEventsWrittenByTheChangesStatement:
             assert await uow.session.scalar(select(func.count()).select_from(outbox)) == 0
 
 
+class TestPublishedAtOnce:
+    """PostgreSQL: a unit of one write hands the relay, at its commit, the events its statement
+    found free (`at_once`: no earlier event of their aggregate unsent); they are published then,
+    without a pass, and marked sent later."""
+
+    @pytest.fixture(autouse=True)
+    def postgresql_only(self, database: Database) -> None:
+        if database.dialect != "postgresql":
+            pytest.skip("a unit of one write is a transaction on SQLite, published by a pass")
+
+    @staticmethod
+    async def write_one(db: Database, events: list[CloudEvent]) -> list[str]:
+        """The events written by a unit of one write's statement; the ids it found free."""
+        async with db.unit_of_work(one_write=True) as uow:
+            uow.publish(*events)
+            written = outbox_cte()
+            statement = select(at_once(written)).add_cte(written)
+            free = (await uow.session.execute(statement, outbox_params(uow.take_events()))).one()
+            note_at_once(uow.session, free.outbox_at_once)
+            await uow.commit()
+        return list(free.outbox_at_once or [])
+
+    @staticmethod
+    def attach(db: Database, relay: OutboxRelay) -> None:
+        db.after_commit, db.publish_at_once = relay.wake, relay.publish_at_once
+
+    async def test_the_events_are_published_at_the_commit_with_no_pass_and_marked_sent(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        relay = OutboxRelay(database, js, mark_seconds=0.01)  # never started: no pass runs
+        self.attach(database, relay)
+        events = [sample_event("h-now", n) for n in (1, 2, 3)] + [sample_event("h-too", 1)]
+        assert await self.write_one(database, events) == [e.id for e in events]
+        await wait_for(lambda: _has_messages(js, 4))
+        assert await _sequences_in_stream(js, "h-now") == [1, 2, 3]
+        await relay.marked()
+        async with database.sessionmaker() as session:
+            assert (await backlog(session)).count == 0
+        assert await relay.relay_once() == 0
+
+    async def test_an_aggregate_with_an_event_unsent_waits_for_a_pass_to_keep_its_order(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        await write_events(database, [sample_event("h-behind", 1)])  # in a transaction: unsent
+        relay = OutboxRelay(database, js)
+        self.attach(database, relay)
+        behind, free = sample_event("h-behind", 2), sample_event("h-free", 1)
+        assert await self.write_one(database, [behind, free]) == [free.id]
+        await wait_for(lambda: _has_messages(js, 1))
+        await asyncio.sleep(0.2)  # a wrong publish of h-behind's second gets time to show
+        assert await _subjects_in_stream(js) == ["h-free"]
+        assert await relay.relay_once() == 2
+        assert await _sequences_in_stream(js, "h-behind") == [1, 2]
+
+    async def test_a_publish_at_once_that_fails_is_left_unsent_for_a_pass(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        event = sample_event("h-failed", 1)
+        relay = OutboxRelay(database, FailsOnce(js, event.id), mark_seconds=0.01)  # type: ignore[arg-type]
+        self.attach(database, relay)
+        await self.write_one(database, [event])
+        await relay.stop()  # its publish at once has failed, nothing is marked
+        async with database.sessionmaker() as session:
+            assert (await backlog(session)).count == 1
+        assert await relay.relay_once() == 1
+        assert await _subjects_in_stream(js) == ["h-failed"]
+
+    async def test_a_pass_meanwhile_awaits_the_publish_at_once_rather_than_publish_again(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        slow = Delayed(js, ack_seconds=0.3)
+        relay = OutboxRelay(database, slow)  # type: ignore[arg-type]
+        self.attach(database, relay)
+        event = sample_event("h-in-flight", 1)
+        await self.write_one(database, [event])
+        await asyncio.sleep(0.05)  # published, its PubAck not yet come
+        assert await relay.relay_once() == 1  # claimed, and done once that PubAck came
+        assert slow.published == [event.id]
+        async with database.sessionmaker() as session:
+            assert (await backlog(session)).count == 0
+        await relay.stop()
+
+    async def test_across_replicas_an_event_written_behind_one_published_at_once_keeps_order(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        replica = Database(database.url, schema=database.schema)
+        first_relay = OutboxRelay(database, Delayed(js, publish_seconds=0.3))  # type: ignore[arg-type]
+        second_relay = OutboxRelay(replica, js)
+        self.attach(database, first_relay)
+        self.attach(replica, second_relay)
+        try:
+            first, second = sample_event("h-moved", 1), sample_event("h-moved", 2)
+            assert await self.write_one(database, [first]) == [first.id]  # stored in 0.3 s
+            # The second replica's statement sees the first event unsent: it is not free, and
+            # that replica's pass publishes the first before it.
+            assert await self.write_one(replica, [second]) == []
+            assert await second_relay.relay_once() == 2
+            await first_relay.stop()  # its late publish is a duplicate, dropped
+            assert await _sequences_in_stream(js, "h-moved") == [1, 2]
+            assert (await js.stream_info(STREAM)).state.messages == 2
+        finally:
+            await second_relay.stop()
+            await replica.dispose()
+
+
 async def _count_is(db: Database, n: int) -> bool:
     return await effect_count(db) >= n
 
@@ -553,6 +660,32 @@ class FailsOnce:
                 failed.set_exception(nats.js.errors.APIError(description="stream unavailable"))
             return failed
         return await self._js.publish_async(subject, payload, **options)
+
+
+class Delayed:
+    """A JetStream context whose publishes reach the server, or whose PubAcks come back, late;
+    it counts its publishes by event id."""
+
+    def __init__(
+        self, js: JetStreamContext, *, publish_seconds: float = 0.0, ack_seconds: float = 0.0
+    ):
+        self._js = js
+        self._publish_seconds = publish_seconds
+        self._ack_seconds = ack_seconds
+        self.published: list[str] = []
+
+    async def publish_async(self, subject: str, payload: bytes, **options: Any) -> Any:
+        self.published.append(options["headers"]["Nats-Msg-Id"])
+        late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def publish() -> None:
+            await asyncio.sleep(self._publish_seconds)
+            ack = await self._js.publish_async(subject, payload, **options)
+            await asyncio.sleep(self._ack_seconds)
+            late.set_result(await ack)
+
+        asyncio.get_running_loop().create_task(publish())
+        return late
 
 
 async def _no_pending(js: JetStreamContext) -> bool:

@@ -40,9 +40,9 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
-from shared.db import insert_for, new_metadata, region_condition
+from shared.db import insert_for, new_metadata, region_condition, write_together
 from shared.events.envelope import CloudEvent
-from shared.events.outbox import outbox_cte, outbox_params, write_outbox
+from shared.events.outbox import outbox, outbox_cte, outbox_params, outbox_rows
 from shared.registry_client import ATTACHED_RESULTS
 
 metadata = new_metadata()
@@ -226,7 +226,12 @@ yearly_target = Table(
 )
 
 
-_INSERT_HOUSEHOLD = insert(household)
+# `insert_household`'s parameter of that name hides the table.
+_HISTORY = history
+_REMOVE_CAUSE = delete(household_cause).where(
+    household_cause.c.household_id == bindparam("household_id"),
+    household_cause.c.cause == bindparam("cause"),
+)
 _UPDATE_HOUSEHOLD = (
     update(household)
     .where(household.c.id == bindparam("_id"), household.c.version == bindparam("_expected"))
@@ -280,16 +285,20 @@ async def insert_household(
         claimed = (await session.execute(statement, params)).scalars().all()
         await _check_claimed(session, row["id"], indexes, claimed)
         return
-    # Values as parameters of a constant statement: `.values(**row)` builds a new statement of
-    # 35 columns per call, and its cache key costs more than the INSERT's round trip.
-    await session.execute(_INSERT_HOUSEHOLD, {**row, "created_at": now, "updated_at": now})
-    await session.execute(
-        insert(household_cause), [{"household_id": row["id"], "cause": c} for c in causes]
-    )
-    await session.execute(insert(member), list(members))
+    # The claims first (they may refuse the filing), then every row in one call to the
+    # driver's thread (`write_together`): a statement each was a wake-up of aiosqlite's thread
+    # and back, each costly where they run on different cores (bench/registry.py, stop 48).
     await claim_persons(session, row["id"], indexes)
-    await add_history(session, history, now=now)
-    await write_outbox(session, events)
+    await write_together(
+        session,
+        [
+            (household, [{**row, "created_at": now, "updated_at": now}]),
+            (household_cause, [{"household_id": row["id"], "cause": c} for c in causes]),
+            (member, list(members)),
+            (_HISTORY, [{**r, "at": now} for r in history]),
+            (outbox, outbox_rows(events)),
+        ],
+    )
 
 
 async def update_household(
@@ -326,20 +335,16 @@ async def update_household(
     written = (await session.execute(_UPDATE_HOUSEHOLD, params)).mappings().one_or_none()
     if written is None:
         return None
-    if causes_removed:
-        await session.execute(
-            delete(household_cause).where(
-                household_cause.c.household_id == household_id,
-                household_cause.c.cause.in_(causes_removed),
-            )
-        )
-    if causes_added:
-        await session.execute(
-            insert(household_cause),
-            [{"household_id": household_id, "cause": c} for c in causes_added],
-        )
-    await add_history(session, history, now=now)
-    await write_outbox(session, events)
+    # The rest in one call to the driver's thread, as a filing's (`insert_household`).
+    await write_together(
+        session,
+        [
+            (_REMOVE_CAUSE, [{"household_id": household_id, "cause": c} for c in causes_removed]),
+            (household_cause, [{"household_id": household_id, "cause": c} for c in causes_added]),
+            (_HISTORY, [{**r, "at": now} for r in history]),
+            (outbox, outbox_rows(events)),
+        ],
+    )
     return dict(written)
 
 

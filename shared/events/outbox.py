@@ -98,13 +98,6 @@ def outbox_rows(events: Sequence[CloudEvent]) -> list[dict[str, Any]]:
     ]
 
 
-async def write_outbox(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
-    """Insert the events into the outbox within the caller's transaction (none: nothing)."""
-    if not events:  # an INSERT given no rows would write one row of defaults
-        return
-    await session.execute(insert(outbox), outbox_rows(events))
-
-
 # The columns `outbox_cte` writes, from the rows `outbox_params` gives.
 _WRITTEN = [c for c in outbox.c if c.name not in ("position", "sent_at")]
 

@@ -16,7 +16,7 @@ from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.engine.default import CacheStats
 
-from shared.db import Database, UnitOfWork
+from shared.db import Database, UnitOfWork, write_together
 from shared.events.consumer import ConsumerRunner, Subscription, dead_letter_subject
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import (
@@ -27,7 +27,7 @@ from shared.events.outbox import (
     outbox,
     outbox_cte,
     outbox_params,
-    write_outbox,
+    outbox_rows,
 )
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
 from tests.eventkit import effect_count, effects, record_effect, sample_event
@@ -317,7 +317,7 @@ class TestEventsWrittenByTheChangesStatement:
             statement = select(literal(1)).add_cte(outbox_cte(when=literal(when)))
             await uow.session.execute(statement, outbox_params(events))
         else:
-            await write_outbox(uow.session, events)
+            await write_together(uow.session, [(outbox, outbox_rows(events))])
 
     async def test_taken_events_are_published_as_written_and_wake_the_relay_at_commit(
         self, database: Database, js: JetStreamContext

@@ -592,11 +592,21 @@ class UnitOfWork:
         statement: outside the unit's transaction where the database allows
         (`Database.read_apart`), else, and once the unit has begun, in the session.
         """
-        if self._read_apart is not None and not self.session.in_transaction():
+        # A unit of one write on PostgreSQL has no transaction: its session reads apart as it is.
+        if (
+            self._read_apart is not None
+            and not self.autocommit
+            and not self.session.in_transaction()
+        ):
             rows = await self._read_apart(statement, parameters or {})
             if rows is not None:
                 return rows
         return list((await self.session.execute(statement, parameters)).mappings())
+
+    @property
+    def one_write(self) -> bool:
+        """The unit writes once (`Database.unit_of_work`): its write is its last."""
+        return self._one_write
 
     @property
     def autocommit(self) -> bool:
@@ -766,7 +776,9 @@ class Database:
         """
         if self._reads is None:
             self._reads = sqlalchemy.create_engine(
-                self.url.replace("+aiosqlite", ""), connect_args={"timeout": 0.1}
+                self.url.replace("+aiosqlite", ""),
+                connect_args={"timeout": 0.1},
+                json_deserializer=json_value,  # JSON columns as the units read them
             )
             event.listen(self._reads, "connect", _query_only)
         with self._reads.connect() as connection:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
 
+from shared.db import Database
 from shared.identity import check_character
 
 
@@ -58,3 +61,32 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what or 'it'} did not happen within {timeout} s: {result!r}")
         await asyncio.sleep(0.1)
+
+
+class CountedQueue:
+    """aiosqlite's queue to its thread, counting the calls put on it and keeping what each
+    runs (a `functools.partial` of a function and its arguments) and the task it ran for."""
+
+    def __init__(self, queue: Any):
+        self.queue, self.calls = queue, 0
+        self.runs: list[tuple[asyncio.Task[Any] | None, functools.partial[Any]]] = []
+
+    def put_nowait(self, item: Any) -> None:
+        self.calls += 1
+        self.runs.append((asyncio.current_task(), item[1]))
+        self.queue.put_nowait(item)
+
+
+@contextlib.asynccontextmanager
+async def counted_calls(db: Database) -> AsyncIterator[tuple[CountedQueue, Any]]:
+    """The calls to aiosqlite's thread on the pool's one connection, counted while inside;
+    with that connection's driver."""
+    async with db.sessionmaker() as session:
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+    counted = CountedQueue(driver._tx)
+    driver._tx = counted
+    try:
+        yield counted, driver
+    finally:
+        driver._tx = counted.queue

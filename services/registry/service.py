@@ -306,7 +306,9 @@ async def load(uow: UnitOfWork, ctx: Context, household_id: str) -> Household:
 
 async def _load(uow: UnitOfWork, ctx: Context, household_id: str) -> Written:
     """The aggregate with the rows it was read from."""
-    found = await store.get_household_file(uow.session, household_id)
+    # A unit of one write checks the version it read as it writes, so it may read what is
+    # committed: on a SQLite file on the loop's thread, not in a call to the driver's.
+    found = await store.get_household_file(uow, household_id, committed=uow.one_write)
     if found is None or not ctx.principal.covers(found[0]["region"]):
         raise HouseholdNotFound(household_id)
     row, causes, member_rows = found
@@ -343,6 +345,7 @@ async def _save(
         causes_added=sorted(c.value for c in household.causes - causes_before),
         history=history,
         events=uow.take_events(),
+        one_write=uow.one_write,
     )
     if saved is None:
         current = await store.get_household(uow.session, household.id)
@@ -444,7 +447,7 @@ async def apply(
             member_rows,
             history=history,
             events=uow.take_events(),
-            autocommit=uow.autocommit,
+            one_write=uow.one_write,
         )
     except store.PersonInActiveHousehold as exc:
         masked = {m["identity_index"]: m["identity_masked"] for m in member_rows}

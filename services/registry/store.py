@@ -40,7 +40,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
-from shared.db import insert_for, new_metadata, region_condition, write_together
+from shared.db import UnitOfWork, insert_for, new_metadata, region_condition, write_together
 from shared.events.envelope import CloudEvent
 from shared.events.outbox import outbox, outbox_cte, outbox_params, outbox_rows
 from shared.registry_client import ATTACHED_RESULTS
@@ -262,11 +262,12 @@ async def insert_household(
     *,
     history: Sequence[dict[str, Any]],
     events: Sequence[CloudEvent],
-    autocommit: bool = False,
+    one_write: bool = False,
 ) -> None:
     """File a new household: its row, causes, members, history and events' outbox rows, and
     a claim of each member (raises PersonInActiveHousehold naming the household that holds
-    one). `autocommit`: the session's statements commit on their own (`UnitOfWork`)."""
+    one). `one_write`: the unit's one write (`UnitOfWork.one_write`), so on PostgreSQL its
+    statements commit on their own, and on SQLite its COMMIT goes with its rows."""
     now = _now()
     indexes = [m["identity_index"] for m in members]
     if _is_postgresql(session):
@@ -278,8 +279,8 @@ async def insert_household(
             params.update({f"m{i}_{k}": v for k, v in m.items()})
         params["indexes"] = indexes
         params.update(_history_params(history), **outbox_params(events))
-        statement = _filing_statement(len(members), len(history), all_or_none=autocommit)
-        if autocommit:
+        statement = _filing_statement(len(members), len(history), all_or_none=one_write)
+        if one_write:
             await _file_all_or_none(session, statement, params, row["id"], indexes)
             return
         claimed = (await session.execute(statement, params)).scalars().all()
@@ -298,6 +299,7 @@ async def insert_household(
             (_HISTORY, [{**r, "at": now} for r in history]),
             (outbox, outbox_rows(events)),
         ],
+        commit=one_write,
     )
 
 
@@ -311,11 +313,13 @@ async def update_household(
     causes_added: Sequence[str] = (),
     history: Sequence[dict[str, Any]] = (),
     events: Sequence[CloudEvent] = (),
+    one_write: bool = False,
 ) -> dict[str, Any] | None:
     """Write the new state, its history and its events' outbox rows if nobody else changed it
     first (optimistic concurrency): the row as written (results other services attached
     included), or None when the version moved on (the caller then rolls back; on PostgreSQL
-    the events are not written even if it did not).
+    the events are not written even if it did not). `one_write`: the unit's one write
+    (`UnitOfWork.one_write`), so on SQLite its COMMIT goes with its rows.
 
     Only the causes that changed are written; the version check makes the ones read still
     current."""
@@ -344,6 +348,7 @@ async def update_household(
             (_HISTORY, [{**r, "at": now} for r in history]),
             (outbox, outbox_rows(events)),
         ],
+        commit=one_write,
     )
     return dict(written)
 
@@ -534,11 +539,19 @@ _MEMBER_LABELS = [(f"_m_{c.name}", c.name) for c in member.c]
 
 
 async def get_household_file(
-    session: AsyncSession, household_id: str
+    uow: UnitOfWork, household_id: str, *, committed: bool = False
 ) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]] | None:
     """The household, its causes (sorted) and its members (in order) in one statement, for a
-    write that loads it: a round trip fewer than reading the members apart."""
-    rows = (await session.execute(_FILE, {"household_id": household_id})).mappings().all()
+    write that loads it: a round trip fewer than reading the members apart.
+
+    `committed`: as committed, read apart from the unit's transaction where the database
+    allows (`UnitOfWork.read_committed`), for a write that checks the version it read.
+    """
+    parameters = {"household_id": household_id}
+    if committed:
+        rows = await uow.read_committed(_FILE, parameters)
+    else:
+        rows = (await uow.session.execute(_FILE, parameters)).mappings().all()
     if not rows:
         return None
     first = rows[0]

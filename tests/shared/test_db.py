@@ -4,7 +4,6 @@ and SQLite's one writer surviving cancelled units of work."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import sqlite3
 import time
@@ -24,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    event,
     insert,
     select,
     text,
@@ -37,6 +37,7 @@ from shared.events.envelope import new_event
 from shared.events.outbox import outbox
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
+from tests.helpers import CountedQueue, counted_calls
 
 CODES = ["411302", "411303", "411400", "420102", "110101"]
 PREFIX_SETS = [[], ["41"], ["4113"], ["411302"], ["4113", "42"], ["11", "41", "42"], ["43"]]
@@ -137,17 +138,6 @@ class TestCancelledWrites:
             await db.dispose()
 
 
-class _CountedQueue:
-    """aiosqlite's queue to its thread, counting the calls put on it."""
-
-    def __init__(self, queue: Any):
-        self.queue, self.calls = queue, 0
-
-    def put_nowait(self, item: Any) -> None:
-        self.calls += 1
-        self.queue.put_nowait(item)
-
-
 class TestSQLiteStatementsInOneTrip:
     """Each statement is one call to aiosqlite's thread; what it returns is as sqlite3's."""
 
@@ -165,7 +155,7 @@ class TestSQLiteStatementsInOneTrip:
         async with sqlite_engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
             assert driver is not None
-            counted = _CountedQueue(driver._tx)
+            counted = CountedQueue(driver._tx)
             driver._tx = counted
             async with connection.begin():  # BEGIN IMMEDIATE with the INSERT; COMMIT
                 await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
@@ -210,7 +200,7 @@ class TestSQLiteStatementsInOneTrip:
         async with db.sessionmaker() as session:
             driver = (await (await session.connection()).get_raw_connection()).driver_connection
             assert driver is not None
-        counted = _CountedQueue(driver._tx)
+        counted = CountedQueue(driver._tx)
         driver._tx = counted
         async with db.unit_of_work() as uow:
             await uow.session.execute(text("INSERT INTO t (v) VALUES ('a')"))
@@ -237,7 +227,7 @@ class TestSQLiteStatementsInOneTrip:
         writer = sqlite3.connect(tmp_path / "trips.db", isolation_level=None)
         writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         writer.execute("INSERT INTO t (v) VALUES ('uncommitted')")
-        counted = _CountedQueue(driver._tx)
+        counted = CountedQueue(driver._tx)
         driver._tx = counted
         try:
             started = time.perf_counter()
@@ -316,21 +306,6 @@ def _typed_row(n: int, at: datetime) -> dict[str, Any]:
     }
 
 
-@contextlib.asynccontextmanager
-async def _counted_calls(db: Database) -> AsyncIterator[tuple[_CountedQueue, Any]]:
-    """The calls to aiosqlite's thread on the pool's one connection, counted while inside;
-    with that connection's driver."""
-    async with db.sessionmaker() as session:
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        assert driver is not None
-    counted = _CountedQueue(driver._tx)
-    driver._tx = counted
-    try:
-        yield counted, driver
-    finally:
-        driver._tx = counted.queue
-
-
 class TestReadCommitted:
     """`UnitOfWork.read_committed`: on a SQLite file, a read before the unit's first statement
     runs on the loop's thread and begins no transaction; after it, the session's."""
@@ -346,7 +321,7 @@ class TestReadCommitted:
 
     async def test_first_on_the_loops_thread_then_in_the_session(self, db: Database) -> None:
         values = select(other.c.v).order_by(other.c.v)
-        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
             first = await uow.read_committed(values)
             assert (counted.calls, uow.session.in_transaction()) == (0, False)
             await uow.session.execute(insert(other), {"v": "b"})
@@ -426,7 +401,7 @@ class TestWriteTogether:
     async def test_the_tables_rows_and_the_transactions_begin_are_one_call(
         self, db: Database
     ) -> None:
-        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
             await write_together(
                 uow.session,
                 [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
@@ -448,7 +423,7 @@ class TestWriteTogether:
             sequence=1,
             data={"n": 1},
         )
-        async with _counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
             await uow.session.execute(insert(other), {"v": "b"})
             uow.publish(announced)
             await uow.commit()
@@ -493,7 +468,7 @@ class TestWriteTogether:
         assert stored["1"] != stored["3"]
 
     async def test_with_commit_the_rows_and_the_commit_are_one_call(self, db: Database) -> None:
-        async with _counted_calls(db) as (counted, driver), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, driver), db.unit_of_work() as uow:
             await write_together(uow.session, [(other, [{"v": "a"}])], commit=True)
             assert not driver.in_transaction  # committed in that call
             await uow.commit()
@@ -677,6 +652,27 @@ class TestUnitOfOneWrite:
             after = await uow.read_committed(select(place.c.region).order_by(place.c.region))
         assert ([r["region"] for r in first], began) == (["411302"], False)
         assert [r["region"] for r in after] == ["411302", "411303"]
+
+    @pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL's connections")
+    async def test_on_postgresql_a_read_committed_is_the_units_own_connection(
+        self, database: Database
+    ) -> None:
+        # With no transaction to stay out of, reading apart would be a checkout more.
+        checkouts: list[object] = []
+
+        def checked_out(dbapi_connection: object, *_: object) -> None:
+            checkouts.append(dbapi_connection)
+
+        pool = database.by_key_engine.sync_engine.pool
+        event.listen(pool, "checkout", checked_out)
+        try:
+            async with database.unit_of_work(one_write=True) as uow:
+                read = await uow.read_committed(select(place.c.region))
+                await uow.session.execute(insert(place), [{"region": "411302"}])
+                await uow.commit()
+        finally:
+            event.remove(pool, "checkout", checked_out)
+        assert (read, len(checkouts)) == ([], 1)
 
     async def test_events_must_be_written_by_the_write_itself(self, database: Database) -> None:
         async with database.unit_of_work(one_write=True) as uow:

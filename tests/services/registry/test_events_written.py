@@ -12,11 +12,12 @@ import nats
 import pytest
 from sqlalchemy import func, select
 
+from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
-from shared.db import Database
+from shared.db import Database, _run_statement, _run_writes
 from shared.events.outbox import outbox
-from tests.conftest import POSTGRES_URL
-from tests.helpers import bearer, household_body
+from tests.conftest import POSTGRES_URL, running
+from tests.helpers import CountedQueue, bearer, counted_calls, household_body
 
 WRITE = ("registry:write", "registry:read")
 
@@ -197,3 +198,55 @@ async def _claims(database: Database) -> dict[str, list[str]]:
     for index, household_id in rows:
         claims.setdefault(household_id, []).append(index)
     return claims
+
+
+def _driver_calls(counted: CountedQueue) -> list[str]:
+    """What each call to aiosqlite's thread ran for this task, in SQL words; then forgotten."""
+    calls: list[str] = []
+    for task, run in counted.runs:
+        if task is not asyncio.current_task():  # the relay's, the DCI deliveries'
+            continue
+        if run.func is _run_statement:
+            _, operation, _, _, begin = run.args
+            calls.append(("BEGIN; " if begin else "") + " ".join(operation.split()[:3]))
+        elif run.func is _run_writes:
+            _, steps, begin, commit = run.args
+            words = [" ".join(step[0].split()[:3]) for step in steps if step[1]]
+            calls.append("; ".join(["BEGIN"] * begin + words + ["COMMIT"] * commit))
+        else:
+            calls.append(run.func.__name__.upper())  # the connection's own commit or rollback
+    counted.runs.clear()
+    return calls
+
+
+@pytest.mark.skipif(bool(POSTGRES_URL), reason="the calls to SQLite's thread")
+async def test_on_sqlite_a_filing_and_a_change_are_two_calls_each_to_the_drivers_thread(
+    registry_settings: RegistrySettings, token: Callable[..., str]
+) -> None:
+    """Each call to aiosqlite's thread is a wake-up of it and one back (bench/registry.py):
+    a filing claims its people in one and writes its rows and commits in the other; a change
+    reads the file on the loop's thread, then updates in one and writes the rest and commits
+    in the other."""
+    headers = bearer(token(*WRITE))
+    app = create_app(registry_settings)
+    async with running(app) as registry:
+        async with counted_calls(app.state.runtime.db) as (counted, _):
+            filed = await registry.post("/v1/households", json=household_body(), headers=headers)
+            filing = _driver_calls(counted)
+            changed = await registry.patch(
+                f"/v1/households/{filed.json()['id']}",
+                json={"category": "dibao_edge", "causes": ["education"]},
+                headers={**headers, "If-Match": '"1"'},
+            )
+            change = _driver_calls(counted)
+    assert (filed.status_code, changed.status_code) == (201, 200)
+    assert filing == [
+        "BEGIN; INSERT INTO active_person",
+        "INSERT INTO household; INSERT INTO household_cause; INSERT INTO member; "
+        "INSERT INTO history; INSERT INTO outbox; COMMIT",
+    ]
+    assert change == [
+        "BEGIN; UPDATE household SET",
+        "DELETE FROM household_cause; INSERT INTO household_cause; "
+        "INSERT INTO history; INSERT INTO outbox; COMMIT",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -18,10 +19,11 @@ from services.registry.settings import RegistrySettings
 from shared import audit
 from shared.db import Database
 from shared.events.consumer import inbox
+from shared.events.envelope import new_event
 from shared.identity import mask_identity_number
 from tests.conftest import running
 from tests.dci.dci import SENDER, envelope, receiving, search, settings_for_dci, subscribe
-from tests.helpers import bearer, household_body, identity_number
+from tests.helpers import bearer, counted_calls, household_body, identity_number
 
 OWNER, INTRUDER, ELSEWHERE = "411302", "410102", "410202"
 Token = Callable[..., str]
@@ -179,6 +181,47 @@ class TestConfinement:
         assert sorted(handled) == sorted(
             b["message"]["notify_event"][0]["reference_id"] for b in receiver.of("notify")
         )
+
+    async def test_the_events_wanted_are_those_of_a_subscribed_region_read_as_committed(
+        self, registry_settings: RegistrySettings, token: Token, uses_sqlite: bool
+    ) -> None:
+        # Read apart from the unit's transaction: on a SQLite file with no call to the
+        # driver's thread and without the write lock, which the registry's writers need.
+        with receiving() as (receiver, url):
+            async with running(create_registry(settings_for_dci(registry_settings))) as client:
+                answer = await client.post(
+                    "/registry/subscribe",
+                    json=envelope(
+                        "subscribe",
+                        subscribe("REGISTER", {"type": "HOUSEHOLD_ID", "value": "h"}),
+                        sender_uri=f"{url}/{OWNER}/registry/on-subscribe",
+                    ),
+                    headers=_dci(token, OWNER, "dci:subscribe"),
+                )
+                assert answer.json()["message"]["ack_status"] == "ACK", answer.text
+                await receiver.wait_for("on-subscribe")
+        events = [
+            new_event(
+                service="registry",
+                aggregate="household",
+                name=name,
+                subject="h",
+                region=region,
+                sequence=1,
+                data={},
+            )
+            for name, region in [("applied", OWNER), ("applied", INTRUDER), ("visited", OWNER)]
+        ]
+        url_, schema = registry_settings.database
+        db = Database(url_, schema=schema)
+        try:
+            counting = counted_calls(db) if uses_sqlite else contextlib.nullcontext((None, None))
+            async with counting as (counted, _), db.unit_of_work() as uow:
+                wanted = await notify.wanted(events, uow)
+                began, calls = uow.session.in_transaction(), counted.calls if counted else 0
+        finally:
+            await db.dispose()
+        assert (wanted, began, calls) == ({events[0].id}, False, 0)
 
     async def test_subscribe_with_a_4113_filter_from_a_4101_token_is_refused_nothing(
         self, registry_settings: RegistrySettings, token: Token

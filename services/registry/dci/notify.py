@@ -62,11 +62,15 @@ def _listening(active: list[dict[str, Any]], event: CloudEvent) -> list[dict[str
 
 async def wanted(events: list[CloudEvent], uow: UnitOfWork) -> set[str]:
     """The events some subscription listens to: the rest are acknowledged with no inbox row
-    and no transaction (most households have no subscriber; bench/registry.py)."""
+    and no transaction (most households have no subscriber; bench/registry.py).
+
+    The subscriptions as committed, read apart from the unit's transaction: in it, on SQLite,
+    the read took the write lock and two calls to the driver's thread for each event the
+    registry wrote, which its writers waited behind (bench/registry.py, stop 49)."""
     typed = [event for event in events if _event_name(event) in EVENT_TYPES]
     if not typed:
         return set()
-    active = await store.active_subscriptions(uow.session)
+    active = [dict(row) for row in await uow.read_committed(store.ACTIVE_SUBSCRIPTIONS)]
     return {event.id for event in typed if _listening(active, event)}
 
 

@@ -149,13 +149,13 @@ async def end_subscription(session: AsyncSession, code: str, *, now: datetime) -
     )
 
 
+ACTIVE_SUBSCRIPTIONS = (
+    select(subscription).where(subscription.c.status == "subscribe").order_by(subscription.c.code)
+)
+
+
 async def active_subscriptions(session: AsyncSession) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(subscription)
-        .where(subscription.c.status == "subscribe")
-        .order_by(subscription.c.code)
-    )
-    return [dict(r) for r in rows.mappings()]
+    return [dict(r) for r in (await session.execute(ACTIVE_SUBSCRIPTIONS)).mappings()]
 
 
 async def add_delivery(

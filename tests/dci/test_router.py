@@ -52,6 +52,17 @@ def _dci(token: Token, region: str, *scopes: str, **headers: str) -> dict[str, s
     }
 
 
+async def _subscribe(
+    client: httpx.AsyncClient, token: Token, region: str, criteria: Any, sender_uri: str
+) -> httpx.Response:
+    """A subscription to filings (REGISTER) in `region`'s county, by its DCI client."""
+    return await client.post(
+        "/registry/subscribe",
+        json=envelope("subscribe", subscribe("REGISTER", criteria), sender_uri=sender_uri),
+        headers=_dci(token, region, "dci:subscribe"),
+    )
+
+
 def _records(answer: httpx.Response) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     item = answer.json()["message"]["search_response"][0]
@@ -139,14 +150,12 @@ class TestConfinement:
         with receiving() as (receiver, url):
             async with running(create_registry(settings_for_dci(registry_settings))) as client:
                 for region in (OWNER, INTRUDER):
-                    answer = await client.post(
-                        "/registry/subscribe",
-                        json=envelope(
-                            "subscribe",
-                            subscribe("REGISTER", whole_province),
-                            sender_uri=f"{url}/{region}/registry/on-subscribe",
-                        ),
-                        headers=_dci(token, region, "dci:subscribe"),
+                    answer = await _subscribe(
+                        client,
+                        token,
+                        region,
+                        whole_province,
+                        f"{url}/{region}/registry/on-subscribe",
                     )
                     assert answer.json()["message"]["ack_status"] == "ACK", answer.text
                 await receiver.wait_for("on-subscribe", 2)
@@ -189,14 +198,12 @@ class TestConfinement:
         # driver's thread and without the write lock, which the registry's writers need.
         with receiving() as (receiver, url):
             async with running(create_registry(settings_for_dci(registry_settings))) as client:
-                answer = await client.post(
-                    "/registry/subscribe",
-                    json=envelope(
-                        "subscribe",
-                        subscribe("REGISTER", {"type": "HOUSEHOLD_ID", "value": "h"}),
-                        sender_uri=f"{url}/{OWNER}/registry/on-subscribe",
-                    ),
-                    headers=_dci(token, OWNER, "dci:subscribe"),
+                answer = await _subscribe(
+                    client,
+                    token,
+                    OWNER,
+                    {"type": "HOUSEHOLD_ID", "value": "h"},
+                    f"{url}/{OWNER}/registry/on-subscribe",
                 )
                 assert answer.json()["message"]["ack_status"] == "ACK", answer.text
                 await receiver.wait_for("on-subscribe")
@@ -487,14 +494,8 @@ class TestPersistence:
     ) -> None:
         with receiving() as (receiver, url):
             async with running(create_registry(settings_for_dci(registry_settings))) as client:
-                await client.post(
-                    "/registry/subscribe",
-                    json=envelope(
-                        "subscribe",
-                        subscribe("REGISTER", {"type": "HOUSEHOLD_ID", "value": "h"}),
-                        sender_uri=f"{url}/s",
-                    ),
-                    headers=_dci(token, OWNER, "dci:subscribe"),
+                await _subscribe(
+                    client, token, OWNER, {"type": "HOUSEHOLD_ID", "value": "h"}, f"{url}/s"
                 )
                 [subscribed] = await receiver.wait_for("on-subscribe")
                 code = subscribed["message"]["subscribe_response"][0]["subscriptions"][0]["code"]

@@ -723,7 +723,8 @@ class Database:
         statement may commit on its own: no BEGIN and COMMIT round trips, two of a change's
         four (bench/registry.py). A read before the write sees what was committed, as it
         would in a READ COMMITTED transaction. On SQLite, whose writes are several
-        statements, the unit is a transaction as any other.
+        statements, the unit is a transaction as any other, whose write may send the COMMIT
+        with its last rows (`UnitOfWork.one_write`, `write_together(commit=True)`).
         """
         if one_write:
             sessions = self._autocommit_sessionmaker

@@ -286,21 +286,34 @@ async def insert_household(
         claimed = (await session.execute(statement, params)).scalars().all()
         await _check_claimed(session, row["id"], indexes, claimed)
         return
-    # The claims first (they may refuse the filing), then every row in one call to the
-    # driver's thread (`write_together`): a statement each was a wake-up of aiosqlite's thread
-    # and back, each costly where they run on different cores (bench/registry.py, stop 48).
-    await claim_persons(session, row["id"], indexes)
-    await write_together(
-        session,
-        [
-            (household, [{**row, "created_at": now, "updated_at": now}]),
-            (household_cause, [{"household_id": row["id"], "cause": c} for c in causes]),
-            (member, list(members)),
-            (_HISTORY, [{**r, "at": now} for r in history]),
-            (outbox, outbox_rows(events)),
-        ],
-        commit=one_write,
-    )
+    # The claims and every row in one call to the driver's thread (`write_together`): a
+    # statement each was a wake-up of aiosqlite's thread and back, each costly where they run
+    # on different cores (bench/registry.py, stop 48), and the claims' own INSERT … RETURNING,
+    # compiled anew for each number of members, was a tenth of the registry's CPU (stop 50).
+    # The claims go first: a person held refuses them, and nothing else is written.
+    try:
+        await write_together(
+            session,
+            [
+                (
+                    active_person,
+                    [{"identity_index": i, "household_id": row["id"]} for i in indexes],
+                ),
+                (household, [{**row, "created_at": now, "updated_at": now}]),
+                (household_cause, [{"household_id": row["id"], "cause": c} for c in causes]),
+                (member, list(members)),
+                (_HISTORY, [{**r, "at": now} for r in history]),
+                (outbox, outbox_rows(events)),
+            ],
+            commit=one_write,
+        )
+    except IntegrityError as exc:
+        # SQLite has one writer: the holder is still there, in the transaction still open.
+        if "active_person" not in str(exc.orig):
+            raise
+        holder = await _holder(session, row["id"], indexes)
+        assert holder is not None  # a new household holds nobody
+        raise PersonInActiveHousehold(holder) from exc
 
 
 async def update_household(

@@ -220,13 +220,12 @@ def _driver_calls(counted: CountedQueue) -> list[str]:
 
 
 @pytest.mark.skipif(bool(POSTGRES_URL), reason="the calls to SQLite's thread")
-async def test_on_sqlite_a_filing_and_a_change_are_two_calls_each_to_the_drivers_thread(
+async def test_on_sqlite_a_filing_is_one_call_to_the_drivers_thread_and_a_change_two(
     registry_settings: RegistrySettings, token: Callable[..., str]
 ) -> None:
     """Each call to aiosqlite's thread is a wake-up of it and one back (bench/registry.py):
-    a filing claims its people in one and writes its rows and commits in the other; a change
-    reads the file on the loop's thread, then updates in one and writes the rest and commits
-    in the other."""
+    a filing claims its people, writes its rows and commits in one; a change reads the file on
+    the loop's thread, then updates in one and writes the rest and commits in the other."""
     headers = bearer(token(*WRITE))
     app = create_app(registry_settings)
     async with running(app) as registry:
@@ -241,9 +240,8 @@ async def test_on_sqlite_a_filing_and_a_change_are_two_calls_each_to_the_drivers
             change = _driver_calls(counted)
     assert (filed.status_code, changed.status_code) == (201, 200)
     assert filing == [
-        "BEGIN; INSERT INTO active_person",
-        "INSERT INTO household; INSERT INTO household_cause; INSERT INTO member; "
-        "INSERT INTO history; INSERT INTO outbox; COMMIT",
+        "BEGIN; INSERT INTO active_person; INSERT INTO household; INSERT INTO household_cause; "
+        "INSERT INTO member; INSERT INTO history; INSERT INTO outbox; COMMIT",
     ]
     assert change == [
         "BEGIN; UPDATE household SET",

@@ -343,7 +343,17 @@ def _made(
 Writes = Sequence[tuple[Table | UpdateBase, Sequence[Mapping[str, Any]] | RowsMade]]
 
 
-async def write_together(session: AsyncSession, writes: Writes, *, commit: bool = False) -> None:
+class NothingChanged(Exception):
+    """`write_together`'s first statement changed no row: nothing was written."""
+
+
+async def write_together(
+    session: AsyncSession,
+    writes: Writes,
+    *,
+    commit: bool = False,
+    first: tuple[UpdateBase, Mapping[str, Any]] | None = None,
+) -> dict[str, Any] | None:
     """Insert each table's rows and run each statement with its rows, in order, in the
     session's transaction; on SQLite in one call to the driver's thread.
 
@@ -360,9 +370,16 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
     `commit`: these are the transaction's last writes, and on SQLite its COMMIT goes in the
     same call (one call less); the unit of work's commit, which must follow, then only ends
     the session's transaction. Elsewhere the unit of work's commit commits.
+
+    `first`, SQLite only: a statement that must change a row and return it (an UPDATE of one
+    row by key and version, RETURNING it) with its values, run before the writes in the same
+    call: the row it returned, as SQLAlchemy gives it. If it returns none, nothing is written
+    and NothingChanged is raised (the unit must roll back).
     """
     writes = [(statement, rows) for statement, rows in writes if rows]
     if session.get_bind().dialect.name != "sqlite":
+        if first is not None:
+            raise TypeError("a first statement goes in the driver's call on SQLite only")
         for statement, rows in writes:
             if callable(rows):
                 raise TypeError("rows are made in the driver's thread on SQLite only")
@@ -370,9 +387,14 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
                 sqlalchemy.insert(statement) if isinstance(statement, Table) else statement,
                 list(rows),
             )
-        return
+        return None
     connection = await session.connection()
     statements: list[_Step] = []
+    returned: list[Any] = []
+    if first is not None:
+        change, values = first
+        operation, values_of = _sqlite_write(change, tuple(values), connection.dialect)
+        statements.append(functools.partial(_one_returned, operation, values_of(values), returned))
     for statement, rows in writes:
         if callable(rows):
             assert isinstance(statement, Table)
@@ -398,8 +420,47 @@ async def write_together(session: AsyncSession, writes: Writes, *, commit: bool 
         except BaseException:
             # Cancelled while the call waited: it still runs in the thread, its BEGIN
             # included, whatever the session does next. A rollback queued behind it undoes it.
+            # Or the first statement changed nothing: its BEGIN is undone alike.
             await asyncio.shield(driver.rollback())
             raise
+    if first is None:
+        return None
+    return _returned_row(first[0], connection.dialect)(returned[0])
+
+
+def _one_returned(
+    operation: str, parameters: list[Any], returned: list[Any], cursor: sqlite3.Cursor
+) -> tuple[str, list[Any]]:
+    """In aiosqlite's thread: a statement that must return a row, kept in `returned`; nothing
+    for `_run_writes` to write after it."""
+    rows = cursor.execute(operation, parameters).fetchall()
+    if not rows:
+        raise NothingChanged
+    returned.append(rows[0])
+    return "", []
+
+
+@functools.lru_cache(maxsize=16)
+def _returned_row(
+    statement: UpdateBase, dialect: sqlalchemy.Dialect
+) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """What makes the row a statement returned into its values by name, each through its
+    type's result processor where the type has one (dates, JSON), as SQLAlchemy reads it."""
+    columns = list(statement.exported_columns)
+    processors = [
+        (n, process)
+        for n, column_ in enumerate(columns)
+        if (process := column_.type.dialect_impl(dialect).result_processor(dialect, None))
+    ]
+    names = [str(name) for name in statement.exported_columns.keys()]
+
+    def row_of(raw: Sequence[Any]) -> dict[str, Any]:
+        values = list(raw)
+        for n, process in processors:
+            values[n] = process(values[n])
+        return dict(zip(names, values, strict=True))
+
+    return row_of
 
 
 @functools.lru_cache(maxsize=64)
@@ -416,8 +477,8 @@ def _sqlite_write(
                     f"{statement.name}.{column_.name} has a Python-side default: give it"
                 )
         compiled = sqlalchemy.insert(statement).compile(dialect=dialect, column_keys=list(keys))
-    else:
-        compiled = statement.compile(dialect=dialect)
+    else:  # an UPDATE with no values of its own sets the columns of these keys
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     order = compiled.positiontup or []  # the statement's order, not the keys'
     if sorted(order) != sorted(keys):
         raise ValueError(f"{statement}: not a parameter each: {sorted(set(keys) ^ set(order))}")

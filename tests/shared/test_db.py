@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import Database, create_engine, region_condition, write_together
+from shared.db import Database, NothingChanged, create_engine, region_condition, write_together
 from shared.events.envelope import new_event
 from shared.events.outbox import outbox
 from shared.regions import region_in
@@ -295,6 +295,9 @@ defaulted = Table(
 )
 
 
+_NOTE_ONE = update(typed).where(typed.c.id == bindparam("_id")).returning(*typed.c)
+
+
 def _typed_row(n: int, at: datetime) -> dict[str, Any]:
     # Keys in another order than the table's columns, a JSON null and a SQL NULL among them.
     return {
@@ -410,6 +413,50 @@ class TestWriteTogether:
         assert counted.calls == 2  # BEGIN IMMEDIATE and both INSERTs; COMMIT
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
+
+    async def test_a_first_statement_changes_its_row_and_returns_it_as_sqlalchemy_reads_it(
+        self, db: Database
+    ) -> None:
+        rows = [_typed_row(n, datetime(2026, 12, 5, 8, tzinfo=UTC)) for n in (1, 2)]
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(insert(typed), rows)
+            await uow.commit()
+        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+            returned = await write_together(
+                uow.session,
+                [(other, [{"v": "after"}])],
+                commit=True,
+                first=(_NOTE_ONE, {"note": "changed", "_id": "2"}),
+            )
+            await uow.commit()
+        assert counted.calls == 1  # BEGIN IMMEDIATE, the UPDATE, the INSERT and the COMMIT
+        async with db.sessionmaker() as session:
+            read = (await session.execute(select(typed).where(typed.c.id == "2"))).mappings().one()
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["after"]
+        assert returned == dict(read)
+        assert returned["note"] == "changed"
+        assert isinstance(returned["at"], datetime) and returned["doc"] == {
+            "n": 2,
+            "名": ["一", 2.5],
+        }
+
+    async def test_a_first_statement_that_changes_no_row_leaves_everything_unwritten(
+        self, db: Database
+    ) -> None:
+        async with db.unit_of_work() as uow:
+            with pytest.raises(NothingChanged):
+                await write_together(
+                    uow.session,
+                    [(other, [{"v": "never"}])],
+                    commit=True,
+                    first=(_NOTE_ONE, {"note": "changed", "_id": "absent"}),
+                )
+            await uow.rollback()
+        async with db.unit_of_work() as uow:  # the write lock was let go: the next unit writes
+            await write_together(uow.session, [(other, [{"v": "next"}])], commit=True)
+            await uow.commit()
+        async with db.sessionmaker() as session:
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["next"]
 
     async def test_a_unit_of_works_events_go_with_its_commit(self, db: Database) -> None:
         async with db.engine.begin() as connection:

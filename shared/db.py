@@ -374,7 +374,7 @@ async def write_together(
     `first`, SQLite only: a statement that must change a row and return it (an UPDATE of one
     row by key and version, RETURNING it) with its values, run before the writes in the same
     call: the row it returned, as SQLAlchemy gives it. If it returns none, nothing is written
-    and NothingChanged is raised (the unit must roll back).
+    and NothingChanged is raised; the transaction goes on (a savepoint around it too).
     """
     writes = [(statement, rows) for statement, rows in writes if rows]
     if session.get_bind().dialect.name != "sqlite":
@@ -417,10 +417,11 @@ async def write_together(
                 sqlite3.Error,
                 dialect=connection.dialect,
             ) from exc
+        except NothingChanged:
+            raise  # nothing written: the transaction (its BEGIN sent) is the unit's to end
         except BaseException:
             # Cancelled while the call waited: it still runs in the thread, its BEGIN
             # included, whatever the session does next. A rollback queued behind it undoes it.
-            # Or the first statement changed nothing: its BEGIN is undone alike.
             await asyncio.shield(driver.rollback())
             raise
     if first is None:

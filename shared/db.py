@@ -372,7 +372,8 @@ async def write_together(
     the session's transaction. Elsewhere the unit of work's commit commits.
 
     `first`, SQLite only: a statement that must change a row and return it (an UPDATE of one
-    row by key and version, RETURNING it) with its values, run before the writes in the same
+    row by key and version, RETURNING it; its values bound by name, as the statements among
+    `writes`) with its values, run before the writes in the same
     call: the row it returned, as SQLAlchemy gives it. If it returns none, nothing is written
     and NothingChanged is raised; the transaction goes on (a savepoint around it too).
     """
@@ -478,8 +479,8 @@ def _sqlite_write(
                     f"{statement.name}.{column_.name} has a Python-side default: give it"
                 )
         compiled = sqlalchemy.insert(statement).compile(dialect=dialect, column_keys=list(keys))
-    else:  # an UPDATE with no values of its own sets the columns of these keys
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    else:
+        compiled = statement.compile(dialect=dialect)
     order = compiled.positiontup or []  # the statement's order, not the keys'
     if sorted(order) != sorted(keys):
         raise ValueError(f"{statement}: not a parameter each: {sorted(set(keys) ^ set(order))}")

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
@@ -246,6 +246,13 @@ _UPDATE_HOUSEHOLD = (
 )
 
 
+@lru_cache(maxsize=8)
+def _update_household_setting(keys: tuple[str, ...]) -> Update:
+    """SQLite: `_UPDATE_HOUSEHOLD` setting these columns and `updated_at`, each bound by name
+    (`write_together` runs it as written)."""
+    return _UPDATE_HOUSEHOLD.values({k: bindparam(k) for k in (*keys, "updated_at")})
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -371,7 +378,7 @@ async def update_household(
                 (outbox, outbox_rows(events)),
             ],
             commit=one_write,
-            first=(_UPDATE_HOUSEHOLD, params),
+            first=(_update_household_setting(tuple(row)), params),
         )
     except NothingChanged:
         return None

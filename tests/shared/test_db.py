@@ -295,7 +295,12 @@ defaulted = Table(
 )
 
 
-_NOTE_ONE = update(typed).where(typed.c.id == bindparam("_id")).returning(*typed.c)
+_NOTE_ONE = (
+    update(typed)
+    .where(typed.c.id == bindparam("_id"))
+    .values(note=bindparam("note"))
+    .returning(*typed.c)
+)
 
 
 def _typed_row(n: int, at: datetime) -> dict[str, Any]:

@@ -373,9 +373,9 @@ async def write_together(
 
     `first`, SQLite only: a statement that must change a row and return it (an UPDATE of one
     row by key and version, RETURNING it; its values bound by name, as the statements among
-    `writes`) with its values, run before the writes in the same
-    call: the row it returned, as SQLAlchemy gives it. If it returns none, nothing is written
-    and NothingChanged is raised; the transaction goes on (a savepoint around it too).
+    `writes`) with its values, run before the writes in the same call: the row it returned,
+    as SQLAlchemy gives it. If it returns none, nothing is written and NothingChanged is
+    raised; the transaction goes on (a savepoint around it too).
     """
     writes = [(statement, rows) for statement, rows in writes if rows]
     if session.get_bind().dialect.name != "sqlite":
@@ -448,13 +448,12 @@ def _returned_row(
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
     """What makes the row a statement returned into its values by name, each through its
     type's result processor where the type has one (dates, JSON), as SQLAlchemy reads it."""
-    columns = list(statement.exported_columns)
+    names, columns = zip(*statement.exported_columns.items(), strict=True)
     processors = [
         (n, process)
         for n, column_ in enumerate(columns)
         if (process := column_.type.dialect_impl(dialect).result_processor(dialect, None))
     ]
-    names = [str(name) for name in statement.exported_columns.keys()]
 
     def row_of(raw: Sequence[Any]) -> dict[str, Any]:
         values = list(raw)

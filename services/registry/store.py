@@ -239,18 +239,18 @@ _REMOVE_CAUSE = delete(household_cause).where(
     household_cause.c.household_id == bindparam("household_id"),
     household_cause.c.cause == bindparam("cause"),
 )
-_UPDATE_HOUSEHOLD = (
-    update(household)
-    .where(household.c.id == bindparam("_id"), household.c.version == bindparam("_expected"))
-    .returning(*household.c)
-)
 
 
 @lru_cache(maxsize=8)
 def _update_household_setting(keys: tuple[str, ...]) -> Update:
-    """SQLite: `_UPDATE_HOUSEHOLD` setting these columns and `updated_at`, each bound by name
-    (`write_together` runs it as written)."""
-    return _UPDATE_HOUSEHOLD.values({k: bindparam(k) for k in (*keys, "updated_at")})
+    """SQLite: the UPDATE of a household at its expected version, setting these columns and
+    `updated_at`, each bound by name (`write_together` runs it as written), RETURNING it."""
+    return (
+        update(household)
+        .where(household.c.id == bindparam("_id"), household.c.version == bindparam("_expected"))
+        .values({k: bindparam(k) for k in (*keys, "updated_at")})
+        .returning(*household.c)
+    )
 
 
 def _now() -> datetime:

@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 import orjson
 import sqlalchemy
+import structlog
 from asyncpg.exceptions import (  # type: ignore[import-untyped]
     CannotConnectNowError,
     TooManyConnectionsError,
@@ -64,6 +65,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+
+log = structlog.get_logger(__name__)
+
+# How long a SQLite connection waits for another's write lock (in aiosqlite's thread).
+BUSY_TIMEOUT_MS = 30_000
 
 # PostgreSQL's plan cache modes: plan each execution with its values (every connection's
 # default), or let a cached statement keep a generic plan after five executions.
@@ -227,13 +233,16 @@ def create_engine(
 
 def _sqlite_engine(url: str) -> AsyncEngine:
     path = url.split("///", 1)[1] if "///" in url else ""
+    checkpoints = None
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        checkpoints = _Checkpoints(path)
     # One connection per process: sessions queue in the pool instead of sleeping in SQLite's
     # busy handler (which backs off up to 100 ms); SQLite has one writer at a time anyway.
     engine = create_async_engine(
         url,
-        connect_args={"timeout": 30},
+        # The writes of `write_together` run on the loop's thread, the rest in aiosqlite's.
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         json_serializer=json_text,
         json_deserializer=json_value,
         pool_size=1,
@@ -250,14 +259,18 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if checkpoints is not None:
+            # Its commits may run on the loop's thread (`write_together`): `_Checkpoints`.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            dbapi_connection.checkpoints = checkpoints
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can
         # then wait its turn instead of failing with "database is locked" on upgrade.
-        # Sent with the transaction's first statement, in its call to the driver's thread.
+        # Sent with the transaction's first statement, in the same call to the driver.
         connection.connection.dbapi_connection.begin_immediate = True
 
     @event.listens_for(engine.sync_engine, "invalidate")
@@ -299,21 +312,32 @@ def _run_statement(
         cursor.close()
 
 
-# A table's rows made in the driver's thread by `write_together`, from a cursor in its
-# transaction, once the writes before them are done (`audit.chained_in_thread`).
+# A table's rows made by `write_together` in its call to the driver, from a cursor in its
+# transaction, once the writes before them are done (`audit.chained_in_call`).
 RowsMade = Callable[[sqlite3.Cursor], Sequence[Mapping[str, Any]]]
-# A statement and its rows' values, or what makes them in the driver's thread.
+# A statement and its rows' values, or what makes them in the call.
 _Step = tuple[str, list[Any]] | Callable[[sqlite3.Cursor], tuple[str, list[Any]]]
 
 
+class _Busy(Exception):
+    """Another process holds the SQLite file's write lock: wait for it off the loop."""
+
+
 def _run_writes(
-    connection: aiosqlite.Connection, statements: Sequence[_Step], begin: bool, commit: bool
+    connection: aiosqlite.Connection,
+    statements: Sequence[_Step],
+    begin: bool,
+    commit: bool,
+    in_loop: bool = False,
 ) -> None:
-    """In aiosqlite's thread: the transaction begun if `begin`, each statement executed with
-    its rows, then committed if `commit`."""
+    """The transaction begun if `begin`, each statement executed with its rows, then committed
+    if `commit`; in aiosqlite's thread, or on the loop's (`in_loop`), where a BEGIN that finds
+    the write lock taken raises `_Busy` at once rather than wait for it."""
     cursor = connection._conn.cursor()
     try:
-        if begin:
+        if begin and in_loop:
+            _begin_at_once(cursor)
+        elif begin:
             cursor.execute("BEGIN IMMEDIATE")
         for step in statements:
             operation, rows = step(cursor) if callable(step) else step
@@ -325,10 +349,24 @@ def _run_writes(
         cursor.close()
 
 
+def _begin_at_once(cursor: sqlite3.Cursor) -> None:
+    """BEGIN IMMEDIATE, or `_Busy` if it would have to wait (only another process can hold
+    the lock: this one's writers take turns with the pool's one connection)."""
+    cursor.execute("PRAGMA busy_timeout=0")
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            raise _Busy from exc
+        raise
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
 def _made(
     table: Table, make: RowsMade, dialect: sqlalchemy.Dialect, cursor: sqlite3.Cursor
 ) -> tuple[str, list[Any]]:
-    """In aiosqlite's thread: the INSERT of the rows `make` makes, and their values."""
+    """In `_run_writes`: the INSERT of the rows `make` makes, and their values."""
     rows = make(cursor)
     if not rows:
         return "", []
@@ -338,7 +376,7 @@ def _made(
 
 # What `write_together` writes: a table's rows to insert, or a statement (an UPDATE, an
 # upsert, a DELETE: its values and keys bound by name, `bindparam`) with a row of those names
-# per execution; on SQLite, a table's rows may be made in the driver's thread instead
+# per execution; on SQLite, a table's rows may be made in the call to the driver instead
 # (`RowsMade`).
 Writes = Sequence[tuple[Table | UpdateBase, Sequence[Mapping[str, Any]] | RowsMade]]
 
@@ -355,7 +393,7 @@ async def write_together(
     first: tuple[UpdateBase, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """Insert each table's rows and run each statement with its rows, in order, in the
-    session's transaction; on SQLite in one call to the driver's thread.
+    session's transaction; on SQLite in one call to the driver, on the loop's thread.
 
     SQLAlchemy sends each statement in a call of its own, each a wait for the thread and then
     for a turn of the event loop, and takes each row through its compiled statement: a
@@ -363,6 +401,15 @@ async def write_together(
     (bench/verification.py, stop 35), and three tables of 44 rows 2.5-3.1 ms of CPU, 1.4-1.8
     in one call. The values still go through the bound parameters' own type processors, so
     the rows stored are the same.
+
+    On the loop's thread, not aiosqlite's: these are a unit's writes by key, a few rows to a
+    few hundred, and sqlite3 holds the GIL for much of them anyway (it converts each row's
+    values). A call to the thread cost the loop more than the writes themselves: with the
+    registry's filings and changes written so, its CPU per filing and change fell from 3.8-4.4
+    ms to 2.8-3.0 (bench/registry.py, SQLite). The call holds the connection's mutex, so no
+    statement runs in the thread meanwhile. Another process may hold the write lock (a
+    command, a migration): a BEGIN that would wait for it goes to the thread instead, where
+    the wait holds nothing else up; and the WAL is checkpointed in a thread (`_Checkpoints`).
 
     A table's rows have the same keys; a column they leave out gets its database default, so
     one with a Python-side default must be given (checked).
@@ -383,7 +430,7 @@ async def write_together(
             raise TypeError("a first statement goes in the driver's call on SQLite only")
         for statement, rows in writes:
             if callable(rows):
-                raise TypeError("rows are made in the driver's thread on SQLite only")
+                raise TypeError("rows are made in the call to the driver on SQLite only")
             await session.execute(
                 sqlalchemy.insert(statement) if isinstance(statement, Table) else statement,
                 list(rows),
@@ -409,7 +456,10 @@ async def write_together(
     async with adapted._execute_mutex:
         begin, adapted.begin_immediate = adapted.begin_immediate, False
         try:
-            await driver._execute(_run_writes, driver, statements, begin, commit)  # type: ignore[no-untyped-call]
+            try:
+                _run_writes(driver, statements, begin, commit, in_loop=True)
+            except _Busy:
+                await driver._execute(_run_writes, driver, statements, begin, commit)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, …)
             raise DBAPIError.instance(
                 next((step[0] for step in statements if not callable(step)), "COMMIT"),
@@ -421,10 +471,12 @@ async def write_together(
         except NothingChanged:
             raise  # nothing written: the transaction (its BEGIN sent) is the unit's to end
         except BaseException:
-            # Cancelled while the call waited: it still runs in the thread, its BEGIN
+            # Cancelled while the call to the thread waited: it still runs there, its BEGIN
             # included, whatever the session does next. A rollback queued behind it undoes it.
             await asyncio.shield(driver.rollback())
             raise
+    if commit:
+        adapted.committed()
     if first is None:
         return None
     return _returned_row(first[0], connection.dialect)(returned[0])
@@ -433,8 +485,8 @@ async def write_together(
 def _one_returned(
     operation: str, parameters: list[Any], returned: list[Any], cursor: sqlite3.Cursor
 ) -> tuple[str, list[Any]]:
-    """In aiosqlite's thread: a statement that must return a row, kept in `returned`; nothing
-    for `_run_writes` to write after it."""
+    """In `_run_writes`: a statement that must return a row, kept in `returned`; nothing for
+    it to write after it."""
     rows = cursor.execute(operation, parameters).fetchall()
     if not rows:
         raise NothingChanged
@@ -520,6 +572,45 @@ def _faster(impl: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
 
 
+# Commits between two checkpoints of a SQLite file's WAL (`_Checkpoints`): SQLite's own
+# threshold is 1,000 pages, some 65 of the registry's filings and changes.
+CHECKPOINT_EVERY = 64
+
+
+class _Checkpoints:
+    """A SQLite file's WAL checkpointed in a worker thread, every CHECKPOINT_EVERY commits.
+
+    SQLite checkpoints by itself in the commit that takes the WAL past 1,000 pages, in that
+    commit's call: on the loop's thread (`write_together`) the loop waited for the copy and its
+    fsync, 4-8 ms at about one commit in 65 (bench/registry.py, SQLite). So the pool's
+    connection does not, and a PASSIVE checkpoint (it waits for no reader and no writer) runs
+    on a connection of its own instead. Closing the last connection checkpoints too.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._commits = 0
+        self._running = False
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits < CHECKPOINT_EVERY or self._running:
+            return
+        self._commits, self._running = 0, True
+        done = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+        done.add_done_callback(self._done)
+
+    def _checkpoint(self) -> None:
+        timeout = BUSY_TIMEOUT_MS / 1000
+        with contextlib.closing(sqlite3.connect(self._path, timeout=timeout)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _done(self, done: asyncio.Future[None]) -> None:
+        self._running = False
+        if not done.cancelled() and (error := done.exception()) is not None:
+            log.warning("sqlite.checkpoint_failed", path=self._path, error=repr(error))
+
+
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """SQLAlchemy's aiosqlite cursor, each statement one call to aiosqlite's thread.
 
@@ -588,14 +679,20 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """aiosqlite's connection as SQLAlchemy adapts it; its transaction begins with its first
-    statement, in the same call to the driver's thread (a call less a transaction)."""
+    statement, in the same call to the driver (a call less a transaction)."""
 
-    __slots__ = ("begin_immediate",)
+    __slots__ = ("begin_immediate", "checkpoints")
     _cursor_cls = _OneTripCursor  # type: ignore[assignment]  # a subclass of the declared
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self.begin_immediate = False  # a transaction begun, its BEGIN not yet sent
+        self.checkpoints: _Checkpoints | None = None  # a file's (set when connected)
+
+    def committed(self) -> None:
+        """A transaction was committed on this connection."""
+        if self.checkpoints is not None:
+            self.checkpoints.committed()
 
     @property
     def _driver_in_transaction(self) -> bool:
@@ -609,6 +706,7 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.begin_immediate = False
         if self._driver_in_transaction:
             super().commit()
+            self.committed()
 
     def rollback(self) -> None:
         # SQLAlchemy rolls back every connection given back to its pool, after a commit too,
@@ -708,7 +806,7 @@ class UnitOfWork:
             if self._one_write:
                 # Their outbox rows would be a second write, committed apart from the first.
                 raise RuntimeError("a unit of work of one write takes its events with the write")
-            # On SQLite the COMMIT goes with the rows, in one call to the driver's thread: a
+            # On SQLite the COMMIT goes with the rows, in one call to the driver: a
             # call less for every change that announces itself (a request for a verification:
             # 0.3-0.5 ms, bench/verification.py). The session's commit then ends its own.
             rows = outbox_rows(self._pending_events)

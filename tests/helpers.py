@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
@@ -77,16 +79,40 @@ class CountedQueue:
         self.queue.put_nowait(item)
 
 
+@dataclasses.dataclass
+class Traced:
+    """A statement SQLite ran on the pool's connection: its first words, the task it ran for
+    if it ran on the loop's thread (None in aiosqlite's)."""
+
+    words: str
+    task: asyncio.Task[Any] | None
+    in_loop: bool
+
+
 @contextlib.asynccontextmanager
-async def counted_calls(db: Database) -> AsyncIterator[tuple[CountedQueue, Any]]:
+async def counted_calls(
+    db: Database,
+) -> AsyncIterator[tuple[CountedQueue, Any, list[Traced]]]:
     """The calls to aiosqlite's thread on the pool's one connection, counted while inside;
-    with that connection's driver."""
+    with that connection's driver and the statements it ran (its trace, pragmas left out)."""
     async with db.sessionmaker() as session:
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None
+    loop_thread = threading.get_ident()
+    traced: list[Traced] = []
+
+    def trace(statement: str) -> None:
+        if statement.startswith("PRAGMA"):
+            return
+        in_loop = threading.get_ident() == loop_thread
+        task = asyncio.current_task() if in_loop else None
+        traced.append(Traced(" ".join(statement.split()[:3]), task, in_loop))
+
     counted = CountedQueue(driver._tx)
     driver._tx = counted
+    driver._conn.set_trace_callback(trace)  # set from the loop's thread: no statement runs
     try:
-        yield counted, driver
+        yield counted, driver, traced
     finally:
+        driver._conn.set_trace_callback(None)
         driver._tx = counted.queue

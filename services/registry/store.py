@@ -300,7 +300,8 @@ async def insert_household(
         claimed = (await session.execute(statement, params)).scalars().all()
         await _check_claimed(session, row["id"], indexes, claimed)
         return
-    # The claims and every row in one call to the driver's thread (`write_together`): a
+    # The claims and every row in one call to the driver (`write_together`, on the loop's
+    # thread since stop 52): a
     # statement each was a wake-up of aiosqlite's thread and back, each costly where they run
     # on different cores (bench/registry.py, stop 48), and the claims' own INSERT … RETURNING
     # went through SQLAlchemy's session, compiled anew for each number of members (stop 50:
@@ -364,7 +365,7 @@ async def update_household(
             .one_or_none()
         )
         return dict(written) if written else None
-    # The UPDATE and the rest in one call to the driver's thread, as a filing's
+    # The UPDATE and the rest in one call to the driver, as a filing's
     # (`insert_household`), not through SQLAlchemy's session in a call of its own (stop 50,
     # with the claims' change: 6.0 ms of the registry's CPU an operation against 7.7).
     key = {"household_id": household_id}

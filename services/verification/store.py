@@ -413,8 +413,8 @@ async def write_reports(
     household's 75-85 there (bench/README.md).
 
     On SQLite, every row, the updates, the audit records (chained to the head read there,
-    under the write lock its transaction holds) and the COMMIT go in one call to the driver's
-    thread (`write_together`): statement by statement, the update, the audit chain's head,
+    under the write lock its transaction holds) and the COMMIT go in one call to the driver
+    (`write_together`, on the loop's thread): statement by statement, the update, the audit chain's head,
     the audit record and the commit were four more calls, each a wait for the thread and for
     SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37), and the
     followed households and people four more (stop 41).
@@ -438,7 +438,7 @@ async def write_reports(
                 (_UNFOLLOW_HOUSEHOLD, [{"household_id": h} for h in feed_indexes]),
                 (watched_person, followed),
                 (outbox, outbox_rows(events)),
-                (audit.audit_log, audit.chained_in_thread(audit_entries, profile=profile)),
+                (audit.audit_log, audit.chained_in_call(audit_entries, profile=profile)),
             ],
             commit=True,
         )

@@ -222,8 +222,10 @@ class TestConfinement:
         url_, schema = registry_settings.database
         db = Database(url_, schema=schema)
         try:
-            counting = counted_calls(db) if uses_sqlite else contextlib.nullcontext((None, None))
-            async with counting as (counted, _), db.unit_of_work() as uow:
+            counting = (
+                counted_calls(db) if uses_sqlite else contextlib.nullcontext((None, None, None))
+            )
+            async with counting as (counted, _, _), db.unit_of_work() as uow:
                 wanted = await notify.wanted(events, uow)
                 began, calls = uow.session.in_transaction(), counted.calls if counted else 0
         finally:

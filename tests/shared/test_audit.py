@@ -733,7 +733,7 @@ class TestAppendEntries:
 
 
 class TestChainedInThread:
-    """`audit.chained_in_thread`: the records `write_together` makes in SQLite's thread are
+    """`audit.chained_in_call`: the records `write_together` makes in SQLite's thread are
     those `append_entries` chains, after records, after a purge's anchor alone, or first."""
 
     ENTRIES = [
@@ -760,9 +760,7 @@ class TestChainedInThread:
         async with sessions() as session:
             before = await session.execute(select(func.count()).select_from(audit.audit_log))
             count = before.scalar_one()
-            await write_together(
-                session, [(audit.audit_log, audit.chained_in_thread(self.ENTRIES))]
-            )
+            await write_together(session, [(audit.audit_log, audit.chained_in_call(self.ENTRIES))])
             made = (
                 await session.execute(
                     select(audit.audit_log).order_by(audit.audit_log.c.seq).offset(count)
@@ -803,7 +801,7 @@ class TestChainedInThread:
         )
         async with sessions() as session:
             await write_together(
-                session, [(audit.audit_log, audit.chained_in_thread(self.ENTRIES))], commit=True
+                session, [(audit.audit_log, audit.chained_in_call(self.ENTRIES))], commit=True
             )
             await session.commit()
         assert await verify(sessions) == []
@@ -811,7 +809,7 @@ class TestChainedInThread:
     def test_an_entry_is_checked_when_given(self) -> None:
         wrong = dataclasses.replace(self.ENTRIES[0], outcome="maybe")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="outcome"):
-            audit.chained_in_thread([wrong])
+            audit.chained_in_call([wrong])
 
 
 class TestAppendWith:

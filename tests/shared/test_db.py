@@ -4,6 +4,7 @@ and SQLite's one writer surviving cancelled units of work."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import time
@@ -32,12 +33,19 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import Database, NothingChanged, create_engine, region_condition, write_together
+from shared.db import (
+    CHECKPOINT_EVERY,
+    Database,
+    NothingChanged,
+    create_engine,
+    region_condition,
+    write_together,
+)
 from shared.events.envelope import new_event
 from shared.events.outbox import outbox
 from shared.regions import region_in
 from tests.conftest import POSTGRES_URL
-from tests.helpers import CountedQueue, counted_calls
+from tests.helpers import CountedQueue, counted_calls, eventually
 
 CODES = ["411302", "411303", "411400", "420102", "110101"]
 PREFIX_SETS = [[], ["41"], ["4113"], ["411302"], ["4113", "42"], ["11", "41", "42"], ["43"]]
@@ -329,7 +337,7 @@ class TestReadCommitted:
 
     async def test_first_on_the_loops_thread_then_in_the_session(self, db: Database) -> None:
         values = select(other.c.v).order_by(other.c.v)
-        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _, _), db.unit_of_work() as uow:
             first = await uow.read_committed(values)
             assert (counted.calls, uow.session.in_transaction()) == (0, False)
             await uow.session.execute(insert(other), {"v": "b"})
@@ -361,8 +369,8 @@ class TestReadCommitted:
 
 
 class TestWriteTogether:
-    """Several tables' rows and updates in one call to SQLite's thread, stored as SQLAlchemy
-    stores them, and the COMMIT with them when asked."""
+    """Several tables' rows and updates in one call to SQLite, on the loop's thread, stored as
+    SQLAlchemy stores them, and the COMMIT with them when asked."""
 
     @pytest.fixture
     async def db(self, tmp_path: Path) -> AsyncIterator[Database]:
@@ -406,16 +414,22 @@ class TestWriteTogether:
         assert by_id["3"][2] == "null"  # JSON's null, as SQLAlchemy writes a None to JSON
         assert by_id["1"][3] is None
 
-    async def test_the_tables_rows_and_the_transactions_begin_are_one_call(
+    async def test_the_tables_rows_and_the_transactions_begin_run_on_the_loops_thread(
         self, db: Database
     ) -> None:
-        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _, traced), db.unit_of_work() as uow:
             await write_together(
                 uow.session,
                 [(typed, [_typed_row(1, datetime.now(UTC))]), (other, [{"v": "a"}])],
             )
             await uow.commit()
-        assert counted.calls == 2  # BEGIN IMMEDIATE and both INSERTs; COMMIT
+        assert [(t.words, t.in_loop) for t in traced] == [
+            ("BEGIN IMMEDIATE", True),
+            ("INSERT INTO typed", True),
+            ("INSERT INTO other", True),
+            ("COMMIT", False),  # the session's, in the thread
+        ]
+        assert counted.calls == 1
         async with db.sessionmaker() as session:
             assert (await session.execute(select(other.c.v))).scalars().all() == ["a"]
 
@@ -426,7 +440,7 @@ class TestWriteTogether:
         async with db.unit_of_work() as uow:
             await uow.session.execute(insert(typed), rows)
             await uow.commit()
-        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _, traced), db.unit_of_work() as uow:
             returned = await write_together(
                 uow.session,
                 [(other, [{"v": "after"}])],
@@ -434,7 +448,13 @@ class TestWriteTogether:
                 first=(_NOTE_ONE, {"note": "changed", "_id": "2"}),
             )
             await uow.commit()
-        assert counted.calls == 1  # BEGIN IMMEDIATE, the UPDATE, the INSERT and the COMMIT
+        assert [(t.words, t.in_loop) for t in traced] == [
+            ("BEGIN IMMEDIATE", True),
+            ("UPDATE typed SET", True),
+            ("INSERT INTO other", True),
+            ("COMMIT", True),
+        ]
+        assert counted.calls == 0
         async with db.sessionmaker() as session:
             read = (await session.execute(select(typed).where(typed.c.id == "2"))).mappings().one()
             assert (await session.execute(select(other.c.v))).scalars().all() == ["after"]
@@ -473,11 +493,17 @@ class TestWriteTogether:
             sequence=1,
             data={"n": 1},
         )
-        async with counted_calls(db) as (counted, _), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, _, traced), db.unit_of_work() as uow:
             await uow.session.execute(insert(other), {"v": "b"})
             uow.publish(announced)
             await uow.commit()
-        assert counted.calls == 2  # BEGIN IMMEDIATE and the INSERT; the event's row and COMMIT
+        assert [(t.words, t.in_loop) for t in traced] == [
+            ("BEGIN IMMEDIATE", False),  # with the session's INSERT, in the thread
+            ("INSERT INTO other", False),
+            ("INSERT INTO outbox", True),  # the event's row and the COMMIT, on the loop's
+            ("COMMIT", True),
+        ]
+        assert counted.calls == 1
         async with db.sessionmaker() as session:
             stored = (await session.execute(select(outbox.c.event_id, outbox.c.sent_at))).all()
             assert (await session.execute(select(other.c.v))).scalars().all() == ["b"]
@@ -518,11 +544,16 @@ class TestWriteTogether:
         assert stored["1"] != stored["3"]
 
     async def test_with_commit_the_rows_and_the_commit_are_one_call(self, db: Database) -> None:
-        async with counted_calls(db) as (counted, driver), db.unit_of_work() as uow:
+        async with counted_calls(db) as (counted, driver, traced), db.unit_of_work() as uow:
             await write_together(uow.session, [(other, [{"v": "a"}])], commit=True)
             assert not driver.in_transaction  # committed in that call
             await uow.commit()
-        assert counted.calls == 1  # BEGIN IMMEDIATE, the INSERT and COMMIT; nothing after
+        assert [(t.words, t.in_loop) for t in traced] == [
+            ("BEGIN IMMEDIATE", True),
+            ("INSERT INTO other", True),
+            ("COMMIT", True),
+        ]
+        assert counted.calls == 0  # nothing after, nothing in the thread
         async with db.unit_of_work() as uow:  # the next unit of work begins its own
             await write_together(uow.session, [(other, [{"v": "b"}])])
             await uow.rollback()
@@ -564,6 +595,71 @@ class TestWriteTogether:
             stored = (await session.execute(select(other.c.v))).scalars().all()
         assert sorted(v for v in stored if v.startswith("after")) == sorted(
             f"after{n}" for n in range(30)
+        )
+
+    async def test_a_write_lock_held_elsewhere_is_waited_for_in_the_thread_not_the_loop(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        holder = sqlite3.connect(tmp_path / "together.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process, writing
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def write() -> None:
+            async with db.unit_of_work() as uow:
+                await write_together(uow.session, [(other, [{"v": "waited"}])], commit=True)
+                await uow.commit()
+
+        ticking = asyncio.create_task(tick())
+        writing = asyncio.create_task(write())
+        try:
+            await asyncio.sleep(0.5)
+            assert not writing.done()  # still waiting for the lock
+            assert ticks >= 20  # the loop went on meanwhile (50 ticks of 10 ms at most)
+            holder.rollback()
+            await asyncio.wait_for(writing, 10)
+        finally:
+            ticking.cancel()
+            holder.close()
+        async with db.sessionmaker() as session:
+            assert (await session.execute(select(other.c.v))).scalars().all() == ["waited"]
+
+    async def test_the_wal_is_checkpointed_by_a_worker_every_so_many_commits(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        def in_the_file_itself() -> int:
+            # A copy of the database file without its WAL: only what was checkpointed.
+            copy = tmp_path / "copy.db"
+            copy.write_bytes((tmp_path / "together.db").read_bytes())
+            with contextlib.closing(sqlite3.connect(copy)) as connection:
+                try:
+                    if not connection.execute("SELECT 1 FROM sqlite_master").fetchall():
+                        return 0  # not even the tables yet
+                    return int(connection.execute("SELECT count(*) FROM other").fetchone()[0])
+                except sqlite3.DatabaseError:  # copied mid-checkpoint
+                    return -1
+
+        async with db.sessionmaker() as session:
+            autocheckpoint = await session.execute(text("PRAGMA wal_autocheckpoint"))
+            assert autocheckpoint.scalar_one() == 0  # not in a commit on the loop's thread
+
+        async def commits(names: list[str]) -> None:
+            for name in names:
+                async with db.unit_of_work() as uow:
+                    await write_together(uow.session, [(other, [{"v": name}])], commit=True)
+                    await uow.commit()
+
+        await commits([f"a{n}" for n in range(10)])
+        await asyncio.sleep(0.2)
+        assert in_the_file_itself() == 0  # all of it still in the WAL
+        await commits([f"b{n}" for n in range(CHECKPOINT_EVERY)])  # 300 pages or so in all
+        await eventually(
+            lambda: asyncio.sleep(0, in_the_file_itself() >= 10), "a checkpoint by the worker"
         )
 
     async def test_a_column_with_a_python_default_must_be_given(self, db: Database) -> None:

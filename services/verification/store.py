@@ -414,10 +414,10 @@ async def write_reports(
 
     On SQLite, every row, the updates, the audit records (chained to the head read there,
     under the write lock its transaction holds) and the COMMIT go in one call to the driver
-    (`write_together`, on the loop's thread): statement by statement, the update, the audit chain's head,
-    the audit record and the commit were four more calls, each a wait for the thread and for
-    SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37), and the
-    followed households and people four more (stop 41).
+    (`write_together`, on the loop's thread): statement by statement, the update, the audit
+    chain's head, the audit record and the commit were four more calls, each a wait for the
+    thread and for SQLAlchemy's statement machinery (bench/verification.py, stops 36 and 37),
+    and the followed households and people four more (stop 41).
     """
     latest = {r["household_id"]: r for r in watched}  # an upsert changes a row once
     followed = [

@@ -733,7 +733,7 @@ class TestAppendEntries:
 
 
 class TestChainedInThread:
-    """`audit.chained_in_call`: the records `write_together` makes in SQLite's thread are
+    """`audit.chained_in_call`: the records `write_together` makes in its call to SQLite are
     those `append_entries` chains, after records, after a purge's anchor alone, or first."""
 
     ENTRIES = [
@@ -753,10 +753,10 @@ class TestChainedInThread:
     @pytest.fixture(autouse=True)
     def sqlite_only(self) -> None:
         if os.environ.get("BANGFU_TEST_DATABASE_URL", "sqlite").startswith("postgresql"):
-            pytest.skip("rows made in the driver's thread: SQLite's")
+            pytest.skip("rows made in the call to the driver: SQLite's")
 
     async def made_and_appended(self, sessions: Sessions) -> tuple[list[Any], list[AuditRecord]]:
-        """The rows written from the thread, and `append_entries`' records, both rolled back."""
+        """The rows written in that call, and `append_entries`' records, both rolled back."""
         async with sessions() as session:
             before = await session.execute(select(func.count()).select_from(audit.audit_log))
             count = before.scalar_one()

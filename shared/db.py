@@ -572,9 +572,11 @@ def _faster(impl: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
 
 
-# Commits between two checkpoints of a SQLite file's WAL (`_Checkpoints`): SQLite's own
-# threshold is 1,000 pages, some 65 of the registry's filings and changes.
-CHECKPOINT_EVERY = 64
+# Commits between two checkpoints of a SQLite file's WAL (`_Checkpoints`). SQLite's own
+# threshold is 1,000 pages: `bangfu up --demo` left WALs of 4 MB with it and of 12-20 MB
+# with a checkpoint every 64 commits; the registry's bench ran no slower at 16
+# (bench/registry.py, SQLite: 0.69-0.72 against 0.63-0.71).
+CHECKPOINT_EVERY = 16
 
 
 class _Checkpoints:

@@ -286,8 +286,8 @@ def _chain_of(session: AsyncSession) -> tuple[URL, str | None]:
 def chained_in_call(
     entries: Sequence[AuditEntry], *, profile: Profile = "intl"
 ) -> Callable[[sqlite3.Cursor], list[dict[str, Any]]]:
-    """SQLite: `append_entries` for `shared.db.write_together`, which makes the records in the
-    driver's thread, in its call's transaction: the head is read there, under the write lock
+    """SQLite: `append_entries` for `shared.db.write_together`, which makes the records in its
+    call to the driver, in that call's transaction: the head is read there, under the write lock
     the transaction holds from its first statement, rather than in a statement of its own (a
     wait for the thread and for SQLAlchemy's statement machinery: 1.3 ms of a household's
     report, bench/verification.py). The entries are checked now."""
@@ -625,7 +625,7 @@ async def _lock_chain(session: AsyncSession) -> None:
 
 _HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _ANCHOR = select(audit_anchor.c.seq, audit_anchor.c.hash).where(audit_anchor.c.id == 1)
-# The same two reads in SQLite's SQL, for the driver's thread (`chained_in_call`).
+# The same two reads in SQLite's SQL, for the call to the driver (`chained_in_call`).
 _HEAD_SQL, _ANCHOR_SQL = (
     str(read.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     for read in (_HEAD, _ANCHOR)

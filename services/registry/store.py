@@ -301,11 +301,10 @@ async def insert_household(
         await _check_claimed(session, row["id"], indexes, claimed)
         return
     # The claims and every row in one call to the driver (`write_together`, on the loop's
-    # thread since stop 52): a
-    # statement each was a wake-up of aiosqlite's thread and back, each costly where they run
-    # on different cores (bench/registry.py, stop 48), and the claims' own INSERT … RETURNING
-    # went through SQLAlchemy's session, compiled anew for each number of members (stop 50:
-    # 7.0 ms of the registry's CPU an operation against 7.6).
+    # thread since stop 52): a statement each was a wake-up of aiosqlite's thread and back,
+    # each costly where they run on different cores (bench/registry.py, stop 48), and the
+    # claims' own INSERT … RETURNING went through SQLAlchemy's session, compiled anew for each
+    # number of members (stop 50: 7.0 ms of the registry's CPU an operation against 7.6).
     # The claims go first: a person held refuses them, and nothing else is written.
     try:
         await write_together(

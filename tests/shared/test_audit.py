@@ -732,7 +732,7 @@ class TestAppendEntries:
         assert together == one_by_one
 
 
-class TestChainedInThread:
+class TestChainedInCall:
     """`audit.chained_in_call`: the records `write_together` makes in its call to SQLite are
     those `append_entries` chains, after records, after a purge's anchor alone, or first."""
 

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import operator
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -599,18 +600,20 @@ class _Checkpoints:
         if self._commits < CHECKPOINT_EVERY or self._running:
             return
         self._commits, self._running = 0, True
-        done = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
-        done.add_done_callback(self._done)
+        # A thread of its own, not the loop's default executor: that one's few workers can all
+        # be busy with other blocking work (to_thread, getaddrinfo), the checkpoint queued
+        # behind them while the WAL grows (a CI run of the whole suite).
+        threading.Thread(target=self._checkpoint, name="sqlite-checkpoint").start()
 
     def _checkpoint(self) -> None:
-        timeout = BUSY_TIMEOUT_MS / 1000
-        with contextlib.closing(sqlite3.connect(self._path, timeout=timeout)) as connection:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _done(self, done: asyncio.Future[None]) -> None:
-        self._running = False
-        if not done.cancelled() and (error := done.exception()) is not None:
+        try:
+            timeout = BUSY_TIMEOUT_MS / 1000
+            with contextlib.closing(sqlite3.connect(self._path, timeout=timeout)) as connection:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:
             log.warning("sqlite.checkpoint_failed", path=self._path, error=repr(error))
+        finally:
+            self._running = False
 
 
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -654,14 +655,26 @@ class TestWriteTogether:
                     await write_together(uow.session, [(other, [{"v": name}])], commit=True)
                     await uow.commit()
 
-        first = CHECKPOINT_EVERY // 2  # with the table's creation, fewer than a checkpoint's
-        await commits([f"a{n}" for n in range(first)])
-        await asyncio.sleep(0.2)
-        assert in_the_file_itself() == 0  # all of it still in the WAL
-        await commits([f"b{n}" for n in range(CHECKPOINT_EVERY)])  # far from 1,000 pages
-        await eventually(
-            lambda: asyncio.sleep(0, in_the_file_itself() >= first), "a checkpoint by the worker"
-        )
+        # The loop's default executor busy all the while with other blocking work (to_thread,
+        # getaddrinfo): the checkpoint must not queue behind it. It did once, in a CI run of
+        # the whole suite, and the WAL went unchecked for 30 s.
+        release = threading.Event()
+        loop = asyncio.get_running_loop()
+        blocked = [loop.run_in_executor(None, release.wait) for _ in range(64)]
+        try:
+            first = CHECKPOINT_EVERY // 2  # with the table's creation, fewer than one's worth
+            await commits([f"a{n}" for n in range(first)])
+            await asyncio.sleep(0.2)
+            assert in_the_file_itself() == 0  # all of it still in the WAL
+            await commits([f"b{n}" for n in range(CHECKPOINT_EVERY)])  # far from 1,000 pages
+            await eventually(
+                lambda: asyncio.sleep(0, in_the_file_itself() >= first),
+                "a checkpoint by the worker",
+                timeout=10,
+            )
+        finally:
+            release.set()
+            await asyncio.gather(*blocked)
 
     async def test_a_column_with_a_python_default_must_be_given(self, db: Database) -> None:
         async with db.unit_of_work() as uow:

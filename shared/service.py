@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 import structlog
 from asyncpg.exceptions import (  # type: ignore[import-untyped]
     CannotConnectNowError,
     TooManyConnectionsError,
 )
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
@@ -250,6 +252,18 @@ class ServiceRuntime:
             f"restarted {restarts} times in the last {runner.restart_window_seconds:g}s, "
             f"last error: {runner.last_error}"
         )
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON written by orjson, which knows dates and times (as `isoformat` writes them); what it
+    does not know goes through `jsonable_encoder`. The values of `JSONResponse(
+    jsonable_encoder(body))` without its walk of every value and the standard library's
+    encoder: 0.13 ms of a 202 with 4 members' consents (bench/verification.py); 38 µs against
+    5 of a household's file (bench/registry.py, whose create and update answer with one each).
+    """
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=jsonable_encoder, option=orjson.OPT_NON_STR_KEYS)
 
 
 def get_runtime(request: Request) -> ServiceRuntime:

@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from services.verification import render, service, store
 from services.verification.api.caller import (
     Caller,
-    FastJSONResponse,
     VerifierDep,
     household_in,
     json_response,
@@ -30,7 +29,7 @@ from services.verification.schemas import (
 from services.verification.worker import NotFiled, Verifier
 from shared.auth import Principal, require
 from shared.registry_client import HouseholdNotFound
-from shared.service import UnitOfWorkDep, get_runtime
+from shared.service import FastJSONResponse, UnitOfWorkDep, get_runtime
 
 router = APIRouter(prefix="/v1")
 

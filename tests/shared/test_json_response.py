@@ -1,4 +1,4 @@
-"""The verification API's JSON, written by orjson: the bytes `jsonable_encoder` would give."""
+"""The services' JSON answers, written by orjson: the bytes `jsonable_encoder` would give."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from services.verification.api.caller import FastJSONResponse
+from shared.service import FastJSONResponse
 
 
 class Colour(enum.Enum):

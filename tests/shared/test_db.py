@@ -656,8 +656,8 @@ class TestWriteTogether:
                     await uow.commit()
 
         # The loop's default executor busy all the while with other blocking work (to_thread,
-        # getaddrinfo): the checkpoint must not queue behind it. It did once, in a CI run of
-        # the whole suite, and the WAL went unchecked for 30 s.
+        # getaddrinfo): the checkpoint must not queue behind it. A CI run of the whole suite,
+        # whose tests share one loop, once saw no checkpoint for 30 s, most likely so.
         release = threading.Event()
         loop = asyncio.get_running_loop()
         blocked = [loop.run_in_executor(None, release.wait) for _ in range(64)]

@@ -195,7 +195,8 @@ async def apply(
             client_id=ctx.actor,
             key=idempotency_key,
             digest=digest,
-            response=idempotency.StoredResponse(201, answer, headers),  # dates as ISO text
+            # Its JSON column (orjson) writes dates as ISO text, as the answer does.
+            response=idempotency.StoredResponse(201, answer, headers),
         )
     await uow.commit()
     return FastJSONResponse(answer, status_code=201, headers=headers)

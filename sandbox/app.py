@@ -7,6 +7,7 @@ derived from the identity number, with the latency and faults the admin endpoint
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,8 @@ __all__ = ["ArrivalStampingProtocol", "SandboxSettings", "create_app"]
 
 class ArrivalStampingProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, noting in each request's state the loop's time its bytes
-    began to be parsed (`request.state.arrived`), which a department's latency runs from.
+    began to be parsed (`request.state.arrived`, `time.monotonic()`: uvloop's `loop.time()` is
+    whole milliseconds, as of the loop's turn), which a department's latency runs from.
 
     The 11 departments share this process's loop: the handler of the last of a household's 11
     requests got its turn some 2 ms after the first's, behind the others' routing and reading
@@ -36,7 +38,7 @@ class ArrivalStampingProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["state"]["arrived"] = self.loop.time()
+        self.scope["state"]["arrived"] = time.monotonic()
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
@@ -48,28 +50,31 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.nats_url:
-            yield
-            return
-        # NATS may come after the sandbox: it serves HTTP meanwhile and answers on NATS then.
-        nats = BackgroundConnection(settings.nats_url, name="bangfu-sandbox")
-        responder = Responder(nats.nc, sandbox, queue=settings.queue_group)
-
-        async def answer_on_nats() -> None:
-            await responder.start()
-            sandbox.nc = nats.nc
-
-        app.state.nats = nats
-        await nats.when_ready(answer_on_nats)
-        await nats.start()
         try:
-            yield
+            if not settings.nats_url:
+                yield
+                return
+            # NATS may come after the sandbox: it serves HTTP meanwhile and answers on NATS then.
+            nats = BackgroundConnection(settings.nats_url, name="bangfu-sandbox")
+            responder = Responder(nats.nc, sandbox, queue=settings.queue_group)
+
+            async def answer_on_nats() -> None:
+                await responder.start()
+                sandbox.nc = nats.nc
+
+            app.state.nats = nats
+            await nats.when_ready(answer_on_nats)
+            await nats.start()
+            try:
+                yield
+            finally:
+                await nats.stop_connecting()
+                if sandbox.nc is not None:
+                    sandbox.nc = None
+                    await responder.stop()
+                await nats.close()
         finally:
-            await nats.stop_connecting()
-            if sandbox.nc is not None:
-                sandbox.nc = None
-                await responder.stop()
-            await nats.close()
+            sandbox.clock.close()  # its timerfd, watched by this loop
 
     app = FastAPI(
         title="Bangfu department sandbox",

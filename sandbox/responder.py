@@ -8,6 +8,7 @@ error reply, a slow drip is a late reply (NATS has no partial messages).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -58,7 +59,7 @@ class Responder:
     async def _on_message(self, msg: Msg) -> None:
         # nats.py runs one callback at a time per subscription: a department's latency must
         # not hold up the queries behind it.
-        task = asyncio.create_task(self._answer(msg, asyncio.get_running_loop().time()))
+        task = asyncio.create_task(self._answer(msg, time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -12,6 +13,7 @@ from nats.aio.client import Client as NATS
 
 from sandbox.behaviour import Behaviour, Behaviours, FaultKind
 from sandbox.changes import ChangeRequest, change_event, check_change
+from sandbox.clock import Clock
 from sandbox.departments import DEPARTMENTS, Department
 from sandbox.people import Change, person_of
 from sandbox.protocol import (
@@ -46,6 +48,8 @@ class Sandbox:
         self._sequences: Counter[tuple[str, str]] = Counter()
         self.answered: Counter[str] = Counter()
         self.faulted: Counter[str] = Counter()
+        # Answers on time to the tenth of a millisecond, not the loop's whole ones.
+        self.clock = Clock()
         # Each department's HTTP callers by address: how many connections they opened.
         self._peers: defaultdict[str, set[str]] = defaultdict(set)
 
@@ -60,7 +64,7 @@ class Sandbox:
         self, code: str, *, raw: bytes, headers: Mapping[str, str], arrived: float | None = None
     ) -> Reply:
         """Check the query, and answer (or fault) once the department's latency has passed
-        since it `arrived` (the loop's time; now if not given)."""
+        since it `arrived` (`time.monotonic()`; now if not given)."""
         answer_at = await self._arrived(code, arrived)
         department = self.department(code)
         query = parse_query(department=code, raw=raw, headers=headers, today=self._today())
@@ -72,7 +76,7 @@ class Sandbox:
             fault=fault,
             drip_seconds=self.behaviours.get(code).drip_seconds,
         )
-        await _until(answer_at)
+        await self.clock.until(answer_at)
         return reply
 
     async def query_many(
@@ -117,7 +121,7 @@ class Sandbox:
             fault=request_fault,
             drip_seconds=self.behaviours.get(code).drip_seconds,
         )
-        await _until(answer_at)
+        await self.clock.until(answer_at)
         return reply
 
     async def _arrived(self, code: str, arrived: float | None) -> float:
@@ -132,7 +136,7 @@ class Sandbox:
         that came together each take theirs before any does its work.
         """
         if arrived is None:
-            arrived = asyncio.get_running_loop().time()
+            arrived = time.monotonic()
             await asyncio.sleep(0)  # the tasks of the others that came are queued behind this one
         return arrived + self.behaviours.delay_seconds(code)
 
@@ -197,10 +201,6 @@ class Sandbox:
         await self.nc.flush()
         self._changes[identity.number].append(Change(request.kind, effective))
         return event
-
-
-async def _until(moment: float) -> None:
-    await asyncio.sleep(max(0.0, moment - asyncio.get_running_loop().time()))
 
 
 def _broken(answer: dict[str, Any], fault: FaultKind | None) -> bytes:

@@ -51,11 +51,11 @@ async def test_requests_that_arrive_together_are_answered_one_latency_later() ->
     work = min([await answer_all(sandbox(0)) for _ in range(3)])
     # The least of three too: a pause of the machine's makes one run late, not three.
     took = min([await answer_all(sandbox(int(LATENCY * 1000))) for _ in range(3)])
-    # Each request's work, its reply's encoding included, fits inside its latency: the last
-    # answer comes about a millisecond late (the event loop's timers wake to the millisecond),
-    # 0.1–0.2 × `work` here. When each clock started only once the requests before it had
-    # read and rendered their people, it came about `work` late (0.9 × it); when the replies
-    # were encoded after the wait, 0.2–0.3 × it.
+    # Each request's work, its reply's encoding included, fits inside its latency (the
+    # answers wait on `sandbox.clock`, to the tenth of a millisecond). When each clock started
+    # only once the requests before it had read and rendered their people, the last answer
+    # came about `work` late (0.9 × it); when the replies were encoded after the wait,
+    # 0.2–0.3 × it.
     assert LATENCY <= took < LATENCY + 0.6 * work, (took, work)
 
 

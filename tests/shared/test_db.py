@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import sqlite3
 import threading
 import time
@@ -738,6 +739,21 @@ class TestPlansOnPostgresql:
         backends = {backend for _, backend, *_ in by_key}, {b for _, b, *_ in others}
         assert [len(b) for b in backends] == [1, 1]
         assert backends[0] != backends[1]
+
+    async def test_large_values_are_compressed_with_lz4(self, database: Database) -> None:
+        body = json.dumps([{"item": n, "findings": {"facts": "x" * 40}} for n in range(300)])
+        async with database.unit_of_work() as uow:
+            await uow.session.execute(text("CREATE TEMP TABLE report_like (body json)"))
+            await uow.session.execute(text("INSERT INTO report_like VALUES (:b)"), {"b": body})
+            method, size = (
+                await uow.session.execute(
+                    text(
+                        "SELECT pg_column_compression(body), pg_column_size(body) FROM report_like"
+                    )
+                )
+            ).one()
+        assert method == "lz4"
+        assert size < len(body) / 4
 
 
 class TestUnitOfOneWrite:

@@ -27,9 +27,9 @@ __all__ = ["ArrivalStampingProtocol", "SandboxSettings", "create_app"]
 
 
 class ArrivalStampingProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, noting in each request's state the loop's time its bytes
-    began to be parsed (`request.state.arrived`, `time.monotonic()`: uvloop's `loop.time()` is
-    whole milliseconds, as of the loop's turn), which a department's latency runs from.
+    """uvicorn's HTTP protocol, noting in each request's state when its bytes began to be
+    parsed (`request.state.arrived`, `time.monotonic()`: uvloop's `loop.time()` is whole
+    milliseconds, as of the loop's turn), which a department's latency runs from.
 
     The 11 departments share this process's loop: the handler of the last of a household's 11
     requests got its turn some 2 ms after the first's, behind the others' routing and reading

@@ -21,7 +21,7 @@ import httpx
 import structlog
 
 from services.notifications import service, store, webhooks
-from services.notifications.channels.webhook import webhook_client
+from services.notifications.channels.webhook import WebhookClients
 from services.notifications.domain.destinations import DestinationRefused
 from services.notifications.domain.webhooks import (
     DELIVERY_HEADER,
@@ -66,7 +66,7 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._secrets: dict[str, str] = {}
         self._destinations = settings.destination_policy()
-        self._http = webhook_client(
+        self._http = WebhookClients(
             self._destinations,
             timeout=settings.webhook_timeout_seconds,
             concurrency=settings.webhook_concurrency,
@@ -164,7 +164,8 @@ class DeliveryWorker:
             }
             started = time.perf_counter()
             try:
-                response = await self._http.post(subscription["url"], content=body, headers=headers)
+                http = self._http.for_url(subscription["url"])
+                response = await http.post(subscription["url"], content=body, headers=headers)
             except DestinationRefused as exc:
                 return Outcome(None, str(exc), 0)
             except httpx.HTTPError as exc:

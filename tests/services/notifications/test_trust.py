@@ -23,6 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from services.notifications import service, store, webhooks
 from services.notifications.app import create_app
+from services.notifications.channels.webhook import WebhookClients
+from services.notifications.domain.destinations import DestinationPolicy, DestinationRefused
 from services.notifications.settings import NotificationsSettings
 from shared.crypto import encrypt
 from shared.db import Database
@@ -215,6 +217,23 @@ class TestDestinationsAtSend:
         )
         await asyncio.sleep(0.3)
         assert counter.connections == 0
+
+    async def test_each_origin_has_a_pool_of_its_own_behind_the_policy(
+        self, counter: ConnectionCounter
+    ) -> None:
+        clients = WebhookClients(DestinationPolicy(), timeout=2, concurrency=4)
+        try:
+            url = f"http://localhost:{counter.port}"
+            pool = clients.for_url(f"{url}/a")
+            assert clients.for_url(f"{url}/b") is pool
+            assert clients.for_url(f"http://localhost:{counter.port + 1}/a") is not pool
+            assert clients.for_url(f"https://localhost:{counter.port}/a") is not pool
+            with pytest.raises(DestinationRefused, match="does not resolve to a public address"):
+                await pool.post(f"{url}/a", content=b"{}")
+            await asyncio.sleep(0.1)
+            assert counter.connections == 0
+        finally:
+            await clients.aclose()
 
     async def test_the_same_receiver_is_reached_once_its_network_is_allowed(
         self,

@@ -8,7 +8,7 @@ process, as department systems would be other machines; they count what they rec
 shared memory. Each run posts the same N × R bodies (CloudEvents, one per event and receiver):
 
 1. Baseline: raw httpx. An `AsyncClient` per receiver, each with the worker's connection
-   limits (the worker keeps a client per origin), posts every body, at most
+   limits (the worker keeps a pool per origin), posts every body, at most
    `webhook_concurrency` at a time in all (the worker's setting, 50, or `--concurrency`).
    deliveries/s = N × R / wall time.
 2. Ours: R webhook subscriptions (one per receiver) in a migrated notifications database
@@ -140,7 +140,7 @@ async def baseline(
     urls: list[str], bodies: list[bytes], received: Synchronized[int], concurrency: int
 ) -> float:
     """Raw httpx: every body to every receiver, `concurrency` at a time, through a client per
-    receiver as the worker has one per origin (one client for all 50 spent most of its CPU
+    receiver as the worker has a pool per origin (one client for all 50 spent most of its CPU
     placing each request among all their connections); deliveries/s."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     gate = asyncio.Semaphore(concurrency)

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 
 from services.notifications import service, store, webhooks
-from services.notifications.channels.webhook import WebhookClients
+from services.notifications.channels.webhook import POST_ERRORS, WebhookPools
 from services.notifications.domain.destinations import DestinationRefused
 from services.notifications.domain.webhooks import (
     DELIVERY_HEADER,
@@ -66,7 +65,7 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._secrets: dict[str, str] = {}
         self._destinations = settings.destination_policy()
-        self._http = WebhookClients(
+        self._http = WebhookPools(
             self._destinations,
             timeout=settings.webhook_timeout_seconds,
             concurrency=settings.webhook_concurrency,
@@ -143,37 +142,33 @@ class DeliveryWorker:
         if subscription is None:
             return Outcome(None, "subscription deleted", 0)
         try:
-            # Its form first (stored before the policy, or the allowed networks changed);
-            # the connection then checks every address the name resolves to.
-            self._destinations.check_url(subscription["url"])
             secret = self._secret(subscription)
-        except DestinationRefused as exc:
-            return Outcome(None, str(exc), 0)
         except DecryptionError as exc:
             log.warning("webhook.secret_unreadable", subscription=subscription["id"], error=exc)
             return Outcome(None, "the subscription's secret cannot be decrypted with our keys", 0)
         async with self._gate:
             body = row["body"].encode()
             timestamp = int(time.time())  # signed when sent, not when queued: stays fresh
-            headers = {
-                "Content-Type": "application/cloudevents+json",
-                DELIVERY_HEADER: row["id"],
-                TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: signature(secret, timestamp=timestamp, body=body),
-                EVENT_TYPE_HEADER: row["event_type"],
-            }
+            headers = [
+                ("Content-Type", "application/cloudevents+json"),
+                (DELIVERY_HEADER, row["id"]),
+                (TIMESTAMP_HEADER, str(timestamp)),
+                (SIGNATURE_HEADER, signature(secret, timestamp=timestamp, body=body)),
+                (EVENT_TYPE_HEADER, row["event_type"]),
+            ]
             started = time.perf_counter()
             try:
-                http = self._http.for_url(subscription["url"])
-                response = await http.post(subscription["url"], content=body, headers=headers)
+                # The URL's form is checked first (stored before the policy, or the allowed
+                # networks changed); the connection then checks every address it resolves to.
+                status = await self._http.post(subscription["url"], body, headers)
             except DestinationRefused as exc:
                 return Outcome(None, str(exc), 0)
-            except httpx.HTTPError as exc:
+            except POST_ERRORS as exc:
                 elapsed = int((time.perf_counter() - started) * 1000)
                 return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
         elapsed = int((time.perf_counter() - started) * 1000)
-        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        return Outcome(response.status_code, error, elapsed)
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+        return Outcome(status, error, elapsed)
 
     async def _record(self, claimed: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
         settings = self._settings

@@ -9,7 +9,8 @@ does the `Host` header: only the address lookup is taken out of the connection's
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import anyio
 import httpcore
@@ -86,44 +87,103 @@ async def _resolve(host: str, port: int, *, timeout: float | None) -> list[Addre
     return addresses
 
 
-class WebhookClients:
-    """An httpx client per destination origin (scheme, host, port), each a pool behind the policy.
+# What a failed post raises besides `DestinationRefused`: the attempt's error, never the batch's.
+POST_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+)
+USER_AGENT = b"Bangfu-Webhooks/1"
+
+
+class _Target(NamedTuple):
+    pool: httpcore.AsyncConnectionPool
+    url: httpcore.URL
+    host: bytes
+
+
+class WebhookPools:
+    """A connection pool per destination origin (scheme, host, port), each behind the policy.
 
     One pool for every destination scanned all its connections, with a readability check of
     each idle one, for every request it placed: with 50 receivers that was 41 % of the worker's
     CPU (py-spy, bench/notifications.py). A pool per origin holds only that origin's few.
+
+    A delivery is one POST with our headers, so it goes to httpcore, httpx's transport, rather
+    than through an `httpx.AsyncClient`: the client's layers (URL and header merging, cookies,
+    auth and redirect flows) were a third of a post's CPU, and a webhook wants none of them:
+    no redirect is followed, and no receiver's cookie is kept to be sent back to it.
     """
 
     def __init__(self, policy: DestinationPolicy, *, timeout: float, concurrency: int):
         # SSL_CERT_FILE / SSL_CERT_DIR may name a private CA of internal department systems.
         self._tls = httpx.create_ssl_context(trust_env=True)  # made once: a few ms each
+        self._policy = policy
         self._backend = _CheckedBackend(policy)
-        self._timeout = timeout
         self._concurrency = concurrency
-        self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
+        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
+        self._pools: dict[tuple[bytes, bytes, int | None], httpcore.AsyncConnectionPool] = {}
+        self._targets: dict[str, _Target] = {}
 
-    def for_url(self, url: str) -> httpx.AsyncClient:
-        """The client of the URL's origin; no proxy from the environment (a proxy would
-        resolve the name itself), no redirects (httpx follows none unless told)."""
-        parsed = httpx.URL(url)
-        origin = (parsed.scheme, parsed.host, parsed.port)
-        client = self._clients.get(origin)
-        if client is None:
-            transport = httpx.AsyncHTTPTransport(verify=self._tls, trust_env=False)
-            # httpx does not take a network backend: its pool is rebuilt with its defaults
-            # and ours.
-            transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._tls,
-                max_connections=self._concurrency,
-                max_keepalive_connections=self._concurrency,
-                keepalive_expiry=5.0,
-                network_backend=self._backend,
+    def target(self, url: str) -> _Target:
+        """The pool of the URL's origin, the URL as httpcore takes it, its `Host`. The URL's form is
+        checked the first time it is seen (the policy is fixed while the worker runs); its
+        addresses at every connection. No proxy from the environment: a proxy would resolve
+        the name itself."""
+        found = self._targets.get(url)
+        if found is None:
+            try:
+                self._policy.check_url(url)
+                parsed = httpx.URL(url)  # its host IDNA-encoded, as httpx sends it
+            except DestinationRefused:
+                raise
+            except (ValueError, httpx.InvalidURL) as exc:  # one stored before today's checks
+                raise DestinationRefused(f"the URL is not valid: {exc}") from exc
+            origin = (parsed.raw_scheme, parsed.raw_host, parsed.port)
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = httpcore.AsyncConnectionPool(
+                    ssl_context=self._tls,
+                    max_connections=self._concurrency,
+                    max_keepalive_connections=self._concurrency,
+                    keepalive_expiry=5.0,
+                    network_backend=self._backend,
+                )
+                self._pools[origin] = pool
+            found = self._targets[url] = _Target(
+                pool,
+                httpcore.URL(
+                    scheme=parsed.raw_scheme,
+                    host=parsed.raw_host,
+                    port=parsed.port,
+                    target=parsed.raw_path,
+                ),
+                parsed.netloc,  # an IPv6 address in brackets, a port other than the default
             )
-            client = httpx.AsyncClient(transport=transport, timeout=self._timeout, trust_env=False)
-            self._clients[origin] = client
-        return client
+        return found
+
+    async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> int:
+        """POST the body with these headers (and `Host`, `Content-Length`, `User-Agent`); the
+        answer's status code once its body is read. Raises `DestinationRefused` or one of
+        `POST_ERRORS`."""
+        target = self.target(url)
+        sent: list[tuple[bytes | str, bytes | str]] = [
+            (b"Host", target.host),
+            (b"User-Agent", USER_AGENT),
+            *headers,
+        ]
+        response = await target.pool.request(
+            b"POST",
+            target.url,
+            headers=sent,
+            content=body,
+            extensions=self._extensions,
+        )
+        return response.status
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+        self._targets.clear()

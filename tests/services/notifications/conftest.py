@@ -68,9 +68,13 @@ class Receiver:
                         "delivery": request.headers["Bangfu-Webhook-Id"],
                         "event": event,
                         "type": request.headers["Bangfu-Event-Type"],
+                        "host": request.headers.get("host"),
+                        "user_agent": request.headers.get("user-agent"),
+                        "cookie": request.headers.get("cookie"),
                     }
                 )
-            return Response(status_code=204)
+            # Some receivers set a session cookie; a delivery must not carry it back.
+            return Response(status_code=204, headers={"Set-Cookie": "session=from-receiver"})
 
         return app
 

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from services.notifications import service, store, webhooks
 from services.notifications.app import create_app
-from services.notifications.channels.webhook import WebhookClients
+from services.notifications.channels.webhook import WebhookPools
 from services.notifications.domain.destinations import DestinationPolicy, DestinationRefused
 from services.notifications.settings import NotificationsSettings
 from shared.crypto import encrypt
@@ -221,19 +221,23 @@ class TestDestinationsAtSend:
     async def test_each_origin_has_a_pool_of_its_own_behind_the_policy(
         self, counter: ConnectionCounter
     ) -> None:
-        clients = WebhookClients(DestinationPolicy(), timeout=2, concurrency=4)
+        pools = WebhookPools(DestinationPolicy(), timeout=2, concurrency=4)
         try:
             url = f"http://localhost:{counter.port}"
-            pool = clients.for_url(f"{url}/a")
-            assert clients.for_url(f"{url}/b") is pool
-            assert clients.for_url(f"http://localhost:{counter.port + 1}/a") is not pool
-            assert clients.for_url(f"https://localhost:{counter.port}/a") is not pool
+            pool = pools.target(f"{url}/a").pool
+            assert pools.target(f"{url}/b").pool is pool
+            assert pools.target(f"http://localhost:{counter.port + 1}/a").pool is not pool
+            assert pools.target(f"https://localhost:{counter.port}/a").pool is not pool
             with pytest.raises(DestinationRefused, match="does not resolve to a public address"):
-                await pool.post(f"{url}/a", content=b"{}")
+                await pools.post(f"{url}/a", b"{}", [])
+            with pytest.raises(DestinationRefused, match="^port 22 is refused"):
+                pools.target("http://hooks.example.org:22/a")  # its form, before any pool
+            with pytest.raises(DestinationRefused, match="the URL is not valid"):
+                pools.target("http://[zz]/a")  # refused as this delivery's error, not raised on
             await asyncio.sleep(0.1)
             assert counter.connections == 0
         finally:
-            await clients.aclose()
+            await pools.aclose()
 
     async def test_the_same_receiver_is_reached_once_its_network_is_allowed(
         self,

@@ -157,6 +157,10 @@ class TestDelivery:
         assert sorted(e.id for e in events) == sorted(e.id for e in sent)
         assert _per_household(events) == {"h-a": [1, 2, 3], "h-b": [1, 2, 3]}
         assert {r["type"] for r in receiver.received} == {ENROLLED, sent[2].type}
+        # Sent as the URL names its host, as ours, and with no receiver's cookie sent back.
+        assert {r["host"] for r in receiver.received} == {httpx.URL(receiver.url).netloc.decode()}
+        assert {r["user_agent"] for r in receiver.received} == {"Bangfu-Webhooks/1"}
+        assert {r["cookie"] for r in receiver.received} == {None}
 
     async def test_a_receiver_down_for_a_while_gets_every_delivery_once_and_in_order(
         self,

@@ -95,6 +95,9 @@ POST_ERRORS = (
     httpcore.UnsupportedProtocol,
 )
 USER_AGENT = b"Bangfu-Webhooks/1"
+# Only the status counts; past this, an answer's body is left unread. An endless body, each
+# chunk within the read timeout, would otherwise hold a delivery slot for ever.
+ANSWER_READ_BYTES = 64 * 1024
 
 
 class _Target(NamedTuple):
@@ -165,22 +168,23 @@ class WebhookPools:
 
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> int:
         """POST the body with these headers (and `Host`, `Content-Length`, `User-Agent`); the
-        answer's status code once its body is read. Raises `DestinationRefused` or one of
-        `POST_ERRORS`."""
+        answer's status code once its body is read (up to `ANSWER_READ_BYTES`). Raises
+        `DestinationRefused` or one of `POST_ERRORS`."""
         target = self.target(url)
         sent: list[tuple[bytes | str, bytes | str]] = [
             (b"Host", target.host),
             (b"User-Agent", USER_AGENT),
             *headers,
         ]
-        response = await target.pool.request(
-            b"POST",
-            target.url,
-            headers=sent,
-            content=body,
-            extensions=self._extensions,
-        )
-        return response.status
+        async with target.pool.stream(
+            b"POST", target.url, headers=sent, content=body, extensions=self._extensions
+        ) as response:
+            read = 0
+            async for chunk in response.aiter_stream():
+                read += len(chunk)
+                if read > ANSWER_READ_BYTES:
+                    break  # its connection is closed rather than kept
+            return response.status
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

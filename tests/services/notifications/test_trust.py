@@ -8,6 +8,7 @@ caller's regions, confined in SQL before the page's limit.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -238,6 +239,40 @@ class TestDestinationsAtSend:
             assert counter.connections == 0
         finally:
             await pools.aclose()
+
+    async def test_an_endless_answer_is_read_only_so_far_and_its_connection_closed(
+        self,
+    ) -> None:
+        closed = asyncio.Event()
+        sent = 0
+
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)  # the body, b"{}"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+            try:
+                while True:
+                    writer.write(b"x" * 16384)
+                    sent += 16384
+                    await writer.drain()
+            except ConnectionError:
+                closed.set()
+
+        server = await asyncio.start_server(endless, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pools = WebhookPools(
+            DestinationPolicy((ipaddress.ip_network("127.0.0.0/8"),)), timeout=5, concurrency=1
+        )
+        try:
+            status = await asyncio.wait_for(pools.post(f"http://127.0.0.1:{port}/", b"{}", []), 10)
+            await asyncio.wait_for(closed.wait(), 10)
+        finally:
+            await pools.aclose()
+            server.close()
+        assert status == 200
+        # What it wrote before it saw the close: what was read, and the sockets' buffers.
+        assert sent < 16 * 1024 * 1024
 
     async def test_the_same_receiver_is_reached_once_its_network_is_allowed(
         self,

@@ -125,7 +125,7 @@ class WebhookPools:
         self._policy = policy
         self._backend = _CheckedBackend(policy)
         self._concurrency = concurrency
-        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}  # as httpx's transport
         self._pools: dict[tuple[bytes, bytes, int | None], httpcore.AsyncConnectionPool] = {}
         self._targets: dict[str, _Target] = {}
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.auth import ensure_signing_key, issue_token
+from shared.events.consumer import TryLater
 from shared.regions import FILING_PROVINCES
 from shared.settings import ServiceSettings, is_url
 from shared.tokens import ClientCredentials, ServiceTokenUnavailable, shared_credentials
@@ -27,6 +28,9 @@ PII_SCOPE = "registry:read pii:read"
 # The most ids `POST /v1/households:batch-get` takes (422 above): a consumer's fetch of events
 # fits in one call, a whole region does not.
 BATCH_READ_MAX = 100
+# Answers that say the registry is not there for now (busy, a proxy without it, its database
+# away): tried again later, however long that lasts.
+AWAY_STATUSES = frozenset({429, 502, 503, 504})
 # The parts of a household file that other services' results fill (the 核对 summary, the
 # entitlements, exit eligibility), never people's edits: a `household.changed` naming only
 # these changed nothing of the household's circumstances.
@@ -35,6 +39,12 @@ ATTACHED_RESULTS = frozenset({"verification", "entitlements", "exit_eligibility"
 
 class RegistryUnavailable(Exception):
     """The registry did not answer, or answered with a server error: try again later."""
+
+
+class RegistryAway(RegistryUnavailable, TryLater):
+    """The registry is not there for now (unreachable, busy, its database away, or no token to
+    call it): an event's handler waits it out rather than dead-letter the event. A 500 is
+    not this: it may be the event's own data, and counts toward the dead letter."""
 
 
 class HouseholdNotFound(Exception):
@@ -228,7 +238,9 @@ class RegistryClient:
                 )
         if response.status_code == 404:
             raise HouseholdNotFound(path)
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code in AWAY_STATUSES:
+            raise RegistryAway(f"registry answered {response.status_code} for {path}")
+        if response.status_code >= 500:
             raise RegistryUnavailable(f"registry answered {response.status_code} for {path}")
         response.raise_for_status()  # 401/403: a configuration error, not worth retrying
         return response.json()
@@ -237,7 +249,7 @@ class RegistryClient:
         try:
             token = source if isinstance(source, str) else await source.token()
         except ServiceTokenUnavailable as exc:
-            raise RegistryUnavailable(f"no token to call the registry: {exc}") from exc
+            raise RegistryAway(f"no token to call the registry: {exc}") from exc
         try:
             return await self._http.request(
                 request.method,
@@ -247,7 +259,7 @@ class RegistryClient:
                 headers={"Authorization": f"Bearer {token}", **request.headers},
             )
         except httpx.TransportError as exc:
-            raise RegistryUnavailable(f"registry unreachable: {exc!r}") from exc
+            raise RegistryAway(f"registry unreachable: {exc!r}") from exc
 
 
 @functools.cache

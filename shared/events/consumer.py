@@ -88,6 +88,14 @@ class MalformedEvent(Exception):
     """A message that is not a valid CloudEvent: dead-lettered at once."""
 
 
+class TryLater(Exception):
+    """A handler's failure because something it needs is away (another service unreachable,
+    busy or answering 503): the event is retried on the usual schedule for as long as that
+    lasts, and never dead-lettered. Dead letters are for events no retry can fix; a
+    dependency's outage longer than the retries would otherwise leave every event in hand
+    there for an operator to replay."""
+
+
 def message_traceparent(message: Msg, event: CloudEvent) -> str | None:
     """The publishing span's traceparent from the NATS header, else the event's own."""
     return (message.headers or {}).get("traceparent") or event.traceparent
@@ -141,7 +149,10 @@ class ConsumerRunner:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._ack_wait,
-            max_deliver=self._max_deliver,
+            # No limit on the server: a delivery lost with a replica that died holding it
+            # counts there, and at its limit JetStream drops the event without a word (a
+            # household lost in the cluster test). The runner's own limit dead-letters instead.
+            max_deliver=-1,
             filter_subjects=sub.subjects,
         )
         await self._js.add_consumer(sub.stream, config)
@@ -316,7 +327,9 @@ class ConsumerRunner:
                         await self._handle_traced(event, uow, traceparents[event.id])
                 await uow.commit()
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
-            if unreachable(exc):
+            # A service away may be reached by a socket (OSError in the chain) but is not the
+            # database: each message is tried later on its own.
+            if unreachable(exc) and not isinstance(exc, TryLater):
                 await self._hold_while_the_database_is_away([m for m, _ in events], exc)
                 return
             log.info(
@@ -355,7 +368,15 @@ class ConsumerRunner:
             return
         except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or DLQ
             delivered = message.metadata.num_delivered
-            if unreachable(exc) and delivered < self._max_deliver:
+            if isinstance(exc, TryLater):
+                log.warning(
+                    "consumer.try_later",
+                    consumer=self.subscription.name,
+                    error=repr(exc),
+                    delivered=delivered,
+                )
+                await message.nak(delay=self._retry_delay(delivered))
+            elif unreachable(exc) and not await self._database_answers():
                 await self._hold_while_the_database_is_away([message], exc)
             elif delivered >= self._max_deliver:
                 await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
@@ -366,11 +387,19 @@ class ConsumerRunner:
                     error=repr(exc),
                     delivered=delivered,
                 )
-                await message.nak(
-                    delay=self._retry_delays[min(delivered, len(self._retry_delays)) - 1]
-                )
+                await message.nak(delay=self._retry_delay(delivered))
             return
         await message.ack()
+
+    def _retry_delay(self, delivered: int) -> float:
+        return self._retry_delays[min(delivered, len(self._retry_delays)) - 1]
+
+    async def _database_answers(self) -> bool:
+        try:
+            await self._db.ping()
+        except Exception:  # noqa: BLE001 - away, or worse: either way not answering
+            return False
+        return True
 
     async def _hold_while_the_database_is_away(self, messages: list[Msg], exc: Exception) -> None:
         """Give the messages back and fetch nothing more until the database answers.

@@ -6,11 +6,19 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from fastapi import FastAPI, Response
 
 from services.verification.settings import VerificationSettings
+from shared.events.consumer import TryLater
 from shared.natsserver import free_port
-from shared.registry_client import HouseholdNotFound, RegistryClient, RegistryUnavailable
+from shared.registry_client import (
+    HouseholdNotFound,
+    RegistryAway,
+    RegistryClient,
+    RegistryUnavailable,
+)
 from shared.settings import SuiteSettings
+from tests.conftest import serving
 from tests.helpers import bearer, household_body, identity_number
 
 
@@ -72,7 +80,7 @@ async def test_an_unreachable_registry_is_unavailable_not_an_error_of_the_caller
     settings = VerificationSettings(suite=suite, registry_url=f"http://127.0.0.1:{free_port()}")
     client = RegistryClient.from_settings(settings)
     try:
-        with pytest.raises(RegistryUnavailable):
+        with pytest.raises(RegistryAway):
             await client.household("anything")
     finally:
         await client.aclose()
@@ -89,3 +97,29 @@ def test_with_an_identity_provider_a_client_of_it_is_required(suite: SuiteSettin
     )
     with pytest.raises(ValueError, match="BANGFU_VERIFICATION_CLIENT_ID"):
         RegistryClient.from_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("status", "away"), [(503, True), (429, True), (502, True), (504, True), (500, False)]
+)
+async def test_a_registry_away_is_waited_out_and_a_server_error_counts_toward_a_dead_letter(
+    suite: SuiteSettings, status: int, away: bool
+) -> None:
+    """An event's handler meeting a registry that is away retries for as long as that lasts
+    (`TryLater`); a 500 may be the event's own data and ends, after the retries, dead-lettered."""
+    answering = FastAPI()
+
+    @answering.get("/v1/households/{household_id}")
+    async def household(household_id: str) -> Response:
+        return Response(status_code=status)
+
+    with serving(answering) as url:
+        client = RegistryClient.from_settings(VerificationSettings(suite=suite, registry_url=url))
+        try:
+            with pytest.raises(RegistryUnavailable) as raised:
+                await client.household("h-1")
+        finally:
+            await client.aclose()
+    assert isinstance(raised.value, TryLater) is away
+    assert isinstance(raised.value, RegistryAway) is away
+    assert str(status) in str(raised.value)

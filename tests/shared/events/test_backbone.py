@@ -30,6 +30,7 @@ from shared.events.outbox import (
     outbox_rows,
 )
 from shared.events.streams import DEAD_LETTER_STREAM, ensure_dead_letter_stream, ensure_stream
+from shared.registry_client import RegistryAway
 from tests.eventkit import effect_count, effects, record_effect, sample_event
 
 STREAM = "REGISTRY"
@@ -532,6 +533,57 @@ class TestConsumer:
         assert dead[0].headers["Bangfu-Deliveries"] == "3"
         assert "RuntimeError: cannot handle this" in dead[0].headers["Bangfu-Reason"]
         assert dead[0].subject == dead_letter_subject("test-effects")
+
+    async def test_an_event_whose_deliveries_died_with_their_replicas_is_still_handled(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        """Each delivery counts on the server, answered or not: with JetStream's own limit at
+        the runner's, the event was dropped there, neither handled nor dead-lettered."""
+        first = consumer(database, js, max_deliver=2, ack_wait_seconds=1)
+        await first.start()  # the durable consumer, as the service configures it
+        await first.stop()
+        await write_events(database, [sample_event("h-lost", 1)])
+        await OutboxRelay(database, js).relay_once()
+        # Two replicas in turn take the event and die holding it: no ack, no nak.
+        pull = await js.pull_subscribe_bind(durable="test-effects", stream=STREAM)
+        for delivery in (1, 2):
+            [message] = await pull.fetch(1, timeout=5)
+            assert message.metadata.num_delivered == delivery
+        await pull.unsubscribe()
+        await asyncio.sleep(1.5)  # the second delivery's ack_wait runs out
+        runner = consumer(database, js, max_deliver=2, ack_wait_seconds=1)
+        await runner.start()
+        try:
+            await wait_for(lambda: _count_is(database, 1), timeout=10)
+        finally:
+            await runner.stop()
+        info = await js.consumer_info(STREAM, "test-effects")
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+    async def test_an_event_whose_handler_waits_for_a_service_away_is_never_dead_lettered(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        calls = 0
+
+        async def registry_away_four_times(event: CloudEvent, uow: UnitOfWork) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 4:
+                raise RegistryAway("registry answered 503 for /v1/households/h-away")
+            await record_effect(event, uow)
+
+        await write_events(database, [sample_event("h-away", 1)])
+        await OutboxRelay(database, js).relay_once()
+        runner = consumer(
+            database, js, registry_away_four_times, max_deliver=2, retry_delays=(0.05,)
+        )
+        await runner.start()
+        try:
+            await wait_for(lambda: _count_is(database, 1), timeout=15)
+        finally:
+            await runner.stop()
+        assert calls == 5
+        assert (await js.stream_info(DEAD_LETTER_STREAM)).state.messages == 0
 
     async def test_one_poison_message_in_a_batch_does_not_hold_up_the_others(
         self, database: Database, js: JetStreamContext

@@ -560,6 +560,20 @@ class TestConsumer:
         info = await js.consumer_info(STREAM, "test-effects")
         assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
+    async def test_a_consumer_made_with_a_delivery_limit_loses_it_when_the_service_starts(
+        self, database: Database, js: JetStreamContext
+    ) -> None:
+        """A deployment's durable consumers were made with `max_deliver` 5 by earlier versions."""
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(durable_name="test-effects", max_deliver=5, filter_subjects=SUBJECTS),
+        )
+        runner = consumer(database, js, max_deliver=5)
+        await runner.start()
+        await runner.stop()
+        info = await js.consumer_info(STREAM, "test-effects")
+        assert info.config.max_deliver == -1
+
     async def test_an_event_whose_handler_waits_for_a_service_away_is_never_dead_lettered(
         self, database: Database, js: JetStreamContext
     ) -> None:

@@ -150,8 +150,8 @@ class ConsumerRunner:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._ack_wait,
             # No limit on the server: a delivery lost with a replica that died holding it
-            # counts there, and at its limit JetStream drops the event without a word (a
-            # household lost in the cluster test). The runner's own limit dead-letters instead.
+            # counts there, and at its limit JetStream drops the event without a word. The
+            # runner's own limit dead-letters instead.
             max_deliver=-1,
             filter_subjects=sub.subjects,
         )

@@ -368,31 +368,23 @@ class ConsumerRunner:
             return
         except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or DLQ
             delivered = message.metadata.num_delivered
-            if isinstance(exc, TryLater):
-                log.warning(
-                    "consumer.try_later",
-                    consumer=self.subscription.name,
-                    error=repr(exc),
-                    delivered=delivered,
-                )
-                await message.nak(delay=self._retry_delay(delivered))
-            elif unreachable(exc) and not await self._database_answers():
+            away = isinstance(exc, TryLater)  # retried for as long as it lasts
+            if not away and unreachable(exc) and not await self._database_answers():
                 await self._hold_while_the_database_is_away([message], exc)
-            elif delivered >= self._max_deliver:
+            elif not away and delivered >= self._max_deliver:
                 await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
             else:
                 log.warning(
-                    "consumer.handler_failed",
+                    "consumer.try_later" if away else "consumer.handler_failed",
                     consumer=self.subscription.name,
                     error=repr(exc),
                     delivered=delivered,
                 )
-                await message.nak(delay=self._retry_delay(delivered))
+                await message.nak(
+                    delay=self._retry_delays[min(delivered, len(self._retry_delays)) - 1]
+                )
             return
         await message.ack()
-
-    def _retry_delay(self, delivered: int) -> float:
-        return self._retry_delays[min(delivered, len(self._retry_delays)) - 1]
 
     async def _database_answers(self) -> bool:
         try:

@@ -21,7 +21,8 @@ way.
    stored and announced), median of 20. single_ratio = that time / L (the slowest
    department's latency; goal at most 1.3). For context, the same 44 questions asked straight
    from this process with the service's department clients, a department's 4 together (no
-   service, no database).
+   service, no database). How fast the machine ran plain Python before and after is printed
+   beside it: on a virtual machine the same code's figures move with it.
 2. A batch (批量核对) of N households (10,000) of one member each, filed in the registry with
    consents recorded, every department limited to C concurrent requests (8). One person a
    request, those limits allow C / L households per second (each household asks every
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -428,7 +430,16 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
     return count / (finished - began)
 
 
+def python_speed_us() -> float:
+    """Microseconds for `sum(range(1000))`, the best of 5: how fast this machine runs plain
+    Python right now. A virtual machine's host that slows it (by half, seen on stop 59) shows
+    here and not in the load average, and a single household's milliseconds move with it."""
+    loops = 20_000
+    return min(timeit.repeat("sum(range(1000))", repeat=5, number=loops)) / loops * 1e6
+
+
 async def bench(args: argparse.Namespace) -> None:
+    speed_before = python_speed_us()
     with tempfile.TemporaryDirectory(prefix="bangfu-bench-verification-") as tmp:
         suite = Suite(args, Path(tmp))
         async with suite.running():
@@ -446,6 +457,10 @@ async def bench(args: argparse.Namespace) -> None:
                 f"completed event (median of {args.repeats}); "
                 f"bare 44 questions {bare * 1000:.1f} ms; "
                 f"single_ratio {single_ratio:.2f} (goal ≤ 1.3)"
+            )
+            print(
+                f"  plain Python, sum(range(1000)): {speed_before:.1f} µs before the suite "
+                f"started, {python_speed_us():.1f} µs after the single households"
             )
             limit = args.concurrency / latency
             raw = await raw_batch(

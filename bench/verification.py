@@ -433,7 +433,9 @@ async def batch(suite: Suite, headers: dict[str, str], count: int) -> float:
 def python_speed_us() -> float:
     """Microseconds for `sum(range(1000))`, the best of 5: how fast this machine runs plain
     Python right now. A virtual machine's host that slows it (by half, seen on stop 59) shows
-    here and not in the load average, and a single household's milliseconds move with it."""
+    here and not in the load average, and a single household's milliseconds move with it.
+    Read before and after, it brackets the single households: a slow spell between the two
+    readings does not show."""
     loops = 20_000
     return min(timeit.repeat("sum(range(1000))", repeat=5, number=loops)) / loops * 1e6
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,14 @@ def identity_number(
     """A valid GB 11643 number for tests (the check character computed, not hard-coded)."""
     body = f"{region}{birth:%Y%m%d}{serial:03d}"
     return body + check_character(body)
+
+
+def code_block(text: str, language: str) -> str:
+    """The one fenced code block of `language` in a Markdown text (docs' examples are run as
+    tests: a second block of the language would be left unchecked, so it fails here)."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, f"one {language} block, found {len(blocks)}"
+    return str(blocks[0])
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from shared.natsserver import free_port
 
 # The fixtures of `bangfu up` on free ports with a home of its own.
 from tests.e2e.test_embedded import env, running_up, suite_up  # noqa: F401
+from tests.helpers import code_block
 from tests.identity.conftest import require_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +35,7 @@ def try_it_block() -> str:
     """The shell block between the "## Try it" heading and the next heading."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 1, "the Try it section has one shell block"
-    return str(blocks[0])
+    return code_block(section, "sh")
 
 
 def read_lines(shell: subprocess.Popen[str], lines: list[str]) -> None:

@@ -3,11 +3,12 @@ who copies its shape, values and citations copies what the rules run on."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.helpers import code_block
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "benefits.md"
@@ -15,8 +16,7 @@ PARAMETERS = ROOT / "services" / "benefits" / "parameters"
 
 
 def documented_excerpt() -> dict[str, Any]:
-    (block,) = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
-    excerpt: dict[str, Any] = yaml.safe_load(block)
+    excerpt: dict[str, Any] = yaml.safe_load(code_block(DOC.read_text(encoding="utf-8"), "yaml"))
     return excerpt
 
 

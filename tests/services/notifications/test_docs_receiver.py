@@ -3,7 +3,6 @@ service's real deliveries: if the signing and the documented check drift apart, 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from tests.conftest import serving
-from tests.helpers import bearer
+from tests.helpers import bearer, code_block
 from tests.services.notifications.conftest import SECRET, Publish, eventually
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "notifications.md"
@@ -22,7 +21,7 @@ ADMIN = "notifications:admin"
 
 def documented_receiver(secret: str) -> FastAPI:
     """The doc's one Python block, with only its secret replaced."""
-    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+    code = code_block(DOC.read_text(encoding="utf-8"), "python")
     assert DOC_SECRET in code
     code = code.replace(DOC_SECRET, f"SECRET = {secret.encode()!r}")
     namespace: dict[str, Any] = {}

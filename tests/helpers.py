@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
 
-from shared.db import Database
+import sqlalchemy as sa
+
+from shared.db import Database, create_engine
 from shared.identity import check_character
 
 
@@ -125,3 +127,14 @@ async def counted_calls(
     finally:
         driver._conn.set_trace_callback(None)
         driver._tx = counted.queue
+
+
+async def table_names(url: str, schema: str | None) -> set[str]:
+    """The tables of a database (of `schema` on PostgreSQL)."""
+    engine = create_engine(url, schema=schema)
+    try:
+        async with engine.connect() as connection:
+            names = await connection.run_sync(lambda c: sa.inspect(c).get_table_names())
+    finally:
+        await engine.dispose()
+    return set(names)

@@ -47,7 +47,6 @@ from services.verification.domain.report import (
     ReportItem,
     build_report,
     discrepancy_dict,
-    findings_dict,
 )
 from services.verification.service import (
     SUBJECT_CONTEXT,
@@ -134,33 +133,15 @@ class Departments:
             await http.close()
 
 
-def item_row(verification_id: str, checked: Checked) -> dict[str, Any]:
-    item = checked.item
-    findings = item.findings
-    return {
-        "verification_id": verification_id,
-        "member_id": item.member_id,
-        "department": item.department.value,
-        "status": item.status.value,
-        "source": item.source,
-        "as_of": item.as_of,
-        "findings": findings_dict(findings) if findings else None,
-        "reason": item.reason,
-        "consent_id": checked.exchange.consent_id if checked.exchange else None,
-        "request_hash": item.request_hash,
-        "response_digest": checked.exchange.response_digest if checked.exchange else None,
-        "fetched_at": checked.exchange.at if checked.exchange else datetime.now(UTC),
-    }
-
-
-def item_from_row(row: Mapping[str, Any]) -> ReportItem:
+def item_from_report(row: Mapping[str, Any]) -> ReportItem:
+    """An item as a stored report's body holds it (`store.latest_items`)."""
     found = row["findings"]
     return ReportItem(
         member_id=row["member_id"],
         department=Department(row["department"]),
         status=ItemStatus(row["status"]),
         source=row["source"],
-        as_of=row["as_of"],
+        as_of=date.fromisoformat(row["as_of"]) if row["as_of"] else None,
         findings=Findings(
             incomes=tuple(Income(**i) for i in found["incomes"]),
             assets=tuple(Asset(**a) for a in found["assets"]),
@@ -762,7 +743,7 @@ class Verifier:
         return None
 
     async def _write(self, uow: UnitOfWork, group: Sequence[_Made]) -> None:
-        """The items, encrypted raw answers, query log, report, verification, followed
+        """The encrypted raw answers, query log, report (with its items), verification, followed
         households and people, events and audit records of these reports.
 
         A unit of one write (`Database.unit_of_work(one_write=True)`): on PostgreSQL one
@@ -782,7 +763,6 @@ class Verifier:
         verified = [made for made in group if made.subject.household_id]
         await store.write_reports(
             session,
-            items=[item_row(made.row["id"], c) for made in group for c in made.checked],
             raw_answers=[
                 {
                     "verification_id": made.row["id"],
@@ -999,7 +979,9 @@ class Verifier:
         """Whether an answer arrived (and a new report version was recorded)."""
         subject = await self.resolve(row)
         async with self.db.unit_of_work() as uow:
-            previous = [item_from_row(r) for r in await store.get_items(uow.session, row["id"])]
+            previous = [
+                item_from_report(r) for r in await store.latest_items(uow.session, row["id"])
+            ]
             people = {p.member_id: p for p in await people_of(uow, self.keyring, subject)}
         missing = [i for i in previous if i.status in MISSING and i.member_id in people]
         checked = await asyncio.gather(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from shared.db import Database, common_metadata, create_engine
 from shared.migrations import SERVICES, alembic_config, head_revision, schema_at_head
+from tests.helpers import table_names
 
 MigratedDatabase = Callable[[str], Awaitable[tuple[str, str | None]]]
 # The tables that must be there whatever else the metadata grows (shared.migrations imports the
@@ -32,16 +33,6 @@ REQUIRED_TABLES: dict[str, set[str]] = {
 def service_metadata(service: str) -> MetaData:
     metadata: MetaData = importlib.import_module(f"services.{service}.store").metadata
     return metadata
-
-
-async def table_names(url: str, schema: str | None) -> set[str]:
-    engine = create_engine(url, schema=schema)
-    try:
-        async with engine.connect() as connection:
-            names = await connection.run_sync(lambda c: sa.inspect(c).get_table_names())
-    finally:
-        await engine.dispose()
-    return set(names)
 
 
 async def schema_diff(url: str, schema: str | None, service: str) -> list[Any]:

@@ -4,7 +4,7 @@ writes it in one statement, SQLite in one call to its thread, and both must leav
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -35,39 +35,42 @@ def _completed(verification_id: str, version: int) -> dict[str, Any]:
     }
 
 
+def _items(member_id: str, vehicle: str = "unavailable") -> list[dict[str, Any]]:
+    """A report's items as its body holds them."""
+    return [
+        {
+            "member_id": member_id,
+            "department": "tax",
+            "status": "ok",
+            "source": "tax:http",
+            "as_of": "2026-11-30",
+            "findings": {
+                "incomes": [{"kind": "wages", "monthly_fen": 123_400}],
+                "assets": [],
+                "flags": ["有车"],
+                "facts": {},
+                "amounts": {},
+            },
+            "reason": None,
+            "request_hash": "h" * 64,
+        },
+        {
+            "member_id": member_id,
+            "department": "vehicle",
+            "status": vehicle,
+            "source": "vehicle:http",
+            "as_of": None,
+            "findings": None,
+            "reason": "超时" if vehicle == "unavailable" else None,
+            "request_hash": None,
+        },
+    ]
+
+
 def _rows(verification_id: str, household_id: str, version: int) -> dict[str, Any]:
-    """One report's rows, as the worker makes them: an item with findings, one without."""
+    """One report's rows, as the worker makes them: its body has an item with findings, one
+    without."""
     return {
-        "items": [
-            {
-                "verification_id": verification_id,
-                "member_id": f"m{version}",
-                "department": "tax",
-                "status": "found",
-                "source": "税务",
-                "as_of": date(2026, 11, 30),
-                "findings": {"incomes": [{"fen": 123_400}], "flags": ["有车"]},
-                "reason": None,
-                "consent_id": "c1",
-                "request_hash": "h" * 64,
-                "response_digest": "d" * 64,
-                "fetched_at": NOW,
-            },
-            {
-                "verification_id": verification_id,
-                "member_id": f"m{version}",
-                "department": "vehicle",
-                "status": "unavailable",
-                "source": "车辆",
-                "as_of": None,
-                "findings": None,
-                "reason": "超时",
-                "consent_id": None,
-                "request_hash": None,
-                "response_digest": None,
-                "fetched_at": NOW,
-            },
-        ],
         "raw_answers": [
             {
                 "verification_id": verification_id,
@@ -99,7 +102,7 @@ def _rows(verification_id: str, household_id: str, version: int) -> dict[str, An
                 "version": version,
                 "household_id": household_id,
                 "content_hash": str(version) * 64,
-                "body": {"版本": version, "items": [None, {"a": 1}]},
+                "body": {"版本": version, "report": {"items": _items(f"m{version}")}},
                 "created_at": NOW,
             }
         ],
@@ -205,24 +208,6 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
             feed={"h-moved": ["f-b", "f-c"], "h-other": ["f-a"]},
         )
 
-        items = await _all(db, store.verification_item, "verification_id", "member_id")
-        assert [(i["verification_id"], i["member_id"], i["department"]) for i in items] == sorted(
-            [
-                (moved, "m1", "tax"),
-                (moved, "m1", "vehicle"),
-                (moved, "m2", "tax"),
-                (moved, "m2", "vehicle"),
-                (other, "m1", "tax"),
-                (other, "m1", "vehicle"),
-            ]
-        )
-        tax, vehicle = items[0], items[1]
-        assert tax["findings"] == {"incomes": [{"fen": 123_400}], "flags": ["有车"]}
-        assert tax["as_of"] == date(2026, 11, 30)
-        assert as_utc(tax["fetched_at"]) == NOW
-        assert (vehicle["findings"], vehicle["as_of"], vehicle["reason"]) == (None, None, "超时")
-        assert vehicle["consent_id"] is None
-
         raw = await _all(db, store.raw_answer, "id")
         assert [(r["verification_id"], r["cipher"]) for r in raw] == [
             (moved, "raw-1"),
@@ -239,9 +224,9 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
         reports = await _all(db, store.report, "verification_id", "version")
         assert [(r["verification_id"], r["version"], r["body"]) for r in reports] == sorted(
             [
-                (moved, 1, {"版本": 1, "items": [None, {"a": 1}]}),
-                (moved, 2, {"版本": 2, "items": [None, {"a": 1}]}),
-                (other, 1, {"版本": 1, "items": [None, {"a": 1}]}),
+                (moved, 1, {"版本": 1, "report": {"items": _items("m1")}}),
+                (moved, 2, {"版本": 2, "report": {"items": _items("m2")}}),
+                (other, 1, {"版本": 1, "report": {"items": _items("m1")}}),
             ],
             key=lambda r: (r[0], r[1]),
         )
@@ -289,29 +274,29 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
         await db.dispose()
 
 
-async def test_a_re_asked_item_replaces_the_earlier_versions_one(
+async def test_the_items_to_ask_again_are_the_latest_reports(
     migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
 ) -> None:
     url, schema = await migrated_database("verification")
     db = Database(url, schema=schema)
-    (verification_id,) = await _filed(db, "h-1")
+    verification_id, unreported = await _filed(db, "h-1", "h-2")
     watched = [{"household_id": "h-1", "region": "411302", "last_verified_at": NOW}]
     try:
         await _write(db, _rows(verification_id, "h-1", 1), watched=watched, feed={"h-1": ["f-a"]})
-        # Version 2 re-asked member m1's vehicle, which answered this time.
+        # Version 2 asked member m1's vehicle again, which answered this time.
         again = _rows(verification_id, "h-1", 2)
-        (vehicle,) = [i for i in again["items"] if i["department"] == "vehicle"]
-        again["items"] = [{**vehicle, "member_id": "m1", "status": "found", "reason": None}]
+        again["reports"][0]["body"]["report"]["items"] = _items("m1", vehicle="ok")
         await _write(db, again, watched=watched, feed={"h-1": ["f-a"]})
 
-        items = await _all(db, store.verification_item, "member_id", "department")
+        async with db.unit_of_work() as uow:
+            items = await store.latest_items(uow.session, verification_id)
+            assert await store.latest_items(uow.session, unreported) == []
         assert [(i["member_id"], i["department"], i["status"]) for i in items] == [
-            ("m1", "tax", "found"),
-            ("m1", "vehicle", "found"),
+            ("m1", "tax", "ok"),
+            ("m1", "vehicle", "ok"),
         ]
+        assert items[0]["as_of"] == "2026-11-30"
         assert items[1]["reason"] is None
-        reports = await _all(db, store.report, "version")
-        assert [r["version"] for r in reports] == [1, 2]
     finally:
         await db.dispose()
 

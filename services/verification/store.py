@@ -163,26 +163,17 @@ report = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-raw_answer = Table(
-    "raw_answer",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("verification_id", String(36), nullable=False, index=True),
-    Column("member_id", String(36), nullable=False),
-    Column("department", String(20), nullable=False),
-    Column("request_hash", String(64), nullable=False),
-    Column("cipher", Text, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("purge_after", DateTime(timezone=True), nullable=False, index=True),
-)
-
-# Every question put to a department about a person: "who looked at my data".
+# Every question put to a department about a person: "who looked at my data"; with the
+# answer a report was made of, encrypted, until `purge_after`. The log stays after the purge.
 department_query = Table(
     "department_query",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("person_index", String(128), nullable=False, index=True),
     Column("verification_id", String(36), nullable=False),
+    # The member as the request or the household's file named them (migration 0011: a
+    # question logged before it has one only if its answer was kept).
+    Column("member_id", String(36)),
     Column("department", String(20), nullable=False),
     Column("consent_id", String(36), nullable=False),
     Column("purpose", String(200), nullable=False),
@@ -191,6 +182,8 @@ department_query = Table(
     Column("request_hash", String(64), nullable=False),
     Column("response_digest", String(64)),
     Column("queried_at", DateTime(timezone=True), nullable=False),
+    Column("answer_cipher", Text),
+    Column("purge_after", DateTime(timezone=True), index=True),
 )
 
 batch = Table(
@@ -373,7 +366,6 @@ COMPLETED_COLUMNS = (
 async def write_reports(
     session: AsyncSession,
     *,
-    raw_answers: Sequence[dict[str, Any]],
     queries: Sequence[dict[str, Any]],
     reports: Sequence[dict[str, Any]],
     completed: Sequence[dict[str, Any]],
@@ -383,7 +375,7 @@ async def write_reports(
     audit_entries: Sequence[audit.AuditEntry],
     profile: Profile,
 ) -> None:
-    """Write reports with their rows: encrypted raw answers, query log, the reports,
+    """Write reports with their rows: the query log with the encrypted answers, the reports,
     the verifications' new values (`id` and `COMPLETED_COLUMNS`), the followed households
     and people, the events' outbox rows and the audit records. These are the transaction's
     last writes: the unit of work's commit must follow.
@@ -411,7 +403,6 @@ async def write_reports(
         await write_together(
             session,
             [
-                (raw_answer, raw_answers),
                 (department_query, queries),
                 (report, reports),
                 *_updated_verifications(completed),
@@ -425,7 +416,6 @@ async def write_reports(
         )
         return
     params = {
-        "raw": rows_param(_RAW_COLUMNS, raw_answers),
         "query": rows_param(_QUERY_COLUMNS, queries),
         "report": rows_param(report.c, reports),
         "done": rows_param(_DONE_COLUMNS, completed),
@@ -441,7 +431,6 @@ async def write_reports(
 
 
 _HOUSEHOLD_IDS = postgresql.ARRAY(watched_person.c.household_id.type)
-_RAW_COLUMNS = [c for c in raw_answer.c if c.name != "id"]
 _QUERY_COLUMNS = [c for c in department_query.c if c.name != "id"]
 _DONE_COLUMNS = [verification.c.id, *(verification.c[c] for c in COMPLETED_COLUMNS)]
 _WATCHED_COLUMNS = [
@@ -476,7 +465,6 @@ def _reports_statement() -> Select[Any]:
     watched = _inserted(watched_household, "watched", _WATCHED_COLUMNS)
     followed = recordset("followed", list(watched_person.c)).subquery("followed")
     ctes = [
-        _inserted(raw_answer, "raw", _RAW_COLUMNS).cte("raw_written"),
         _inserted(department_query, "query", _QUERY_COLUMNS).cte("queries_written"),
         _inserted(report, "report", list(report.c)).cte("reports_written"),
         update(verification)
@@ -553,7 +541,12 @@ async def report_versions(session: AsyncSession, verification_id: str) -> list[d
 
 
 async def purge_raw_answers(session: AsyncSession, *, before: datetime) -> int:
-    result = await session.execute(delete(raw_answer).where(raw_answer.c.purge_after < before))
+    """Forget the answers kept past their time; the questions stay in the log."""
+    result = await session.execute(
+        update(department_query)
+        .where(department_query.c.purge_after < before)
+        .values(answer_cipher=None, purge_after=None)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -562,8 +555,11 @@ async def count_raw_answers(session: AsyncSession, verification_id: str) -> int:
         (
             await session.execute(
                 select(func.count())
-                .select_from(raw_answer)
-                .where(raw_answer.c.verification_id == verification_id)
+                .select_from(department_query)
+                .where(
+                    department_query.c.verification_id == verification_id,
+                    department_query.c.answer_cipher.is_not(None),
+                )
             )
         ).scalar_one()
     )
@@ -572,7 +568,11 @@ async def count_raw_answers(session: AsyncSession, verification_id: str) -> int:
 async def queries_about(session: AsyncSession, person_index: str) -> list[dict[str, Any]]:
     """Every department query about one person, with the region of its verification."""
     rows = await session.execute(
-        select(department_query, verification.c.region, verification.c.household_id)
+        select(
+            *(c for c in department_query.c if c.name != "answer_cipher"),
+            verification.c.region,
+            verification.c.household_id,
+        )
         .join(verification, verification.c.id == department_query.c.verification_id)
         .where(department_query.c.person_index == person_index)
         .order_by(department_query.c.queried_at, department_query.c.id)

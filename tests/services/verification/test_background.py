@@ -4,6 +4,7 @@ feeds and the yearly recheck — over the real registry, NATS and the sandbox pr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -15,8 +16,9 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from services.verification import consumers, store
-from services.verification.worker import Verifier
+from services.verification.worker import ANSWER_CONTEXT, Verifier
 from shared.audit import audit_log
+from shared.crypto import decrypt
 from shared.events.envelope import CloudEvent, new_event
 from tests.helpers import bearer, eventually, identity_number
 from tests.services.registry.test_api import Walk, file_household
@@ -294,15 +296,30 @@ class TestEvidence:
             verification, created.headers["Location"], headers, lambda b: b["status"] == "completed"
         )
         verifier: Verifier = verification_app.state.verifier
+        log = (
+            store.department_query.select()
+            .where(store.department_query.c.verification_id == status["id"])
+            .order_by(store.department_query.c.id)
+        )
         async with verifier.db.unit_of_work() as uow:
             assert await store.count_raw_answers(uow.session, status["id"]) == 11
-            raw = (await uow.session.execute(store.raw_answer.select())).mappings().first()
-        assert raw is not None and number not in raw["cipher"]  # encrypted at rest
+            asked = (await uow.session.execute(log)).mappings().all()
+        assert len(asked) == 11 and all(number not in q["answer_cipher"] for q in asked)
+        for question in asked:  # encrypted at rest, and the answer its digest was taken of
+            answer = decrypt(verifier.keyring, question["answer_cipher"], context=ANSWER_CONTEXT)
+            assert hashlib.sha256(answer.encode()).hexdigest() == question["response_digest"]
 
         assert await verifier.purge(now=datetime.now(UTC) + timedelta(days=89)) == 0
         assert await verifier.purge(now=datetime.now(UTC) + timedelta(days=91)) >= 11
         async with verifier.db.unit_of_work() as uow:
             assert await store.count_raw_answers(uow.session, status["id"]) == 0
+            kept = (await uow.session.execute(log)).mappings().all()
+        # The questions stay in the log ("who looked at my data"), their answers gone.
+        assert [(q["id"], q["response_digest"]) for q in kept] == [
+            (q["id"], q["response_digest"]) for q in asked
+        ]
+        assert {(q["answer_cipher"], q["purge_after"]) for q in kept} == {(None, None)}
+        async with verifier.db.unit_of_work() as uow:
             audit_rows = (
                 await uow.session.execute(select(audit_log.c.action, audit_log.c.detail))
             ).all()

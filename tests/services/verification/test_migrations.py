@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import command
 from sqlalchemy import insert, select
 
 from services.verification import store
-from shared.db import Database
+from shared.db import Database, as_utc
 from shared.identity import mask_identity_number
 from shared.migrations import alembic_config, upgrade
 from tests.conftest import _database
@@ -156,4 +156,111 @@ _ITEM_COLUMNS = (
     "reason",
     "consent_id",
     "response_digest",
+)
+
+
+async def test_the_raw_answers_move_to_their_questions_rows_and_back(tmp_path: Path) -> None:
+    """verification_0011 puts each raw answer on the query log's row of its exchange (same
+    verification, department, request hash and time), drops the answers' table, and its
+    downgrade makes the table again from the rows that still have an answer."""
+    now = datetime.now(UTC)
+    later = datetime(2027, 3, 1, tzinfo=UTC)
+    query = sa.table("department_query", *(_column(c) for c in _QUERY_COLUMNS))
+    raw = sa.table("raw_answer", *(_column(c) for c in _RAW_COLUMNS))
+
+    def question(department: str, at: datetime) -> dict[str, object]:
+        return {
+            "person_index": "p",
+            "verification_id": "v-1",
+            "department": department,
+            "consent_id": "c-1",
+            "purpose": "申请",
+            "requested_by": "test",
+            "outcome": "ok",
+            "request_hash": department[0] * 64,
+            "response_digest": "d" * 64,
+            "queried_at": at,
+        }
+
+    async with _database("verification", tmp_path) as (url, schema):
+        await asyncio.to_thread(
+            upgrade, "verification", url=url, schema=schema, revision="verification_0010"
+        )
+        db = Database(url, schema=schema)
+        async with db.unit_of_work() as uow:
+            # Asked twice at tax (a failed run, then the one reported), once at vehicle.
+            earlier = now - timedelta(minutes=5)
+            for department, at in (("tax", earlier), ("tax", now), ("vehicle", now)):
+                await uow.session.execute(insert(query).values(question(department, at)))
+            for department in ("tax", "vehicle"):
+                await uow.session.execute(
+                    insert(raw).values(
+                        verification_id="v-1",
+                        member_id="m1",
+                        department=department,
+                        request_hash=department[0] * 64,
+                        cipher=f"cipher-{department}",
+                        received_at=now,
+                        purge_after=later,
+                    )
+                )
+            await uow.commit()
+        await db.dispose()
+
+        await asyncio.to_thread(upgrade, "verification", url=url, schema=schema)
+        db = Database(url, schema=schema)
+        async with db.sessionmaker() as session:
+            moved = (
+                (await session.execute(select(store.department_query).order_by("id")))
+                .mappings()
+                .all()
+            )
+        await db.dispose()
+        tables = await table_names(url, schema)
+        config = alembic_config("verification", url=url, schema=schema)
+        await asyncio.to_thread(command.downgrade, config, "verification_0010")
+        db = Database(url, schema=schema)
+        async with db.sessionmaker() as session:
+            back = (await session.execute(sa.select(raw).order_by("department"))).all()
+        await db.dispose()
+
+    assert [(q["department"], q["member_id"], q["answer_cipher"]) for q in moved] == [
+        ("tax", None, None),
+        ("tax", "m1", "cipher-tax"),
+        ("vehicle", "m1", "cipher-vehicle"),
+    ]
+    assert as_utc(moved[1]["purge_after"]) == later
+    assert "raw_answer" not in tables
+    assert [(r.department, r.member_id, r.cipher, as_utc(r.purge_after)) for r in back] == [
+        ("tax", "m1", "cipher-tax", later),
+        ("vehicle", "m1", "cipher-vehicle", later),
+    ]
+
+
+def _column(name: str) -> sa.ColumnClause[object]:
+    """A column as the migration's table has it: a time is written as SQLAlchemy writes it."""
+    at = name in ("queried_at", "received_at", "purge_after")
+    return sa.column(name, sa.DateTime(timezone=True)) if at else sa.column(name)
+
+
+_QUERY_COLUMNS = (
+    "person_index",
+    "verification_id",
+    "department",
+    "consent_id",
+    "purpose",
+    "requested_by",
+    "outcome",
+    "request_hash",
+    "response_digest",
+    "queried_at",
+)
+_RAW_COLUMNS = (
+    "verification_id",
+    "member_id",
+    "department",
+    "request_hash",
+    "cipher",
+    "received_at",
+    "purge_after",
 )

@@ -71,21 +71,11 @@ def _rows(verification_id: str, household_id: str, version: int) -> dict[str, An
     """One report's rows, as the worker makes them: its body has an item with findings, one
     without."""
     return {
-        "raw_answers": [
-            {
-                "verification_id": verification_id,
-                "member_id": f"m{version}",
-                "department": "tax",
-                "request_hash": "h" * 64,
-                "cipher": f"raw-{version}",
-                "received_at": NOW,
-                "purge_after": NOW + timedelta(days=30),
-            }
-        ],
         "queries": [
             {
                 "person_index": f"p{version}",
                 "verification_id": verification_id,
+                "member_id": f"m{version}",
                 "department": "tax",
                 "consent_id": "c1",
                 "purpose": "申请",
@@ -94,6 +84,8 @@ def _rows(verification_id: str, household_id: str, version: int) -> dict[str, An
                 "request_hash": "h" * 64,
                 "response_digest": None,
                 "queried_at": NOW,
+                "answer_cipher": f"raw-{version}",
+                "purge_after": NOW + timedelta(days=30),
             }
         ],
         "reports": [
@@ -208,19 +200,13 @@ async def test_reports_are_written_with_every_row_and_the_household_followed_ane
             feed={"h-moved": ["f-b", "f-c"], "h-other": ["f-a"]},
         )
 
-        raw = await _all(db, store.raw_answer, "id")
-        assert [(r["verification_id"], r["cipher"]) for r in raw] == [
-            (moved, "raw-1"),
-            (moved, "raw-2"),
-            (other, "raw-1"),
-        ]
-        assert as_utc(raw[0]["purge_after"]) == NOW + timedelta(days=30)
         queries = await _all(db, store.department_query, "id")
-        assert [(q["person_index"], q["verification_id"]) for q in queries] == [
-            ("p1", moved),
-            ("p2", moved),
-            ("p1", other),
+        assert [(q["person_index"], q["verification_id"], q["answer_cipher"]) for q in queries] == [
+            ("p1", moved, "raw-1"),
+            ("p2", moved, "raw-2"),
+            ("p1", other, "raw-1"),
         ]
+        assert as_utc(queries[0]["purge_after"]) == NOW + timedelta(days=30)
         reports = await _all(db, store.report, "verification_id", "version")
         assert [(r["verification_id"], r["version"], r["body"]) for r in reports] == sorted(
             [

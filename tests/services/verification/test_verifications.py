@@ -685,7 +685,7 @@ async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
     writes: dict[str, set[tuple[bool, bool]]] = {}
 
     def note_the_unit(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        for table in ("raw_answer", "department_query", "report"):
+        for table in ("department_query", "report"):
             if f"INSERT INTO {table} " in statement:  # PostgreSQL: one statement
                 by_key = conn.engine.pool is app.state.runtime.db.by_key_engine.sync_engine.pool
                 committing = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
@@ -699,4 +699,4 @@ async def test_a_report_is_written_with_plans_kept_for_statements_by_key(
             )
             done = await finished(verification, response.headers["Location"], headers)
     assert done["status"] == "completed"
-    assert writes == dict.fromkeys(("raw_answer", "department_query", "report"), {(True, True)})
+    assert writes == dict.fromkeys(("department_query", "report"), {(True, True)})

@@ -1,3 +1,4 @@
+import json
 from dataclasses import asdict
 from datetime import date
 
@@ -205,3 +206,12 @@ class TestReportHash:
             {**asdict(d), "size_fen": d.size_fen} for d in made.discrepancies
         ]
         assert made.canonical == canonical_json(reference)
+        # The standard library's writer, which hashed the reports stored before orjson's, writes
+        # the same text: a report's values are strings, integers, booleans and dates.
+        assert made.canonical == json.dumps(
+            reference,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=lambda v: v.isoformat() if isinstance(v, date) else sorted(v),
+        )

@@ -120,6 +120,23 @@ class TestRequest:
         assert {q["purpose"] for q in queries} == {"申请审核"}
         assert {q["requested_by"] for q in queries} == {"test-client"}
         assert all(q["response_digest"] for q in queries)
+        # The log's rows keep the answers too, encrypted; the log's readers get no part of them.
+        assert {frozenset(q) for q in queries} == {
+            frozenset(
+                {
+                    "queried_at",
+                    "department",
+                    "requested_by",
+                    "purpose",
+                    "consent_id",
+                    "outcome",
+                    "request_hash",
+                    "response_digest",
+                    "verification_id",
+                    "household_id",
+                }
+            )
+        }
 
     async def test_the_report_prints_as_html_with_masked_numbers(
         self, verification: httpx.AsyncClient, token: Callable[..., str]

@@ -87,7 +87,7 @@ async def test_the_items_table_goes_and_comes_back_from_the_latest_reports(
     them again from each verification's latest report, with the consent and the response's
     digest of the question the query log has under the item's request hash."""
     now = datetime.now(UTC)
-    asked = {"request_hash": "h" * 64, "status": "ok", "source": "tax:http", "reason": None}
+    asked = {"request_hash": "t" * 64, "status": "ok", "source": "tax:http", "reason": None}
     tax = {**asked, "member_id": "m1", "department": "tax", "as_of": "2026-11-30"}
     tax["findings"] = {"incomes": [], "assets": [], "flags": [], "facts": {}, "amounts": {}}
     vehicle = {"member_id": "m1", "department": "vehicle", "status": "unavailable"}
@@ -108,20 +108,7 @@ async def test_the_items_table_goes_and_comes_back_from_the_latest_reports(
                         created_at=now,
                     )
                 )
-            await uow.session.execute(
-                insert(store.department_query).values(
-                    person_index="p",
-                    verification_id="v-1",
-                    department="tax",
-                    consent_id="c-1",
-                    purpose="申请",
-                    requested_by="test",
-                    outcome="ok",
-                    request_hash="h" * 64,
-                    response_digest="d" * 64,
-                    queried_at=now,
-                )
-            )
+            await uow.session.execute(insert(store.department_query).values(_question("tax", now)))
             await uow.commit()
         await db.dispose()
         config = alembic_config("verification", url=url, schema=schema)
@@ -129,7 +116,7 @@ async def test_the_items_table_goes_and_comes_back_from_the_latest_reports(
         await asyncio.to_thread(command.downgrade, config, "verification_0009")
 
         db = Database(url, schema=schema)
-        items = sa.table(*(["verification_item"] + [sa.column(c) for c in _ITEM_COLUMNS]))
+        items = sa.table("verification_item", *(_column(c) for c in _ITEM_COLUMNS))
         async with db.sessionmaker() as session:
             rows = (
                 (await session.execute(sa.select(items).order_by(sa.text("department"))))
@@ -168,20 +155,6 @@ async def test_the_raw_answers_move_to_their_questions_rows_and_back(tmp_path: P
     query = sa.table("department_query", *(_column(c) for c in _QUERY_COLUMNS))
     raw = sa.table("raw_answer", *(_column(c) for c in _RAW_COLUMNS))
 
-    def question(department: str, at: datetime) -> dict[str, object]:
-        return {
-            "person_index": "p",
-            "verification_id": "v-1",
-            "department": department,
-            "consent_id": "c-1",
-            "purpose": "申请",
-            "requested_by": "test",
-            "outcome": "ok",
-            "request_hash": department[0] * 64,
-            "response_digest": "d" * 64,
-            "queried_at": at,
-        }
-
     async with _database("verification", tmp_path) as (url, schema):
         await asyncio.to_thread(
             upgrade, "verification", url=url, schema=schema, revision="verification_0010"
@@ -191,7 +164,7 @@ async def test_the_raw_answers_move_to_their_questions_rows_and_back(tmp_path: P
             # Asked twice at tax (a failed run, then the one reported), once at vehicle.
             earlier = now - timedelta(minutes=5)
             for department, at in (("tax", earlier), ("tax", now), ("vehicle", now)):
-                await uow.session.execute(insert(query).values(question(department, at)))
+                await uow.session.execute(insert(query).values(_question(department, at)))
             for department in ("tax", "vehicle"):
                 await uow.session.execute(
                     insert(raw).values(
@@ -235,6 +208,22 @@ async def test_the_raw_answers_move_to_their_questions_rows_and_back(tmp_path: P
         ("tax", "m1", "cipher-tax", later),
         ("vehicle", "m1", "cipher-vehicle", later),
     ]
+
+
+def _question(department: str, at: datetime) -> dict[str, object]:
+    """A query log row of verification v-1, as the log had it before 0011."""
+    return {
+        "person_index": "p",
+        "verification_id": "v-1",
+        "department": department,
+        "consent_id": "c-1",
+        "purpose": "申请",
+        "requested_by": "test",
+        "outcome": "ok",
+        "request_hash": department[0] * 64,
+        "response_digest": "d" * 64,
+        "queried_at": at,
+    }
 
 
 def _column(name: str) -> sa.ColumnClause[object]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -453,6 +454,33 @@ class TestProfiles:
 
         assert audit.canonical_json(unsigned) == canonical
         assert audit.record_hash(unsigned, profile="intl") == hashlib.sha256(canonical).hexdigest()
+
+    @pytest.mark.parametrize("profile", ["intl", "gm"])
+    async def test_a_chained_record_hashes_its_whole_canonical_json(self, profile: Profile) -> None:
+        """The chain writes the detail's JSON once and puts it in the record's: the hash is
+        still the one of the whole record's canonical JSON, whatever the fields around the
+        detail hold (here text that looks like the record's own keys and separators)."""
+        entry = audit.AuditEntry(
+            client_id='c","detail":{},"outcome":"',
+            action='{"a":1},"',
+            target='"}',
+            outcome="success",
+            at=T0,
+            purpose='"detail":null',
+            trace_id=None,
+            detail={"z": [1.5, 1e16, {"b": "区", "a": None}], "a": T0},
+        )
+
+        (record,) = audit._chained([entry], audit._GENESIS, profile=profile)
+
+        unsigned = {key: value for key, value in record.__dict__.items() if key != "hash"}
+        digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+        digest.update(audit.canonical_json(unsigned))
+        assert record.hash == digest.finalize().hex()
+        assert record.detail == {
+            "a": "2024-01-01T08:00:00.000000Z",
+            "z": [1.5, 1e16, {"a": None, "b": "区"}],
+        }
 
     @pytest.mark.parametrize("profile", ["intl", "gm"])
     async def test_a_chain_in_either_profile_verifies_and_detects_edits(

@@ -482,6 +482,26 @@ class TestProfiles:
             "z": [1.5, 1e16, {"a": None, "b": "区"}],
         }
 
+    async def test_a_detail_keyed_by_numbers_hashes_as_it_reads_back(
+        self, sessions: Sessions
+    ) -> None:
+        """Numbers as keys are sorted as numbers when written (2 before 10) and as text once
+        read back ("10" before "2"): the hash is of what a read gives back, so the chain
+        still verifies."""
+        async with sessions() as session:
+            await audit.append(
+                session,
+                client_id="c",
+                action="a",
+                target="t",
+                outcome="success",
+                detail={"by_month": {2: "feb", 10: "oct"}, "at": {1.5: True}},
+                now=T0,
+            )
+            await session.commit()
+
+        assert await verify(sessions) == []
+
     @pytest.mark.parametrize("profile", ["intl", "gm"])
     async def test_a_chain_in_either_profile_verifies_and_detects_edits(
         self, sessions: Sessions, profile: Profile

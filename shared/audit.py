@@ -503,13 +503,17 @@ async def purge(
 
 def record_hash(fields: Mapping[str, Any], *, profile: Profile) -> str:
     """The hex digest of a record's canonical JSON (every field but `hash`)."""
-    return _record_hash(fields, canonical_json(fields["detail"]), profile=profile)
+    digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+    digest.update(canonical_json({key: fields[key] for key in _HASHED_FIELDS}))
+    return digest.finalize().hex()
 
 
 def _record_hash(fields: Mapping[str, Any], detail_text: bytes, *, profile: Profile) -> str:
-    """`record_hash`, given the detail's canonical JSON already made: the detail is most of a
-    record (a household's report lists its 44 exchanges), and writing it a second time inside
-    the record's JSON was a third of chaining the record (bench/README.md, stop 62).
+    """`record_hash`, for the chain, which has the detail's canonical JSON already made: the
+    detail is most of a record (a household's report lists its 44 exchanges), and writing it
+    a second time inside the record's JSON was a third of chaining the record
+    (bench/README.md, stop 62). A check of the chain has no such text: writing the record in
+    one call is cheaper there.
 
     The record's canonical JSON is its other fields' with `"detail":<detail_text>` put in
     their sorted place, right after the last key that sorts before "detail": keys are

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -474,9 +473,7 @@ class TestProfiles:
         (record,) = audit._chained([entry], audit._GENESIS, profile=profile)
 
         unsigned = {key: value for key, value in record.__dict__.items() if key != "hash"}
-        digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
-        digest.update(audit.canonical_json(unsigned))
-        assert record.hash == digest.finalize().hex()
+        assert record.hash == audit.record_hash(unsigned, profile=profile)
         assert record.detail == {
             "a": "2024-01-01T08:00:00.000000Z",
             "z": [1.5, 1e16, {"a": None, "b": "区"}],

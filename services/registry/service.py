@@ -267,8 +267,11 @@ def _household_from_rows(
     )
 
 
-def to_cloudevent(event: HouseholdEvent, *, region: str, sequence: int) -> CloudEvent:
-    """Wrap a domain event in the integrators' envelope."""
+def to_cloudevent(
+    event: HouseholdEvent, *, region: str, sequence: int, traceparent: str | None = None
+) -> CloudEvent:
+    """Wrap a domain event in the integrators' envelope, in the trace of `traceparent` (else
+    of what is being handled)."""
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(event).items()}
     return new_event(
         service="registry",
@@ -278,6 +281,7 @@ def to_cloudevent(event: HouseholdEvent, *, region: str, sequence: int) -> Cloud
         region=region,
         sequence=sequence,
         data=data,
+        traceparent=traceparent,
     )
 
 
@@ -939,39 +943,63 @@ def summary(row: Mapping[str, Any]) -> dict[str, Any]:
 # -- results from other services -------------------------------------------------------------
 
 
-async def annotate(
-    uow: UnitOfWork, *, household_id: str, field_name: str, value: Any, source: str
-) -> bool:
-    """Attach another service's result (a report summary, a measures card) to the file.
+@dataclass(frozen=True)
+class Attachment:
+    """Another service's result for a file (`attach`): the column it lands in, its value, the
+    service it came from, and the trace of the event that brought it."""
+
+    household_id: str
+    field_name: str
+    value: Any
+    source: str
+    traceparent: str | None = None
+
+
+async def attach(uow: UnitOfWork, attachments: Sequence[Attachment]) -> set[str]:
+    """Attach other services' results (a report summary, a measures card) to their files, in
+    their order: a file given two values of one field keeps the last. Each attachment writes
+    its history row and a `household.changed` event.
 
     The file's version (its ETag) is left as it is: it guards what people edit, and a result
     landing from another service is no one's edit, so a reviewer's If-Match read before it
     still holds (no 412 for a conflict nobody made). People's writes never carry these fields,
     so neither overwrites the other.
 
-    Returns False for a household this registry does not hold (the event is then ignored).
+    Returns the households held here; an attachment to any other is ignored.
     """
-    row = await store.attach_result(uow.session, household_id, field_name=field_name, value=value)
-    if row is None:
-        return False
+    values: dict[str, dict[str, Any]] = {}
+    for a in attachments:
+        values.setdefault(a.field_name, {})[a.household_id] = a.value
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for field_name, by_household in values.items():
+        found = await store.attach_results(uow.session, field_name, by_household)
+        held |= {(field_name, h): row for h, row in found.items()}
+    done = [
+        (a, held[a.field_name, a.household_id])
+        for a in attachments
+        if (a.field_name, a.household_id) in held
+    ]
     await store.add_history(
         uow.session,
         [
             {
-                "household_id": household_id,
+                "household_id": a.household_id,
                 "version": row["version"],
-                "actor": source,
-                "action": f"{field_name}_attached",
+                "actor": a.source,
+                "action": f"{a.field_name}_attached",
                 "comment": None,
-                "changes": [{"field": field_name, "old": None, "new": "attached"}],
+                "changes": [{"field": a.field_name, "old": None, "new": "attached"}],
             }
+            for a, row in done
         ],
     )
-    uow.publish(
-        to_cloudevent(
-            HouseholdChanged(household_id, (field_name,)),
-            region=row["region"],
-            sequence=row["version"],
+    for a, row in done:
+        uow.publish(
+            to_cloudevent(
+                HouseholdChanged(a.household_id, (a.field_name,)),
+                region=row["region"],
+                sequence=row["version"],
+                traceparent=a.traceparent,
+            )
         )
-    )
-    return True
+    return {a.household_id for a, _ in done}

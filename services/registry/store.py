@@ -514,25 +514,49 @@ def _change_statement(history_rows: int) -> Select[Any]:
     )
 
 
-async def attach_result(
-    session: AsyncSession, household_id: str, *, field_name: str, value: Any
-) -> dict[str, Any] | None:
-    """Set one of the columns other services' results live in; the version is not touched.
+async def attach_results(
+    session: AsyncSession, field_name: str, values: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Set one of the columns other services' results live in, for each household of `values`
+    (its id and value); the version is not touched.
 
-    Returns the file's version and region, or None for a household not held here: the one
-    statement an attachment needs (a read of the whole file first, its JSON columns decoded,
-    was two fifths of the registry's handling of a completed verification in a batch).
+    Returns each held household's version and region; one not held here is left out. Two
+    statements for any number of households: the UPDATE given all of them at execution, then
+    one read of what it changed. Taken before the read, the UPDATE's row locks keep its version
+    the one read (a read of the whole file first, its JSON columns decoded, was two fifths of
+    the registry's handling of a completed verification in a batch; a statement or two an
+    event after that).
     """
     if field_name not in ATTACHED_RESULTS:
         raise ValueError(f"{field_name!r} is not a result another service attaches")
-    attached = await session.execute(
-        update(household)
-        .where(household.c.id == household_id)
-        .values({field_name: value, "updated_at": _now()})
-        .returning(household.c.version, household.c.region)
+    if not values:
+        return {}
+    now = _now()
+    await session.execute(
+        _attach_statement(field_name),
+        [{"attached_id": h, "attached_value": v, "attached_at": now} for h, v in values.items()],
     )
-    row = attached.mappings().one_or_none()
-    return dict(row) if row else None
+    held = await session.execute(
+        select(household.c.id, household.c.version, household.c.region).where(
+            household.c.id.in_(list(values))
+        )
+    )
+    return {row.id: {"version": row.version, "region": row.region} for row in held}
+
+
+@lru_cache(maxsize=len(ATTACHED_RESULTS))
+def _attach_statement(field_name: str) -> Update:
+    """Built once per column (`attach_results`), its rows given at execution."""
+    return (
+        update(household)
+        .where(household.c.id == bindparam("attached_id"))
+        .values(
+            {
+                field_name: bindparam("attached_value", type_=household.c[field_name].type),
+                "updated_at": bindparam("attached_at", type_=household.c.updated_at.type),
+            }
+        )
+    )
 
 
 async def get_household(session: AsyncSession, household_id: str) -> dict[str, Any] | None:

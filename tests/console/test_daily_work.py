@@ -475,18 +475,13 @@ class TestCountyQueues:
 
 
 async def _flag_exit(settings: RegistrySettings, household_id: str) -> None:
-    """What the registry does on benefits' `exit.eligible` event (consumers.on_exit_eligible),
+    """What the registry does on benefits' `exit.eligible` event (consumers.exit_handler),
     on the stack's database."""
     url, schema = settings.database
     db = Database(url, schema=schema)
     async with db.unit_of_work() as uow:
         flag = {"flagged_at": "2026-11-02T01:00:00+00:00", "household_id": household_id}
-        assert await service.annotate(
-            uow,
-            household_id=household_id,
-            field_name="exit_eligibility",
-            value=flag,
-            source="bangfu.benefits",
-        )
+        flagged = service.Attachment(household_id, "exit_eligibility", flag, "bangfu.benefits")
+        assert await service.attach(uow, [flagged]) == {household_id}
         await uow.commit()
     await db.dispose()

@@ -84,11 +84,11 @@ async def test_a_result_attached_keeps_the_version_and_one_for_a_file_not_held_w
     database = Database(registry_settings.database_url, schema=registry_settings.database_schema)
     try:
         async with database.unit_of_work() as uow:
-            held = await service.annotate(
-                uow, household_id=filed["id"], field_name="verification", value={"v": 1}, source="x"
+            held = await service.attach(
+                uow, [service.Attachment(filed["id"], "verification", {"v": 1}, source="x")]
             )
-            elsewhere = await service.annotate(
-                uow, household_id="not-held-here", field_name="verification", value={}, source="x"
+            elsewhere = await service.attach(
+                uow, [service.Attachment("not-held-here", "verification", {}, source="x")]
             )
             events = uow.take_events()
             await uow.commit()
@@ -102,7 +102,7 @@ async def test_a_result_attached_keeps_the_version_and_one_for_a_file_not_held_w
             ).all()
     finally:
         await database.engine.dispose()
-    assert (held, elsewhere) == (True, False)
+    assert (held, elsewhere) == ({filed["id"]}, set())
     assert [(e.subject, e.sequence, e.data["fields"]) for e in events] == [
         (filed["id"], 2, ["verification"])
     ]

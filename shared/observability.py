@@ -129,7 +129,15 @@ def span(
     parent: str | None,
     attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[tuple[Span, str]]:
-    """A span continuing `parent` (a traceparent), and the traceparent to pass on from it."""
+    """A span continuing `parent` (a traceparent), and the traceparent to pass on from it.
+
+    With no tracer provider set (tracing off, the default), no span is started: OpenTelemetry's
+    no-op tracer took 33 µs a span here, which the relay pays for each event it publishes and
+    a consumer for each it handles (4.6 % of the verification service's CPU in a batch).
+    """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        yield trace.INVALID_SPAN, new_traceparent(trace_id_of(parent))
+        return
     with _tracer.start_as_current_span(
         name, context=traceparent_context(parent), kind=kind, attributes=attributes
     ) as current:

@@ -202,6 +202,29 @@ def test_tracing_is_off_by_default() -> None:
     assert configure_tracing("registry") is False
 
 
+def test_with_tracing_off_a_span_still_passes_its_parents_trace_on() -> None:
+    """In a fresh process, where no tracer provider is set: no span is started, and the
+    traceparent passed on keeps the parent's trace id under a new span id."""
+    script = (
+        "from opentelemetry.trace import SpanKind\n"
+        "from shared.observability import span\n"
+        f"parent = '00-{TRACE}-{CALLER_SPAN}-01'\n"
+        "with span('publish', kind=SpanKind.PRODUCER, parent=parent) as (kept, passed):\n"
+        "    print(kept.is_recording(), passed)\n"
+        "with span('handle', kind=SpanKind.CONSUMER, parent=None) as (_, new):\n"
+        "    print(new)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    recording, passed, new = run.stdout.split()
+    assert recording == "False"
+    version, trace_id, span_id, flags = passed.split("-")
+    assert (version, trace_id, flags) == ("00", TRACE, "01")
+    assert len(span_id) == 16 and span_id != CALLER_SPAN
+    assert len(new.split("-")[1]) == 32 and new.split("-")[1] != TRACE
+
+
 class _Collector(BaseHTTPRequestHandler):
     received: list[tuple[str, str, bytes]] = []
 

@@ -39,10 +39,22 @@ async def on_household_applied(event: CloudEvent, uow: UnitOfWork) -> None:
     await _queue(event, uow, trigger="applied", purpose="申请审核 (application review)")
 
 
+def _material(event: CloudEvent) -> bool:
+    """A member added or removed, or a change of a field departments would answer about."""
+    name = event.type.split(".")[-2]
+    return name != "changed" or bool(MATERIAL_FIELDS & set(event.data.get("fields", [])))
+
+
+async def material_changes(events: list[CloudEvent], uow: UnitOfWork) -> set[str]:
+    """The household changes that call for a check (`Subscription.wanted`): the others (an
+    address edited, another service's result attached: one for each verification completed)
+    are acknowledged with no inbox row and no transaction."""
+    return {event.id for event in events if _material(event)}
+
+
 async def on_household_changed(event: CloudEvent, uow: UnitOfWork) -> None:
     """A member added or removed, or declared income or assets changed: verify again."""
-    name = event.type.split(".")[-2]
-    if name == "changed" and not MATERIAL_FIELDS & set(event.data.get("fields", [])):
+    if not _material(event):
         return
     await _queue(event, uow, trigger="changed", purpose="家庭情况变化复核 (change review)")
 
@@ -100,6 +112,7 @@ def subscriptions(settings: VerificationSettings) -> list[Subscription]:
                 f"{household}.member_removed.>",
             ],
             on_household_changed,
+            wanted=material_changes,
         ),
         Subscription(
             "verification-household-enrolled",

@@ -15,7 +15,7 @@ from services.benefits.service import Engine
 from services.benefits.settings import BenefitsSettings
 from shared.auth import Principal
 from shared.db import UnitOfWork
-from shared.events.consumer import Handler, Subscription
+from shared.events.consumer import Handler, Subscription, Wanted
 from shared.events.envelope import CloudEvent
 from shared.observability import current_traceparent
 from shared.regions import FILING_PROVINCES
@@ -46,6 +46,22 @@ def _refetches(settings: BenefitsSettings, event: CloudEvent) -> bool:
         # reading the file again would decide the same card once more.
         return False
     return settings.follow_registry and name in REFETCH
+
+
+def household_events_wanted(settings: BenefitsSettings) -> Wanted:
+    """The household events the handler acts on (`Subscription.wanted`): a month's income, and
+    the changes after which the file is read again. The others (an exit, another service's
+    result attached: one for each verification completed and each card benefits decided) are
+    acknowledged with no inbox row and no transaction."""
+
+    async def wanted(events: list[CloudEvent], uow: UnitOfWork) -> set[str]:
+        return {
+            event.id
+            for event in events
+            if event.type.split(".")[-2] == "income_recorded" or _refetches(settings, event)
+        }
+
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -189,6 +205,7 @@ def subscriptions(settings: BenefitsSettings, engine: Engine) -> list[Subscripti
             "REGISTRY",
             ["bangfu.registry.household.>"],
             household_handler(settings, engine, batches),
+            wanted=household_events_wanted(settings),
             batch=batches.scope if settings.registry_batch_reads else None,
             read_ahead=batches.read_ahead if settings.registry_batch_reads else None,
         ),

@@ -17,7 +17,10 @@ from sqlalchemy import select
 
 from services.benefits import store
 from services.benefits.app import create_app
+from services.benefits.consumers import subscriptions
+from services.benefits.domain.parameters import DEFAULT_DIRECTORY, load_book
 from services.benefits.inputs import from_registry
+from services.benefits.service import Engine
 from services.benefits.settings import BenefitsSettings
 from shared.db import Database
 from shared.events.envelope import CloudEvent, new_event
@@ -343,3 +346,45 @@ async def _stream_holds(js: Any, count: int) -> bool:
         return bool((await js.stream_info("REGISTRY")).state.messages >= count)
     except Exception:  # noqa: BLE001 - not created yet
         return False
+
+
+def _household_event(name: str, fields: list[str] | None = None) -> CloudEvent:
+    data: dict[str, Any] = {"household_id": "h-1", **({"fields": fields} if fields else {})}
+    return new_event(
+        service="registry",
+        aggregate="household",
+        name=name,
+        subject="h-1",
+        region="411302",
+        sequence=2,
+        data=data,
+    )
+
+
+@pytest.mark.parametrize("follow_registry", [True, False])
+async def test_the_household_consumer_takes_in_only_the_events_it_acts_on(
+    benefits_settings: BenefitsSettings, follow_registry: bool
+) -> None:
+    """Acted on: a month's income, and a change after which the file is read again (when
+    benefits follows the registry). Left out: an exit, and another service's result
+    attached (benefits' own card among them)."""
+    settings = benefits_settings.model_copy(update={"follow_registry": follow_registry})
+    (household,) = [
+        s
+        for s in subscriptions(settings, Engine(load_book(DEFAULT_DIRECTORY)))
+        if s.name == "benefits-household"
+    ]
+    assert household.wanted is not None
+    earned = income("h-1", "2026-11", 1000, 3)
+    moved = _household_event("changed", ["location", "verification"])
+    joined = _household_event("member_added")
+    attached = _household_event("changed", ["verification", "entitlements"])
+    exited = _household_event("exited")
+    db = Database(settings.database_url, schema=settings.database_schema)
+    try:
+        async with db.unit_of_work() as uow:
+            kept = await household.wanted([earned, moved, joined, attached, exited], uow)
+    finally:
+        await db.dispose()
+    followed = {moved.id, joined.id} if follow_registry else set()
+    assert kept == {earned.id} | followed

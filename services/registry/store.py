@@ -532,9 +532,14 @@ async def attach_results(
     if not values:
         return {}
     now = _now()
+    # In the ids' order: consumers attaching to the same files side by side then take their
+    # row locks in one order, and neither waits on the other's (a deadlock on PostgreSQL).
     await session.execute(
         _attach_statement(field_name),
-        [{"attached_id": h, "attached_value": v, "attached_at": now} for h, v in values.items()],
+        [
+            {"attached_id": h, "attached_value": values[h], "attached_at": now}
+            for h in sorted(values)
+        ],
     )
     held = await session.execute(
         select(household.c.id, household.c.version, household.c.region).where(

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from shared.db import Database, create_engine
+from shared.events.envelope import CloudEvent, new_event
 from shared.identity import check_character
 
 
@@ -37,6 +38,21 @@ def code_block(text: str, language: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def household_event(name: str, fields: list[str] | None = None) -> CloudEvent:
+    """The registry's `household.<name>` event about household h-1, naming `fields` if given
+    (a `changed` names the fields that changed)."""
+    data: dict[str, Any] = {"household_id": "h-1", **({"fields": fields} if fields else {})}
+    return new_event(
+        service="registry",
+        aggregate="household",
+        name=name,
+        subject="h-1",
+        region="411302",
+        sequence=2,
+        data=data,
+    )
 
 
 def household_body(

@@ -25,7 +25,7 @@ from services.benefits.settings import BenefitsSettings
 from shared.db import Database
 from shared.events.envelope import CloudEvent, new_event
 from tests.conftest import running
-from tests.helpers import bearer, eventually, identity_number
+from tests.helpers import bearer, eventually, household_event, identity_number
 from tests.services.registry.test_api import file_household
 
 READ = "benefits:read"
@@ -348,19 +348,6 @@ async def _stream_holds(js: Any, count: int) -> bool:
         return False
 
 
-def _household_event(name: str, fields: list[str] | None = None) -> CloudEvent:
-    data: dict[str, Any] = {"household_id": "h-1", **({"fields": fields} if fields else {})}
-    return new_event(
-        service="registry",
-        aggregate="household",
-        name=name,
-        subject="h-1",
-        region="411302",
-        sequence=2,
-        data=data,
-    )
-
-
 @pytest.mark.parametrize("follow_registry", [True, False])
 async def test_the_household_consumer_takes_in_only_the_events_it_acts_on(
     benefits_settings: BenefitsSettings, follow_registry: bool
@@ -376,10 +363,10 @@ async def test_the_household_consumer_takes_in_only_the_events_it_acts_on(
     ]
     assert household.wanted is not None
     earned = income("h-1", "2026-11", 1000, 3)
-    moved = _household_event("changed", ["location", "verification"])
-    joined = _household_event("member_added")
-    attached = _household_event("changed", ["verification", "entitlements"])
-    exited = _household_event("exited")
+    moved = household_event("changed", ["location", "verification"])
+    joined = household_event("member_added")
+    attached = household_event("changed", ["verification", "entitlements"])
+    exited = household_event("exited")
     db = Database(settings.database_url, schema=settings.database_schema)
     try:
         async with db.unit_of_work() as uow:

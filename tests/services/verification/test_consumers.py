@@ -8,30 +8,15 @@ from pathlib import Path
 from services.verification.consumers import material_changes, subscriptions
 from services.verification.settings import VerificationSettings
 from shared.db import Database
-from shared.events.envelope import CloudEvent, new_event
-
-
-def _household(name: str, fields: list[str] | None = None) -> CloudEvent:
-    data: dict[str, object] = {"household_id": "h-1"}
-    if fields is not None:
-        data["fields"] = fields
-    return new_event(
-        service="registry",
-        aggregate="household",
-        name=name,
-        subject="h-1",
-        region="411302",
-        sequence=2,
-        data=data,
-    )
+from tests.helpers import household_event
 
 
 async def test_only_material_changes_are_taken_in(tmp_path: Path) -> None:
-    declared = _household("changed", ["declarations", "location"])
-    moved = _household("changed", ["location"])
-    attached = _household("changed", ["verification"])
-    joined = _household("member_added")
-    left = _household("member_removed")
+    declared = household_event("changed", ["declarations", "location"])
+    moved = household_event("changed", ["location"])
+    attached = household_event("changed", ["verification"])
+    joined = household_event("member_added")
+    left = household_event("member_removed")
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/verification.db")
     try:
         async with db.unit_of_work() as uow:

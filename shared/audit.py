@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
+from shared.crypto import digest
 from shared.db import common_metadata, rows_param
 
 Profile = Literal["intl", "gm"]
@@ -503,9 +504,7 @@ async def purge(
 
 def record_hash(fields: Mapping[str, Any], *, profile: Profile) -> str:
     """The hex digest of a record's canonical JSON (every field but `hash`)."""
-    digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
-    digest.update(canonical_json({key: fields[key] for key in _HASHED_FIELDS}))
-    return digest.finalize().hex()
+    return digest(profile, canonical_json({key: fields[key] for key in _HASHED_FIELDS}))
 
 
 def _record_hash(fields: Mapping[str, Any], detail_text: bytes, *, profile: Profile) -> str:
@@ -520,15 +519,15 @@ def _record_hash(fields: Mapping[str, Any], detail_text: bytes, *, profile: Prof
     sorted at every depth, and the separators are the same, so this is byte for byte what
     `canonical_json` of the whole record writes.
     """
-    digest = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+    hasher = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
     before = canonical_json({key: fields[key] for key in _HASHED_BEFORE_DETAIL})
     after = canonical_json({key: fields[key] for key in _HASHED_AFTER_DETAIL})
-    digest.update(before[:-1])  # without its "}"
-    digest.update(b',"detail":')
-    digest.update(detail_text)
-    digest.update(b",")
-    digest.update(after[1:])  # without its "{"
-    return digest.finalize().hex()
+    hasher.update(before[:-1])  # without its "}"
+    hasher.update(b',"detail":')
+    hasher.update(detail_text)
+    hasher.update(b",")
+    hasher.update(after[1:])  # without its "{"
+    return hasher.finalize().hex()
 
 
 def canonical_json(value: Any) -> bytes:

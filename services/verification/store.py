@@ -261,18 +261,35 @@ async def get_verification(session: AsyncSession, verification_id: str) -> dict[
 async def claim_queued(
     session: AsyncSession, *, limit: int, lease_seconds: float
 ) -> list[dict[str, Any]]:
-    """Take up to `limit` verifications to run: queued and due, or abandoned by a dead worker."""
+    """Take up to `limit` verifications to run: abandoned by a dead worker, then queued and due.
+
+    Two claims, not one whose WHERE ORs the two: each walks its own part of
+    ix_verification_status_not_before and stops at `limit`, where the OR had PostgreSQL scan and
+    sort every queued row on each claim (3 ms at 10,000 queued, so O(batch) a claim).
+    """
     now = _now()
-    return await _claim(
+    taken = {
+        "status": "running",
+        "claimed_until": now + timedelta(seconds=lease_seconds),
+        "attempts": verification.c.attempts + 1,
+    }
+    abandoned = await _claim(
         session,
-        ((verification.c.status == "queued") & (verification.c.not_before <= now))
-        | ((verification.c.status == "running") & (verification.c.claimed_until < now)),
-        order_by=verification.c.not_before,
+        (verification.c.status == "running") & (verification.c.claimed_until < now),
+        order_by=verification.c.claimed_until,
         limit=limit,
-        status="running",
-        claimed_until=now + timedelta(seconds=lease_seconds),
-        attempts=verification.c.attempts + 1,
+        **taken,
     )
+    if len(abandoned) == limit:
+        return abandoned
+    queued = await _claim(
+        session,
+        (verification.c.status == "queued") & (verification.c.not_before <= now),
+        order_by=verification.c.not_before,
+        limit=limit - len(abandoned),
+        **taken,
+    )
+    return abandoned + queued
 
 
 async def claim_refetches(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, select, text
 
 from services.verification import store
 from services.verification.domain.departments import Department
@@ -151,14 +151,7 @@ async def _filed(db: Database, *household_ids: str) -> list[str]:
     ids = []
     async with db.unit_of_work() as uow:
         for household_id in household_ids:
-            row, _ = _queued(
-                household_id=household_id,
-                region="411302",
-                purpose="申请",
-                departments=[Department.TAX, Department.VEHICLE],
-                trigger="api",
-                requested_by="test-client",
-            )
+            row = _queued_row(household_id)
             await store.insert_verification(uow.session, row)
             ids.append(row["id"])
         await uow.commit()
@@ -309,3 +302,76 @@ async def test_a_reports_body_keeps_the_hashed_text_as_written(
         assert orjson.loads(stored)["report"] == orjson.loads(canonical)
     finally:
         await db.dispose()
+
+
+async def test_a_claim_takes_the_abandoned_then_the_oldest_due_and_reads_only_what_it_takes(
+    migrated_database: Callable[[str], Awaitable[tuple[str, str | None]]],
+    uses_sqlite: bool,
+) -> None:
+    url, schema = await migrated_database("verification")
+    db = Database(url, schema=schema)
+    now = datetime.now(UTC)
+    # A batch of 2,000 queued and due: a claim that read them all was O(batch) each.
+    batch = [
+        {**_queued_row(f"h-batch-{i}"), "not_before": now - timedelta(seconds=30)}
+        for i in range(2_000)
+    ]
+    late, early, not_due, abandoned, alive = await _filed(db, *(f"h-{n}" for n in range(5)))
+    try:
+        async with db.unit_of_work() as uow:
+            await store.insert_rows(uow.session, store.verification, batch)
+            v = store.verification.c
+            for verification_id, values in (
+                (late, {"not_before": now - timedelta(minutes=1)}),
+                (early, {"not_before": now - timedelta(minutes=2)}),
+                (not_due, {"not_before": now + timedelta(minutes=5)}),
+                (abandoned, {"status": "running", "claimed_until": now - timedelta(seconds=1)}),
+                (alive, {"status": "running", "claimed_until": now + timedelta(minutes=5)}),
+            ):
+                await uow.session.execute(
+                    store.verification.update().where(v.id == verification_id).values(**values)
+                )
+            if not uses_sqlite:
+                await uow.session.execute(text("ANALYZE verification"))
+            await uow.commit()
+
+        async with db.unit_of_work() as uow:
+            first = await store.claim_queued(uow.session, limit=2, lease_seconds=30)
+            if not uses_sqlite:
+                read = (
+                    await uow.session.execute(
+                        text(
+                            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+                            " FROM pg_stat_xact_user_tables"
+                            " WHERE relname = 'verification' AND schemaname = current_schema()"
+                        )
+                    )
+                ).scalar_one()
+                assert read <= 10, f"a claim of 2 read {read} rows"
+            await uow.commit()
+        async with db.unit_of_work() as uow:
+            second = await store.claim_queued(uow.session, limit=5, lease_seconds=30)
+            await uow.commit()
+
+        assert {r["id"] for r in first} == {abandoned, early}
+        assert sorted(r["household_id"][:8] for r in second) == ["h-0"] + ["h-batch-"] * 4
+        assert {r["status"] for r in first + second} == {"running"}
+        assert {r["attempts"] for r in first + second} == {1}
+        assert all(as_utc(r["claimed_until"]) > now for r in first + second)
+        untouched = {r["id"]: r for r in await _all(db, store.verification)}
+        assert untouched[not_due]["status"] == "queued"  # not yet due
+        assert as_utc(untouched[alive]["claimed_until"]) > now + timedelta(minutes=4)  # its lease
+    finally:
+        await db.dispose()
+
+
+def _queued_row(household_id: str) -> dict[str, Any]:
+    row, _ = _queued(
+        household_id=household_id,
+        region="411302",
+        purpose="申请",
+        departments=[Department.TAX],
+        trigger="batch",
+        requested_by="test-client",
+    )
+    return row

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     tuple_,
     update,
 )
@@ -655,6 +656,19 @@ async def tally_batch(
         if getattr(moved, "rowcount", 0):
             return before, after
     return None
+
+
+async def sample_verifications(session: AsyncSession) -> None:
+    """PostgreSQL: have the planner's statistics of the verification table sampled anew.
+
+    A batch files up to a region's every household at once, and autovacuum samples a table a
+    minute later at best. Planned meanwhile from the table's size before, a claim read and
+    sorted every queued row (a bitmap scan estimated at 4 rows) and a tally did the same with
+    the batch's (bench/README.md, stop 64). ANALYZE reads a sample, not the table: 30,000 rows
+    at most with the default statistics target.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("ANALYZE verification"))
 
 
 async def running_batch_ids(session: AsyncSession) -> list[str]:

@@ -221,6 +221,9 @@ async def create_batch(
         departments=body.departments,
     )
     await uow.commit()
+    if batch["status"] == "running":
+        await store.sample_verifications(uow.session)
+        await uow.commit()
     return JSONResponse(
         jsonable_encoder(service.batch_view(batch, now=datetime.now(UTC))),
         status_code=202,

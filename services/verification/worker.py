@@ -85,10 +85,19 @@ WRITE_GROUP = 50  # reports written in one transaction at most
 # the batch's rows (1.9 ms of PostgreSQL's time at 10,000), and tallies of a busy batch were
 # about 5 % of the machine's CPU (bench/README.md, stop 33).
 TALLY_EVERY = 0.5
+# Rows a batch's tallies count a second at most: a region's 500,000 households tallied every
+# TALLY_EVERY would cost PostgreSQL some 100 ms of every 500 (bench/README.md, stop 64).
+TALLY_ROWS_PER_SECOND = 20_000
 REQUESTED = event_type("verification", VerificationRequested.aggregate, VerificationRequested.name)
 ANSWER_CONTEXT = "verification.raw_answer"
 _NO_ANSWER = {"answer_cipher": None, "purge_after": None}
 MISSING = (ItemStatus.UNAVAILABLE, ItemStatus.ERROR)
+
+
+def tally_interval(total: int) -> float:
+    """Seconds between two tallies of a busy batch of `total` households: `TALLY_EVERY`, or
+    longer when its tallies would count more than `TALLY_ROWS_PER_SECOND` rows a second."""
+    return max(TALLY_EVERY, total / TALLY_ROWS_PER_SECOND)
 
 
 class NotVerifiable(Exception):
@@ -911,7 +920,7 @@ class Verifier:
 
     def tally(self, batch_id: str) -> None:
         """Bring a batch's counts up to date soon, in a task of its own: now if no tally of
-        it runs, else once that one is done and `TALLY_EVERY` has passed.
+        it runs, else once that one is done and `tally_interval` has passed.
 
         A tally counts all the batch's rows, and its households finish by the dozen a second:
         one tally each was O(batch) per household, and a run that tallied for the others kept
@@ -924,20 +933,22 @@ class Verifier:
             )
 
     async def _tally_while_moving(self, batch_id: str) -> None:
+        total = 0
         try:
             while batch_id in self._tally_again:
                 self._tally_again.discard(batch_id)
                 try:
-                    await self._tally_once(batch_id)
+                    total = await self._tally_once(batch_id) or total
                 except Exception:  # noqa: BLE001 - the periodic duty tallies running batches
                     log.exception("verification.tally_failed", batch_id=batch_id)
-                await asyncio.sleep(TALLY_EVERY)
+                await asyncio.sleep(tally_interval(total))
         finally:
             del self._tallies[batch_id]
 
-    async def _tally_once(self, batch_id: str) -> None:
+    async def _tally_once(self, batch_id: str) -> int | None:
         """Bring a batch's counts up to date in a short transaction of its own; announce
-        progress each `progress_every` households settled, and the end."""
+        progress each `progress_every` households settled, and the end. The batch's size if
+        its counts moved."""
         async with self.db.unit_of_work() as uow:
             moved = await store.tally_batch(uow.session, batch_id)
             if moved:
@@ -947,6 +958,7 @@ class Verifier:
                 if crossed or after["status"] != before["status"]:
                     publish_progress(uow, after)
             await uow.commit()
+        return moved[1]["total"] if moved else None
 
     async def tally_running(self) -> int:
         """Tally every running batch: a tally lost to a crash is made up here."""

@@ -12,14 +12,15 @@ from typing import Any
 
 import httpx
 import nats
+import pytest
 from sqlalchemy import text
 
-from services.verification import store
+from services.verification import store, worker
 from services.verification.app import create_app
 from services.verification.domain.departments import Department
 from services.verification.service import _queued
 from services.verification.settings import VerificationSettings
-from services.verification.worker import TALLY_EVERY
+from services.verification.worker import TALLY_EVERY, tally_interval
 from shared.db import Database
 from shared.events.envelope import new_event_id
 from tests.conftest import running
@@ -299,7 +300,10 @@ async def test_a_batch_whose_last_tally_was_lost_is_completed_by_the_periodic_ta
     assert [(p["status"], p["done"], p["failed"]) for p in progress] == [("completed", 1, 1)]
 
 
+@pytest.mark.parametrize("rows_per_second", [worker.TALLY_ROWS_PER_SECOND, 40])
 async def test_a_busy_batch_is_tallied_at_most_every_tally_interval(
+    rows_per_second: int,
+    monkeypatch: pytest.MonkeyPatch,
     verification_settings: VerificationSettings,
     make_verification: Callable[..., Any],
     sandbox: httpx.AsyncClient,
@@ -308,7 +312,9 @@ async def test_a_busy_batch_is_tallied_at_most_every_tally_interval(
     nats_url: str,
 ) -> None:
     """A tally counts all the batch's rows: a busy batch is tallied at most every
-    `TALLY_EVERY` (the first at once), and its last households are still counted."""
+    `tally_interval` (the first at once), and its last households are still counted. At 40
+    rows a second, 60 households are a batch tallied every 1.5 s."""
+    monkeypatch.setattr(worker, "TALLY_ROWS_PER_SECOND", rows_per_second)
     headers = auth(token)
     household_ids = await prepare(
         make_verification, registry_server, token, nats_url, numbers(60, first=4000)
@@ -337,4 +343,10 @@ async def test_a_busy_batch_is_tallied_at_most_every_tally_interval(
     assert done["done"] == 60
     assert len(tallies) >= 2
     gaps = [later - earlier for earlier, later in itertools.pairwise(tallies)]
-    assert min(gaps) >= TALLY_EVERY * 0.9, gaps
+    assert min(gaps) >= tally_interval(60) * 0.9, gaps
+
+
+def test_a_large_batch_is_tallied_less_often_so_that_its_tallies_stay_a_small_load() -> None:
+    """A tally counts every row of its batch: a county's batch is tallied every `TALLY_EVERY`,
+    a region's 500,000 every 25 s (20,000 rows counted a second), not 1,000,000 rows a second."""
+    assert [tally_interval(n) for n in (0, 60, 10_000, 500_000)] == [TALLY_EVERY] * 3 + [25.0]

@@ -366,12 +366,13 @@ async def test_a_claim_takes_the_abandoned_then_the_oldest_due_and_reads_only_wh
 
 
 def _queued_row(household_id: str) -> dict[str, Any]:
+    """A queued verification's row, as a request files it."""
     row, _ = _queued(
         household_id=household_id,
         region="411302",
         purpose="申请",
-        departments=[Department.TAX],
-        trigger="batch",
+        departments=[Department.TAX, Department.VEHICLE],
+        trigger="api",
         requested_by="test-client",
     )
     return row

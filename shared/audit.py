@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
-from shared.crypto import digest
+from shared.crypto import digest, hash_algorithm
 from shared.db import common_metadata, rows_param
 
 Profile = Literal["intl", "gm"]
@@ -455,7 +455,7 @@ def _checkpoint_body(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def _checkpoint_mac(body: Mapping[str, Any], *, key: bytes, profile: Profile) -> str:
-    mac = crypto_hmac.HMAC(key, hashes.SHA256() if profile == "intl" else hashes.SM3())
+    mac = crypto_hmac.HMAC(key, hash_algorithm(profile))
     mac.update(canonical_json(dict(body)))
     return mac.finalize().hex()
 
@@ -519,7 +519,7 @@ def _record_hash(fields: Mapping[str, Any], detail_text: bytes, *, profile: Prof
     sorted at every depth, and the separators are the same, so this is byte for byte what
     `canonical_json` of the whole record writes.
     """
-    hasher = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+    hasher = hashes.Hash(hash_algorithm(profile))
     before = canonical_json({key: fields[key] for key in _HASHED_BEFORE_DETAIL})
     after = canonical_json({key: fields[key] for key in _HASHED_AFTER_DETAIL})
     hasher.update(before[:-1])  # without its "}"

@@ -161,17 +161,21 @@ def decrypt(keyring: Keyring, token: str, *, context: str) -> str:
 def blind_index(keyring: Keyring, value: str, *, purpose: str) -> str:
     """Hex HMAC of `purpose + NUL + value` under the index key, for exact lookup and uniqueness."""
     _check_label("purpose", purpose)
-    algorithm = hashes.SHA256() if keyring.profile == "intl" else hashes.SM3()
-    mac = hmac.HMAC(keyring.index_key, algorithm)
+    mac = hmac.HMAC(keyring.index_key, hash_algorithm(keyring.profile))
     mac.update(f"{purpose}\x00{value}".encode())
     return mac.finalize().hex()
 
 
-def digest(profile: Profile, data: bytes) -> str:
-    """Hex SHA-256 (intl) or SM3 (gm) of `data`."""
+def hash_algorithm(profile: Profile) -> hashes.HashAlgorithm:
+    """SHA-256 (intl) or SM3 (gm): the hash of every digest, MAC and blind index."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
-    hasher = hashes.Hash(hashes.SHA256() if profile == "intl" else hashes.SM3())
+    return hashes.SHA256() if profile == "intl" else hashes.SM3()
+
+
+def digest(profile: Profile, data: bytes) -> str:
+    """Hex SHA-256 (intl) or SM3 (gm) of `data`."""
+    hasher = hashes.Hash(hash_algorithm(profile))
     hasher.update(data)
     return hasher.finalize().hex()
 
